@@ -1,0 +1,366 @@
+//! Errors of the Ceph layer: what failed, where, the errno by name, and a hint for the operator.
+
+use std::fmt;
+
+/// A positive errno value as returned (negated) by librados / librbd.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// Builds from a librados/librbd return code (`-EFOO` or `EFOO`).
+    pub fn from_ret(ret: i64) -> Errno {
+        Errno(i32::try_from(ret.unsigned_abs()).unwrap_or(i32::MAX))
+    }
+
+    /// The symbolic name ("ENOENT"), or "E?" when unknown.
+    pub fn name(self) -> &'static str {
+        use libc::*;
+        match self.0 {
+            EPERM => "EPERM",
+            ENOENT => "ENOENT",
+            EINTR => "EINTR",
+            EIO => "EIO",
+            ENXIO => "ENXIO",
+            E2BIG => "E2BIG",
+            EBADF => "EBADF",
+            EAGAIN => "EAGAIN",
+            ENOMEM => "ENOMEM",
+            EACCES => "EACCES",
+            EFAULT => "EFAULT",
+            EBUSY => "EBUSY",
+            EEXIST => "EEXIST",
+            EXDEV => "EXDEV",
+            ENODEV => "ENODEV",
+            EINVAL => "EINVAL",
+            EFBIG => "EFBIG",
+            ENOSPC => "ENOSPC",
+            EROFS => "EROFS",
+            ERANGE => "ERANGE",
+            ENAMETOOLONG => "ENAMETOOLONG",
+            ENOSYS => "ENOSYS",
+            ENOTEMPTY => "ENOTEMPTY",
+            ENODATA => "ENODATA",
+            EOPNOTSUPP => "EOPNOTSUPP",
+            ENOTCONN => "ENOTCONN",
+            // Ceph reuses ESHUTDOWN for "client blocklisted".
+            ESHUTDOWN => "ESHUTDOWN",
+            ETIMEDOUT => "ETIMEDOUT",
+            ECONNREFUSED => "ECONNREFUSED",
+            EHOSTUNREACH => "EHOSTUNREACH",
+            EALREADY => "EALREADY",
+            EINPROGRESS => "EINPROGRESS",
+            EDQUOT => "EDQUOT",
+            ECANCELED => "ECANCELED",
+            _ => "E?",
+        }
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = std::io::Error::from_raw_os_error(self.0).to_string();
+        let text = text.split(" (os error").next().unwrap_or_default();
+        write!(f, "{} ({}, errno {})", self.name(), text, self.0)
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.0)
+    }
+}
+
+/// Everything the Ceph layer can fail with. Messages never contain a key.
+#[derive(Debug, thiserror::Error)]
+pub enum CephError {
+    /// A caller-supplied value cannot be handed to Ceph (empty monitor list, NUL byte, ...).
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument { what: &'static str, reason: String },
+
+    /// Creating or configuring the client handle failed before any network traffic.
+    #[error("setting up the Ceph client for client.{user} failed at {step}: {errno}{}", fmt_hint(.hint))]
+    Setup {
+        user: String,
+        step: &'static str,
+        errno: Errno,
+        hint: Option<&'static str>,
+    },
+
+    /// `rados_connect` failed (authentication, unreachable monitors, ...).
+    #[error("connecting to Ceph monitors {monitors} as client.{user} failed after {elapsed_ms} ms: {errno}{}", fmt_hint(.hint))]
+    Connect {
+        monitors: String,
+        user: String,
+        errno: Errno,
+        elapsed_ms: u128,
+        hint: Option<&'static str>,
+    },
+
+    /// Opening an I/O context on a pool failed (usually: the pool does not exist).
+    #[error("opening pool {pool:?} failed: {errno}{}", fmt_hint(.hint))]
+    Pool {
+        pool: String,
+        errno: Errno,
+        hint: Option<&'static str>,
+    },
+
+    /// A librbd operation on one image failed.
+    #[error("{op} of image {pool}/{image} failed: {errno}{}", fmt_hint(.hint))]
+    Image {
+        op: &'static str,
+        pool: String,
+        image: String,
+        errno: Errno,
+        hint: Option<&'static str>,
+    },
+
+    /// A librbd operation on a snapshot failed.
+    #[error("{op} of snapshot {pool}/{image}@{snap} failed: {errno}{}", fmt_hint(.hint))]
+    Snapshot {
+        op: &'static str,
+        pool: String,
+        image: String,
+        snap: String,
+        errno: Errno,
+        hint: Option<&'static str>,
+    },
+
+    /// `rbd_clone3` failed.
+    #[error("cloning {parent_pool}/{parent}@{snap} to {pool}/{image} failed: {errno}{}", fmt_hint(.hint))]
+    Clone {
+        parent_pool: String,
+        parent: String,
+        snap: String,
+        pool: String,
+        image: String,
+        errno: Errno,
+        hint: Option<&'static str>,
+    },
+
+    /// A pool-wide operation (list images, list/remove trash) failed.
+    #[error("{op} in pool {pool:?} failed: {errno}{}", fmt_hint(.hint))]
+    PoolOp {
+        op: &'static str,
+        pool: String,
+        errno: Errno,
+        hint: Option<&'static str>,
+    },
+
+    /// `resize` was asked to make an image smaller; shrinking destroys data, so it is refused.
+    #[error(
+        "refusing to shrink image {pool}/{image} from {current} to {requested} bytes; \
+         hint: RBD volumes can only be expanded"
+    )]
+    ShrinkRefused {
+        pool: String,
+        image: String,
+        current: u64,
+        requested: u64,
+    },
+
+    /// The blocking worker running a Ceph call panicked or was cancelled.
+    #[error("Ceph worker task failed: {0}")]
+    Task(String),
+}
+
+fn fmt_hint(h: &Option<&'static str>) -> String {
+    match h {
+        Some(h) => format!("; hint: {h}"),
+        None => String::new(),
+    }
+}
+
+impl CephError {
+    /// The positive errno behind this error, when it came from librados/librbd.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            CephError::Setup { errno, .. }
+            | CephError::Connect { errno, .. }
+            | CephError::Pool { errno, .. }
+            | CephError::Image { errno, .. }
+            | CephError::Snapshot { errno, .. }
+            | CephError::Clone { errno, .. }
+            | CephError::PoolOp { errno, .. } => Some(errno.0),
+            CephError::InvalidArgument { .. }
+            | CephError::ShrinkRefused { .. }
+            | CephError::Task(_) => None,
+        }
+    }
+
+    /// ENOENT: the image, snapshot or pool does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.errno() == Some(libc::ENOENT)
+    }
+
+    /// EEXIST.
+    pub fn is_exists(&self) -> bool {
+        self.errno() == Some(libc::EEXIST)
+    }
+
+    /// EBUSY: e.g. the image still has watchers (is mapped somewhere), or has children.
+    pub fn is_busy(&self) -> bool {
+        self.errno() == Some(libc::EBUSY)
+    }
+
+    /// EACCES/EPERM: wrong key or insufficient caps.
+    pub fn is_permission(&self) -> bool {
+        matches!(self.errno(), Some(libc::EACCES | libc::EPERM))
+    }
+
+    /// ETIMEDOUT: monitors or OSDs did not answer within the configured timeouts.
+    pub fn is_timeout(&self) -> bool {
+        self.errno() == Some(libc::ETIMEDOUT)
+    }
+}
+
+/// Hint for a failed `rados_connect`.
+pub(crate) fn connect_hint(e: Errno) -> Option<&'static str> {
+    match e.0 {
+        libc::EACCES | libc::EPERM => Some("authentication failed: check the key and the user's caps"),
+        libc::ETIMEDOUT | libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::EINTR => Some(
+            "monitors unreachable: check the monitors parameter and network \
+             (host:port; port 6789 is msgr v1, 3300 is msgr v2, or prefix v1:/v2:)",
+        ),
+        libc::ENOENT | libc::EINVAL => Some(
+            "no usable monitor address or key: check the monitors parameter \
+             (comma-separated host:port) and that the key is a valid base64 cephx key",
+        ),
+        libc::ESHUTDOWN => Some("this client was blocklisted by the cluster"),
+        _ => None,
+    }
+}
+
+/// Hint for failing to open a pool.
+pub(crate) fn pool_hint(e: Errno) -> Option<&'static str> {
+    match e.0 {
+        libc::ENOENT => Some(
+            "the pool does not exist: check the pool parameter, or create it \
+             (ceph osd pool create NAME; rbd pool init NAME)",
+        ),
+        libc::EACCES | libc::EPERM => Some("the user's caps do not allow this pool"),
+        _ => None,
+    }
+}
+
+/// Hint for a failed image / snapshot / pool operation.
+pub(crate) fn op_hint(op: &str, e: Errno) -> Option<&'static str> {
+    match e.0 {
+        libc::EACCES | libc::EPERM if op == "trash remove" => Some(
+            "the trash entry's deferment time has not expired (use force) or the user's caps \
+             forbid it",
+        ),
+        libc::EACCES | libc::EPERM => Some(
+            "the user's caps do not allow this: give it e.g. \
+             \"mon 'profile rbd' osd 'profile rbd pool=POOL'\"",
+        ),
+        libc::ETIMEDOUT => {
+            Some("the cluster did not answer within the op timeout: check its health (ceph -s)")
+        }
+        libc::EBUSY if op == "remove" || op == "trash move" => {
+            Some("the image still has watchers: it is probably still mapped on a node")
+        }
+        libc::EBUSY => Some("the image or snapshot is in use (watchers, children or a lock)"),
+        libc::ENOTEMPTY => Some("the image still has snapshots: remove them first"),
+        libc::ENOSPC | libc::EDQUOT => Some("the pool is full or its quota is reached"),
+        libc::ESHUTDOWN => Some("this client was blocklisted by the cluster"),
+        libc::ENOSYS | libc::EOPNOTSUPP => {
+            Some("the cluster does not support this (check Ceph versions and image format)")
+        }
+        libc::EINVAL if op == "create" || op == "clone" => Some(
+            "the cluster rejected the image options: check imageFeatures \
+             (layering needs format 2), dataPool and size",
+        ),
+        libc::EINVAL if op == "resize" => Some("RBD volumes can only be expanded"),
+        libc::ENOENT if op == "clone" => {
+            Some("the parent image or snapshot does not exist, or the target pool is missing")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names_and_text() {
+        assert_eq!(Errno::from_ret(-2).name(), "ENOENT");
+        assert_eq!(Errno::from_ret(16), Errno(libc::EBUSY));
+        assert_eq!(Errno(libc::ETIMEDOUT).name(), "ETIMEDOUT");
+        assert_eq!(Errno(4242).name(), "E?");
+        assert_eq!(
+            Errno(libc::EACCES).to_string(),
+            "EACCES (Permission denied, errno 13)"
+        );
+        assert_eq!(format!("{:?}", Errno(libc::EEXIST)), "EEXIST(17)");
+    }
+
+    #[test]
+    fn connect_errors_carry_the_operator_hint() {
+        let e = CephError::Connect {
+            monitors: "10.0.0.1:6789".into(),
+            user: "kube".into(),
+            errno: Errno(libc::EACCES),
+            elapsed_ms: 3,
+            hint: connect_hint(Errno(libc::EACCES)),
+        };
+        let s = e.to_string();
+        assert!(s.contains("10.0.0.1:6789") && s.contains("client.kube"), "{s}");
+        assert!(s.contains("EACCES"), "{s}");
+        assert!(s.contains("check the key and the user's caps"), "{s}");
+        assert!(e.is_permission());
+        assert_eq!(e.errno(), Some(libc::EACCES));
+        assert!(connect_hint(Errno(libc::EPERM)).unwrap().contains("check the key"));
+
+        let t = connect_hint(Errno(libc::ETIMEDOUT)).unwrap();
+        assert!(t.starts_with("monitors unreachable: check the monitors parameter and network"));
+    }
+
+    #[test]
+    fn image_errors_name_pool_image_errno_and_hint() {
+        let e = CephError::Image {
+            op: "remove",
+            pool: "kube".into(),
+            image: "pvc-1".into(),
+            errno: Errno(libc::EBUSY),
+            hint: op_hint("remove", Errno(libc::EBUSY)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "remove of image kube/pvc-1 failed: EBUSY (Device or resource busy, errno 16); \
+             hint: the image still has watchers: it is probably still mapped on a node"
+        );
+        assert!(e.is_busy() && !e.is_not_found() && !e.is_exists());
+
+        let e = CephError::Pool {
+            pool: "nope".into(),
+            errno: Errno(libc::ENOENT),
+            hint: pool_hint(Errno(libc::ENOENT)),
+        };
+        assert!(e.is_not_found());
+        assert!(e.to_string().contains("pool does not exist"), "{e}");
+
+        let e = CephError::Image {
+            op: "create",
+            pool: "kube".into(),
+            image: "x".into(),
+            errno: Errno(libc::EEXIST),
+            hint: op_hint("create", Errno(libc::EEXIST)),
+        };
+        assert!(e.is_exists());
+        assert!(!e.to_string().contains("hint"), "no hint for EEXIST: {e}");
+    }
+
+    #[test]
+    fn errors_without_errno() {
+        let e = CephError::ShrinkRefused {
+            pool: "kube".into(),
+            image: "a".into(),
+            current: 2,
+            requested: 1,
+        };
+        assert_eq!(e.errno(), None);
+        assert!(e.to_string().contains("refusing to shrink image kube/a from 2 to 1 bytes"));
+        assert_eq!(CephError::Task("x".into()).errno(), None);
+    }
+}

@@ -1,0 +1,291 @@
+//! Raw declarations for the parts of librados / librbd (Ceph 16.2 "pacific", librbd 1.16,
+//! librados 3.0) that this crate uses, transcribed by hand from
+//! `/usr/include/rados/librados.h` and `/usr/include/rbd/librbd.h`.
+//!
+//! Nothing here leaves `crate::ceph`: the safe wrappers in `cluster.rs` are the only users.
+//!
+//! Struct layouts were checked once against the C headers with gcc on x86_64 (Debian 12):
+//!
+//! | C type                     | size | field offsets                                              |
+//! |----------------------------|------|------------------------------------------------------------|
+//! | `rbd_image_spec_t`         | 16   | id 0, name 8                                               |
+//! | `rbd_linked_image_spec_t`  | 48   | pool_id 0, pool_name 8, pool_namespace 16, image_id 24, image_name 32, trash 40 |
+//! | `rbd_snap_spec_t`          | 24   | id 0, namespace_type 8 (4-byte enum), name 16              |
+//! | `rbd_snap_info_t`          | 24   | id 0, size 8, name 16                                      |
+//! | `rbd_image_info_t`         | 160  | size 0, obj_size 8, num_objs 16, order 24, block_name_prefix 28, parent_pool 56, parent_name 64 |
+//! | `rbd_trash_image_info_t`   | 40   | id 0, name 8, source 16 (4-byte enum), deletion_time 24, deferment_end_time 32 |
+//! | `rbd_image_watcher_t`      | 24   | addr 0, id 8, cookie 16                                    |
+//!
+//! The `const _: () = assert!(..)` blocks below pin these figures at compile time. C enums
+//! are declared as `c_int` (4 bytes, checked) rather than Rust enums, so an unknown value from
+//! a newer library cannot be undefined behaviour.
+#![allow(non_camel_case_types, dead_code)]
+
+use std::ffi::{c_char, c_int, c_void};
+use std::mem::{offset_of, size_of};
+
+pub type rados_t = *mut c_void;
+pub type rados_ioctx_t = *mut c_void;
+pub type rbd_image_t = *mut c_void;
+pub type rbd_image_options_t = *mut c_void;
+pub type librbd_progress_fn_t =
+    Option<unsafe extern "C" fn(offset: u64, total: u64, ptr: *mut c_void) -> c_int>;
+
+// Image option keys (the anonymous enum in librbd.h).
+pub const RBD_IMAGE_OPTION_FORMAT: c_int = 0;
+pub const RBD_IMAGE_OPTION_FEATURES: c_int = 1;
+pub const RBD_IMAGE_OPTION_ORDER: c_int = 2;
+pub const RBD_IMAGE_OPTION_DATA_POOL: c_int = 10;
+pub const RBD_IMAGE_OPTION_CLONE_FORMAT: c_int = 12;
+
+pub const RBD_MAX_IMAGE_NAME_SIZE: usize = 96;
+pub const RBD_MAX_BLOCK_NAME_SIZE: usize = 24;
+
+#[repr(C)]
+pub struct rbd_image_spec_t {
+    pub id: *mut c_char,
+    pub name: *mut c_char,
+}
+
+#[repr(C)]
+pub struct rbd_linked_image_spec_t {
+    pub pool_id: i64,
+    pub pool_name: *mut c_char,
+    pub pool_namespace: *mut c_char,
+    pub image_id: *mut c_char,
+    pub image_name: *mut c_char,
+    pub trash: bool,
+}
+
+#[repr(C)]
+pub struct rbd_snap_spec_t {
+    pub id: u64,
+    /// `rbd_snap_namespace_type_t`
+    pub namespace_type: c_int,
+    pub name: *mut c_char,
+}
+
+#[repr(C)]
+pub struct rbd_snap_info_t {
+    pub id: u64,
+    pub size: u64,
+    pub name: *const c_char,
+}
+
+#[repr(C)]
+pub struct rbd_image_info_t {
+    pub size: u64,
+    pub obj_size: u64,
+    pub num_objs: u64,
+    pub order: c_int,
+    pub block_name_prefix: [c_char; RBD_MAX_BLOCK_NAME_SIZE],
+    pub parent_pool: i64,
+    pub parent_name: [c_char; RBD_MAX_IMAGE_NAME_SIZE],
+}
+
+#[repr(C)]
+pub struct rbd_trash_image_info_t {
+    pub id: *mut c_char,
+    pub name: *mut c_char,
+    /// `rbd_trash_image_source_t`
+    pub source: c_int,
+    pub deletion_time: libc::time_t,
+    pub deferment_end_time: libc::time_t,
+}
+
+#[repr(C)]
+pub struct rbd_image_watcher_t {
+    pub addr: *mut c_char,
+    pub id: i64,
+    pub cookie: u64,
+}
+
+/// All-zero (null pointers, zero numbers) values to hand to librbd as output buffers.
+pub trait Zeroed: Sized {
+    fn zeroed() -> Self {
+        // SAFETY: only implemented below for the `#[repr(C)]` structs of this file, whose
+        // fields are integers, bools, raw pointers and integer arrays: all-zero is valid
+        // for each of them.
+        unsafe { std::mem::zeroed() }
+    }
+}
+impl Zeroed for rbd_image_spec_t {}
+impl Zeroed for rbd_linked_image_spec_t {}
+impl Zeroed for rbd_snap_spec_t {}
+impl Zeroed for rbd_snap_info_t {}
+impl Zeroed for rbd_image_info_t {}
+impl Zeroed for rbd_trash_image_info_t {}
+impl Zeroed for rbd_image_watcher_t {}
+
+// ---- layout pins (values measured with gcc against the installed headers, see above) ----
+const _: () = assert!(size_of::<rbd_image_spec_t>() == 16);
+const _: () = assert!(offset_of!(rbd_image_spec_t, name) == 8);
+
+const _: () = assert!(size_of::<rbd_linked_image_spec_t>() == 48);
+const _: () = assert!(offset_of!(rbd_linked_image_spec_t, pool_name) == 8);
+const _: () = assert!(offset_of!(rbd_linked_image_spec_t, pool_namespace) == 16);
+const _: () = assert!(offset_of!(rbd_linked_image_spec_t, image_id) == 24);
+const _: () = assert!(offset_of!(rbd_linked_image_spec_t, image_name) == 32);
+const _: () = assert!(offset_of!(rbd_linked_image_spec_t, trash) == 40);
+
+const _: () = assert!(size_of::<rbd_snap_spec_t>() == 24);
+const _: () = assert!(offset_of!(rbd_snap_spec_t, namespace_type) == 8);
+const _: () = assert!(offset_of!(rbd_snap_spec_t, name) == 16);
+
+const _: () = assert!(size_of::<rbd_snap_info_t>() == 24);
+const _: () = assert!(offset_of!(rbd_snap_info_t, size) == 8);
+const _: () = assert!(offset_of!(rbd_snap_info_t, name) == 16);
+
+const _: () = assert!(size_of::<rbd_image_info_t>() == 160);
+const _: () = assert!(offset_of!(rbd_image_info_t, order) == 24);
+const _: () = assert!(offset_of!(rbd_image_info_t, block_name_prefix) == 28);
+const _: () = assert!(offset_of!(rbd_image_info_t, parent_pool) == 56);
+const _: () = assert!(offset_of!(rbd_image_info_t, parent_name) == 64);
+
+const _: () = assert!(size_of::<rbd_trash_image_info_t>() == 40);
+const _: () = assert!(offset_of!(rbd_trash_image_info_t, name) == 8);
+const _: () = assert!(offset_of!(rbd_trash_image_info_t, source) == 16);
+const _: () = assert!(offset_of!(rbd_trash_image_info_t, deletion_time) == 24);
+const _: () = assert!(offset_of!(rbd_trash_image_info_t, deferment_end_time) == 32);
+
+const _: () = assert!(size_of::<rbd_image_watcher_t>() == 24);
+const _: () = assert!(offset_of!(rbd_image_watcher_t, id) == 8);
+const _: () = assert!(offset_of!(rbd_image_watcher_t, cookie) == 16);
+
+#[link(name = "rados")]
+unsafe extern "C" {
+    pub fn rados_version(major: *mut c_int, minor: *mut c_int, extra: *mut c_int);
+    pub fn rados_create2(
+        cluster: *mut rados_t,
+        clustername: *const c_char,
+        name: *const c_char,
+        flags: u64,
+    ) -> c_int;
+    pub fn rados_conf_set(cluster: rados_t, option: *const c_char, value: *const c_char)
+    -> c_int;
+    pub fn rados_conf_get(
+        cluster: rados_t,
+        option: *const c_char,
+        buf: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    pub fn rados_connect(cluster: rados_t) -> c_int;
+    pub fn rados_shutdown(cluster: rados_t);
+    pub fn rados_ioctx_create(
+        cluster: rados_t,
+        pool_name: *const c_char,
+        ioctx: *mut rados_ioctx_t,
+    ) -> c_int;
+    pub fn rados_ioctx_destroy(io: rados_ioctx_t);
+    pub fn rados_ioctx_get_id(io: rados_ioctx_t) -> i64;
+    pub fn rados_pool_reverse_lookup(
+        cluster: rados_t,
+        id: i64,
+        buf: *mut c_char,
+        maxlen: usize,
+    ) -> c_int;
+}
+
+#[link(name = "rbd")]
+unsafe extern "C" {
+    pub fn rbd_version(major: *mut c_int, minor: *mut c_int, extra: *mut c_int);
+
+    pub fn rbd_image_options_create(opts: *mut rbd_image_options_t);
+    pub fn rbd_image_options_destroy(opts: rbd_image_options_t);
+    pub fn rbd_image_options_set_string(
+        opts: rbd_image_options_t,
+        optname: c_int,
+        optval: *const c_char,
+    ) -> c_int;
+    pub fn rbd_image_options_set_uint64(
+        opts: rbd_image_options_t,
+        optname: c_int,
+        optval: u64,
+    ) -> c_int;
+
+    pub fn rbd_image_spec_list_cleanup(images: *mut rbd_image_spec_t, num_images: usize);
+    pub fn rbd_linked_image_spec_cleanup(image: *mut rbd_linked_image_spec_t);
+    pub fn rbd_snap_spec_cleanup(snap: *mut rbd_snap_spec_t);
+
+    pub fn rbd_list2(io: rados_ioctx_t, images: *mut rbd_image_spec_t, max: *mut usize)
+    -> c_int;
+    pub fn rbd_create4(
+        io: rados_ioctx_t,
+        name: *const c_char,
+        size: u64,
+        opts: rbd_image_options_t,
+    ) -> c_int;
+    pub fn rbd_clone3(
+        p_ioctx: rados_ioctx_t,
+        p_name: *const c_char,
+        p_snapname: *const c_char,
+        c_ioctx: rados_ioctx_t,
+        c_name: *const c_char,
+        c_opts: rbd_image_options_t,
+    ) -> c_int;
+    pub fn rbd_remove(io: rados_ioctx_t, name: *const c_char) -> c_int;
+
+    pub fn rbd_trash_move(io: rados_ioctx_t, name: *const c_char, delay: u64) -> c_int;
+    pub fn rbd_trash_list(
+        io: rados_ioctx_t,
+        entries: *mut rbd_trash_image_info_t,
+        num_entries: *mut usize,
+    ) -> c_int;
+    pub fn rbd_trash_list_cleanup(entries: *mut rbd_trash_image_info_t, num_entries: usize);
+    pub fn rbd_trash_remove(io: rados_ioctx_t, id: *const c_char, force: bool) -> c_int;
+
+    pub fn rbd_open(
+        io: rados_ioctx_t,
+        name: *const c_char,
+        image: *mut rbd_image_t,
+        snap_name: *const c_char,
+    ) -> c_int;
+    pub fn rbd_open_read_only(
+        io: rados_ioctx_t,
+        name: *const c_char,
+        image: *mut rbd_image_t,
+        snap_name: *const c_char,
+    ) -> c_int;
+    pub fn rbd_close(image: rbd_image_t) -> c_int;
+
+    pub fn rbd_resize2(
+        image: rbd_image_t,
+        size: u64,
+        allow_shrink: bool,
+        cb: librbd_progress_fn_t,
+        cbdata: *mut c_void,
+    ) -> c_int;
+    pub fn rbd_stat(image: rbd_image_t, info: *mut rbd_image_info_t, infosize: usize) -> c_int;
+    pub fn rbd_get_old_format(image: rbd_image_t, old: *mut u8) -> c_int;
+    pub fn rbd_get_size(image: rbd_image_t, size: *mut u64) -> c_int;
+    pub fn rbd_get_features(image: rbd_image_t, features: *mut u64) -> c_int;
+    pub fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: usize) -> c_int;
+    pub fn rbd_get_data_pool_id(image: rbd_image_t) -> i64;
+    pub fn rbd_get_parent(
+        image: rbd_image_t,
+        parent_image: *mut rbd_linked_image_spec_t,
+        parent_snap: *mut rbd_snap_spec_t,
+    ) -> c_int;
+
+    pub fn rbd_snap_list(image: rbd_image_t, snaps: *mut rbd_snap_info_t, max: *mut c_int)
+    -> c_int;
+    pub fn rbd_snap_list_end(snaps: *mut rbd_snap_info_t);
+    pub fn rbd_snap_create(image: rbd_image_t, snapname: *const c_char) -> c_int;
+    pub fn rbd_snap_remove(image: rbd_image_t, snapname: *const c_char) -> c_int;
+    pub fn rbd_snap_protect(image: rbd_image_t, snap_name: *const c_char) -> c_int;
+    pub fn rbd_snap_unprotect(image: rbd_image_t, snap_name: *const c_char) -> c_int;
+    pub fn rbd_snap_is_protected(
+        image: rbd_image_t,
+        snap_name: *const c_char,
+        is_protected: *mut c_int,
+    ) -> c_int;
+
+    pub fn rbd_flatten(image: rbd_image_t) -> c_int;
+
+    pub fn rbd_watchers_list(
+        image: rbd_image_t,
+        watchers: *mut rbd_image_watcher_t,
+        max_watchers: *mut usize,
+    ) -> c_int;
+    pub fn rbd_watchers_list_cleanup(watchers: *mut rbd_image_watcher_t, num_watchers: usize);
+}

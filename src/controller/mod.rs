@@ -1,0 +1,128 @@
+//! The controllers: one reconciles claims (provision, grow), one reconciles volumes (delete).
+//! Both share one [`Context`].
+
+mod provision;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::Controller;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use futures::StreamExt;
+
+use crate::ceph::{Connections, Timeouts};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::params::Flavor;
+
+/// Settings that do not change while running.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The `provisioner` of the StorageClasses we serve.
+    pub provisioner: String,
+    /// `namespace:name` of our ServiceAccount, for RBAC hints in events.
+    pub service_account: String,
+    /// Flavour for classes that do not set `volumeFlavor`.
+    pub default_flavor: Flavor,
+    /// Claims handled at once.
+    pub workers: u16,
+    pub ceph_timeouts: Timeouts,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub ceph: Connections,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "rbd-provisioner".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            ceph: Connections::new(settings.ceph_timeouts),
+            client,
+            settings,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// 1 s, 2 s, 4 s … capped at 5 minutes: retries forever without flooding the API.
+    fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n)
+    }
+}
+
+pub fn backoff_delay(failures: u32) -> Duration {
+    let secs = 1u64.checked_shl(failures.saturating_sub(1)).unwrap_or(u64::MAX);
+    Duration::from_secs(secs.min(300))
+}
+
+fn claim_key(pvc: &PersistentVolumeClaim) -> String {
+    pvc.metadata.uid.clone().unwrap_or_default()
+}
+
+fn claim_error_policy(pvc: Arc<PersistentVolumeClaim>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&claim_key(&pvc));
+    tracing::warn!(
+        claim = %format!("{}/{}", pvc.metadata.namespace.as_deref().unwrap_or(""), pvc.metadata.name.as_deref().unwrap_or("")),
+        error = %err, retry_in = ?delay, "provisioning failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Runs the controllers until a termination signal.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
+    let workers = settings.workers;
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
+    let claims = Controller::new(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(workers))
+    .shutdown_on_signal()
+    .run(provision::reconcile, claim_error_policy, ctx.clone())
+    .for_each(|_| futures::future::ready(()));
+    claims.await;
+    tracing::info!("controllers stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2), Duration::from_secs(2));
+        assert_eq!(backoff_delay(5), Duration::from_secs(16));
+        assert_eq!(backoff_delay(9), Duration::from_secs(256));
+        assert_eq!(backoff_delay(10), Duration::from_secs(300));
+        assert_eq!(backoff_delay(1000), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,236 @@
+//! Claim reconcile: decide (pure), then secrets → image → PersistentVolume.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::Resource;
+
+use super::Context;
+use crate::ceph::{Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
+use crate::claim::{self, ClaimAction};
+use crate::error::{Error, Result, SecretRole};
+use crate::k8s;
+use crate::params::{self, Flavor};
+use crate::volume::{self, PvInput};
+
+pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
+    let key = super::claim_key(&pvc);
+    let class = match claim::class_name(&pvc) {
+        Some(name) => Api::<StorageClass>::all(ctx.client.clone())
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("read StorageClass", name))?,
+        None => None,
+    };
+    match claim::decide(&pvc, class.as_ref(), &ctx.settings.provisioner) {
+        ClaimAction::Ignore(why) => {
+            tracing::trace!(claim = %claim_name(&pvc), why, "ignored");
+            ctx.succeeded(&key);
+            Ok(Action::await_change())
+        }
+        ClaimAction::Wait(why) => {
+            tracing::debug!(claim = %claim_name(&pvc), %why, "waiting");
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        ClaimAction::Provision => {
+            let class = class.expect("decide() provisions only with a class");
+            let started = Instant::now();
+            let regarding = pvc.object_ref(&());
+            match provision(&pvc, &class, &ctx).await {
+                Ok(Some(msg)) => {
+                    ctx.metrics.record("provision", Ok(started.elapsed()));
+                    tracing::info!(claim = %claim_name(&pvc), elapsed = ?started.elapsed(), "{msg}");
+                    k8s::publish(&ctx.recorder, &regarding, EventType::Normal, "ProvisioningSucceeded", "Provision", msg).await;
+                    ctx.succeeded(&key);
+                    Ok(Action::await_change())
+                }
+                Ok(None) => {
+                    ctx.succeeded(&key);
+                    Ok(Action::await_change())
+                }
+                Err(e) => {
+                    ctx.metrics.record("provision", Err(e.kind()));
+                    k8s::publish(&ctx.recorder, &regarding, EventType::Warning, "ProvisioningFailed", "Provision", e.to_string()).await;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+fn claim_name(pvc: &PersistentVolumeClaim) -> String {
+    format!(
+        "{}/{}",
+        pvc.metadata.namespace.as_deref().unwrap_or(""),
+        pvc.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Provisions one claim. `Ok(None)` when its PV already exists (nothing new to report).
+async fn provision(
+    pvc: &PersistentVolumeClaim,
+    class: &StorageClass,
+    ctx: &Context,
+) -> Result<Option<String>> {
+    let name = claim_name(pvc);
+    let class_name = class.metadata.name.clone().unwrap_or_default();
+    let req = volume::claim_request(pvc).map_err(|source| Error::Claim {
+        claim: name.clone(),
+        source,
+    })?;
+    let params = params::parse(&class.parameters.clone().unwrap_or_default()).map_err(|source| {
+        Error::Params {
+            class: class_name.clone(),
+            source,
+        }
+    })?;
+    let flavor = params.flavor.unwrap_or(ctx.settings.default_flavor);
+    if flavor == Flavor::Csi {
+        params::check_csi(&params).map_err(|source| Error::Params {
+            class: class_name.clone(),
+            source,
+        })?;
+    }
+    volume::check_access_modes(&req, flavor).map_err(|source| Error::Claim {
+        claim: name.clone(),
+        source,
+    })?;
+
+    let pv_name = volume::pv_name(&req.uid);
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    if pvs
+        .get_opt(&pv_name)
+        .await
+        .map_err(Error::kube("read PersistentVolume", &pv_name))?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    k8s::publish(
+        &ctx.recorder,
+        &pvc.object_ref(&()),
+        kube::runtime::events::EventType::Normal,
+        "Provisioning",
+        "Provision",
+        format!("External provisioner {} is provisioning volume for claim {name}", ctx.settings.provisioner),
+    )
+    .await;
+
+    let sa = &ctx.settings.service_account;
+    let admin_key = k8s::ceph_key(&ctx.client, SecretRole::Admin, &params.admin_secret, &params.admin_id, sa).await?;
+    match flavor {
+        Flavor::Rbd => {
+            k8s::check_secret(
+                &ctx.client,
+                SecretRole::User,
+                &params.user_secret(&req.namespace),
+                &params.user_id,
+                sa,
+                &[("key", "put the user's Ceph key (ceph auth get-key client.USER) under the key \"key\"")],
+            )
+            .await?
+        }
+        Flavor::Csi => {
+            let s = params.csi_secret.as_ref().expect("checked by check_csi");
+            k8s::check_secret(
+                &ctx.client,
+                SecretRole::CsiNodeStage,
+                s,
+                &params.user_id,
+                sa,
+                &[
+                    ("userID", "ceph-csi wants the Ceph user id without \"client.\" under userID"),
+                    ("userKey", "ceph-csi wants the user's Ceph key under userKey"),
+                ],
+            )
+            .await?
+        }
+    }
+
+    let creds = Credentials {
+        monitors: params.monitors.clone(),
+        user: params.admin_id.clone(),
+        key: admin_key,
+    };
+    let target = format!(
+        "Ceph cluster {} as client.{}",
+        params.monitors.join(","),
+        params.admin_id
+    );
+    let cluster = ctx.ceph.get(&creds).await.map_err(Error::ceph(&target))?;
+    let image = volume::image_name(&req.uid);
+    let object = format!("image {}/{image}", params.pool);
+    let spec = ImageSpec {
+        pool: params.pool.clone(),
+        name: image.clone(),
+        size: req.size,
+        data_pool: params.data_pool.clone(),
+        features: RBD_FEATURE_LAYERING,
+    };
+    match cluster.create_image(&spec).await.map_err(Error::ceph(&object))? {
+        Created::New => {}
+        Created::AlreadyExisted => {
+            // A previous attempt created it and then stopped before writing the PV: adopt it.
+            let info = cluster
+                .image_info(&params.pool, &image)
+                .await
+                .map_err(Error::ceph(&object))?;
+            tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
+            if info.size < req.size {
+                cluster
+                    .resize(&params.pool, &image, req.size)
+                    .await
+                    .map_err(Error::ceph(&object))?;
+            }
+        }
+    }
+
+    // Crash-consistency tests stop the process exactly here, between image and PV.
+    if std::env::var("RBD_PROVISIONER_FAILPOINT").as_deref() == Ok("exit-after-image-create") {
+        tracing::error!(claim = %name, %image, "failpoint exit-after-image-create: exiting");
+        std::process::exit(86);
+    }
+
+    // The claim may have gone while the image was being made: leave nothing behind.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &req.namespace);
+    let current = claims
+        .get_opt(&req.name)
+        .await
+        .map_err(Error::kube("read PersistentVolumeClaim", &name))?;
+    let gone = match &current {
+        None => true,
+        Some(c) => c.metadata.uid.as_deref() != Some(&req.uid) || c.metadata.deletion_timestamp.is_some(),
+    };
+    if gone {
+        tracing::info!(claim = %name, %image, "claim deleted during provisioning; removing its image");
+        cluster
+            .remove_image(&params.pool, &image)
+            .await
+            .map_err(Error::ceph(&object))?;
+        return Ok(None);
+    }
+
+    let pv = volume::build_pv(&PvInput {
+        claim: &req,
+        class,
+        params: &params,
+        flavor,
+        image: &image,
+        provisioner: &ctx.settings.provisioner,
+    });
+    k8s::create_pv(&ctx.client, &pv).await?;
+    Ok(Some(format!(
+        "Successfully provisioned volume {pv_name}: image {}/{image}, {} MiB, {}",
+        params.pool,
+        req.size >> 20,
+        match flavor {
+            Flavor::Rbd => "in-tree rbd volume source",
+            Flavor::Csi => "ceph-csi static volume",
+        }
+    )))
+}

@@ -1,0 +1,133 @@
+//! Kubernetes I/O: Secrets, PersistentVolumes, Events. Narrow functions over a `kube::Client`.
+
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, Secret};
+use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::Client;
+
+use crate::ceph::CephKey;
+use crate::error::{Error, Result, SecretRole, is_status};
+use crate::params::SecretRef;
+
+/// Reads a Secret, turning 403/404 into errors that name the fix.
+async fn get_secret(
+    client: &Client,
+    role: SecretRole,
+    secret: &SecretRef,
+    ceph_user: &str,
+    service_account: &str,
+) -> Result<Secret> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
+    match api.get(&secret.name).await {
+        Ok(s) => Ok(s),
+        Err(e) if is_status(&e, 404) => Err(Error::SecretNotFound {
+            role,
+            secret: secret.clone(),
+            user: ceph_user.to_string(),
+        }),
+        Err(e) if is_status(&e, 403) => Err(Error::SecretForbidden {
+            role,
+            secret: secret.clone(),
+            service_account: service_account.to_string(),
+        }),
+        Err(e) => Err(Error::Kube {
+            verb: "read secret",
+            object: secret.to_string(),
+            source: e,
+        }),
+    }
+}
+
+fn field(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .or_else(|| s.string_data.as_ref().and_then(|d| d.get(key)).cloned())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The Ceph key in `data.key` of a Secret of any type (Opaque or kubernetes.io/rbd).
+pub async fn ceph_key(
+    client: &Client,
+    role: SecretRole,
+    secret: &SecretRef,
+    ceph_user: &str,
+    service_account: &str,
+) -> Result<CephKey> {
+    let s = get_secret(client, role, secret, ceph_user, service_account).await?;
+    field(&s, "key").map(CephKey::new).ok_or(Error::SecretField {
+        role,
+        secret: secret.clone(),
+        field: "data.key",
+        hint: "put the Ceph key (ceph auth get-key client.ID) under the key \"key\"",
+    })
+}
+
+/// Checks a Secret exists and holds the given fields, without keeping its content.
+pub async fn check_secret(
+    client: &Client,
+    role: SecretRole,
+    secret: &SecretRef,
+    ceph_user: &str,
+    service_account: &str,
+    fields: &[(&'static str, &'static str)],
+) -> Result<()> {
+    let s = get_secret(client, role, secret, ceph_user, service_account).await?;
+    for (key, hint) in fields {
+        if field(&s, key).is_none() {
+            return Err(Error::SecretField {
+                role,
+                secret: secret.clone(),
+                field: key,
+                hint,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates a PV; one that already exists (a retry after a crash) counts as created.
+pub async fn create_pv(client: &Client, pv: &PersistentVolume) -> Result<()> {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), pv).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(Error::Kube {
+            verb: "create PersistentVolume",
+            object: name,
+            source: e,
+        }),
+    }
+}
+
+/// Publishes an event; failures are logged, never fatal: events are for people, not control flow.
+pub async fn publish(
+    recorder: &Recorder,
+    regarding: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let mut note = note;
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, regarding).await {
+        tracing::warn!(reason, object = ?regarding.name, error = %e, "could not publish event");
+    }
+}

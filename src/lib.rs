@@ -1,0 +1,15 @@
+//! rbd-provisioner: a Kubernetes external provisioner for Ceph RBD.
+//!
+//! Pure decisions (`params`, `claim`, `volume`) are kept apart from I/O (`ceph`, `k8s`),
+//! and `controller` wires them together.
+
+pub mod ceph;
+pub mod claim;
+pub mod params;
+pub mod quantity;
+pub mod volume;
+pub mod controller;
+pub mod error;
+pub mod k8s;
+pub mod metrics;
+pub mod app;

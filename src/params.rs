@@ -1,0 +1,638 @@
+//! StorageClass parameters of the original `ceph.com/rbd` provisioner, parsed into a typed,
+//! validated struct. Pure: no I/O, no Kubernetes client.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A Secret named by a StorageClass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Which kind of PersistentVolume source the provisioner writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// In-tree `spec.rbd`: mounted by kubelet's rbd plugin, which exists up to Kubernetes 1.30.
+    Rbd,
+    /// Static ceph-csi volume (`spec.csi`, driver `rbd.csi.ceph.com`), for Kubernetes 1.31 and later.
+    Csi,
+}
+
+/// Validated parameters of one StorageClass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassParams {
+    /// `host[:port]` entries, in the order given.
+    pub monitors: Vec<String>,
+    pub admin_id: String,
+    pub admin_secret: SecretRef,
+    pub pool: String,
+    pub user_id: String,
+    pub user_secret_name: String,
+    /// `None` means: the claim's namespace.
+    pub user_secret_namespace: Option<String>,
+    pub fs_type: String,
+    pub data_pool: Option<String>,
+    /// `None` means: chosen by the API server's version.
+    pub flavor: Option<Flavor>,
+    /// ceph-csi's cluster ID (csi flavour only).
+    pub cluster_id: Option<String>,
+    /// Secret in ceph-csi's format (`userID`, `userKey`) for `nodeStageSecretRef` (csi flavour only).
+    pub csi_secret: Option<SecretRef>,
+}
+
+impl ClassParams {
+    /// Namespace of the user Secret for a claim in `claim_namespace`.
+    pub fn user_secret(&self, claim_namespace: &str) -> SecretRef {
+        SecretRef {
+            namespace: self
+                .user_secret_namespace
+                .clone()
+                .unwrap_or_else(|| claim_namespace.to_string()),
+            name: self.user_secret_name.clone(),
+        }
+    }
+}
+
+/// One thing wrong with a StorageClass's parameters.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("unknown parameter {key:?} (known: {known})", known = KNOWN.join(", "))]
+    Unknown { key: String },
+    #[error("parameter {key:?} is given twice (keys are case-insensitive)")]
+    Duplicate { key: String },
+    #[error("parameter {key:?} is required")]
+    Missing { key: &'static str },
+    #[error("parameter {key:?} must not be empty")]
+    Empty { key: &'static str },
+    #[error("monitor {value:?} is not host[:port] ({reason}); write e.g. \"10.0.0.1:6789,10.0.0.2:6789\"")]
+    Monitor { value: String, reason: &'static str },
+    #[error(
+        "imageFormat \"1\" is not supported: format 1 images are deprecated and cannot be cloned, \
+         resized safely or created by current librbd; use imageFormat: \"2\""
+    )]
+    ImageFormat1,
+    #[error("imageFormat {value:?} is not valid; the only supported value is \"2\"")]
+    ImageFormat { value: String },
+    #[error(
+        "imageFeatures {value:?} is not supported: only \"layering\" is, because node kernels often \
+         cannot map images with other features (\"RBD image feature set mismatch\"); \
+         set imageFeatures: layering"
+    )]
+    ImageFeatures { value: String },
+    #[error("{key} {value:?} is not a valid name: {reason}")]
+    Name {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("volumeFlavor {value:?} is not valid; use \"rbd\" (in-tree spec.rbd, Kubernetes < 1.31) or \"csi\" (ceph-csi static volume)")]
+    Flavor { value: String },
+    #[error("parameter {key:?} applies only to volumeFlavor: csi")]
+    CsiOnly { key: &'static str },
+    #[error("volumeFlavor csi needs parameter {key:?}")]
+    CsiMissing { key: &'static str },
+}
+
+/// All problems found in one StorageClass, so an operator can fix them in one pass.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ParamErrors(pub Vec<ParamError>);
+
+/// Recognised keys, in their documented spelling.
+pub const KNOWN: &[&str] = &[
+    "monitors",
+    "adminId",
+    "adminSecretName",
+    "adminSecretNamespace",
+    "pool",
+    "userId",
+    "userSecretName",
+    "userSecretNamespace",
+    "fsType",
+    "imageFormat",
+    "imageFeatures",
+    "dataPool",
+    "volumeFlavor",
+    "clusterID",
+    "csiNodeStageSecretName",
+    "csiNodeStageSecretNamespace",
+];
+
+/// Parses StorageClass parameters. Keys match case-insensitively; values are trimmed.
+pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors> {
+    let mut errors = Vec::new();
+    let mut found: BTreeMap<&'static str, String> = BTreeMap::new();
+    for (key, value) in raw {
+        match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(key.trim())) {
+            None => errors.push(ParamError::Unknown { key: key.clone() }),
+            Some(k) => {
+                if found.insert(k, value.trim().to_string()).is_some() {
+                    errors.push(ParamError::Duplicate { key: key.clone() });
+                }
+            }
+        }
+    }
+
+    // A key present with an empty value is an error; an absent key takes its default.
+    let mut opt = |key: &'static str, errors: &mut Vec<ParamError>| -> Option<String> {
+        let v = found.remove(key)?;
+        if v.is_empty() {
+            errors.push(ParamError::Empty { key });
+            None
+        } else {
+            Some(v)
+        }
+    };
+    let monitors_raw = opt("monitors", &mut errors);
+    let admin_id = opt("adminId", &mut errors);
+    let admin_secret_name = opt("adminSecretName", &mut errors);
+    let admin_secret_namespace = opt("adminSecretNamespace", &mut errors);
+    let pool = opt("pool", &mut errors);
+    let user_id = opt("userId", &mut errors);
+    let user_secret_name = opt("userSecretName", &mut errors);
+    let user_secret_namespace = opt("userSecretNamespace", &mut errors);
+    let fs_type = opt("fsType", &mut errors);
+    let image_format = opt("imageFormat", &mut errors);
+    let image_features = opt("imageFeatures", &mut errors);
+    let data_pool = opt("dataPool", &mut errors);
+    let flavor_raw = opt("volumeFlavor", &mut errors);
+    let cluster_id = opt("clusterID", &mut errors);
+    let csi_secret_name = opt("csiNodeStageSecretName", &mut errors);
+    let csi_secret_namespace = opt("csiNodeStageSecretNamespace", &mut errors);
+
+    let monitors = match monitors_raw {
+        None => {
+            if !raw.keys().any(|k| k.trim().eq_ignore_ascii_case("monitors")) {
+                errors.push(ParamError::Missing { key: "monitors" });
+            }
+            Vec::new()
+        }
+        Some(m) => parse_monitors(&m, &mut errors),
+    };
+    if admin_secret_name.is_none()
+        && !raw
+            .keys()
+            .any(|k| k.trim().eq_ignore_ascii_case("adminSecretName"))
+    {
+        errors.push(ParamError::Missing {
+            key: "adminSecretName",
+        });
+    }
+    if user_secret_name.is_none()
+        && !raw
+            .keys()
+            .any(|k| k.trim().eq_ignore_ascii_case("userSecretName"))
+    {
+        errors.push(ParamError::Missing {
+            key: "userSecretName",
+        });
+    }
+
+    match image_format.as_deref() {
+        None | Some("2") => {}
+        Some("1") => errors.push(ParamError::ImageFormat1),
+        Some(v) => errors.push(ParamError::ImageFormat { value: v.into() }),
+    }
+    if let Some(f) = &image_features {
+        let only_layering = f
+            .split(',')
+            .map(str::trim)
+            .all(|x| x.eq_ignore_ascii_case("layering"));
+        if !only_layering {
+            errors.push(ParamError::ImageFeatures { value: f.clone() });
+        }
+    }
+
+    let admin_id = admin_id.unwrap_or_else(|| "admin".into());
+    let user_id = user_id.unwrap_or_else(|| admin_id.clone());
+    let pool = pool.unwrap_or_else(|| "rbd".into());
+    for (key, value) in [("adminId", &admin_id), ("userId", &user_id)] {
+        if value.starts_with("client.") {
+            errors.push(ParamError::Name {
+                key,
+                value: value.clone(),
+                reason: "give the Ceph user id without the \"client.\" prefix",
+            });
+        }
+    }
+    for (key, value) in [("pool", Some(&pool)), ("dataPool", data_pool.as_ref())] {
+        if let Some(v) = value
+            && let Some(reason) = bad_pool_name(v)
+        {
+            errors.push(ParamError::Name {
+                key,
+                value: v.clone(),
+                reason,
+            });
+        }
+    }
+
+    let flavor = match flavor_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("rbd") => Some(Flavor::Rbd),
+        Some("csi") => Some(Flavor::Csi),
+        Some(_) => {
+            errors.push(ParamError::Flavor {
+                value: flavor_raw.clone().unwrap_or_default(),
+            });
+            None
+        }
+    };
+    if flavor == Some(Flavor::Rbd) {
+        for (key, v) in [
+            ("clusterID", &cluster_id),
+            ("csiNodeStageSecretName", &csi_secret_name),
+            ("csiNodeStageSecretNamespace", &csi_secret_namespace),
+        ] {
+            if v.is_some() {
+                errors.push(ParamError::CsiOnly { key });
+            }
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(ParamErrors(errors));
+    }
+    let csi_secret = csi_secret_name.map(|name| SecretRef {
+        namespace: csi_secret_namespace.unwrap_or_else(|| "default".into()),
+        name,
+    });
+    Ok(ClassParams {
+        monitors,
+        admin_id,
+        admin_secret: SecretRef {
+            namespace: admin_secret_namespace.unwrap_or_else(|| "default".into()),
+            name: admin_secret_name.unwrap_or_default(),
+        },
+        pool,
+        user_id,
+        user_secret_name: user_secret_name.unwrap_or_default(),
+        user_secret_namespace,
+        fs_type: fs_type.unwrap_or_else(|| "ext4".into()),
+        data_pool,
+        flavor,
+        cluster_id,
+        csi_secret,
+    })
+}
+
+/// Checks the csi-only requirements once the flavour is known (it may come from the server version).
+pub fn check_csi(p: &ClassParams) -> Result<(), ParamErrors> {
+    let mut errors = Vec::new();
+    if p.cluster_id.is_none() {
+        errors.push(ParamError::CsiMissing { key: "clusterID" });
+    }
+    if p.csi_secret.is_none() {
+        errors.push(ParamError::CsiMissing {
+            key: "csiNodeStageSecretName",
+        });
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ParamErrors(errors))
+    }
+}
+
+fn parse_monitors(raw: &str, errors: &mut Vec<ParamError>) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in raw.split(',').map(str::trim) {
+        match check_monitor(entry) {
+            Ok(()) => out.push(entry.to_string()),
+            Err(reason) => errors.push(ParamError::Monitor {
+                value: entry.to_string(),
+                reason,
+            }),
+        }
+    }
+    out
+}
+
+/// Accepts `host`, `host:port`, `[v6]`, `[v6]:port`, optionally prefixed `v1:` or `v2:`.
+fn check_monitor(entry: &str) -> Result<(), &'static str> {
+    if entry.is_empty() {
+        return Err("empty entry");
+    }
+    let entry = entry
+        .strip_prefix("v1:")
+        .or_else(|| entry.strip_prefix("v2:"))
+        .unwrap_or(entry);
+    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or("missing ']' after IPv6 address")?;
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| "bad IPv6 address")?;
+        match after {
+            "" => return Ok(()),
+            p => (
+                None,
+                Some(p.strip_prefix(':').ok_or("expected ':' after ']'")?),
+            ),
+        }
+    } else {
+        match entry.split_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(entry), None),
+        }
+    };
+    if let Some(h) = host {
+        let looks_numeric = h.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if looks_numeric {
+            h.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| "bad IPv4 address")?;
+        } else if h.is_empty()
+            || h.len() > 253
+            || !h
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err("bad host name");
+        }
+    }
+    if let Some(p) = port {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => {}
+            _ => return Err("port must be a number from 1 to 65535"),
+        }
+    }
+    Ok(())
+}
+
+fn bad_pool_name(name: &str) -> Option<&'static str> {
+    if name.contains('/') || name.contains('@') || name.chars().any(char::is_whitespace) {
+        Some("pool names cannot contain '/', '@' or spaces")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn minimal() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("monitors", "10.0.0.1:6789"),
+            ("adminSecretName", "ceph-secret"),
+            ("userSecretName", "ceph-user"),
+        ]
+    }
+
+    fn errs(pairs: &[(&str, &str)]) -> Vec<ParamError> {
+        parse(&map(pairs)).unwrap_err().0
+    }
+
+    #[test]
+    fn defaults() {
+        let p = parse(&map(&minimal())).unwrap();
+        assert_eq!(p.monitors, vec!["10.0.0.1:6789"]);
+        assert_eq!(p.admin_id, "admin");
+        assert_eq!(
+            p.admin_secret,
+            SecretRef {
+                namespace: "default".into(),
+                name: "ceph-secret".into()
+            }
+        );
+        assert_eq!(p.pool, "rbd");
+        assert_eq!(p.user_id, "admin", "userId defaults to adminId");
+        assert_eq!(p.user_secret_namespace, None);
+        assert_eq!(p.user_secret("apps").namespace, "apps");
+        assert_eq!(p.fs_type, "ext4");
+        assert_eq!(p.data_pool, None);
+        assert_eq!(p.flavor, None);
+    }
+
+    #[test]
+    fn walkthrough_class() {
+        let p = parse(&map(&[
+            ("monitors", "192.168.1.10:6789,192.168.1.11:6789"),
+            ("adminId", "admin"),
+            ("adminSecretName", "ceph-secret"),
+            ("adminSecretNamespace", "kube-system"),
+            ("pool", "kube"),
+            ("userId", "kube"),
+            ("userSecretName", "ceph-kube-secret"),
+            ("userSecretNamespace", "default"),
+            ("fsType", "ext4"),
+            ("imageFormat", "2"),
+            ("imageFeatures", "layering"),
+        ]))
+        .unwrap();
+        assert_eq!(p.monitors.len(), 2);
+        assert_eq!(p.admin_secret.to_string(), "kube-system/ceph-secret");
+        assert_eq!(p.pool, "kube");
+        assert_eq!(p.user_id, "kube");
+        assert_eq!(p.user_secret("apps").to_string(), "default/ceph-kube-secret");
+    }
+
+    #[test]
+    fn user_id_follows_admin_id() {
+        let mut m = minimal();
+        m.push(("adminId", "boss"));
+        assert_eq!(parse(&map(&m)).unwrap().user_id, "boss");
+    }
+
+    #[test]
+    fn keys_are_case_insensitive() {
+        let p = parse(&map(&[
+            ("MONITORS", "mon1"),
+            ("adminsecretname", "a"),
+            ("UserSecretName", "u"),
+            ("DATAPOOL", "ec"),
+            ("FsType", "xfs"),
+        ]))
+        .unwrap();
+        assert_eq!(p.monitors, vec!["mon1"]);
+        assert_eq!(p.data_pool.as_deref(), Some("ec"));
+        assert_eq!(p.fs_type, "xfs");
+    }
+
+    #[test]
+    fn duplicate_key_by_case() {
+        let mut m = minimal();
+        m.push(("Pool", "a"));
+        m.push(("pool", "b"));
+        assert!(matches!(errs(&m)[..], [ParamError::Duplicate { .. }]));
+    }
+
+    #[test]
+    fn unknown_key() {
+        let mut m = minimal();
+        m.push(("imageFeature", "layering"));
+        let e = errs(&m);
+        assert_eq!(
+            e,
+            vec![ParamError::Unknown {
+                key: "imageFeature".into()
+            }]
+        );
+        assert!(e[0].to_string().contains("imageFeatures"), "lists known keys");
+    }
+
+    #[test]
+    fn required_keys() {
+        let e = errs(&[]);
+        assert!(e.contains(&ParamError::Missing { key: "monitors" }));
+        assert!(e.contains(&ParamError::Missing {
+            key: "adminSecretName"
+        }));
+        assert!(e.contains(&ParamError::Missing {
+            key: "userSecretName"
+        }));
+    }
+
+    #[test]
+    fn empty_values() {
+        let e = errs(&[
+            ("monitors", " "),
+            ("adminSecretName", ""),
+            ("userSecretName", "u"),
+            ("pool", ""),
+        ]);
+        assert!(e.contains(&ParamError::Empty { key: "monitors" }));
+        assert!(e.contains(&ParamError::Empty {
+            key: "adminSecretName"
+        }));
+        assert!(e.contains(&ParamError::Empty { key: "pool" }));
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn monitors_forms() {
+        for ok in [
+            "10.0.0.1",
+            "10.0.0.1:6789",
+            "mon-a.example.com:3300",
+            "[::1]:6789",
+            "[fe80::1]",
+            "v2:10.0.0.1:3300",
+            "v1:10.0.0.1:6789",
+            "a:6789, b:6789 ,c",
+        ] {
+            let mut m = minimal();
+            m[0] = ("monitors", ok);
+            assert!(parse(&map(&m)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "10.0.0.1:",
+            "10.0.0.1:0",
+            "10.0.0.1:70000",
+            "10.0.0.1:port",
+            "300.1.1.1",
+            "a,,b",
+            "[::1",
+            "[zz]:1",
+            "host_name",
+            "a b",
+        ] {
+            let mut m = minimal();
+            m[0] = ("monitors", bad);
+            let e = errs(&m);
+            assert!(
+                e.iter().any(|e| matches!(e, ParamError::Monitor { .. })),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_format() {
+        let mut m = minimal();
+        m.push(("imageFormat", "2"));
+        assert!(parse(&map(&m)).is_ok());
+        m.pop();
+        m.push(("imageFormat", "1"));
+        let e = errs(&m);
+        assert_eq!(e, vec![ParamError::ImageFormat1]);
+        assert!(e[0].to_string().contains("use imageFormat: \"2\""));
+        m.pop();
+        m.push(("imageFormat", "3"));
+        assert!(matches!(errs(&m)[..], [ParamError::ImageFormat { .. }]));
+    }
+
+    #[test]
+    fn image_features() {
+        for ok in ["layering", "Layering", " layering , layering"] {
+            let mut m = minimal();
+            m.push(("imageFeatures", ok));
+            assert!(parse(&map(&m)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "exclusive-lock",
+            "layering,exclusive-lock",
+            "layering,object-map,fast-diff,deep-flatten",
+        ] {
+            let mut m = minimal();
+            m.push(("imageFeatures", bad));
+            let e = errs(&m);
+            assert!(
+                matches!(&e[..], [ParamError::ImageFeatures { .. }]),
+                "{e:?}"
+            );
+            assert!(e[0].to_string().contains("feature set mismatch"));
+        }
+    }
+
+    #[test]
+    fn ids_without_client_prefix() {
+        let mut m = minimal();
+        m.push(("userId", "client.kube"));
+        assert!(matches!(
+            errs(&m)[..],
+            [ParamError::Name { key: "userId", .. }]
+        ));
+    }
+
+    #[test]
+    fn pool_names() {
+        let mut m = minimal();
+        m.push(("pool", "a/b"));
+        m.push(("dataPool", "ec pool"));
+        assert_eq!(errs(&m).len(), 2);
+    }
+
+    #[test]
+    fn collects_all_problems() {
+        let e = parse(&map(&[("imageFormat", "1"), ("imageFeatures", "journaling")])).unwrap_err();
+        assert_eq!(e.0.len(), 5, "{e}");
+        let text = e.to_string();
+        assert!(text.contains("monitors") && text.contains("journaling"));
+    }
+
+    #[test]
+    fn flavor_and_csi_parameters() {
+        let mut m = minimal();
+        m.push(("volumeFlavor", "CSI"));
+        let p = parse(&map(&m)).unwrap();
+        assert_eq!(p.flavor, Some(Flavor::Csi));
+        assert_eq!(check_csi(&p).unwrap_err().0.len(), 2);
+        m.push(("clusterID", "c1"));
+        m.push(("csiNodeStageSecretName", "csi"));
+        let p = parse(&map(&m)).unwrap();
+        assert!(check_csi(&p).is_ok());
+        assert_eq!(p.csi_secret.unwrap().namespace, "default");
+
+        let mut m = minimal();
+        m.push(("volumeFlavor", "rbd"));
+        m.push(("clusterID", "c1"));
+        assert_eq!(errs(&m), vec![ParamError::CsiOnly { key: "clusterID" }]);
+        let mut m = minimal();
+        m.push(("volumeFlavor", "nfs"));
+        assert!(matches!(errs(&m)[..], [ParamError::Flavor { .. }]));
+    }
+}

@@ -1,0 +1,533 @@
+//! Names, sizes and the PersistentVolume built for a claim. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    CSIPersistentVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec, RBDPersistentVolumeSource, SecretReference,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::params::{ClassParams, Flavor, SecretRef};
+use crate::quantity::{self, QuantityError};
+
+pub const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+/// What deletion needs, recorded on the PV so that it does not depend on the StorageClass.
+pub const ANN_MONITORS: &str = "rbd-provisioner.ceph.com/monitors";
+pub const ANN_POOL: &str = "rbd-provisioner.ceph.com/pool";
+pub const ANN_IMAGE: &str = "rbd-provisioner.ceph.com/image";
+pub const ANN_ADMIN_ID: &str = "rbd-provisioner.ceph.com/admin-id";
+/// `namespace/name` of the admin Secret (never the key).
+pub const ANN_ADMIN_SECRET: &str = "rbd-provisioner.ceph.com/admin-secret";
+pub const FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
+pub const CSI_DRIVER: &str = "rbd.csi.ceph.com";
+
+const MIB: u64 = 1 << 20;
+
+/// RBD image name for a claim: deterministic, so a retry after a crash finds the same image.
+pub fn image_name(claim_uid: &str) -> String {
+    format!("kubernetes-dynamic-pvc-{claim_uid}")
+}
+
+/// PersistentVolume name for a claim, as every external provisioner names them.
+pub fn pv_name(claim_uid: &str) -> String {
+    format!("pvc-{claim_uid}")
+}
+
+/// Rounds a byte count up to whole MiB (RBD sizes and PV capacities are kept in MiB).
+pub fn round_up_mib(bytes: u128) -> Option<u64> {
+    u64::try_from(bytes.div_ceil(MIB as u128).checked_mul(MIB as u128)?).ok()
+}
+
+/// A capacity in bytes (a multiple of 1 MiB) as a Kubernetes quantity.
+pub fn capacity_quantity(bytes: u64) -> Quantity {
+    if bytes % (1 << 30) == 0 {
+        Quantity(format!("{}Gi", bytes >> 30))
+    } else {
+        Quantity(format!("{}Mi", bytes / MIB))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeMode {
+    Filesystem,
+    Block,
+}
+
+/// What the claim asks for, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub access_modes: Vec<String>,
+    pub volume_mode: VolumeMode,
+    /// Requested size rounded up to MiB.
+    pub size: u64,
+}
+
+/// Why a claim cannot be provisioned as it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("claims with a label selector cannot be provisioned dynamically; remove spec.selector or bind the claim to an existing PV")]
+    Selector,
+    #[error("the claim requests no storage size; set spec.resources.requests.storage")]
+    NoSize,
+    #[error("the requested size {0:?} is zero; request at least 1Mi")]
+    ZeroSize(String),
+    #[error("the requested size is invalid: {0}")]
+    BadSize(QuantityError),
+    #[error("the claim has no access modes; use ReadWriteOnce or ReadOnlyMany")]
+    NoAccessModes,
+    #[error("access mode {mode} is not supported for {volume_mode} volumes{flavor_note}: {why}")]
+    AccessMode {
+        mode: String,
+        volume_mode: &'static str,
+        flavor_note: &'static str,
+        why: &'static str,
+    },
+    #[error("volumeMode {0:?} is not valid; use Filesystem or Block")]
+    VolumeMode(String),
+    #[error("the claim has no uid yet")]
+    NoUid,
+}
+
+/// Extracts and validates what a claim asks for.
+pub fn claim_request(pvc: &PersistentVolumeClaim) -> Result<ClaimRequest, ClaimError> {
+    let spec = pvc.spec.clone().unwrap_or_default();
+    if spec
+        .selector
+        .as_ref()
+        .is_some_and(|s| s.match_labels.as_ref().is_some_and(|m| !m.is_empty()) || s.match_expressions.as_ref().is_some_and(|m| !m.is_empty()))
+    {
+        return Err(ClaimError::Selector);
+    }
+    let raw = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())
+        .ok_or(ClaimError::NoSize)?;
+    let bytes = quantity::to_bytes(&raw).map_err(ClaimError::BadSize)?;
+    if bytes == 0 {
+        return Err(ClaimError::ZeroSize(raw));
+    }
+    let size = round_up_mib(bytes).ok_or_else(|| ClaimError::BadSize(QuantityError::TooLarge(raw)))?;
+    let volume_mode = match spec.volume_mode.as_deref() {
+        None | Some("Filesystem") => VolumeMode::Filesystem,
+        Some("Block") => VolumeMode::Block,
+        Some(other) => return Err(ClaimError::VolumeMode(other.into())),
+    };
+    let access_modes = spec.access_modes.unwrap_or_default();
+    if access_modes.is_empty() {
+        return Err(ClaimError::NoAccessModes);
+    }
+    Ok(ClaimRequest {
+        namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
+        name: pvc.metadata.name.clone().unwrap_or_default(),
+        uid: pvc.metadata.uid.clone().filter(|u| !u.is_empty()).ok_or(ClaimError::NoUid)?,
+        access_modes,
+        volume_mode,
+        size,
+    })
+}
+
+/// Access modes an RBD image supports: a filesystem on it can be mounted read/write by one
+/// node only; a raw block device can be shared (the application coordinates), which ceph-csi
+/// supports and the in-tree plugin does not.
+pub fn check_access_modes(req: &ClaimRequest, flavor: Flavor) -> Result<(), ClaimError> {
+    for mode in &req.access_modes {
+        let refuse = |why, flavor_note| ClaimError::AccessMode {
+            mode: mode.clone(),
+            volume_mode: match req.volume_mode {
+                VolumeMode::Filesystem => "Filesystem",
+                VolumeMode::Block => "Block",
+            },
+            flavor_note,
+            why,
+        };
+        match (mode.as_str(), req.volume_mode, flavor) {
+            ("ReadWriteOnce" | "ReadOnlyMany", _, _) => {}
+            ("ReadWriteMany", VolumeMode::Block, Flavor::Csi) => {}
+            ("ReadWriteMany", VolumeMode::Filesystem, _) => {
+                return Err(refuse(
+                    "a filesystem mounted read/write on several nodes at once is corrupted; use ReadWriteOnce (or volumeMode: Block with volumeFlavor: csi)",
+                    "",
+                ));
+            }
+            ("ReadWriteMany", VolumeMode::Block, Flavor::Rbd) => {
+                return Err(refuse(
+                    "only ceph-csi shares a block device between nodes; use volumeFlavor: csi or ReadWriteOnce",
+                    " with the in-tree rbd flavour",
+                ));
+            }
+            _ => {
+                return Err(refuse(
+                    "supported modes are ReadWriteOnce and ReadOnlyMany (and ReadWriteMany for csi Block volumes)",
+                    "",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything a PV is built from.
+pub struct PvInput<'a> {
+    pub claim: &'a ClaimRequest,
+    pub class: &'a StorageClass,
+    pub params: &'a ClassParams,
+    pub flavor: Flavor,
+    pub image: &'a str,
+    pub provisioner: &'a str,
+}
+
+/// The PersistentVolume for a provisioned image, pre-bound to its claim (with the claim's uid,
+/// which lets kube-controller-manager bind it at once instead of at its next resync).
+pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
+    let c = i.claim;
+    let p = i.params;
+    let reclaim = i
+        .class
+        .reclaim_policy
+        .clone()
+        .unwrap_or_else(|| "Delete".into());
+    let annotations = BTreeMap::from([
+        (ANN_PROVISIONED_BY.to_string(), i.provisioner.to_string()),
+        (ANN_MONITORS.to_string(), p.monitors.join(",")),
+        (ANN_POOL.to_string(), p.pool.clone()),
+        (ANN_IMAGE.to_string(), i.image.to_string()),
+        (ANN_ADMIN_ID.to_string(), p.admin_id.clone()),
+        (ANN_ADMIN_SECRET.to_string(), p.admin_secret.to_string()),
+    ]);
+    let fs_type = (c.volume_mode == VolumeMode::Filesystem).then(|| p.fs_type.clone());
+    let user_secret = p.user_secret(&c.namespace);
+    let mut spec = PersistentVolumeSpec {
+        access_modes: Some(c.access_modes.clone()),
+        capacity: Some(BTreeMap::from([(
+            "storage".to_string(),
+            capacity_quantity(c.size),
+        )])),
+        claim_ref: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("PersistentVolumeClaim".into()),
+            namespace: Some(c.namespace.clone()),
+            name: Some(c.name.clone()),
+            uid: Some(c.uid.clone()),
+            ..Default::default()
+        }),
+        persistent_volume_reclaim_policy: Some(reclaim.clone()),
+        storage_class_name: i.class.metadata.name.clone(),
+        mount_options: i.class.mount_options.clone().filter(|m| !m.is_empty()),
+        volume_mode: Some(
+            match c.volume_mode {
+                VolumeMode::Filesystem => "Filesystem",
+                VolumeMode::Block => "Block",
+            }
+            .into(),
+        ),
+        ..Default::default()
+    };
+    match i.flavor {
+        Flavor::Rbd => {
+            spec.rbd = Some(RBDPersistentVolumeSource {
+                monitors: p.monitors.clone(),
+                pool: Some(p.pool.clone()),
+                image: i.image.to_string(),
+                user: Some(p.user_id.clone()),
+                secret_ref: Some(secret_reference(&user_secret)),
+                fs_type,
+                ..Default::default()
+            })
+        }
+        Flavor::Csi => {
+            spec.csi = Some(CSIPersistentVolumeSource {
+                driver: CSI_DRIVER.into(),
+                volume_handle: i.image.to_string(),
+                fs_type,
+                volume_attributes: Some(BTreeMap::from([
+                    ("clusterID".to_string(), p.cluster_id.clone().unwrap_or_default()),
+                    ("pool".to_string(), p.pool.clone()),
+                    ("staticVolume".to_string(), "true".to_string()),
+                    ("imageFeatures".to_string(), "layering".to_string()),
+                ])),
+                node_stage_secret_ref: p.csi_secret.as_ref().map(secret_reference),
+                ..Default::default()
+            })
+        }
+    }
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(pv_name(&c.uid)),
+            annotations: Some(annotations),
+            // Guards the image against `kubectl delete pv` while the provisioner still owns it.
+            finalizers: (reclaim == "Delete").then(|| vec![FINALIZER.to_string()]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+fn secret_reference(s: &SecretRef) -> SecretReference {
+    SecretReference {
+        name: Some(s.name.clone()),
+        namespace: Some(s.namespace.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, VolumeResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    const UID: &str = "0b5a3f4e-1111-2222-3333-444455556666";
+
+    fn pvc(size: Option<&str>, modes: &[&str], volume_mode: Option<&str>) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                namespace: Some("apps".into()),
+                uid: Some(UID.into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
+                resources: Some(VolumeResourceRequirements {
+                    requests: size.map(|s| BTreeMap::from([("storage".to_string(), Quantity(s.into()))])),
+                    ..Default::default()
+                }),
+                volume_mode: volume_mode.map(Into::into),
+                storage_class_name: Some("ceph-rbd".into()),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn class(reclaim: Option<&str>, mount_options: Option<Vec<&str>>) -> StorageClass {
+        StorageClass {
+            metadata: ObjectMeta {
+                name: Some("ceph-rbd".into()),
+                ..Default::default()
+            },
+            provisioner: "ceph.com/rbd".into(),
+            reclaim_policy: reclaim.map(Into::into),
+            mount_options: mount_options.map(|m| m.into_iter().map(Into::into).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn params(extra: &[(&str, &str)]) -> ClassParams {
+        let mut m: BTreeMap<String, String> = [
+            ("monitors", "10.0.0.1:6789,10.0.0.2:6789"),
+            ("adminSecretName", "ceph-secret"),
+            ("adminSecretNamespace", "kube-system"),
+            ("pool", "kube"),
+            ("userId", "kube"),
+            ("userSecretName", "ceph-kube-secret"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.to_string());
+        }
+        params::parse(&m).unwrap()
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(image_name(UID), format!("kubernetes-dynamic-pvc-{UID}"));
+        assert_eq!(pv_name(UID), format!("pvc-{UID}"));
+    }
+
+    #[test]
+    fn mib_rounding() {
+        assert_eq!(round_up_mib(1), Some(MIB));
+        assert_eq!(round_up_mib(MIB as u128), Some(MIB));
+        assert_eq!(round_up_mib(MIB as u128 + 1), Some(2 * MIB));
+        assert_eq!(round_up_mib(1_000_000_000), Some(954 * MIB));
+        assert_eq!(round_up_mib(u128::MAX), None);
+        assert_eq!(capacity_quantity(500 * MIB).0, "500Mi");
+        assert_eq!(capacity_quantity(2048 * MIB).0, "2Gi");
+        assert_eq!(capacity_quantity(954 * MIB).0, "954Mi");
+    }
+
+    #[test]
+    fn request_sizes() {
+        let r = claim_request(&pvc(Some("500Mi"), &["ReadWriteOnce"], None)).unwrap();
+        assert_eq!(r.size, 500 * MIB);
+        assert_eq!(r.volume_mode, VolumeMode::Filesystem);
+        let r = claim_request(&pvc(Some("1G"), &["ReadWriteOnce"], None)).unwrap();
+        assert_eq!(r.size, 954 * MIB, "1G = 953.67 MiB rounds up");
+        let r = claim_request(&pvc(Some("1"), &["ReadWriteOnce"], None)).unwrap();
+        assert_eq!(r.size, MIB);
+        assert_eq!(
+            claim_request(&pvc(Some("0"), &["ReadWriteOnce"], None)),
+            Err(ClaimError::ZeroSize("0".into()))
+        );
+        assert!(matches!(
+            claim_request(&pvc(Some("ten gigs"), &["ReadWriteOnce"], None)),
+            Err(ClaimError::BadSize(_))
+        ));
+        assert_eq!(
+            claim_request(&pvc(None, &["ReadWriteOnce"], None)),
+            Err(ClaimError::NoSize)
+        );
+    }
+
+    #[test]
+    fn request_rejects_selector_and_odd_modes() {
+        let mut c = pvc(Some("1Gi"), &["ReadWriteOnce"], None);
+        c.spec.as_mut().unwrap().selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("tier".into(), "db".into())])),
+            ..Default::default()
+        });
+        let e = claim_request(&c).unwrap_err();
+        assert_eq!(e, ClaimError::Selector);
+        assert!(e.to_string().contains("remove spec.selector"));
+        assert_eq!(
+            claim_request(&pvc(Some("1Gi"), &[], None)),
+            Err(ClaimError::NoAccessModes)
+        );
+        assert!(matches!(
+            claim_request(&pvc(Some("1Gi"), &["ReadWriteOnce"], Some("Raw"))),
+            Err(ClaimError::VolumeMode(_))
+        ));
+        let mut c = pvc(Some("1Gi"), &["ReadWriteOnce"], None);
+        c.metadata.uid = None;
+        assert_eq!(claim_request(&c), Err(ClaimError::NoUid));
+    }
+
+    #[test]
+    fn access_modes() {
+        let ok = |modes: &[&str], vm, flavor| {
+            check_access_modes(&claim_request(&pvc(Some("1Gi"), modes, vm)).unwrap(), flavor)
+        };
+        assert!(ok(&["ReadWriteOnce", "ReadOnlyMany"], None, Flavor::Rbd).is_ok());
+        assert!(ok(&["ReadWriteOnce"], Some("Block"), Flavor::Rbd).is_ok());
+        let e = ok(&["ReadWriteMany"], None, Flavor::Rbd).unwrap_err();
+        assert!(e.to_string().contains("ReadWriteMany is not supported for Filesystem"), "{e}");
+        assert!(ok(&["ReadWriteMany"], None, Flavor::Csi).is_err());
+        assert!(ok(&["ReadWriteMany"], Some("Block"), Flavor::Rbd).is_err());
+        assert!(ok(&["ReadWriteMany"], Some("Block"), Flavor::Csi).is_ok());
+        assert!(ok(&["ReadWriteOncePod"], None, Flavor::Rbd).is_err());
+    }
+
+    #[test]
+    fn rbd_pv() {
+        let req = claim_request(&pvc(Some("500Mi"), &["ReadWriteOnce", "ReadOnlyMany"], None)).unwrap();
+        let k = class(None, Some(vec!["discard"]));
+        let p = params(&[]);
+        let image = image_name(&req.uid);
+        let pv = build_pv(&PvInput {
+            claim: &req,
+            class: &k,
+            params: &p,
+            flavor: Flavor::Rbd,
+            image: &image,
+            provisioner: "ceph.com/rbd",
+        });
+        assert_eq!(pv.metadata.name.as_deref(), Some(&*pv_name(UID)));
+        let ann = pv.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann[ANN_PROVISIONED_BY], "ceph.com/rbd");
+        assert_eq!(ann[ANN_ADMIN_SECRET], "kube-system/ceph-secret");
+        assert_eq!(ann[ANN_POOL], "kube");
+        assert_eq!(ann[ANN_IMAGE], image);
+        assert_eq!(ann[ANN_MONITORS], "10.0.0.1:6789,10.0.0.2:6789");
+        assert!(!ann.values().any(|v| v.contains("key")), "no key material");
+        assert_eq!(pv.metadata.finalizers, Some(vec![FINALIZER.to_string()]));
+        let s = pv.spec.unwrap();
+        assert_eq!(s.capacity.unwrap()["storage"].0, "500Mi");
+        assert_eq!(s.access_modes.unwrap(), vec!["ReadWriteOnce", "ReadOnlyMany"]);
+        let cr = s.claim_ref.unwrap();
+        assert_eq!(
+            (cr.namespace.as_deref(), cr.name.as_deref(), cr.uid.as_deref()),
+            (Some("apps"), Some("data"), Some(UID))
+        );
+        assert_eq!(s.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+        assert_eq!(s.storage_class_name.as_deref(), Some("ceph-rbd"));
+        assert_eq!(s.mount_options, Some(vec!["discard".to_string()]));
+        assert_eq!(s.volume_mode.as_deref(), Some("Filesystem"));
+        assert!(s.csi.is_none());
+        let rbd = s.rbd.unwrap();
+        assert_eq!(rbd.monitors, vec!["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(rbd.pool.as_deref(), Some("kube"));
+        assert_eq!(rbd.image, image);
+        assert_eq!(rbd.user.as_deref(), Some("kube"));
+        assert_eq!(rbd.fs_type.as_deref(), Some("ext4"));
+        assert_eq!(rbd.keyring, None);
+        let sr = rbd.secret_ref.unwrap();
+        assert_eq!(
+            (sr.name.as_deref(), sr.namespace.as_deref()),
+            (Some("ceph-kube-secret"), Some("apps")),
+            "user secret defaults to the claim's namespace"
+        );
+    }
+
+    #[test]
+    fn retain_block_and_explicit_user_namespace() {
+        let req = claim_request(&pvc(Some("1Gi"), &["ReadWriteOnce"], Some("Block"))).unwrap();
+        let k = class(Some("Retain"), None);
+        let p = params(&[("userSecretNamespace", "ceph"), ("fsType", "xfs")]);
+        let pv = build_pv(&PvInput {
+            claim: &req,
+            class: &k,
+            params: &p,
+            flavor: Flavor::Rbd,
+            image: "img",
+            provisioner: "ceph.com/rbd",
+        });
+        assert_eq!(pv.metadata.finalizers, None, "Retain volumes are never deleted by us");
+        let s = pv.spec.unwrap();
+        assert_eq!(s.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(s.volume_mode.as_deref(), Some("Block"));
+        assert_eq!(s.mount_options, None);
+        assert_eq!(s.capacity.unwrap()["storage"].0, "1Gi");
+        let rbd = s.rbd.unwrap();
+        assert_eq!(rbd.fs_type, None, "block volumes carry no fsType");
+        assert_eq!(rbd.secret_ref.unwrap().namespace.as_deref(), Some("ceph"));
+    }
+
+    #[test]
+    fn csi_pv() {
+        let req = claim_request(&pvc(Some("2Gi"), &["ReadWriteOnce"], None)).unwrap();
+        let k = class(None, None);
+        let p = params(&[
+            ("volumeFlavor", "csi"),
+            ("clusterID", "ceph-1"),
+            ("csiNodeStageSecretName", "csi-rbd"),
+            ("csiNodeStageSecretNamespace", "ceph-csi"),
+        ]);
+        let pv = build_pv(&PvInput {
+            claim: &req,
+            class: &k,
+            params: &p,
+            flavor: Flavor::Csi,
+            image: "img-1",
+            provisioner: "ceph.com/rbd",
+        });
+        let s = pv.spec.unwrap();
+        assert!(s.rbd.is_none());
+        let csi = s.csi.unwrap();
+        assert_eq!(csi.driver, CSI_DRIVER);
+        assert_eq!(csi.volume_handle, "img-1");
+        assert_eq!(csi.fs_type.as_deref(), Some("ext4"));
+        let attrs = csi.volume_attributes.unwrap();
+        assert_eq!(attrs["clusterID"], "ceph-1");
+        assert_eq!(attrs["pool"], "kube");
+        assert_eq!(attrs["staticVolume"], "true");
+        assert_eq!(attrs["imageFeatures"], "layering");
+        let sr = csi.node_stage_secret_ref.unwrap();
+        assert_eq!(
+            (sr.name.as_deref(), sr.namespace.as_deref()),
+            (Some("csi-rbd"), Some("ceph-csi"))
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! Shared helpers for integration tests against the local test bed (hack/bed-up.sh).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// What hack/bed-up.sh wrote to `$RBDP_BED/env`.
+#[derive(Clone)]
+pub struct Bed {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// "127.0.0.1:6789" style, as a StorageClass would carry it.
+    pub monitors: String,
+    pub admin_key: String,
+    pub kube_key: String,
+}
+
+impl Bed {
+    /// Loads the bed description; panics with the command to run when the bed is not up,
+    /// because these tests are meaningless without it.
+    pub fn load() -> Bed {
+        let dir = PathBuf::from(
+            std::env::var("RBDP_BED").unwrap_or_else(|_| "/tmp/rbd-provisioner-bed".into()),
+        );
+        let env_file = dir.join("env");
+        let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
+            panic!(
+                "integration tests need the local Ceph + Kubernetes bed: run hack/bed-up.sh \
+                 (or hack/test.sh); cannot read {}: {e}",
+                env_file.display()
+            )
+        });
+        let vars = parse_env(&text);
+        let get = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("{} lacks {k}", env_file.display()))
+        };
+        Bed {
+            kubeconfig: PathBuf::from(get("KUBECONFIG")),
+            monitors: get("CEPH_MONITORS"),
+            admin_key: get("CEPH_ADMIN_KEY"),
+            kube_key: get("CEPH_KUBE_KEY"),
+            dir,
+        }
+    }
+}
+
+/// Parses `export KEY=value` / `KEY='value'` lines.
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim().trim_matches('\'').trim_matches('"');
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, Secret, ServiceAccount,
+};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use rbd_provisioner::ceph::{CephKey, Cluster, Connections, Credentials, Timeouts};
+
+pub const FIELD_MANAGER: &str = "rbd-provisioner-tests";
+
+impl Bed {
+    /// An admin client (system:masters), for setting up and inspecting.
+    pub async fn admin(&self) -> Client {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// The admin Ceph connection, to inspect images the way an operator would.
+    pub async fn ceph(&self) -> Arc<Cluster> {
+        let conns = Connections::new(Timeouts::default());
+        conns
+            .get(&Credentials {
+                monitors: vec![self.monitors.clone()],
+                user: "admin".into(),
+                key: CephKey::new(self.admin_key.clone()),
+            })
+            .await
+            .expect("connect to the bed's Ceph as admin")
+    }
+}
+
+pub async fn client_from(path: &std::path::Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(path).expect("read kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(cfg).expect("client")
+}
+
+/// A short random suffix for names that must not collide between tests and runs.
+pub fn unique(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("{prefix}-{:08x}", h.finish() as u32)
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Applies every document of a YAML text (server-side apply), after replacing placeholders.
+pub async fn apply_yaml(client: &Client, text: &str, subst: &[(&str, &str)]) {
+    let mut text = text.to_string();
+    for (from, to) in subst {
+        text = text.replace(from, to);
+    }
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("parse YAML");
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        apply_value(client, doc).await;
+    }
+}
+
+async fn apply_value(client: &Client, doc: serde_json::Value) {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let kind = doc["kind"].as_str().expect("kind").to_string();
+    let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+    let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&doc);
+    macro_rules! go {
+        ($api:expr) => {{
+            $api.patch(&name, &pp, &patch)
+                .await
+                .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+        }};
+    }
+    match kind.as_str() {
+        "ServiceAccount" => go!(Api::<ServiceAccount>::namespaced(client.clone(), &ns)),
+        "Secret" => go!(Api::<Secret>::namespaced(client.clone(), &ns)),
+        "PersistentVolumeClaim" => go!(Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)),
+        "Pod" => go!(Api::<Pod>::namespaced(client.clone(), &ns)),
+        "RoleBinding" => go!(Api::<RoleBinding>::namespaced(client.clone(), &ns)),
+        "Role" => go!(Api::<Role>::namespaced(client.clone(), &ns)),
+        "ClusterRole" => go!(Api::<ClusterRole>::all(client.clone())),
+        "ClusterRoleBinding" => go!(Api::<ClusterRoleBinding>::all(client.clone())),
+        "StorageClass" => go!(Api::<StorageClass>::all(client.clone())),
+        "Namespace" => go!(Api::<Namespace>::all(client.clone())),
+        other => panic!("apply_yaml: unsupported kind {other}"),
+    }
+}
+
+pub fn repo_file(path: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// Applies manifests/rbac/ and returns a kubeconfig file that authenticates as the shipped
+/// ServiceAccount, so the provisioner under test has exactly the rights the manifests grant.
+pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
+    let admin = bed.admin().await;
+    let mut files: Vec<_> = std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/rbac"))
+        .expect("manifests/rbac")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        apply_yaml(&admin, &std::fs::read_to_string(&f).unwrap(), &[]).await;
+    }
+    // Kubernetes 1.20 issues ServiceAccount tokens as Secrets.
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-system");
+    let token = wait_for("the ServiceAccount's token secret", Duration::from_secs(30), || async {
+        let sa = sas.get("rbd-provisioner").await.ok()?;
+        let secret_name = sa.secrets?.into_iter().next()?.name?;
+        let s = Api::<Secret>::namespaced(admin.clone(), "kube-system").get(&secret_name).await.ok()?;
+        let t = s.data?.get("token")?.0.clone();
+        String::from_utf8(t).ok()
+    })
+    .await;
+    let kc = kube::config::Kubeconfig::read_from(&bed.kubeconfig).unwrap();
+    let cluster = &kc.clusters[0].cluster.as_ref().unwrap();
+    let server = cluster.server.clone().unwrap();
+    let ca = cluster.certificate_authority_data.clone().unwrap();
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: bed\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: rbd-provisioner\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context:\n    cluster: bed\n    user: rbd-provisioner\ncurrent-context: sa\n"
+    );
+    let path = bed.dir.join("rbd-provisioner-sa.kubeconfig");
+    let tmp = bed.dir.join(format!("rbd-provisioner-sa.kubeconfig.{}", std::process::id()));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// The provisioner binary, running as the Deployment would run it (its own process, the
+/// shipped ServiceAccount), killed when dropped.
+pub struct Provisioner {
+    pub name: String,
+    child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Provisioner {
+    pub async fn start(bed: &Bed, name: &str, env: &[(&str, &str)]) -> Provisioner {
+        let kubeconfig = service_account_kubeconfig(bed).await;
+        let log = bed.dir.join(format!("{}.log", name.replace('/', "_")));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"));
+        cmd.arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--provisioner-name", name, "--metrics-addr", "", "--ceph-connect-timeout", "5"])
+            .env("RUST_LOG", "info,rbd_provisioner=debug")
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start rbd-provisioner");
+        Provisioner {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to end by itself; returns its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(start.elapsed() < timeout, "provisioner did not exit in {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Provisioner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates (or keeps) a namespace.
+pub async fn namespace(client: &Client, name: &str) {
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    apply_value(client, ns).await;
+}
+
+/// Creates a Secret holding `data.key`.
+pub async fn key_secret(client: &Client, ns: &str, name: &str, key: &str) {
+    let s = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/rbd",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {"key": key}
+    });
+    apply_value(client, s).await;
+}
+
+/// Creates a StorageClass for `provisioner` with the given parameters.
+pub async fn storage_class(client: &Client, name: &str, provisioner: &str, params: &[(&str, &str)], extra: serde_json::Value) {
+    let mut sc = serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": provisioner,
+        "parameters": params.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+    });
+    if let (Some(o), Some(e)) = (sc.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    apply_value(client, sc).await;
+}
+
+/// Creates a claim; returns it as stored (with its uid).
+pub async fn claim(client: &Client, ns: &str, name: &str, class: &str, size: &str, modes: &[&str], extra_spec: serde_json::Value) -> PersistentVolumeClaim {
+    let mut spec = serde_json::json!({
+        "accessModes": modes,
+        "storageClassName": class,
+        "resources": {"requests": {"storage": size}},
+    });
+    if let (Some(o), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pvc)
+        .await
+        .unwrap_or_else(|e| panic!("create claim {ns}/{name}: {e}"))
+}
+
+/// Waits until the claim is Bound; returns it.
+pub async fn wait_bound(client: &Client, ns: &str, name: &str, timeout: Duration) -> PersistentVolumeClaim {
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    wait_for(&format!("claim {ns}/{name} Bound"), timeout, || async {
+        let c = api.get(name).await.ok()?;
+        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
+    })
+    .await
+}
+
+/// Events (events.k8s.io/v1) about one object, oldest first.
+pub async fn events_for(client: &Client, ns: &str, uid: &str) -> Vec<Event> {
+    let api = Api::<Event>::namespaced(client.clone(), ns);
+    let mut evs: Vec<Event> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid))
+        .collect();
+    evs.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+    evs
+}
+
+/// Waits for an event with `reason` about the object whose note contains every needle.
+pub async fn wait_event(client: &Client, ns: &str, uid: &str, reason: &str, needles: &[&str], timeout: Duration) -> Event {
+    wait_for(&format!("event {reason} containing {needles:?}"), timeout, || async {
+        events_for(client, ns, uid).await.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && needles.iter().all(|n| e.note.as_deref().unwrap_or("").contains(n))
+        })
+    })
+    .await
+}
+
+pub fn uid_of<K: Resource>(o: &K) -> String {
+    o.meta().uid.clone().expect("uid")
+}
+
+/// Whether an image exists in a pool.
+pub async fn image_exists(ceph: &Arc<Cluster>, pool: &str, name: &str) -> bool {
+    ceph.list_images(pool).await.expect("list images").iter().any(|i| i == name)
+}
+
+/// Removes what a test made: claims' PVs (finalizer dropped) and their images, the class.
+pub async fn cleanup(bed: &Bed, client: &Client, ns: &str, claims: &[&PersistentVolumeClaim], pools: &[&str]) {
+    let ceph = bed.ceph().await;
+    let pvs = Api::<PersistentVolume>::all(client.clone());
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    for c in claims {
+        let uid = uid_of(*c);
+        let _ = pvcs.delete(c.metadata.name.as_deref().unwrap(), &DeleteParams::default()).await;
+        let pv = format!("pvc-{uid}");
+        let _ = pvs
+            .patch(&pv, &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})))
+            .await;
+        let _ = pvs.delete(&pv, &DeleteParams::default()).await;
+        for pool in pools {
+            let _ = ceph.remove_image(pool, &format!("kubernetes-dynamic-pvc-{uid}")).await;
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Provisioning end to end: the real bed (Ceph + kube-apiserver + kube-controller-manager),
+//! the built binary running under the ServiceAccount and RBAC of manifests/rbac/.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+
+fn b64(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The walkthrough's objects from examples/, with provisioner: ceph.com/rbd.
+#[tokio::test]
+async fn examples_provision_and_bind() {
+    let bed = Bed::load();
+    let admin = bed.admin().await;
+    let ceph = bed.ceph().await;
+    let _p = Provisioner::start(&bed, "ceph.com/rbd", &[]).await;
+    let subst = [
+        ("ADMIN_KEY_BASE64", b64(&bed.admin_key)),
+        ("KUBE_KEY_BASE64", b64(&bed.kube_key)),
+        ("CEPH_MONITORS", bed.monitors.clone()),
+    ];
+    let subst: Vec<(&str, &str)> = subst.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    // A leftover claim from an interrupted run would carry another uid: start clean.
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(admin.clone(), "default");
+    let pods = Api::<Pod>::namespaced(admin.clone(), "default");
+    let _ = pods.delete("ceph-sc-pod", &DeleteParams::default().grace_period(0)).await;
+    if let Ok(old) = pvcs.get("ceph-sc-claim").await {
+        cleanup(&bed, &admin, "default", &[&old], &["kube"]).await;
+        wait_for("old claim gone", T, || async { pvcs.get_opt("ceph-sc-claim").await.unwrap().is_none().then_some(()) }).await;
+    }
+    for f in ["examples/ceph-secret.yaml", "examples/ceph-kube-secret.yaml", "examples/storageclass.yaml", "examples/pvc.yaml"] {
+        apply_yaml(&admin, &repo_file(f), &subst).await;
+    }
+    let bound = wait_bound(&admin, "default", "ceph-sc-claim", T).await;
+    let uid = uid_of(&bound);
+    assert_eq!(bound.spec.as_ref().unwrap().volume_name.as_deref(), Some(&*format!("pvc-{uid}")));
+    assert_eq!(bound.status.as_ref().unwrap().capacity.as_ref().unwrap()["storage"].0, "500Mi");
+
+    // The image, read back through librbd.
+    let image = format!("kubernetes-dynamic-pvc-{uid}");
+    let info = ceph.image_info("kube", &image).await.expect("image exists");
+    assert!(!info.old_format, "format 2");
+    assert_eq!(info.features, 1, "features = layering only");
+    assert_eq!(info.size, 500 << 20);
+
+    // The PV.
+    let pv = Api::<PersistentVolume>::all(admin.clone()).get(&format!("pvc-{uid}")).await.unwrap();
+    let ann = pv.metadata.annotations.clone().unwrap();
+    assert_eq!(ann["pv.kubernetes.io/provisioned-by"], "ceph.com/rbd");
+    let s = pv.spec.unwrap();
+    assert_eq!(s.storage_class_name.as_deref(), Some("ceph-rbd"));
+    assert_eq!(s.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+    assert_eq!(s.access_modes.unwrap(), vec!["ReadWriteOnce", "ReadOnlyMany"]);
+    assert_eq!(s.claim_ref.as_ref().unwrap().uid.as_deref(), Some(&*uid));
+    let rbd = s.rbd.expect("spec.rbd on a 1.20 server");
+    assert_eq!(rbd.monitors, vec![bed.monitors.clone()]);
+    assert_eq!(rbd.pool.as_deref(), Some("kube"));
+    assert_eq!(rbd.image, image);
+    assert_eq!(rbd.user.as_deref(), Some("kube"));
+    assert_eq!(rbd.fs_type.as_deref(), Some("ext4"));
+    let sr = rbd.secret_ref.unwrap();
+    assert_eq!((sr.name.as_deref(), sr.namespace.as_deref()), (Some("ceph-kube-secret"), Some("default")));
+
+    // Events that `kubectl describe pvc` shows.
+    wait_event(&admin, "default", &uid, "ProvisioningSucceeded", &[&format!("pvc-{uid}")], T).await;
+    let reasons: Vec<_> = events_for(&admin, "default", &uid).await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.contains(&"Provisioning".to_string()), "{reasons:?}");
+
+    // The Pod is accepted (there is no kubelet here to run it).
+    apply_yaml(&admin, &repo_file("examples/pod.yaml"), &[]).await;
+    let pod = pods.get("ceph-sc-pod").await.unwrap();
+    assert_eq!(pod.spec.unwrap().volumes.unwrap()[0].persistent_volume_claim.as_ref().unwrap().claim_name, "ceph-sc-claim");
+    let _ = pods.delete("ceph-sc-pod", &DeleteParams::default().grace_period(0)).await;
+    cleanup(&bed, &admin, "default", &[&bound], &["kube"]).await;
+}
+
+/// Setup for the tests below: a provisioner with its own name, a class, secrets.
+struct Case {
+    bed: Bed,
+    admin: kube::Client,
+    prov: Provisioner,
+    ns: String,
+}
+
+impl Case {
+    async fn new(prefix: &str) -> Case {
+        let bed = Bed::load();
+        let admin = bed.admin().await;
+        let name = format!("{}.test/rbd", unique(prefix));
+        let prov = Provisioner::start(&bed, &name, &[]).await;
+        let ns = unique(prefix);
+        namespace(&admin, &ns).await;
+        key_secret(&admin, "kube-system", &format!("{ns}-admin"), &bed.admin_key).await;
+        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+        Case { bed, admin, prov, ns }
+    }
+
+    /// Good parameters, overridden by `over` (an empty value removes the key).
+    fn params(&self, over: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = vec![
+            ("monitors".into(), self.bed.monitors.clone()),
+            ("adminId".into(), "admin".into()),
+            ("adminSecretName".into(), format!("{}-admin", self.ns)),
+            ("adminSecretNamespace".into(), "kube-system".into()),
+            ("pool".into(), "kube".into()),
+            ("userId".into(), "kube".into()),
+            ("userSecretName".into(), format!("{}-user", self.ns)),
+            ("userSecretNamespace".into(), "default".into()),
+        ];
+        for (k, v) in over {
+            p.retain(|(pk, _)| pk != k);
+            if !v.is_empty() {
+                p.push((k.to_string(), v.to_string()));
+            }
+        }
+        p
+    }
+
+    async fn class(&self, suffix: &str, over: &[(&str, &str)]) -> String {
+        let name = format!("{}-{suffix}", self.ns);
+        let p = self.params(over);
+        let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        storage_class(&self.admin, &name, &self.prov.name, &p, json!({})).await;
+        name
+    }
+}
+
+#[tokio::test]
+async fn claim_in_another_namespace_and_other_pools() {
+    let c = Case::new("pools").await;
+    let ceph = c.bed.ceph().await;
+    let k2 = c.class("kube2", &[("pool", "kube2")]).await;
+    let dp = c.class("datapool", &[("dataPool", "kube2")]).await;
+    let a = claim(&c.admin, &c.ns, "a", &k2, "1Gi", &["ReadWriteOnce"], json!({})).await;
+    let b = claim(&c.admin, &c.ns, "b", &dp, "10Mi", &["ReadWriteOnce"], json!({})).await;
+    wait_bound(&c.admin, &c.ns, "a", T).await;
+    wait_bound(&c.admin, &c.ns, "b", T).await;
+    let ia = ceph.image_info("kube2", &format!("kubernetes-dynamic-pvc-{}", uid_of(&a))).await.expect("image in kube2");
+    assert_eq!(ia.size, 1 << 30);
+    assert_eq!(ia.features, 1);
+    let ib = ceph.image_info("kube", &format!("kubernetes-dynamic-pvc-{}", uid_of(&b))).await.expect("image in kube");
+    assert_ne!(ib.data_pool_id, -1, "data pool set");
+    // The user secret lives in "default", not in the claim's namespace.
+    let pv = Api::<PersistentVolume>::all(c.admin.clone()).get(&format!("pvc-{}", uid_of(&a))).await.unwrap();
+    let rbd = pv.spec.unwrap().rbd.unwrap();
+    assert_eq!(rbd.pool.as_deref(), Some("kube2"));
+    assert_eq!(rbd.secret_ref.unwrap().namespace.as_deref(), Some("default"));
+    cleanup(&c.bed, &c.admin, &c.ns, &[&a, &b], &["kube", "kube2"]).await;
+}
+
+/// The process dies after creating the image and before writing the PV; the next one adopts
+/// the image instead of making a second one.
+#[tokio::test]
+async fn restart_between_image_and_pv_adopts_the_image() {
+    let bed = Bed::load();
+    let admin = bed.admin().await;
+    let ceph = bed.ceph().await;
+    let name = format!("{}.test/rbd", unique("crash"));
+    let mut first = Provisioner::start(&bed, &name, &[("RBD_PROVISIONER_FAILPOINT", "exit-after-image-create")]).await;
+    let ns = unique("crash");
+    namespace(&admin, &ns).await;
+    key_secret(&admin, "kube-system", &format!("{ns}-admin"), &bed.admin_key).await;
+    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+    let class = format!("{ns}-class");
+    let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
+    storage_class(&admin, &class, &name, &[
+        ("monitors", &bed.monitors), ("adminSecretName", &adm), ("adminSecretNamespace", "kube-system"),
+        ("pool", "kube"), ("userId", "kube"), ("userSecretName", &usr), ("userSecretNamespace", "default"),
+    ], json!({})).await;
+    let before = ceph.list_images("kube").await.unwrap().len();
+    let c = claim(&admin, &ns, "data", &class, "64Mi", &["ReadWriteOnce"], json!({})).await;
+    let st = first.wait_exit(T).await;
+    assert_eq!(st.code(), Some(86), "died at the failpoint; log:\n{}", first.logs());
+    let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&c));
+    let id = ceph.image_info("kube", &image).await.expect("image made before the crash").id;
+    let pvs = Api::<PersistentVolume>::all(admin.clone());
+    assert!(pvs.get_opt(&format!("pvc-{}", uid_of(&c))).await.unwrap().is_none(), "no PV yet");
+
+    let second = Provisioner::start(&bed, &name, &[]).await;
+    wait_bound(&admin, &ns, "data", T).await;
+    assert_eq!(ceph.image_info("kube", &image).await.unwrap().id, id, "same image, adopted");
+    assert_eq!(ceph.list_images("kube").await.unwrap().len(), before + 1, "no second image");
+    assert!(second.logs().contains("adopting image"), "{}", second.logs());
+    cleanup(&bed, &admin, &ns, &[&c], &["kube"]).await;
+}
+
+/// Bad input: a Warning event naming the problem, no image, and a provisioner that keeps
+/// running and still provisions a good claim afterwards.
+async fn refused(c: &mut Case, class_over: &[(&str, &str)], modes: &[&str], spec: serde_json::Value, needles: &[&str]) {
+    let ceph = c.bed.ceph().await;
+    let class = c.class(&unique("bad"), class_over).await;
+    let name = unique("claim");
+    let pvc = claim(&c.admin, &c.ns, &name, &class, "16Mi", modes, spec).await;
+    let uid = uid_of(&pvc);
+    let ev = wait_event(&c.admin, &c.ns, &uid, "ProvisioningFailed", needles, T).await;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert!(!ev.note.clone().unwrap_or_default().contains(&c.bed.admin_key), "no key in events");
+    assert!(!image_exists(&ceph, "kube", &format!("kubernetes-dynamic-pvc-{uid}")).await);
+    let pvs = Api::<PersistentVolume>::all(c.admin.clone());
+    assert!(pvs.get_opt(&format!("pvc-{uid}")).await.unwrap().is_none());
+    assert!(c.prov.is_running(), "provisioner died:\n{}", c.prov.logs());
+    let _ = Api::<PersistentVolumeClaim>::namespaced(c.admin.clone(), &c.ns).delete(&name, &DeleteParams::default()).await;
+}
+
+async fn still_provisions(c: &Case) {
+    let class = c.class("good", &[]).await;
+    let pvc = claim(&c.admin, &c.ns, "good", &class, "8Mi", &["ReadWriteOnce"], json!({})).await;
+    wait_bound(&c.admin, &c.ns, "good", T).await;
+    assert!(!c.prov.logs().contains(&c.bed.admin_key), "no key in logs");
+    cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
+}
+
+#[tokio::test]
+async fn bad_secrets() {
+    let mut c = Case::new("secrets").await;
+    refused(&mut c, &[("adminSecretName", "no-such-secret")], &["ReadWriteOnce"], json!({}),
+        &["kube-system/no-such-secret not found", "kubectl -n kube-system create secret"]).await;
+    let forbidden = unique("forbidden");
+    namespace(&c.admin, &forbidden).await;
+    key_secret(&c.admin, &forbidden, "admin", &c.bed.admin_key).await;
+    refused(&mut c, &[("adminSecretNamespace", &forbidden)], &["ReadWriteOnce"], json!({}),
+        &["may not read Secrets", &format!("kubectl -n {forbidden} create rolebinding")]).await;
+    refused(&mut c, &[("userSecretName", "missing-user")], &["ReadWriteOnce"], json!({}),
+        &["user secret", "default/missing-user not found"]).await;
+    still_provisions(&c).await;
+}
+
+#[tokio::test]
+async fn bad_ceph_access_fails_fast() {
+    let mut c = Case::new("ceph").await;
+    // A well-formed key that is not the admin's.
+    let mut wrong: Vec<char> = c.bed.admin_key.chars().collect();
+    wrong[20] = if wrong[20] == 'A' { 'B' } else { 'A' };
+    let wrong: String = wrong.into_iter().collect();
+    key_secret(&c.admin, "kube-system", &format!("{}-wrong", c.ns), &wrong).await;
+    let wrong_secret = format!("{}-wrong", c.ns);
+    let started = std::time::Instant::now();
+    refused(&mut c, &[("adminSecretName", &wrong_secret)], &["ReadWriteOnce"], json!({}),
+        &["client.admin", "key"]).await;
+    assert!(started.elapsed() < Duration::from_secs(30), "wrong key took {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    refused(&mut c, &[("monitors", "127.0.0.1:1")], &["ReadWriteOnce"], json!({}), &["127.0.0.1:1"]).await;
+    assert!(started.elapsed() < Duration::from_secs(30), "unreachable monitor took {:?}", started.elapsed());
+    still_provisions(&c).await;
+}
+
+#[tokio::test]
+async fn bad_parameters() {
+    let mut c = Case::new("params").await;
+    refused(&mut c, &[("imageFeatures", "layering,exclusive-lock")], &["ReadWriteOnce"], json!({}),
+        &["imageFeatures", "feature set mismatch"]).await;
+    refused(&mut c, &[("imageFormat", "1")], &["ReadWriteOnce"], json!({}), &["imageFormat \"1\" is not supported"]).await;
+    refused(&mut c, &[("imageFeaturez", "layering")], &["ReadWriteOnce"], json!({}), &["unknown parameter \"imageFeaturez\""]).await;
+    refused(&mut c, &[("monitors", "10.0.0.1:port")], &["ReadWriteOnce"], json!({}), &["monitor \"10.0.0.1:port\""]).await;
+    still_provisions(&c).await;
+}
+
+#[tokio::test]
+async fn bad_claims() {
+    let mut c = Case::new("claims").await;
+    refused(&mut c, &[], &["ReadWriteMany"], json!({}), &["ReadWriteMany is not supported for Filesystem"]).await;
+    refused(&mut c, &[], &["ReadWriteOnce"], json!({"selector": {"matchLabels": {"tier": "db"}}}), &["label selector"]).await;
+    // Zero and malformed sizes never reach a provisioner: the API server refuses them.
+    let class = c.class("sizes", &[]).await;
+    let api = Api::<PersistentVolumeClaim>::namespaced(c.admin.clone(), &c.ns);
+    for size in ["0", "ten-gigs"] {
+        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": unique("size")},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class, "resources": {"requests": {"storage": size}}}
+        })).unwrap_or_else(|_| serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap());
+        if pvc.spec.is_none() {
+            // "ten-gigs" does not even parse as a quantity on the client side.
+            continue;
+        }
+        let err = api.create(&Default::default(), &pvc).await.expect_err("API server refuses the size");
+        assert!(err.to_string().contains("greater than zero") || err.to_string().contains("quantities must match"), "{size}: {err}");
+    }
+    still_provisions(&c).await;
+}
