@@ -159,8 +159,8 @@ start_daemon "mon.$MON_ID" ceph-mon -i "$MON_ID"
 wait_for "mon quorum" C mon stat
 
 # ---- mgr ---------------------------------------------------------------------------------------
-C auth get-or-create "mgr.$MGR_ID" mon 'allow profile mgr' osd 'allow *' mds 'allow *' \
-  -o "$DIR/mgr.$MGR_ID/keyring" 2>/dev/null
+out=$(C auth get-or-create "mgr.$MGR_ID" mon 'allow profile mgr' osd 'allow *' mds 'allow *' \
+  -o "$DIR/mgr.$MGR_ID/keyring" 2>&1) || die "auth get-or-create mgr.$MGR_ID: $out"
 chmod 600 "$DIR/mgr.$MGR_ID/keyring"
 start_daemon "mgr.$MGR_ID" ceph-mgr -i "$MGR_ID"
 
@@ -192,15 +192,15 @@ wait_for "mgr active" mgr_active
 
 # ---- pools + the walkthrough's restricted user ----------------------------------------------------
 # 'rbd pool init' spends ~3 s waiting on osdmap epochs: run the inits in parallel
-for p in $POOLS; do C osd pool create "$p" >/dev/null 2>&1; done
+for p in $POOLS; do out=$(C osd pool create "$p" 2>&1) || die "osd pool create $p: $out"; done
 init_jobs=()
 for p in $POOLS; do timeout 60 rbd -c "$CONF" pool init "$p" & init_jobs+=($!); done
 for j in "${init_jobs[@]}"; do wait "$j" || die "rbd pool init failed"; done
 log "pools created + rbd pool init: $POOLS"
 # exactly the caps of the walkthrough; the keyring lands where [client] keyring finds it
-C auth get-or-create client.kube mon 'allow r' \
+out=$(C auth get-or-create client.kube mon 'allow r' \
   osd 'allow class-read object_prefix rbd_children, allow rwx pool=kube' \
-  -o "$DIR/ceph.client.kube.keyring" 2>/dev/null
+  -o "$DIR/ceph.client.kube.keyring" 2>&1) || die "auth get-or-create client.kube: $out"
 chmod 600 "$DIR/ceph.client.kube.keyring"
 log "user client.kube created"
 

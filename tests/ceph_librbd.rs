@@ -24,7 +24,10 @@ fn credentials() -> Credentials {
     let monitors = if bed.monitors.trim_start().starts_with('[') {
         vec![bed.monitors.clone()]
     } else {
-        bed.monitors.split(',').map(|m| m.trim().to_string()).collect()
+        bed.monitors
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .collect()
     };
     Credentials {
         monitors,
@@ -200,7 +203,10 @@ async fn watchers_remove_and_remove_again() {
     assert_eq!(c.watchers(POOL, &name).await.unwrap(), vec![]);
 
     assert_eq!(c.remove_image(POOL, &name).await.unwrap(), Removed::Removed);
-    assert_eq!(c.remove_image(POOL, &name).await.unwrap(), Removed::AlreadyGone);
+    assert_eq!(
+        c.remove_image(POOL, &name).await.unwrap(),
+        Removed::AlreadyGone
+    );
     assert!(!c.list_images(POOL).await.unwrap().contains(&name));
     let e = c.image_info(POOL, &name).await.unwrap_err();
     assert!(e.is_not_found(), "{e}");
@@ -217,16 +223,34 @@ async fn trash_move_list_remove() {
     c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
     let id = c.image_info(POOL, &name).await.unwrap().id;
 
-    assert_eq!(c.trash_move(POOL, &name, 0).await.unwrap(), Removed::Removed);
+    assert_eq!(
+        c.trash_move(POOL, &name, 0).await.unwrap(),
+        Removed::Removed
+    );
     assert!(!c.list_images(POOL).await.unwrap().contains(&name));
     let trash = c.trash_list(POOL).await.unwrap();
     let entry = trash.iter().find(|t| t.name == name).expect("in trash");
     assert_eq!(entry.id, id);
 
-    assert_eq!(c.trash_move(POOL, &name, 0).await.unwrap(), Removed::AlreadyGone);
-    assert_eq!(c.trash_remove(POOL, &id, false).await.unwrap(), Removed::Removed);
-    assert!(!c.trash_list(POOL).await.unwrap().iter().any(|t| t.name == name));
-    assert_eq!(c.trash_remove(POOL, &id, false).await.unwrap(), Removed::AlreadyGone);
+    assert_eq!(
+        c.trash_move(POOL, &name, 0).await.unwrap(),
+        Removed::AlreadyGone
+    );
+    assert_eq!(
+        c.trash_remove(POOL, &id, false).await.unwrap(),
+        Removed::Removed
+    );
+    assert!(
+        !c.trash_list(POOL)
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.name == name)
+    );
+    assert_eq!(
+        c.trash_remove(POOL, &id, false).await.unwrap(),
+        Removed::AlreadyGone
+    );
 }
 
 #[tokio::test]
@@ -237,15 +261,31 @@ async fn trash_deferment_needs_force() {
     cleanup.add(POOL, &name);
     c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
 
-    assert_eq!(c.trash_move(POOL, &name, 3600).await.unwrap(), Removed::Removed);
+    assert_eq!(
+        c.trash_move(POOL, &name, 3600).await.unwrap(),
+        Removed::Removed
+    );
     let trash = c.trash_list(POOL).await.unwrap();
-    let entry = trash.iter().find(|t| t.name == name).expect("in trash").clone();
+    let entry = trash
+        .iter()
+        .find(|t| t.name == name)
+        .expect("in trash")
+        .clone();
     assert!(entry.deferment_end_time >= entry.deletion_time + 3600);
 
     let e = c.trash_remove(POOL, &entry.id, false).await.unwrap_err();
     assert!(e.is_permission(), "{e}");
-    assert_eq!(c.trash_remove(POOL, &entry.id, true).await.unwrap(), Removed::Removed);
-    assert!(!c.trash_list(POOL).await.unwrap().iter().any(|t| t.id == entry.id));
+    assert_eq!(
+        c.trash_remove(POOL, &entry.id, true).await.unwrap(),
+        Removed::Removed
+    );
+    assert!(
+        !c.trash_list(POOL)
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == entry.id)
+    );
 }
 
 #[tokio::test]
@@ -258,8 +298,13 @@ async fn clone_from_protected_snapshot_and_flatten() {
     cleanup.add(POOL, &parent);
     cleanup.add(POOL2, &child);
 
-    c.create_image(&spec(POOL, &parent, 32 * MIB)).await.unwrap();
-    assert_eq!(c.snap_create(POOL, &parent, snap).await.unwrap(), Created::New);
+    c.create_image(&spec(POOL, &parent, 32 * MIB))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.snap_create(POOL, &parent, snap).await.unwrap(),
+        Created::New
+    );
     assert_eq!(
         c.snap_create(POOL, &parent, snap).await.unwrap(),
         Created::AlreadyExisted
@@ -289,7 +334,10 @@ async fn clone_from_protected_snapshot_and_flatten() {
 
     let info = c.image_info(POOL2, &child).await.unwrap();
     let p = info.parent.expect("a clone has a parent");
-    assert_eq!((p.pool.as_str(), p.image.as_str(), p.snap.as_str()), (POOL, parent.as_str(), snap));
+    assert_eq!(
+        (p.pool.as_str(), p.image.as_str(), p.snap.as_str()),
+        (POOL, parent.as_str(), snap)
+    );
     assert_eq!(info.size, 32 * MIB);
     assert_eq!(info.features, RBD_FEATURE_LAYERING);
 
@@ -305,10 +353,22 @@ async fn clone_from_protected_snapshot_and_flatten() {
 
     c.snap_unprotect(POOL, &parent, snap).await.unwrap();
     c.snap_unprotect(POOL, &parent, snap).await.unwrap(); // idempotent
-    assert_eq!(c.snap_remove(POOL, &parent, snap).await.unwrap(), Removed::Removed);
-    assert_eq!(c.snap_remove(POOL, &parent, snap).await.unwrap(), Removed::AlreadyGone);
-    assert_eq!(c.remove_image(POOL2, &child).await.unwrap(), Removed::Removed);
-    assert_eq!(c.remove_image(POOL, &parent).await.unwrap(), Removed::Removed);
+    assert_eq!(
+        c.snap_remove(POOL, &parent, snap).await.unwrap(),
+        Removed::Removed
+    );
+    assert_eq!(
+        c.snap_remove(POOL, &parent, snap).await.unwrap(),
+        Removed::AlreadyGone
+    );
+    assert_eq!(
+        c.remove_image(POOL2, &child).await.unwrap(),
+        Removed::Removed
+    );
+    assert_eq!(
+        c.remove_image(POOL, &parent).await.unwrap(),
+        Removed::Removed
+    );
 }
 
 #[tokio::test]
@@ -338,7 +398,10 @@ async fn wrong_key_fails_fast_with_an_auth_error() {
     let msg = format!("{e} {e:?}");
     assert!(msg.contains("check the key"), "{msg}");
     let key = common::Bed::load().admin_key;
-    assert!(!msg.contains(&key) && !msg.contains(&key[..12]), "key leaked: {msg}");
+    assert!(
+        !msg.contains(&key) && !msg.contains(&key[..12]),
+        "key leaked: {msg}"
+    );
 }
 
 /// Changes characters inside the secret part of a cephx key (base64 of a 28-byte blob

@@ -12,7 +12,10 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::error::{CephError, Errno, connect_hint, op_hint, pool_hint};
+use super::error::{
+    AMBIGUOUS_MONITOR_TIMEOUT_HINT, CephError, Errno, connect_hint, has_ambiguous_monitor, op_hint,
+    pool_hint,
+};
 use super::ffi;
 use super::{Credentials, Timeouts, wipe};
 
@@ -177,9 +180,7 @@ impl Rados {
         buf.push(0);
         // SAFETY: handle is valid and unconnected; both strings are NUL-terminated and live
         // across the call (librados copies them).
-        let r = unsafe {
-            ffi::rados_conf_set(self.0, opt.as_ptr(), buf.as_ptr().cast::<c_char>())
-        };
+        let r = unsafe { ffi::rados_conf_set(self.0, opt.as_ptr(), buf.as_ptr().cast::<c_char>()) };
         wipe(buf); // the value may be the key
         if r < 0 {
             Err(Errno::from_ret(r.into()))
@@ -251,7 +252,7 @@ fn looks_like_cephx_key(key: &str) -> bool {
 /// Strict standard base64 (with padding) decoding; `None` when malformed.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.is_empty() || s.len() % 4 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(4) {
         return None;
     }
     let val = |c: u8| -> Option<u32> {
@@ -308,9 +309,13 @@ fn configure(
             Some("check the monitors parameter (comma-separated host:port, v1:/v2: prefixes)"),
         )
     })?;
-    rados
-        .set("key", key.as_bytes())
-        .map_err(|e| setup("setting the key", e, Some("the key must be a base64 cephx key")))?;
+    rados.set("key", key.as_bytes()).map_err(|e| {
+        setup(
+            "setting the key",
+            e,
+            Some("the key must be a base64 cephx key"),
+        )
+    })?;
     for (option, value, required) in client_options(t) {
         match rados.set(option, value.as_bytes()) {
             Ok(()) => {}
@@ -495,15 +500,17 @@ impl Cluster {
         let started = Instant::now();
         let job = tokio::task::spawn_blocking(move || Cluster::connect_blocking(&creds, &timeouts));
         match tokio::time::timeout(timeouts.connect + CONNECT_GRACE, job).await {
-            Ok(joined) => joined.map_err(|e| CephError::Task(e.to_string()))?.map(Arc::new),
+            Ok(joined) => joined
+                .map_err(|e| CephError::Task(e.to_string()))?
+                .map(Arc::new),
             Err(_) => {
                 let errno = Errno(libc::ETIMEDOUT);
                 Err(CephError::Connect {
+                    hint: connect_failure_hint(&monitors, errno),
                     monitors,
                     user,
                     errno,
-                    elapsed_ms: started.elapsed().as_millis(),
-                    hint: connect_hint(errno),
+                    elapsed_ms: millis(started.elapsed()),
                 })
             }
         }
@@ -519,11 +526,11 @@ impl Cluster {
             let errno = Errno::from_ret(r.into());
             tracing::debug!(%monitors, %user, ?errno, ?elapsed, "ceph connect failed");
             return Err(CephError::Connect {
+                hint: connect_failure_hint(&monitors, errno),
                 monitors,
                 user,
                 errno,
-                elapsed_ms: elapsed.as_millis(),
-                hint: connect_hint(errno),
+                elapsed_ms: millis(elapsed),
             });
         }
         tracing::debug!(%monitors, %user, ?elapsed, "ceph connected");
@@ -643,8 +650,8 @@ impl Cluster {
         let io = self.ioctx(&spec.pool)?;
         let name = cstr("image name", &spec.name)?;
         let err = |e| img_err("create", &spec.pool, &spec.name, e);
-        let opts = ImageOptions::for_new_image(spec.features, spec.data_pool.as_deref())
-            .map_err(err)?;
+        let opts =
+            ImageOptions::for_new_image(spec.features, spec.data_pool.as_deref()).map_err(err)?;
         let started = Instant::now();
         // SAFETY: valid ioctx, NUL-terminated name, valid options handle.
         let r = unsafe { ffi::rbd_create4(io.raw, name.as_ptr(), spec.size, opts.0) };
@@ -675,7 +682,11 @@ impl Cluster {
         let mut st = <ffi::rbd_image_info_t as ffi::Zeroed>::zeroed();
         // SAFETY: open image; `st` is a valid output of the declared size.
         check(unsafe {
-            ffi::rbd_stat(img.raw, &mut st, std::mem::size_of::<ffi::rbd_image_info_t>())
+            ffi::rbd_stat(
+                img.raw,
+                &mut st,
+                std::mem::size_of::<ffi::rbd_image_info_t>(),
+            )
         })
         .map_err(err("stat"))?;
         let mut features = 0u64;
@@ -684,8 +695,7 @@ impl Cluster {
             .map_err(err("get features"))?;
         let mut old = 0u8;
         // SAFETY: open image, valid out-pointer.
-        check(unsafe { ffi::rbd_get_old_format(img.raw, &mut old) })
-            .map_err(err("get format"))?;
+        check(unsafe { ffi::rbd_get_old_format(img.raw, &mut old) }).map_err(err("get format"))?;
         let old_format = old != 0;
 
         let id = if old_format {
@@ -812,7 +822,11 @@ impl Cluster {
     /// Removes an image (`rbd_remove`). A missing image is `Ok(Removed::AlreadyGone)`; an
     /// image still open elsewhere fails with EBUSY ([`CephError::is_busy`]), one with
     /// snapshots with ENOTEMPTY.
-    pub async fn remove_image(self: &Arc<Self>, pool: &str, name: &str) -> Result<Removed, CephError> {
+    pub async fn remove_image(
+        self: &Arc<Self>,
+        pool: &str,
+        name: &str,
+    ) -> Result<Removed, CephError> {
         let (pool, name) = (pool.to_string(), name.to_string());
         self.run(move |c| {
             let io = c.ioctx(&pool)?;
@@ -1073,9 +1087,7 @@ impl Cluster {
 
     fn clone_blocking(&self, s: &CloneSpec) -> Result<Created, CephError> {
         let err = |errno: Errno| CephError::Clone {
-            parent_pool: s.parent_pool.clone(),
-            parent: s.parent.clone(),
-            snap: s.snap.clone(),
+            parent: format!("{}/{}@{}", s.parent_pool, s.parent, s.snap),
             pool: s.pool.clone(),
             image: s.name.clone(),
             errno,
@@ -1184,6 +1196,18 @@ impl Drop for HeldImage {
             ffi::rbd_close(self.image);
             ffi::rados_ioctx_destroy(self.ioctx);
         }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn connect_failure_hint(mon_host: &str, errno: Errno) -> Option<&'static str> {
+    if errno.0 == libc::ETIMEDOUT && has_ambiguous_monitor(mon_host) {
+        Some(AMBIGUOUS_MONITOR_TIMEOUT_HINT)
+    } else {
+        connect_hint(errno)
     }
 }
 
@@ -1296,21 +1320,47 @@ mod tests {
         let mut c = creds("AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ==");
         c.monitors = vec![" ".into()];
         let e = Cluster::configured(&c, &t).unwrap_err();
-        assert!(matches!(e, CephError::InvalidArgument { what: "monitors", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                CephError::InvalidArgument {
+                    what: "monitors",
+                    ..
+                }
+            ),
+            "{e}"
+        );
 
         let mut c = creds("AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ==");
         c.user = "client.".into();
         let e = Cluster::configured(&c, &t).unwrap_err();
-        assert!(matches!(e, CephError::InvalidArgument { what: "user", .. }), "{e}");
+        assert!(
+            matches!(e, CephError::InvalidArgument { what: "user", .. }),
+            "{e}"
+        );
 
         let e = Cluster::configured(&creds(""), &t).unwrap_err();
-        assert!(matches!(e, CephError::InvalidArgument { what: "key", .. }), "{e}");
+        assert!(
+            matches!(e, CephError::InvalidArgument { what: "key", .. }),
+            "{e}"
+        );
 
-        for bad in ["AQD3\0x", "AQD3RAdrDpYAMhAA3InAAAAAAAAAmS15WHEQ==", "not a key", "AQ=="] {
+        for bad in [
+            "AQD3\0x",
+            "AQD3RAdrDpYAMhAA3InAAAAAAAAAmS15WHEQ==",
+            "not a key",
+            "AQ==",
+        ] {
             let e = Cluster::configured(&creds(bad), &t).unwrap_err();
-            assert!(matches!(e, CephError::InvalidArgument { what: "key", .. }), "{e}");
+            assert!(
+                matches!(e, CephError::InvalidArgument { what: "key", .. }),
+                "{e}"
+            );
             let text = format!("{e} {e:?}");
-            assert!(!text.contains("AQ") && !text.contains("not a key"), "{text}");
+            assert!(
+                !text.contains("AQ") && !text.contains("not a key"),
+                "{text}"
+            );
             assert!(text.contains("ceph auth get-key client.kube"), "{text}");
         }
     }
@@ -1348,16 +1398,27 @@ mod tests {
         };
         let _ = std::fs::remove_file(&path);
         assert!(r < 0, "connect must fail, got {r}");
-        assert!(!written.contains("AQD3"), "librados printed the key: {written}");
+        assert!(
+            !written.contains("AQD3"),
+            "librados printed the key: {written}"
+        );
         assert_eq!(written, "", "librados wrote to stderr");
     }
 
     #[test]
     fn cephx_key_shape() {
-        assert!(looks_like_cephx_key("AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ=="));
-        assert!(looks_like_cephx_key("AQBSdFVo/6O2LBAAzP0Wc1qkD4GiVp2Ds1q76Q=="));
-        assert!(!looks_like_cephx_key("AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ")); // no padding
-        assert!(!looks_like_cephx_key("AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQAA")); // 30 bytes
+        assert!(looks_like_cephx_key(
+            "AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ=="
+        ));
+        assert!(looks_like_cephx_key(
+            "AQBSdFVo/6O2LBAAzP0Wc1qkD4GiVp2Ds1q76Q=="
+        ));
+        assert!(!looks_like_cephx_key(
+            "AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ"
+        )); // no padding
+        assert!(!looks_like_cephx_key(
+            "AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQAA"
+        )); // 30 bytes
         assert!(!looks_like_cephx_key("AQD3RAdr"));
         assert!(!looks_like_cephx_key(""));
         assert_eq!(base64_decode("TWFu").unwrap(), b"Man");

@@ -92,7 +92,7 @@ pub enum CephError {
         monitors: String,
         user: String,
         errno: Errno,
-        elapsed_ms: u128,
+        elapsed_ms: u64,
         hint: Option<&'static str>,
     },
 
@@ -126,11 +126,10 @@ pub enum CephError {
     },
 
     /// `rbd_clone3` failed.
-    #[error("cloning {parent_pool}/{parent}@{snap} to {pool}/{image} failed: {errno}{}", fmt_hint(.hint))]
+    #[error("cloning {parent} to {pool}/{image} failed: {errno}{}", fmt_hint(.hint))]
     Clone {
-        parent_pool: String,
+        /// "pool/image@snap"
         parent: String,
-        snap: String,
         pool: String,
         image: String,
         errno: Errno,
@@ -216,7 +215,9 @@ impl CephError {
 /// Hint for a failed `rados_connect`.
 pub(crate) fn connect_hint(e: Errno) -> Option<&'static str> {
     match e.0 {
-        libc::EACCES | libc::EPERM => Some("authentication failed: check the key and the user's caps"),
+        libc::EACCES | libc::EPERM => {
+            Some("authentication failed: check the key and the user's caps")
+        }
         libc::ETIMEDOUT | libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::EINTR => Some(
             "monitors unreachable: check the monitors parameter and network \
              (host:port; port 6789 is msgr v1, 3300 is msgr v2, or prefix v1:/v2:)",
@@ -228,6 +229,31 @@ pub(crate) fn connect_hint(e: Errno) -> Option<&'static str> {
         libc::ESHUTDOWN => Some("this client was blocklisted by the cluster"),
         _ => None,
     }
+}
+
+/// Hint for a connect timeout when a monitor address has no `v1:`/`v2:` prefix and a port
+/// other than 6789/3300: librados then tries both protocols on that port, and an
+/// authentication failure on one of them is not final, so a wrong key looks like a timeout
+/// (measured with Ceph 16.2.15: ETIMEDOUT after client_mount_timeout instead of EACCES in
+/// ~30 ms).
+pub(crate) const AMBIGUOUS_MONITOR_TIMEOUT_HINT: &str = "monitors unreachable OR a wrong key: a monitor address without v1:/v2: prefix on a port \
+     other than 6789 (v1) / 3300 (v2) makes librados report an authentication failure as a \
+     timeout; check the key and the user's caps, the monitors parameter and network, and \
+     prefix such addresses with v1: or v2:";
+
+/// Whether `mon_host` has an entry like `10.0.0.1:16789` (port given, not 6789/3300, no
+/// `v1:`/`v2:` prefix).
+pub(crate) fn has_ambiguous_monitor(mon_host: &str) -> bool {
+    mon_host
+        .split([',', ' ', ';'])
+        .map(|t| t.trim().trim_start_matches('[').trim_end_matches(']'))
+        .filter(|t| !t.is_empty() && !t.starts_with("v1:") && !t.starts_with("v2:"))
+        .any(|t| {
+            // "host:port", "1.2.3.4:port" or "[::1]:port" (brackets already stripped).
+            t.rsplit_once(':')
+                .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
+                .is_some_and(|port| port != 6789 && port != 3300)
+        })
 }
 
 /// Hint for failing to open a pool.
@@ -305,15 +331,36 @@ mod tests {
             hint: connect_hint(Errno(libc::EACCES)),
         };
         let s = e.to_string();
-        assert!(s.contains("10.0.0.1:6789") && s.contains("client.kube"), "{s}");
+        assert!(
+            s.contains("10.0.0.1:6789") && s.contains("client.kube"),
+            "{s}"
+        );
         assert!(s.contains("EACCES"), "{s}");
         assert!(s.contains("check the key and the user's caps"), "{s}");
         assert!(e.is_permission());
         assert_eq!(e.errno(), Some(libc::EACCES));
-        assert!(connect_hint(Errno(libc::EPERM)).unwrap().contains("check the key"));
+        assert!(
+            connect_hint(Errno(libc::EPERM))
+                .unwrap()
+                .contains("check the key")
+        );
 
         let t = connect_hint(Errno(libc::ETIMEDOUT)).unwrap();
         assert!(t.starts_with("monitors unreachable: check the monitors parameter and network"));
+    }
+
+    #[test]
+    fn ambiguous_monitor_addresses() {
+        assert!(has_ambiguous_monitor("127.0.0.1:16789"));
+        assert!(has_ambiguous_monitor("v2:10.0.0.1:3300,10.0.0.2:13300"));
+        assert!(!has_ambiguous_monitor("127.0.0.1:6789"));
+        assert!(!has_ambiguous_monitor("127.0.0.1:3300,mon-b:6789"));
+        assert!(!has_ambiguous_monitor("v1:127.0.0.1:16789"));
+        assert!(!has_ambiguous_monitor(
+            "[v2:127.0.0.1:13300,v1:127.0.0.1:16789]"
+        ));
+        assert!(!has_ambiguous_monitor("mon-a,mon-b"));
+        assert!(AMBIGUOUS_MONITOR_TIMEOUT_HINT.contains("check the key"));
     }
 
     #[test]
@@ -360,7 +407,10 @@ mod tests {
             requested: 1,
         };
         assert_eq!(e.errno(), None);
-        assert!(e.to_string().contains("refusing to shrink image kube/a from 2 to 1 bytes"));
+        assert!(
+            e.to_string()
+                .contains("refusing to shrink image kube/a from 2 to 1 bytes")
+        );
         assert_eq!(CephError::Task("x".into()).errno(), None);
     }
 }

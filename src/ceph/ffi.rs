@@ -161,8 +161,7 @@ unsafe extern "C" {
         name: *const c_char,
         flags: u64,
     ) -> c_int;
-    pub fn rados_conf_set(cluster: rados_t, option: *const c_char, value: *const c_char)
-    -> c_int;
+    pub fn rados_conf_set(cluster: rados_t, option: *const c_char, value: *const c_char) -> c_int;
     pub fn rados_conf_get(
         cluster: rados_t,
         option: *const c_char,
@@ -207,8 +206,7 @@ unsafe extern "C" {
     pub fn rbd_linked_image_spec_cleanup(image: *mut rbd_linked_image_spec_t);
     pub fn rbd_snap_spec_cleanup(snap: *mut rbd_snap_spec_t);
 
-    pub fn rbd_list2(io: rados_ioctx_t, images: *mut rbd_image_spec_t, max: *mut usize)
-    -> c_int;
+    pub fn rbd_list2(io: rados_ioctx_t, images: *mut rbd_image_spec_t, max: *mut usize) -> c_int;
     pub fn rbd_create4(
         io: rados_ioctx_t,
         name: *const c_char,

@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn library_is_pacific_or_newer() {
         let ((rbd_major, rbd_minor, _), (rados_major, _, _)) = library_versions();
-        assert!((rbd_major, rbd_minor) >= (1, 16), "librbd {rbd_major}.{rbd_minor}");
+        assert!(
+            (rbd_major, rbd_minor) >= (1, 16),
+            "librbd {rbd_major}.{rbd_minor}"
+        );
         assert!(rados_major >= 3, "librados {rados_major}");
     }
 

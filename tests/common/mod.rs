@@ -150,7 +150,10 @@ async fn apply_value(client: &Client, doc: serde_json::Value) {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let kind = doc["kind"].as_str().expect("kind").to_string();
     let name = doc["metadata"]["name"].as_str().expect("name").to_string();
-    let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+    let ns = doc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(&doc);
     macro_rules! go {
@@ -163,7 +166,10 @@ async fn apply_value(client: &Client, doc: serde_json::Value) {
     match kind.as_str() {
         "ServiceAccount" => go!(Api::<ServiceAccount>::namespaced(client.clone(), &ns)),
         "Secret" => go!(Api::<Secret>::namespaced(client.clone(), &ns)),
-        "PersistentVolumeClaim" => go!(Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)),
+        "PersistentVolumeClaim" => go!(Api::<PersistentVolumeClaim>::namespaced(
+            client.clone(),
+            &ns
+        )),
         "Pod" => go!(Api::<Pod>::namespaced(client.clone(), &ns)),
         "RoleBinding" => go!(Api::<RoleBinding>::namespaced(client.clone(), &ns)),
         "Role" => go!(Api::<Role>::namespaced(client.clone(), &ns)),
@@ -184,24 +190,32 @@ pub fn repo_file(path: &str) -> String {
 /// ServiceAccount, so the provisioner under test has exactly the rights the manifests grant.
 pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
     let admin = bed.admin().await;
-    let mut files: Vec<_> = std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/rbac"))
-        .expect("manifests/rbac")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/rbac"))
+            .expect("manifests/rbac")
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
     files.sort();
     for f in files {
         apply_yaml(&admin, &std::fs::read_to_string(&f).unwrap(), &[]).await;
     }
     // Kubernetes 1.20 issues ServiceAccount tokens as Secrets.
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-system");
-    let token = wait_for("the ServiceAccount's token secret", Duration::from_secs(30), || async {
-        let sa = sas.get("rbd-provisioner").await.ok()?;
-        let secret_name = sa.secrets?.into_iter().next()?.name?;
-        let s = Api::<Secret>::namespaced(admin.clone(), "kube-system").get(&secret_name).await.ok()?;
-        let t = s.data?.get("token")?.0.clone();
-        String::from_utf8(t).ok()
-    })
+    let token = wait_for(
+        "the ServiceAccount's token secret",
+        Duration::from_secs(30),
+        || async {
+            let sa = sas.get("rbd-provisioner").await.ok()?;
+            let secret_name = sa.secrets?.into_iter().next()?.name?;
+            let s = Api::<Secret>::namespaced(admin.clone(), "kube-system")
+                .get(&secret_name)
+                .await
+                .ok()?;
+            let t = s.data?.get("token")?.0.clone();
+            String::from_utf8(t).ok()
+        },
+    )
     .await;
     let kc = kube::config::Kubeconfig::read_from(&bed.kubeconfig).unwrap();
     let cluster = &kc.clusters[0].cluster.as_ref().unwrap();
@@ -211,7 +225,10 @@ pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
         "apiVersion: v1\nkind: Config\nclusters:\n- name: bed\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: rbd-provisioner\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context:\n    cluster: bed\n    user: rbd-provisioner\ncurrent-context: sa\n"
     );
     let path = bed.dir.join("rbd-provisioner-sa.kubeconfig");
-    let tmp = bed.dir.join(format!("rbd-provisioner-sa.kubeconfig.{}", std::process::id()));
+    let tmp = bed.dir.join(format!(
+        "rbd-provisioner-sa.kubeconfig.{}",
+        std::process::id()
+    ));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     path
@@ -233,7 +250,14 @@ impl Provisioner {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"));
         cmd.arg("--kubeconfig")
             .arg(&kubeconfig)
-            .args(["--provisioner-name", name, "--metrics-addr", "", "--ceph-connect-timeout", "5"])
+            .args([
+                "--provisioner-name",
+                name,
+                "--metrics-addr",
+                "",
+                "--ceph-connect-timeout",
+                "5",
+            ])
             .env("RUST_LOG", "info,rbd_provisioner=debug")
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
@@ -262,7 +286,10 @@ impl Provisioner {
             if let Some(st) = child.try_wait().unwrap() {
                 return st;
             }
-            assert!(start.elapsed() < timeout, "provisioner did not exit in {timeout:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "provisioner did not exit in {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -281,7 +308,8 @@ impl Drop for Provisioner {
 
 /// Creates (or keeps) a namespace.
 pub async fn namespace(client: &Client, name: &str) {
-    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let ns =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
     apply_value(client, ns).await;
 }
 
@@ -296,7 +324,13 @@ pub async fn key_secret(client: &Client, ns: &str, name: &str, key: &str) {
 }
 
 /// Creates a StorageClass for `provisioner` with the given parameters.
-pub async fn storage_class(client: &Client, name: &str, provisioner: &str, params: &[(&str, &str)], extra: serde_json::Value) {
+pub async fn storage_class(
+    client: &Client,
+    name: &str,
+    provisioner: &str,
+    params: &[(&str, &str)],
+    extra: serde_json::Value,
+) {
     let mut sc = serde_json::json!({
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": name},
@@ -312,7 +346,15 @@ pub async fn storage_class(client: &Client, name: &str, provisioner: &str, param
 }
 
 /// Creates a claim; returns it as stored (with its uid).
-pub async fn claim(client: &Client, ns: &str, name: &str, class: &str, size: &str, modes: &[&str], extra_spec: serde_json::Value) -> PersistentVolumeClaim {
+pub async fn claim(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    class: &str,
+    size: &str,
+    modes: &[&str],
+    extra_spec: serde_json::Value,
+) -> PersistentVolumeClaim {
     let mut spec = serde_json::json!({
         "accessModes": modes,
         "storageClassName": class,
@@ -336,7 +378,12 @@ pub async fn claim(client: &Client, ns: &str, name: &str, class: &str, size: &st
 }
 
 /// Waits until the claim is Bound; returns it.
-pub async fn wait_bound(client: &Client, ns: &str, name: &str, timeout: Duration) -> PersistentVolumeClaim {
+pub async fn wait_bound(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> PersistentVolumeClaim {
     let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     wait_for(&format!("claim {ns}/{name} Bound"), timeout, || async {
         let c = api.get(name).await.ok()?;
@@ -361,13 +408,26 @@ pub async fn events_for(client: &Client, ns: &str, uid: &str) -> Vec<Event> {
 }
 
 /// Waits for an event with `reason` about the object whose note contains every needle.
-pub async fn wait_event(client: &Client, ns: &str, uid: &str, reason: &str, needles: &[&str], timeout: Duration) -> Event {
-    wait_for(&format!("event {reason} containing {needles:?}"), timeout, || async {
-        events_for(client, ns, uid).await.into_iter().find(|e| {
-            e.reason.as_deref() == Some(reason)
-                && needles.iter().all(|n| e.note.as_deref().unwrap_or("").contains(n))
-        })
-    })
+pub async fn wait_event(
+    client: &Client,
+    ns: &str,
+    uid: &str,
+    reason: &str,
+    needles: &[&str],
+    timeout: Duration,
+) -> Event {
+    wait_for(
+        &format!("event {reason} containing {needles:?}"),
+        timeout,
+        || async {
+            events_for(client, ns, uid).await.into_iter().find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && needles
+                        .iter()
+                        .all(|n| e.note.as_deref().unwrap_or("").contains(n))
+            })
+        },
+    )
     .await
 }
 
@@ -377,24 +437,45 @@ pub fn uid_of<K: Resource>(o: &K) -> String {
 
 /// Whether an image exists in a pool.
 pub async fn image_exists(ceph: &Arc<Cluster>, pool: &str, name: &str) -> bool {
-    ceph.list_images(pool).await.expect("list images").iter().any(|i| i == name)
+    ceph.list_images(pool)
+        .await
+        .expect("list images")
+        .iter()
+        .any(|i| i == name)
 }
 
 /// Removes what a test made: claims' PVs (finalizer dropped) and their images, the class.
-pub async fn cleanup(bed: &Bed, client: &Client, ns: &str, claims: &[&PersistentVolumeClaim], pools: &[&str]) {
+pub async fn cleanup(
+    bed: &Bed,
+    client: &Client,
+    ns: &str,
+    claims: &[&PersistentVolumeClaim],
+    pools: &[&str],
+) {
     let ceph = bed.ceph().await;
     let pvs = Api::<PersistentVolume>::all(client.clone());
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     for c in claims {
         let uid = uid_of(*c);
-        let _ = pvcs.delete(c.metadata.name.as_deref().unwrap(), &DeleteParams::default()).await;
+        let _ = pvcs
+            .delete(
+                c.metadata.name.as_deref().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await;
         let pv = format!("pvc-{uid}");
         let _ = pvs
-            .patch(&pv, &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})))
+            .patch(
+                &pv,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+            )
             .await;
         let _ = pvs.delete(&pv, &DeleteParams::default()).await;
         for pool in pools {
-            let _ = ceph.remove_image(pool, &format!("kubernetes-dynamic-pvc-{uid}")).await;
+            let _ = ceph
+                .remove_image(pool, &format!("kubernetes-dynamic-pvc-{uid}"))
+                .await;
         }
     }
 }
