@@ -14,7 +14,10 @@ use crate::metrics::Metrics;
 use crate::params::Flavor;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Kubernetes external provisioner for Ceph RBD volumes, through librbd")]
+#[command(
+    version,
+    about = "Kubernetes external provisioner for Ceph RBD volumes, through librbd"
+)]
 pub struct Cli {
     /// Kubeconfig to use instead of the in-cluster ServiceAccount.
     #[arg(long, env = "KUBECONFIG_PATH", global = true)]
@@ -45,7 +48,11 @@ pub struct Cli {
     pub volume_flavor: FlavorArg,
 
     /// Our ServiceAccount as namespace:name, named in RBAC hints.
-    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "kube-system:rbd-provisioner")]
+    #[arg(
+        long,
+        env = "SERVICE_ACCOUNT",
+        default_value = "kube-system:rbd-provisioner"
+    )]
     pub service_account: String,
 
     #[command(subcommand)]
@@ -63,6 +70,8 @@ pub enum FlavorArg {
 pub enum Command {
     /// Run the provisioner (the default).
     Run,
+    /// Rewrite the spec.rbd PVs of a StorageClass as static ceph-csi PVs (for Kubernetes >= 1.31).
+    MigrateToCsi(crate::migrate::MigrateArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -75,6 +84,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = client(cli.kubeconfig.as_ref()).await?;
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => run_provisioner(cli, client).await,
+        Command::MigrateToCsi(args) => {
+            Ok(crate::migrate::run(client, args.clone(), &cli.provisioner_name).await?)
+        }
     }
 }
 
@@ -105,7 +117,9 @@ pub fn default_flavor(arg: FlavorArg, major: u32, minor: u32) -> Flavor {
 
 /// "1", "20+" → 20
 fn version_number(s: &str) -> u32 {
-    s.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0)
+    s.trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0)
 }
 
 async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {

@@ -30,7 +30,8 @@ pub fn class_name(pvc: &PersistentVolumeClaim) -> Option<&str> {
 
 /// The provisioner kube-controller-manager handed the claim to, from either annotation.
 pub fn handed_to(pvc: &PersistentVolumeClaim) -> Option<&str> {
-    annotation(pvc, ANN_STORAGE_PROVISIONER).or_else(|| annotation(pvc, ANN_STORAGE_PROVISIONER_BETA))
+    annotation(pvc, ANN_STORAGE_PROVISIONER)
+        .or_else(|| annotation(pvc, ANN_STORAGE_PROVISIONER_BETA))
 }
 
 fn annotation<'a>(pvc: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
@@ -138,19 +139,28 @@ mod tests {
     #[test]
     fn beta_annotation_alone_is_enough() {
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
-        assert_eq!(decide(&c, Some(&class(ME, None)), ME), ClaimAction::Provision);
+        assert_eq!(
+            decide(&c, Some(&class(ME, None)), ME),
+            ClaimAction::Provision
+        );
     }
 
     #[test]
     fn ga_annotation_alone_is_enough() {
         let c = claim(&[(ANN_STORAGE_PROVISIONER, ME)]);
-        assert_eq!(decide(&c, Some(&class(ME, None)), ME), ClaimAction::Provision);
+        assert_eq!(
+            decide(&c, Some(&class(ME, None)), ME),
+            ClaimAction::Provision
+        );
     }
 
     #[test]
     fn waits_for_the_handover() {
         let c = claim(&[]);
-        assert!(matches!(decide(&c, Some(&class(ME, None)), ME), ClaimAction::Wait(_)));
+        assert!(matches!(
+            decide(&c, Some(&class(ME, None)), ME),
+            ClaimAction::Wait(_)
+        ));
     }
 
     #[test]
@@ -167,7 +177,10 @@ mod tests {
         ));
         // Handed to someone else even though the class says us: theirs.
         let c = claim(&[(ANN_STORAGE_PROVISIONER, "x")]);
-        assert!(matches!(decide(&c, Some(&class(ME, None)), ME), ClaimAction::Ignore(_)));
+        assert!(matches!(
+            decide(&c, Some(&class(ME, None)), ME),
+            ClaimAction::Ignore(_)
+        ));
     }
 
     #[test]
@@ -191,7 +204,10 @@ mod tests {
             ClaimAction::Wait(why) => assert!(why.contains("first consumer")),
             other => panic!("{other:?}"),
         }
-        let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME), (ANN_SELECTED_NODE, "node-1")]);
+        let c = claim(&[
+            (ANN_STORAGE_PROVISIONER_BETA, ME),
+            (ANN_SELECTED_NODE, "node-1"),
+        ]);
         assert_eq!(decide(&c, Some(&k), ME), ClaimAction::Provision);
         let k = class(ME, Some("Immediate"));
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
@@ -202,18 +218,27 @@ mod tests {
     fn bound_or_deleted_claims_are_left_alone() {
         let mut c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
         c.spec.as_mut().unwrap().volume_name = Some("pvc-1".into());
-        assert!(matches!(decide(&c, Some(&class(ME, None)), ME), ClaimAction::Ignore(_)));
+        assert!(matches!(
+            decide(&c, Some(&class(ME, None)), ME),
+            ClaimAction::Ignore(_)
+        ));
 
         let mut c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
         c.status = Some(PersistentVolumeClaimStatus {
             phase: Some("Bound".into()),
             ..Default::default()
         });
-        assert!(matches!(decide(&c, Some(&class(ME, None)), ME), ClaimAction::Ignore(_)));
+        assert!(matches!(
+            decide(&c, Some(&class(ME, None)), ME),
+            ClaimAction::Ignore(_)
+        ));
 
         let mut c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
         c.metadata.deletion_timestamp = Some(Time(Default::default()));
-        assert!(matches!(decide(&c, Some(&class(ME, None)), ME), ClaimAction::Ignore(_)));
+        assert!(matches!(
+            decide(&c, Some(&class(ME, None)), ME),
+            ClaimAction::Ignore(_)
+        ));
     }
 
     #[test]
@@ -223,7 +248,10 @@ mod tests {
             ClaimAction::Wait(why) => assert!(why.contains("ceph-rbd")),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decide(&claim(&[]), None, ME), ClaimAction::Ignore(_)));
+        assert!(matches!(
+            decide(&claim(&[]), None, ME),
+            ClaimAction::Ignore(_)
+        ));
     }
 
     #[test]
@@ -234,6 +262,9 @@ mod tests {
         let mut c = claim(&[]);
         c.spec.as_mut().unwrap().storage_class_name = Some(String::new());
         assert_eq!(class_name(&c), None);
-        assert!(matches!(decide(&c, Some(&class(ME, None)), ME), ClaimAction::Ignore(_)));
+        assert!(matches!(
+            decide(&c, Some(&class(ME, None)), ME),
+            ClaimAction::Ignore(_)
+        ));
     }
 }

@@ -25,7 +25,9 @@ impl std::fmt::Display for SecretRole {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("StorageClass {class} has invalid parameters: {source}; fix the StorageClass (kubectl get storageclass {class} -o yaml), then recreate it")]
+    #[error(
+        "StorageClass {class} has invalid parameters: {source}; fix the StorageClass (kubectl get storageclass {class} -o yaml), then recreate it"
+    )]
     Params { class: String, source: ParamErrors },
 
     #[error("claim {claim}: {source}")]
@@ -66,7 +68,9 @@ pub enum Error {
         source: kube::Error,
     },
 
-    #[error("image {pool}/{image} is in use by {watchers}; stop the pods using it (or unmap it on that host), deletion will be retried")]
+    #[error(
+        "image {pool}/{image} is in use by {watchers}; stop the pods using it (or unmap it on that host), deletion will be retried"
+    )]
     ImageInUse {
         pool: String,
         image: String,
@@ -80,7 +84,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn kube(verb: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    pub fn kube(
+        verb: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
         let object = object.into();
         move |source| Error::Kube {
             verb,
@@ -100,7 +107,9 @@ impl Error {
             Error::Params { .. } => "params",
             Error::Claim { .. } => "claim",
             Error::ClassNotFound(_) => "class_not_found",
-            Error::SecretNotFound { .. } | Error::SecretForbidden { .. } | Error::SecretField { .. } => "secret",
+            Error::SecretNotFound { .. }
+            | Error::SecretForbidden { .. }
+            | Error::SecretField { .. } => "secret",
             Error::Ceph { .. } => "ceph",
             Error::Kube { .. } => "kube",
             Error::ImageInUse { .. } => "in_use",

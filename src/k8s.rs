@@ -1,9 +1,9 @@
 //! Kubernetes I/O: Secrets, PersistentVolumes, Events. Narrow functions over a `kube::Client`.
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, Secret};
-use kube::api::{Api, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::Client;
+use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::ceph::CephKey;
 use crate::error::{Error, Result, SecretRole, is_status};
@@ -57,12 +57,14 @@ pub async fn ceph_key(
     service_account: &str,
 ) -> Result<CephKey> {
     let s = get_secret(client, role, secret, ceph_user, service_account).await?;
-    field(&s, "key").map(CephKey::new).ok_or(Error::SecretField {
-        role,
-        secret: secret.clone(),
-        field: "data.key",
-        hint: "put the Ceph key (ceph auth get-key client.ID) under the key \"key\"",
-    })
+    field(&s, "key")
+        .map(CephKey::new)
+        .ok_or(Error::SecretField {
+            role,
+            secret: secret.clone(),
+            field: "data.key",
+            hint: "put the Ceph key (ceph auth get-key client.ID) under the key \"key\"",
+        })
 }
 
 /// Checks a Secret exists and holds the given fields, without keeping its content.
@@ -103,31 +105,106 @@ pub async fn create_pv(client: &Client, pv: &PersistentVolume) -> Result<()> {
     }
 }
 
-/// Publishes an event; failures are logged, never fatal: events are for people, not control flow.
-pub async fn publish(
-    recorder: &Recorder,
+/// Publishes events about our objects. Failures are logged, never fatal: events are for
+/// people, not control flow.
+pub struct Events {
+    recorder: Recorder,
+    client: Client,
+}
+
+impl Events {
+    pub fn new(client: Client) -> Events {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "rbd-provisioner".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Events { recorder, client }
+    }
+
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        mut note: String,
+    ) {
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        if regarding.namespace.is_none() {
+            return publish_cluster_scoped(&self.client, regarding, type_, reason, action, note)
+                .await;
+        }
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, regarding).await {
+            tracing::warn!(reason, object = ?regarding.name, error = %e, "could not publish event");
+        }
+    }
+}
+
+/// Events about cluster-scoped objects (PersistentVolumes) go through core/v1 into
+/// "default": Kubernetes before 1.22 accepts an events.k8s.io/v1 event about a cluster-scoped
+/// object only in kube-system, where `kubectl describe pv` would not find it.
+async fn publish_cluster_scoped(
+    client: &Client,
     regarding: &ObjectReference,
     type_: EventType,
     reason: &str,
     action: &str,
     note: String,
 ) {
-    let mut note = note;
-    if note.len() > 1000 {
-        let mut cut = 1000;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-    }
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let ev = CoreEvent {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.as_deref().unwrap_or("object"),
+                now.as_nanosecond()
+            )),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        involved_object: regarding.clone(),
+        reason: Some(reason.into()),
+        message: Some(note),
+        action: Some(action.into()),
+        type_: Some(match type_ {
+            EventType::Normal => "Normal".into(),
+            EventType::Warning => "Warning".into(),
+        }),
+        source: Some(EventSource {
+            component: Some("rbd-provisioner".into()),
+            host: None,
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        reporting_component: Some("rbd-provisioner".into()),
+        reporting_instance: Some(
+            std::env::var("POD_NAME").unwrap_or_else(|_| "rbd-provisioner".into()),
+        ),
+        ..Default::default()
     };
-    if let Err(e) = recorder.publish(&ev, regarding).await {
+    if let Err(e) = Api::<CoreEvent>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &ev)
+        .await
+    {
         tracing::warn!(reason, object = ?regarding.name, error = %e, "could not publish event");
     }
 }

@@ -3,13 +3,15 @@
 //! Pure decisions (`params`, `claim`, `volume`) are kept apart from I/O (`ceph`, `k8s`),
 //! and `controller` wires them together.
 
+pub mod app;
 pub mod ceph;
 pub mod claim;
-pub mod params;
-pub mod quantity;
-pub mod volume;
 pub mod controller;
 pub mod error;
 pub mod k8s;
 pub mod metrics;
-pub mod app;
+pub mod migrate;
+pub mod params;
+pub mod quantity;
+pub mod reclaim;
+pub mod volume;

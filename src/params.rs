@@ -72,7 +72,9 @@ pub enum ParamError {
     Missing { key: &'static str },
     #[error("parameter {key:?} must not be empty")]
     Empty { key: &'static str },
-    #[error("monitor {value:?} is not host[:port] ({reason}); write e.g. \"10.0.0.1:6789,10.0.0.2:6789\"")]
+    #[error(
+        "monitor {value:?} is not host[:port] ({reason}); write e.g. \"10.0.0.1:6789,10.0.0.2:6789\""
+    )]
     Monitor { value: String, reason: &'static str },
     #[error(
         "imageFormat \"1\" is not supported: format 1 images are deprecated and cannot be cloned, \
@@ -93,7 +95,9 @@ pub enum ParamError {
         value: String,
         reason: &'static str,
     },
-    #[error("volumeFlavor {value:?} is not valid; use \"rbd\" (in-tree spec.rbd, Kubernetes < 1.31) or \"csi\" (ceph-csi static volume)")]
+    #[error(
+        "volumeFlavor {value:?} is not valid; use \"rbd\" (in-tree spec.rbd, Kubernetes < 1.31) or \"csi\" (ceph-csi static volume)"
+    )]
     Flavor { value: String },
     #[error("parameter {key:?} applies only to volumeFlavor: csi")]
     CsiOnly { key: &'static str },
@@ -170,7 +174,10 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
 
     let monitors = match monitors_raw {
         None => {
-            if !raw.keys().any(|k| k.trim().eq_ignore_ascii_case("monitors")) {
+            if !raw
+                .keys()
+                .any(|k| k.trim().eq_ignore_ascii_case("monitors"))
+            {
                 errors.push(ParamError::Missing { key: "monitors" });
             }
             Vec::new()
@@ -235,7 +242,11 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
         }
     }
 
-    let flavor = match flavor_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let flavor = match flavor_raw
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None => None,
         Some("rbd") => Some(Flavor::Rbd),
         Some("csi") => Some(Flavor::Csi),
@@ -326,7 +337,9 @@ fn check_monitor(entry: &str) -> Result<(), &'static str> {
         .or_else(|| entry.strip_prefix("v2:"))
         .unwrap_or(entry);
     let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']').ok_or("missing ']' after IPv6 address")?;
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or("missing ']' after IPv6 address")?;
         v6.parse::<std::net::Ipv6Addr>()
             .map_err(|_| "bad IPv6 address")?;
         match after {
@@ -437,7 +450,10 @@ mod tests {
         assert_eq!(p.admin_secret.to_string(), "kube-system/ceph-secret");
         assert_eq!(p.pool, "kube");
         assert_eq!(p.user_id, "kube");
-        assert_eq!(p.user_secret("apps").to_string(), "default/ceph-kube-secret");
+        assert_eq!(
+            p.user_secret("apps").to_string(),
+            "default/ceph-kube-secret"
+        );
     }
 
     #[test]
@@ -481,7 +497,10 @@ mod tests {
                 key: "imageFeature".into()
             }]
         );
-        assert!(e[0].to_string().contains("imageFeatures"), "lists known keys");
+        assert!(
+            e[0].to_string().contains("imageFeatures"),
+            "lists known keys"
+        );
     }
 
     #[test]
@@ -608,7 +627,11 @@ mod tests {
 
     #[test]
     fn collects_all_problems() {
-        let e = parse(&map(&[("imageFormat", "1"), ("imageFeatures", "journaling")])).unwrap_err();
+        let e = parse(&map(&[
+            ("imageFormat", "1"),
+            ("imageFeatures", "journaling"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.0.len(), 5, "{e}");
         let text = e.to_string();
         assert!(text.contains("monitors") && text.contains("journaling"));

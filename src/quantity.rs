@@ -114,11 +114,19 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "Mi", "1MB", "1 Gi", "1..2", "abc", "1Gi1", "1e", "0x10", "1.2.3"] {
-            assert!(matches!(to_bytes(bad), Err(QuantityError::Malformed(_))), "{bad}");
+        for bad in [
+            "", "Mi", "1MB", "1 Gi", "1..2", "abc", "1Gi1", "1e", "0x10", "1.2.3",
+        ] {
+            assert!(
+                matches!(to_bytes(bad), Err(QuantityError::Malformed(_))),
+                "{bad}"
+            );
         }
         assert!(matches!(to_bytes("-1Gi"), Err(QuantityError::Negative(_))));
-        assert!(matches!(to_bytes("999999999999999999999Ei"), Err(QuantityError::TooLarge(_))));
+        assert!(matches!(
+            to_bytes("999999999999999999999Ei"),
+            Err(QuantityError::TooLarge(_))
+        ));
         assert!(matches!(to_bytes("1e99"), Err(QuantityError::TooLarge(_))));
     }
 }

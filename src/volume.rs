@@ -71,7 +71,9 @@ pub struct ClaimRequest {
 /// Why a claim cannot be provisioned as it is.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimError {
-    #[error("claims with a label selector cannot be provisioned dynamically; remove spec.selector or bind the claim to an existing PV")]
+    #[error(
+        "claims with a label selector cannot be provisioned dynamically; remove spec.selector or bind the claim to an existing PV"
+    )]
     Selector,
     #[error("the claim requests no storage size; set spec.resources.requests.storage")]
     NoSize,
@@ -97,11 +99,10 @@ pub enum ClaimError {
 /// Extracts and validates what a claim asks for.
 pub fn claim_request(pvc: &PersistentVolumeClaim) -> Result<ClaimRequest, ClaimError> {
     let spec = pvc.spec.clone().unwrap_or_default();
-    if spec
-        .selector
-        .as_ref()
-        .is_some_and(|s| s.match_labels.as_ref().is_some_and(|m| !m.is_empty()) || s.match_expressions.as_ref().is_some_and(|m| !m.is_empty()))
-    {
+    if spec.selector.as_ref().is_some_and(|s| {
+        s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+            || s.match_expressions.as_ref().is_some_and(|m| !m.is_empty())
+    }) {
         return Err(ClaimError::Selector);
     }
     let raw = spec
@@ -115,7 +116,8 @@ pub fn claim_request(pvc: &PersistentVolumeClaim) -> Result<ClaimRequest, ClaimE
     if bytes == 0 {
         return Err(ClaimError::ZeroSize(raw));
     }
-    let size = round_up_mib(bytes).ok_or_else(|| ClaimError::BadSize(QuantityError::TooLarge(raw)))?;
+    let size =
+        round_up_mib(bytes).ok_or_else(|| ClaimError::BadSize(QuantityError::TooLarge(raw)))?;
     let volume_mode = match spec.volume_mode.as_deref() {
         None | Some("Filesystem") => VolumeMode::Filesystem,
         Some("Block") => VolumeMode::Block,
@@ -128,7 +130,12 @@ pub fn claim_request(pvc: &PersistentVolumeClaim) -> Result<ClaimRequest, ClaimE
     Ok(ClaimRequest {
         namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
         name: pvc.metadata.name.clone().unwrap_or_default(),
-        uid: pvc.metadata.uid.clone().filter(|u| !u.is_empty()).ok_or(ClaimError::NoUid)?,
+        uid: pvc
+            .metadata
+            .uid
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or(ClaimError::NoUid)?,
         access_modes,
         volume_mode,
         size,
@@ -249,7 +256,10 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
                 volume_handle: i.image.to_string(),
                 fs_type,
                 volume_attributes: Some(BTreeMap::from([
-                    ("clusterID".to_string(), p.cluster_id.clone().unwrap_or_default()),
+                    (
+                        "clusterID".to_string(),
+                        p.cluster_id.clone().unwrap_or_default(),
+                    ),
                     ("pool".to_string(), p.pool.clone()),
                     ("staticVolume".to_string(), "true".to_string()),
                     ("imageFeatures".to_string(), "layering".to_string()),
@@ -299,7 +309,8 @@ mod tests {
             spec: Some(PersistentVolumeClaimSpec {
                 access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
                 resources: Some(VolumeResourceRequirements {
-                    requests: size.map(|s| BTreeMap::from([("storage".to_string(), Quantity(s.into()))])),
+                    requests: size
+                        .map(|s| BTreeMap::from([("storage".to_string(), Quantity(s.into()))])),
                     ..Default::default()
                 }),
                 volume_mode: volume_mode.map(Into::into),
@@ -408,12 +419,19 @@ mod tests {
     #[test]
     fn access_modes() {
         let ok = |modes: &[&str], vm, flavor| {
-            check_access_modes(&claim_request(&pvc(Some("1Gi"), modes, vm)).unwrap(), flavor)
+            check_access_modes(
+                &claim_request(&pvc(Some("1Gi"), modes, vm)).unwrap(),
+                flavor,
+            )
         };
         assert!(ok(&["ReadWriteOnce", "ReadOnlyMany"], None, Flavor::Rbd).is_ok());
         assert!(ok(&["ReadWriteOnce"], Some("Block"), Flavor::Rbd).is_ok());
         let e = ok(&["ReadWriteMany"], None, Flavor::Rbd).unwrap_err();
-        assert!(e.to_string().contains("ReadWriteMany is not supported for Filesystem"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("ReadWriteMany is not supported for Filesystem"),
+            "{e}"
+        );
         assert!(ok(&["ReadWriteMany"], None, Flavor::Csi).is_err());
         assert!(ok(&["ReadWriteMany"], Some("Block"), Flavor::Rbd).is_err());
         assert!(ok(&["ReadWriteMany"], Some("Block"), Flavor::Csi).is_ok());
@@ -422,7 +440,12 @@ mod tests {
 
     #[test]
     fn rbd_pv() {
-        let req = claim_request(&pvc(Some("500Mi"), &["ReadWriteOnce", "ReadOnlyMany"], None)).unwrap();
+        let req = claim_request(&pvc(
+            Some("500Mi"),
+            &["ReadWriteOnce", "ReadOnlyMany"],
+            None,
+        ))
+        .unwrap();
         let k = class(None, Some(vec!["discard"]));
         let p = params(&[]);
         let image = image_name(&req.uid);
@@ -445,13 +468,23 @@ mod tests {
         assert_eq!(pv.metadata.finalizers, Some(vec![FINALIZER.to_string()]));
         let s = pv.spec.unwrap();
         assert_eq!(s.capacity.unwrap()["storage"].0, "500Mi");
-        assert_eq!(s.access_modes.unwrap(), vec!["ReadWriteOnce", "ReadOnlyMany"]);
+        assert_eq!(
+            s.access_modes.unwrap(),
+            vec!["ReadWriteOnce", "ReadOnlyMany"]
+        );
         let cr = s.claim_ref.unwrap();
         assert_eq!(
-            (cr.namespace.as_deref(), cr.name.as_deref(), cr.uid.as_deref()),
+            (
+                cr.namespace.as_deref(),
+                cr.name.as_deref(),
+                cr.uid.as_deref()
+            ),
             (Some("apps"), Some("data"), Some(UID))
         );
-        assert_eq!(s.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+        assert_eq!(
+            s.persistent_volume_reclaim_policy.as_deref(),
+            Some("Delete")
+        );
         assert_eq!(s.storage_class_name.as_deref(), Some("ceph-rbd"));
         assert_eq!(s.mount_options, Some(vec!["discard".to_string()]));
         assert_eq!(s.volume_mode.as_deref(), Some("Filesystem"));
@@ -484,9 +517,15 @@ mod tests {
             image: "img",
             provisioner: "ceph.com/rbd",
         });
-        assert_eq!(pv.metadata.finalizers, None, "Retain volumes are never deleted by us");
+        assert_eq!(
+            pv.metadata.finalizers, None,
+            "Retain volumes are never deleted by us"
+        );
         let s = pv.spec.unwrap();
-        assert_eq!(s.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(
+            s.persistent_volume_reclaim_policy.as_deref(),
+            Some("Retain")
+        );
         assert_eq!(s.volume_mode.as_deref(), Some("Block"));
         assert_eq!(s.mount_options, None);
         assert_eq!(s.capacity.unwrap()["storage"].0, "1Gi");

@@ -17,7 +17,9 @@ fn b64(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::new();
     for chunk in b.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -45,18 +47,38 @@ async fn examples_provision_and_bind() {
     // A leftover claim from an interrupted run would carry another uid: start clean.
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(admin.clone(), "default");
     let pods = Api::<Pod>::namespaced(admin.clone(), "default");
-    let _ = pods.delete("ceph-sc-pod", &DeleteParams::default().grace_period(0)).await;
+    let _ = pods
+        .delete("ceph-sc-pod", &DeleteParams::default().grace_period(0))
+        .await;
     if let Ok(old) = pvcs.get("ceph-sc-claim").await {
         cleanup(&bed, &admin, "default", &[&old], &["kube"]).await;
-        wait_for("old claim gone", T, || async { pvcs.get_opt("ceph-sc-claim").await.unwrap().is_none().then_some(()) }).await;
+        wait_for("old claim gone", T, || async {
+            pvcs.get_opt("ceph-sc-claim")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
     }
-    for f in ["examples/ceph-secret.yaml", "examples/ceph-kube-secret.yaml", "examples/storageclass.yaml", "examples/pvc.yaml"] {
+    for f in [
+        "examples/ceph-secret.yaml",
+        "examples/ceph-kube-secret.yaml",
+        "examples/storageclass.yaml",
+        "examples/pvc.yaml",
+    ] {
         apply_yaml(&admin, &repo_file(f), &subst).await;
     }
     let bound = wait_bound(&admin, "default", "ceph-sc-claim", T).await;
     let uid = uid_of(&bound);
-    assert_eq!(bound.spec.as_ref().unwrap().volume_name.as_deref(), Some(&*format!("pvc-{uid}")));
-    assert_eq!(bound.status.as_ref().unwrap().capacity.as_ref().unwrap()["storage"].0, "500Mi");
+    assert_eq!(
+        bound.spec.as_ref().unwrap().volume_name.as_deref(),
+        Some(&*format!("pvc-{uid}"))
+    );
+    assert_eq!(
+        bound.status.as_ref().unwrap().capacity.as_ref().unwrap()["storage"].0,
+        "500Mi"
+    );
 
     // The image, read back through librbd.
     let image = format!("kubernetes-dynamic-pvc-{uid}");
@@ -66,13 +88,22 @@ async fn examples_provision_and_bind() {
     assert_eq!(info.size, 500 << 20);
 
     // The PV.
-    let pv = Api::<PersistentVolume>::all(admin.clone()).get(&format!("pvc-{uid}")).await.unwrap();
+    let pv = Api::<PersistentVolume>::all(admin.clone())
+        .get(&format!("pvc-{uid}"))
+        .await
+        .unwrap();
     let ann = pv.metadata.annotations.clone().unwrap();
     assert_eq!(ann["pv.kubernetes.io/provisioned-by"], "ceph.com/rbd");
     let s = pv.spec.unwrap();
     assert_eq!(s.storage_class_name.as_deref(), Some("ceph-rbd"));
-    assert_eq!(s.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
-    assert_eq!(s.access_modes.unwrap(), vec!["ReadWriteOnce", "ReadOnlyMany"]);
+    assert_eq!(
+        s.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
+    assert_eq!(
+        s.access_modes.unwrap(),
+        vec!["ReadWriteOnce", "ReadOnlyMany"]
+    );
     assert_eq!(s.claim_ref.as_ref().unwrap().uid.as_deref(), Some(&*uid));
     let rbd = s.rbd.expect("spec.rbd on a 1.20 server");
     assert_eq!(rbd.monitors, vec![bed.monitors.clone()]);
@@ -81,18 +112,42 @@ async fn examples_provision_and_bind() {
     assert_eq!(rbd.user.as_deref(), Some("kube"));
     assert_eq!(rbd.fs_type.as_deref(), Some("ext4"));
     let sr = rbd.secret_ref.unwrap();
-    assert_eq!((sr.name.as_deref(), sr.namespace.as_deref()), (Some("ceph-kube-secret"), Some("default")));
+    assert_eq!(
+        (sr.name.as_deref(), sr.namespace.as_deref()),
+        (Some("ceph-kube-secret"), Some("default"))
+    );
 
     // Events that `kubectl describe pvc` shows.
-    wait_event(&admin, "default", &uid, "ProvisioningSucceeded", &[&format!("pvc-{uid}")], T).await;
-    let reasons: Vec<_> = events_for(&admin, "default", &uid).await.into_iter().filter_map(|e| e.reason).collect();
+    wait_event(
+        &admin,
+        "default",
+        &uid,
+        "ProvisioningSucceeded",
+        &[&format!("pvc-{uid}")],
+        T,
+    )
+    .await;
+    let reasons: Vec<_> = events_for(&admin, "default", &uid)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
     assert!(reasons.contains(&"Provisioning".to_string()), "{reasons:?}");
 
     // The Pod is accepted (there is no kubelet here to run it).
     apply_yaml(&admin, &repo_file("examples/pod.yaml"), &[]).await;
     let pod = pods.get("ceph-sc-pod").await.unwrap();
-    assert_eq!(pod.spec.unwrap().volumes.unwrap()[0].persistent_volume_claim.as_ref().unwrap().claim_name, "ceph-sc-claim");
-    let _ = pods.delete("ceph-sc-pod", &DeleteParams::default().grace_period(0)).await;
+    assert_eq!(
+        pod.spec.unwrap().volumes.unwrap()[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "ceph-sc-claim"
+    );
+    let _ = pods
+        .delete("ceph-sc-pod", &DeleteParams::default().grace_period(0))
+        .await;
     cleanup(&bed, &admin, "default", &[&bound], &["kube"]).await;
 }
 
@@ -112,9 +167,20 @@ impl Case {
         let prov = Provisioner::start(&bed, &name, &[]).await;
         let ns = unique(prefix);
         namespace(&admin, &ns).await;
-        key_secret(&admin, "kube-system", &format!("{ns}-admin"), &bed.admin_key).await;
+        key_secret(
+            &admin,
+            "kube-system",
+            &format!("{ns}-admin"),
+            &bed.admin_key,
+        )
+        .await;
         key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-        Case { bed, admin, prov, ns }
+        Case {
+            bed,
+            admin,
+            prov,
+            ns,
+        }
     }
 
     /// Good parameters, overridden by `over` (an empty value removes the key).
@@ -153,20 +219,50 @@ async fn claim_in_another_namespace_and_other_pools() {
     let ceph = c.bed.ceph().await;
     let k2 = c.class("kube2", &[("pool", "kube2")]).await;
     let dp = c.class("datapool", &[("dataPool", "kube2")]).await;
-    let a = claim(&c.admin, &c.ns, "a", &k2, "1Gi", &["ReadWriteOnce"], json!({})).await;
-    let b = claim(&c.admin, &c.ns, "b", &dp, "10Mi", &["ReadWriteOnce"], json!({})).await;
+    let a = claim(
+        &c.admin,
+        &c.ns,
+        "a",
+        &k2,
+        "1Gi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    let b = claim(
+        &c.admin,
+        &c.ns,
+        "b",
+        &dp,
+        "10Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
     wait_bound(&c.admin, &c.ns, "a", T).await;
     wait_bound(&c.admin, &c.ns, "b", T).await;
-    let ia = ceph.image_info("kube2", &format!("kubernetes-dynamic-pvc-{}", uid_of(&a))).await.expect("image in kube2");
+    let ia = ceph
+        .image_info("kube2", &format!("kubernetes-dynamic-pvc-{}", uid_of(&a)))
+        .await
+        .expect("image in kube2");
     assert_eq!(ia.size, 1 << 30);
     assert_eq!(ia.features, 1);
-    let ib = ceph.image_info("kube", &format!("kubernetes-dynamic-pvc-{}", uid_of(&b))).await.expect("image in kube");
+    let ib = ceph
+        .image_info("kube", &format!("kubernetes-dynamic-pvc-{}", uid_of(&b)))
+        .await
+        .expect("image in kube");
     assert_ne!(ib.data_pool_id, -1, "data pool set");
     // The user secret lives in "default", not in the claim's namespace.
-    let pv = Api::<PersistentVolume>::all(c.admin.clone()).get(&format!("pvc-{}", uid_of(&a))).await.unwrap();
+    let pv = Api::<PersistentVolume>::all(c.admin.clone())
+        .get(&format!("pvc-{}", uid_of(&a)))
+        .await
+        .unwrap();
     let rbd = pv.spec.unwrap().rbd.unwrap();
     assert_eq!(rbd.pool.as_deref(), Some("kube2"));
-    assert_eq!(rbd.secret_ref.unwrap().namespace.as_deref(), Some("default"));
+    assert_eq!(
+        rbd.secret_ref.unwrap().namespace.as_deref(),
+        Some("default")
+    );
     cleanup(&c.bed, &c.admin, &c.ns, &[&a, &b], &["kube", "kube2"]).await;
 }
 
@@ -178,39 +274,106 @@ async fn restart_between_image_and_pv_adopts_the_image() {
     let admin = bed.admin().await;
     let ceph = bed.ceph().await;
     let name = format!("{}.test/rbd", unique("crash"));
-    let mut first = Provisioner::start(&bed, &name, &[("RBD_PROVISIONER_FAILPOINT", "exit-after-image-create")]).await;
+    let mut first = Provisioner::start(
+        &bed,
+        &name,
+        &[("RBD_PROVISIONER_FAILPOINT", "exit-after-image-create")],
+    )
+    .await;
     let ns = unique("crash");
     namespace(&admin, &ns).await;
-    key_secret(&admin, "kube-system", &format!("{ns}-admin"), &bed.admin_key).await;
+    key_secret(
+        &admin,
+        "kube-system",
+        &format!("{ns}-admin"),
+        &bed.admin_key,
+    )
+    .await;
     key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
     let class = format!("{ns}-class");
     let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
-    storage_class(&admin, &class, &name, &[
-        ("monitors", &bed.monitors), ("adminSecretName", &adm), ("adminSecretNamespace", "kube-system"),
-        ("pool", "kube"), ("userId", "kube"), ("userSecretName", &usr), ("userSecretNamespace", "default"),
-    ], json!({})).await;
-    let c = claim(&admin, &ns, "data", &class, "64Mi", &["ReadWriteOnce"], json!({})).await;
+    storage_class(
+        &admin,
+        &class,
+        &name,
+        &[
+            ("monitors", &bed.monitors),
+            ("adminSecretName", &adm),
+            ("adminSecretNamespace", "kube-system"),
+            ("pool", "kube"),
+            ("userId", "kube"),
+            ("userSecretName", &usr),
+            ("userSecretNamespace", "default"),
+        ],
+        json!({}),
+    )
+    .await;
+    let c = claim(
+        &admin,
+        &ns,
+        "data",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
     let st = first.wait_exit(T).await;
-    assert_eq!(st.code(), Some(86), "died at the failpoint; log:\n{}", first.logs());
+    assert_eq!(
+        st.code(),
+        Some(86),
+        "died at the failpoint; log:\n{}",
+        first.logs()
+    );
     let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&c));
-    let id = ceph.image_info("kube", &image).await.expect("image made before the crash").id;
+    let id = ceph
+        .image_info("kube", &image)
+        .await
+        .expect("image made before the crash")
+        .id;
     let pvs = Api::<PersistentVolume>::all(admin.clone());
-    assert!(pvs.get_opt(&format!("pvc-{}", uid_of(&c))).await.unwrap().is_none(), "no PV yet");
+    assert!(
+        pvs.get_opt(&format!("pvc-{}", uid_of(&c)))
+            .await
+            .unwrap()
+            .is_none(),
+        "no PV yet"
+    );
 
     let second = Provisioner::start(&bed, &name, &[]).await;
     wait_bound(&admin, &ns, "data", T).await;
-    assert_eq!(ceph.image_info("kube", &image).await.unwrap().id, id, "same image, adopted");
+    assert_eq!(
+        ceph.image_info("kube", &image).await.unwrap().id,
+        id,
+        "same image, adopted"
+    );
     // Other tests create images in the same pool at the same time: count this claim's only.
     let uid = uid_of(&c);
-    let mine: Vec<String> = ceph.list_images("kube").await.unwrap().into_iter().filter(|i| i.contains(&uid)).collect();
+    let mine: Vec<String> = ceph
+        .list_images("kube")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.contains(&uid))
+        .collect();
     assert_eq!(mine, vec![image.clone()], "no second image");
-    assert!(second.logs().contains("adopting image"), "{}", second.logs());
+    assert!(
+        second.logs().contains("adopting image"),
+        "{}",
+        second.logs()
+    );
     cleanup(&bed, &admin, &ns, &[&c], &["kube"]).await;
 }
 
 /// Bad input: a Warning event naming the problem, no image, and a provisioner that keeps
 /// running and still provisions a good claim afterwards.
-async fn refused(c: &mut Case, class_over: &[(&str, &str)], modes: &[&str], spec: serde_json::Value, needles: &[&str]) {
+async fn refused(
+    c: &mut Case,
+    class_over: &[(&str, &str)],
+    modes: &[&str],
+    spec: serde_json::Value,
+    needles: &[&str],
+) {
     let ceph = c.bed.ceph().await;
     let class = c.class(&unique("bad"), class_over).await;
     let name = unique("claim");
@@ -218,17 +381,34 @@ async fn refused(c: &mut Case, class_over: &[(&str, &str)], modes: &[&str], spec
     let uid = uid_of(&pvc);
     let ev = wait_event(&c.admin, &c.ns, &uid, "ProvisioningFailed", needles, T).await;
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
-    assert!(!ev.note.clone().unwrap_or_default().contains(&c.bed.admin_key), "no key in events");
+    assert!(
+        !ev.note
+            .clone()
+            .unwrap_or_default()
+            .contains(&c.bed.admin_key),
+        "no key in events"
+    );
     assert!(!image_exists(&ceph, "kube", &format!("kubernetes-dynamic-pvc-{uid}")).await);
     let pvs = Api::<PersistentVolume>::all(c.admin.clone());
     assert!(pvs.get_opt(&format!("pvc-{uid}")).await.unwrap().is_none());
     assert!(c.prov.is_running(), "provisioner died:\n{}", c.prov.logs());
-    let _ = Api::<PersistentVolumeClaim>::namespaced(c.admin.clone(), &c.ns).delete(&name, &DeleteParams::default()).await;
+    let _ = Api::<PersistentVolumeClaim>::namespaced(c.admin.clone(), &c.ns)
+        .delete(&name, &DeleteParams::default())
+        .await;
 }
 
 async fn still_provisions(c: &Case) {
     let class = c.class("good", &[]).await;
-    let pvc = claim(&c.admin, &c.ns, "good", &class, "8Mi", &["ReadWriteOnce"], json!({})).await;
+    let pvc = claim(
+        &c.admin,
+        &c.ns,
+        "good",
+        &class,
+        "8Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
     wait_bound(&c.admin, &c.ns, "good", T).await;
     assert!(!c.prov.logs().contains(&c.bed.admin_key), "no key in logs");
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
@@ -237,15 +417,39 @@ async fn still_provisions(c: &Case) {
 #[tokio::test]
 async fn bad_secrets() {
     let mut c = Case::new("secrets").await;
-    refused(&mut c, &[("adminSecretName", "no-such-secret")], &["ReadWriteOnce"], json!({}),
-        &["kube-system/no-such-secret not found", "kubectl -n kube-system create secret"]).await;
+    refused(
+        &mut c,
+        &[("adminSecretName", "no-such-secret")],
+        &["ReadWriteOnce"],
+        json!({}),
+        &[
+            "kube-system/no-such-secret not found",
+            "kubectl -n kube-system create secret",
+        ],
+    )
+    .await;
     let forbidden = unique("forbidden");
     namespace(&c.admin, &forbidden).await;
     key_secret(&c.admin, &forbidden, "admin", &c.bed.admin_key).await;
-    refused(&mut c, &[("adminSecretNamespace", &forbidden)], &["ReadWriteOnce"], json!({}),
-        &["may not read Secrets", &format!("kubectl -n {forbidden} create rolebinding")]).await;
-    refused(&mut c, &[("userSecretName", "missing-user")], &["ReadWriteOnce"], json!({}),
-        &["user secret", "default/missing-user not found"]).await;
+    refused(
+        &mut c,
+        &[("adminSecretNamespace", &forbidden)],
+        &["ReadWriteOnce"],
+        json!({}),
+        &[
+            "may not read Secrets",
+            &format!("kubectl -n {forbidden} create rolebinding"),
+        ],
+    )
+    .await;
+    refused(
+        &mut c,
+        &[("userSecretName", "missing-user")],
+        &["ReadWriteOnce"],
+        json!({}),
+        &["user secret", "default/missing-user not found"],
+    )
+    .await;
     still_provisions(&c).await;
 }
 
@@ -259,31 +463,93 @@ async fn bad_ceph_access_fails_fast() {
     key_secret(&c.admin, "kube-system", &format!("{}-wrong", c.ns), &wrong).await;
     let wrong_secret = format!("{}-wrong", c.ns);
     let started = std::time::Instant::now();
-    refused(&mut c, &[("adminSecretName", &wrong_secret)], &["ReadWriteOnce"], json!({}),
-        &["client.admin", "key"]).await;
-    assert!(started.elapsed() < Duration::from_secs(30), "wrong key took {:?}", started.elapsed());
+    refused(
+        &mut c,
+        &[("adminSecretName", &wrong_secret)],
+        &["ReadWriteOnce"],
+        json!({}),
+        &["client.admin", "key"],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "wrong key took {:?}",
+        started.elapsed()
+    );
     let started = std::time::Instant::now();
-    refused(&mut c, &[("monitors", "127.0.0.1:1")], &["ReadWriteOnce"], json!({}), &["127.0.0.1:1"]).await;
-    assert!(started.elapsed() < Duration::from_secs(30), "unreachable monitor took {:?}", started.elapsed());
+    refused(
+        &mut c,
+        &[("monitors", "127.0.0.1:1")],
+        &["ReadWriteOnce"],
+        json!({}),
+        &["127.0.0.1:1"],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "unreachable monitor took {:?}",
+        started.elapsed()
+    );
     still_provisions(&c).await;
 }
 
 #[tokio::test]
 async fn bad_parameters() {
     let mut c = Case::new("params").await;
-    refused(&mut c, &[("imageFeatures", "layering,exclusive-lock")], &["ReadWriteOnce"], json!({}),
-        &["imageFeatures", "feature set mismatch"]).await;
-    refused(&mut c, &[("imageFormat", "1")], &["ReadWriteOnce"], json!({}), &["imageFormat \"1\" is not supported"]).await;
-    refused(&mut c, &[("imageFeaturez", "layering")], &["ReadWriteOnce"], json!({}), &["unknown parameter \"imageFeaturez\""]).await;
-    refused(&mut c, &[("monitors", "10.0.0.1:port")], &["ReadWriteOnce"], json!({}), &["monitor \"10.0.0.1:port\""]).await;
+    refused(
+        &mut c,
+        &[("imageFeatures", "layering,exclusive-lock")],
+        &["ReadWriteOnce"],
+        json!({}),
+        &["imageFeatures", "feature set mismatch"],
+    )
+    .await;
+    refused(
+        &mut c,
+        &[("imageFormat", "1")],
+        &["ReadWriteOnce"],
+        json!({}),
+        &["imageFormat \"1\" is not supported"],
+    )
+    .await;
+    refused(
+        &mut c,
+        &[("imageFeaturez", "layering")],
+        &["ReadWriteOnce"],
+        json!({}),
+        &["unknown parameter \"imageFeaturez\""],
+    )
+    .await;
+    refused(
+        &mut c,
+        &[("monitors", "10.0.0.1:port")],
+        &["ReadWriteOnce"],
+        json!({}),
+        &["monitor \"10.0.0.1:port\""],
+    )
+    .await;
     still_provisions(&c).await;
 }
 
 #[tokio::test]
 async fn bad_claims() {
     let mut c = Case::new("claims").await;
-    refused(&mut c, &[], &["ReadWriteMany"], json!({}), &["ReadWriteMany is not supported for Filesystem"]).await;
-    refused(&mut c, &[], &["ReadWriteOnce"], json!({"selector": {"matchLabels": {"tier": "db"}}}), &["label selector"]).await;
+    refused(
+        &mut c,
+        &[],
+        &["ReadWriteMany"],
+        json!({}),
+        &["ReadWriteMany is not supported for Filesystem"],
+    )
+    .await;
+    refused(
+        &mut c,
+        &[],
+        &["ReadWriteOnce"],
+        json!({"selector": {"matchLabels": {"tier": "db"}}}),
+        &["label selector"],
+    )
+    .await;
     // Zero and malformed sizes never reach a provisioner: the API server refuses them.
     let class = c.class("sizes", &[]).await;
     let api = Api::<PersistentVolumeClaim>::namespaced(c.admin.clone(), &c.ns);
@@ -296,8 +562,15 @@ async fn bad_claims() {
             // "ten-gigs" does not even parse as a quantity on the client side.
             continue;
         }
-        let err = api.create(&Default::default(), &pvc).await.expect_err("API server refuses the size");
-        assert!(err.to_string().contains("greater than zero") || err.to_string().contains("quantities must match"), "{size}: {err}");
+        let err = api
+            .create(&Default::default(), &pvc)
+            .await
+            .expect_err("API server refuses the size");
+        assert!(
+            err.to_string().contains("greater than zero")
+                || err.to_string().contains("quantities must match"),
+            "{size}: {err}"
+        );
     }
     still_provisions(&c).await;
 }

@@ -1,23 +1,24 @@
 //! The controllers: one reconciles claims (provision, grow), one reconciles volumes (delete).
 //! Both share one [`Context`].
 
+mod delete;
 mod provision;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::Controller;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
-use futures::StreamExt;
 
 use crate::ceph::{Connections, Timeouts};
 use crate::error::Error;
+use crate::k8s::Events;
 use crate::metrics::Metrics;
 use crate::params::Flavor;
 
@@ -40,33 +41,40 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub ceph: Connections,
-    pub recorder: Recorder,
+    pub events: Events,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// (monitors, pool) whose trash this process has swept.
+    swept: Mutex<HashSet<(String, String)>>,
 }
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Context {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "rbd-provisioner".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        );
         Context {
             ceph: Connections::new(settings.ceph_timeouts),
+            events: Events::new(client.clone()),
             client,
             settings,
-            recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            swept: Mutex::new(HashSet::new()),
         }
     }
 
+    /// True the first time it is asked about a pool.
+    fn first_delete_in(&self, monitors: &str, pool: &str) -> bool {
+        self.swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((monitors.to_string(), pool.to_string()))
+    }
+
     fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// 1 s, 2 s, 4 s … capped at 5 minutes: retries forever without flooding the API.
@@ -79,12 +87,20 @@ impl Context {
 }
 
 pub fn backoff_delay(failures: u32) -> Duration {
-    let secs = 1u64.checked_shl(failures.saturating_sub(1)).unwrap_or(u64::MAX);
+    let secs = 1u64
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u64::MAX);
     Duration::from_secs(secs.min(300))
 }
 
 fn claim_key(pvc: &PersistentVolumeClaim) -> String {
     pvc.metadata.uid.clone().unwrap_or_default()
+}
+
+fn volume_error_policy(pv: Arc<PersistentVolume>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(pv.metadata.uid.as_deref().unwrap_or_default());
+    tracing::warn!(pv = pv.metadata.name.as_deref().unwrap_or(""), error = %err, retry_in = ?delay, "volume operation failed");
+    Action::requeue(delay)
 }
 
 fn claim_error_policy(pvc: Arc<PersistentVolumeClaim>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -108,7 +124,15 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     .shutdown_on_signal()
     .run(provision::reconcile, claim_error_policy, ctx.clone())
     .for_each(|_| futures::future::ready(()));
-    claims.await;
+    let volumes = Controller::new(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(workers))
+    .shutdown_on_signal()
+    .run(delete::reconcile, volume_error_policy, ctx.clone())
+    .for_each(|_| futures::future::ready(()));
+    futures::join!(claims, volumes);
     tracing::info!("controllers stopped");
 }
 

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::Resource;
 
 use super::Context;
 use crate::ceph::{Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
@@ -45,7 +45,15 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                 Ok(Some(msg)) => {
                     ctx.metrics.record("provision", Ok(started.elapsed()));
                     tracing::info!(claim = %claim_name(&pvc), elapsed = ?started.elapsed(), "{msg}");
-                    k8s::publish(&ctx.recorder, &regarding, EventType::Normal, "ProvisioningSucceeded", "Provision", msg).await;
+                    ctx.events
+                        .publish(
+                            &regarding,
+                            EventType::Normal,
+                            "ProvisioningSucceeded",
+                            "Provision",
+                            msg,
+                        )
+                        .await;
                     ctx.succeeded(&key);
                     Ok(Action::await_change())
                 }
@@ -55,7 +63,15 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                 }
                 Err(e) => {
                     ctx.metrics.record("provision", Err(e.kind()));
-                    k8s::publish(&ctx.recorder, &regarding, EventType::Warning, "ProvisioningFailed", "Provision", e.to_string()).await;
+                    ctx.events
+                        .publish(
+                            &regarding,
+                            EventType::Warning,
+                            "ProvisioningFailed",
+                            "Provision",
+                            e.to_string(),
+                        )
+                        .await;
                     Err(e)
                 }
             }
@@ -83,12 +99,13 @@ async fn provision(
         claim: name.clone(),
         source,
     })?;
-    let params = params::parse(&class.parameters.clone().unwrap_or_default()).map_err(|source| {
-        Error::Params {
-            class: class_name.clone(),
-            source,
-        }
-    })?;
+    let params =
+        params::parse(&class.parameters.clone().unwrap_or_default()).map_err(|source| {
+            Error::Params {
+                class: class_name.clone(),
+                source,
+            }
+        })?;
     let flavor = params.flavor.unwrap_or(ctx.settings.default_flavor);
     if flavor == Flavor::Csi {
         params::check_csi(&params).map_err(|source| Error::Params {
@@ -111,18 +128,28 @@ async fn provision(
     {
         return Ok(None);
     }
-    k8s::publish(
-        &ctx.recorder,
-        &pvc.object_ref(&()),
-        kube::runtime::events::EventType::Normal,
-        "Provisioning",
-        "Provision",
-        format!("External provisioner {} is provisioning volume for claim {name}", ctx.settings.provisioner),
-    )
-    .await;
+    ctx.events
+        .publish(
+            &pvc.object_ref(&()),
+            kube::runtime::events::EventType::Normal,
+            "Provisioning",
+            "Provision",
+            format!(
+                "External provisioner {} is provisioning volume for claim {name}",
+                ctx.settings.provisioner
+            ),
+        )
+        .await;
 
     let sa = &ctx.settings.service_account;
-    let admin_key = k8s::ceph_key(&ctx.client, SecretRole::Admin, &params.admin_secret, &params.admin_id, sa).await?;
+    let admin_key = k8s::ceph_key(
+        &ctx.client,
+        SecretRole::Admin,
+        &params.admin_secret,
+        &params.admin_id,
+        sa,
+    )
+    .await?;
     match flavor {
         Flavor::Rbd => {
             k8s::check_secret(
@@ -131,7 +158,10 @@ async fn provision(
                 &params.user_secret(&req.namespace),
                 &params.user_id,
                 sa,
-                &[("key", "put the user's Ceph key (ceph auth get-key client.USER) under the key \"key\"")],
+                &[(
+                    "key",
+                    "put the user's Ceph key (ceph auth get-key client.USER) under the key \"key\"",
+                )],
             )
             .await?
         }
@@ -144,8 +174,14 @@ async fn provision(
                 &params.user_id,
                 sa,
                 &[
-                    ("userID", "ceph-csi wants the Ceph user id without \"client.\" under userID"),
-                    ("userKey", "ceph-csi wants the user's Ceph key under userKey"),
+                    (
+                        "userID",
+                        "ceph-csi wants the Ceph user id without \"client.\" under userID",
+                    ),
+                    (
+                        "userKey",
+                        "ceph-csi wants the user's Ceph key under userKey",
+                    ),
                 ],
             )
             .await?
@@ -172,7 +208,11 @@ async fn provision(
         data_pool: params.data_pool.clone(),
         features: RBD_FEATURE_LAYERING,
     };
-    match cluster.create_image(&spec).await.map_err(Error::ceph(&object))? {
+    match cluster
+        .create_image(&spec)
+        .await
+        .map_err(Error::ceph(&object))?
+    {
         Created::New => {}
         Created::AlreadyExisted => {
             // A previous attempt created it and then stopped before writing the PV: adopt it.
@@ -190,10 +230,17 @@ async fn provision(
         }
     }
 
-    // Crash-consistency tests stop the process exactly here, between image and PV.
-    if std::env::var("RBD_PROVISIONER_FAILPOINT").as_deref() == Ok("exit-after-image-create") {
-        tracing::error!(claim = %name, %image, "failpoint exit-after-image-create: exiting");
-        std::process::exit(86);
+    // Crash-consistency tests stop or stall the process exactly here, between image and PV.
+    match std::env::var("RBD_PROVISIONER_FAILPOINT").as_deref() {
+        Ok("exit-after-image-create") => {
+            tracing::error!(claim = %name, %image, "failpoint exit-after-image-create: exiting");
+            std::process::exit(86);
+        }
+        Ok("sleep-after-image-create") => {
+            tracing::warn!(claim = %name, %image, "failpoint sleep-after-image-create: 5 s");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        _ => {}
     }
 
     // The claim may have gone while the image was being made: leave nothing behind.
@@ -204,7 +251,9 @@ async fn provision(
         .map_err(Error::kube("read PersistentVolumeClaim", &name))?;
     let gone = match &current {
         None => true,
-        Some(c) => c.metadata.uid.as_deref() != Some(&req.uid) || c.metadata.deletion_timestamp.is_some(),
+        Some(c) => {
+            c.metadata.uid.as_deref() != Some(&req.uid) || c.metadata.deletion_timestamp.is_some()
+        }
     };
     if gone {
         tracing::info!(claim = %name, %image, "claim deleted during provisioning; removing its image");

@@ -1,0 +1,369 @@
+//! What to do with a PersistentVolume: delete its image, drop our finalizer, or nothing. Pure.
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+
+use crate::params::SecretRef;
+use crate::volume::{
+    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
+    FINALIZER,
+};
+
+/// Annotation the old external-storage provisioner put on its PVs.
+pub const ANN_LEGACY_IDENTITY: &str = "rbdProvisionerIdentity";
+
+/// Where the admin credentials for a deletion come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminSource {
+    /// Recorded on the PV when we provisioned it: works without the StorageClass.
+    Recorded { admin_id: String, secret: SecretRef },
+    /// PVs of the old provisioner record nothing: take them from their StorageClass.
+    FromClass(String),
+}
+
+/// The image a Delete-policy volume owns, and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteTarget {
+    pub pool: String,
+    pub image: String,
+    /// Empty when only the StorageClass knows them.
+    pub monitors: Vec<String>,
+    pub admin: AdminSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumeAction {
+    Ignore(&'static str),
+    /// The policy is no longer Delete: our finalizer must not keep the PV alive.
+    RemoveFinalizer,
+    Delete(DeleteTarget),
+    /// Ours and to be deleted, but the PV does not say enough to find the image.
+    Broken(String),
+}
+
+pub fn has_finalizer(pv: &PersistentVolume) -> bool {
+    pv.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+}
+
+fn ann<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+    pv.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether this PV came from the old external-storage provisioner.
+pub fn is_legacy(pv: &PersistentVolume) -> bool {
+    ann(pv, ANN_LEGACY_IDENTITY).is_some() && ann(pv, ANN_ADMIN_SECRET).is_none()
+}
+
+pub fn decide(pv: &PersistentVolume, provisioner: &str) -> VolumeAction {
+    if ann(pv, ANN_PROVISIONED_BY) != Some(provisioner) {
+        return VolumeAction::Ignore("not provisioned by us");
+    }
+    let spec = pv.spec.clone().unwrap_or_default();
+    let policy = spec
+        .persistent_volume_reclaim_policy
+        .as_deref()
+        .unwrap_or("Retain");
+    if policy != "Delete" {
+        return if has_finalizer(pv) {
+            VolumeAction::RemoveFinalizer
+        } else {
+            VolumeAction::Ignore("reclaim policy is not Delete")
+        };
+    }
+    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
+    let deleting = pv.metadata.deletion_timestamp.is_some();
+    match phase {
+        Some("Released") | Some("Failed") => {}
+        // Deleted by hand before it was ever bound: nothing else will use the image.
+        Some("Available") | Some("Pending") | None if deleting => {}
+        _ => return VolumeAction::Ignore("volume is in use or not yet released"),
+    }
+    match target(pv) {
+        Ok(t) => VolumeAction::Delete(t),
+        Err(why) => VolumeAction::Broken(why),
+    }
+}
+
+/// Where a volume's image is and how to reach it as admin, from the PV alone
+/// (plus its StorageClass for PVs of the old provisioner).
+pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
+    let spec = pv.spec.clone().unwrap_or_default();
+    let (pool, image) = match (&spec.rbd, &spec.csi) {
+        (Some(rbd), _) => (
+            rbd.pool.clone().unwrap_or_else(|| "rbd".into()),
+            rbd.image.clone(),
+        ),
+        (None, Some(csi)) => (
+            csi.volume_attributes
+                .as_ref()
+                .and_then(|a| a.get("pool").cloned())
+                .unwrap_or_else(|| "rbd".into()),
+            csi.volume_handle.clone(),
+        ),
+        (None, None) => (String::new(), String::new()),
+    };
+    let pool = ann(pv, ANN_POOL).map(str::to_string).unwrap_or(pool);
+    let image = ann(pv, ANN_IMAGE).map(str::to_string).unwrap_or(image);
+    if image.is_empty() {
+        return Err(
+            "the PV names no RBD image (neither spec.rbd.image nor spec.csi.volumeHandle); delete the image by hand, then remove the finalizer".into(),
+        );
+    }
+    let monitors: Vec<String> = match ann(pv, ANN_MONITORS) {
+        Some(m) => m.split(',').map(|s| s.trim().to_string()).collect(),
+        None => spec
+            .rbd
+            .as_ref()
+            .map(|r| r.monitors.clone())
+            .unwrap_or_default(),
+    };
+    let recorded = ann(pv, ANN_ADMIN_SECRET).and_then(|s| s.split_once('/'));
+    let admin = match recorded {
+        Some((namespace, name)) => AdminSource::Recorded {
+            admin_id: ann(pv, ANN_ADMIN_ID).unwrap_or("admin").to_string(),
+            secret: SecretRef {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+        },
+        None => match spec.storage_class_name.filter(|c| !c.is_empty()) {
+            Some(class) => AdminSource::FromClass(class),
+            None => {
+                return Err(
+                    "the PV records no admin credentials and names no StorageClass; delete the image by hand, then remove the finalizer".into(),
+                );
+            }
+        },
+    };
+    Ok(DeleteTarget {
+        pool,
+        image,
+        monitors,
+        admin,
+    })
+}
+
+/// Snapshot taken on a source image for one clone; naming it after the clone lets either
+/// side find the other when one is deleted.
+pub fn clone_snapshot(child_image: &str) -> String {
+    format!("clone-for-{child_image}")
+}
+
+/// The clone a snapshot was made for, if it is one of ours.
+pub fn clone_of_snapshot(snap: &str) -> Option<&str> {
+    snap.strip_prefix("clone-for-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        CSIPersistentVolumeSource, PersistentVolumeSpec, PersistentVolumeStatus,
+        RBDPersistentVolumeSource,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use std::collections::BTreeMap;
+
+    const ME: &str = "ceph.com/rbd";
+
+    fn ours(policy: &str, phase: &str) -> PersistentVolume {
+        PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some("pvc-1".into()),
+                annotations: Some(BTreeMap::from([
+                    (ANN_PROVISIONED_BY.into(), ME.into()),
+                    (ANN_MONITORS.into(), "m1:6789,m2:6789".into()),
+                    (ANN_POOL.into(), "kube".into()),
+                    (ANN_IMAGE.into(), "kubernetes-dynamic-pvc-1".into()),
+                    (ANN_ADMIN_ID.into(), "admin".into()),
+                    (ANN_ADMIN_SECRET.into(), "kube-system/ceph-secret".into()),
+                ])),
+                finalizers: Some(vec![FINALIZER.into(), "kubernetes.io/pv-protection".into()]),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                persistent_volume_reclaim_policy: Some(policy.into()),
+                storage_class_name: Some("ceph-rbd".into()),
+                rbd: Some(RBDPersistentVolumeSource {
+                    monitors: vec!["m1:6789".into(), "m2:6789".into()],
+                    pool: Some("kube".into()),
+                    image: "kubernetes-dynamic-pvc-1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(PersistentVolumeStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Shaped exactly like a PV of the old external-storage provisioner.
+    fn legacy(phase: &str) -> PersistentVolume {
+        PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some("pvc-0b92a433".into()),
+                annotations: Some(BTreeMap::from([
+                    (ANN_PROVISIONED_BY.into(), "ceph.com/rbd".into()),
+                    (ANN_LEGACY_IDENTITY.into(), "ceph.com/rbd".into()),
+                ])),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                persistent_volume_reclaim_policy: Some("Delete".into()),
+                storage_class_name: Some("ceph-rbd".into()),
+                rbd: Some(RBDPersistentVolumeSource {
+                    monitors: vec!["10.0.0.1:6789".into()],
+                    pool: Some("kube".into()),
+                    image: "kubernetes-dynamic-pvc-5a6c7e52-1c8b-11e9-9d9e-0a580af40113".into(),
+                    keyring: Some("/etc/ceph/keyring".into()),
+                    user: Some("kube".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(PersistentVolumeStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn released_delete_volume_is_deleted_without_the_class() {
+        match decide(&ours("Delete", "Released"), ME) {
+            VolumeAction::Delete(t) => {
+                assert_eq!(t.pool, "kube");
+                assert_eq!(t.image, "kubernetes-dynamic-pvc-1");
+                assert_eq!(t.monitors, vec!["m1:6789", "m2:6789"]);
+                assert_eq!(
+                    t.admin,
+                    AdminSource::Recorded {
+                        admin_id: "admin".into(),
+                        secret: SecretRef {
+                            namespace: "kube-system".into(),
+                            name: "ceph-secret".into()
+                        }
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&ours("Delete", "Failed"), ME),
+            VolumeAction::Delete(_)
+        ));
+    }
+
+    #[test]
+    fn bound_or_available_volumes_stay() {
+        assert!(matches!(
+            decide(&ours("Delete", "Bound"), ME),
+            VolumeAction::Ignore(_)
+        ));
+        assert!(matches!(
+            decide(&ours("Delete", "Available"), ME),
+            VolumeAction::Ignore(_)
+        ));
+        // `kubectl delete pv` on a bound volume: pv-protection holds it, and so do we.
+        let mut pv = ours("Delete", "Bound");
+        pv.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+        // ... but one deleted before it was ever bound is ours to clean up.
+        let mut pv = ours("Delete", "Available");
+        pv.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert!(matches!(decide(&pv, ME), VolumeAction::Delete(_)));
+    }
+
+    #[test]
+    fn retain_is_never_deleted_and_loses_our_finalizer() {
+        assert_eq!(
+            decide(&ours("Retain", "Released"), ME),
+            VolumeAction::RemoveFinalizer
+        );
+        let mut pv = ours("Retain", "Released");
+        pv.metadata.finalizers = None;
+        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+    }
+
+    #[test]
+    fn other_provisioners_volumes_are_ignored() {
+        assert!(matches!(
+            decide(&ours("Delete", "Released"), "other.io/rbd"),
+            VolumeAction::Ignore(_)
+        ));
+        let mut pv = ours("Delete", "Released");
+        pv.metadata.annotations = None;
+        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+    }
+
+    #[test]
+    fn legacy_volumes_take_credentials_from_their_class() {
+        let pv = legacy("Released");
+        assert!(is_legacy(&pv));
+        match decide(&pv, ME) {
+            VolumeAction::Delete(t) => {
+                assert_eq!(t.pool, "kube");
+                assert_eq!(
+                    t.image,
+                    "kubernetes-dynamic-pvc-5a6c7e52-1c8b-11e9-9d9e-0a580af40113"
+                );
+                assert_eq!(t.monitors, vec!["10.0.0.1:6789"]);
+                assert_eq!(t.admin, AdminSource::FromClass("ceph-rbd".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut pv = legacy("Released");
+        pv.spec.as_mut().unwrap().rbd.as_mut().unwrap().pool = None;
+        match decide(&pv, ME) {
+            VolumeAction::Delete(t) => {
+                assert_eq!(t.pool, "rbd", "the old provisioner's default pool")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut pv = legacy("Released");
+        pv.spec.as_mut().unwrap().storage_class_name = None;
+        assert!(matches!(decide(&pv, ME), VolumeAction::Broken(_)));
+        let mut pv = legacy("Released");
+        pv.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Retain".into());
+        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+    }
+
+    #[test]
+    fn csi_volumes() {
+        let mut pv = ours("Delete", "Released");
+        let spec = pv.spec.as_mut().unwrap();
+        spec.rbd = None;
+        spec.csi = Some(CSIPersistentVolumeSource {
+            driver: "rbd.csi.ceph.com".into(),
+            volume_handle: "kubernetes-dynamic-pvc-1".into(),
+            volume_attributes: Some(BTreeMap::from([("pool".into(), "kube".into())])),
+            ..Default::default()
+        });
+        match decide(&pv, ME) {
+            VolumeAction::Delete(t) => {
+                assert_eq!(
+                    (t.pool.as_str(), t.image.as_str()),
+                    ("kube", "kubernetes-dynamic-pvc-1")
+                );
+                assert_eq!(t.monitors.len(), 2, "from the annotation");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn clone_snapshot_names() {
+        let s = clone_snapshot("kubernetes-dynamic-pvc-9");
+        assert_eq!(clone_of_snapshot(&s), Some("kubernetes-dynamic-pvc-9"));
+        assert_eq!(clone_of_snapshot("manual"), None);
+    }
+}

@@ -1,0 +1,476 @@
+//! Deletion on the real bed: trash + background purge, watchers, finalizer, policies, classes
+//! deleted after provisioning, and PVs of the old external-storage provisioner.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use rbd_provisioner::ceph::{ImageSpec, RBD_FEATURE_LAYERING};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+
+struct Case {
+    bed: Bed,
+    admin: kube::Client,
+    prov: Provisioner,
+    ns: String,
+    name: String,
+}
+
+impl Case {
+    async fn new(prefix: &str) -> Case {
+        let bed = Bed::load();
+        let admin = bed.admin().await;
+        let name = format!("{}.test/rbd", unique(prefix));
+        let prov = Provisioner::start(&bed, &name, &[]).await;
+        let ns = unique(prefix);
+        namespace(&admin, &ns).await;
+        key_secret(
+            &admin,
+            "kube-system",
+            &format!("{ns}-admin"),
+            &bed.admin_key,
+        )
+        .await;
+        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+        Case {
+            bed,
+            admin,
+            prov,
+            ns,
+            name,
+        }
+    }
+
+    async fn class(&self, suffix: &str, policy: &str) -> String {
+        let class = format!("{}-{suffix}", self.ns);
+        let (adm, usr) = (format!("{}-admin", self.ns), format!("{}-user", self.ns));
+        storage_class(
+            &self.admin,
+            &class,
+            &self.name,
+            &[
+                ("monitors", &self.bed.monitors),
+                ("adminSecretName", &adm),
+                ("adminSecretNamespace", "kube-system"),
+                ("pool", "kube"),
+                ("userId", "kube"),
+                ("userSecretName", &usr),
+                ("userSecretNamespace", "default"),
+            ],
+            json!({"reclaimPolicy": policy}),
+        )
+        .await;
+        class
+    }
+
+    fn pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    fn pvs(&self) -> Api<PersistentVolume> {
+        Api::all(self.admin.clone())
+    }
+
+    async fn bound(&self, class: &str, name: &str, size: &str) -> (PersistentVolumeClaim, String) {
+        let c = claim(
+            &self.admin,
+            &self.ns,
+            name,
+            class,
+            size,
+            &["ReadWriteOnce"],
+            json!({}),
+        )
+        .await;
+        wait_bound(&self.admin, &self.ns, name, T).await;
+        let uid = uid_of(&c);
+        (c, uid)
+    }
+
+    async fn wait_pv_gone(&self, uid: &str) {
+        let pvs = self.pvs();
+        wait_for(&format!("PV pvc-{uid} deleted"), T, || async {
+            pvs.get_opt(&format!("pvc-{uid}"))
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+async fn trash_has(ceph: &std::sync::Arc<rbd_provisioner::ceph::Cluster>, image: &str) -> bool {
+    ceph.trash_list("kube")
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.name == image)
+}
+
+#[tokio::test]
+async fn released_volume_is_deleted_and_purged_even_without_its_class() {
+    let c = Case::new("del").await;
+    let ceph = c.bed.ceph().await;
+    let class = c.class("delete", "Delete").await;
+    let (small, small_uid) = c.bound(&class, "small", "1Gi").await;
+    let (big, big_uid) = c.bound(&class, "big", "100Gi").await;
+    let pv = c.pvs().get(&format!("pvc-{small_uid}")).await.unwrap();
+    assert!(
+        pv.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"external-provisioner.volume.kubernetes.io/finalizer".to_string())
+    );
+    // The class goes away first: the PVs carry what deletion needs.
+    Api::<StorageClass>::all(c.admin.clone())
+        .delete(&class, &DeleteParams::default())
+        .await
+        .unwrap();
+    for (claim, uid) in [(&small, &small_uid), (&big, &big_uid)] {
+        c.pvcs()
+            .delete(
+                claim.metadata.name.as_deref().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await
+            .unwrap();
+        c.wait_pv_gone(uid).await;
+        let image = format!("kubernetes-dynamic-pvc-{uid}");
+        assert!(
+            !image_exists(&ceph, "kube", &image).await,
+            "image removed from the pool"
+        );
+        wait_for("trash purged", Duration::from_secs(180), || async {
+            (!trash_has(&ceph, &image).await).then_some(())
+        })
+        .await;
+    }
+    assert!(c.prov.logs().contains("deleted volume"));
+}
+
+#[tokio::test]
+async fn watched_image_is_not_deleted_until_released() {
+    let c = Case::new("watch").await;
+    let ceph = c.bed.ceph().await;
+    let class = c.class("delete", "Delete").await;
+    let (claim, uid) = c.bound(&class, "data", "64Mi").await;
+    let image = format!("kubernetes-dynamic-pvc-{uid}");
+    let held = ceph.open_read_write("kube", &image).await.unwrap();
+    let watchers = ceph.watchers("kube", &image).await.unwrap();
+    assert_eq!(watchers.len(), 1);
+    c.pvcs()
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pv = format!("pvc-{uid}");
+    let pv_uid = uid_of(&c.pvs().get(&pv).await.unwrap());
+    let ev = wait_event(
+        &c.admin,
+        "default",
+        &pv_uid,
+        "VolumeFailedDelete",
+        &["in use by", &watchers[0].addr],
+        T,
+    )
+    .await;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert!(
+        image_exists(&ceph, "kube", &image).await,
+        "a watched image is kept"
+    );
+    assert!(c.pvs().get_opt(&pv).await.unwrap().is_some());
+    drop(held);
+    c.wait_pv_gone(&uid).await;
+    assert!(!image_exists(&ceph, "kube", &image).await);
+    drop(claim);
+}
+
+#[tokio::test]
+async fn finalizer_guards_bound_volumes_and_follows_the_policy() {
+    let c = Case::new("fin").await;
+    let ceph = c.bed.ceph().await;
+    let class = c.class("delete", "Delete").await;
+    let (_claim, uid) = c.bound(&class, "data", "32Mi").await;
+    let pv = format!("pvc-{uid}");
+    let image = format!("kubernetes-dynamic-pvc-{uid}");
+    // `kubectl delete pv` on a bound volume: it waits, and the image stays.
+    c.pvs().delete(&pv, &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = c.pvs().get(&pv).await.expect("PV kept while bound");
+    assert!(still.metadata.deletion_timestamp.is_some());
+    assert!(image_exists(&ceph, "kube", &image).await);
+    // Releasing the claim lets the provisioner finish the job.
+    c.pvcs()
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    c.wait_pv_gone(&uid).await;
+    assert!(!image_exists(&ceph, "kube", &image).await);
+
+    // Switching a volume to Retain drops our finalizer; releasing it then keeps the image.
+    let (claim2, uid2) = c.bound(&class, "kept", "32Mi").await;
+    let pv2 = format!("pvc-{uid2}");
+    c.pvs()
+        .patch(
+            &pv2,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
+        )
+        .await
+        .unwrap();
+    wait_for("finalizer removed", T, || async {
+        let pv = c.pvs().get(&pv2).await.ok()?;
+        (!pv.metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f.starts_with("external-provisioner")))
+        .then_some(())
+    })
+    .await;
+    c.pvcs()
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("PV Released", T, || async {
+        (c.pvs().get(&pv2).await.ok()?.status?.phase.as_deref() == Some("Released")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        c.pvs().get_opt(&pv2).await.unwrap().is_some(),
+        "Retain volumes are never deleted"
+    );
+    assert!(image_exists(&ceph, "kube", &format!("kubernetes-dynamic-pvc-{uid2}")).await);
+    cleanup(&c.bed, &c.admin, &c.ns, &[&claim2], &["kube"]).await;
+}
+
+#[tokio::test]
+async fn claim_deleted_during_provisioning_leaves_no_image() {
+    let bed = Bed::load();
+    let admin = bed.admin().await;
+    let ceph = bed.ceph().await;
+    let name = format!("{}.test/rbd", unique("race"));
+    let prov = Provisioner::start(
+        &bed,
+        &name,
+        &[("RBD_PROVISIONER_FAILPOINT", "sleep-after-image-create")],
+    )
+    .await;
+    let ns = unique("race");
+    namespace(&admin, &ns).await;
+    key_secret(
+        &admin,
+        "kube-system",
+        &format!("{ns}-admin"),
+        &bed.admin_key,
+    )
+    .await;
+    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+    let class = format!("{ns}-class");
+    let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
+    storage_class(
+        &admin,
+        &class,
+        &name,
+        &[
+            ("monitors", &bed.monitors),
+            ("adminSecretName", &adm),
+            ("adminSecretNamespace", "kube-system"),
+            ("pool", "kube"),
+            ("userId", "kube"),
+            ("userSecretName", &usr),
+            ("userSecretNamespace", "default"),
+        ],
+        json!({}),
+    )
+    .await;
+    let c = claim(
+        &admin,
+        &ns,
+        "data",
+        &class,
+        "16Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&c));
+    wait_for("image created", T, || async {
+        image_exists(&ceph, "kube", &image).await.then_some(())
+    })
+    .await;
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(admin.clone(), &ns);
+    pvcs.delete("data", &DeleteParams::default()).await.unwrap();
+    wait_for("image removed after the claim went", T, || async {
+        (!image_exists(&ceph, "kube", &image).await).then_some(())
+    })
+    .await;
+    let pvs = Api::<PersistentVolume>::all(admin.clone());
+    assert!(
+        pvs.get_opt(&format!("pvc-{}", uid_of(&c)))
+            .await
+            .unwrap()
+            .is_none(),
+        "no PV written"
+    );
+    assert!(
+        prov.logs().contains("claim deleted during provisioning"),
+        "{}",
+        prov.logs()
+    );
+}
+
+/// A PV exactly as the old external-storage provisioner wrote it, bound to a claim.
+async fn legacy_volume(c: &Case, class: &str, claim_name: &str) -> (String, String) {
+    let ceph = c.bed.ceph().await;
+    let image = format!(
+        "kubernetes-dynamic-pvc-{}",
+        unique("5a6c7e52-1c8b-11e9-9d9e")
+    );
+    ceph.create_image(&ImageSpec {
+        pool: "kube".into(),
+        name: image.clone(),
+        size: 32 << 20,
+        data_pool: None,
+        features: RBD_FEATURE_LAYERING,
+    })
+    .await
+    .unwrap();
+    let pv_name = unique("pvc-legacy");
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {
+            "name": pv_name,
+            "annotations": {"pv.kubernetes.io/provisioned-by": "ceph.com/rbd", "rbdProvisionerIdentity": "ceph.com/rbd"},
+        },
+        "spec": {
+            "capacity": {"storage": "32Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": class,
+            "rbd": {
+                "monitors": [c.bed.monitors],
+                "pool": "kube",
+                "image": image,
+                "user": "kube",
+                "keyring": "/etc/ceph/keyring",
+                "secretRef": {"name": format!("{}-user", c.ns), "namespace": "default"},
+                "fsType": "ext4",
+            },
+        }
+    }))
+    .unwrap();
+    c.pvs().create(&PostParams::default(), &pv).await.unwrap();
+    claim(
+        &c.admin,
+        &c.ns,
+        claim_name,
+        class,
+        "32Mi",
+        &["ReadWriteOnce"],
+        json!({"volumeName": pv_name}),
+    )
+    .await;
+    wait_bound(&c.admin, &c.ns, claim_name, T).await;
+    (pv_name, image)
+}
+
+#[tokio::test]
+async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
+    // The old provisioner's name is ceph.com/rbd: this provisioner replaces it in place.
+    let bed = Bed::load();
+    let admin = bed.admin().await;
+    let ceph = bed.ceph().await;
+    let prov = Provisioner::start(&bed, "ceph.com/rbd", &[]).await;
+    let ns = unique("legacy");
+    namespace(&admin, &ns).await;
+    key_secret(
+        &admin,
+        "kube-system",
+        &format!("{ns}-admin"),
+        &bed.admin_key,
+    )
+    .await;
+    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+    let c = Case {
+        bed: bed.clone(),
+        admin: admin.clone(),
+        prov,
+        ns: ns.clone(),
+        name: "ceph.com/rbd".into(),
+    };
+    let class = c.class("old", "Delete").await;
+    let (pv1, image1) = legacy_volume(&c, &class, "one").await;
+    let (pv2, image2) = legacy_volume(&c, &class, "two").await;
+
+    c.pvcs()
+        .delete("one", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("legacy PV deleted", T, || async {
+        c.pvs().get_opt(&pv1).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(!image_exists(&ceph, "kube", &image1).await);
+
+    // Without its class the second one cannot be deleted: an event says how to fix it.
+    Api::<StorageClass>::all(admin.clone())
+        .delete(&class, &DeleteParams::default())
+        .await
+        .unwrap();
+    c.pvcs()
+        .delete("two", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pv2_uid = uid_of(&c.pvs().get(&pv2).await.unwrap());
+    wait_event(
+        &admin,
+        "default",
+        &pv2_uid,
+        "VolumeFailedDelete",
+        &[
+            "old ceph.com/rbd provisioner",
+            &format!("recreate StorageClass {class}"),
+        ],
+        T,
+    )
+    .await;
+    assert!(image_exists(&ceph, "kube", &image2).await);
+    // Recreating the class unblocks it (the retry comes with backoff).
+    c.class("old", "Delete").await;
+    wait_for(
+        "legacy PV deleted after the class came back",
+        Duration::from_secs(120),
+        || async { c.pvs().get_opt(&pv2).await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+    assert!(!image_exists(&ceph, "kube", &image2).await);
+
+    // Retain-policy legacy volumes are never touched.
+    let class = c.class("old-retain", "Retain").await;
+    let (pv3, image3) = legacy_volume(&c, &class, "three").await;
+    c.pvs()
+        .patch(
+            &pv3,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
+        )
+        .await
+        .unwrap();
+    c.pvcs()
+        .delete("three", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(c.pvs().get_opt(&pv3).await.unwrap().is_some());
+    assert!(image_exists(&ceph, "kube", &image3).await);
+    let _ = c.pvs().delete(&pv3, &DeleteParams::default()).await;
+    let _ = ceph.remove_image("kube", &image3).await;
+}

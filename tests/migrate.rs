@@ -1,0 +1,821 @@
+//! `migrate-to-csi` on the bed: PVs of the old external-storage provisioner and of ours,
+//! rewritten as static ceph-csi PVs; the built binary runs as an operator would run it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use rbd_provisioner::ceph::{Cluster, ImageSpec, RBD_FEATURE_LAYERING};
+use rbd_provisioner::migrate::plan::{self, ANN_BACKUP, ANN_STEP, Admin, CsiSettings};
+use rbd_provisioner::params::SecretRef;
+use rbd_provisioner::volume::{
+    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, CSI_DRIVER, FINALIZER,
+};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+const CLUSTER_ID: &str = "bed-cluster";
+
+/// One namespace, one class served by a provisioner of our own, its Secrets, and a Secret
+/// in ceph-csi's format.
+struct Setup {
+    bed: Bed,
+    admin: Client,
+    ceph: Arc<Cluster>,
+    provisioner: String,
+    ns: String,
+    class: String,
+    /// `ns/name` of the ceph-csi node-stage Secret.
+    csi_secret: String,
+    /// Images made by hand (pool, name), removed at the end.
+    images: Vec<(String, String)>,
+    claims: Vec<PersistentVolumeClaim>,
+}
+
+impl Setup {
+    async fn new(prefix: &str) -> Setup {
+        let bed = Bed::load();
+        let admin = bed.admin().await;
+        let ceph = bed.ceph().await;
+        let ns = unique(prefix);
+        let provisioner = format!("{ns}.test/rbd");
+        namespace(&admin, &ns).await;
+        key_secret(
+            &admin,
+            "kube-system",
+            &format!("{ns}-admin"),
+            &bed.admin_key,
+        )
+        .await;
+        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+        let csi = Secret {
+            metadata: ObjectMeta {
+                name: Some("csi-rbd-node".into()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("userID".to_string(), ByteString(b"kube".to_vec())),
+                (
+                    "userKey".to_string(),
+                    ByteString(bed.kube_key.clone().into_bytes()),
+                ),
+            ])),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(admin.clone(), &ns)
+            .create(&PostParams::default(), &csi)
+            .await
+            .expect("create the ceph-csi secret");
+        let class = format!("{ns}-class");
+        let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
+        storage_class(
+            &admin,
+            &class,
+            &provisioner,
+            &[
+                ("monitors", &bed.monitors),
+                ("adminId", "admin"),
+                ("adminSecretName", &adm),
+                ("adminSecretNamespace", "kube-system"),
+                ("pool", "kube"),
+                ("userId", "kube"),
+                ("userSecretName", &usr),
+                ("userSecretNamespace", "default"),
+                // What ceph-csi volumes of this class are written with.
+                ("clusterID", CLUSTER_ID),
+                ("csiNodeStageSecretName", "csi-rbd-node"),
+                ("csiNodeStageSecretNamespace", &ns),
+            ],
+            json!({}),
+        )
+        .await;
+        Setup {
+            csi_secret: format!("{ns}/csi-rbd-node"),
+            bed,
+            admin,
+            ceph,
+            provisioner,
+            ns,
+            class,
+            images: Vec::new(),
+            claims: Vec::new(),
+        }
+    }
+
+    fn pvs(&self) -> Api<PersistentVolume> {
+        Api::all(self.admin.clone())
+    }
+
+    fn pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// A volume exactly as the old external-storage provisioner left it: an image named
+    /// `kubernetes-dynamic-pvc-<time uuid>` (not derived from the claim), a PV `pvc-<claim uid>`
+    /// with `rbdProvisionerIdentity`, no admin information, the keyring the API server
+    /// defaults, pre-bound to its claim by uid. Call before the provisioner starts, so that
+    /// nothing provisions the claim meanwhile.
+    async fn legacy_volume(
+        &mut self,
+        claim_name: &str,
+        pool: &str,
+    ) -> (PersistentVolumeClaim, String, String) {
+        let h = unique("u");
+        let h = h.trim_start_matches("u-");
+        let image = format!(
+            "kubernetes-dynamic-pvc-{h}-{}-11ef-9d3e-0242ac11{}",
+            &h[..4],
+            &h[4..]
+        );
+        self.ceph
+            .create_image(&ImageSpec {
+                pool: pool.into(),
+                name: image.clone(),
+                size: 64 << 20,
+                data_pool: None,
+                features: RBD_FEATURE_LAYERING,
+            })
+            .await
+            .expect("create the legacy image");
+        self.images.push((pool.into(), image.clone()));
+        let pvc = claim(
+            &self.admin,
+            &self.ns,
+            claim_name,
+            &self.class,
+            "64Mi",
+            &["ReadWriteOnce"],
+            json!({}),
+        )
+        .await;
+        let uid = uid_of(&pvc);
+        let pv_name = format!("pvc-{uid}");
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {
+                "name": pv_name,
+                "annotations": {
+                    "pv.kubernetes.io/provisioned-by": "ceph.com/rbd",
+                    "rbdProvisionerIdentity": "ceph.com/rbd",
+                },
+            },
+            "spec": {
+                "capacity": {"storage": "64Mi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": self.class,
+                "volumeMode": "Filesystem",
+                "claimRef": {
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "namespace": self.ns, "name": claim_name, "uid": uid,
+                    "resourceVersion": pvc.metadata.resource_version,
+                },
+                "rbd": {
+                    "monitors": [self.bed.monitors],
+                    "pool": pool,
+                    "image": image,
+                    "user": "kube",
+                    "keyring": "/etc/ceph/keyring",
+                    "secretRef": {"name": format!("{}-user", self.ns), "namespace": "default"},
+                    "fsType": "ext4",
+                },
+            },
+        }))
+        .unwrap();
+        self.pvs()
+            .create(&PostParams::default(), &pv)
+            .await
+            .expect("create the legacy PV");
+        let bound = wait_bound(&self.admin, &self.ns, claim_name, T).await;
+        assert_eq!(
+            bound.spec.as_ref().unwrap().volume_name.as_deref(),
+            Some(pv_name.as_str())
+        );
+        self.claims.push(bound.clone());
+        (bound, pv_name, image)
+    }
+
+    /// A volume provisioned by our provisioner (which must be running).
+    async fn our_volume(&mut self, claim_name: &str) -> (PersistentVolumeClaim, String, String) {
+        let pvc = claim(
+            &self.admin,
+            &self.ns,
+            claim_name,
+            &self.class,
+            "32Mi",
+            &["ReadWriteOnce"],
+            json!({}),
+        )
+        .await;
+        self.claims.push(pvc.clone());
+        let bound = wait_bound(&self.admin, &self.ns, claim_name, T).await;
+        let uid = uid_of(&bound);
+        let pv = self.pvs().get(&format!("pvc-{uid}")).await.unwrap();
+        assert!(
+            pv.spec.as_ref().unwrap().rbd.is_some(),
+            "a 1.20 server gets spec.rbd PVs"
+        );
+        (
+            bound,
+            format!("pvc-{uid}"),
+            format!("kubernetes-dynamic-pvc-{uid}"),
+        )
+    }
+
+    async fn migrate(&self, extra: &[&str]) -> (bool, String) {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"));
+        cmd.arg("--kubeconfig")
+            .arg(&self.bed.kubeconfig)
+            .args([
+                "migrate-to-csi",
+                "--storage-class",
+                &self.class,
+                "--provisioner-name",
+                &self.provisioner,
+            ])
+            .args(extra)
+            .env_remove("KUBECONFIG_PATH")
+            .env_remove("PROVISIONER_NAME")
+            .env("RUST_LOG", "warn");
+        let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+            .await
+            .expect("migrate-to-csi finished")
+            .expect("run migrate-to-csi");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("--- migrate-to-csi {extra:?} ({}):\n{text}", out.status);
+        assert!(
+            !text.contains(&self.bed.kube_key) && !text.contains(&self.bed.admin_key),
+            "no key in the output"
+        );
+        (out.status.success(), text)
+    }
+
+    fn settings(&self) -> CsiSettings {
+        CsiSettings {
+            cluster_id: CLUSTER_ID.into(),
+            node_stage_secret: SecretRef {
+                namespace: self.ns.clone(),
+                name: "csi-rbd-node".into(),
+            },
+            admin: Some(Admin {
+                id: "admin".into(),
+                secret: SecretRef {
+                    namespace: "kube-system".into(),
+                    name: format!("{}-admin", self.ns),
+                },
+            }),
+        }
+    }
+
+    async fn cleanup(self) {
+        let pods = Api::<Pod>::namespaced(self.admin.clone(), &self.ns);
+        let _ = pods
+            .delete_collection(
+                &DeleteParams::default().grace_period(0),
+                &Default::default(),
+            )
+            .await;
+        let claims: Vec<&PersistentVolumeClaim> = self.claims.iter().collect();
+        cleanup(
+            &self.bed,
+            &self.admin,
+            &self.ns,
+            &claims,
+            &["kube", "kube2"],
+        )
+        .await;
+        for (pool, image) in &self.images {
+            let _ = self.ceph.remove_image(pool, image).await;
+        }
+        let _ = Api::<StorageClass>::all(self.admin.clone())
+            .delete(&self.class, &DeleteParams::default())
+            .await;
+        for (ns, name) in [
+            ("kube-system", format!("{}-admin", self.ns)),
+            ("default", format!("{}-user", self.ns)),
+        ] {
+            let _ = Api::<Secret>::namespaced(self.admin.clone(), ns)
+                .delete(&name, &DeleteParams::default())
+                .await;
+        }
+        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.admin.clone())
+            .delete(&self.ns, &DeleteParams::default())
+            .await;
+    }
+}
+
+fn line_of<'a>(out: &'a str, pv: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(pv))
+        .unwrap_or_else(|| panic!("no line for {pv} in:\n{out}"))
+}
+
+/// Records each phase change of some claims, polled every 50 ms, until stopped.
+struct PhaseLog {
+    log: Arc<Mutex<Vec<(Duration, String, String)>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PhaseLog {
+    fn start(api: Api<PersistentVolumeClaim>, names: Vec<String>) -> PhaseLog {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let l = log.clone();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut last: BTreeMap<String, String> = BTreeMap::new();
+            while !*stopped.borrow() {
+                for n in &names {
+                    let phase = match api.get_opt(n).await {
+                        Ok(Some(c)) => c.status.and_then(|s| s.phase).unwrap_or_default(),
+                        Ok(None) => "(gone)".into(),
+                        Err(_) => continue,
+                    };
+                    if last.get(n) != Some(&phase) {
+                        l.lock()
+                            .unwrap()
+                            .push((start.elapsed(), n.clone(), phase.clone()));
+                        last.insert(n.clone(), phase);
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), stopped.changed()).await;
+            }
+        });
+        PhaseLog { log, stop, task }
+    }
+
+    async fn finish(self) -> Vec<(Duration, String, String)> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// How long each claim was Lost, from a phase log.
+fn lost_for(log: &[(Duration, String, String)], claim: &str) -> Option<Duration> {
+    let mine: Vec<_> = log.iter().filter(|(_, n, _)| n == claim).collect();
+    let lost = mine.iter().position(|(_, _, p)| p == "Lost")?;
+    let back = mine[lost..].iter().find(|(_, _, p)| p == "Bound")?;
+    Some(back.0 - mine[lost].0)
+}
+
+async fn assert_migrated(
+    s: &Setup,
+    before: &PersistentVolume,
+    claim: &PersistentVolumeClaim,
+    pool: &str,
+    image: &str,
+) {
+    let name = before.metadata.name.clone().unwrap();
+    let claim_name = claim.metadata.name.clone().unwrap();
+    let bound = wait_bound(&s.admin, &s.ns, &claim_name, T).await;
+    assert_eq!(
+        bound.metadata.uid, claim.metadata.uid,
+        "the same claim, not a new one"
+    );
+    assert_eq!(
+        bound.spec.as_ref().unwrap().volume_name.as_deref(),
+        Some(name.as_str())
+    );
+    let ann = bound.metadata.annotations.clone().unwrap_or_default();
+    assert!(
+        !ann.contains_key(ANN_BACKUP) && !ann.contains_key(ANN_STEP),
+        "backup removed: {ann:?}"
+    );
+
+    let after = s.pvs().get(&name).await.unwrap();
+    assert_ne!(
+        after.metadata.uid, before.metadata.uid,
+        "the PV object was replaced"
+    );
+    assert_eq!(
+        after.status.as_ref().unwrap().phase.as_deref(),
+        Some("Bound")
+    );
+    let (b, a) = (before.spec.clone().unwrap(), after.spec.clone().unwrap());
+    assert_eq!(a.capacity, b.capacity);
+    assert_eq!(a.access_modes, b.access_modes);
+    assert_eq!(
+        a.persistent_volume_reclaim_policy,
+        b.persistent_volume_reclaim_policy
+    );
+    assert_eq!(a.storage_class_name, b.storage_class_name);
+    assert_eq!(a.volume_mode, b.volume_mode);
+    let (bc, ac) = (b.claim_ref.unwrap(), a.claim_ref.unwrap());
+    assert_eq!(
+        (ac.namespace, ac.name, ac.uid),
+        (bc.namespace, bc.name, bc.uid)
+    );
+    assert!(a.rbd.is_none());
+    let csi = a.csi.expect("spec.csi");
+    assert_eq!(csi.driver, CSI_DRIVER);
+    assert_eq!(csi.volume_handle, image);
+    assert_eq!(csi.fs_type.as_deref(), Some("ext4"));
+    let attrs = csi.volume_attributes.unwrap();
+    assert_eq!(attrs["clusterID"], CLUSTER_ID);
+    assert_eq!(attrs["pool"], pool);
+    assert_eq!(attrs["staticVolume"], "true");
+    assert_eq!(attrs["imageFeatures"], "layering");
+    let nss = csi.node_stage_secret_ref.unwrap();
+    assert_eq!(
+        (nss.namespace.as_deref(), nss.name.as_deref()),
+        (Some(s.ns.as_str()), Some("csi-rbd-node"))
+    );
+
+    let ann = after.metadata.annotations.clone().unwrap();
+    let old_ann = before.metadata.annotations.clone().unwrap();
+    for (k, v) in &old_ann {
+        assert_eq!(ann.get(k), Some(v), "annotation {k} kept");
+    }
+    assert_eq!(ann[ANN_MONITORS], s.bed.monitors);
+    assert_eq!(ann[ANN_POOL], pool);
+    assert_eq!(ann[ANN_IMAGE], image);
+    assert_eq!(ann[ANN_ADMIN_ID], "admin");
+    assert_eq!(ann[ANN_ADMIN_SECRET], format!("kube-system/{}-admin", s.ns));
+    assert!(
+        after
+            .metadata
+            .finalizers
+            .clone()
+            .unwrap_or_default()
+            .contains(&FINALIZER.to_string())
+    );
+}
+
+/// Dry run, a refusal while a pod uses a claim, then both volumes migrated; images untouched.
+#[tokio::test]
+async fn migrates_volumes_of_both_provisioners() {
+    let mut s = Setup::new("migrate").await;
+    // The old provisioner's volume in kube2 (made before our provisioner runs), ours in kube.
+    let (legacy_claim, legacy_pv, legacy_image) = s.legacy_volume("legacy", "kube2").await;
+    let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let (our_claim, our_pv, our_image) = s.our_volume("ours").await;
+    let legacy_before = s.pvs().get(&legacy_pv).await.unwrap();
+    let ours_before = s.pvs().get(&our_pv).await.unwrap();
+    let legacy_id = s.ceph.image_info("kube2", &legacy_image).await.unwrap().id;
+    let our_id = s.ceph.image_info("kube", &our_image).await.unwrap().id;
+
+    // A missing node-stage Secret is named, with the command that creates it.
+    let (ok, out) = s
+        .migrate(&[
+            "--node-stage-secret",
+            &format!("{}/nope", s.ns),
+            "--dry-run",
+        ])
+        .await;
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("{}/nope not found", s.ns)) && out.contains("--from-literal=userID="),
+        "{out}"
+    );
+
+    // Dry run: says what it would do, changes nothing.
+    let (ok, out) = s.migrate(&["--dry-run"]).await;
+    assert!(ok, "{out}");
+    let l = line_of(&out, &legacy_pv);
+    assert!(
+        l.contains(&format!("({}/legacy, image kube2/{legacy_image})", s.ns)),
+        "{l}"
+    );
+    assert!(
+        l.contains("would migrate") && l.contains("old external-storage provisioner"),
+        "{l}"
+    );
+    assert!(
+        l.contains(&format!("clusterID {CLUSTER_ID}")) && l.contains(&s.csi_secret),
+        "{l}"
+    );
+    let l = line_of(&out, &our_pv);
+    assert!(
+        l.contains("would migrate") && l.contains("provisioned by rbd-provisioner"),
+        "{l}"
+    );
+    for (name, before) in [(&legacy_pv, &legacy_before), (&our_pv, &ours_before)] {
+        let now = s.pvs().get(name).await.unwrap();
+        assert_eq!(
+            now.metadata.resource_version, before.metadata.resource_version,
+            "dry run changed {name}"
+        );
+    }
+    for c in ["legacy", "ours"] {
+        let now = s.pvcs().get(c).await.unwrap();
+        assert!(
+            !now.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(ANN_BACKUP)
+        );
+    }
+
+    // A pod (an API object: nothing runs it here) uses the legacy claim: that one is refused,
+    // ours is migrated, and the command fails.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "app-0", "namespace": s.ns},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "legacy"}}],
+        },
+    }))
+    .unwrap();
+    let pods = Api::<Pod>::namespaced(s.admin.clone(), &s.ns);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let phases = PhaseLog::start(s.pvcs(), vec!["legacy".into(), "ours".into()]);
+    let started = Instant::now();
+    let (ok, out) = s.migrate(&[]).await;
+    let first_run = started.elapsed();
+    assert!(!ok, "a refusal makes the command fail");
+    let l = line_of(&out, &legacy_pv);
+    assert!(
+        l.contains(&format!(
+            "refused: claim {}/legacy is used by pod(s) app-0; stop them",
+            s.ns
+        )),
+        "{l}"
+    );
+    assert!(line_of(&out, &our_pv).ends_with(": migrated"), "{out}");
+    assert!(out.contains("1 volume(s) refused and 0 failed"), "{out}");
+    let untouched = s.pvs().get(&legacy_pv).await.unwrap();
+    assert_eq!(
+        untouched.metadata.resource_version,
+        legacy_before.metadata.resource_version
+    );
+    assert_migrated(&s, &ours_before, &our_claim, "kube", &our_image).await;
+
+    // Without the pod: the legacy volume goes too, ours is left as it is.
+    pods.delete("app-0", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_for("pod gone", T, || async {
+        pods.get_opt("app-0").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let (ok, out) = s.migrate(&[]).await;
+    let second_run = started.elapsed();
+    assert!(ok, "{out}");
+    assert!(line_of(&out, &legacy_pv).ends_with(": migrated"), "{out}");
+    assert!(
+        line_of(&out, &our_pv).contains("skipped: already a ceph-csi volume"),
+        "{out}"
+    );
+    assert_migrated(&s, &legacy_before, &legacy_claim, "kube2", &legacy_image).await;
+    let log = phases.finish().await;
+    eprintln!("claim phases (time since the first run started): {log:?}");
+    eprintln!("runs took {first_run:?} and {second_run:?}");
+    for c in ["ours", "legacy"] {
+        let lost = lost_for(&log, c);
+        eprintln!("claim {c} was Lost for {lost:?}");
+        // Without waking the binder this would last up to its resync period (15 s).
+        assert!(
+            lost.is_none_or(|d| d < Duration::from_secs(5)),
+            "claim {c} Lost for {lost:?}"
+        );
+    }
+
+    // The images are the same ones (same librbd id), untouched.
+    assert_eq!(
+        s.ceph.image_info("kube2", &legacy_image).await.unwrap().id,
+        legacy_id
+    );
+    assert_eq!(
+        s.ceph.image_info("kube", &our_image).await.unwrap().id,
+        our_id
+    );
+
+    // Nothing left to do.
+    let (ok, out) = s.migrate(&["--dry-run"]).await;
+    assert!(ok && !out.contains("would"), "{out}");
+    s.cleanup().await;
+}
+
+/// A run that died after each step is finished by the next one.
+#[tokio::test]
+async fn resumes_after_a_crash_at_each_step() {
+    let mut s = Setup::new("resume").await;
+    let (legacy_claim, legacy_pv, legacy_image) = s.legacy_volume("legacy", "kube").await;
+    let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let (a_claim, a_pv, a_image) = s.our_volume("a").await;
+    let (b_claim, b_pv, b_image) = s.our_volume("b").await;
+    let settings = s.settings();
+    let mut before = BTreeMap::new();
+    let mut ids = BTreeMap::new();
+    for (pv, image) in [
+        (&legacy_pv, &legacy_image),
+        (&a_pv, &a_image),
+        (&b_pv, &b_image),
+    ] {
+        before.insert(pv.clone(), s.pvs().get(pv).await.unwrap());
+        ids.insert(
+            image.clone(),
+            s.ceph.image_info("kube", image).await.unwrap().id,
+        );
+    }
+    let save_backup = |claim: &str, pv: &PersistentVolume| {
+        let pvcs = s.pvcs();
+        let patch = json!({"metadata": {"annotations": {ANN_BACKUP: plan::backup_json(pv)}}});
+        let claim = claim.to_string();
+        async move {
+            pvcs.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    let delete_old = |name: &str| {
+        let pvs = s.pvs();
+        let name = name.to_string();
+        async move {
+            pvs.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
+            )
+            .await
+            .unwrap();
+            pvs.delete(&name, &DeleteParams::default()).await.unwrap();
+            pvs.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .unwrap();
+            wait_for("old PV gone", T, || async {
+                pvs.get_opt(&name).await.unwrap().is_none().then_some(())
+            })
+            .await;
+        }
+    };
+
+    // a: died right after saving the backup.
+    save_backup("a", &before[&a_pv]).await;
+    // legacy: died after deleting the old PV. The claim goes Lost and stays so.
+    save_backup("legacy", &before[&legacy_pv]).await;
+    let t = Instant::now();
+    delete_old(&legacy_pv).await;
+    let lost = wait_for("legacy claim Lost", T, || async {
+        let c = s.pvcs().get("legacy").await.unwrap();
+        (c.status?.phase.as_deref() == Some("Lost")).then_some(())
+    })
+    .await;
+    let _ = lost;
+    eprintln!(
+        "legacy claim Lost {:?} after the old PV's deletion began",
+        t.elapsed()
+    );
+    let c = s.pvcs().get("legacy").await.unwrap();
+    assert_eq!(
+        c.spec.unwrap().volume_name.as_deref(),
+        Some(legacy_pv.as_str()),
+        "a Lost claim keeps its volumeName"
+    );
+    // b: died after creating the csi PV, before the cleanup.
+    save_backup("b", &before[&b_pv]).await;
+    delete_old(&b_pv).await;
+    s.pvs()
+        .create(
+            &PostParams::default(),
+            &plan::csi_pv(&before[&b_pv], &settings).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The image is safe meanwhile, whatever the provisioner does: the old PVs were Retain.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.ceph.image_info("kube", &legacy_image).await.unwrap().id,
+        ids[&legacy_image]
+    );
+
+    let (ok, out) = s.migrate(&["--dry-run"]).await;
+    assert!(ok, "{out}");
+    assert!(line_of(&out, &a_pv).contains("would resume an interrupted migration (the backup is saved, the old rbd PV is still there)"), "{out}");
+    assert!(
+        line_of(&out, &legacy_pv)
+            .contains("would resume an interrupted migration (the old rbd PV is gone"),
+        "{out}"
+    );
+    assert!(
+        line_of(&out, &b_pv).contains("would resume an interrupted migration (the csi PV exists"),
+        "{out}"
+    );
+    assert!(
+        line_of(&out, &legacy_pv).contains(&format!("image kube/{legacy_image}")),
+        "{out}"
+    );
+    assert!(
+        s.pvs().get_opt(&legacy_pv).await.unwrap().is_none(),
+        "dry run created nothing"
+    );
+
+    let (ok, out) = s.migrate(&[]).await;
+    assert!(ok, "{out}");
+    for pv in [&a_pv, &legacy_pv, &b_pv] {
+        assert!(
+            line_of(&out, pv).ends_with(": migrated (resumed an interrupted migration)"),
+            "{out}"
+        );
+    }
+    assert_migrated(&s, &before[&a_pv], &a_claim, "kube", &a_image).await;
+    assert_migrated(
+        &s,
+        &before[&legacy_pv],
+        &legacy_claim,
+        "kube",
+        &legacy_image,
+    )
+    .await;
+    assert_migrated(&s, &before[&b_pv], &b_claim, "kube", &b_image).await;
+    for (image, id) in &ids {
+        assert_eq!(
+            &s.ceph.image_info("kube", image).await.unwrap().id,
+            id,
+            "{image} untouched"
+        );
+    }
+    s.cleanup().await;
+}
+
+/// Settings missing everywhere are named with the flag that gives them.
+#[tokio::test]
+async fn missing_csi_settings_are_named() {
+    let s = Setup::new("mignoset").await;
+    let bare = format!("{}-bare", s.ns);
+    storage_class(
+        &s.admin,
+        &bare,
+        &s.provisioner,
+        &[
+            ("monitors", &s.bed.monitors),
+            ("adminSecretName", "x"),
+            ("userSecretName", "y"),
+        ],
+        json!({}),
+    )
+    .await;
+    let run = |args: Vec<String>| {
+        let kc = s.bed.kubeconfig.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"))
+                .arg("--kubeconfig")
+                .arg(kc)
+                .arg("migrate-to-csi")
+                .args(args)
+                .env_remove("KUBECONFIG_PATH")
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    let (ok, err) = run(vec!["--storage-class".into(), bare.clone()]).await;
+    assert!(!ok && err.contains("pass --cluster-id"), "{err}");
+    let (ok, err) = run(vec![
+        "--storage-class".into(),
+        bare.clone(),
+        "--cluster-id".into(),
+        "c".into(),
+    ])
+    .await;
+    assert!(
+        !ok && err.contains("pass --node-stage-secret NAMESPACE/NAME"),
+        "{err}"
+    );
+    let (ok, err) = run(vec!["--storage-class".into(), "no-such-class".into()]).await;
+    assert!(
+        !ok && err.contains("StorageClass no-such-class not found"),
+        "{err}"
+    );
+    // A Secret that is not in ceph-csi's format.
+    let (ok, err) = run(vec![
+        "--storage-class".into(),
+        bare.clone(),
+        "--cluster-id".into(),
+        "c".into(),
+        "--node-stage-secret".into(),
+        format!("default/{}-user", s.ns),
+    ])
+    .await;
+    assert!(!ok && err.contains("has no userID"), "{err}");
+    let _ = Api::<StorageClass>::all(s.admin.clone())
+        .delete(&bare, &DeleteParams::default())
+        .await;
+    s.cleanup().await;
+}
