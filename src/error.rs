@@ -33,6 +33,12 @@ pub enum Error {
     #[error("claim {claim}: {source}")]
     Claim { claim: String, source: ClaimError },
 
+    #[error("claim {claim}: {source}")]
+    Clone {
+        claim: String,
+        source: crate::clone::CloneError,
+    },
+
     #[error("StorageClass {0} not found; the volume cannot be handled without it")]
     ClassNotFound(String),
 
@@ -106,6 +112,7 @@ impl Error {
         match self {
             Error::Params { .. } => "params",
             Error::Claim { .. } => "claim",
+            Error::Clone { .. } => "clone",
             Error::ClassNotFound(_) => "class_not_found",
             Error::SecretNotFound { .. }
             | Error::SecretForbidden { .. }

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod ceph;
 pub mod claim;
+pub mod clone;
 pub mod controller;
 pub mod error;
 pub mod k8s;
@@ -14,4 +15,5 @@ pub mod migrate;
 pub mod params;
 pub mod quantity;
 pub mod reclaim;
+pub mod resize;
 pub mod volume;

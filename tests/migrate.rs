@@ -324,7 +324,8 @@ fn line_of<'a>(out: &'a str, pv: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {pv} in:\n{out}"))
 }
 
-/// Records each phase change of some claims, polled every 50 ms, until stopped.
+/// Records each phase change of the claims of a namespace, from a watch (so that a Lost
+/// phase of a few milliseconds is seen too), until stopped.
 struct PhaseLog {
     log: Arc<Mutex<Vec<(Duration, String, String)>>>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -332,30 +333,47 @@ struct PhaseLog {
 }
 
 impl PhaseLog {
-    fn start(api: Api<PersistentVolumeClaim>, names: Vec<String>) -> PhaseLog {
+    async fn start(api: Api<PersistentVolumeClaim>) -> PhaseLog {
+        use futures::TryStreamExt;
         let log = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let l = log.clone();
         let task = tokio::spawn(async move {
             let start = Instant::now();
             let mut last: BTreeMap<String, String> = BTreeMap::new();
-            while !*stopped.borrow() {
-                for n in &names {
-                    let phase = match api.get_opt(n).await {
-                        Ok(Some(c)) => c.status.and_then(|s| s.phase).unwrap_or_default(),
-                        Ok(None) => "(gone)".into(),
-                        Err(_) => continue,
-                    };
-                    if last.get(n) != Some(&phase) {
+            let mut ready_tx = Some(ready_tx);
+            let stream = kube::runtime::watcher(api, Default::default());
+            futures::pin_mut!(stream);
+            loop {
+                let ev = tokio::select! {
+                    _ = stopped.changed() => break,
+                    ev = stream.try_next() => ev,
+                };
+                let objs = match ev {
+                    Ok(Some(kube::runtime::watcher::Event::Apply(c)))
+                    | Ok(Some(kube::runtime::watcher::Event::InitApply(c))) => vec![c],
+                    Ok(Some(kube::runtime::watcher::Event::InitDone)) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                        vec![]
+                    }
+                    _ => vec![],
+                };
+                for c in objs {
+                    let n = c.metadata.name.clone().unwrap_or_default();
+                    let phase = c.status.and_then(|s| s.phase).unwrap_or_default();
+                    if last.get(&n) != Some(&phase) {
                         l.lock()
                             .unwrap()
                             .push((start.elapsed(), n.clone(), phase.clone()));
-                        last.insert(n.clone(), phase);
+                        last.insert(n, phase);
                     }
                 }
-                let _ = tokio::time::timeout(Duration::from_millis(50), stopped.changed()).await;
             }
         });
+        let _ = tokio::time::timeout(T, ready).await;
         PhaseLog { log, stop, task }
     }
 
@@ -534,7 +552,7 @@ async fn migrates_volumes_of_both_provisioners() {
     .unwrap();
     let pods = Api::<Pod>::namespaced(s.admin.clone(), &s.ns);
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let phases = PhaseLog::start(s.pvcs(), vec!["legacy".into(), "ours".into()]);
+    let phases = PhaseLog::start(s.pvcs()).await;
     let started = Instant::now();
     let (ok, out) = s.migrate(&[]).await;
     let first_run = started.elapsed();
@@ -667,12 +685,11 @@ async fn resumes_after_a_crash_at_each_step() {
     save_backup("legacy", &before[&legacy_pv]).await;
     let t = Instant::now();
     delete_old(&legacy_pv).await;
-    let lost = wait_for("legacy claim Lost", T, || async {
+    wait_for("legacy claim Lost", T, || async {
         let c = s.pvcs().get("legacy").await.unwrap();
         (c.status?.phase.as_deref() == Some("Lost")).then_some(())
     })
     .await;
-    let _ = lost;
     eprintln!(
         "legacy claim Lost {:?} after the old PV's deletion began",
         t.elapsed()
@@ -693,6 +710,18 @@ async fn resumes_after_a_crash_at_each_step() {
         )
         .await
         .unwrap();
+    // Left alone, the PV binder rebinds the claim by itself, at its next periodic resync
+    // of the claim (--pvclaimbinder-sync-period, 15 s on the bed and by default).
+    let t = Instant::now();
+    let by_itself = wait_for("claim b Bound again by itself", T, || async {
+        let c = s.pvcs().get("b").await.unwrap();
+        (c.status?.phase.as_deref() == Some("Bound")).then_some(())
+    });
+    by_itself.await;
+    eprintln!(
+        "claim b Bound again by itself {:?} after its csi PV was created",
+        t.elapsed()
+    );
 
     // The image is safe meanwhile, whatever the provisioner does: the old PVs were Retain.
     tokio::time::sleep(Duration::from_secs(2)).await;

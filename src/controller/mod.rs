@@ -3,6 +3,7 @@
 
 mod delete;
 mod provision;
+mod resize;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -11,8 +11,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::Context;
-use crate::ceph::{Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
+use crate::ceph::{CloneSpec, Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
 use crate::claim::{self, ClaimAction};
+use crate::clone;
 use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
 use crate::params::{self, Flavor};
@@ -27,6 +28,20 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
             .map_err(Error::kube("read StorageClass", name))?,
         None => None,
     };
+    let bound = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .is_some_and(|v| !v.is_empty());
+    if let Some(class) = class
+        .as_ref()
+        .filter(|c| bound && c.provisioner == ctx.settings.provisioner)
+    {
+        super::resize::reconcile_bound(&pvc, class.allow_volume_expansion == Some(true), &ctx)
+            .await?;
+        ctx.succeeded(&key);
+        return Ok(Action::await_change());
+    }
     match claim::decide(&pvc, class.as_ref(), &ctx.settings.provisioner) {
         ClaimAction::Ignore(why) => {
             tracing::trace!(claim = %claim_name(&pvc), why, "ignored");
@@ -118,6 +133,46 @@ async fn provision(
         source,
     })?;
 
+    let clone_error = |source| Error::Clone {
+        claim: name.clone(),
+        source,
+    };
+    let clone_source = match clone::source_name(pvc).map_err(clone_error)? {
+        None => None,
+        Some(source) => {
+            let source_pvc =
+                Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &req.namespace)
+                    .get_opt(&source)
+                    .await
+                    .map_err(Error::kube(
+                        "read PersistentVolumeClaim",
+                        format!("{}/{source}", req.namespace),
+                    ))?;
+            let source_pv = match source_pvc
+                .as_ref()
+                .and_then(|c| c.spec.as_ref()?.volume_name.clone())
+            {
+                Some(v) => Api::<PersistentVolume>::all(ctx.client.clone())
+                    .get_opt(&v)
+                    .await
+                    .map_err(Error::kube("read PersistentVolume", v))?,
+                None => None,
+            };
+            Some(
+                clone::check_source(
+                    &req.namespace,
+                    &source,
+                    &class_name,
+                    req.size,
+                    source_pvc.as_ref(),
+                    source_pv.as_ref(),
+                    &ctx.settings.provisioner,
+                )
+                .map_err(clone_error)?,
+            )
+        }
+    };
+
     let pv_name = volume::pv_name(&req.uid);
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     if pvs
@@ -208,19 +263,21 @@ async fn provision(
         data_pool: params.data_pool.clone(),
         features: RBD_FEATURE_LAYERING,
     };
-    match cluster
-        .create_image(&spec)
-        .await
-        .map_err(Error::ceph(&object))?
-    {
-        Created::New => {}
-        Created::AlreadyExisted => {
+    let created = match &clone_source {
+        None => cluster.create_image(&spec).await,
+        Some(src) => clone_image(&cluster, src, &spec).await,
+    };
+    match created.map_err(Error::ceph(&object))? {
+        Created::New if clone_source.is_none() => {}
+        Created::New | Created::AlreadyExisted => {
             // A previous attempt created it and then stopped before writing the PV: adopt it.
             let info = cluster
                 .image_info(&params.pool, &image)
                 .await
                 .map_err(Error::ceph(&object))?;
-            tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
+            if clone_source.is_none() {
+                tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
+            }
             if info.size < req.size {
                 cluster
                     .resize(&params.pool, &image, req.size)
@@ -274,12 +331,40 @@ async fn provision(
     });
     k8s::create_pv(&ctx.client, &pv).await?;
     Ok(Some(format!(
-        "Successfully provisioned volume {pv_name}: image {}/{image}, {} MiB, {}",
+        "Successfully provisioned volume {pv_name}: image {}/{image}{}, {} MiB, {}",
         params.pool,
+        clone_source
+            .as_ref()
+            .map(|s| format!(" (clone of {}/{})", s.pool, s.image))
+            .unwrap_or_default(),
         req.size >> 20,
         match flavor {
             Flavor::Rbd => "in-tree rbd volume source",
             Flavor::Csi => "ceph-csi static volume",
         }
     )))
+}
+
+/// A copy-on-write clone (format 1: a protected snapshot, which every kernel client maps) of
+/// the source, named after the clone so that deleting either side finds the other.
+async fn clone_image(
+    cluster: &std::sync::Arc<crate::ceph::Cluster>,
+    src: &clone::Source,
+    spec: &ImageSpec,
+) -> Result<Created, crate::ceph::CephError> {
+    let snap = crate::reclaim::clone_snapshot(&spec.name);
+    cluster.snap_create(&src.pool, &src.image, &snap).await?;
+    cluster.snap_protect(&src.pool, &src.image, &snap).await?;
+    cluster
+        .clone_image(&CloneSpec {
+            parent_pool: src.pool.clone(),
+            parent: src.image.clone(),
+            snap,
+            pool: spec.pool.clone(),
+            name: spec.name.clone(),
+            features: spec.features,
+            data_pool: spec.data_pool.clone(),
+            clone_format: Some(1),
+        })
+        .await
 }

@@ -169,18 +169,15 @@ impl Item {
             .as_ref()
             .and_then(plan::backup_of)
             .and_then(Result::ok);
-        let pv = self
-            .current
-            .as_ref()
-            .filter(|p| p.spec.as_ref().is_some_and(|s| s.rbd.is_some()))
-            .or(backup.as_ref());
+        let pv = self.current.as_ref().or(backup.as_ref());
         let claim = pv
             .and_then(plan::claim_key)
-            .or_else(|| self.current.as_ref().and_then(plan::claim_key))
+            .or_else(|| backup.as_ref().and_then(plan::claim_key))
             .map(|(ns, n)| format!("{ns}/{n}"))
             .unwrap_or_else(|| "no claim".into());
         let image = pv
-            .and_then(plan::rbd_image)
+            .and_then(plan::image_of)
+            .or_else(|| backup.as_ref().and_then(plan::image_of))
             .map(|(p, i)| format!(", image {p}/{i}"))
             .unwrap_or_default();
         format!("{name} ({claim}{image})")
@@ -304,27 +301,15 @@ pub async fn run(
         }
         println!("{}: {outcome}", item.label(name));
     }
-    if changed > 0 && !class_makes_csi(class.as_ref()) {
-        println!(
-            "note: StorageClass {class_name} still makes spec.rbd volumes for new claims unless the provisioner runs on Kubernetes >= 1.31; \
-             recreate it with parameters volumeFlavor: csi, clusterID and csiNodeStageSecretName (StorageClass parameters cannot be edited)"
-        );
+    if changed > 0
+        && let Some(note) = plan::class_note(&class_name, class.as_ref())
+    {
+        println!("note: {note}");
     }
     if refused + failed > 0 {
         return Err(MigrateError::Unfinished { refused, failed });
     }
     Ok(())
-}
-
-fn class_makes_csi(class: Option<&StorageClass>) -> bool {
-    class
-        .and_then(|c| c.parameters.as_ref())
-        .and_then(|p| {
-            p.iter()
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("volumeFlavor"))
-                .map(|(_, v)| v.trim().eq_ignore_ascii_case("csi"))
-        })
-        .unwrap_or(false)
 }
 
 async fn check_node_stage_secret(client: &Client, secret: &SecretRef) -> Result<(), MigrateError> {

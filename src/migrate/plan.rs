@@ -210,6 +210,15 @@ pub fn rbd_image(pv: &PersistentVolume) -> Option<(String, String)> {
     ))
 }
 
+/// Pool and image of an rbd PV or of one of our csi PVs.
+pub fn image_of(pv: &PersistentVolume) -> Option<(String, String)> {
+    rbd_image(pv).or_else(|| {
+        let csi = pv.spec.as_ref()?.csi.as_ref()?;
+        let pool = csi.volume_attributes.as_ref()?.get("pool")?.clone();
+        csi_handle(pv).map(|h| (pool, h.to_string()))
+    })
+}
+
 fn claim_ref(pv: &PersistentVolume) -> Option<&ObjectReference> {
     pv.spec.as_ref()?.claim_ref.as_ref()
 }
@@ -485,6 +494,28 @@ pub fn describe(new: &PersistentVolume, s: &CsiSettings) -> String {
             "; no admin Secret known: the image will not be deleted with the PV"
         }
     )
+}
+
+/// What new claims of the class will get, when that is not a ceph-csi volume everywhere.
+pub fn class_note(name: &str, class: Option<&StorageClass>) -> Option<String> {
+    let flavor = class?
+        .parameters
+        .as_ref()
+        .and_then(|p| {
+            p.iter()
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("volumeFlavor"))
+        })
+        .map(|(_, v)| v.trim().to_ascii_lowercase());
+    let fix = "recreate it (StorageClass parameters cannot be edited) with volumeFlavor: csi, clusterID and csiNodeStageSecretName";
+    match flavor.as_deref() {
+        Some("csi") => None,
+        Some(_) => Some(format!(
+            "StorageClass {name} sets volumeFlavor: rbd, so new claims still get spec.rbd volumes; {fix}"
+        )),
+        None => Some(format!(
+            "StorageClass {name} sets no volumeFlavor: new claims get spec.rbd volumes while the provisioner runs on Kubernetes < 1.31; {fix}"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -981,5 +1012,39 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn class_notes() {
+        let class = |flavor: Option<&str>| StorageClass {
+            parameters: Some(
+                flavor
+                    .map(|f| ("volumeFlavor".to_string(), f.to_string()))
+                    .into_iter()
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        assert_eq!(class_note("c", Some(&class(Some("CSI")))), None);
+        assert!(
+            class_note("c", Some(&class(Some("rbd"))))
+                .unwrap()
+                .contains("sets volumeFlavor: rbd")
+        );
+        assert!(
+            class_note("c", Some(&class(None)))
+                .unwrap()
+                .contains("Kubernetes < 1.31")
+        );
+        assert_eq!(class_note("c", None), None);
+    }
+
+    #[test]
+    fn images_of_rbd_and_csi_volumes() {
+        let old = legacy();
+        let want = Some(("kube".to_string(), LEGACY_IMAGE.to_string()));
+        assert_eq!(image_of(&old), want);
+        assert_eq!(image_of(&csi_pv(&old, &settings()).unwrap()), want);
+        assert_eq!(image_of(&PersistentVolume::default()), None);
     }
 }

@@ -1,0 +1,268 @@
+//! Whether a claim may be cloned from the claim named in its `dataSource`. Pure.
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+
+use crate::quantity;
+use crate::reclaim;
+use crate::volume::ANN_PROVISIONED_BY;
+
+/// The image a clone is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub pool: String,
+    pub image: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CloneError {
+    #[error(
+        "dataSource kind {0:?} is not supported; clone from a PersistentVolumeClaim (VolumeSnapshots are not supported)"
+    )]
+    Kind(String),
+    #[error("clone source claim {0} does not exist; create it first or fix spec.dataSource.name")]
+    Missing(String),
+    #[error("clone source claim {0} is not bound yet; the clone is retried once it is")]
+    NotBound(String),
+    #[error(
+        "clone source claim {source_claim} uses StorageClass {source_class:?}, not {class:?}; a clone must use the same StorageClass as its source"
+    )]
+    OtherClass {
+        source_claim: String,
+        source_class: String,
+        class: String,
+    },
+    #[error(
+        "clone source claim {0} is not a volume of this provisioner; only its own RBD volumes can be cloned"
+    )]
+    NotOurs(String),
+    #[error(
+        "the clone asks for {want} MiB but its source {source_claim} has {have} MiB; request at least the source's size"
+    )]
+    TooSmall {
+        source_claim: String,
+        want: u64,
+        have: u64,
+    },
+    #[error("clone source {0}: {1}")]
+    Broken(String, String),
+}
+
+/// The `dataSource` claim name of a claim, or an error for other kinds.
+pub fn source_name(pvc: &PersistentVolumeClaim) -> Result<Option<String>, CloneError> {
+    let Some(ds) = pvc.spec.as_ref().and_then(|s| s.data_source.as_ref()) else {
+        return Ok(None);
+    };
+    let group_ok = ds.api_group.as_deref().is_none_or(str::is_empty);
+    if ds.kind != "PersistentVolumeClaim" || !group_ok {
+        return Err(CloneError::Kind(ds.kind.clone()));
+    }
+    Ok(Some(ds.name.clone()))
+}
+
+/// Checks the source claim and its volume, and says which image to clone.
+pub fn check_source(
+    namespace: &str,
+    source: &str,
+    class: &str,
+    want_size: u64,
+    source_pvc: Option<&PersistentVolumeClaim>,
+    source_pv: Option<&PersistentVolume>,
+    provisioner: &str,
+) -> Result<Source, CloneError> {
+    let full = format!("{namespace}/{source}");
+    let pvc = source_pvc
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .ok_or_else(|| CloneError::Missing(full.clone()))?;
+    let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let pv = source_pv
+        .filter(|_| bound)
+        .ok_or_else(|| CloneError::NotBound(full.clone()))?;
+    let source_class = crate::claim::class_name(pvc)
+        .unwrap_or_default()
+        .to_string();
+    if source_class != class {
+        return Err(CloneError::OtherClass {
+            source_claim: full,
+            source_class,
+            class: class.into(),
+        });
+    }
+    let ours = pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_PROVISIONED_BY))
+        .is_some_and(|p| p == provisioner);
+    if !ours {
+        return Err(CloneError::NotOurs(full));
+    }
+    let size = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .and_then(|q| quantity::to_bytes(&q.0).ok())
+        .and_then(|b| u64::try_from(b).ok())
+        .ok_or_else(|| CloneError::Broken(full.clone(), "its PV has no capacity".into()))?;
+    if want_size < size {
+        return Err(CloneError::TooSmall {
+            source_claim: full,
+            want: want_size >> 20,
+            have: size >> 20,
+        });
+    }
+    let t = reclaim::target(pv).map_err(|why| CloneError::Broken(full, why))?;
+    Ok(Source {
+        pool: t.pool,
+        image: t.image,
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PersistentVolumeSpec,
+        RBDPersistentVolumeSource, TypedLocalObjectReference,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    const ME: &str = "ceph.com/rbd";
+    const MIB: u64 = 1 << 20;
+
+    fn src_claim(class: &str, phase: &str) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("src".into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                storage_class_name: Some(class.into()),
+                ..Default::default()
+            }),
+            status: Some(PersistentVolumeClaimStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn src_pv(by: &str) -> PersistentVolume {
+        PersistentVolume {
+            metadata: ObjectMeta {
+                annotations: Some(BTreeMap::from([(ANN_PROVISIONED_BY.into(), by.into())])),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                capacity: Some(BTreeMap::from([(
+                    "storage".into(),
+                    Quantity("64Mi".into()),
+                )])),
+                storage_class_name: Some("fast".into()),
+                rbd: Some(RBDPersistentVolumeSource {
+                    pool: Some("kube".into()),
+                    image: "kubernetes-dynamic-pvc-src".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn check(
+        size: u64,
+        pvc: Option<&PersistentVolumeClaim>,
+        pv: Option<&PersistentVolume>,
+    ) -> Result<Source, CloneError> {
+        check_source("ns", "src", "fast", size, pvc, pv, ME)
+    }
+
+    #[test]
+    fn valid_source() {
+        let s = check(
+            64 * MIB,
+            Some(&src_claim("fast", "Bound")),
+            Some(&src_pv(ME)),
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Source {
+                pool: "kube".into(),
+                image: "kubernetes-dynamic-pvc-src".into(),
+                size: 64 * MIB
+            }
+        );
+        assert!(
+            check(
+                128 * MIB,
+                Some(&src_claim("fast", "Bound")),
+                Some(&src_pv(ME))
+            )
+            .is_ok(),
+            "bigger clones are grown"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            check(64 * MIB, None, None),
+            Err(CloneError::Missing("ns/src".into()))
+        );
+        assert_eq!(
+            check(64 * MIB, Some(&src_claim("fast", "Pending")), None),
+            Err(CloneError::NotBound("ns/src".into()))
+        );
+        assert!(matches!(
+            check(
+                64 * MIB,
+                Some(&src_claim("slow", "Bound")),
+                Some(&src_pv(ME))
+            ),
+            Err(CloneError::OtherClass { .. })
+        ));
+        assert_eq!(
+            check(
+                64 * MIB,
+                Some(&src_claim("fast", "Bound")),
+                Some(&src_pv("other"))
+            ),
+            Err(CloneError::NotOurs("ns/src".into()))
+        );
+        let e = check(
+            32 * MIB,
+            Some(&src_claim("fast", "Bound")),
+            Some(&src_pv(ME)),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("asks for 32 MiB but its source ns/src has 64 MiB"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn data_source_kinds() {
+        let mut c = src_claim("fast", "Pending");
+        assert_eq!(source_name(&c), Ok(None));
+        c.spec.as_mut().unwrap().data_source = Some(TypedLocalObjectReference {
+            kind: "PersistentVolumeClaim".into(),
+            name: "src".into(),
+            api_group: None,
+        });
+        assert_eq!(source_name(&c), Ok(Some("src".into())));
+        c.spec.as_mut().unwrap().data_source = Some(TypedLocalObjectReference {
+            kind: "VolumeSnapshot".into(),
+            name: "s".into(),
+            api_group: Some("snapshot.storage.k8s.io".into()),
+        });
+        assert!(matches!(source_name(&c), Err(CloneError::Kind(_))));
+    }
+}

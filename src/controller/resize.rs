@@ -1,0 +1,156 @@
+//! Growing a bound claim's volume: image first, then the PV, then (csi) the claim's condition.
+
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+
+use super::Context;
+use crate::error::{Error, Result};
+use crate::params::Flavor;
+use crate::reclaim;
+use crate::resize::{self, ResizeAction};
+use crate::volume::capacity_quantity;
+
+/// Handles a bound claim of one of our classes.
+pub async fn reconcile_bound(
+    pvc: &PersistentVolumeClaim,
+    allow_expansion: bool,
+    ctx: &Context,
+) -> Result<()> {
+    let Some(pv_name) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
+        return Ok(());
+    };
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let Some(pv) = pvs
+        .get_opt(&pv_name)
+        .await
+        .map_err(Error::kube("read PersistentVolume", &pv_name))?
+    else {
+        return Ok(());
+    };
+    let regarding = pvc.object_ref(&());
+    match resize::decide(pvc, &pv, allow_expansion, &ctx.settings.provisioner) {
+        ResizeAction::Nothing => Ok(()),
+        ResizeAction::Shrink { requested, current } => {
+            ctx.events
+                .publish(
+                    &regarding,
+                    EventType::Normal,
+                    "VolumeResizeSkipped",
+                    "Resize",
+                    format!(
+                        "the claim asks for {} MiB but volume {pv_name} already has {} MiB; RBD volumes are never shrunk, so it keeps its size",
+                        requested >> 20,
+                        current >> 20
+                    ),
+                )
+                .await;
+            Ok(())
+        }
+        ResizeAction::Grow { from, to, flavor } => {
+            let started = Instant::now();
+            match grow(pvc, &pv, to, flavor, ctx).await {
+                Ok(()) => {
+                    ctx.metrics.record("resize", Ok(started.elapsed()));
+                    ctx.events
+                        .publish(
+                            &regarding,
+                            EventType::Normal,
+                            "FileSystemResizeRequired",
+                            "Resize",
+                            format!(
+                                "grew volume {pv_name} from {} MiB to {} MiB; the node grows the filesystem when a pod next mounts the claim",
+                                from >> 20,
+                                to >> 20
+                            ),
+                        )
+                        .await;
+                    Ok(())
+                }
+                Err(e) => {
+                    ctx.metrics.record("resize", Err(e.kind()));
+                    ctx.events
+                        .publish(
+                            &regarding,
+                            EventType::Warning,
+                            "VolumeResizeFailed",
+                            "Resize",
+                            e.to_string(),
+                        )
+                        .await;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+async fn grow(
+    pvc: &PersistentVolumeClaim,
+    pv: &PersistentVolume,
+    to: u64,
+    flavor: Flavor,
+    ctx: &Context,
+) -> Result<()> {
+    let pv_name = pv.metadata.name.clone().unwrap_or_default();
+    let t = reclaim::target(pv)
+        .map_err(|why| Error::Invalid(format!("cannot grow volume {pv_name}: {why}")))?;
+    let creds = super::delete::admin_credentials(ctx, &pv_name, &t).await?;
+    let target = format!(
+        "Ceph cluster {} as client.{}",
+        creds.monitors.join(","),
+        creds.user
+    );
+    let cluster = ctx.ceph.get(&creds).await.map_err(Error::ceph(&target))?;
+    let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
+    let info = cluster
+        .image_info(&t.pool, &t.image)
+        .await
+        .map_err(Error::ceph(&object))?;
+    // The image first: a PV never claims more than the image has, whatever crashes when.
+    if info.size < to {
+        cluster
+            .resize(&t.pool, &t.image, to)
+            .await
+            .map_err(Error::ceph(&object))?;
+    }
+    let patch = serde_json::json!({"spec": {"capacity": {"storage": capacity_quantity(to)}}});
+    Api::<PersistentVolume>::all(ctx.client.clone())
+        .patch(&pv_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube("update capacity of PersistentVolume", &pv_name))?;
+    if flavor == Flavor::Csi {
+        // No controller hands csi claims to us: do what an external resizer does and leave
+        // the claim waiting for the node to grow the filesystem.
+        let ns = pvc.metadata.namespace.clone().unwrap_or_default();
+        let name = pvc.metadata.name.clone().unwrap_or_default();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let mut conditions: Vec<serde_json::Value> = pvc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.type_ != "Resizing" && c.type_ != "FileSystemResizePending")
+            .map(|c| serde_json::to_value(c).unwrap_or_default())
+            .collect();
+        conditions.push(serde_json::json!({
+            "type": "FileSystemResizePending",
+            "status": "True",
+            "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            "message": "Waiting for user to (re-)start a pod to finish file system resize of volume on node.",
+        }));
+        let patch = serde_json::json!({"status": {"conditions": conditions}});
+        Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube(
+                "set FileSystemResizePending on claim",
+                format!("{ns}/{name}"),
+            ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,661 @@
+//! Expansion, block volumes, the ceph-csi flavour and clones, on the real bed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+
+struct Case {
+    bed: Bed,
+    admin: kube::Client,
+    prov: Provisioner,
+    ns: String,
+    name: String,
+}
+
+impl Case {
+    async fn new(prefix: &str) -> Case {
+        let bed = Bed::load();
+        let admin = bed.admin().await;
+        let name = format!("{}.test/rbd", unique(prefix));
+        let prov = Provisioner::start(&bed, &name, &[]).await;
+        let ns = unique(prefix);
+        namespace(&admin, &ns).await;
+        key_secret(
+            &admin,
+            "kube-system",
+            &format!("{ns}-admin"),
+            &bed.admin_key,
+        )
+        .await;
+        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+        Case {
+            bed,
+            admin,
+            prov,
+            ns,
+            name,
+        }
+    }
+
+    async fn class(
+        &self,
+        suffix: &str,
+        extra_params: &[(&str, &str)],
+        extra: serde_json::Value,
+    ) -> String {
+        let class = format!("{}-{suffix}", self.ns);
+        let (adm, usr) = (format!("{}-admin", self.ns), format!("{}-user", self.ns));
+        let mut p: Vec<(&str, &str)> = vec![
+            ("monitors", &self.bed.monitors),
+            ("adminSecretName", &adm),
+            ("adminSecretNamespace", "kube-system"),
+            ("pool", "kube"),
+            ("userId", "kube"),
+            ("userSecretName", &usr),
+            ("userSecretNamespace", "default"),
+        ];
+        p.extend_from_slice(extra_params);
+        storage_class(&self.admin, &class, &self.name, &p, extra).await;
+        class
+    }
+
+    fn pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    async fn pv_of(&self, c: &PersistentVolumeClaim) -> PersistentVolume {
+        Api::<PersistentVolume>::all(self.admin.clone())
+            .get(&format!("pvc-{}", uid_of(c)))
+            .await
+            .unwrap()
+    }
+
+    async fn request(&self, name: &str, size: &str) -> Result<PersistentVolumeClaim, kube::Error> {
+        self.pvcs()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": size}}}})),
+            )
+            .await
+    }
+
+    async fn wait_condition(&self, name: &str, cond: &str) -> PersistentVolumeClaim {
+        let api = self.pvcs();
+        wait_for(&format!("claim {name} condition {cond}"), T, || async {
+            let c = api.get(name).await.ok()?;
+            c.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|x| x.type_ == cond && x.status == "True")
+                .then_some(c)
+        })
+        .await
+    }
+}
+
+fn capacity(pv: &PersistentVolume) -> String {
+    pv.spec.as_ref().unwrap().capacity.as_ref().unwrap()["storage"]
+        .0
+        .clone()
+}
+
+#[tokio::test]
+async fn expand_in_tree_rbd_volume() {
+    let c = Case::new("grow").await;
+    let ceph = c.bed.ceph().await;
+    let class = c
+        .class("grow", &[], json!({"allowVolumeExpansion": true}))
+        .await;
+    let pvc = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    wait_bound(&c.admin, &c.ns, "data", T).await;
+    c.request("data", "128Mi")
+        .await
+        .expect("expansion allowed by the class");
+    let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc));
+    wait_for("image grown", T, || async {
+        (ceph.image_info("kube", &image).await.ok()?.size == 128 << 20).then_some(())
+    })
+    .await;
+    // kube-controller-manager's in-tree expander sees the PV already large enough and only
+    // hands the claim to the node.
+    c.wait_condition("data", "FileSystemResizePending").await;
+    assert_eq!(capacity(&c.pv_of(&pvc).await), "128Mi");
+    wait_event(
+        &c.admin,
+        &c.ns,
+        &uid_of(&pvc),
+        "FileSystemResizeRequired",
+        &["from 64 MiB to 128 MiB"],
+        T,
+    )
+    .await;
+    // Shrinking is refused by the API server itself.
+    let err = c.request("data", "64Mi").await.expect_err("shrink refused");
+    assert!(
+        err.to_string().contains("less than previous value"),
+        "{err}"
+    );
+    cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
+}
+
+#[tokio::test]
+async fn expansion_needs_allow_volume_expansion() {
+    let c = Case::new("nogrow").await;
+    let class = c.class("fixed", &[], json!({})).await;
+    let pvc = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "16Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    wait_bound(&c.admin, &c.ns, "data", T).await;
+    let err = c
+        .request("data", "32Mi")
+        .await
+        .expect_err("refused without allowVolumeExpansion");
+    assert!(err.to_string().contains("must support resize"), "{err}");
+    cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
+}
+
+async fn csi_secret(c: &Case, name: &str, data: serde_json::Value) {
+    apply_yaml(
+        &c.admin,
+        &serde_json::to_string(&json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "default"},
+            "stringData": data,
+        }))
+        .unwrap(),
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn csi_flavour_provisions_expands_and_deletes() {
+    let c = Case::new("csi").await;
+    let ceph = c.bed.ceph().await;
+    let secret = format!("{}-csi", c.ns);
+    csi_secret(
+        &c,
+        &secret,
+        json!({"userID": "kube", "userKey": c.bed.kube_key}),
+    )
+    .await;
+    let class = c
+        .class(
+            "csi",
+            &[
+                ("volumeFlavor", "csi"),
+                ("clusterID", "bed-ceph"),
+                ("csiNodeStageSecretName", &secret),
+                ("csiNodeStageSecretNamespace", "default"),
+            ],
+            json!({"allowVolumeExpansion": true}),
+        )
+        .await;
+    let pvc = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "32Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    wait_bound(&c.admin, &c.ns, "data", T).await;
+    let pv = c.pv_of(&pvc).await;
+    let spec = pv.spec.clone().unwrap();
+    assert!(spec.rbd.is_none());
+    let csi = spec.csi.unwrap();
+    let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc));
+    assert_eq!(csi.driver, "rbd.csi.ceph.com");
+    assert_eq!(csi.volume_handle, image);
+    assert_eq!(csi.fs_type.as_deref(), Some("ext4"));
+    let attrs = csi.volume_attributes.unwrap();
+    assert_eq!(
+        (
+            attrs["clusterID"].as_str(),
+            attrs["pool"].as_str(),
+            attrs["staticVolume"].as_str(),
+            attrs["imageFeatures"].as_str()
+        ),
+        ("bed-ceph", "kube", "true", "layering")
+    );
+    let sr = csi.node_stage_secret_ref.unwrap();
+    assert_eq!(
+        (sr.name.as_deref(), sr.namespace.as_deref()),
+        (Some(secret.as_str()), Some("default"))
+    );
+
+    // Nothing in Kubernetes hands a static csi claim to a resizer: the provisioner acts as one.
+    c.request("data", "64Mi").await.unwrap();
+    let grown = c.wait_condition("data", "FileSystemResizePending").await;
+    assert_eq!(
+        ceph.image_info("kube", &image).await.unwrap().size,
+        64 << 20
+    );
+    assert_eq!(capacity(&c.pv_of(&grown).await), "64Mi");
+
+    // Deletion works the same for csi volumes.
+    c.pvcs()
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pvs = Api::<PersistentVolume>::all(c.admin.clone());
+    wait_for("csi PV deleted", T, || async {
+        pvs.get_opt(&format!("pvc-{}", uid_of(&pvc)))
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(!image_exists(&ceph, "kube", &image).await);
+}
+
+#[tokio::test]
+async fn csi_flavour_refuses_bad_settings() {
+    let mut c = Case::new("csibad").await;
+    let ceph = c.bed.ceph().await;
+    let wrong = format!("{}-wrong", c.ns);
+    csi_secret(&c, &wrong, json!({"key": c.bed.kube_key})).await;
+    let cases: Vec<(Vec<(&str, &str)>, &[&str], Vec<&str>)> = vec![
+        (
+            vec![("volumeFlavor", "csi"), ("csiNodeStageSecretName", &wrong)],
+            &["ReadWriteOnce"],
+            vec!["volumeFlavor csi needs parameter \"clusterID\""],
+        ),
+        (
+            vec![
+                ("volumeFlavor", "csi"),
+                ("clusterID", "c"),
+                ("csiNodeStageSecretName", &wrong),
+                ("csiNodeStageSecretNamespace", "default"),
+            ],
+            &["ReadWriteOnce"],
+            vec!["has no userID", "ceph-csi"],
+        ),
+        (
+            vec![("volumeFlavor", "rbd")],
+            &["ReadWriteMany"],
+            vec!["ReadWriteMany is not supported"],
+        ),
+    ];
+    for (i, (params, modes, needles)) in cases.into_iter().enumerate() {
+        let class = c.class(&format!("bad{i}"), &params, json!({})).await;
+        let name = format!("claim{i}");
+        let pvc = claim(&c.admin, &c.ns, &name, &class, "8Mi", modes, json!({})).await;
+        wait_event(
+            &c.admin,
+            &c.ns,
+            &uid_of(&pvc),
+            "ProvisioningFailed",
+            &needles,
+            T,
+        )
+        .await;
+        assert!(
+            !image_exists(
+                &ceph,
+                "kube",
+                &format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc))
+            )
+            .await
+        );
+    }
+    assert!(c.prov.is_running());
+}
+
+#[tokio::test]
+async fn block_volumes() {
+    let c = Case::new("block").await;
+    let secret = format!("{}-csi", c.ns);
+    csi_secret(
+        &c,
+        &secret,
+        json!({"userID": "kube", "userKey": c.bed.kube_key}),
+    )
+    .await;
+    let rbd = c.class("rbd", &[], json!({})).await;
+    let csi = c
+        .class(
+            "csi",
+            &[
+                ("volumeFlavor", "csi"),
+                ("clusterID", "bed-ceph"),
+                ("csiNodeStageSecretName", &secret),
+                ("csiNodeStageSecretNamespace", "default"),
+            ],
+            json!({}),
+        )
+        .await;
+    let a = claim(
+        &c.admin,
+        &c.ns,
+        "rbd-block",
+        &rbd,
+        "16Mi",
+        &["ReadWriteOnce"],
+        json!({"volumeMode": "Block"}),
+    )
+    .await;
+    let b = claim(
+        &c.admin,
+        &c.ns,
+        "csi-shared",
+        &csi,
+        "16Mi",
+        &["ReadWriteMany"],
+        json!({"volumeMode": "Block"}),
+    )
+    .await;
+    let bad = claim(
+        &c.admin,
+        &c.ns,
+        "rbd-shared",
+        &rbd,
+        "16Mi",
+        &["ReadWriteMany"],
+        json!({"volumeMode": "Block"}),
+    )
+    .await;
+    wait_bound(&c.admin, &c.ns, "rbd-block", T).await;
+    wait_bound(&c.admin, &c.ns, "csi-shared", T).await;
+    let pa = c.pv_of(&a).await.spec.unwrap();
+    assert_eq!(pa.volume_mode.as_deref(), Some("Block"));
+    assert_eq!(
+        pa.rbd.unwrap().fs_type,
+        None,
+        "no filesystem on block volumes"
+    );
+    let pb = c.pv_of(&b).await.spec.unwrap();
+    assert_eq!(pb.volume_mode.as_deref(), Some("Block"));
+    assert_eq!(pb.access_modes.unwrap(), vec!["ReadWriteMany"]);
+    assert_eq!(pb.csi.unwrap().fs_type, None);
+    wait_event(
+        &c.admin,
+        &c.ns,
+        &uid_of(&bad),
+        "ProvisioningFailed",
+        &["ReadWriteMany is not supported for Block volumes with the in-tree rbd flavour"],
+        T,
+    )
+    .await;
+    cleanup(&c.bed, &c.admin, &c.ns, &[&a, &b], &["kube"]).await;
+}
+
+fn from(name: &str) -> serde_json::Value {
+    json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": name}})
+}
+
+#[tokio::test]
+async fn clones_are_copy_on_write_and_survive_their_source() {
+    let c = Case::new("clone").await;
+    let ceph = c.bed.ceph().await;
+    let class = c.class("fast", &[], json!({})).await;
+    let src = claim(
+        &c.admin,
+        &c.ns,
+        "src",
+        &class,
+        "32Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    wait_bound(&c.admin, &c.ns, "src", T).await;
+    let src_image = format!("kubernetes-dynamic-pvc-{}", uid_of(&src));
+
+    let same = claim(
+        &c.admin,
+        &c.ns,
+        "same",
+        &class,
+        "32Mi",
+        &["ReadWriteOnce"],
+        from("src"),
+    )
+    .await;
+    let bigger = claim(
+        &c.admin,
+        &c.ns,
+        "bigger",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        from("src"),
+    )
+    .await;
+    wait_bound(&c.admin, &c.ns, "same", T).await;
+    wait_bound(&c.admin, &c.ns, "bigger", T).await;
+    let same_image = format!("kubernetes-dynamic-pvc-{}", uid_of(&same));
+    let info = ceph.image_info("kube", &same_image).await.unwrap();
+    let parent = info.parent.expect("a copy-on-write clone has a parent");
+    assert_eq!(
+        (parent.pool.as_str(), parent.image.as_str()),
+        ("kube", src_image.as_str())
+    );
+    assert_eq!(parent.snap, format!("clone-for-{same_image}"));
+    assert_eq!(info.features, 1, "layering only");
+    assert_eq!(info.size, 32 << 20);
+    let big = ceph
+        .image_info(
+            "kube",
+            &format!("kubernetes-dynamic-pvc-{}", uid_of(&bigger)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(big.size, 64 << 20, "a bigger clone is grown");
+    assert!(big.parent.is_some());
+
+    // Deleting a clone drops its snapshot on the source.
+    c.pvcs()
+        .delete("bigger", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("clone snapshot removed from the source", T, || async {
+        let snaps = ceph.snap_list("kube", &src_image).await.ok()?;
+        (snaps.len() == 1).then_some(())
+    })
+    .await;
+
+    // Deleting the source flattens the remaining clone first: it keeps working.
+    c.pvcs()
+        .delete("src", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pvs = Api::<PersistentVolume>::all(c.admin.clone());
+    wait_for("source PV deleted", T, || async {
+        pvs.get_opt(&format!("pvc-{}", uid_of(&src)))
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(!image_exists(&ceph, "kube", &src_image).await);
+    let info = ceph
+        .image_info("kube", &same_image)
+        .await
+        .expect("clone survives its source");
+    assert!(info.parent.is_none(), "flattened");
+    wait_for(
+        "source purged from the trash",
+        Duration::from_secs(120),
+        || async {
+            (!ceph
+                .trash_list("kube")
+                .await
+                .ok()?
+                .iter()
+                .any(|e| e.name == src_image))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        wait_bound(&c.admin, &c.ns, "same", T)
+            .await
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Bound")
+    );
+    c.pvcs()
+        .delete("same", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("clone deleted", T, || async {
+        pvs.get_opt(&format!("pvc-{}", uid_of(&same)))
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clone_refusals() {
+    let c = Case::new("noclone").await;
+    let ceph = c.bed.ceph().await;
+    let class = c.class("a", &[], json!({})).await;
+    let other = c.class("b", &[], json!({})).await;
+    // A class nobody serves: its claims stay Pending.
+    storage_class(
+        &c.admin,
+        &format!("{}-nobody", c.ns),
+        "nobody.test/none",
+        &[],
+        json!({}),
+    )
+    .await;
+    let src = claim(
+        &c.admin,
+        &c.ns,
+        "src",
+        &class,
+        "32Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    wait_bound(&c.admin, &c.ns, "src", T).await;
+    claim(
+        &c.admin,
+        &c.ns,
+        "pending",
+        &format!("{}-nobody", c.ns),
+        "32Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    let cases: Vec<(&str, &str, &str, &str, &[&str])> = vec![
+        (
+            "smaller",
+            class.as_str(),
+            "16Mi",
+            "src",
+            &["asks for 16 MiB but its source", "has 32 MiB"],
+        ),
+        (
+            "across",
+            other.as_str(),
+            "32Mi",
+            "src",
+            &["must use the same StorageClass"],
+        ),
+        (
+            "missing",
+            class.as_str(),
+            "32Mi",
+            "no-such-claim",
+            &["no-such-claim does not exist"],
+        ),
+    ];
+    for (name, class, size, source, needles) in cases {
+        let pvc = claim(
+            &c.admin,
+            &c.ns,
+            name,
+            class,
+            size,
+            &["ReadWriteOnce"],
+            from(source),
+        )
+        .await;
+        wait_event(
+            &c.admin,
+            &c.ns,
+            &uid_of(&pvc),
+            "ProvisioningFailed",
+            needles,
+            T,
+        )
+        .await;
+        assert!(
+            !image_exists(
+                &ceph,
+                "kube",
+                &format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc))
+            )
+            .await
+        );
+    }
+    // An unbound source is refused (and retried with backoff until it is bound).
+    let pvc = claim(
+        &c.admin,
+        &c.ns,
+        "unbound",
+        &class,
+        "32Mi",
+        &["ReadWriteOnce"],
+        from("pending"),
+    )
+    .await;
+    wait_event(
+        &c.admin,
+        &c.ns,
+        &uid_of(&pvc),
+        "ProvisioningFailed",
+        &["pending is not bound yet"],
+        T,
+    )
+    .await;
+    assert_eq!(
+        ceph.snap_list("kube", &format!("kubernetes-dynamic-pvc-{}", uid_of(&src)))
+            .await
+            .unwrap()
+            .len(),
+        0,
+        "no snapshot taken for refused clones"
+    );
+    cleanup(&c.bed, &c.admin, &c.ns, &[&src], &["kube"]).await;
+}
