@@ -605,6 +605,15 @@ async fn migrates_volumes_of_both_provisioners() {
         );
     }
 
+    for c in [&legacy_claim, &our_claim] {
+        let evs: Vec<_> = events_for(&s.admin, &s.ns, &uid_of(c))
+            .await
+            .into_iter()
+            .map(|e| (e.type_, e.reason, e.note))
+            .collect();
+        eprintln!("events of claim {:?}: {evs:?}", c.metadata.name);
+    }
+
     // The images are the same ones (same librbd id), untouched.
     assert_eq!(
         s.ceph.image_info("kube2", &legacy_image).await.unwrap().id,

@@ -174,6 +174,14 @@ impl Item {
             .and_then(plan::claim_key)
             .or_else(|| backup.as_ref().and_then(plan::claim_key))
             .map(|(ns, n)| format!("{ns}/{n}"))
+            .or_else(|| {
+                let m = &self.claim.as_ref()?.metadata;
+                Some(format!(
+                    "{}/{}",
+                    m.namespace.as_deref()?,
+                    m.name.as_deref()?
+                ))
+            })
             .unwrap_or_else(|| "no claim".into());
         let image = pv
             .and_then(plan::image_of)
@@ -490,7 +498,7 @@ async fn migrate(
         tracing::debug!(pv = name, "csi PV created");
     }
 
-    await_bound(ctx, &claims, &claim_name, name).await?;
+    await_bound(ctx, &claims, &pvs, &claim_name, name).await?;
     let patch = json!({"metadata": {"annotations": {ANN_BACKUP: null, ANN_STEP: null}}});
     claims
         .patch(&claim_name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -570,25 +578,38 @@ async fn delete_old(
     }
 }
 
-/// Step 5: the PV binder rebinds the Lost claim when it next syncs it; an update of the claim
-/// (the step annotation) makes that happen at once instead of at its periodic resync.
+/// Step 5: the PV binder rebinds the Lost claim when it next syncs it, by itself at its
+/// periodic resync (`--pvclaimbinder-sync-period`, 15 s by default); an update of the claim
+/// (the step annotation) makes that happen within milliseconds.
 async fn await_bound(
     ctx: &Ctx,
     claims: &Api<PersistentVolumeClaim>,
+    pvs: &Api<PersistentVolume>,
     claim_name: &str,
     pv: &str,
 ) -> Result<(), MigrateError> {
     let started = Instant::now();
     let mut nudged: Option<Instant> = None;
+    let mut nudged_after_pv_bound = false;
     let mut attempt = 0u32;
     loop {
         let c = claims
             .get(claim_name)
             .await
             .map_err(kube_err("read claim", claim_name))?;
-        let bound = c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+        let claim_bound = c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
             && c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(pv);
-        if bound {
+        // The claim alone is not enough: right after the swap it may still show the old
+        // binding, before the binder has even seen the old PV go. Once the binder has marked
+        // the new PV Bound it knows both, and keeps the claim Bound.
+        let pv_bound = pvs
+            .get_opt(pv)
+            .await
+            .map_err(kube_err("read PersistentVolume", pv))?
+            .and_then(|p| p.status?.phase)
+            .as_deref()
+            == Some("Bound");
+        if claim_bound && pv_bound {
             tracing::debug!(pv, claim = claim_name, elapsed = ?started.elapsed(), "claim Bound again");
             return Ok(());
         }
@@ -600,7 +621,11 @@ async fn await_bound(
                 ),
             ));
         }
-        if nudged.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+        // A claim update that reaches the binder before it has the new PV in its cache
+        // changes nothing: touch the claim again once the PV is Bound, and every second.
+        let due = nudged.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+            || (pv_bound && !nudged_after_pv_bound);
+        if due {
             attempt += 1;
             let patch = json!({"metadata": {"annotations": {ANN_STEP: format!("csi-pv-created, waiting for bind ({attempt})")}}});
             claims
@@ -608,6 +633,7 @@ async fn await_bound(
                 .await
                 .map_err(kube_err("annotate claim", claim_name))?;
             nudged = Some(Instant::now());
+            nudged_after_pv_bound |= pv_bound;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
