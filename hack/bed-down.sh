@@ -26,6 +26,16 @@ fi
 [ -f "$BED/.rbdp-bed" ] || { echo "bed-down: $BED is not a test bed (no .rbdp-bed); leaving it alone" >&2; exit 1; }
 
 rm -f "$BED/env"
+# The provisioner hack/demo.sh left running, if any (only if it still is that binary).
+if [ -f "$BED/demo-provisioner.pid" ]; then
+  pid=$(cat "$BED/demo-provisioner.pid")
+  if [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" = rbd-provisioner ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || break; sleep 0.1; done
+    echo "stopped the demo provisioner (pid $pid)"
+  fi
+  rm -f "$BED/demo-provisioner.pid"
+fi
 # Independent stacks: stop both at once (the OSD takes a few seconds to shut down).
 "$HERE/kube-down.sh" "$BED/kube" 9>&- &
 kd=$!

@@ -638,6 +638,7 @@ async fn resumes_after_a_crash_at_each_step() {
     let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
     let (a_claim, a_pv, a_image) = s.our_volume("a").await;
     let (b_claim, b_pv, b_image) = s.our_volume("b").await;
+    let (c_claim, c_pv, c_image) = s.our_volume("c").await;
     let settings = s.settings();
     let mut before = BTreeMap::new();
     let mut ids = BTreeMap::new();
@@ -645,6 +646,7 @@ async fn resumes_after_a_crash_at_each_step() {
         (&legacy_pv, &legacy_image),
         (&a_pv, &a_image),
         (&b_pv, &b_image),
+        (&c_pv, &c_image),
     ] {
         before.insert(pv.clone(), s.pvs().get(pv).await.unwrap());
         ids.insert(
@@ -690,6 +692,24 @@ async fn resumes_after_a_crash_at_each_step() {
 
     // a: died right after saving the backup.
     save_backup("a", &before[&a_pv]).await;
+    // c: died after asking for the deletion, before dropping the finalizers: the PV stays
+    // Terminating (pv-protection holds a Bound PV).
+    save_backup("c", &before[&c_pv]).await;
+    s.pvs()
+        .patch(
+            &c_pv,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
+        )
+        .await
+        .unwrap();
+    s.pvs()
+        .delete(&c_pv, &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let terminating = s.pvs().get(&c_pv).await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
     // legacy: died after deleting the old PV. The claim goes Lost and stays so.
     save_backup("legacy", &before[&legacy_pv]).await;
     let t = Instant::now();
@@ -760,9 +780,14 @@ async fn resumes_after_a_crash_at_each_step() {
         "dry run created nothing"
     );
 
+    assert!(
+        line_of(&out, &c_pv).contains("would resume an interrupted migration (the backup is saved, the old rbd PV is still there)"),
+        "{out}"
+    );
+
     let (ok, out) = s.migrate(&[]).await;
     assert!(ok, "{out}");
-    for pv in [&a_pv, &legacy_pv, &b_pv] {
+    for pv in [&a_pv, &legacy_pv, &b_pv, &c_pv] {
         assert!(
             line_of(&out, pv).ends_with(": migrated (resumed an interrupted migration)"),
             "{out}"
@@ -778,6 +803,7 @@ async fn resumes_after_a_crash_at_each_step() {
     )
     .await;
     assert_migrated(&s, &before[&b_pv], &b_claim, "kube", &b_image).await;
+    assert_migrated(&s, &before[&c_pv], &c_claim, "kube", &c_image).await;
     for (image, id) in &ids {
         assert_eq!(
             &s.ceph.image_info("kube", image).await.unwrap().id,
