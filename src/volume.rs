@@ -43,7 +43,7 @@ pub fn round_up_mib(bytes: u128) -> Option<u64> {
 
 /// A capacity in bytes (a multiple of 1 MiB) as a Kubernetes quantity.
 pub fn capacity_quantity(bytes: u64) -> Quantity {
-    if bytes % (1 << 30) == 0 {
+    if bytes.is_multiple_of(1 << 30) {
         Quantity(format!("{}Gi", bytes >> 30))
     } else {
         Quantity(format!("{}Mi", bytes / MIB))
@@ -116,8 +116,7 @@ pub fn claim_request(pvc: &PersistentVolumeClaim) -> Result<ClaimRequest, ClaimE
     if bytes == 0 {
         return Err(ClaimError::ZeroSize(raw));
     }
-    let size =
-        round_up_mib(bytes).ok_or_else(|| ClaimError::BadSize(QuantityError::TooLarge(raw)))?;
+    let size = round_up_mib(bytes).ok_or(ClaimError::BadSize(QuantityError::TooLarge(raw)))?;
     let volume_mode = match spec.volume_mode.as_deref() {
         None | Some("Filesystem") => VolumeMode::Filesystem,
         Some("Block") => VolumeMode::Block,

@@ -117,17 +117,36 @@ fn capacity(pv: &PersistentVolume) -> String {
 async fn expand_in_tree_rbd_volume() {
     let c = Case::new("grow").await;
     let ceph = c.bed.ceph().await;
-    let class = c.class("grow", &[], json!({"allowVolumeExpansion": true})).await;
-    let pvc = claim(&c.admin, &c.ns, "data", &class, "64Mi", &["ReadWriteOnce"], json!({})).await;
+    let class = c
+        .class("grow", &[], json!({"allowVolumeExpansion": true}))
+        .await;
+    let pvc = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
     wait_bound(&c.admin, &c.ns, "data", T).await;
-    c.request("data", "128Mi").await.expect("expansion allowed by the class");
+    c.request("data", "128Mi")
+        .await
+        .expect("expansion allowed by the class");
     let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc));
-    wait_for("image grown", T, || async { (ceph.image_info("kube", &image).await.ok()?.size == 128 << 20).then_some(()) }).await;
+    wait_for("image grown", T, || async {
+        (ceph.image_info("kube", &image).await.ok()?.size == 128 << 20).then_some(())
+    })
+    .await;
     c.wait_condition("data", "FileSystemResizePending").await;
     assert_eq!(capacity(&c.pv_of(&pvc).await), "128Mi");
     // Shrinking is refused by the API server itself.
     let err = c.request("data", "64Mi").await.expect_err("shrink refused");
-    assert!(err.to_string().contains("less than previous value"), "{err}");
+    assert!(
+        err.to_string().contains("less than previous value"),
+        "{err}"
+    );
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
 }
 
@@ -140,23 +159,68 @@ async fn expand_when_the_in_tree_expander_cannot() {
     let c = Case::new("grow2").await;
     let ceph = c.bed.ceph().await;
     let opaque = format!("{}-opaque", c.ns);
-    apply_yaml(&c.admin, &serde_json::to_string(&json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": opaque, "namespace": "kube-system"},
-        "stringData": {"key": c.bed.admin_key},
-    })).unwrap(), &[]).await;
-    let class = c.class("grow", &[("adminSecretName", &opaque)], json!({"allowVolumeExpansion": true})).await;
-    let pvc = claim(&c.admin, &c.ns, "data", &class, "64Mi", &["ReadWriteOnce"], json!({})).await;
+    apply_yaml(
+        &c.admin,
+        &serde_json::to_string(&json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": opaque, "namespace": "kube-system"},
+            "stringData": {"key": c.bed.admin_key},
+        }))
+        .unwrap(),
+        &[],
+    )
+    .await;
+    let class = c
+        .class(
+            "grow",
+            &[("adminSecretName", &opaque)],
+            json!({"allowVolumeExpansion": true}),
+        )
+        .await;
+    let pvc = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
     wait_bound(&c.admin, &c.ns, "data", T).await;
     c.request("data", "128Mi").await.unwrap();
-    wait_event(&c.admin, &c.ns, &uid_of(&pvc), "FileSystemResizeRequired", &["from 64 MiB to 128 MiB"], T).await;
-    assert_eq!(ceph.image_info("kube", &format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc))).await.unwrap().size, 128 << 20);
+    wait_event(
+        &c.admin,
+        &c.ns,
+        &uid_of(&pvc),
+        "FileSystemResizeRequired",
+        &["from 64 MiB to 128 MiB"],
+        T,
+    )
+    .await;
+    assert_eq!(
+        ceph.image_info("kube", &format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc)))
+            .await
+            .unwrap()
+            .size,
+        128 << 20
+    );
     assert_eq!(capacity(&c.pv_of(&pvc).await), "128Mi");
     let api = c.pvcs();
-    wait_for("claim FileSystemResizePending", Duration::from_secs(180), || async {
-        let cl = api.get("data").await.ok()?;
-        cl.status.as_ref()?.conditions.as_ref()?.iter().any(|x| x.type_ == "FileSystemResizePending").then_some(())
-    })
+    wait_for(
+        "claim FileSystemResizePending",
+        Duration::from_secs(180),
+        || async {
+            let cl = api.get("data").await.ok()?;
+            cl.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|x| x.type_ == "FileSystemResizePending")
+                .then_some(())
+        },
+    )
     .await;
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
 }
@@ -288,7 +352,9 @@ async fn csi_flavour_refuses_bad_settings() {
     let ceph = c.bed.ceph().await;
     let wrong = format!("{}-wrong", c.ns);
     csi_secret(&c, &wrong, json!({"key": c.bed.kube_key})).await;
-    let cases: Vec<(Vec<(&str, &str)>, &[&str], Vec<&str>)> = vec![
+    // (class parameters, access modes, what the event must say)
+    type Refusal<'a> = (Vec<(&'a str, &'a str)>, &'a [&'a str], Vec<&'a str>);
+    let cases: Vec<Refusal> = vec![
         (
             vec![("volumeFlavor", "csi"), ("csiNodeStageSecretName", &wrong)],
             &["ReadWriteOnce"],

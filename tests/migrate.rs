@@ -627,6 +627,29 @@ async fn migrates_volumes_of_both_provisioners() {
     // Nothing left to do.
     let (ok, out) = s.migrate(&["--dry-run"]).await;
     assert!(ok && !out.contains("would"), "{out}");
+
+    // Our delete path removes a migrated image later, even without the class.
+    Api::<StorageClass>::all(s.admin.clone())
+        .delete(&s.class, &DeleteParams::default())
+        .await
+        .unwrap();
+    s.pvcs()
+        .delete("ours", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the migrated PV deleted", T, || async {
+        s.pvs()
+            .get_opt(&our_pv)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !image_exists(&s.ceph, "kube", &our_image).await,
+        "image removed (or in the trash)"
+    );
     s.cleanup().await;
 }
 

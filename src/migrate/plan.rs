@@ -1047,4 +1047,32 @@ mod tests {
         assert_eq!(image_of(&csi_pv(&old, &settings()).unwrap()), want);
         assert_eq!(image_of(&PersistentVolume::default()), None);
     }
+
+    #[test]
+    fn the_delete_path_can_remove_a_migrated_image_without_the_class() {
+        use crate::reclaim::{AdminSource, VolumeAction, decide};
+        let mut new = csi_pv(&legacy(), &settings()).unwrap();
+        new.spec.as_mut().unwrap().storage_class_name = None;
+        new.status = Some(PersistentVolumeStatus {
+            phase: Some("Released".into()),
+            ..Default::default()
+        });
+        match decide(&new, LEGACY_PROVISIONER) {
+            VolumeAction::Delete(t) => {
+                assert_eq!((t.pool.as_str(), t.image.as_str()), ("kube", LEGACY_IMAGE));
+                assert_eq!(t.monitors, vec!["10.0.0.1:6789", "10.0.0.2:6789"]);
+                assert_eq!(
+                    t.admin,
+                    AdminSource::Recorded {
+                        admin_id: "admin".into(),
+                        secret: SecretRef {
+                            namespace: "kube-system".into(),
+                            name: "ceph-admin".into(),
+                        },
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
