@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::ceph::Timeouts;
 use crate::controller::{self, Settings};
+use crate::leader::Elector;
 use crate::metrics::Metrics;
 use crate::params::Flavor;
 
@@ -47,6 +48,14 @@ pub struct Cli {
     #[arg(long, env = "VOLUME_FLAVOR", value_enum, default_value_t = FlavorArg::Auto)]
     pub volume_flavor: FlavorArg,
 
+    /// Elect a leader among replicas through a Lease, so that only one acts.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub leader_election_namespace: String,
+
     /// Our ServiceAccount as namespace:name, named in RBAC hints.
     #[arg(
         long,
@@ -81,7 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into()),
         )
         .init();
-    let client = client(cli.kubeconfig.as_ref()).await?;
+    // The provisioner runs in-cluster; an operator's command uses their kubeconfig.
+    let in_cluster = matches!(cli.command.as_ref().unwrap_or(&Command::Run), Command::Run);
+    let client = client(cli.kubeconfig.as_ref(), in_cluster).await?;
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => run_provisioner(cli, client).await,
         Command::MigrateToCsi(args) => {
@@ -90,7 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+async fn client(kubeconfig: Option<&PathBuf>, in_cluster: bool) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -99,8 +110,11 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
                 .await
                 .with_context(|| format!("using kubeconfig {}", path.display()))?
         }
-        None => kube::Config::incluster()
+        None if in_cluster => kube::Config::incluster()
             .context("not running in a cluster (no ServiceAccount mounted): pass --kubeconfig")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig found ($KUBECONFIG, ~/.kube/config): pass --kubeconfig")?,
     };
     Ok(kube::Client::try_from(config)?)
 }
@@ -159,8 +173,52 @@ async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
             op: Duration::from_secs(cli.ceph_op_timeout.max(1)),
         },
     };
-    controller::run(client, settings, metrics).await;
-    Ok(())
+    let elector = cli.leader_elect.then(|| {
+        Elector::new(
+            client.clone(),
+            &cli.leader_election_namespace,
+            &settings.provisioner,
+            identity(),
+        )
+    });
+    if let Some(e) = &elector {
+        tokio::select! {
+            _ = e.acquire() => {}
+            _ = terminated() => return Ok(()),
+        }
+    }
+    let keep = async {
+        match &elector {
+            Some(e) => e.keep().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controller::run(client, settings, metrics) => {
+            if let Some(e) = &elector {
+                e.release().await;
+            }
+            Ok(())
+        }
+        _ = keep => anyhow::bail!("lost leadership; exiting so that a fresh start competes again"),
+    }
+}
+
+/// This replica's identity in the Lease: the pod name, else host and process id.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 #[cfg(test)]

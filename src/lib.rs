@@ -10,6 +10,7 @@ pub mod clone;
 pub mod controller;
 pub mod error;
 pub mod k8s;
+pub mod leader;
 pub mod metrics;
 pub mod migrate;
 pub mod params;

@@ -574,3 +574,95 @@ async fn bad_claims() {
     }
     still_provisions(&c).await;
 }
+
+/// Two replicas with one name: only the Lease holder acts; when it crashes the other takes
+/// over once the Lease expires, and a graceful stop hands over at once.
+#[tokio::test]
+async fn leader_election() {
+    let bed = Bed::load();
+    let admin = bed.admin().await;
+    let name = format!("{}.test/rbd", unique("leader"));
+    let mut a = Provisioner::start(&bed, &name, &[]).await;
+    wait_for("first replica leads", T, || async {
+        a.logs().contains("became leader").then_some(())
+    })
+    .await;
+    let b = Provisioner::start(&bed, &name, &[]).await;
+    wait_for("second replica waits", T, || async {
+        b.logs().contains("waiting for leadership").then_some(())
+    })
+    .await;
+    let ns = unique("leader");
+    namespace(&admin, &ns).await;
+    key_secret(
+        &admin,
+        "kube-system",
+        &format!("{ns}-admin"),
+        &bed.admin_key,
+    )
+    .await;
+    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+    let class = format!("{ns}-class");
+    let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
+    storage_class(
+        &admin,
+        &class,
+        &name,
+        &[
+            ("monitors", &bed.monitors),
+            ("adminSecretName", &adm),
+            ("adminSecretNamespace", "kube-system"),
+            ("pool", "kube"),
+            ("userId", "kube"),
+            ("userSecretName", &usr),
+            ("userSecretNamespace", "default"),
+        ],
+        json!({}),
+    )
+    .await;
+    let one = claim(
+        &admin,
+        &ns,
+        "one",
+        &class,
+        "8Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    wait_bound(&admin, &ns, "one", T).await;
+    assert!(a.logs().contains("Successfully provisioned"));
+    assert!(
+        !b.logs().contains("Successfully provisioned"),
+        "the follower does nothing"
+    );
+
+    a.crash();
+    let two = claim(
+        &admin,
+        &ns,
+        "two",
+        &class,
+        "8Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    wait_bound(&admin, &ns, "two", Duration::from_secs(90)).await;
+    assert!(
+        b.logs().contains("became leader") && b.logs().contains("Successfully provisioned"),
+        "{}",
+        b.logs()
+    );
+
+    // A graceful stop releases the Lease: a new replica leads at once.
+    drop(b);
+    let c = Provisioner::start(&bed, &name, &[]).await;
+    wait_for(
+        "new replica leads at once",
+        Duration::from_secs(10),
+        || async { c.logs().contains("became leader").then_some(()) },
+    )
+    .await;
+    cleanup(&bed, &admin, &ns, &[&one, &two], &["kube"]).await;
+}

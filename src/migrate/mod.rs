@@ -49,7 +49,8 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub node_stage_secret: Option<String>,
 
-    /// Our provisioner name, to recognise our PVs (default: the global --provisioner-name).
+    /// Our provisioner name, to recognise our PVs (default: --provisioner-name before the
+    /// subcommand, i.e. ceph.com/rbd unless set).
     #[arg(long)]
     pub provisioner_name: Option<String>,
 

@@ -225,10 +225,7 @@ pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
         "apiVersion: v1\nkind: Config\nclusters:\n- name: bed\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: rbd-provisioner\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context:\n    cluster: bed\n    user: rbd-provisioner\ncurrent-context: sa\n"
     );
     let path = bed.dir.join("rbd-provisioner-sa.kubeconfig");
-    let tmp = bed.dir.join(format!(
-        "rbd-provisioner-sa.kubeconfig.{}",
-        std::process::id()
-    ));
+    let tmp = bed.dir.join(unique("rbd-provisioner-sa.kubeconfig.tmp"));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     path
@@ -245,7 +242,9 @@ pub struct Provisioner {
 impl Provisioner {
     pub async fn start(bed: &Bed, name: &str, env: &[(&str, &str)]) -> Provisioner {
         let kubeconfig = service_account_kubeconfig(bed).await;
-        let log = bed.dir.join(format!("{}.log", name.replace('/', "_")));
+        let log = bed
+            .dir
+            .join(format!("{}.log", unique(&name.replace('/', "_"))));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"));
         cmd.arg("--kubeconfig")
@@ -299,8 +298,32 @@ impl Provisioner {
     }
 }
 
+impl Provisioner {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: a crash, which leaves its Lease held until it expires.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Provisioner {
+    /// SIGTERM first, as kubelet does: a graceful stop releases the Lease at once.
     fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..50 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
