@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
 use crate::quantity;
 use crate::reclaim;
-use crate::volume::ANN_PROVISIONED_BY;
+use crate::volume::provisioned_by;
 
 /// The image a clone is made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,12 +88,7 @@ pub fn check_source(
             class: class.into(),
         });
     }
-    let ours = pv
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANN_PROVISIONED_BY))
-        .is_some_and(|p| p == provisioner);
+    let ours = provisioned_by(pv) == Some(provisioner);
     if !ours {
         return Err(CloneError::NotOurs(full));
     }
@@ -123,6 +118,7 @@ pub fn check_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::volume::ANN_PROVISIONED_BY;
     use k8s_openapi::api::core::v1::{
         PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PersistentVolumeSpec,
         RBDPersistentVolumeSource, TypedLocalObjectReference,

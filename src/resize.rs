@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
 use crate::params::Flavor;
 use crate::quantity;
-use crate::volume::{ANN_PROVISIONED_BY, round_up_mib};
+use crate::volume::{provisioned_by, round_up_mib};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResizeAction {
@@ -42,12 +42,7 @@ pub fn decide(
     allow_expansion: bool,
     provisioner: &str,
 ) -> ResizeAction {
-    let ours = pv
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANN_PROVISIONED_BY))
-        .is_some_and(|p| p == provisioner);
+    let ours = provisioned_by(pv) == Some(provisioner);
     let bound_to_it = pv
         .spec
         .as_ref()
@@ -104,6 +99,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::volume::ANN_PROVISIONED_BY;
     use k8s_openapi::api::core::v1::{
         CSIPersistentVolumeSource, ObjectReference, PersistentVolumeClaimSpec,
         PersistentVolumeClaimStatus, PersistentVolumeSpec, VolumeResourceRequirements,

@@ -26,6 +26,15 @@ pub const CSI_DRIVER: &str = "rbd.csi.ceph.com";
 
 const MIB: u64 = 1 << 20;
 
+/// The provisioner named in a PV's `pv.kubernetes.io/provisioned-by` annotation.
+pub fn provisioned_by(pv: &PersistentVolume) -> Option<&str> {
+    pv.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_PROVISIONED_BY))
+        .map(String::as_str)
+}
+
 /// RBD image name for a claim: deterministic, so a retry after a crash finds the same image.
 pub fn image_name(claim_uid: &str) -> String {
     format!("kubernetes-dynamic-pvc-{claim_uid}")

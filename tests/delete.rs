@@ -14,98 +14,6 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
-struct Case {
-    bed: Bed,
-    admin: kube::Client,
-    prov: Provisioner,
-    ns: String,
-    name: String,
-}
-
-impl Case {
-    async fn new(prefix: &str) -> Case {
-        let bed = Bed::load();
-        let admin = bed.admin().await;
-        let name = format!("{}.test/rbd", unique(prefix));
-        let prov = Provisioner::start(&bed, &name, &[]).await;
-        let ns = unique(prefix);
-        namespace(&admin, &ns).await;
-        key_secret(
-            &admin,
-            "kube-system",
-            &format!("{ns}-admin"),
-            &bed.admin_key,
-        )
-        .await;
-        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-        Case {
-            bed,
-            admin,
-            prov,
-            ns,
-            name,
-        }
-    }
-
-    async fn class(&self, suffix: &str, policy: &str) -> String {
-        let class = format!("{}-{suffix}", self.ns);
-        let (adm, usr) = (format!("{}-admin", self.ns), format!("{}-user", self.ns));
-        storage_class(
-            &self.admin,
-            &class,
-            &self.name,
-            &[
-                ("monitors", &self.bed.monitors),
-                ("adminSecretName", &adm),
-                ("adminSecretNamespace", "kube-system"),
-                ("pool", "kube"),
-                ("userId", "kube"),
-                ("userSecretName", &usr),
-                ("userSecretNamespace", "default"),
-            ],
-            json!({"reclaimPolicy": policy}),
-        )
-        .await;
-        class
-    }
-
-    fn pvcs(&self) -> Api<PersistentVolumeClaim> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    fn pvs(&self) -> Api<PersistentVolume> {
-        Api::all(self.admin.clone())
-    }
-
-    async fn bound(&self, class: &str, name: &str, size: &str) -> (PersistentVolumeClaim, String) {
-        let c = claim(
-            &self.admin,
-            &self.ns,
-            name,
-            class,
-            size,
-            &["ReadWriteOnce"],
-            json!({}),
-        )
-        .await;
-        wait_bound(&self.admin, &self.ns, name, T).await;
-        let uid = uid_of(&c);
-        (c, uid)
-    }
-
-    async fn wait_pv_gone(&self, uid: &str) {
-        let pvs = self.pvs();
-        wait_for(&format!("PV pvc-{uid} deleted"), T, || async {
-            pvs.get_opt(&format!("pvc-{uid}"))
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        })
-        .await;
-    }
-}
-
 async fn trash_has(ceph: &std::sync::Arc<rbd_provisioner::ceph::Cluster>, image: &str) -> bool {
     ceph.trash_list("kube")
         .await
@@ -116,9 +24,11 @@ async fn trash_has(ceph: &std::sync::Arc<rbd_provisioner::ceph::Cluster>, image:
 
 #[tokio::test]
 async fn released_volume_is_deleted_and_purged_even_without_its_class() {
-    let c = Case::new("del").await;
+    let c = Scenario::new("del").await;
     let ceph = c.bed.ceph().await;
-    let class = c.class("delete", "Delete").await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
     let (small, small_uid) = c.bound(&class, "small", "1Gi").await;
     let (big, big_uid) = c.bound(&class, "big", "100Gi").await;
     let pv = c.pvs().get(&format!("pvc-{small_uid}")).await.unwrap();
@@ -157,9 +67,11 @@ async fn released_volume_is_deleted_and_purged_even_without_its_class() {
 
 #[tokio::test]
 async fn watched_image_is_not_deleted_until_released() {
-    let c = Case::new("watch").await;
+    let c = Scenario::new("watch").await;
     let ceph = c.bed.ceph().await;
-    let class = c.class("delete", "Delete").await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
     let (claim, uid) = c.bound(&class, "data", "64Mi").await;
     let image = format!("kubernetes-dynamic-pvc-{uid}");
     let held = ceph.open_read_write("kube", &image).await.unwrap();
@@ -194,9 +106,11 @@ async fn watched_image_is_not_deleted_until_released() {
 
 #[tokio::test]
 async fn finalizer_guards_bound_volumes_and_follows_the_policy() {
-    let c = Case::new("fin").await;
+    let c = Scenario::new("fin").await;
     let ceph = c.bed.ceph().await;
-    let class = c.class("delete", "Delete").await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
     let (_claim, uid) = c.bound(&class, "data", "32Mi").await;
     let pv = format!("pvc-{uid}");
     let image = format!("kubernetes-dynamic-pvc-{uid}");
@@ -254,44 +168,16 @@ async fn finalizer_guards_bound_volumes_and_follows_the_policy() {
 
 #[tokio::test]
 async fn claim_deleted_during_provisioning_leaves_no_image() {
-    let bed = Bed::load();
-    let admin = bed.admin().await;
-    let ceph = bed.ceph().await;
     let name = format!("{}.test/rbd", unique("race"));
-    let prov = Provisioner::start(
-        &bed,
+    let s = Scenario::serving(
+        "race",
         &name,
         &[("RBD_PROVISIONER_FAILPOINT", "sleep-after-image-create")],
     )
     .await;
-    let ns = unique("race");
-    namespace(&admin, &ns).await;
-    key_secret(
-        &admin,
-        "kube-system",
-        &format!("{ns}-admin"),
-        &bed.admin_key,
-    )
-    .await;
-    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-    let class = format!("{ns}-class");
-    let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
-    storage_class(
-        &admin,
-        &class,
-        &name,
-        &[
-            ("monitors", &bed.monitors),
-            ("adminSecretName", &adm),
-            ("adminSecretNamespace", "kube-system"),
-            ("pool", "kube"),
-            ("userId", "kube"),
-            ("userSecretName", &usr),
-            ("userSecretNamespace", "default"),
-        ],
-        json!({}),
-    )
-    .await;
+    let (admin, ns, prov) = (s.admin.clone(), s.ns.clone(), &s.prov);
+    let ceph = s.bed.ceph().await;
+    let class = s.class("class", &[], json!({})).await;
     let c = claim(
         &admin,
         &ns,
@@ -329,7 +215,7 @@ async fn claim_deleted_during_provisioning_leaves_no_image() {
 }
 
 /// A PV exactly as the old external-storage provisioner wrote it, bound to a claim.
-async fn legacy_volume(c: &Case, class: &str, claim_name: &str) -> (String, String) {
+async fn legacy_volume(c: &Scenario, class: &str, claim_name: &str) -> (String, String) {
     let ceph = c.bed.ceph().await;
     let image = format!(
         "kubernetes-dynamic-pvc-{}",
@@ -385,28 +271,11 @@ async fn legacy_volume(c: &Case, class: &str, claim_name: &str) -> (String, Stri
 #[tokio::test]
 async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
     // The old provisioner's name is ceph.com/rbd: this provisioner replaces it in place.
-    let bed = Bed::load();
-    let admin = bed.admin().await;
-    let ceph = bed.ceph().await;
-    let prov = Provisioner::start(&bed, "ceph.com/rbd", &[]).await;
-    let ns = unique("legacy");
-    namespace(&admin, &ns).await;
-    key_secret(
-        &admin,
-        "kube-system",
-        &format!("{ns}-admin"),
-        &bed.admin_key,
-    )
-    .await;
-    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-    let c = Case {
-        bed: bed.clone(),
-        admin: admin.clone(),
-        prov,
-        ns: ns.clone(),
-        name: "ceph.com/rbd".into(),
-    };
-    let class = c.class("old", "Delete").await;
+    let c = Scenario::serving("legacy", "ceph.com/rbd", &[]).await;
+    let (admin, ceph) = (c.admin.clone(), c.bed.ceph().await);
+    let class = c
+        .class("old", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
     let (pv1, image1) = legacy_volume(&c, &class, "one").await;
     let (pv2, image2) = legacy_volume(&c, &class, "two").await;
 
@@ -444,7 +313,8 @@ async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
     .await;
     assert!(image_exists(&ceph, "kube", &image2).await);
     // Recreating the class unblocks it (the retry comes with backoff).
-    c.class("old", "Delete").await;
+    c.class("old", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
     wait_for(
         "legacy PV deleted after the class came back",
         Duration::from_secs(120),
@@ -454,7 +324,9 @@ async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
     assert!(!image_exists(&ceph, "kube", &image2).await);
 
     // Retain-policy legacy volumes are never touched.
-    let class = c.class("old-retain", "Retain").await;
+    let class = c
+        .class("old-retain", &[], json!({"reclaimPolicy": "Retain"}))
+        .await;
     let (pv3, image3) = legacy_volume(&c, &class, "three").await;
     c.pvs()
         .patch(

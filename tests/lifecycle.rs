@@ -11,72 +11,12 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
-struct Case {
-    bed: Bed,
-    admin: kube::Client,
-    prov: Provisioner,
-    ns: String,
-    name: String,
+trait Resizing {
+    async fn request(&self, name: &str, size: &str) -> Result<PersistentVolumeClaim, kube::Error>;
+    async fn wait_condition(&self, name: &str, cond: &str) -> PersistentVolumeClaim;
 }
 
-impl Case {
-    async fn new(prefix: &str) -> Case {
-        let bed = Bed::load();
-        let admin = bed.admin().await;
-        let name = format!("{}.test/rbd", unique(prefix));
-        let prov = Provisioner::start(&bed, &name, &[]).await;
-        let ns = unique(prefix);
-        namespace(&admin, &ns).await;
-        key_secret(
-            &admin,
-            "kube-system",
-            &format!("{ns}-admin"),
-            &bed.admin_key,
-        )
-        .await;
-        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-        Case {
-            bed,
-            admin,
-            prov,
-            ns,
-            name,
-        }
-    }
-
-    async fn class(
-        &self,
-        suffix: &str,
-        extra_params: &[(&str, &str)],
-        extra: serde_json::Value,
-    ) -> String {
-        let class = format!("{}-{suffix}", self.ns);
-        let (adm, usr) = (format!("{}-admin", self.ns), format!("{}-user", self.ns));
-        let mut p: Vec<(&str, &str)> = vec![
-            ("monitors", &self.bed.monitors),
-            ("adminSecretName", &adm),
-            ("adminSecretNamespace", "kube-system"),
-            ("pool", "kube"),
-            ("userId", "kube"),
-            ("userSecretName", &usr),
-            ("userSecretNamespace", "default"),
-        ];
-        p.extend_from_slice(extra_params);
-        storage_class(&self.admin, &class, &self.name, &p, extra).await;
-        class
-    }
-
-    fn pvcs(&self) -> Api<PersistentVolumeClaim> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    async fn pv_of(&self, c: &PersistentVolumeClaim) -> PersistentVolume {
-        Api::<PersistentVolume>::all(self.admin.clone())
-            .get(&format!("pvc-{}", uid_of(c)))
-            .await
-            .unwrap()
-    }
-
+impl Resizing for Scenario {
     async fn request(&self, name: &str, size: &str) -> Result<PersistentVolumeClaim, kube::Error> {
         self.pvcs()
             .patch(
@@ -115,7 +55,7 @@ fn capacity(pv: &PersistentVolume) -> String {
 /// the claim end in the same state.
 #[tokio::test]
 async fn expand_in_tree_rbd_volume() {
-    let c = Case::new("grow").await;
+    let c = Scenario::new("grow").await;
     let ceph = c.bed.ceph().await;
     let class = c
         .class("grow", &[], json!({"allowVolumeExpansion": true}))
@@ -156,7 +96,7 @@ async fn expand_in_tree_rbd_volume() {
 /// touching Ceph.
 #[tokio::test]
 async fn expand_when_the_in_tree_expander_cannot() {
-    let c = Case::new("grow2").await;
+    let c = Scenario::new("grow2").await;
     let ceph = c.bed.ceph().await;
     let opaque = format!("{}-opaque", c.ns);
     apply_yaml(
@@ -227,7 +167,7 @@ async fn expand_when_the_in_tree_expander_cannot() {
 
 #[tokio::test]
 async fn expansion_needs_allow_volume_expansion() {
-    let c = Case::new("nogrow").await;
+    let c = Scenario::new("nogrow").await;
     let class = c.class("fixed", &[], json!({})).await;
     let pvc = claim(
         &c.admin,
@@ -248,7 +188,7 @@ async fn expansion_needs_allow_volume_expansion() {
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
 }
 
-async fn csi_secret(c: &Case, name: &str, data: serde_json::Value) {
+async fn csi_secret(c: &Scenario, name: &str, data: serde_json::Value) {
     apply_yaml(
         &c.admin,
         &serde_json::to_string(&json!({
@@ -264,7 +204,7 @@ async fn csi_secret(c: &Case, name: &str, data: serde_json::Value) {
 
 #[tokio::test]
 async fn csi_flavour_provisions_expands_and_deletes() {
-    let c = Case::new("csi").await;
+    let c = Scenario::new("csi").await;
     let ceph = c.bed.ceph().await;
     let secret = format!("{}-csi", c.ns);
     csi_secret(
@@ -348,7 +288,7 @@ async fn csi_flavour_provisions_expands_and_deletes() {
 
 #[tokio::test]
 async fn csi_flavour_refuses_bad_settings() {
-    let mut c = Case::new("csibad").await;
+    let mut c = Scenario::new("csibad").await;
     let ceph = c.bed.ceph().await;
     let wrong = format!("{}-wrong", c.ns);
     csi_secret(&c, &wrong, json!({"key": c.bed.kube_key})).await;
@@ -403,7 +343,7 @@ async fn csi_flavour_refuses_bad_settings() {
 
 #[tokio::test]
 async fn block_volumes() {
-    let c = Case::new("block").await;
+    let c = Scenario::new("block").await;
     let secret = format!("{}-csi", c.ns);
     csi_secret(
         &c,
@@ -485,7 +425,7 @@ fn from(name: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn clones_are_copy_on_write_and_survive_their_source() {
-    let c = Case::new("clone").await;
+    let c = Scenario::new("clone").await;
     let ceph = c.bed.ceph().await;
     let class = c.class("fast", &[], json!({})).await;
     let src = claim(
@@ -613,7 +553,7 @@ async fn clones_are_copy_on_write_and_survive_their_source() {
 
 #[tokio::test]
 async fn clone_refusals() {
-    let c = Case::new("noclone").await;
+    let c = Scenario::new("noclone").await;
     let ceph = c.bed.ceph().await;
     let class = c.class("a", &[], json!({})).await;
     let other = c.class("b", &[], json!({})).await;

@@ -151,74 +151,14 @@ async fn examples_provision_and_bind() {
     cleanup(&bed, &admin, "default", &[&bound], &["kube"]).await;
 }
 
-/// Setup for the tests below: a provisioner with its own name, a class, secrets.
-struct Case {
-    bed: Bed,
-    admin: kube::Client,
-    prov: Provisioner,
-    ns: String,
-}
-
-impl Case {
-    async fn new(prefix: &str) -> Case {
-        let bed = Bed::load();
-        let admin = bed.admin().await;
-        let name = format!("{}.test/rbd", unique(prefix));
-        let prov = Provisioner::start(&bed, &name, &[]).await;
-        let ns = unique(prefix);
-        namespace(&admin, &ns).await;
-        key_secret(
-            &admin,
-            "kube-system",
-            &format!("{ns}-admin"),
-            &bed.admin_key,
-        )
-        .await;
-        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-        Case {
-            bed,
-            admin,
-            prov,
-            ns,
-        }
-    }
-
-    /// Good parameters, overridden by `over` (an empty value removes the key).
-    fn params(&self, over: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut p: Vec<(String, String)> = vec![
-            ("monitors".into(), self.bed.monitors.clone()),
-            ("adminId".into(), "admin".into()),
-            ("adminSecretName".into(), format!("{}-admin", self.ns)),
-            ("adminSecretNamespace".into(), "kube-system".into()),
-            ("pool".into(), "kube".into()),
-            ("userId".into(), "kube".into()),
-            ("userSecretName".into(), format!("{}-user", self.ns)),
-            ("userSecretNamespace".into(), "default".into()),
-        ];
-        for (k, v) in over {
-            p.retain(|(pk, _)| pk != k);
-            if !v.is_empty() {
-                p.push((k.to_string(), v.to_string()));
-            }
-        }
-        p
-    }
-
-    async fn class(&self, suffix: &str, over: &[(&str, &str)]) -> String {
-        let name = format!("{}-{suffix}", self.ns);
-        let p = self.params(over);
-        let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        storage_class(&self.admin, &name, &self.prov.name, &p, json!({})).await;
-        name
-    }
-}
-
 #[tokio::test]
 async fn claim_in_another_namespace_and_other_pools() {
-    let c = Case::new("pools").await;
+    let c = Scenario::new("pools").await;
     let ceph = c.bed.ceph().await;
-    let k2 = c.class("kube2", &[("pool", "kube2")]).await;
-    let dp = c.class("datapool", &[("dataPool", "kube2")]).await;
+    let k2 = c.class("kube2", &[("pool", "kube2")], json!({})).await;
+    let dp = c
+        .class("datapool", &[("dataPool", "kube2")], json!({}))
+        .await;
     let a = claim(
         &c.admin,
         &c.ns,
@@ -270,44 +210,16 @@ async fn claim_in_another_namespace_and_other_pools() {
 /// the image instead of making a second one.
 #[tokio::test]
 async fn restart_between_image_and_pv_adopts_the_image() {
-    let bed = Bed::load();
-    let admin = bed.admin().await;
-    let ceph = bed.ceph().await;
     let name = format!("{}.test/rbd", unique("crash"));
-    let mut first = Provisioner::start(
-        &bed,
+    let mut s = Scenario::serving(
+        "crash",
         &name,
         &[("RBD_PROVISIONER_FAILPOINT", "exit-after-image-create")],
     )
     .await;
-    let ns = unique("crash");
-    namespace(&admin, &ns).await;
-    key_secret(
-        &admin,
-        "kube-system",
-        &format!("{ns}-admin"),
-        &bed.admin_key,
-    )
-    .await;
-    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-    let class = format!("{ns}-class");
-    let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
-    storage_class(
-        &admin,
-        &class,
-        &name,
-        &[
-            ("monitors", &bed.monitors),
-            ("adminSecretName", &adm),
-            ("adminSecretNamespace", "kube-system"),
-            ("pool", "kube"),
-            ("userId", "kube"),
-            ("userSecretName", &usr),
-            ("userSecretNamespace", "default"),
-        ],
-        json!({}),
-    )
-    .await;
+    let (bed, admin, ns) = (s.bed.clone(), s.admin.clone(), s.ns.clone());
+    let ceph = bed.ceph().await;
+    let class = s.class("class", &[], json!({})).await;
     let c = claim(
         &admin,
         &ns,
@@ -318,12 +230,12 @@ async fn restart_between_image_and_pv_adopts_the_image() {
         json!({}),
     )
     .await;
-    let st = first.wait_exit(T).await;
+    let st = s.prov.wait_exit(T).await;
     assert_eq!(
         st.code(),
         Some(86),
         "died at the failpoint; log:\n{}",
-        first.logs()
+        s.prov.logs()
     );
     let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&c));
     let id = ceph
@@ -368,14 +280,14 @@ async fn restart_between_image_and_pv_adopts_the_image() {
 /// Bad input: a Warning event naming the problem, no image, and a provisioner that keeps
 /// running and still provisions a good claim afterwards.
 async fn refused(
-    c: &mut Case,
+    c: &mut Scenario,
     class_over: &[(&str, &str)],
     modes: &[&str],
     spec: serde_json::Value,
     needles: &[&str],
 ) {
     let ceph = c.bed.ceph().await;
-    let class = c.class(&unique("bad"), class_over).await;
+    let class = c.class(&unique("bad"), class_over, json!({})).await;
     let name = unique("claim");
     let pvc = claim(&c.admin, &c.ns, &name, &class, "16Mi", modes, spec).await;
     let uid = uid_of(&pvc);
@@ -397,8 +309,8 @@ async fn refused(
         .await;
 }
 
-async fn still_provisions(c: &Case) {
-    let class = c.class("good", &[]).await;
+async fn still_provisions(c: &Scenario) {
+    let class = c.class("good", &[], json!({})).await;
     let pvc = claim(
         &c.admin,
         &c.ns,
@@ -416,7 +328,7 @@ async fn still_provisions(c: &Case) {
 
 #[tokio::test]
 async fn bad_secrets() {
-    let mut c = Case::new("secrets").await;
+    let mut c = Scenario::new("secrets").await;
     refused(
         &mut c,
         &[("adminSecretName", "no-such-secret")],
@@ -455,7 +367,7 @@ async fn bad_secrets() {
 
 #[tokio::test]
 async fn bad_ceph_access_fails_fast() {
-    let mut c = Case::new("ceph").await;
+    let mut c = Scenario::new("ceph").await;
     // A well-formed key that is not the admin's.
     let mut wrong: Vec<char> = c.bed.admin_key.chars().collect();
     wrong[20] = if wrong[20] == 'A' { 'B' } else { 'A' };
@@ -495,7 +407,7 @@ async fn bad_ceph_access_fails_fast() {
 
 #[tokio::test]
 async fn bad_parameters() {
-    let mut c = Case::new("params").await;
+    let mut c = Scenario::new("params").await;
     refused(
         &mut c,
         &[("imageFeatures", "layering,exclusive-lock")],
@@ -533,7 +445,7 @@ async fn bad_parameters() {
 
 #[tokio::test]
 async fn bad_claims() {
-    let mut c = Case::new("claims").await;
+    let mut c = Scenario::new("claims").await;
     refused(
         &mut c,
         &[],
@@ -551,7 +463,7 @@ async fn bad_claims() {
     )
     .await;
     // Zero and malformed sizes never reach a provisioner: the API server refuses them.
-    let class = c.class("sizes", &[]).await;
+    let class = c.class("sizes", &[], json!({})).await;
     let api = Api::<PersistentVolumeClaim>::namespaced(c.admin.clone(), &c.ns);
     for size in ["0", "ten-gigs"] {
         let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
@@ -579,12 +491,11 @@ async fn bad_claims() {
 /// over once the Lease expires, and a graceful stop hands over at once.
 #[tokio::test]
 async fn leader_election() {
-    let bed = Bed::load();
-    let admin = bed.admin().await;
     let name = format!("{}.test/rbd", unique("leader"));
-    let mut a = Provisioner::start(&bed, &name, &[]).await;
+    let mut s = Scenario::serving("leader", &name, &[]).await;
+    let (bed, admin, ns) = (s.bed.clone(), s.admin.clone(), s.ns.clone());
     wait_for("first replica leads", T, || async {
-        a.logs().contains("became leader").then_some(())
+        s.prov.logs().contains("became leader").then_some(())
     })
     .await;
     let b = Provisioner::start(&bed, &name, &[]).await;
@@ -592,34 +503,8 @@ async fn leader_election() {
         b.logs().contains("waiting for leadership").then_some(())
     })
     .await;
-    let ns = unique("leader");
-    namespace(&admin, &ns).await;
-    key_secret(
-        &admin,
-        "kube-system",
-        &format!("{ns}-admin"),
-        &bed.admin_key,
-    )
-    .await;
-    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-    let class = format!("{ns}-class");
-    let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
-    storage_class(
-        &admin,
-        &class,
-        &name,
-        &[
-            ("monitors", &bed.monitors),
-            ("adminSecretName", &adm),
-            ("adminSecretNamespace", "kube-system"),
-            ("pool", "kube"),
-            ("userId", "kube"),
-            ("userSecretName", &usr),
-            ("userSecretNamespace", "default"),
-        ],
-        json!({}),
-    )
-    .await;
+    let class = s.class("class", &[], json!({})).await;
+    let a = &mut s.prov;
     let one = claim(
         &admin,
         &ns,

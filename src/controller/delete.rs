@@ -119,12 +119,7 @@ pub(super) async fn admin_credentials(
 async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Result<()> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
     let creds = admin_credentials(ctx, &pv_name, t).await?;
-    let target = format!(
-        "Ceph cluster {} as client.{}",
-        creds.monitors.join(","),
-        creds.user
-    );
-    let cluster = ctx.ceph.get(&creds).await.map_err(Error::ceph(&target))?;
+    let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
 
     match cluster.image_info(&t.pool, &t.image).await {

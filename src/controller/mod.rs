@@ -17,7 +17,7 @@ use kube::runtime::Controller;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::watcher;
 
-use crate::ceph::{Connections, Timeouts};
+use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
 use crate::error::Error;
 use crate::k8s::Events;
 use crate::metrics::Metrics;
@@ -69,6 +69,15 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((monitors.to_string(), pool.to_string()))
+    }
+
+    /// The (cached) Ceph connection for these credentials.
+    async fn connect(&self, creds: &Credentials) -> Result<Arc<Cluster>, Error> {
+        self.ceph.get(creds).await.map_err(Error::ceph(format!(
+            "Ceph cluster {} as client.{}",
+            creds.monitors.join(","),
+            creds.user
+        )))
     }
 
     fn succeeded(&self, key: &str) {

@@ -248,12 +248,7 @@ async fn provision(
         user: params.admin_id.clone(),
         key: admin_key,
     };
-    let target = format!(
-        "Ceph cluster {} as client.{}",
-        params.monitors.join(","),
-        params.admin_id
-    );
-    let cluster = ctx.ceph.get(&creds).await.map_err(Error::ceph(&target))?;
+    let cluster = ctx.connect(&creds).await?;
     let image = volume::image_name(&req.uid);
     let object = format!("image {}/{image}", params.pool);
     let spec = ImageSpec {

@@ -99,12 +99,7 @@ async fn grow(
     let t = reclaim::target(pv)
         .map_err(|why| Error::Invalid(format!("cannot grow volume {pv_name}: {why}")))?;
     let creds = super::delete::admin_credentials(ctx, &pv_name, &t).await?;
-    let target = format!(
-        "Ceph cluster {} as client.{}",
-        creds.monitors.join(","),
-        creds.user
-    );
-    let cluster = ctx.ceph.get(&creds).await.map_err(Error::ceph(&target))?;
+    let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
     let info = cluster
         .image_info(&t.pool, &t.image)

@@ -502,3 +502,129 @@ pub async fn cleanup(
         }
     }
 }
+
+/// One test's world: a provisioner with its own name, a namespace, admin and user Secrets
+/// (in kube-system and default, where the shipped RBAC lets it read them).
+pub struct Scenario {
+    pub bed: Bed,
+    pub admin: Client,
+    pub prov: Provisioner,
+    pub ns: String,
+    pub name: String,
+}
+
+impl Scenario {
+    pub async fn new(prefix: &str) -> Scenario {
+        Self::serving(prefix, &format!("{}.test/rbd", unique(prefix)), &[]).await
+    }
+
+    /// A provisioner named `name`, started with extra environment.
+    pub async fn serving(prefix: &str, name: &str, env: &[(&str, &str)]) -> Scenario {
+        let bed = Bed::load();
+        let admin = bed.admin().await;
+        let prov = Provisioner::start(&bed, name, env).await;
+        let ns = unique(prefix);
+        namespace(&admin, &ns).await;
+        key_secret(
+            &admin,
+            "kube-system",
+            &format!("{ns}-admin"),
+            &bed.admin_key,
+        )
+        .await;
+        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+        Scenario {
+            bed,
+            admin,
+            prov,
+            ns,
+            name: name.to_string(),
+        }
+    }
+
+    /// Good parameters, overridden by `over` (an empty value removes the key).
+    pub fn params(&self, over: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = vec![
+            ("monitors".into(), self.bed.monitors.clone()),
+            ("adminId".into(), "admin".into()),
+            ("adminSecretName".into(), format!("{}-admin", self.ns)),
+            ("adminSecretNamespace".into(), "kube-system".into()),
+            ("pool".into(), "kube".into()),
+            ("userId".into(), "kube".into()),
+            ("userSecretName".into(), format!("{}-user", self.ns)),
+            ("userSecretNamespace".into(), "default".into()),
+        ];
+        for (k, v) in over {
+            p.retain(|(pk, _)| pk != k);
+            if !v.is_empty() {
+                p.push((k.to_string(), v.to_string()));
+            }
+        }
+        p
+    }
+
+    /// A StorageClass `<ns>-<suffix>` of this provisioner; `extra` adds top-level fields
+    /// (reclaimPolicy, allowVolumeExpansion, ...).
+    pub async fn class(
+        &self,
+        suffix: &str,
+        over: &[(&str, &str)],
+        extra: serde_json::Value,
+    ) -> String {
+        let name = format!("{}-{suffix}", self.ns);
+        let p = self.params(over);
+        let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        storage_class(&self.admin, &name, &self.name, &p, extra).await;
+        name
+    }
+
+    pub fn pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    pub fn pvs(&self) -> Api<PersistentVolume> {
+        Api::all(self.admin.clone())
+    }
+
+    pub async fn pv_of(&self, c: &PersistentVolumeClaim) -> PersistentVolume {
+        self.pvs().get(&format!("pvc-{}", uid_of(c))).await.unwrap()
+    }
+
+    /// Creates a claim and waits until it is Bound; returns it (as created) and its uid.
+    pub async fn bound(
+        &self,
+        class: &str,
+        name: &str,
+        size: &str,
+    ) -> (PersistentVolumeClaim, String) {
+        let c = claim(
+            &self.admin,
+            &self.ns,
+            name,
+            class,
+            size,
+            &["ReadWriteOnce"],
+            serde_json::json!({}),
+        )
+        .await;
+        wait_bound(&self.admin, &self.ns, name, Duration::from_secs(60)).await;
+        let uid = uid_of(&c);
+        (c, uid)
+    }
+
+    pub async fn wait_pv_gone(&self, uid: &str) {
+        let pvs = self.pvs();
+        wait_for(
+            &format!("PV pvc-{uid} deleted"),
+            Duration::from_secs(60),
+            || async {
+                pvs.get_opt(&format!("pvc-{uid}"))
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
