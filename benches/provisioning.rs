@@ -961,6 +961,14 @@ async fn async_main() -> i32 {
     namespace(&admin, &cx.ns).await;
     key_secret(&admin, "kube-system", &cx.admin_secret, &bed.admin_key).await;
     key_secret(&admin, &cx.ns, "ceph-user", &bed.kube_key).await;
+    // As deployed: the provisioner reads Secrets only where a RoleBinding lets it
+    // (manifests/rbac/secrets.yaml); the user secret lives in the claims' namespace.
+    apply_yaml(
+        &admin,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: rbd-provisioner-secrets\n  namespace: NS\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: rbd-provisioner-secrets\nsubjects:\n  - kind: ServiceAccount\n    name: rbd-provisioner\n    namespace: kube-system\n",
+        &[("NS", &cx.ns)],
+    )
+    .await;
     // The same parameters for both provisioners.
     let params = [
         ("monitors", bed.monitors.as_str()),
@@ -998,6 +1006,7 @@ async fn async_main() -> i32 {
     eprintln!("cleaning up");
     figs.leftovers = cleanup(&cx).await;
     let trash_errors = cx.seen.lock().unwrap().trash_errors;
+    let log = prov.log.display().to_string();
     drop(prov);
 
     let header = format!(
@@ -1018,15 +1027,8 @@ async fn async_main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             println!("\n**The run did not finish:** {e:#}");
-            eprintln!("provisioner log: {}", prov_log_hint(&bed, &prov_name));
+            eprintln!("provisioner log: {log}");
             1
         }
     }
-}
-
-fn prov_log_hint(bed: &Bed, name: &str) -> String {
-    bed.dir
-        .join(format!("{}.log", name.replace('/', "_")))
-        .display()
-        .to_string()
 }

@@ -39,9 +39,6 @@ pub enum Error {
         source: crate::clone::CloneError,
     },
 
-    #[error("StorageClass {0} not found; the volume cannot be handled without it")]
-    ClassNotFound(String),
-
     #[error("{role} {secret} not found; create it: kubectl -n {ns} create secret generic {name} --type=kubernetes.io/rbd --from-literal=key=\"$(ceph auth get-key client.{user})\"", ns = secret.namespace, name = secret.name)]
     SecretNotFound {
         role: SecretRole,
@@ -113,7 +110,6 @@ impl Error {
             Error::Params { .. } => "params",
             Error::Claim { .. } => "claim",
             Error::Clone { .. } => "clone",
-            Error::ClassNotFound(_) => "class_not_found",
             Error::SecretNotFound { .. }
             | Error::SecretForbidden { .. }
             | Error::SecretField { .. } => "secret",

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -81,10 +80,9 @@ pub(super) async fn admin_credentials(
             key: k8s::ceph_key(&ctx.client, SecretRole::Admin, secret, admin_id, sa).await?,
         }),
         AdminSource::FromClass(class_name) => {
-            let class = Api::<StorageClass>::all(ctx.client.clone())
-                .get_opt(class_name)
-                .await
-                .map_err(Error::kube("read StorageClass", class_name))?
+            let class = ctx
+                .class(class_name)
+                .await?
                 .ok_or_else(|| Error::Invalid(format!(
                     "volume {pv_name} was made by the old ceph.com/rbd provisioner, which records no admin credentials on its PVs, and its StorageClass {class_name} is gone: recreate StorageClass {class_name} with the same monitors, adminId, adminSecretName and adminSecretNamespace (deletion is retried), or remove image {}/{} by hand and then the finalizers of PV {pv_name}",
                     t.pool, t.image

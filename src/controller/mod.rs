@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::Controller;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::watcher::{self, watcher};
 
 use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
 use crate::error::Error;
@@ -48,11 +51,19 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// (monitors, pool) whose trash this process has swept.
     swept: Mutex<HashSet<(String, String)>>,
+    /// StorageClasses, kept current by a watch so that a burst of claims costs no class reads.
+    classes: Store<StorageClass>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        classes: Store<StorageClass>,
+    ) -> Context {
         Context {
+            classes,
             ceph: Connections::new(settings.ceph_timeouts),
             events: Events::new(client.clone()),
             client,
@@ -69,6 +80,18 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((monitors.to_string(), pool.to_string()))
+    }
+
+    /// A StorageClass from the watch cache; one created a moment ago may not be there yet,
+    /// so a miss asks the API server.
+    async fn class(&self, name: &str) -> Result<Option<StorageClass>, Error> {
+        if let Some(c) = self.classes.get(&ObjectRef::new(name)) {
+            return Ok(Some((*c).clone()));
+        }
+        Api::<StorageClass>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("read StorageClass", name))
     }
 
     /// The (cached) Ceph connection for these credentials.
@@ -125,7 +148,18 @@ fn claim_error_policy(pvc: Arc<PersistentVolumeClaim>, err: &Error, ctx: Arc<Con
 /// Runs the controllers until a termination signal.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     let workers = settings.workers;
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
+    let (classes, writer) = reflector::store();
+    let class_watch = reflector(
+        writer,
+        watcher(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(class_watch);
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, classes));
     let claims = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),

@@ -22,10 +22,7 @@ use crate::volume::{self, PvInput};
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
     let key = super::claim_key(&pvc);
     let class = match claim::class_name(&pvc) {
-        Some(name) => Api::<StorageClass>::all(ctx.client.clone())
-            .get_opt(name)
-            .await
-            .map_err(Error::kube("read StorageClass", name))?,
+        Some(name) => ctx.class(name).await?,
         None => None,
     };
     let bound = pvc
