@@ -54,6 +54,9 @@ struct Seen {
     pv_name: HashMap<String, String>,
     image: HashMap<String, String>,
     bound: HashMap<String, Instant>,
+    /// When the claim first carried the binder's storage-provisioner annotation: the binder
+    /// hands a claim to a provisioner (ours or its own in-tree plugin) by writing it.
+    annotated: HashMap<String, Instant>,
     /// Claims whose image must leave the trash; the poller fills `purged`.
     trash_pending: HashSet<String>,
     purged: HashMap<String, Instant>,
@@ -137,8 +140,18 @@ fn spawn_pvc_watch(admin: kube::Client, ns: String, seen: Shared) {
             match ev {
                 Ok(watcher::Event::Apply(c)) | Ok(watcher::Event::InitApply(c)) => {
                     let bound = c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-                    if bound && let Some(n) = c.metadata.name {
-                        seen.lock().unwrap().bound.entry(n).or_insert(now);
+                    let annotated = c.metadata.annotations.as_ref().is_some_and(|a| {
+                        a.contains_key("volume.beta.kubernetes.io/storage-provisioner")
+                            || a.contains_key("volume.kubernetes.io/storage-provisioner")
+                    });
+                    if let Some(n) = c.metadata.name {
+                        let mut g = seen.lock().unwrap();
+                        if annotated {
+                            g.annotated.entry(n.clone()).or_insert(now);
+                        }
+                        if bound {
+                            g.bound.entry(n).or_insert(now);
+                        }
                     }
                 }
                 Ok(watcher::Event::InitDone) => seen.lock().unwrap().pvc_ready = true,
@@ -310,6 +323,9 @@ fn dist(v: &[Duration]) -> String {
 
 #[derive(Default)]
 struct Seq {
+    annotated: Vec<Duration>,
+    /// Annotation -> PV: what the provisioner itself takes once the binder handed it the claim.
+    ann_to_pv: Vec<Duration>,
     pv: Vec<Duration>,
     bound: Vec<Duration>,
 }
@@ -327,6 +343,8 @@ struct Del {
 #[derive(Default)]
 struct Burst {
     api_create: Option<Duration>,
+    all_annotated: Option<Duration>,
+    ann_to_pv: Vec<Duration>,
     pv_p50: Option<Duration>,
     all_pvs: Option<Duration>,
     all_bound: Option<Duration>,
@@ -372,8 +390,14 @@ async fn sequential(
             |g| g.bound.contains_key(name) && g.pv_created.contains_key(name),
         )
         .await?;
-        out.pv.push(cx.at(|g| &g.pv_created, name) - t0);
-        out.bound.push(cx.at(|g| &g.bound, name) - t0);
+        let g = cx.seen.lock().unwrap();
+        let pv = g.pv_created[name];
+        out.pv.push(pv - t0);
+        out.bound.push(g.bound[name] - t0);
+        if let Some(a) = g.annotated.get(name) {
+            out.annotated.push(*a - t0);
+            out.ann_to_pv.push(pv.saturating_duration_since(*a));
+        }
     }
     Ok(list)
 }
@@ -488,6 +512,13 @@ async fn burst(
         let v: Vec<Duration> = list.iter().map(|n| g.pv_created[n] - t0).collect();
         out.pv_p50 = Some(pct(&v, 50.0));
         out.all_pvs = Some(latest(&g.pv_created, &list) - t0);
+        if all_in(&g.annotated, &list) {
+            out.all_annotated = Some(latest(&g.annotated, &list) - t0);
+        }
+        out.ann_to_pv = list
+            .iter()
+            .filter_map(|n| Some(g.pv_created[n].saturating_duration_since(*g.annotated.get(n)?)))
+            .collect();
     }
     until(
         &cx.seen,
@@ -659,6 +690,9 @@ async fn run(cx: &Ctx, figs: &mut Figures) -> Result<()> {
 
 // ---- cleanup -------------------------------------------------------------------------------
 
+/// A PV still there at cleanup: (claim, PV name, image).
+type Stale = (String, Option<String>, Option<String>);
+
 async fn cleanup(cx: &Ctx) -> Vec<String> {
     let mut left = Vec::new();
     let pvcs = cx.pvcs();
@@ -683,7 +717,7 @@ async fn cleanup(cx: &Ctx) -> Vec<String> {
 
     // Whatever is left: by force.
     let pvs = cx.pvs();
-    let (stale, pending): (Vec<(String, Option<String>, Option<String>)>, Vec<String>) = {
+    let (stale, pending): (Vec<Stale>, Vec<String>) = {
         let g = cx.seen.lock().unwrap();
         (
             g.pv_created
@@ -787,6 +821,20 @@ fn report(f: &Figures, header: &str) -> String {
     );
     let _ = writeln!(
         s,
+        "| binder annotated the claim (handed it to a provisioner) | {} | {} | {} |",
+        dist(&f.seq_ours.annotated),
+        dist(&f.seq_peer.annotated),
+        ratio(p50(&f.seq_ours.annotated), p50(&f.seq_peer.annotated))
+    );
+    let _ = writeln!(
+        s,
+        "| *annotation → PV exists (the provisioner's own part)* | {} | {} | {} |",
+        dist(&f.seq_ours.ann_to_pv),
+        dist(&f.seq_peer.ann_to_pv),
+        ratio(p50(&f.seq_ours.ann_to_pv), p50(&f.seq_peer.ann_to_pv))
+    );
+    let _ = writeln!(
+        s,
         "| claim Bound | {} | {} | {} |",
         dist(&f.seq_ours.bound),
         dist(&f.seq_peer.bound),
@@ -808,6 +856,23 @@ fn report(f: &Figures, header: &str) -> String {
         opt_s(o.api_create),
         opt_s(p.api_create),
         opt_s(f.control_api_create)
+    );
+    let _ = writeln!(
+        s,
+        "| every claim annotated by the binder (handed to a provisioner) | {} | {} | {} | |",
+        opt_s(o.all_annotated),
+        opt_s(p.all_annotated),
+        ratio(o.all_annotated, p.all_annotated)
+    );
+    let _ = writeln!(
+        s,
+        "| *per claim: annotation → PV exists* | {} | {} | {} | |",
+        dist(&o.ann_to_pv),
+        dist(&p.ann_to_pv),
+        ratio(
+            (!o.ann_to_pv.is_empty()).then(|| pct(&o.ann_to_pv, 50.0)),
+            (!p.ann_to_pv.is_empty()).then(|| pct(&p.ann_to_pv, 50.0))
+        )
     );
     let _ = writeln!(
         s,

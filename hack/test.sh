@@ -31,5 +31,5 @@ echo "== unit tests"
 cargo test --lib --bins
 echo "== integration tests (real Ceph + Kubernetes)"
 # IO-bound tests, each with its own provisioner process, namespace and classes.
-cargo test --tests -- --test-threads=8
+cargo test --test '*' -- --test-threads=8
 [ $started -eq 1 ] || echo "test.sh: the bed was already running; left it up (hack/bed-down.sh stops it)"

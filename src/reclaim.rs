@@ -79,6 +79,10 @@ pub fn decide(pv: &PersistentVolume, provisioner: &str) -> VolumeAction {
     }
     let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
     let deleting = pv.metadata.deletion_timestamp.is_some();
+    if deleting && !has_finalizer(pv) && !is_legacy(pv) {
+        // Our finalizer goes last, after the image: nothing is left for us to do.
+        return VolumeAction::Ignore("deleted, and our finalizer is already gone");
+    }
     match phase {
         Some("Released") | Some("Failed") => {}
         // Deleted by hand before it was ever bound: nothing else will use the image.
@@ -281,6 +285,15 @@ mod tests {
         let mut pv = ours("Delete", "Available");
         pv.metadata.deletion_timestamp = Some(Time(Default::default()));
         assert!(matches!(decide(&pv, ME), VolumeAction::Delete(_)));
+    }
+
+    #[test]
+    fn done_once_our_finalizer_is_gone() {
+        let mut pv = ours("Delete", "Released");
+        pv.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert!(matches!(decide(&pv, ME), VolumeAction::Delete(_)));
+        pv.metadata.finalizers = Some(vec!["kubernetes.io/pv-protection".into()]);
+        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use either::Either;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -159,7 +160,8 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Resul
         }
     }
 
-    remove_finalizer(ctx, pv).await?;
+    // Delete first, then drop the finalizer from what the delete returned: the other order
+    // makes the finalizer patch trigger a second, idle reconcile of a PV about to go.
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
@@ -169,7 +171,8 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Resul
         ..Default::default()
     };
     match pvs.delete(&pv_name, &dp).await {
-        Ok(_) => Ok(()),
+        Ok(Either::Left(still_there)) => remove_finalizer(ctx, &still_there).await,
+        Ok(Either::Right(_)) => Ok(()),
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
         Err(e) => Err(Error::kube("delete PersistentVolume", pv_name)(e)),
     }
@@ -232,10 +235,16 @@ fn purge_later(
             let _ = cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await;
             let _ = cluster.snap_remove(&p.pool, &p.image, &p.snap).await;
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         if sweep && let Ok(entries) = cluster.trash_list(&pool).await {
             for e in entries
                 .iter()
-                .filter(|e| e.name.starts_with("kubernetes-dynamic-pvc-"))
+                // Ours by name; an entry someone keeps on purpose has a deferment still running.
+                .filter(|e| {
+                    e.name.starts_with("kubernetes-dynamic-pvc-") && e.deferment_end_time <= now
+                })
             {
                 if cluster.trash_remove(&pool, &e.id, true).await.is_ok() {
                     tracing::info!(%pool, image = %e.name, "purged an image left in the trash earlier");
