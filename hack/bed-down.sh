@@ -29,7 +29,8 @@ rm -f "$BED/env"
 # The provisioner hack/demo.sh left running, if any (only if it still is that binary).
 if [ -f "$BED/demo-provisioner.pid" ]; then
   pid=$(cat "$BED/demo-provisioner.pid")
-  if [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" = rbd-provisioner ]; then
+  # argv[0], not /proc/PID/exe: a rebuilt binary shows there as "rbd-provisioner (deleted)".
+  if [ "$(basename "$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -1)")" = rbd-provisioner ]; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || break; sleep 0.1; done
     echo "stopped the demo provisioner (pid $pid)"
