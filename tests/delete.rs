@@ -62,7 +62,10 @@ async fn released_volume_is_deleted_and_purged_even_without_its_class() {
         })
         .await;
     }
-    assert!(c.prov.logs().contains("deleted volume"));
+    wait_for("the provisioner's log", T, || async {
+        c.prov.logs().contains("deleted volume").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

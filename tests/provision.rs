@@ -516,7 +516,11 @@ async fn leader_election() {
     )
     .await;
     wait_bound(&admin, &ns, "one", T).await;
-    assert!(a.logs().contains("Successfully provisioned"));
+    // The log line follows the PV write; the claim may be Bound a moment before it is flushed.
+    wait_for("the leader's log", T, || async {
+        a.logs().contains("Successfully provisioned").then_some(())
+    })
+    .await;
     assert!(
         !b.logs().contains("Successfully provisioned"),
         "the follower does nothing"
@@ -534,11 +538,11 @@ async fn leader_election() {
     )
     .await;
     wait_bound(&admin, &ns, "two", Duration::from_secs(90)).await;
-    assert!(
-        b.logs().contains("became leader") && b.logs().contains("Successfully provisioned"),
-        "{}",
-        b.logs()
-    );
+    wait_for("the new leader's log", T, || async {
+        (b.logs().contains("became leader") && b.logs().contains("Successfully provisioned"))
+            .then_some(())
+    })
+    .await;
 
     // A graceful stop releases the Lease: a new replica leads at once.
     drop(b);
