@@ -669,3 +669,47 @@ async fn clone_refusals() {
     );
     cleanup(&c.bed, &c.admin, &c.ns, &[&src], &["kube"]).await;
 }
+
+/// WaitForFirstConsumer: nothing happens until the scheduler picks a node (simulated here by
+/// setting the annotation it sets: this bed has no scheduler).
+#[tokio::test]
+async fn wait_for_first_consumer() {
+    let c = Scenario::new("wffc").await;
+    let ceph = c.bed.ceph().await;
+    let class = c
+        .class(
+            "late",
+            &[],
+            json!({"volumeBindingMode": "WaitForFirstConsumer"}),
+        )
+        .await;
+    let pvc = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "8Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pending = c.pvcs().get("data").await.unwrap();
+    assert_eq!(pending.status.unwrap().phase.as_deref(), Some("Pending"));
+    assert!(
+        !image_exists(&ceph, "kube", &image).await,
+        "no image before a node is chosen"
+    );
+    c.pvcs()
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}})),
+        )
+        .await
+        .unwrap();
+    wait_bound(&c.admin, &c.ns, "data", T).await;
+    assert!(image_exists(&ceph, "kube", &image).await);
+    cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
+}
