@@ -11,11 +11,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::Context;
-use crate::ceph::{Cluster, Credentials};
-use crate::error::{Error, Result, SecretRole, is_status};
-use crate::k8s;
-use crate::params;
-use crate::reclaim::{self, AdminSource, DeleteTarget, VolumeAction};
+use crate::ceph::Cluster;
+use crate::error::{Error, Result, is_status};
+use crate::reclaim::{self, DeleteTarget, VolumeAction};
 use crate::volume::FINALIZER;
 
 pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action> {
@@ -67,57 +65,9 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     }
 }
 
-/// Admin credentials for a volume: recorded on the PV, or from its StorageClass (old PVs).
-pub(super) async fn admin_credentials(
-    ctx: &Context,
-    pv_name: &str,
-    t: &DeleteTarget,
-) -> Result<Credentials> {
-    let sa = &ctx.settings.service_account;
-    match &t.admin {
-        AdminSource::Recorded { admin_id, secret } => Ok(Credentials {
-            monitors: t.monitors.clone(),
-            user: admin_id.clone(),
-            key: k8s::ceph_key(&ctx.client, SecretRole::Admin, secret, admin_id, sa).await?,
-        }),
-        AdminSource::FromClass(class_name) => {
-            let class = ctx
-                .class(class_name)
-                .await?
-                .ok_or_else(|| Error::Invalid(format!(
-                    "volume {pv_name} was made by the old ceph.com/rbd provisioner, which records no admin credentials on its PVs, and its StorageClass {class_name} is gone: recreate StorageClass {class_name} with the same monitors, adminId, adminSecretName and adminSecretNamespace (deletion is retried), or remove image {}/{} by hand and then the finalizers of PV {pv_name}",
-                    t.pool, t.image
-                )))?;
-            let p =
-                params::parse(&class.parameters.clone().unwrap_or_default()).map_err(|source| {
-                    Error::Params {
-                        class: class_name.clone(),
-                        source,
-                    }
-                })?;
-            Ok(Credentials {
-                monitors: if t.monitors.is_empty() {
-                    p.monitors.clone()
-                } else {
-                    t.monitors.clone()
-                },
-                user: p.admin_id.clone(),
-                key: k8s::ceph_key(
-                    &ctx.client,
-                    SecretRole::Admin,
-                    &p.admin_secret,
-                    &p.admin_id,
-                    sa,
-                )
-                .await?,
-            })
-        }
-    }
-}
-
 async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Result<()> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
-    let creds = admin_credentials(ctx, &pv_name, t).await?;
+    let creds = ctx.admin_credentials(&pv_name, t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
 

@@ -21,10 +21,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
 
 use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
-use crate::error::Error;
+use crate::error::{Error, SecretRole};
 use crate::k8s::Events;
 use crate::metrics::Metrics;
 use crate::params::Flavor;
+use crate::reclaim::{AdminSource, DeleteTarget};
+use crate::{k8s, params};
 
 /// Settings that do not change while running.
 #[derive(Clone, Debug)]
@@ -92,6 +94,53 @@ impl Context {
             .get_opt(name)
             .await
             .map_err(Error::kube("read StorageClass", name))
+    }
+
+    /// Admin credentials for a volume: recorded on the PV, or from its StorageClass (old PVs).
+    async fn admin_credentials(
+        &self,
+        pv_name: &str,
+        t: &DeleteTarget,
+    ) -> Result<Credentials, Error> {
+        let sa = &self.settings.service_account;
+        match &t.admin {
+            AdminSource::Recorded { admin_id, secret } => Ok(Credentials {
+                monitors: t.monitors.clone(),
+                user: admin_id.clone(),
+                key: k8s::ceph_key(&self.client, SecretRole::Admin, secret, admin_id, sa).await?,
+            }),
+            AdminSource::FromClass(class_name) => {
+                let class = self
+                .class(class_name)
+                .await?
+                .ok_or_else(|| Error::Invalid(format!(
+                    "volume {pv_name} was made by the old ceph.com/rbd provisioner, which records no admin credentials on its PVs, and its StorageClass {class_name} is gone: recreate StorageClass {class_name} with the same monitors, adminId, adminSecretName and adminSecretNamespace (deletion is retried), or remove image {}/{} by hand and then the finalizers of PV {pv_name}",
+                    t.pool, t.image
+                )))?;
+                let p = params::parse(&class.parameters.clone().unwrap_or_default()).map_err(
+                    |source| Error::Params {
+                        class: class_name.clone(),
+                        source,
+                    },
+                )?;
+                Ok(Credentials {
+                    monitors: if t.monitors.is_empty() {
+                        p.monitors.clone()
+                    } else {
+                        t.monitors.clone()
+                    },
+                    user: p.admin_id.clone(),
+                    key: k8s::ceph_key(
+                        &self.client,
+                        SecretRole::Admin,
+                        &p.admin_secret,
+                        &p.admin_id,
+                        sa,
+                    )
+                    .await?,
+                })
+            }
+        }
     }
 
     /// The (cached) Ceph connection for these credentials.

@@ -98,7 +98,7 @@ async fn grow(
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
     let t = reclaim::target(pv)
         .map_err(|why| Error::Invalid(format!("cannot grow volume {pv_name}: {why}")))?;
-    let creds = super::delete::admin_credentials(ctx, &pv_name, &t).await?;
+    let creds = ctx.admin_credentials(&pv_name, &t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
     let info = cluster
