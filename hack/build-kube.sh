@@ -22,7 +22,11 @@ fi
 
 WORK=$CACHE/build-$VER
 mkdir -p "$WORK" && cd "$WORK"
-for b in go apt-get dpkg-deb; do command -v $b >/dev/null || { echo "build-kube: missing $b (run hack/install-deps.sh)" >&2; exit 1; }; done
+# Kubernetes 1.20 builds with Debian's Go 1.19 in GOPATH mode, not with whatever newer Go is
+# first on PATH.
+GO=${RBDP_GO119:-/usr/lib/go-1.19/bin/go}
+[ -x "$GO" ] || { echo "build-kube: missing Debian's Go 1.19 at $GO (run hack/install-deps.sh)" >&2; exit 1; }
+for b in apt-get dpkg-deb; do command -v $b >/dev/null || { echo "build-kube: missing $b (run hack/install-deps.sh)" >&2; exit 1; }; done
 
 SRC=$(ls -d "$WORK"/kubernetes-*/ 2>/dev/null | head -1 || true)
 if [ -z "$SRC" ]; then
@@ -41,14 +45,14 @@ if [ ! -f "$R2/go_above_118.go" ]; then
      "$WORK"/reflect2-deb/usr/share/gocode/src/github.com/modern-go/reflect2/*.s "$R2/"
 fi
 
-export GOPATH=$WORK/gopath GO111MODULE=off CGO_ENABLED=0 GOCACHE=$WORK/gocache GOFLAGS=
+export GOROOT=$("$GO" env GOROOT) GOPATH=$WORK/gopath GO111MODULE=off CGO_ENABLED=0 GOCACHE=$WORK/gocache GOFLAGS=
 mkdir -p "$GOPATH/src/k8s.io" "$WORK/bin"
 ln -sfn "$SRC" "$GOPATH/src/k8s.io/kubernetes"
 cd "$GOPATH/src/k8s.io/kubernetes"
 
 OPENAPI_OUT=pkg/generated/openapi/zz_generated.openapi.go
 if [ ! -f "$OPENAPI_OUT" ]; then
-  go build -o "$WORK/bin/openapi-gen" k8s.io/kubernetes/vendor/k8s.io/kube-openapi/cmd/openapi-gen
+  "$GO" build -o "$WORK/bin/openapi-gen" k8s.io/kubernetes/vendor/k8s.io/kube-openapi/cmd/openapi-gen
   find -H . \( -not \( \( -path './_*' -o -path './.*' -o -path ./vendor \) -prune \) \) -type f -name '*.go' \
     | sed 's|^./staging/src|vendor|' | sed 's|/[^/]*$||' | sed 's|^./||' | LC_ALL=C sort -u > "$WORK/all_go_dirs.txt"
   while read -r d; do find "$d" -maxdepth 1 -type f -name '*.go'; done < "$WORK/all_go_dirs.txt" \
@@ -69,7 +73,7 @@ for p in client-go/pkg/version component-base/version; do
   LDF+=" -X $V/$p.gitCommit=faecb196815e248d3ecfb03c680a4507229c2a56 -X $V/$p.gitTreeState=archive"
 done
 for w in kube-apiserver kube-controller-manager; do
-  go build -tags selinux,notest -ldflags "$LDF" -o "$WORK/bin/$w" "k8s.io/kubernetes/cmd/$w"
+  "$GO" build -tags selinux,notest -ldflags "$LDF" -o "$WORK/bin/$w" "k8s.io/kubernetes/cmd/$w"
 done
 
 mkdir -p "$OUT/bin"

@@ -6,7 +6,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev uuid-runtime
-      golang-go etcd-server openssl curl dpkg-dev ca-certificates python3 jq)
+      golang-go etcd-server openssl curl dpkg-dev ca-certificates python3 jq faketime)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -25,16 +25,44 @@ if [ ${#missing[@]} -eq 0 ] && [ $need_src -eq 0 ]; then
 fi
 
 if [ $need_src -eq 1 ]; then
-  # Mirror the existing binary entry (same URI and signing key) as a source entry.
-  cat > "$SRC_LIST" <<SRC
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+  # The same URIs, suites and signing key as the machine's own binary entries, as a source entry.
+  python3 - "$SRC_LIST" <<'PY'
+import glob, re, sys
+stanzas = []
+for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for block in re.split(r"\n\s*\n", open(path).read()):
+        f = {}
+        for line in block.splitlines():
+            if line.startswith("#") or ":" not in line:
+                continue
+            k, v = line.split(":", 1)
+            f[k.strip()] = v.strip()
+        if f.get("Types", "").split() == ["deb"] and f.get("Enabled", "yes") != "no":
+            stanzas.append(f)
+for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        m = re.match(r"^deb\s+(\[[^]]*\]\s+)?(\S+)\s+(\S+)\s+(.+)$", line.strip())
+        if m:
+            f = {"URIs": m.group(2), "Suites": m.group(3), "Components": m.group(4)}
+            sb = re.search(r"signed-by=(\S+?)[\s\]]", (m.group(1) or ""))
+            if sb:
+                f["Signed-By"] = sb.group(1)
+            stanzas.append(f)
+out = []
+for f in stanzas:
+    if "Suites" not in f or "bookworm" not in f["Suites"].split()[0]:
+        continue
+    s = ["Types: deb-src"] + [f"{k}: {f[k]}" for k in ("URIs", "Suites", "Components", "Signed-By") if k in f]
+    out.append("\n".join(s))
+if not out:
+    sys.exit("install-deps: no Debian bookworm 'deb' entry in the apt sources to mirror as deb-src")
+open(sys.argv[1], "w").write("\n\n".join(out) + "\n")
+PY
 fi
-
 apt-get update -qq
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing::Instrument as _;
 
 use crate::ceph::Timeouts;
 use crate::controller::{self, Settings};
-use crate::leader::Elector;
+use crate::leader::{Elector, Timing};
 use crate::metrics::Metrics;
 use crate::params::Flavor;
 
@@ -44,17 +45,39 @@ pub struct Cli {
     #[arg(long, env = "CEPH_OP_TIMEOUT", default_value_t = 30)]
     pub ceph_op_timeout: u64,
 
+    /// Seconds between housekeeping passes (purge what we trashed, collect orphaned images,
+    /// close idle Ceph clients); 0 turns them off.
+    #[arg(long, env = "MAINTENANCE_INTERVAL", default_value_t = 300)]
+    pub maintenance_interval: u64,
+
+    /// Seconds an image of ours must exist without PV or claim before it is collected.
+    #[arg(long, env = "ORPHAN_GRACE", default_value_t = 600)]
+    pub orphan_grace: u64,
+
     /// PV flavour for classes without `volumeFlavor`: auto picks `rbd` below Kubernetes 1.31, `csi` from 1.31.
     #[arg(long, env = "VOLUME_FLAVOR", value_enum, default_value_t = FlavorArg::Auto)]
     pub volume_flavor: FlavorArg,
 
-    /// Elect a leader among replicas through a Lease, so that only one acts.
-    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Elect a leader among replicas through a Lease, so that only one acts (alias: --leader-election).
+    #[arg(long, alias = "leader-election", env = "LEADER_ELECT", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: bool,
 
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
     pub leader_election_namespace: String,
+
+    /// A standby takes over after seeing the Lease unchanged this long (Go duration: 15s, 2m).
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = crate::leader::parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// The leader stops (exits) when it could not renew the Lease for this long; shorter than the lease duration.
+    #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = crate::leader::parse_duration)]
+    pub leader_election_renew_deadline: Duration,
+
+    /// Pause between attempts to acquire or renew the Lease.
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = crate::leader::parse_duration)]
+    pub leader_election_retry_period: Duration,
 
     /// Our ServiceAccount as namespace:name, named in RBAC hints.
     #[arg(
@@ -79,6 +102,9 @@ pub enum FlavorArg {
 pub enum Command {
     /// Run the provisioner (the default).
     Run,
+    /// Read-only report of what may have leaked: images of ours no PV names, PVs of ours
+    /// whose image is missing, trash entries.
+    Audit(crate::audit::AuditArgs),
     /// Rewrite the spec.rbd PVs of a StorageClass as static ceph-csi PVs (for Kubernetes >= 1.31).
     MigrateToCsi(crate::migrate::MigrateArgs),
 }
@@ -95,6 +121,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = client(cli.kubeconfig.as_ref(), in_cluster).await?;
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => run_provisioner(cli, client).await,
+        Command::Audit(args) => {
+            crate::audit::run(client, args.clone(), &cli.provisioner_name).await
+        }
         Command::MigrateToCsi(args) => {
             Ok(crate::migrate::run(client, args.clone(), &cli.provisioner_name).await?)
         }
@@ -163,6 +192,14 @@ async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
             }
         });
     }
+    let timing = Timing {
+        lease_duration: cli.leader_election_lease_duration,
+        renew_deadline: cli.leader_election_renew_deadline,
+        retry_period: cli.leader_election_retry_period,
+    };
+    if cli.leader_elect {
+        timing.validate()?;
+    }
     let settings = Settings {
         provisioner: cli.provisioner_name,
         service_account: cli.service_account,
@@ -172,35 +209,49 @@ async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
             connect: Duration::from_secs(cli.ceph_connect_timeout.max(1)),
             op: Duration::from_secs(cli.ceph_op_timeout.max(1)),
         },
+        maintenance_interval: Duration::from_secs(cli.maintenance_interval),
+        orphan_grace: Duration::from_secs(cli.orphan_grace),
     };
+    let me = identity();
     let elector = cli.leader_elect.then(|| {
         Elector::new(
             client.clone(),
             &cli.leader_election_namespace,
             &settings.provisioner,
-            identity(),
+            me.clone(),
+            timing,
         )
     });
-    if let Some(e) = &elector {
-        tokio::select! {
-            _ = e.acquire() => {}
+    let deadline = match &elector {
+        Some(e) => tokio::select! {
+            d = e.acquire() => Some(d),
             _ = terminated() => return Ok(()),
-        }
-    }
+        },
+        None => None,
+    };
     let keep = async {
-        match &elector {
-            Some(e) => e.keep().await,
-            None => std::future::pending().await,
+        match (&elector, deadline) {
+            // keep() never returns: losing the lease ends the process.
+            (Some(e), Some(d)) => match e.keep(d).await {},
+            _ => std::future::pending::<()>().await,
         }
     };
+    // Every line of the controllers names this replica, so logs show who acted.
+    let replica = tracing::info_span!("replica", identity = %me);
     tokio::select! {
-        _ = controller::run(client, settings, metrics) => {
-            if let Some(e) = &elector {
-                e.release().await;
+        r = controller::run(client, settings, metrics).instrument(replica) => {
+            let Some(e) = &elector else { return Ok(r?) };
+            if let Err(err) = &r {
+                tracing::error!(error = %err, "controllers failed");
             }
-            Ok(())
+            tracing::info!(identity = %me, "stopped acting; releasing the lease");
+            e.release().await;
+            // End now: background work (trash purges on blocking threads) must not outlive
+            // the lease, and dropping the runtime would wait for it.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(if r.is_ok() { 0 } else { 1 })
         }
-        _ = keep => anyhow::bail!("lost leadership; exiting so that a fresh start competes again"),
+        _ = keep => unreachable!("keep() only ends by ending the process"),
     }
 }
 
@@ -233,6 +284,51 @@ mod tests {
         assert_eq!(default_flavor(FlavorArg::Auto, 2, 0), Flavor::Csi);
         assert_eq!(default_flavor(FlavorArg::Rbd, 1, 33), Flavor::Rbd);
         assert_eq!(default_flavor(FlavorArg::Csi, 1, 20), Flavor::Csi);
+    }
+
+    #[test]
+    fn leader_election_flags() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("rbd-provisioner").chain(args.iter().copied()))
+        };
+        let d = parse(&[]).unwrap();
+        assert!(d.leader_elect);
+        assert_eq!(
+            (
+                d.leader_election_lease_duration,
+                d.leader_election_renew_deadline,
+                d.leader_election_retry_period
+            ),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+        let c = parse(&[
+            "--leader-election",
+            "--leader-election-namespace",
+            "storage",
+            "--leader-election-lease-duration",
+            "1m",
+            "--leader-election-renew-deadline=40s",
+            "--leader-election-retry-period",
+            "500ms",
+        ])
+        .unwrap();
+        assert!(c.leader_elect);
+        assert_eq!(c.leader_election_namespace, "storage");
+        assert_eq!(c.leader_election_lease_duration, Duration::from_secs(60));
+        assert_eq!(c.leader_election_renew_deadline, Duration::from_secs(40));
+        assert_eq!(c.leader_election_retry_period, Duration::from_millis(500));
+        for off in [
+            &["--leader-elect=false"][..],
+            &["--leader-elect", "false"],
+            &["--leader-election=false"],
+        ] {
+            assert!(!parse(off).unwrap().leader_elect, "{off:?}");
+        }
+        assert!(parse(&["--leader-election-lease-duration", "15"]).is_err());
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub enum CloneError {
         "dataSource kind {0:?} is not supported; clone from a PersistentVolumeClaim (VolumeSnapshots are not supported)"
     )]
     Kind(String),
+    #[error(
+        "dataSourceRef names a claim in namespace {0:?}; cross-namespace data sources are not supported: clone from a claim in the claim's own namespace"
+    )]
+    CrossNamespace(String),
     #[error("clone source claim {0} does not exist; create it first or fix spec.dataSource.name")]
     Missing(String),
     #[error("clone source claim {0} is not bound yet; the clone is retried once it is")]
@@ -48,16 +52,49 @@ pub enum CloneError {
     Broken(String, String),
 }
 
-/// The `dataSource` claim name of a claim, or an error for other kinds.
+/// What a claim's `dataSourceRef` (or, without one, `dataSource`) asks for, for kinds this
+/// provisioner does not fill itself: a volume populator's custom resource.
+pub fn populator(pvc: &PersistentVolumeClaim) -> Option<String> {
+    let r = pvc.spec.as_ref()?.data_source_ref.as_ref()?;
+    let group = r.api_group.as_deref().unwrap_or_default();
+    let core_claim = r.kind == "PersistentVolumeClaim" && group.is_empty();
+    let snapshot = r.kind == "VolumeSnapshot" && group == "snapshot.storage.k8s.io";
+    (!core_claim && !snapshot).then(|| {
+        if group.is_empty() {
+            format!("{} {}", r.kind, r.name)
+        } else {
+            format!("{}.{} {}", r.kind, group, r.name)
+        }
+    })
+}
+
+/// The claim to clone from, if any: `dataSourceRef` when set (it supersedes `dataSource`
+/// and may name another namespace), else `dataSource`. Other kinds are errors.
 pub fn source_name(pvc: &PersistentVolumeClaim) -> Result<Option<String>, CloneError> {
-    let Some(ds) = pvc.spec.as_ref().and_then(|s| s.data_source.as_ref()) else {
-        return Ok(None);
+    let spec = pvc.spec.as_ref();
+    let own_ns = pvc.metadata.namespace.as_deref().unwrap_or_default();
+    let (kind, group, name) = match (
+        spec.and_then(|s| s.data_source_ref.as_ref()),
+        spec.and_then(|s| s.data_source.as_ref()),
+    ) {
+        (Some(r), _) => {
+            if let Some(ns) = r
+                .namespace
+                .as_deref()
+                .filter(|ns| *ns != own_ns && !ns.is_empty())
+            {
+                return Err(CloneError::CrossNamespace(ns.to_string()));
+            }
+            (&r.kind, &r.api_group, &r.name)
+        }
+        (None, Some(ds)) => (&ds.kind, &ds.api_group, &ds.name),
+        (None, None) => return Ok(None),
     };
-    let group_ok = ds.api_group.as_deref().is_none_or(str::is_empty);
-    if ds.kind != "PersistentVolumeClaim" || !group_ok {
-        return Err(CloneError::Kind(ds.kind.clone()));
+    let group_ok = group.as_deref().is_none_or(str::is_empty);
+    if kind != "PersistentVolumeClaim" || !group_ok {
+        return Err(CloneError::Kind(kind.clone()));
     }
-    Ok(Some(ds.name.clone()))
+    Ok(Some(name.clone()))
 }
 
 /// Checks the source claim and its volume, and says which image to clone.
@@ -150,6 +187,7 @@ mod tests {
     fn src_pv(by: &str) -> PersistentVolume {
         PersistentVolume {
             metadata: ObjectMeta {
+                name: Some("pvc-src".into()),
                 annotations: Some(BTreeMap::from([(ANN_PROVISIONED_BY.into(), by.into())])),
                 ..Default::default()
             },
@@ -259,6 +297,38 @@ mod tests {
             name: "s".into(),
             api_group: Some("snapshot.storage.k8s.io".into()),
         });
+        assert!(matches!(source_name(&c), Err(CloneError::Kind(_))));
+        assert_eq!(populator(&c), None);
+    }
+
+    #[test]
+    fn data_source_refs() {
+        use k8s_openapi::api::core::v1::TypedObjectReference;
+        let mut c = src_claim("fast", "Pending");
+        c.metadata.namespace = Some("ns".into());
+        let set =
+            |c: &mut PersistentVolumeClaim, kind: &str, group: Option<&str>, ns: Option<&str>| {
+                c.spec.as_mut().unwrap().data_source_ref = Some(TypedObjectReference {
+                    kind: kind.into(),
+                    name: "src".into(),
+                    api_group: group.map(Into::into),
+                    namespace: ns.map(Into::into),
+                });
+            };
+        set(&mut c, "PersistentVolumeClaim", None, None);
+        assert_eq!(source_name(&c), Ok(Some("src".into())));
+        set(&mut c, "PersistentVolumeClaim", None, Some("ns"));
+        assert_eq!(source_name(&c), Ok(Some("src".into())));
+        // Another tenant's claim must never be cloned.
+        set(&mut c, "PersistentVolumeClaim", None, Some("victim"));
+        assert_eq!(
+            source_name(&c),
+            Err(CloneError::CrossNamespace("victim".into()))
+        );
+        assert_eq!(populator(&c), None);
+        // A populator's resource: not ours to fill, and never an empty volume.
+        set(&mut c, "Backup", Some("example.io"), None);
+        assert_eq!(populator(&c).as_deref(), Some("Backup.example.io src"));
         assert!(matches!(source_name(&c), Err(CloneError::Kind(_))));
     }
 }

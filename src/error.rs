@@ -64,12 +64,39 @@ pub enum Error {
     #[error("{object}: {source}")]
     Ceph { object: String, source: CephError },
 
-    #[error("{verb} {object}: {source}")]
+    #[error("{verb} {object}: {}", kube_cause(.source))]
     Kube {
         verb: &'static str,
         object: String,
         source: kube::Error,
     },
+
+    /// A write lost a race with another writer (HTTP 409). Retried quietly: not a failure
+    /// anyone needs to see.
+    #[error("{verb} {object}: changed by someone else meanwhile; retrying")]
+    Conflict { verb: &'static str, object: String },
+
+    /// A destructive step whose facts disagree: nothing was done.
+    #[error("refusing to delete image {pool}/{image} of PersistentVolume {pv}: {why}")]
+    Refused {
+        pv: String,
+        pool: String,
+        image: String,
+        why: String,
+    },
+
+    #[error(
+        "PersistentVolume {pv} already exists and {why}; it is not the volume of claim {claim}, so nothing was overwritten: find out who made it (kubectl get pv {pv} -o yaml)"
+    )]
+    PvTaken {
+        pv: String,
+        claim: String,
+        why: String,
+    },
+
+    /// Progress, not failure: the step waits for background work (flattening clones).
+    #[error("{0}")]
+    Waiting(String),
 
     #[error(
         "image {pool}/{image} is in use by {watchers}; stop the pods using it (or unmap it on that host), deletion will be retried"
@@ -116,12 +143,52 @@ impl Error {
             Error::Ceph { .. } => "ceph",
             Error::Kube { .. } => "kube",
             Error::ImageInUse { .. } => "in_use",
+            Error::Conflict { .. } => "conflict",
+            Error::Refused { .. } => "refused",
+            Error::PvTaken { .. } => "pv_taken",
+            Error::Waiting(_) => "waiting",
             Error::Invalid(_) => "invalid",
         }
     }
 }
 
+/// A kube error in one line: the API server's message and reason, never a `Debug` dump.
+pub fn kube_cause(e: &kube::Error) -> String {
+    let text = match e {
+        kube::Error::Api(s) if !s.message.is_empty() => {
+            format!("{} ({}, HTTP {})", s.message, s.reason, s.code)
+        }
+        kube::Error::Api(s) => format!("{} (HTTP {})", s.reason, s.code),
+        other => other.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// True when a kube error is an API status with this HTTP code.
 pub fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_read_as_one_line_without_debug_dumps() {
+        let status =
+            kube::core::Status::failure("persistentvolumes \"pvc-1\" not found", "NotFound")
+                .with_code(404);
+        let e = Error::Kube {
+            verb: "read",
+            object: "PersistentVolume pvc-1".into(),
+            source: kube::Error::Api(Box::new(status)),
+        };
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "read PersistentVolume pvc-1: persistentvolumes \"pvc-1\" not found (NotFound, HTTP 404)"
+        );
+        assert!(!text.contains("Status {"), "{text}");
+        assert!(!text.contains('\n'));
+    }
 }

@@ -38,14 +38,45 @@ async fn get_secret(
     }
 }
 
-fn field(s: &Secret, key: &str) -> Option<String> {
-    s.data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .or_else(|| s.string_data.as_ref().and_then(|d| d.get(key)).cloned())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+/// Takes one field out of a Secret without leaving copies: the bytes move into the
+/// returned string, trimmed in place.
+fn take_field(s: &mut Secret, key: &str) -> Option<String> {
+    let bytes = s
+        .data
+        .as_mut()
+        .and_then(|d| d.get_mut(key))
+        .map(|b| std::mem::take(&mut b.0))
+        .or_else(|| {
+            s.string_data
+                .as_mut()
+                .and_then(|d| d.get_mut(key))
+                .map(|v| std::mem::take(v).into_bytes())
+        })?;
+    let mut v = match String::from_utf8(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            crate::ceph::wipe(e.into_bytes());
+            return None;
+        }
+    };
+    let end = v.trim_end().len();
+    v.truncate(end);
+    let start = v.len() - v.trim_start().len();
+    v.drain(..start);
+    if v.is_empty() {
+        return None;
+    }
+    Some(v)
+}
+
+/// Overwrites every value of a Secret we read before it is dropped.
+fn wipe_secret(mut s: Secret) {
+    for (_, b) in s.data.take().into_iter().flatten() {
+        crate::ceph::wipe(b.0);
+    }
+    for (_, v) in s.string_data.take().into_iter().flatten() {
+        crate::ceph::wipe(v.into_bytes());
+    }
 }
 
 /// The Ceph key in `data.key` of a Secret of any type (Opaque or kubernetes.io/rbd).
@@ -56,15 +87,15 @@ pub async fn ceph_key(
     ceph_user: &str,
     service_account: &str,
 ) -> Result<CephKey> {
-    let s = get_secret(client, role, secret, ceph_user, service_account).await?;
-    field(&s, "key")
-        .map(CephKey::new)
-        .ok_or(Error::SecretField {
-            role,
-            secret: secret.clone(),
-            field: "data.key",
-            hint: "put the Ceph key (ceph auth get-key client.ID) under the key \"key\"",
-        })
+    let mut s = get_secret(client, role, secret, ceph_user, service_account).await?;
+    let key = take_field(&mut s, "key");
+    wipe_secret(s);
+    key.map(CephKey::new).ok_or(Error::SecretField {
+        role,
+        secret: secret.clone(),
+        field: "data.key",
+        hint: "put the Ceph key (ceph auth get-key client.ID) under the key \"key\"",
+    })
 }
 
 /// Checks a Secret exists and holds the given fields, without keeping its content.
@@ -76,27 +107,58 @@ pub async fn check_secret(
     service_account: &str,
     fields: &[(&'static str, &'static str)],
 ) -> Result<()> {
-    let s = get_secret(client, role, secret, ceph_user, service_account).await?;
+    let mut s = get_secret(client, role, secret, ceph_user, service_account).await?;
+    let mut missing = None;
     for (key, hint) in fields {
-        if field(&s, key).is_none() {
-            return Err(Error::SecretField {
-                role,
-                secret: secret.clone(),
-                field: key,
-                hint,
-            });
+        match take_field(&mut s, key) {
+            Some(v) => crate::ceph::wipe(v.into_bytes()),
+            None => {
+                missing = Some((*key, *hint));
+                break;
+            }
         }
     }
-    Ok(())
+    wipe_secret(s);
+    match missing {
+        None => Ok(()),
+        Some((field, hint)) => Err(Error::SecretField {
+            role,
+            secret: secret.clone(),
+            field,
+            hint,
+        }),
+    }
 }
 
-/// Creates a PV; one that already exists (a retry after a crash) counts as created.
-pub async fn create_pv(client: &Client, pv: &PersistentVolume) -> Result<()> {
+/// Creates a PV. One that already exists counts as created only when it is the same volume
+/// (a retry after a crash): ours, bound to the same claim uid, naming the same image.
+pub async fn create_pv(client: &Client, pv: &PersistentVolume, provisioner: &str) -> Result<()> {
     let api: Api<PersistentVolume> = Api::all(client.clone());
     let name = pv.metadata.name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), pv).await {
         Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) if is_status(&e, 409) => {
+            let existing = api
+                .get(&name)
+                .await
+                .map_err(Error::kube("read PersistentVolume", &name))?;
+            crate::reclaim::same_volume(&existing, pv, provisioner).map_err(|why| Error::PvTaken {
+                pv: name.clone(),
+                claim: pv
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .map(|c| {
+                        format!(
+                            "{}/{}",
+                            c.namespace.as_deref().unwrap_or_default(),
+                            c.name.as_deref().unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default(),
+                why,
+            })
+        }
         Err(e) => Err(Error::Kube {
             verb: "create PersistentVolume",
             object: name,

@@ -4,6 +4,7 @@
 //! and `controller` wires them together.
 
 pub mod app;
+pub mod audit;
 pub mod ceph;
 pub mod claim;
 pub mod clone;
@@ -13,6 +14,7 @@ pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod migrate;
+pub mod owner;
 pub mod params;
 pub mod quantity;
 pub mod reclaim;

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The pool when a class (or an old provisioner's PV) names none, as the original provisioner did.
+pub const DEFAULT_POOL: &str = "rbd";
+
 /// A Secret named by a StorageClass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretRef {
@@ -220,7 +223,7 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
 
     let admin_id = admin_id.unwrap_or_else(|| "admin".into());
     let user_id = user_id.unwrap_or_else(|| admin_id.clone());
-    let pool = pool.unwrap_or_else(|| "rbd".into());
+    let pool = pool.unwrap_or_else(|| DEFAULT_POOL.into());
     for (key, value) in [("adminId", &admin_id), ("userId", &user_id)] {
         if value.starts_with("client.") {
             errors.push(ParamError::Name {

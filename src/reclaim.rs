@@ -56,9 +56,16 @@ fn ann<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Whether this PV came from the old external-storage provisioner.
+/// Whether this PV came from the old external-storage provisioner and records nothing of
+/// ours: its admin credentials come from its StorageClass.
 pub fn is_legacy(pv: &PersistentVolume) -> bool {
-    ann(pv, ANN_LEGACY_IDENTITY).is_some() && ann(pv, ANN_ADMIN_SECRET).is_none()
+    made_by_old_provisioner(pv) && ann(pv, ANN_ADMIN_SECRET).is_none()
+}
+
+/// Whether the old external-storage provisioner made this volume (its image is named
+/// `kubernetes-dynamic-pvc-<time uuid>`, not after the PV). `migrate-to-csi` keeps the mark.
+pub fn made_by_old_provisioner(pv: &PersistentVolume) -> bool {
+    ann(pv, ANN_LEGACY_IDENTITY).is_some()
 }
 
 pub fn decide(pv: &PersistentVolume, provisioner: &str) -> VolumeAction {
@@ -95,38 +102,75 @@ pub fn decide(pv: &PersistentVolume, provisioner: &str) -> VolumeAction {
     }
 }
 
-/// Where a volume's image is and how to reach it as admin, from the PV alone
-/// (plus its StorageClass for PVs of the old provisioner).
-pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
-    let spec = pv.spec.clone().unwrap_or_default();
+/// The (pool, image) a PV's immutable volume source names: `spec.rbd` or `spec.csi`
+/// (ceph-csi static volumes carry the image as `volumeHandle`). `None` when it names none.
+pub fn spec_image(pv: &PersistentVolume) -> Option<(String, String)> {
+    let spec = pv.spec.as_ref()?;
     let (pool, image) = match (&spec.rbd, &spec.csi) {
-        (Some(rbd), _) => (
-            rbd.pool.clone().unwrap_or_else(|| "rbd".into()),
-            rbd.image.clone(),
-        ),
+        (Some(rbd), _) => (rbd.pool.clone(), rbd.image.clone()),
         (None, Some(csi)) => (
             csi.volume_attributes
                 .as_ref()
-                .and_then(|a| a.get("pool").cloned())
-                .unwrap_or_else(|| "rbd".into()),
+                .and_then(|a| a.get("pool").cloned()),
             csi.volume_handle.clone(),
         ),
-        (None, None) => (String::new(), String::new()),
+        (None, None) => return None,
     };
-    let pool = ann(pv, ANN_POOL).map(str::to_string).unwrap_or(pool);
-    let image = ann(pv, ANN_IMAGE).map(str::to_string).unwrap_or(image);
-    if image.is_empty() {
+    let pool = pool
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| crate::params::DEFAULT_POOL.into());
+    (!image.is_empty()).then_some((pool, image))
+}
+
+/// Where a volume's image is and how to reach it as admin, from the PV alone
+/// (plus its StorageClass for PVs of the old provisioner).
+///
+/// The image comes from the immutable volume source only. Our annotations are mutable, so
+/// they may only agree with it; for volumes we provisioned, the image must also be the one
+/// derived from the PV's name (`pvc-<uid>` → `kubernetes-dynamic-pvc-<uid>`), so a copied or
+/// edited PV can never point a deletion at another claim's image.
+pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
+    let name = pv.metadata.name.as_deref().unwrap_or_default();
+    let spec = pv.spec.clone().unwrap_or_default();
+    let Some((pool, image)) = spec_image(pv) else {
         return Err(
             "the PV names no RBD image (neither spec.rbd.image nor spec.csi.volumeHandle); delete the image by hand, then remove the finalizer".into(),
         );
+    };
+    let edited = |what: &str, ann_value: &str, spec_value: &str| {
+        format!(
+            "annotation {what} says {ann_value:?} but the PV's immutable spec names {spec_value:?}: the PV was edited, so nothing was deleted; restore the annotation, or remove the image by hand if it is truly unused, then the finalizer {FINALIZER}"
+        )
+    };
+    if let Some(p) = ann(pv, ANN_POOL).filter(|p| *p != pool) {
+        return Err(edited(ANN_POOL, p, &pool));
     }
-    let monitors: Vec<String> = match ann(pv, ANN_MONITORS) {
-        Some(m) => m.split(',').map(|s| s.trim().to_string()).collect(),
-        None => spec
-            .rbd
-            .as_ref()
-            .map(|r| r.monitors.clone())
-            .unwrap_or_default(),
+    if let Some(i) = ann(pv, ANN_IMAGE).filter(|i| *i != image) {
+        return Err(edited(ANN_IMAGE, i, &image));
+    }
+    if !made_by_old_provisioner(pv) {
+        let derived = name.strip_prefix("pvc-").map(crate::volume::image_name);
+        if derived.as_deref() != Some(image.as_str()) {
+            return Err(format!(
+                "PV {name} names image {pool}/{image}, but a volume this provisioner made is always named after its PV ({}): the PV was copied or edited, so nothing was deleted; remove the image by hand only if it is truly unused, then the finalizer {FINALIZER}",
+                derived.unwrap_or_else(|| "kubernetes-dynamic-pvc-<uid> for PV pvc-<uid>".into())
+            ));
+        }
+    }
+    let recorded_monitors: Option<Vec<String>> =
+        ann(pv, ANN_MONITORS).map(|m| m.split(',').map(|s| s.trim().to_string()).collect());
+    let monitors: Vec<String> = match (spec.rbd.as_ref(), recorded_monitors) {
+        (Some(rbd), Some(rec)) if !rbd.monitors.is_empty() => {
+            let spec_mons: Vec<String> =
+                rbd.monitors.iter().map(|m| m.trim().to_string()).collect();
+            if spec_mons != rec {
+                return Err(edited(ANN_MONITORS, &rec.join(","), &spec_mons.join(",")));
+            }
+            spec_mons
+        }
+        (Some(rbd), None) => rbd.monitors.clone(),
+        (_, Some(rec)) => rec,
+        (None, None) => Vec::new(),
     };
     let recorded = ann(pv, ANN_ADMIN_SECRET).and_then(|s| s.split_once('/'));
     let admin = match recorded {
@@ -152,6 +196,52 @@ pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
         monitors,
         admin,
     })
+}
+
+/// Whether an existing PV is the one we meant to create (a retry after a crash): made by
+/// us, pre-bound to the same claim uid, naming the same image. Anything else is someone
+/// else's volume under our name, and must not be taken as success.
+pub fn same_volume(
+    existing: &PersistentVolume,
+    wanted: &PersistentVolume,
+    provisioner: &str,
+) -> Result<(), String> {
+    let uid = claim_uid(wanted).unwrap_or_default();
+    let image = spec_image(wanted).unwrap_or_default();
+    is_volume_of(existing, provisioner, &uid, (&image.0, &image.1))
+}
+
+fn claim_uid(pv: &PersistentVolume) -> Option<String> {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .and_then(|c| c.uid.clone())
+}
+
+/// Whether `existing` is our volume for the claim with this uid and this (pool, image).
+pub fn is_volume_of(
+    existing: &PersistentVolume,
+    provisioner: &str,
+    uid: &str,
+    (pool, image): (&str, &str),
+) -> Result<(), String> {
+    if ann(existing, ANN_PROVISIONED_BY) != Some(provisioner) {
+        return Err(format!(
+            "was not provisioned by {provisioner} ({ANN_PROVISIONED_BY} is {:?})",
+            ann(existing, ANN_PROVISIONED_BY).unwrap_or("unset")
+        ));
+    }
+    if claim_uid(existing).as_deref() != Some(uid) {
+        return Err(format!(
+            "is bound to claim uid {:?}",
+            claim_uid(existing).unwrap_or_default()
+        ));
+    }
+    match spec_image(existing) {
+        Some((p, i)) if p == pool && i == image => Ok(()),
+        Some((p, i)) => Err(format!("names image {p}/{i}")),
+        None => Err("names no RBD image".into()),
+    }
 }
 
 /// Snapshot taken on a source image for one clone; naming it after the clone lets either
@@ -371,6 +461,86 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn deletion_follows_the_immutable_spec_not_the_annotations() {
+        // An edited annotation that points elsewhere stops the deletion.
+        let mut pv = ours("Delete", "Released");
+        pv.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_IMAGE.into(), "kubernetes-dynamic-pvc-victim".into());
+        match decide(&pv, ME) {
+            VolumeAction::Broken(why) => assert!(why.contains("edited"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let mut pv = ours("Delete", "Released");
+        pv.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_POOL.into(), "other".into());
+        assert!(matches!(decide(&pv, ME), VolumeAction::Broken(_)));
+        let mut pv = ours("Delete", "Released");
+        pv.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_MONITORS.into(), "10.9.9.9:6789".into());
+        assert!(matches!(decide(&pv, ME), VolumeAction::Broken(_)));
+        // Without our annotations the spec alone decides.
+        let mut pv = ours("Delete", "Released");
+        for k in [ANN_IMAGE, ANN_POOL, ANN_MONITORS] {
+            pv.metadata.annotations.as_mut().unwrap().remove(k);
+        }
+        match decide(&pv, ME) {
+            VolumeAction::Delete(t) => {
+                assert_eq!(
+                    (t.pool.as_str(), t.image.as_str()),
+                    ("kube", "kubernetes-dynamic-pvc-1")
+                );
+                assert_eq!(t.monitors, vec!["m1:6789", "m2:6789"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_copied_pv_cannot_redirect_a_deletion() {
+        // Same spec (another claim's image), another name: a copy.
+        let mut pv = ours("Delete", "Released");
+        pv.metadata.name = Some("pvc-2".into());
+        match decide(&pv, ME) {
+            VolumeAction::Broken(why) => {
+                assert!(why.contains("kubernetes-dynamic-pvc-2"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The old provisioner's images are not named after the PV; its mark exempts them.
+        assert!(made_by_old_provisioner(&legacy("Released")));
+        assert!(!made_by_old_provisioner(&ours("Delete", "Released")));
+    }
+
+    #[test]
+    fn an_existing_pv_counts_only_when_it_is_the_same_volume() {
+        let mut wanted = ours("Delete", "Pending");
+        wanted.spec.as_mut().unwrap().claim_ref =
+            Some(k8s_openapi::api::core::v1::ObjectReference {
+                uid: Some("1".into()),
+                ..Default::default()
+            });
+        assert_eq!(same_volume(&wanted, &wanted, ME), Ok(()));
+        let mut other = wanted.clone();
+        other.spec.as_mut().unwrap().claim_ref.as_mut().unwrap().uid = Some("9".into());
+        assert!(same_volume(&other, &wanted, ME).is_err());
+        let mut other = wanted.clone();
+        other.metadata.annotations = None;
+        assert!(same_volume(&other, &wanted, ME).is_err());
+        let mut other = wanted.clone();
+        other.spec.as_mut().unwrap().rbd.as_mut().unwrap().image = "x".into();
+        assert!(same_volume(&other, &wanted, ME).is_err());
     }
 
     #[test]

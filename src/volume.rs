@@ -35,9 +35,13 @@ pub fn provisioned_by(pv: &PersistentVolume) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// The prefix of every dynamically provisioned image's name (ours, the in-tree and the old
+/// external provisioner's alike: a name proves nothing about whose an image is).
+pub const IMAGE_PREFIX: &str = "kubernetes-dynamic-pvc-";
+
 /// RBD image name for a claim: deterministic, so a retry after a crash finds the same image.
 pub fn image_name(claim_uid: &str) -> String {
-    format!("kubernetes-dynamic-pvc-{claim_uid}")
+    format!("{IMAGE_PREFIX}{claim_uid}")
 }
 
 /// PersistentVolume name for a claim, as every external provisioner names them.
@@ -263,15 +267,10 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
                 driver: CSI_DRIVER.into(),
                 volume_handle: i.image.to_string(),
                 fs_type,
-                volume_attributes: Some(BTreeMap::from([
-                    (
-                        "clusterID".to_string(),
-                        p.cluster_id.clone().unwrap_or_default(),
-                    ),
-                    ("pool".to_string(), p.pool.clone()),
-                    ("staticVolume".to_string(), "true".to_string()),
-                    ("imageFeatures".to_string(), "layering".to_string()),
-                ])),
+                volume_attributes: Some(csi_volume_attributes(
+                    p.cluster_id.as_deref().unwrap_or_default(),
+                    &p.pool,
+                )),
                 node_stage_secret_ref: p.csi_secret.as_ref().map(secret_reference),
                 ..Default::default()
             })
@@ -290,7 +289,18 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
     }
 }
 
-fn secret_reference(s: &SecretRef) -> SecretReference {
+/// `volumeAttributes` of a static ceph-csi volume (the image is its `volumeHandle`); shared
+/// by new csi PVs and `migrate-to-csi`.
+pub fn csi_volume_attributes(cluster_id: &str, pool: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("clusterID".to_string(), cluster_id.to_string()),
+        ("pool".to_string(), pool.to_string()),
+        ("staticVolume".to_string(), "true".to_string()),
+        ("imageFeatures".to_string(), "layering".to_string()),
+    ])
+}
+
+pub fn secret_reference(s: &SecretRef) -> SecretReference {
     SecretReference {
         name: Some(s.name.clone()),
         namespace: Some(s.namespace.clone()),

@@ -376,7 +376,7 @@ async fn missing_pool_is_reported_with_a_hint() {
     let c = connect().await;
     let e = c.list_images("no-such-pool-rbdp").await.unwrap_err();
     assert!(matches!(e, CephError::Pool { .. }), "{e}");
-    assert!(e.is_not_found());
+    assert!(e.is_pool_missing() && !e.is_not_found(), "{e}");
     assert!(e.to_string().contains("pool does not exist"), "{e}");
 }
 

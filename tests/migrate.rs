@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
@@ -17,6 +18,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rbd_provisioner::ceph::{Cluster, ImageSpec, RBD_FEATURE_LAYERING};
 use rbd_provisioner::migrate::plan::{self, ANN_BACKUP, ANN_STEP, Admin, CsiSettings};
 use rbd_provisioner::params::SecretRef;
+use rbd_provisioner::reclaim::spec_image;
 use rbd_provisioner::volume::{
     ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, CSI_DRIVER, FINALIZER,
 };
@@ -24,6 +26,20 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 const CLUSTER_ID: &str = "bed-cluster";
+/// Where `migrate-to-csi` keeps its backups by default.
+const BACKUP_NS: &str = "kube-system";
+
+fn backups(client: &Client) -> Api<ConfigMap> {
+    Api::namespaced(client.clone(), BACKUP_NS)
+}
+
+/// The backup ConfigMap of PV `pv`, if there is one.
+async fn backup_of(client: &Client, pv: &str) -> Option<ConfigMap> {
+    backups(client)
+        .get_opt(&plan::backup_name(pv).unwrap())
+        .await
+        .unwrap()
+}
 
 /// One namespace, one class served by a provisioner of our own, its Secrets, and a Secret
 /// in ceph-csi's format.
@@ -289,6 +305,14 @@ impl Setup {
                 &Default::default(),
             )
             .await;
+        for c in &self.claims {
+            let _ = backups(&self.admin)
+                .delete(
+                    &plan::backup_name(&format!("pvc-{}", uid_of(c))).unwrap(),
+                    &DeleteParams::default(),
+                )
+                .await;
+        }
         let claims: Vec<&PersistentVolumeClaim> = self.claims.iter().collect();
         cleanup(
             &self.bed,
@@ -413,7 +437,11 @@ async fn assert_migrated(
     let ann = bound.metadata.annotations.clone().unwrap_or_default();
     assert!(
         !ann.contains_key(ANN_BACKUP) && !ann.contains_key(ANN_STEP),
-        "backup removed: {ann:?}"
+        "claim annotations removed: {ann:?}"
+    );
+    assert!(
+        backup_of(&s.admin, &name).await.is_none(),
+        "backup ConfigMap removed"
     );
 
     let after = s.pvs().get(&name).await.unwrap();
@@ -530,13 +558,10 @@ async fn migrates_volumes_of_both_provisioners() {
             "dry run changed {name}"
         );
     }
-    for c in ["legacy", "ours"] {
-        let now = s.pvcs().get(c).await.unwrap();
+    for pv in [&legacy_pv, &our_pv] {
         assert!(
-            !now.metadata
-                .annotations
-                .unwrap_or_default()
-                .contains_key(ANN_BACKUP)
+            backup_of(&s.admin, pv).await.is_none(),
+            "dry run saved no backup"
         );
     }
 
@@ -677,14 +702,12 @@ async fn resumes_after_a_crash_at_each_step() {
             s.ceph.image_info("kube", image).await.unwrap().id,
         );
     }
-    let save_backup = |claim: &str, pv: &PersistentVolume| {
-        let pvcs = s.pvcs();
-        let patch = json!({"metadata": {"annotations": {ANN_BACKUP: plan::backup_json(pv)}}});
-        let claim = claim.to_string();
+    // What the command saves before it touches a PV, where it saves it.
+    let save_backup = |_claim: &str, pv: &PersistentVolume| {
+        let cms = backups(&s.admin);
+        let cm = plan::backup_config_map(pv, BACKUP_NS).unwrap();
         async move {
-            pvcs.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .unwrap();
+            cms.create(&PostParams::default(), &cm).await.unwrap();
         }
     };
     let delete_old = |name: &str| {
@@ -904,5 +927,272 @@ async fn missing_csi_settings_are_named() {
     let _ = Api::<StorageClass>::all(s.admin.clone())
         .delete(&bare, &DeleteParams::default())
         .await;
+    s.cleanup().await;
+}
+
+/// A client that acts as user `user` (impersonated by the bed's admin).
+async fn client_as(bed: &Bed, user: &str) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(&bed.kubeconfig).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    cfg.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(cfg).unwrap()
+}
+
+/// A pod of namespace `ns` using claim `claim` (an API object: nothing runs it here).
+async fn pod_using(client: &Client, ns: &str, name: &str, claim: &str) -> Pod {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap()
+}
+
+/// What must not change on a PV that is not migrated: same object, same volume source,
+/// same claim, same finalizers, same policy, not being deleted.
+fn assert_untouched(before: &PersistentVolume, now: &PersistentVolume) {
+    let name = before.metadata.name.as_deref().unwrap();
+    assert_eq!(now.metadata.uid, before.metadata.uid, "{name} replaced");
+    assert!(
+        now.metadata.deletion_timestamp.is_none(),
+        "{name} being deleted"
+    );
+    assert_eq!(
+        now.metadata.finalizers, before.metadata.finalizers,
+        "{name}'s finalizers"
+    );
+    assert!(
+        now.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "kubernetes.io/pv-protection"),
+        "{name} keeps pv-protection"
+    );
+    let (b, n) = (before.spec.clone().unwrap(), now.spec.clone().unwrap());
+    assert_eq!(n.rbd, b.rbd, "{name}'s volume source");
+    assert!(n.csi.is_none());
+    assert_eq!(n.claim_ref, b.claim_ref, "{name}'s claim");
+    assert_eq!(
+        n.persistent_volume_reclaim_policy,
+        b.persistent_volume_reclaim_policy
+    );
+}
+
+/// The attack of the issue: a tenant writes, on its own claims, the old backup annotation
+/// naming another namespace's PVs (claimRef pointing at the tenant's claim). An
+/// administrator's run must neither delete nor rebind the victims' volumes: a tenant-written
+/// annotation is never read as a backup, and every step checks the live claim and PV.
+#[tokio::test]
+async fn a_forged_backup_on_a_tenant_claim_moves_nothing() {
+    let mut s = Setup::new("forge").await;
+    let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    // The victims, in the Setup's namespace: one in use by a pod, one idle.
+    let (busy_claim, busy_pv, busy_image) = s.our_volume("busy").await;
+    let (idle_claim, idle_pv, idle_image) = s.our_volume("idle").await;
+    pod_using(&s.admin, &s.ns, "db-0", "busy").await;
+    let busy_before = s.pvs().get(&busy_pv).await.unwrap();
+    let idle_before = s.pvs().get(&idle_pv).await.unwrap();
+
+    // The tenant: may edit claims in its own namespace, nothing else.
+    let tenant_ns = unique("tenant");
+    namespace(&s.admin, &tenant_ns).await;
+    let tenant_user = format!("{tenant_ns}-user");
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "claims", "namespace": tenant_ns},
+        "rules": [{"apiGroups": [""], "resources": ["persistentvolumeclaims"],
+                   "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(s.admin.clone(), &tenant_ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "claims", "namespace": tenant_ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "claims"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": tenant_user}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(s.admin.clone(), &tenant_ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let tenant = client_as(&s.bed, &tenant_user).await;
+    let tenant_pvcs = Api::<PersistentVolumeClaim>::namespaced(tenant.clone(), &tenant_ns);
+    // Claims that no class provisions: they wait for a PV pre-bound to them.
+    let mut forged_claims = Vec::new();
+    for (name, victim) in [("grab-busy", &busy_before), ("grab-idle", &idle_before)] {
+        let c: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": tenant_ns},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "resources": {"requests": {"storage": "1Mi"}}},
+        }))
+        .unwrap();
+        let c = tenant_pvcs
+            .create(&PostParams::default(), &c)
+            .await
+            .expect("the tenant creates a claim");
+        // The victim's PV, rewritten to belong to the tenant's claim.
+        let mut forged = victim.clone();
+        forged.metadata.managed_fields = None;
+        let r = forged.spec.as_mut().unwrap().claim_ref.as_mut().unwrap();
+        r.namespace = Some(tenant_ns.clone());
+        r.name = Some(name.into());
+        r.uid = c.metadata.uid.clone();
+        r.resource_version = None;
+        let patch = json!({"metadata": {"annotations": {
+            ANN_BACKUP: serde_json::to_string(&forged).unwrap(),
+        }}});
+        tenant_pvcs
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("the tenant annotates its own claim");
+        forged_claims.push(c);
+    }
+    // Where backups live now, the tenant cannot write.
+    let denied = backups(&tenant)
+        .create(
+            &PostParams::default(),
+            &plan::backup_config_map(&busy_before, BACKUP_NS).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&denied, kube::Error::Api(e) if e.code == 403),
+        "{denied}"
+    );
+
+    let (ok, out) = s.migrate(&[]).await;
+    assert!(!ok, "the busy claim is refused: {out}");
+    // The busy victim: refused for its own pod, untouched.
+    assert!(
+        line_of(&out, &busy_pv).contains(&format!(
+            "refused: claim {}/busy is used by pod(s) db-0",
+            s.ns
+        )),
+        "{out}"
+    );
+    assert_untouched(&busy_before, &s.pvs().get(&busy_pv).await.unwrap());
+    let busy_now = s.pvcs().get("busy").await.unwrap();
+    assert_eq!(busy_now.metadata.uid, busy_claim.metadata.uid);
+    assert_eq!(
+        busy_now.spec.unwrap().volume_name.as_deref(),
+        Some(busy_pv.as_str())
+    );
+    assert_eq!(busy_now.status.unwrap().phase.as_deref(), Some("Bound"));
+    // The idle victim is migrated for its own claim, as if nothing had been forged.
+    assert!(line_of(&out, &idle_pv).ends_with(": migrated"), "{out}");
+    assert_migrated(&s, &idle_before, &idle_claim, "kube", &idle_image).await;
+    // The forged annotations are reported, not used.
+    for c in ["grab-busy", "grab-idle"] {
+        let l = line_of(&out, &format!("claim {tenant_ns}/{c}:"));
+        assert!(l.contains("not used") && l.contains("ignored"), "{l}");
+    }
+    // Nothing is bound to the tenant.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for c in &forged_claims {
+        let name = c.metadata.name.as_deref().unwrap();
+        let now = tenant_pvcs.get(name).await.unwrap();
+        assert_eq!(
+            now.spec.as_ref().unwrap().volume_name,
+            None,
+            "{name} got a volume"
+        );
+        assert_eq!(now.status.unwrap().phase.as_deref(), Some("Pending"));
+    }
+    for pv in s.pvs().list(&Default::default()).await.unwrap() {
+        let r = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+        assert_ne!(
+            r.and_then(|r| r.namespace.as_deref()),
+            Some(tenant_ns.as_str()),
+            "PV {:?} is bound to the tenant",
+            pv.metadata.name
+        );
+    }
+    // The images are where they were.
+    assert!(image_exists(&s.ceph, "kube", &busy_image).await);
+    assert!(image_exists(&s.ceph, "kube", &idle_image).await);
+    assert_eq!(
+        spec_image(&s.pvs().get(&idle_pv).await.unwrap()),
+        Some(("kube".to_string(), idle_image.clone()))
+    );
+
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(s.admin.clone())
+        .delete(&tenant_ns, &DeleteParams::default())
+        .await;
+    s.cleanup().await;
+}
+
+/// A claim made for a pod's generic ephemeral volume (named `<pod>-<volume>`, owned by the
+/// pod) is in use while the pod is, though no pod names it in `persistentVolumeClaim`.
+///
+/// The bed's Kubernetes 1.20 has the GenericEphemeralVolume feature off, so the API server
+/// drops `ephemeral` from pods: the claim is made here as the ephemeral volume controller
+/// makes it, for a pod whose volume is an emptyDir.
+#[tokio::test]
+async fn refuses_a_claim_of_a_generic_ephemeral_volume() {
+    let mut s = Setup::new("migeph").await;
+    let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "worker", "namespace": s.ns},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+        },
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(s.admin.clone(), &s.ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {
+            "name": "worker-scratch", "namespace": s.ns,
+            "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Pod", "name": "worker",
+                "uid": pod.metadata.uid, "controller": true, "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": s.class,
+                 "resources": {"requests": {"storage": "16Mi"}}},
+    }))
+    .unwrap();
+    let created = s.pvcs().create(&PostParams::default(), &pvc).await.unwrap();
+    s.claims.push(created);
+    let bound = wait_bound(&s.admin, &s.ns, "worker-scratch", T).await;
+    let pv_name = format!("pvc-{}", uid_of(&bound));
+    let before = s.pvs().get(&pv_name).await.unwrap();
+
+    let (ok, out) = s.migrate(&["--dry-run"]).await;
+    assert!(!ok, "{out}");
+    let (ok, out) = s.migrate(&[]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        line_of(&out, &pv_name).contains(&format!(
+            "refused: claim {}/worker-scratch is used by pod(s) worker",
+            s.ns
+        )),
+        "{out}"
+    );
+    assert_untouched(&before, &s.pvs().get(&pv_name).await.unwrap());
+    assert_eq!(
+        s.pvs()
+            .get(&pv_name)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        before.metadata.resource_version
+    );
+    assert!(backup_of(&s.admin, &pv_name).await.is_none());
     s.cleanup().await;
 }

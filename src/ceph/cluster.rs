@@ -5,11 +5,13 @@
 //! own I/O context(s) and image handle(s) and releases them before returning, so nothing
 //! but the `rados_t` is shared between threads (librados documents that as thread-safe).
 
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::error::{
@@ -23,6 +25,9 @@ use super::{Credentials, Timeouts, wipe};
 /// side gives up on the blocking thread (librados honours the timeout itself; this is only
 /// a safety net against a hang inside the library).
 const CONNECT_GRACE: Duration = Duration::from_secs(5);
+
+/// Operations failed in a row (timeouts, lost connections) after which a client is replaced.
+const FAILING_LIMIT: u32 = 3;
 
 /// What to create with [`Cluster::create_image`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -368,6 +373,66 @@ impl<'c> IoCtx<'c> {
     }
 }
 
+impl IoCtx<'_> {
+    /// Opens an image by id, read-only: works for images in the trash, which have no name.
+    fn open_by_id(&self, id: &str) -> Result<Image<'_>, Errno> {
+        let c_id = CString::new(id).map_err(|_| Errno(libc::EINVAL))?;
+        let mut raw: ffi::rbd_image_t = ptr::null_mut();
+        // SAFETY: valid ioctx; valid out-pointer; NUL-terminated id; no snapshot.
+        let r = unsafe {
+            ffi::rbd_open_by_id_read_only(self.raw, c_id.as_ptr(), &mut raw, ptr::null())
+        };
+        if r < 0 {
+            return Err(Errno::from_ret(r.into()));
+        }
+        Ok(Image {
+            raw,
+            _io: PhantomData,
+        })
+    }
+}
+
+impl Image<'_> {
+    /// One image-meta value; `None` when the key is not set.
+    fn metadata(&self, key: &str) -> Result<Option<String>, Errno> {
+        let c_key = CString::new(key).map_err(|_| Errno(libc::EINVAL))?;
+        let mut cap = 256usize;
+        for _ in 0..4 {
+            let mut buf = vec![0u8; cap];
+            let mut len = cap;
+            // SAFETY: open image; NUL-terminated key; `buf` writable for `len` bytes.
+            let r = unsafe {
+                ffi::rbd_metadata_get(
+                    self.raw,
+                    c_key.as_ptr(),
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    &mut len,
+                )
+            };
+            match r {
+                r if r == -libc::ENOENT => return Ok(None),
+                r if r == -libc::ERANGE => cap = len.max(cap * 2),
+                r => {
+                    check(r)?;
+                    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+                    return Ok(Some(String::from_utf8_lossy(&buf[..end]).into_owned()));
+                }
+            }
+        }
+        Err(Errno(libc::ERANGE))
+    }
+
+    fn metadata_many(&self, keys: &[&str]) -> Result<BTreeMap<String, String>, Errno> {
+        let mut out = BTreeMap::new();
+        for k in keys {
+            if let Some(v) = self.metadata(k)? {
+                out.insert(k.to_string(), v);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// An open `rbd_image_t`, closed on drop.
 struct Image<'io> {
     raw: ffi::rbd_image_t,
@@ -479,6 +544,11 @@ pub struct Cluster {
     rados: Rados,
     monitors: String,
     user: String,
+    /// Set once an operation showed this client can no longer work (key rotated, caps
+    /// revoked, client blocklisted): the cache then connects afresh.
+    poisoned: AtomicBool,
+    /// Operations failed in a row for reasons other than the object itself.
+    failing: AtomicU32,
 }
 
 impl fmt::Debug for Cluster {
@@ -538,6 +608,8 @@ impl Cluster {
             rados,
             monitors,
             user,
+            poisoned: AtomicBool::new(false),
+            failing: AtomicU32::new(0),
         })
     }
 
@@ -595,9 +667,34 @@ impl Cluster {
         F: FnOnce(&Arc<Cluster>) -> Result<T, CephError> + Send + 'static,
     {
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || f(&me))
+        let r = tokio::task::spawn_blocking(move || f(&me))
             .await
-            .map_err(|e| CephError::Task(e.to_string()))?
+            .map_err(|e| CephError::Task(e.to_string()))?;
+        self.observe(&r);
+        r
+    }
+
+    fn observe<T>(&self, r: &Result<T, CephError>) {
+        match r {
+            Ok(_) => self.failing.store(0, Ordering::Relaxed),
+            Err(e) if e.poisons_client() => {
+                if !self.poisoned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(monitors = %self.monitors, user = %self.user, error = %e, "dropping this Ceph client; the next operation connects afresh");
+                }
+            }
+            // The object's own state (missing, busy, exists) says nothing about the client.
+            Err(e) if e.is_not_found() || e.is_busy() || e.is_exists() => {}
+            Err(_) => {
+                self.failing.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether the cache may hand this client out again: not poisoned, and not failing
+    /// operation after operation (then a fresh connection is cheaper than more timeouts).
+    pub fn healthy(&self) -> bool {
+        !self.poisoned.load(Ordering::Relaxed)
+            && self.failing.load(Ordering::Relaxed) < FAILING_LIMIT
     }
 
     fn ioctx<'c>(&'c self, pool: &'c str) -> Result<IoCtx<'c>, CephError> {
@@ -853,6 +950,68 @@ impl Cluster {
             // SAFETY: valid ioctx; NUL-terminated name.
             let r = unsafe { ffi::rbd_trash_move(io.raw, c_name.as_ptr(), delay_secs) };
             removed(r).map_err(|e| img_err("trash move", &pool, &name, e))
+        })
+        .await
+    }
+
+    /// Sets image-meta keys (`rbd image-meta set`). Opens the image read/write for the
+    /// moment it takes.
+    pub async fn set_metadata(
+        self: &Arc<Self>,
+        pool: &str,
+        name: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<(), CephError> {
+        let (pool, name) = (pool.to_string(), name.to_string());
+        self.run(move |c| {
+            let io = c.ioctx(&pool)?;
+            let err = |e| img_err("set metadata", &pool, &name, e);
+            let img = io.open(&name, false).map_err(err)?;
+            for (k, v) in &pairs {
+                let k = cstr("metadata key", k)?;
+                let v = cstr("metadata value", v)?;
+                // SAFETY: open image; NUL-terminated key and value, copied by librbd.
+                check(unsafe { ffi::rbd_metadata_set(img.raw, k.as_ptr(), v.as_ptr()) })
+                    .map_err(err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The given image-meta keys of an image (those that are set), read-only.
+    pub async fn metadata(
+        self: &Arc<Self>,
+        pool: &str,
+        name: &str,
+        keys: &'static [&'static str],
+    ) -> Result<BTreeMap<String, String>, CephError> {
+        let (pool, name) = (pool.to_string(), name.to_string());
+        self.run(move |c| {
+            let io = c.ioctx(&pool)?;
+            let (p, n) = (pool.as_str(), name.as_str());
+            let err = |op| move |e| img_err(op, p, n, e);
+            let img = io.open(n, true).map_err(err("open"))?;
+            img.metadata_many(keys).map_err(err("read metadata"))
+        })
+        .await
+    }
+
+    /// The given image-meta keys of an image in the trash, by its trash id.
+    pub async fn trash_metadata(
+        self: &Arc<Self>,
+        pool: &str,
+        id: &str,
+        keys: &'static [&'static str],
+    ) -> Result<BTreeMap<String, String>, CephError> {
+        let (pool, id) = (pool.to_string(), id.to_string());
+        self.run(move |c| {
+            let io = c.ioctx(&pool)?;
+            let image = format!("(trash id {id})");
+            let (p, n) = (pool.as_str(), image.as_str());
+            let err = |op| move |e| img_err(op, p, n, e);
+            let img = io.open_by_id(&id).map_err(err("open"))?;
+            img.metadata_many(keys).map_err(err("read metadata"))
         })
         .await
     }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
@@ -11,12 +12,23 @@ use super::{CephError, CephKey, Cluster, Credentials, Timeouts};
 type Key = (Vec<String>, String, CephKey);
 type Slot = Arc<OnceCell<Arc<Cluster>>>;
 
+/// A client unused this long is closed (its key leaves memory with it).
+pub const IDLE_AFTER: Duration = Duration::from_secs(600);
+/// At most this many clients are kept; the least recently used goes first.
+pub const MAX_CLIENTS: usize = 16;
+
+struct Entry {
+    slot: Slot,
+    last_used: Instant,
+}
+
 /// Connected [`Cluster`]s keyed by (monitors, user, key). Concurrent `get`s for the same
 /// credentials share one connect attempt; a failed attempt is not cached (the next `get`
-/// tries again). Clients are kept until [`Connections::forget`] or drop.
+/// tries again). A client that went bad (rotated key, blocklisted, failing call after call)
+/// is replaced on the next `get`; idle clients are closed; the cache is bounded.
 pub struct Connections {
     timeouts: Timeouts,
-    slots: Mutex<HashMap<Key, Slot>>,
+    slots: Mutex<HashMap<Key, Entry>>,
 }
 
 impl fmt::Debug for Connections {
@@ -40,7 +52,7 @@ impl Connections {
         self.timeouts
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Slot>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
         // The map stays consistent even if a holder panicked: entries are whole values.
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -52,7 +64,21 @@ impl Connections {
     /// The client for these credentials, connecting on first use.
     pub async fn get(&self, c: &Credentials) -> Result<Arc<Cluster>, CephError> {
         let key = Connections::key(c);
-        let slot = Arc::clone(self.lock().entry(key.clone()).or_default());
+        let slot = {
+            let mut map = self.lock();
+            prune(
+                &mut map,
+                Instant::now(),
+                IDLE_AFTER,
+                MAX_CLIENTS.saturating_sub(1),
+            );
+            let e = map.entry(key.clone()).or_insert_with(|| Entry {
+                slot: Slot::default(),
+                last_used: Instant::now(),
+            });
+            e.last_used = Instant::now();
+            Arc::clone(&e.slot)
+        };
         let timeouts = self.timeouts;
         let result = slot
             .get_or_try_init(|| Cluster::connect(c, timeouts))
@@ -64,12 +90,21 @@ impl Connections {
             let mut map = self.lock();
             if map
                 .get(&key)
-                .is_some_and(|s| Arc::ptr_eq(s, &slot) && !s.initialized())
+                .is_some_and(|e| Arc::ptr_eq(&e.slot, &slot) && !e.slot.initialized())
             {
                 map.remove(&key);
             }
         }
         result
+    }
+
+    /// Closes clients unused for [`IDLE_AFTER`] and drops unhealthy ones (each shuts down
+    /// once no running operation holds it). Called periodically.
+    pub fn close_idle(&self) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        prune(&mut map, Instant::now(), IDLE_AFTER, MAX_CLIENTS);
+        before - map.len()
     }
 
     /// Drops the cached client for these credentials (it shuts down once no operation
@@ -80,10 +115,33 @@ impl Connections {
 
     /// Number of connected clients in the cache.
     pub fn len(&self) -> usize {
-        self.lock().values().filter(|s| s.initialized()).count()
+        self.lock()
+            .values()
+            .filter(|e| e.slot.initialized())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Drops unhealthy and idle clients, then the least recently used ones beyond `keep`.
+/// Slots still connecting are kept: someone is waiting on them.
+fn prune(map: &mut HashMap<Key, Entry>, now: Instant, idle: Duration, keep: usize) {
+    map.retain(|_, e| match e.slot.get() {
+        None => true,
+        Some(c) => c.healthy() && now.duration_since(e.last_used) < idle,
+    });
+    while map.len() > keep {
+        let Some(oldest) = map
+            .iter()
+            .filter(|(_, e)| e.slot.initialized())
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        map.remove(&oldest);
     }
 }

@@ -186,9 +186,28 @@ impl CephError {
         }
     }
 
-    /// ENOENT: the image, snapshot or pool does not exist.
+    /// ENOENT of the image or snapshot itself. A missing *pool* is not "not found": after
+    /// a pool rename or a wrong parameter the image may well exist elsewhere, so callers
+    /// must never take it for "already gone" ([`CephError::is_pool_missing`]).
     pub fn is_not_found(&self) -> bool {
-        self.errno() == Some(libc::ENOENT)
+        matches!(
+            self,
+            CephError::Image { .. } | CephError::Snapshot { .. } | CephError::Clone { .. }
+        ) && self.errno() == Some(libc::ENOENT)
+    }
+
+    /// The pool does not exist (ENOENT when opening it).
+    pub fn is_pool_missing(&self) -> bool {
+        matches!(self, CephError::Pool { errno, .. } if errno.0 == libc::ENOENT)
+    }
+
+    /// Errors after which this client should not be used again: the key was rotated or its
+    /// caps revoked (EACCES/EPERM), or the cluster blocklisted the client (ESHUTDOWN).
+    pub fn poisons_client(&self) -> bool {
+        matches!(
+            self.errno(),
+            Some(libc::EACCES | libc::EPERM | libc::ESHUTDOWN)
+        )
     }
 
     /// EEXIST.
@@ -384,7 +403,11 @@ mod tests {
             errno: Errno(libc::ENOENT),
             hint: pool_hint(Errno(libc::ENOENT)),
         };
-        assert!(e.is_not_found());
+        assert!(
+            !e.is_not_found(),
+            "a missing pool never means the image is gone"
+        );
+        assert!(e.is_pool_missing());
         assert!(e.to_string().contains("pool does not exist"), "{e}");
 
         let e = CephError::Image {

@@ -1,7 +1,13 @@
 //! Volume reconcile: delete the image of a released Delete-policy volume, then the PV.
+//!
+//! Every step rests on facts nobody else can forge: the image named by the PV's immutable
+//! spec (and, for our volumes, derived from the PV's name), the stamp we wrote on the image
+//! at creation, and no other PV naming the same image. When they disagree nothing is
+//! deleted and the PV gets a Warning event saying why.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use either::Either;
 use k8s_openapi::api::core::v1::PersistentVolume;
@@ -11,10 +17,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::Context;
+use super::purge::Job;
 use crate::ceph::Cluster;
 use crate::error::{Error, Result, is_status};
+use crate::owner;
 use crate::reclaim::{self, DeleteTarget, VolumeAction};
 use crate::volume::FINALIZER;
+
+/// How long a clone may take to flatten before its source's deletion gives up for a while.
+const FLATTEN_DEADLINE: Duration = Duration::from_secs(3600);
 
 pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action> {
     let name = pv.metadata.name.clone().unwrap_or_default();
@@ -25,12 +36,14 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             ctx.succeeded(&key);
             return Ok(Action::await_change());
         }
-        VolumeAction::RemoveFinalizer => {
-            remove_finalizer(&ctx, &pv).await?;
-            tracing::info!(pv = %name, "reclaim policy is not Delete: removed our finalizer");
-            ctx.succeeded(&key);
-            return Ok(Action::await_change());
-        }
+        VolumeAction::RemoveFinalizer => match remove_finalizer(&ctx, &pv).await {
+            Ok(()) => {
+                tracing::info!(pv = %name, "reclaim policy is not Delete: removed our finalizer");
+                ctx.succeeded(&key);
+                return Ok(Action::await_change());
+            }
+            Err(e) => Err(e),
+        },
         VolumeAction::Broken(why) => Err(Error::Invalid(format!(
             "cannot delete volume {name}: {why}"
         ))),
@@ -49,6 +62,24 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             ctx.succeeded(&key);
             Ok(Action::await_change())
         }
+        // A lost race on the PV object: the next reconcile sees the new version.
+        Err(e @ Error::Conflict { .. }) => {
+            tracing::debug!(pv = %name, error = %e, "retrying");
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Err(Error::Waiting(msg)) => {
+            tracing::info!(pv = %name, "{msg}");
+            ctx.events
+                .publish(
+                    &regarding,
+                    EventType::Normal,
+                    "VolumeDeleteWaiting",
+                    "Delete",
+                    msg,
+                )
+                .await;
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
         Err(e) => {
             ctx.metrics.record("delete", Err(e.kind()));
             ctx.events
@@ -65,18 +96,37 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     }
 }
 
-async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Result<()> {
+async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> Result<()> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
+    let refuse = |why: String| Error::Refused {
+        pv: pv_name.clone(),
+        pool: t.pool.clone(),
+        image: t.image.clone(),
+        why,
+    };
+    ctx.volumes_listed().await;
+    if let Some(other) = ctx.other_volume_naming(pv, &t.pool, &t.image) {
+        return Err(refuse(format!(
+            "PersistentVolume {other} names the same image; delete or fix one of them by hand"
+        )));
+    }
     let creds = ctx.admin_credentials(&pv_name, t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
+    let _held = ctx.locks.lock(&t.pool, &t.image).await;
 
     match cluster.image_info(&t.pool, &t.image).await {
+        // Only the image's own ENOENT in a pool that exists: a missing pool is an error.
         Err(e) if e.is_not_found() => {
             tracing::info!(pv = %pv_name, "image already gone");
         }
         Err(e) => return Err(Error::ceph(&object)(e)),
         Ok(info) => {
+            let meta = cluster
+                .metadata(&t.pool, &t.image, owner::KEYS)
+                .await
+                .map_err(Error::ceph(&object))?;
+            owner::check_delete(&meta, &ctx.instance, &pv_name).map_err(refuse)?;
             // Read-only open: a read/write open would make us a watcher ourselves.
             let watchers = cluster
                 .watchers(&t.pool, &t.image)
@@ -93,20 +143,22 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Resul
                         .join(", "),
                 });
             }
-            detach_clones(&cluster, &t.pool, &t.image, &object).await?;
-            // Trash first: returns at once whatever the size; the purge runs in the background.
-            cluster
-                .trash_move(&t.pool, &t.image, 0)
-                .await
-                .map_err(Error::ceph(&object))?;
-            purge_later(
-                ctx,
-                cluster.clone(),
-                t.pool.clone(),
-                info.id.clone(),
-                t.image.clone(),
-                info.parent.clone(),
-            );
+            detach_clones(ctx, &cluster, &t.pool, &t.image, &object).await?;
+            trash(ctx, &cluster, &t.pool, &t.image, &pv_name, &meta, &object).await?;
+            ctx.purger.submit(Job {
+                cluster: cluster.clone(),
+                pool: t.pool.clone(),
+                id: info.id.clone(),
+                image: t.image.clone(),
+                parent: info.parent.clone(),
+            });
+            // What an earlier process trashed but did not purge (it crashed meanwhile).
+            if ctx.first_delete_in(cluster.monitors(), &t.pool) {
+                let (ctx, cluster, pool) = (ctx.clone(), cluster.clone(), t.pool.clone());
+                tokio::spawn(
+                    async move { super::maintain::sweep_trash(&ctx, &cluster, &pool).await },
+                );
+            }
         }
     }
 
@@ -128,9 +180,34 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Resul
     }
 }
 
+/// Marks the image as trashed by us (the trash sweep purges nothing else), then moves it to
+/// the trash: instant whatever the size; the purge runs in the background.
+pub(super) async fn trash(
+    ctx: &Context,
+    cluster: &Arc<Cluster>,
+    pool: &str,
+    image: &str,
+    pv_name: &str,
+    meta: &BTreeMap<String, String>,
+    object: &str,
+) -> Result<()> {
+    let pairs = owner::trash_pairs(meta, &ctx.instance, pv_name, super::unix_now());
+    cluster
+        .set_metadata(pool, image, pairs)
+        .await
+        .map_err(Error::ceph(object))?;
+    cluster
+        .trash_move(pool, image, 0)
+        .await
+        .map_err(Error::ceph(object))?;
+    Ok(())
+}
+
 /// Clones made from this image (snapshots named after them) become independent first, so
-/// deleting a source never breaks its clones.
+/// deleting a source never breaks its clones. Flattening can take long: it runs in the
+/// background with its own deadline, and this deletion is retried until it is done.
 async fn detach_clones(
+    ctx: &Context,
     cluster: &Arc<Cluster>,
     pool: &str,
     image: &str,
@@ -144,9 +221,17 @@ async fn detach_clones(
         let Some(child) = reclaim::clone_of_snapshot(&snap.name) else {
             continue;
         };
-        match cluster.flatten(pool, child).await {
-            Ok(()) => tracing::info!(%image, %child, "flattened clone before deleting its source"),
-            Err(e) if e.is_not_found() => {}
+        match cluster.image_info(pool, child).await {
+            Ok(info) if info.parent.as_ref().is_some_and(|p| p.snap == snap.name) => {
+                flatten_in_background(ctx, cluster, pool, child);
+                return Err(Error::Waiting(format!(
+                    "flattening clone {pool}/{child} before deleting its source {pool}/{image}; the deletion continues when it is done"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                purge_trashed_child(ctx, cluster, pool, child, object).await?
+            }
             Err(e) => return Err(Error::ceph(format!("clone {pool}/{child} of {object}"))(e)),
         }
         cluster
@@ -161,51 +246,74 @@ async fn detach_clones(
     Ok(())
 }
 
-/// Purges a trashed image in the background, then drops the source snapshot it was cloned
-/// from. The first deletion in a pool also purges what an earlier process left in the trash.
-fn purge_later(
+/// A clone deleted by us may still sit in the trash (its purge pending or failed), and it
+/// pins the source's snapshot: purge it now. A trashed clone that is not provably ours stops
+/// the deletion instead.
+async fn purge_trashed_child(
     ctx: &Context,
-    cluster: Arc<Cluster>,
-    pool: String,
-    id: String,
-    image: String,
-    parent: Option<crate::ceph::ParentSpec>,
-) {
-    let sweep = ctx.first_delete_in(cluster.monitors(), &pool);
+    cluster: &Arc<Cluster>,
+    pool: &str,
+    child: &str,
+    object: &str,
+) -> Result<()> {
+    let entries = cluster
+        .trash_list(pool)
+        .await
+        .map_err(Error::ceph(object))?;
+    for e in entries.iter().filter(|e| e.name == child) {
+        let meta = cluster
+            .trash_metadata(pool, &e.id, owner::KEYS)
+            .await
+            .map_err(Error::ceph(object))?;
+        if !owner::purgeable(&meta, &ctx.instance) {
+            return Err(Error::Invalid(format!(
+                "clone {pool}/{child} of {object} is in the trash but was not put there by this provisioner, and it pins the source's snapshot: restore it (rbd trash restore --pool {pool} {}) or purge it by hand; deletion is retried",
+                e.id
+            )));
+        }
+        cluster
+            .trash_remove(pool, &e.id, true)
+            .await
+            .map_err(Error::ceph(object))?;
+        tracing::info!(%pool, %child, "purged a trashed clone that pinned its source's snapshot");
+    }
+    Ok(())
+}
+
+fn flatten_in_background(ctx: &Context, cluster: &Arc<Cluster>, pool: &str, child: &str) {
+    let key = format!("{pool}/{child}");
+    if !ctx
+        .flattening
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.clone())
+    {
+        return;
+    }
+    let (cluster, pool, child) = (cluster.clone(), pool.to_string(), child.to_string());
+    let flattening = ctx.flattening.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        if let Err(e) = cluster.trash_remove(&pool, &id, true).await {
-            tracing::warn!(%pool, %image, error = %e, "purging the trashed image failed; the next process purges it");
-        } else {
-            tracing::debug!(%pool, %image, elapsed = ?started.elapsed(), "purged from trash");
-        }
-        if let Some(p) = parent
-            && reclaim::clone_of_snapshot(&p.snap) == Some(image.as_str())
-        {
-            let _ = cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await;
-            let _ = cluster.snap_remove(&p.pool, &p.image, &p.snap).await;
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        if sweep && let Ok(entries) = cluster.trash_list(&pool).await {
-            for e in entries
-                .iter()
-                // Ours by name; an entry someone keeps on purpose has a deferment still running.
-                .filter(|e| {
-                    e.name.starts_with("kubernetes-dynamic-pvc-") && e.deferment_end_time <= now
-                })
-            {
-                if cluster.trash_remove(&pool, &e.id, true).await.is_ok() {
-                    tracing::info!(%pool, image = %e.name, "purged an image left in the trash earlier");
-                }
+        match tokio::time::timeout(FLATTEN_DEADLINE, cluster.flatten(&pool, &child)).await {
+            Ok(Ok(())) => {
+                tracing::info!(%pool, %child, elapsed = ?started.elapsed(), "flattened clone")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%pool, %child, error = %e, "flattening clone failed; retried with the source's deletion")
+            }
+            Err(_) => {
+                tracing::warn!(%pool, %child, "flattening clone took longer than {FLATTEN_DEADLINE:?}; retried with the source's deletion")
             }
         }
+        flattening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
     });
 }
 
 /// Drops our finalizer, with the resourceVersion as precondition so that a concurrent
-/// change to the list is not overwritten (the next reconcile retries).
+/// change to the list is not overwritten; a 409 is a race, retried quietly.
 async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
     if !reclaim::has_finalizer(pv) {
         return Ok(());
@@ -221,10 +329,18 @@ async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
     let patch = serde_json::json!({
         "metadata": {"finalizers": rest, "resourceVersion": pv.metadata.resource_version}
     });
-    Api::<PersistentVolume>::all(ctx.client.clone())
+    match Api::<PersistentVolume>::all(ctx.client.clone())
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map(|_| ())
-        .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
-        .map_err(Error::kube("remove finalizer from PersistentVolume", name))
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) if is_status(&e, 409) => Err(Error::Conflict {
+            verb: "remove finalizer from",
+            object: format!("PersistentVolume {name}"),
+        }),
+        Err(e) => Err(Error::kube("remove finalizer from PersistentVolume", name)(
+            e,
+        )),
+    }
 }

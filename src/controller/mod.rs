@@ -2,7 +2,10 @@
 //! Both share one [`Context`].
 
 mod delete;
+mod locks;
+mod maintain;
 mod provision;
+mod purge;
 mod resize;
 
 use std::collections::{HashMap, HashSet};
@@ -10,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::api::Api;
@@ -24,6 +27,7 @@ use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
 use crate::error::{Error, SecretRole};
 use crate::k8s::Events;
 use crate::metrics::Metrics;
+use crate::owner::Instance;
 use crate::params::Flavor;
 use crate::reclaim::{AdminSource, DeleteTarget};
 use crate::{k8s, params};
@@ -40,6 +44,10 @@ pub struct Settings {
     /// Claims handled at once.
     pub workers: u16,
     pub ceph_timeouts: Timeouts,
+    /// How often trash and orphaned images are checked; zero turns the pass off.
+    pub maintenance_interval: Duration,
+    /// How old an image must be before it can be collected as an orphan.
+    pub orphan_grace: Duration,
 }
 
 /// Shared by every reconcile.
@@ -55,6 +63,15 @@ pub struct Context {
     swept: Mutex<HashSet<(String, String)>>,
     /// StorageClasses, kept current by a watch so that a burst of claims costs no class reads.
     classes: Store<StorageClass>,
+    /// PersistentVolumes, from the volumes controller's watch.
+    volumes: Store<PersistentVolume>,
+    /// Who we are, as stamped on images.
+    pub instance: Instance,
+    /// One operation at a time per image (cloning from it vs deleting it).
+    locks: locks::ImageLocks,
+    purger: purge::Purger,
+    /// Clones being flattened in the background, by "pool/image".
+    flattening: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Context {
@@ -63,9 +80,16 @@ impl Context {
         settings: Settings,
         metrics: Arc<Metrics>,
         classes: Store<StorageClass>,
+        volumes: Store<PersistentVolume>,
+        instance: Instance,
     ) -> Context {
         Context {
             classes,
+            volumes,
+            instance,
+            locks: locks::ImageLocks::default(),
+            purger: purge::Purger::start(metrics.clone()),
+            flattening: Arc::default(),
             ceph: Connections::new(settings.ceph_timeouts),
             events: Events::new(client.clone()),
             client,
@@ -74,6 +98,30 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             swept: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Waits until the volumes watch has listed every PV once. Polled in short rounds: a
+    /// single long wait on the store was seen to miss its wake-up.
+    async fn volumes_listed(&self) {
+        while tokio::time::timeout(Duration::from_millis(500), self.volumes.wait_until_ready())
+            .await
+            .is_err()
+        {}
+    }
+
+    /// Another PV (by uid) whose spec names this pool/image: a copy, or a hand-made static
+    /// volume for the same image. Deleting would destroy that volume's data.
+    fn other_volume_naming(
+        &self,
+        pv: &PersistentVolume,
+        pool: &str,
+        image: &str,
+    ) -> Option<String> {
+        self.volumes.state().iter().find_map(|other| {
+            (other.metadata.uid != pv.metadata.uid
+                && crate::reclaim::spec_image(other).is_some_and(|(p, i)| p == pool && i == image))
+            .then(|| other.metadata.name.clone().unwrap_or_default())
+        })
     }
 
     /// True the first time it is asked about a pool.
@@ -168,6 +216,12 @@ impl Context {
     }
 }
 
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 pub fn backoff_delay(failures: u32) -> Duration {
     let secs = 1u64
         .checked_shl(failures.saturating_sub(1))
@@ -194,9 +248,25 @@ fn claim_error_policy(pvc: Arc<PersistentVolumeClaim>, err: &Error, ctx: Arc<Con
     Action::requeue(delay)
 }
 
+/// This Kubernetes cluster's identity for image stamps: the uid of `kube-system`, which no
+/// user can choose and which differs between clusters sharing a Ceph pool.
+async fn cluster_uid(client: &Client) -> Result<String, Error> {
+    let ns = Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .map_err(Error::kube("read Namespace", "kube-system"))?;
+    ns.metadata
+        .uid
+        .ok_or_else(|| Error::Invalid("Namespace kube-system has no uid".into()))
+}
+
 /// Runs the controllers until a termination signal.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Result<(), Error> {
     let workers = settings.workers;
+    let instance = Instance {
+        provisioner: settings.provisioner.clone(),
+        cluster: cluster_uid(&client).await?,
+    };
     let (classes, writer) = reflector::store();
     let class_watch = reflector(
         writer,
@@ -208,7 +278,19 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
     tokio::spawn(class_watch);
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, classes));
+    let volumes = Controller::new(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics,
+        classes,
+        volumes.store(),
+        instance,
+    ));
+    let maintenance = tokio::spawn(maintain::run(ctx.clone()));
     let claims = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
@@ -217,16 +299,15 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     .shutdown_on_signal()
     .run(provision::reconcile, claim_error_policy, ctx.clone())
     .for_each(|_| futures::future::ready(()));
-    let volumes = Controller::new(
-        Api::<PersistentVolume>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(ControllerConfig::default().concurrency(workers))
-    .shutdown_on_signal()
-    .run(delete::reconcile, volume_error_policy, ctx.clone())
-    .for_each(|_| futures::future::ready(()));
+    let volumes = volumes
+        .with_config(ControllerConfig::default().concurrency(workers))
+        .shutdown_on_signal()
+        .run(delete::reconcile, volume_error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
     futures::join!(claims, volumes);
+    maintenance.abort();
     tracing::info!("controllers stopped");
+    Ok(())
 }
 
 #[cfg(test)]

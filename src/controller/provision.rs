@@ -16,6 +16,7 @@ use crate::claim::{self, ClaimAction};
 use crate::clone;
 use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
+use crate::owner::{self, Stamp};
 use crate::params::{self, Flavor};
 use crate::volume::{self, PvInput};
 
@@ -48,6 +49,23 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         ClaimAction::Wait(why) => {
             tracing::debug!(claim = %claim_name(&pvc), %why, "waiting");
             Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        ClaimAction::Provision if clone::populator(&pvc).is_some() => {
+            let what = clone::populator(&pvc).unwrap_or_default();
+            ctx.events
+                .publish(
+                    &pvc.object_ref(&()),
+                    EventType::Normal,
+                    "ExternalPopulator",
+                    "Provision",
+                    format!(
+                        "the claim's dataSourceRef names {what}: left to its volume populator; {} provisions only empty volumes and clones of claims in the same namespace",
+                        ctx.settings.provisioner
+                    ),
+                )
+                .await;
+            ctx.succeeded(&key);
+            Ok(Action::await_change())
         }
         ClaimAction::Provision => {
             let class = class.expect("decide() provisions only with a class");
@@ -172,13 +190,25 @@ async fn provision(
 
     let pv_name = volume::pv_name(&req.uid);
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    if pvs
+    if let Some(existing) = pvs
         .get_opt(&pv_name)
         .await
         .map_err(Error::kube("read PersistentVolume", &pv_name))?
-        .is_some()
     {
-        return Ok(None);
+        // Our PV from an earlier attempt: done. Anyone else's under our name: say so.
+        let image = volume::image_name(&req.uid);
+        return crate::reclaim::is_volume_of(
+            &existing,
+            &ctx.settings.provisioner,
+            &req.uid,
+            (&params.pool, &image),
+        )
+        .map(|()| None)
+        .map_err(|why| Error::PvTaken {
+            pv: pv_name.clone(),
+            claim: name.clone(),
+            why,
+        });
     }
     ctx.events
         .publish(
@@ -257,25 +287,63 @@ async fn provision(
     };
     let created = match &clone_source {
         None => cluster.create_image(&spec).await,
-        Some(src) => clone_image(&cluster, src, &spec).await,
+        Some(src) => {
+            // Not while the source is being deleted (see `delete::detach_clones`).
+            let _source_held = ctx.locks.lock(&src.pool, &src.image).await;
+            clone_image(&cluster, src, &spec).await
+        }
     };
-    match created.map_err(Error::ceph(&object))? {
-        Created::New if clone_source.is_none() => {}
-        Created::New | Created::AlreadyExisted => {
-            // A previous attempt created it and then stopped before writing the PV: adopt it.
-            let info = cluster
-                .image_info(&params.pool, &image)
+    let stamp = Stamp {
+        pv: pv_name.clone(),
+        claim_namespace: req.namespace.clone(),
+        claim_name: req.name.clone(),
+        claim_uid: req.uid.clone(),
+        created: super::unix_now(),
+    };
+    let created = created.map_err(Error::ceph(&object))?;
+    match created {
+        Created::New => {}
+        Created::AlreadyExisted => {
+            // A previous attempt created it and then stopped before writing the PV: adopt it,
+            // unless its stamp says it is someone else's.
+            let meta = cluster
+                .metadata(&params.pool, &image, owner::KEYS)
                 .await
                 .map_err(Error::ceph(&object))?;
-            if clone_source.is_none() {
-                tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
+            if let Some(theirs) = Stamp::read(&meta)
+                && (theirs.claim_uid != req.uid || !owner::stamped_by(&meta, &ctx.instance))
+            {
+                return Err(Error::Invalid(format!(
+                    "{object} already exists and is stamped as the volume of claim {}/{} (uid {}) of provisioner {:?}; it was not adopted. Find out who made it (rbd image-meta list {}/{image})",
+                    theirs.claim_namespace,
+                    theirs.claim_name,
+                    theirs.claim_uid,
+                    meta.get(owner::META_PROVISIONER)
+                        .map(String::as_str)
+                        .unwrap_or("?"),
+                    params.pool
+                )));
             }
-            if info.size < req.size {
-                cluster
-                    .resize(&params.pool, &image, req.size)
-                    .await
-                    .map_err(Error::ceph(&object))?;
-            }
+            tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
+        }
+    }
+    // Stamped before the PV exists: an image whose claim goes before the PV is written can
+    // then be proven ours and collected (see `maintain::collect_orphans`).
+    cluster
+        .set_metadata(&params.pool, &image, stamp.pairs(&ctx.instance))
+        .await
+        .map_err(Error::ceph(&object))?;
+    if clone_source.is_some() || created == Created::AlreadyExisted {
+        // A clone starts at its source's size; an adopted image at whatever it was given.
+        let info = cluster
+            .image_info(&params.pool, &image)
+            .await
+            .map_err(Error::ceph(&object))?;
+        if info.size < req.size {
+            cluster
+                .resize(&params.pool, &image, req.size)
+                .await
+                .map_err(Error::ceph(&object))?;
         }
     }
 
@@ -321,7 +389,7 @@ async fn provision(
         image: &image,
         provisioner: &ctx.settings.provisioner,
     });
-    k8s::create_pv(&ctx.client, &pv).await?;
+    k8s::create_pv(&ctx.client, &pv, &ctx.settings.provisioner).await?;
     Ok(Some(format!(
         "Successfully provisioned volume {pv_name}: image {}/{image}{}, {} MiB, {}",
         params.pool,

@@ -1,35 +1,44 @@
-//! Pure decisions of `migrate-to-csi`: which PVs move, what replaces them, and where an
-//! interrupted run resumes. No I/O.
+//! Pure decisions of `migrate-to-csi`: which PVs move, what replaces them, what every step
+//! re-checks, and where an interrupted run resumes. No I/O.
+//!
+//! Nothing a tenant can write is trusted: a claim counts only by its live identity
+//! (namespace, name, uid, `spec.volumeName`). The old PV is saved in a ConfigMap in a namespace
+//! only administrators write, named after the PV, and every step first checks that the live
+//! claim, the live PV and that backup still agree ([`Identity`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    CSIPersistentVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
-    SecretReference,
+    CSIPersistentVolumeSource, ConfigMap, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    Pod,
 };
-use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::params::SecretRef;
-use crate::reclaim::ANN_LEGACY_IDENTITY;
+use crate::params::{ClassParams, Flavor, SecretRef};
+use crate::reclaim::{ANN_LEGACY_IDENTITY, made_by_old_provisioner, spec_image};
 use crate::volume::{
-    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
+    self, ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
     CSI_DRIVER, FINALIZER,
 };
 
 use super::MigrateError;
 
-/// On the claim: the old PV as JSON, written before the PV is touched. While it is there, a
-/// migration of that claim's volume is under way (or was interrupted) and a rerun resumes it.
+/// On a claim: where earlier versions kept the old PV. Claims are writable by their owners, so
+/// it is never read as a backup any more; a claim carrying it is only reported.
 pub const ANN_BACKUP: &str = "rbd-provisioner.ceph.com/migration-backup";
-/// On the claim: where the migration stands, for people; rewriting it also wakes the PV
-/// binder, which otherwise rebinds a Lost claim only at its next resync (15 s by default).
+/// On the claim: where the migration stands, for people (never read back); rewriting it also
+/// wakes the PV binder, which otherwise rebinds a Lost claim only at its next resync (15 s).
 pub const ANN_STEP: &str = "rbd-provisioner.ceph.com/migration-step";
+/// Label of the backup ConfigMaps, so that a rerun finds them.
+pub const BACKUP_LABEL: &str = "rbd-provisioner.ceph.com/migration-backup";
+/// Key of the old PV's JSON in a backup ConfigMap.
+pub const BACKUP_KEY: &str = "persistentVolume";
+const BACKUP_PREFIX: &str = "rbd-provisioner-migration-";
 /// `provisioner` (and `rbdProvisionerIdentity`) of the old external-storage provisioner.
 pub const LEGACY_PROVISIONER: &str = "ceph.com/rbd";
-/// The pool the in-tree plugin and the old provisioner use when `spec.rbd.pool` is unset.
-const DEFAULT_POOL: &str = "rbd";
+/// Pods' generic ephemeral volumes get a claim named `<pod>-<volume>`, owned by the pod.
+const POD_KIND: &str = "Pod";
 
 /// Admin credentials recorded on the new PV so that the image can be deleted without the class.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,18 +53,8 @@ pub struct CsiSettings {
     pub cluster_id: String,
     /// A Secret in ceph-csi's format (`userID`, `userKey`).
     pub node_stage_secret: SecretRef,
-    /// From the class, when it names an admin Secret.
+    /// From the class (its `adminId` and admin Secret).
     pub admin: Option<Admin>,
-}
-
-fn class_param<'a>(class: Option<&'a StorageClass>, key: &str) -> Option<&'a str> {
-    class?
-        .parameters
-        .as_ref()?
-        .iter()
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
 }
 
 /// `NAMESPACE/NAME` → a Secret reference.
@@ -71,46 +70,33 @@ pub fn parse_secret_arg(s: &str) -> Result<SecretRef, MigrateError> {
     }
 }
 
-/// The csi settings: flags first, then the class's `clusterID` / `csiNodeStageSecretName` /
-/// `csiNodeStageSecretNamespace` (default "default"); admin credentials from the class.
+/// The csi settings: flags first, then the class's parameters (parsed as the controllers
+/// parse them); admin credentials from the class.
 pub fn csi_settings(
     class_name: &str,
-    class: Option<&StorageClass>,
+    class: Option<&ClassParams>,
     cluster_id: Option<&str>,
     node_stage_secret: Option<&str>,
 ) -> Result<CsiSettings, MigrateError> {
     let cluster_id = cluster_id
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .or_else(|| class_param(class, "clusterID"))
+        .map(str::to_string)
+        .or_else(|| class.and_then(|p| p.cluster_id.clone()))
         .ok_or_else(|| MigrateError::NoClusterId {
             class: class_name.to_string(),
-        })?
-        .to_string();
+        })?;
     let node_stage_secret = match node_stage_secret {
         Some(s) => parse_secret_arg(s.trim())?,
-        None => match class_param(class, "csiNodeStageSecretName") {
-            Some(name) => SecretRef {
-                namespace: class_param(class, "csiNodeStageSecretNamespace")
-                    .unwrap_or("default")
-                    .to_string(),
-                name: name.to_string(),
-            },
-            None => {
-                return Err(MigrateError::NoNodeStageSecret {
-                    class: class_name.to_string(),
-                });
+        None => class.and_then(|p| p.csi_secret.clone()).ok_or_else(|| {
+            MigrateError::NoNodeStageSecret {
+                class: class_name.to_string(),
             }
-        },
+        })?,
     };
-    let admin = class_param(class, "adminSecretName").map(|name| Admin {
-        id: class_param(class, "adminId").unwrap_or("admin").to_string(),
-        secret: SecretRef {
-            namespace: class_param(class, "adminSecretNamespace")
-                .unwrap_or("default")
-                .to_string(),
-            name: name.to_string(),
-        },
+    let admin = class.map(|p| Admin {
+        id: p.admin_id.clone(),
+        secret: p.admin_secret.clone(),
     });
     Ok(CsiSettings {
         cluster_id,
@@ -137,10 +123,10 @@ impl fmt::Display for Origin {
     }
 }
 
-/// Where an interrupted migration goes on.
+/// Where a migration stands, judged from the live PV.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// The backup is saved; the old rbd PV is still there (perhaps already being deleted).
+    /// The old rbd PV is still there (perhaps already being deleted).
     DeleteOld,
     /// The old PV is gone; the csi PV is not there yet.
     CreateNew,
@@ -153,23 +139,18 @@ impl fmt::Display for Step {
         f.write_str(match self {
             Step::DeleteOld => "the backup is saved, the old rbd PV is still there",
             Step::CreateNew => "the old rbd PV is gone, the csi PV is not created yet",
-            Step::AwaitBound => "the csi PV exists, the claim is not cleaned up yet",
+            Step::AwaitBound => "the csi PV exists, the backup is not removed yet",
         })
     }
 }
 
-/// What to do with one PV (or one claim holding a backup).
+/// What to do with one PV of the class that has no backup.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
     Skip(String),
     Refuse(String),
     /// Start a migration of this rbd PV.
-    Migrate(Origin),
-    /// Finish one; the new PV is built from `backup`, the old PV as it was.
-    Resume {
-        step: Step,
-        backup: Box<PersistentVolume>,
-    },
+    Migrate(Origin, Identity),
 }
 
 fn ann<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
@@ -180,43 +161,58 @@ fn ann<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The old PV saved on a claim, if any. `Err` when the annotation is not a PV.
-pub fn backup_of(claim: &PersistentVolumeClaim) -> Option<Result<PersistentVolume, String>> {
-    let text = ann(&claim.metadata, ANN_BACKUP)?;
-    Some(serde_json::from_str::<PersistentVolume>(text).map_err(|e| e.to_string()))
+/// The ConfigMap that holds the backup of PV `pv`: named after the PV, so that a backup can
+/// only ever describe the PV of its name.
+pub fn backup_name(pv: &str) -> Result<String, String> {
+    let name = format!("{BACKUP_PREFIX}{pv}");
+    if pv.is_empty() || name.len() > 253 {
+        return Err(format!(
+            "PersistentVolume name {pv:?} is too long to name its backup ConfigMap {BACKUP_PREFIX}<name> (at most 253 characters); rewrite it by hand"
+        ));
+    }
+    Ok(name)
 }
 
-/// The annotation value saved before the PV is touched: the whole PV but its managedFields.
-pub fn backup_json(pv: &PersistentVolume) -> String {
+/// The backup of `pv`, to be created in `namespace`: the whole PV but its managedFields.
+pub fn backup_config_map(pv: &PersistentVolume, namespace: &str) -> Result<ConfigMap, String> {
+    let name = backup_name(pv.metadata.name.as_deref().unwrap_or_default())?;
     let mut pv = pv.clone();
     pv.metadata.managed_fields = None;
-    serde_json::to_string(&pv).expect("a PersistentVolume serializes")
-}
-
-fn csi_handle(pv: &PersistentVolume) -> Option<&str> {
-    let csi = pv.spec.as_ref()?.csi.as_ref()?;
-    (csi.driver == CSI_DRIVER).then_some(csi.volume_handle.as_str())
-}
-
-/// Pool and image of an rbd PV.
-pub fn rbd_image(pv: &PersistentVolume) -> Option<(String, String)> {
-    let rbd = pv.spec.as_ref()?.rbd.as_ref()?;
-    Some((
-        rbd.pool
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| DEFAULT_POOL.into()),
-        rbd.image.clone(),
-    ))
-}
-
-/// Pool and image of an rbd PV or of one of our csi PVs.
-pub fn image_of(pv: &PersistentVolume) -> Option<(String, String)> {
-    rbd_image(pv).or_else(|| {
-        let csi = pv.spec.as_ref()?.csi.as_ref()?;
-        let pool = csi.volume_attributes.as_ref()?.get("pool")?.clone();
-        csi_handle(pv).map(|h| (pool, h.to_string()))
+    let json = serde_json::to_string(&pv).expect("a PersistentVolume serializes");
+    Ok(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(BACKUP_LABEL.into(), "true".into())])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(BACKUP_KEY.into(), json)])),
+        ..Default::default()
     })
+}
+
+/// The old PV a backup ConfigMap holds. `Err` when it is unreadable, or when it describes a PV
+/// other than the one it is named after.
+pub fn backup_of(cm: &ConfigMap) -> Result<PersistentVolume, String> {
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(BACKUP_KEY))
+        .ok_or_else(|| format!("it has no data.{BACKUP_KEY}"))?;
+    let pv: PersistentVolume =
+        serde_json::from_str(text).map_err(|e| format!("data.{BACKUP_KEY} is not a PV: {e}"))?;
+    let pv_name = pv.metadata.name.as_deref().unwrap_or_default();
+    if backup_name(pv_name).ok().as_deref() != cm.metadata.name.as_deref() {
+        return Err(format!(
+            "it holds PersistentVolume {pv_name:?}, not the one it is named after"
+        ));
+    }
+    Ok(pv)
+}
+
+/// The PV name a backup ConfigMap is named after.
+pub fn backed_up_pv(cm: &ConfigMap) -> Option<&str> {
+    cm.metadata.name.as_deref()?.strip_prefix(BACKUP_PREFIX)
 }
 
 fn claim_ref(pv: &PersistentVolume) -> Option<&ObjectReference> {
@@ -227,6 +223,169 @@ fn claim_ref(pv: &PersistentVolume) -> Option<&ObjectReference> {
 pub fn claim_key(pv: &PersistentVolume) -> Option<(String, String)> {
     let r = claim_ref(pv)?;
     Some((r.namespace.clone()?, r.name.clone()?))
+}
+
+fn csi_handle(pv: &PersistentVolume) -> Option<&str> {
+    let csi = pv.spec.as_ref()?.csi.as_ref()?;
+    (csi.driver == CSI_DRIVER).then_some(csi.volume_handle.as_str())
+}
+
+/// What one migration is about, taken from the old rbd PV (live, or its admin-only backup):
+/// the PV, the claim it is bound to (by uid) and its image. Every step re-checks the live
+/// claim and PV against it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub pv: String,
+    /// The old rbd PV object's uid.
+    pub pv_uid: Option<String>,
+    pub claim_namespace: String,
+    pub claim: String,
+    pub claim_uid: String,
+    pub pool: String,
+    pub image: String,
+}
+
+impl Identity {
+    /// From an rbd PV bound to a claim by uid. For volumes this provisioner made, the image
+    /// must be the one named after the PV (`pvc-<uid>` → `kubernetes-dynamic-pvc-<uid>`).
+    pub fn of(pv: &PersistentVolume) -> Result<Identity, String> {
+        let name = pv
+            .metadata
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or("the PersistentVolume has no name")?;
+        if pv.spec.as_ref().and_then(|s| s.rbd.as_ref()).is_none() {
+            return Err(format!("PersistentVolume {name} has no spec.rbd"));
+        }
+        let (pool, image) =
+            spec_image(pv).ok_or_else(|| format!("PersistentVolume {name} names no image"))?;
+        let r = claim_ref(pv).ok_or_else(|| format!("PersistentVolume {name} has no claimRef"))?;
+        let field = |v: &Option<String>, what: &str| {
+            v.clone()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("the claimRef of PersistentVolume {name} has no {what}"))
+        };
+        let id = Identity {
+            claim_namespace: field(&r.namespace, "namespace")?,
+            claim: field(&r.name, "name")?,
+            claim_uid: field(&r.uid, "uid")?,
+            pv_uid: pv.metadata.uid.clone(),
+            pv: name,
+            pool,
+            image,
+        };
+        if !made_by_old_provisioner(pv) {
+            let derived = id.pv.strip_prefix("pvc-").map(volume::image_name);
+            if derived.as_deref() != Some(id.image.as_str()) {
+                return Err(format!(
+                    "PersistentVolume {} names image {}/{}, but a volume this provisioner made is named after its PV ({}): the PV was copied or edited; rewrite it by hand if it is right",
+                    id.pv,
+                    id.pool,
+                    id.image,
+                    derived
+                        .unwrap_or_else(|| "kubernetes-dynamic-pvc-<uid> for PV pvc-<uid>".into())
+                ));
+            }
+        }
+        Ok(id)
+    }
+
+    /// `ns/name`
+    pub fn claim_label(&self) -> String {
+        format!("{}/{}", self.claim_namespace, self.claim)
+    }
+
+    fn claim_ref_matches(&self, pv: &PersistentVolume) -> bool {
+        claim_ref(pv).is_some_and(|r| {
+            r.namespace.as_deref() == Some(self.claim_namespace.as_str())
+                && r.name.as_deref() == Some(self.claim.as_str())
+                && r.uid.as_deref() == Some(self.claim_uid.as_str())
+        })
+    }
+
+    /// The live claim must be the one the PV is bound to: same namespace, name and uid, and
+    /// its `spec.volumeName` must name the PV (a Lost claim keeps it).
+    pub fn check_claim(&self, claim: Option<&PersistentVolumeClaim>) -> Result<(), String> {
+        let c = self.claim_label();
+        let Some(claim) = claim else {
+            return Err(format!(
+                "claim {c} (uid {}) no longer exists",
+                self.claim_uid
+            ));
+        };
+        let m = &claim.metadata;
+        if m.namespace.as_deref() != Some(self.claim_namespace.as_str())
+            || m.name.as_deref() != Some(self.claim.as_str())
+        {
+            return Err(format!(
+                "claim {}/{} is not claim {c}",
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default()
+            ));
+        }
+        if m.uid.as_deref() != Some(self.claim_uid.as_str()) {
+            return Err(format!(
+                "claim {c} has uid {}, but PersistentVolume {} belongs to the claim of uid {} (the claim was recreated)",
+                m.uid.as_deref().unwrap_or("none"),
+                self.pv,
+                self.claim_uid
+            ));
+        }
+        let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+        if volume_name != Some(self.pv.as_str()) {
+            return Err(format!(
+                "claim {c} names volume {:?}, not PersistentVolume {}",
+                volume_name.unwrap_or_default(),
+                self.pv
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where the migration stands by the live PV of that name: the same rbd PV object still
+    /// there, gone, or replaced by the csi PV of the same image and claim. Anything else is
+    /// not ours to touch.
+    pub fn locate(&self, live: Option<&PersistentVolume>) -> Result<Step, String> {
+        let Some(pv) = live else {
+            return Ok(Step::CreateNew);
+        };
+        let image = Some((self.pool.clone(), self.image.clone()));
+        let changed = |what: String| {
+            Err(format!(
+                "PersistentVolume {} {what}, not rbd image {}/{} of claim {} (uid {})",
+                self.pv,
+                self.pool,
+                self.image,
+                self.claim_label(),
+                self.claim_uid
+            ))
+        };
+        if !self.claim_ref_matches(pv) {
+            let r = claim_ref(pv);
+            return changed(format!(
+                "is bound to claim {}/{} (uid {})",
+                r.and_then(|r| r.namespace.as_deref()).unwrap_or_default(),
+                r.and_then(|r| r.name.as_deref()).unwrap_or_default(),
+                r.and_then(|r| r.uid.as_deref()).unwrap_or("none")
+            ));
+        }
+        if spec_image(pv) != image {
+            let (p, i) = spec_image(pv).unwrap_or_default();
+            return changed(format!("names image {p}/{i}"));
+        }
+        let spec = pv.spec.as_ref();
+        if spec.and_then(|s| s.rbd.as_ref()).is_some() {
+            if self.pv_uid.is_some() && pv.metadata.uid != self.pv_uid {
+                return changed("was recreated since (another object uid)".into());
+            }
+            return Ok(Step::DeleteOld);
+        }
+        if csi_handle(pv) == Some(self.image.as_str()) {
+            return Ok(Step::AwaitBound);
+        }
+        changed("is neither its rbd volume nor its csi volume".into())
+    }
 }
 
 /// Which rbd PVs of the class are ours or the old provisioner's.
@@ -245,24 +404,17 @@ pub fn origin(pv: &PersistentVolume, provisioner: &str) -> Result<Origin, String
     }
 }
 
-/// Decides about one PV of the class (`current`) and the claim it names, or about a claim that
-/// holds a backup (whose PV may be gone: `current` is then `None`).
+/// Decides about one live PV of the class that has no backup, and the claim its claimRef names
+/// (looked up by namespace/name; `None` when there is none).
 pub fn plan(
-    current: Option<&PersistentVolume>,
+    pv: &PersistentVolume,
     claim: Option<&PersistentVolumeClaim>,
     provisioner: &str,
 ) -> Plan {
-    if let Some(backup) = claim.and_then(backup_of) {
-        return resume(current, claim, backup);
-    }
-    let Some(pv) = current else {
-        return Plan::Skip("the PersistentVolume no longer exists".into());
-    };
-    let spec = pv.spec.clone().unwrap_or_default();
     if csi_handle(pv).is_some() {
         return Plan::Skip("already a ceph-csi volume".into());
     }
-    if spec.rbd.is_none() {
+    if pv.spec.as_ref().and_then(|s| s.rbd.as_ref()).is_none() {
         return Plan::Skip("not an rbd volume (no spec.rbd)".into());
     }
     let origin = match origin(pv, provisioner) {
@@ -277,84 +429,33 @@ pub fn plan(
         .as_ref()
         .and_then(|s| s.phase.clone())
         .unwrap_or_else(|| "Pending".into());
-    let Some((ns, name)) = claim_key(pv) else {
+    let Some((ns, name)) = claim_key(pv).filter(|_| {
+        claim_ref(pv)
+            .and_then(|r| r.uid.as_deref())
+            .is_some_and(|u| !u.is_empty())
+    }) else {
         return Plan::Skip(format!(
             "not bound to a claim (phase {phase}); only bound volumes are migrated: bind it to a claim first, or rewrite it by hand"
         ));
     };
-    let want_uid = claim_ref(pv).and_then(|r| r.uid.as_deref());
-    let Some(claim) = claim.filter(|c| want_uid.is_none() || c.metadata.uid.as_deref() == want_uid)
+    let id = match Identity::of(pv) {
+        Ok(id) => id,
+        Err(why) => return Plan::Refuse(why),
+    };
+    let Some(claim) = claim.filter(|c| c.metadata.uid.as_deref() == Some(id.claim_uid.as_str()))
     else {
         return Plan::Skip(format!(
             "its claim {ns}/{name} no longer exists (phase {phase}); only bound volumes are migrated"
         ));
     };
-    let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
     let claim_phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
-    if volume_name != pv.metadata.name.as_deref() || claim_phase != Some("Bound") {
+    if id.check_claim(Some(claim)).is_err() || claim_phase != Some("Bound") {
         return Plan::Skip(format!(
             "claim {ns}/{name} is not Bound to it (phase {}); rerun once it is",
             claim_phase.unwrap_or("unknown")
         ));
     }
-    Plan::Migrate(origin)
-}
-
-fn resume(
-    current: Option<&PersistentVolume>,
-    claim: Option<&PersistentVolumeClaim>,
-    backup: Result<PersistentVolume, String>,
-) -> Plan {
-    let claim_name = claim
-        .map(|c| {
-            format!(
-                "{}/{}",
-                c.metadata.namespace.as_deref().unwrap_or(""),
-                c.metadata.name.as_deref().unwrap_or("")
-            )
-        })
-        .unwrap_or_default();
-    let fix = format!(
-        "compare it with `kubectl -n {} get pvc {} -o jsonpath='{{.metadata.annotations.rbd-provisioner\\.ceph\\.com/migration-backup}}'`, repair by hand, then remove that annotation",
-        claim_name.split('/').next().unwrap_or(""),
-        claim_name.split('/').nth(1).unwrap_or("")
-    );
-    let backup = match backup {
-        Ok(b) => b,
-        Err(e) => {
-            return Plan::Refuse(format!(
-                "claim {claim_name} has an unreadable {ANN_BACKUP} annotation ({e}); {fix}"
-            ));
-        }
-    };
-    let Some((pool, image)) = rbd_image(&backup) else {
-        return Plan::Refuse(format!(
-            "the backup on claim {claim_name} is not an rbd PersistentVolume; {fix}"
-        ));
-    };
-    if current.is_some_and(|c| c.metadata.name != backup.metadata.name) {
-        return Plan::Refuse(format!(
-            "the backup on claim {claim_name} is of PersistentVolume {}, not of this one; {fix}",
-            backup.metadata.name.as_deref().unwrap_or("")
-        ));
-    }
-    let step = match current {
-        None => Step::CreateNew,
-        Some(pv) if rbd_image(pv).as_ref() == Some(&(pool.clone(), image.clone())) => {
-            Step::DeleteOld
-        }
-        Some(pv) if csi_handle(pv) == Some(image.as_str()) => Step::AwaitBound,
-        Some(_) => {
-            return Plan::Refuse(format!(
-                "PersistentVolume {} changed since its backup on claim {claim_name} (it is no longer rbd image {pool}/{image} and not its csi volume); {fix}",
-                backup.metadata.name.as_deref().unwrap_or("")
-            ));
-        }
-    };
-    Plan::Resume {
-        step,
-        backup: Box::new(backup),
-    }
+    Plan::Migrate(origin, id)
 }
 
 /// The static ceph-csi PV that replaces an rbd PV: same name, capacity, access modes, reclaim
@@ -366,10 +467,7 @@ pub fn csi_pv(old: &PersistentVolume, s: &CsiSettings) -> Result<PersistentVolum
         .rbd
         .clone()
         .ok_or("the PersistentVolume has no spec.rbd")?;
-    let (pool, image) = rbd_image(old).ok_or("the PersistentVolume has no spec.rbd")?;
-    if image.is_empty() {
-        return Err("spec.rbd.image is empty".into());
-    }
+    let (pool, image) = spec_image(old).ok_or("spec.rbd.image is empty")?;
     let name = old
         .metadata
         .name
@@ -407,7 +505,6 @@ pub fn csi_pv(old: &PersistentVolume, s: &CsiSettings) -> Result<PersistentVolum
     });
     let csi = CSIPersistentVolumeSource {
         driver: CSI_DRIVER.into(),
-        volume_handle: image,
         fs_type: (!block).then(|| {
             rbd.fs_type
                 .clone()
@@ -415,16 +512,9 @@ pub fn csi_pv(old: &PersistentVolume, s: &CsiSettings) -> Result<PersistentVolum
                 .unwrap_or_else(|| "ext4".into())
         }),
         read_only: rbd.read_only.filter(|r| *r),
-        volume_attributes: Some(BTreeMap::from([
-            ("clusterID".to_string(), s.cluster_id.clone()),
-            ("pool".to_string(), pool),
-            ("staticVolume".to_string(), "true".to_string()),
-            ("imageFeatures".to_string(), "layering".to_string()),
-        ])),
-        node_stage_secret_ref: Some(SecretReference {
-            name: Some(s.node_stage_secret.name.clone()),
-            namespace: Some(s.node_stage_secret.namespace.clone()),
-        }),
+        volume_attributes: Some(volume::csi_volume_attributes(&s.cluster_id, &pool)),
+        node_stage_secret_ref: Some(volume::secret_reference(&s.node_stage_secret)),
+        volume_handle: image,
         ..Default::default()
     };
     let new_spec = k8s_openapi::api::core::v1::PersistentVolumeSpec {
@@ -452,8 +542,19 @@ pub fn csi_pv(old: &PersistentVolume, s: &CsiSettings) -> Result<PersistentVolum
     })
 }
 
-/// Pods that still use a claim: every pod naming it that has not finished.
-pub fn pods_using(pods: &[Pod], claim: &str) -> Vec<String> {
+/// Pods that still use a claim, among the pods of its namespace: every pod that has not
+/// finished and names it directly, or whose generic ephemeral volume it is (the claim
+/// `<pod>-<volume>` of a pod volume with `ephemeral`, or a claim owned by the pod).
+pub fn pods_using(pods: &[Pod], claim: &PersistentVolumeClaim) -> Vec<String> {
+    let claim_name = claim.metadata.name.as_deref().unwrap_or_default();
+    let owners: Vec<&str> = claim
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == POD_KIND)
+        .map(|o| o.uid.as_str())
+        .collect();
     let mut names: Vec<String> = pods
         .iter()
         .filter(|p| {
@@ -463,11 +564,18 @@ pub fn pods_using(pods: &[Pod], claim: &str) -> Vec<String> {
             )
         })
         .filter(|p| {
-            p.spec.as_ref().is_some_and(|s| {
+            let pod = p.metadata.name.as_deref().unwrap_or_default();
+            let owns = p
+                .metadata
+                .uid
+                .as_deref()
+                .is_some_and(|u| owners.contains(&u));
+            owns || p.spec.as_ref().is_some_and(|s| {
                 s.volumes.iter().flatten().any(|v| {
                     v.persistent_volume_claim
                         .as_ref()
-                        .is_some_and(|c| c.claim_name == claim)
+                        .is_some_and(|c| c.claim_name == claim_name)
+                        || (v.ephemeral.is_some() && format!("{pod}-{}", v.name) == claim_name)
                 })
             })
         })
@@ -475,6 +583,30 @@ pub fn pods_using(pods: &[Pod], claim: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Why a claim carrying the old backup annotation is ignored, when it concerns this class
+/// (the claim's class, or the class of the PV the annotation describes).
+pub fn stale_claim_note(claim: &PersistentVolumeClaim, class: &str) -> Option<String> {
+    let text = ann(&claim.metadata, ANN_BACKUP)?;
+    let claim_class = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref());
+    let named: Option<PersistentVolume> = serde_json::from_str(text).ok();
+    let named_class = named
+        .as_ref()
+        .and_then(|p| p.spec.as_ref()?.storage_class_name.as_deref());
+    if claim_class != Some(class) && named_class != Some(class) {
+        return None;
+    }
+    let pv = named
+        .as_ref()
+        .and_then(|p| p.metadata.name.as_deref())
+        .unwrap_or("?");
+    Some(format!(
+        "not used: its annotation {ANN_BACKUP} (naming PersistentVolume {pv}) can be written by the claim's owner, so it is ignored; backups now live in ConfigMaps only administrators write. If an older migrate-to-csi was interrupted on this claim, compare the annotation with the PV by hand; otherwise remove it"
+    ))
 }
 
 /// One line's description of the change, for `--dry-run`.
@@ -497,19 +629,11 @@ pub fn describe(new: &PersistentVolume, s: &CsiSettings) -> String {
 }
 
 /// What new claims of the class will get, when that is not a ceph-csi volume everywhere.
-pub fn class_note(name: &str, class: Option<&StorageClass>) -> Option<String> {
-    let flavor = class?
-        .parameters
-        .as_ref()
-        .and_then(|p| {
-            p.iter()
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("volumeFlavor"))
-        })
-        .map(|(_, v)| v.trim().to_ascii_lowercase());
+pub fn class_note(name: &str, class: Option<&ClassParams>) -> Option<String> {
     let fix = "recreate it (StorageClass parameters cannot be edited) with volumeFlavor: csi, clusterID and csiNodeStageSecretName";
-    match flavor.as_deref() {
-        Some("csi") => None,
-        Some(_) => Some(format!(
+    match class?.flavor {
+        Some(Flavor::Csi) => None,
+        Some(Flavor::Rbd) => Some(format!(
             "StorageClass {name} sets volumeFlavor: rbd, so new claims still get spec.rbd volumes; {fix}"
         )),
         None => Some(format!(
@@ -522,12 +646,14 @@ pub fn class_note(name: &str, class: Option<&StorageClass>) -> Option<String> {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PersistentVolumeClaimVolumeSource,
-        PersistentVolumeSpec, PersistentVolumeStatus, PodSpec, PodStatus,
-        RBDPersistentVolumeSource, Volume,
+        EphemeralVolumeSource, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus,
+        PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PersistentVolumeStatus, PodSpec,
+        PodStatus, RBDPersistentVolumeSource, SecretReference, Volume,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        ManagedFieldsEntry, OwnerReference, Time,
+    };
 
     const ME: &str = "ceph.com/rbd";
     const CLAIM_UID: &str = "4c1f0000-aaaa-bbbb-cccc-000000000001";
@@ -643,14 +769,6 @@ mod tests {
         }
     }
 
-    fn with_backup(mut c: PersistentVolumeClaim, pv: &PersistentVolume) -> PersistentVolumeClaim {
-        c.metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(ANN_BACKUP.into(), backup_json(pv));
-        c
-    }
-
     fn skip_reason(p: Plan) -> String {
         match p {
             Plan::Skip(r) => r,
@@ -658,16 +776,34 @@ mod tests {
         }
     }
 
+    fn origin_of(p: Plan) -> Origin {
+        match p {
+            Plan::Migrate(o, _) => o,
+            other => panic!("expected a migration, got {other:?}"),
+        }
+    }
+
     #[test]
     fn selects_ours_and_the_old_provisioners() {
         assert_eq!(
-            plan(Some(&legacy()), Some(&claim("Bound")), ME),
-            Plan::Migrate(Origin::Legacy)
+            origin_of(plan(&legacy(), Some(&claim("Bound")), ME)),
+            Origin::Legacy
         );
-        assert_eq!(
-            plan(Some(&ours()), Some(&claim("Bound")), ME),
-            Plan::Migrate(Origin::Ours)
-        );
+        match plan(&ours(), Some(&claim("Bound")), ME) {
+            Plan::Migrate(Origin::Ours, id) => assert_eq!(
+                id,
+                Identity {
+                    pv: format!("pvc-{CLAIM_UID}"),
+                    pv_uid: Some("pv-uid-1".into()),
+                    claim_namespace: "apps".into(),
+                    claim: "data".into(),
+                    claim_uid: CLAIM_UID.into(),
+                    pool: "kube".into(),
+                    image: format!("kubernetes-dynamic-pvc-{CLAIM_UID}"),
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
         // Ours under another provisioner name; the old one's PVs are still recognised.
         let mut mine = ours();
         mine.metadata
@@ -676,14 +812,14 @@ mod tests {
             .unwrap()
             .insert(ANN_PROVISIONED_BY.into(), "x.test/rbd".into());
         assert_eq!(
-            plan(Some(&mine), Some(&claim("Bound")), "x.test/rbd"),
-            Plan::Migrate(Origin::Ours)
+            origin_of(plan(&mine, Some(&claim("Bound")), "x.test/rbd")),
+            Origin::Ours
         );
         assert_eq!(
-            plan(Some(&legacy()), Some(&claim("Bound")), "x.test/rbd"),
-            Plan::Migrate(Origin::Legacy)
+            origin_of(plan(&legacy(), Some(&claim("Bound")), "x.test/rbd")),
+            Origin::Legacy
         );
-        let r = skip_reason(plan(Some(&mine), Some(&claim("Bound")), ME));
+        let r = skip_reason(plan(&mine, Some(&claim("Bound")), ME));
         assert!(
             r.contains("provisioned by x.test/rbd") && r.contains("--provisioner-name"),
             "{r}"
@@ -697,29 +833,25 @@ mod tests {
         a.remove(ANN_LEGACY_IDENTITY);
         a.insert(ANN_PROVISIONED_BY.into(), "kubernetes.io/rbd".into());
         assert!(
-            skip_reason(plan(Some(&intree), Some(&claim("Bound")), ME))
-                .contains("kubernetes.io/rbd")
+            skip_reason(plan(&intree, Some(&claim("Bound")), ME)).contains("kubernetes.io/rbd")
         );
 
         let mut manual = legacy();
         manual.metadata.annotations = None;
         assert!(
-            skip_reason(plan(Some(&manual), Some(&claim("Bound")), ME))
+            skip_reason(plan(&manual, Some(&claim("Bound")), ME))
                 .contains("not dynamically provisioned")
         );
 
         let new = csi_pv(&legacy(), &settings()).unwrap();
         assert_eq!(
-            skip_reason(plan(Some(&new), Some(&claim("Bound")), ME)),
+            skip_reason(plan(&new, Some(&claim("Bound")), ME)),
             "already a ceph-csi volume"
         );
 
         let mut other = legacy();
         other.spec.as_mut().unwrap().rbd = None;
-        assert!(
-            skip_reason(plan(Some(&other), Some(&claim("Bound")), ME))
-                .contains("not an rbd volume")
-        );
+        assert!(skip_reason(plan(&other, Some(&claim("Bound")), ME)).contains("not an rbd volume"));
     }
 
     #[test]
@@ -728,36 +860,338 @@ mod tests {
         available.spec.as_mut().unwrap().claim_ref = None;
         available.status.as_mut().unwrap().phase = Some("Available".into());
         assert!(
-            skip_reason(plan(Some(&available), None, ME))
+            skip_reason(plan(&available, None, ME))
                 .contains("not bound to a claim (phase Available)")
         );
+        // Pre-bound by name only: not bound yet.
+        let mut prebound = legacy();
+        prebound
+            .spec
+            .as_mut()
+            .unwrap()
+            .claim_ref
+            .as_mut()
+            .unwrap()
+            .uid = None;
+        assert!(skip_reason(plan(&prebound, Some(&claim("Pending")), ME)).contains("not bound"));
 
         let mut released = legacy();
         released.status.as_mut().unwrap().phase = Some("Released".into());
         assert!(
-            skip_reason(plan(Some(&released), None, ME))
+            skip_reason(plan(&released, None, ME))
                 .contains("apps/data no longer exists (phase Released)")
         );
         // A claim of the same name but another uid is another claim.
         let mut other = claim("Bound");
         other.metadata.uid = Some("another".into());
-        assert!(skip_reason(plan(Some(&released), Some(&other), ME)).contains("no longer exists"));
+        assert!(skip_reason(plan(&released, Some(&other), ME)).contains("no longer exists"));
 
         assert!(
-            skip_reason(plan(Some(&legacy()), Some(&claim("Pending")), ME))
+            skip_reason(plan(&legacy(), Some(&claim("Pending")), ME))
                 .contains("not Bound to it (phase Pending)")
         );
         let mut elsewhere = claim("Bound");
         elsewhere.spec.as_mut().unwrap().volume_name = Some("pvc-other".into());
-        assert!(
-            skip_reason(plan(Some(&legacy()), Some(&elsewhere), ME)).contains("not Bound to it")
-        );
+        assert!(skip_reason(plan(&legacy(), Some(&elsewhere), ME)).contains("not Bound to it"));
 
         let mut deleting = legacy();
         deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert!(skip_reason(plan(&deleting, Some(&claim("Bound")), ME)).contains("being deleted"));
+    }
+
+    #[test]
+    fn refuses_our_pv_that_names_another_image() {
+        // A PV of ours must name the image derived from its own name: a copied or edited one
+        // could otherwise move another claim's image.
+        let mut copied = ours();
+        copied.spec.as_mut().unwrap().rbd.as_mut().unwrap().image =
+            "kubernetes-dynamic-pvc-someone-else".into();
+        match plan(&copied, Some(&claim("Bound")), ME) {
+            Plan::Refuse(r) => assert!(r.contains("named after its PV"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+        // The old provisioner named images by time uuid: no such rule.
+        assert!(Identity::of(&legacy()).is_ok());
+    }
+
+    fn id() -> Identity {
+        Identity::of(&legacy()).unwrap()
+    }
+
+    #[test]
+    fn the_claim_must_be_the_one_the_pv_is_bound_to() {
+        let id = id();
+        assert_eq!(id.check_claim(Some(&claim("Lost"))), Ok(()));
         assert!(
-            skip_reason(plan(Some(&deleting), Some(&claim("Bound")), ME)).contains("being deleted")
+            id.check_claim(None)
+                .unwrap_err()
+                .contains("no longer exists")
         );
+        // A tenant's claim elsewhere, even one naming the PV.
+        let mut forged = claim("Pending");
+        forged.metadata.namespace = Some("tenant".into());
+        forged.metadata.uid = Some("tenant-uid".into());
+        assert!(
+            id.check_claim(Some(&forged))
+                .unwrap_err()
+                .contains("is not claim apps/data")
+        );
+        let mut recreated = claim("Pending");
+        recreated.metadata.uid = Some("new-uid".into());
+        assert!(
+            id.check_claim(Some(&recreated))
+                .unwrap_err()
+                .contains("the claim was recreated")
+        );
+        let mut elsewhere = claim("Bound");
+        elsewhere.spec.as_mut().unwrap().volume_name = Some("pvc-x".into());
+        assert!(
+            id.check_claim(Some(&elsewhere))
+                .unwrap_err()
+                .contains("not PersistentVolume")
+        );
+    }
+
+    #[test]
+    fn locates_each_resume_point() {
+        let old = legacy();
+        let id = id();
+        // Crash after saving the backup: the old PV is still there (maybe being deleted).
+        assert_eq!(id.locate(Some(&old)), Ok(Step::DeleteOld));
+        let mut deleting = old.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
+        deleting
+            .spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_reclaim_policy = Some("Retain".into());
+        assert_eq!(id.locate(Some(&deleting)), Ok(Step::DeleteOld));
+        // Crash after the old PV went.
+        assert_eq!(id.locate(None), Ok(Step::CreateNew));
+        // Crash after the csi PV was created.
+        let mut new = csi_pv(&old, &settings()).unwrap();
+        assert_eq!(id.locate(Some(&new)), Ok(Step::AwaitBound));
+        new.metadata.uid = Some("csi-uid".into());
+        assert_eq!(id.locate(Some(&new)), Ok(Step::AwaitBound));
+    }
+
+    #[test]
+    fn refuses_to_go_on_over_something_else() {
+        let old = legacy();
+        let id = id();
+        let mut other = old.clone();
+        other.spec.as_mut().unwrap().rbd.as_mut().unwrap().image = "someone-else".into();
+        assert!(
+            id.locate(Some(&other))
+                .unwrap_err()
+                .contains("names image kube/someone-else")
+        );
+        let mut rebound = old.clone();
+        let r = rebound.spec.as_mut().unwrap().claim_ref.as_mut().unwrap();
+        r.namespace = Some("tenant".into());
+        r.uid = Some("tenant-uid".into());
+        assert!(
+            id.locate(Some(&rebound))
+                .unwrap_err()
+                .contains("is bound to claim tenant/data (uid tenant-uid)")
+        );
+        let mut recreated = old.clone();
+        recreated.metadata.uid = Some("pv-uid-2".into());
+        assert!(
+            id.locate(Some(&recreated))
+                .unwrap_err()
+                .contains("recreated")
+        );
+        let mut csi_elsewhere = csi_pv(&old, &settings()).unwrap();
+        csi_elsewhere
+            .spec
+            .as_mut()
+            .unwrap()
+            .claim_ref
+            .as_mut()
+            .unwrap()
+            .uid = Some("tenant-uid".into());
+        assert!(id.locate(Some(&csi_elsewhere)).is_err());
+    }
+
+    #[test]
+    fn backups_are_named_after_their_pv() {
+        let old = legacy();
+        let cm = backup_config_map(&old, "kube-system").unwrap();
+        assert_eq!(
+            cm.metadata.name.as_deref(),
+            Some(format!("rbd-provisioner-migration-pvc-{CLAIM_UID}").as_str())
+        );
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("kube-system"));
+        assert_eq!(backed_up_pv(&cm), old.metadata.name.as_deref());
+        let back = backup_of(&cm).unwrap();
+        let mut expect = old.clone();
+        expect.metadata.managed_fields = None;
+        assert_eq!(back, expect);
+        // A backup of one PV stored under another PV's name is refused.
+        let mut moved = cm.clone();
+        moved.metadata.name = Some("rbd-provisioner-migration-pvc-victim".into());
+        assert!(
+            backup_of(&moved)
+                .unwrap_err()
+                .contains("not the one it is named after")
+        );
+        let mut broken = cm.clone();
+        broken.data = Some(BTreeMap::from([(BACKUP_KEY.into(), "{".into())]));
+        assert!(backup_of(&broken).unwrap_err().contains("is not a PV"));
+        broken.data = None;
+        assert!(backup_of(&broken).is_err());
+        assert!(backup_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn the_claim_annotation_of_older_versions_is_only_reported() {
+        let mut c = claim("Bound");
+        assert_eq!(stale_claim_note(&c, "rbd"), None);
+        c.metadata.annotations = Some(BTreeMap::from([(
+            ANN_BACKUP.into(),
+            serde_json::to_string(&legacy()).unwrap(),
+        )]));
+        let note = stale_claim_note(&c, "rbd").unwrap();
+        assert!(
+            note.contains("ignored") && note.contains(&format!("pvc-{CLAIM_UID}")),
+            "{note}"
+        );
+        assert_eq!(stale_claim_note(&c, "other-class"), None);
+        c.metadata.annotations = Some(BTreeMap::from([(ANN_BACKUP.into(), "{".into())]));
+        c.spec.as_mut().unwrap().storage_class_name = Some("rbd".into());
+        assert!(stale_claim_note(&c, "rbd").is_some());
+    }
+
+    #[test]
+    fn pods_that_use_a_claim() {
+        let pod = |name: &str, volume: Volume, phase: &str| Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                uid: Some(format!("uid-{name}")),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                volumes: Some(vec![volume]),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+        };
+        let direct = |claim: &str| Volume {
+            name: "v".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.into(),
+                read_only: None,
+            }),
+            ..Default::default()
+        };
+        let ephemeral = |name: &str| Volume {
+            name: name.into(),
+            ephemeral: Some(EphemeralVolumeSource::default()),
+            ..Default::default()
+        };
+        let named = |name: &str| {
+            let mut c = claim("Bound");
+            c.metadata.name = Some(name.into());
+            c
+        };
+        let pods = vec![
+            pod("web-1", direct("data"), "Running"),
+            pod("web-0", direct("data"), "Pending"),
+            pod("job", direct("data"), "Succeeded"),
+            pod("crashed", direct("data"), "Failed"),
+            pod("other", direct("logs"), "Running"),
+            pod("eph", ephemeral("scratch"), "Running"),
+            pod("owner", Volume::default(), "Pending"),
+            Pod::default(),
+        ];
+        assert_eq!(pods_using(&pods, &named("data")), vec!["web-0", "web-1"]);
+        assert!(pods_using(&pods, &named("nothing")).is_empty());
+        // A generic ephemeral volume's claim is `<pod>-<volume>`, owned by the pod.
+        assert_eq!(pods_using(&pods, &named("eph-scratch")), vec!["eph"]);
+        let mut owned = named("owner-cache");
+        owned.metadata.owner_references = Some(vec![OwnerReference {
+            kind: "Pod".into(),
+            name: "owner".into(),
+            uid: "uid-owner".into(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        assert_eq!(pods_using(&pods, &owned), vec!["owner"]);
+    }
+
+    fn class_params(pairs: &[(&str, &str)]) -> ClassParams {
+        let mut m: BTreeMap<String, String> = BTreeMap::from([
+            ("monitors".to_string(), "10.0.0.1:6789".to_string()),
+            ("adminSecretName".to_string(), "adm".to_string()),
+            ("userSecretName".to_string(), "usr".to_string()),
+        ]);
+        for (k, v) in pairs {
+            m.insert(k.to_string(), v.to_string());
+        }
+        crate::params::parse(&m).unwrap()
+    }
+
+    #[test]
+    fn settings_from_flags_or_class() {
+        let class = class_params(&[
+            ("clusterID", "from-class"),
+            ("csiNodeStageSecretName", "csi"),
+            ("adminSecretNamespace", "kube-system"),
+        ]);
+        let s = csi_settings("rbd", Some(&class), None, None).unwrap();
+        assert_eq!(s.cluster_id, "from-class");
+        assert_eq!(s.node_stage_secret.to_string(), "default/csi");
+        let admin = s.admin.unwrap();
+        assert_eq!(admin.id, "admin");
+        assert_eq!(admin.secret.to_string(), "kube-system/adm");
+        let s = csi_settings("rbd", Some(&class), Some("flag"), Some("ns/name")).unwrap();
+        assert_eq!(s.cluster_id, "flag");
+        assert_eq!(s.node_stage_secret.to_string(), "ns/name");
+
+        let bare = class_params(&[]);
+        let e = csi_settings("rbd", Some(&bare), None, Some("ns/name")).unwrap_err();
+        assert!(e.to_string().contains("--cluster-id"), "{e}");
+        let e = csi_settings("rbd", None, Some("c"), None).unwrap_err();
+        assert!(e.to_string().contains("--node-stage-secret"), "{e}");
+        let s = csi_settings("rbd", None, Some("c"), Some("ns/name")).unwrap();
+        assert!(s.admin.is_none());
+        for bad in ["name", "/name", "ns/", "a/b/c"] {
+            assert!(
+                matches!(parse_secret_arg(bad), Err(MigrateError::SecretArg(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn class_notes() {
+        assert_eq!(
+            class_note("c", Some(&class_params(&[("volumeFlavor", "CSI")]))),
+            None
+        );
+        assert!(
+            class_note("c", Some(&class_params(&[("volumeFlavor", "rbd")])))
+                .unwrap()
+                .contains("sets volumeFlavor: rbd")
+        );
+        assert!(
+            class_note("c", Some(&class_params(&[])))
+                .unwrap()
+                .contains("Kubernetes < 1.31")
+        );
+        assert_eq!(class_note("c", None), None);
+    }
+
+    #[test]
+    fn the_csi_volume_names_the_same_image() {
+        let old = legacy();
+        let want = Some(("kube".to_string(), LEGACY_IMAGE.to_string()));
+        assert_eq!(spec_image(&old), want);
+        assert_eq!(spec_image(&csi_pv(&old, &settings()).unwrap()), want);
     }
 
     #[test]
@@ -880,172 +1314,6 @@ mod tests {
         let mut old = legacy();
         old.spec.as_mut().unwrap().rbd.as_mut().unwrap().image = String::new();
         assert!(csi_pv(&old, &s).is_err());
-    }
-
-    #[test]
-    fn resume_points() {
-        let old = legacy();
-        let c = with_backup(claim("Lost"), &old);
-        let step = |p: Plan| match p {
-            Plan::Resume { step, backup } => {
-                assert_eq!(backup.metadata.name, old.metadata.name);
-                assert_eq!(backup.metadata.managed_fields, None);
-                step
-            }
-            other => panic!("expected a resume, got {other:?}"),
-        };
-        // Crash after saving the backup: the old PV is still there (maybe being deleted).
-        assert_eq!(step(plan(Some(&old), Some(&c), ME)), Step::DeleteOld);
-        let mut deleting = old.clone();
-        deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
-        deleting
-            .spec
-            .as_mut()
-            .unwrap()
-            .persistent_volume_reclaim_policy = Some("Retain".into());
-        assert_eq!(step(plan(Some(&deleting), Some(&c), ME)), Step::DeleteOld);
-        // Crash after the old PV went.
-        assert_eq!(step(plan(None, Some(&c), ME)), Step::CreateNew);
-        // Crash after the csi PV was created.
-        let new = csi_pv(&old, &settings()).unwrap();
-        assert_eq!(step(plan(Some(&new), Some(&c), ME)), Step::AwaitBound);
-    }
-
-    #[test]
-    fn refuses_to_resume_over_something_else() {
-        let old = legacy();
-        let c = with_backup(claim("Lost"), &old);
-        let mut other = old.clone();
-        other.spec.as_mut().unwrap().rbd.as_mut().unwrap().image = "someone-else".into();
-        match plan(Some(&other), Some(&c), ME) {
-            Plan::Refuse(r) => assert!(
-                r.contains("changed since its backup") && r.contains("remove that annotation"),
-                "{r}"
-            ),
-            p => panic!("{p:?}"),
-        }
-        let mut bad = claim("Lost");
-        bad.metadata.annotations = Some(BTreeMap::from([(ANN_BACKUP.into(), "{not json".into())]));
-        assert!(matches!(plan(None, Some(&bad), ME), Plan::Refuse(r) if r.contains("unreadable")));
-        let mut renamed = old.clone();
-        renamed.metadata.name = Some("pvc-x".into());
-        assert!(
-            matches!(plan(Some(&renamed), Some(&c), ME), Plan::Refuse(r) if r.contains("not of this one"))
-        );
-    }
-
-    #[test]
-    fn backup_round_trips() {
-        let old = legacy();
-        let c = with_backup(claim("Bound"), &old);
-        let back = backup_of(&c).unwrap().unwrap();
-        let mut expect = old.clone();
-        expect.metadata.managed_fields = None;
-        assert_eq!(back, expect);
-        assert!(backup_of(&claim("Bound")).is_none());
-    }
-
-    #[test]
-    fn pods_that_use_a_claim() {
-        let pod = |name: &str, claim: &str, phase: &str| Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                volumes: Some(vec![Volume {
-                    name: "v".into(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: claim.into(),
-                        read_only: None,
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            status: Some(PodStatus {
-                phase: Some(phase.into()),
-                ..Default::default()
-            }),
-        };
-        let pods = vec![
-            pod("web-1", "data", "Running"),
-            pod("web-0", "data", "Pending"),
-            pod("job", "data", "Succeeded"),
-            pod("crashed", "data", "Failed"),
-            pod("other", "logs", "Running"),
-            Pod::default(),
-        ];
-        assert_eq!(pods_using(&pods, "data"), vec!["web-0", "web-1"]);
-        assert!(pods_using(&pods, "nothing").is_empty());
-    }
-
-    #[test]
-    fn settings_from_flags_or_class() {
-        let class = StorageClass {
-            parameters: Some(BTreeMap::from([
-                ("clusterID".into(), "from-class".into()),
-                ("csiNodeStageSecretName".into(), "csi".into()),
-                ("adminSecretName".into(), "adm".into()),
-                ("adminSecretNamespace".into(), "kube-system".into()),
-            ])),
-            ..Default::default()
-        };
-        let s = csi_settings("rbd", Some(&class), None, None).unwrap();
-        assert_eq!(s.cluster_id, "from-class");
-        assert_eq!(s.node_stage_secret.to_string(), "default/csi");
-        assert_eq!(s.admin.unwrap().id, "admin");
-        let s = csi_settings("rbd", Some(&class), Some("flag"), Some("ns/name")).unwrap();
-        assert_eq!(s.cluster_id, "flag");
-        assert_eq!(s.node_stage_secret.to_string(), "ns/name");
-
-        let bare = StorageClass::default();
-        let e = csi_settings("rbd", Some(&bare), None, Some("ns/name")).unwrap_err();
-        assert!(e.to_string().contains("--cluster-id"), "{e}");
-        let e = csi_settings("rbd", None, Some("c"), None).unwrap_err();
-        assert!(e.to_string().contains("--node-stage-secret"), "{e}");
-        let s = csi_settings("rbd", None, Some("c"), Some("ns/name")).unwrap();
-        assert!(s.admin.is_none());
-        for bad in ["name", "/name", "ns/", "a/b/c"] {
-            assert!(
-                matches!(parse_secret_arg(bad), Err(MigrateError::SecretArg(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn class_notes() {
-        let class = |flavor: Option<&str>| StorageClass {
-            parameters: Some(
-                flavor
-                    .map(|f| ("volumeFlavor".to_string(), f.to_string()))
-                    .into_iter()
-                    .collect(),
-            ),
-            ..Default::default()
-        };
-        assert_eq!(class_note("c", Some(&class(Some("CSI")))), None);
-        assert!(
-            class_note("c", Some(&class(Some("rbd"))))
-                .unwrap()
-                .contains("sets volumeFlavor: rbd")
-        );
-        assert!(
-            class_note("c", Some(&class(None)))
-                .unwrap()
-                .contains("Kubernetes < 1.31")
-        );
-        assert_eq!(class_note("c", None), None);
-    }
-
-    #[test]
-    fn images_of_rbd_and_csi_volumes() {
-        let old = legacy();
-        let want = Some(("kube".to_string(), LEGACY_IMAGE.to_string()));
-        assert_eq!(image_of(&old), want);
-        assert_eq!(image_of(&csi_pv(&old, &settings()).unwrap()), want);
-        assert_eq!(image_of(&PersistentVolume::default()), None);
     }
 
     #[test]

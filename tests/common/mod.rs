@@ -241,36 +241,7 @@ pub struct Provisioner {
 
 impl Provisioner {
     pub async fn start(bed: &Bed, name: &str, env: &[(&str, &str)]) -> Provisioner {
-        let kubeconfig = service_account_kubeconfig(bed).await;
-        let log = bed
-            .dir
-            .join(format!("{}.log", unique(&name.replace('/', "_"))));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"));
-        cmd.arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args([
-                "--provisioner-name",
-                name,
-                "--metrics-addr",
-                "",
-                "--ceph-connect-timeout",
-                "5",
-            ])
-            .env("RUST_LOG", "info,rbd_provisioner=debug")
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start rbd-provisioner");
-        Provisioner {
-            name: name.to_string(),
-            child,
-            log,
-        }
+        Provisioner::start_with(bed, name, env, &[], None).await
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -626,5 +597,56 @@ impl Scenario {
             },
         )
         .await;
+    }
+}
+
+impl Provisioner {
+    /// Like `start`, with extra arguments and, optionally, another kubeconfig (for example one
+    /// that reaches the API server through a proxy the test controls). `RBD_PROVISIONER_BIN`
+    /// replaces the binary under test, to show that a test fails against an older build.
+    pub async fn start_with(
+        bed: &Bed,
+        name: &str,
+        env: &[(&str, &str)],
+        extra_args: &[&str],
+        kubeconfig: Option<&std::path::Path>,
+    ) -> Provisioner {
+        let kubeconfig = match kubeconfig {
+            Some(k) => k.to_path_buf(),
+            None => service_account_kubeconfig(bed).await,
+        };
+        let bin = std::env::var_os("RBD_PROVISIONER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rbd-provisioner")));
+        let log = bed
+            .dir
+            .join(format!("{}.log", unique(&name.replace('/', "_"))));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "--provisioner-name",
+                name,
+                "--metrics-addr",
+                "",
+                "--ceph-connect-timeout",
+                "5",
+            ])
+            .args(extra_args)
+            .env("RUST_LOG", "info,rbd_provisioner=debug")
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start rbd-provisioner");
+        Provisioner {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 }

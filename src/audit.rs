@@ -1,0 +1,304 @@
+//! `rbd-provisioner audit`: what may have leaked, read-only. For every pool of our
+//! StorageClasses it lists images stamped by this provisioner and cluster that no PV names,
+//! PVs of ours whose image is missing, and the pool's trash entries (ours or not). Nothing
+//! is changed; an operator decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use crate::ceph::{Cluster, Credentials, Timeouts};
+use crate::error::{Error, Result, SecretRole};
+use crate::owner::{self, Instance, Stamp};
+use crate::{k8s, params, reclaim, volume};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// Only the pool of this StorageClass (default: every class of this provisioner).
+    #[arg(long)]
+    pub storage_class: Option<String>,
+
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Images stamped by us that no PersistentVolume names.
+    pub orphaned_images: Vec<OrphanedImage>,
+    /// PersistentVolumes of ours whose image is not in its pool.
+    pub missing_images: Vec<MissingImage>,
+    /// Every trash entry of the pools looked at.
+    pub trash: Vec<TrashItem>,
+    /// Pools that could not be read, and why.
+    pub unreadable: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrphanedImage {
+    pub pool: String,
+    pub image: String,
+    pub pv: String,
+    pub claim: String,
+    pub claim_uid: String,
+    pub claim_exists: bool,
+    pub created: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MissingImage {
+    pub pv: String,
+    pub pool: String,
+    pub image: String,
+    pub phase: String,
+    /// The image is in the pool's trash.
+    pub in_trash: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrashItem {
+    pub pool: String,
+    pub image: String,
+    pub id: String,
+    /// Trashed by this provisioner (so the provisioner purges it by itself).
+    pub ours: bool,
+    pub deleted_at: i64,
+}
+
+pub async fn run(client: Client, args: AuditArgs, provisioner: &str) -> anyhow::Result<()> {
+    let report = audit(&client, &args, provisioner).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+pub async fn audit(client: &Client, args: &AuditArgs, provisioner: &str) -> Result<Report> {
+    let cluster_uid = Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .map_err(Error::kube("read Namespace", "kube-system"))?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let me = Instance {
+        provisioner: provisioner.to_string(),
+        cluster: cluster_uid,
+    };
+    let classes = Api::<StorageClass>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list", "StorageClasses"))?
+        .items;
+    let pvs = Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list", "PersistentVolumes"))?
+        .items;
+    let named: BTreeSet<(String, String)> = pvs.iter().filter_map(reclaim::spec_image).collect();
+
+    let mut report = Report::default();
+    let mut seen = BTreeSet::new();
+    for class in classes.iter().filter(|c| {
+        c.provisioner == provisioner
+            && args
+                .storage_class
+                .as_deref()
+                .is_none_or(|n| c.metadata.name.as_deref() == Some(n))
+    }) {
+        let class_name = class.metadata.name.clone().unwrap_or_default();
+        let p = params::parse(&class.parameters.clone().unwrap_or_default()).map_err(|source| {
+            Error::Params {
+                class: class_name.clone(),
+                source,
+            }
+        })?;
+        if !seen.insert((p.monitors.join(","), p.pool.clone())) {
+            continue;
+        }
+        let key = k8s::ceph_key(
+            client,
+            SecretRole::Admin,
+            &p.admin_secret,
+            &p.admin_id,
+            "the caller",
+        )
+        .await?;
+        let creds = Credentials {
+            monitors: p.monitors.clone(),
+            user: p.admin_id.clone(),
+            key,
+        };
+        let cluster = match Cluster::connect(&creds, Timeouts::default()).await {
+            Ok(c) => c,
+            Err(e) => {
+                report
+                    .unreadable
+                    .push(format!("pool {} of class {class_name}: {e}", p.pool));
+                continue;
+            }
+        };
+        if let Err(e) = pool(client, &cluster, &p.pool, &me, &pvs, &named, &mut report).await {
+            report
+                .unreadable
+                .push(format!("pool {} of class {class_name}: {e}", p.pool));
+        }
+    }
+    Ok(report)
+}
+
+async fn pool(
+    client: &Client,
+    cluster: &Arc<Cluster>,
+    pool: &str,
+    me: &Instance,
+    pvs: &[PersistentVolume],
+    named: &BTreeSet<(String, String)>,
+    report: &mut Report,
+) -> Result<()> {
+    let object = format!("pool {pool}");
+    let images: BTreeSet<String> = cluster
+        .list_images(pool)
+        .await
+        .map_err(Error::ceph(&object))?
+        .into_iter()
+        .collect();
+    let trash = cluster
+        .trash_list(pool)
+        .await
+        .map_err(Error::ceph(&object))?;
+    let mut trashed_names = BTreeSet::new();
+    for e in &trash {
+        let meta = cluster
+            .trash_metadata(pool, &e.id, owner::KEYS)
+            .await
+            .unwrap_or_default();
+        trashed_names.insert(e.name.clone());
+        report.trash.push(TrashItem {
+            pool: pool.into(),
+            image: e.name.clone(),
+            id: e.id.clone(),
+            ours: owner::purgeable(&meta, me),
+            deleted_at: e.deletion_time,
+        });
+    }
+    for image in images
+        .iter()
+        .filter(|i| i.starts_with(volume::IMAGE_PREFIX))
+    {
+        if named.contains(&(pool.to_string(), image.clone())) {
+            continue;
+        }
+        let meta: BTreeMap<String, String> = cluster
+            .metadata(pool, image, owner::KEYS)
+            .await
+            .unwrap_or_default();
+        let Some(stamp) = Stamp::read(&meta).filter(|_| owner::stamped_by(&meta, me)) else {
+            continue;
+        };
+        let claim_exists =
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &stamp.claim_namespace)
+                .get_opt(&stamp.claim_name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.metadata.uid.as_deref() == Some(&stamp.claim_uid));
+        report.orphaned_images.push(OrphanedImage {
+            pool: pool.into(),
+            image: image.clone(),
+            pv: stamp.pv,
+            claim: format!("{}/{}", stamp.claim_namespace, stamp.claim_name),
+            claim_uid: stamp.claim_uid,
+            claim_exists,
+            created: stamp.created,
+        });
+    }
+    for pv in pvs
+        .iter()
+        .filter(|pv| volume::provisioned_by(pv) == Some(me.provisioner.as_str()))
+    {
+        let Some((p, image)) = reclaim::spec_image(pv) else {
+            continue;
+        };
+        if p != pool || images.contains(&image) {
+            continue;
+        }
+        report.missing_images.push(MissingImage {
+            pv: pv.metadata.name.clone().unwrap_or_default(),
+            pool: p,
+            in_trash: trashed_names.contains(&image),
+            image,
+            phase: pv
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
+/// The report as plain tables, for a terminal.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Images of ours that no PersistentVolume names: {}\n",
+        r.orphaned_images.len()
+    ));
+    for o in &r.orphaned_images {
+        out.push_str(&format!(
+            "  {}/{}  pv={}  claim={} (uid {}, {})  created={}\n",
+            o.pool,
+            o.image,
+            o.pv,
+            o.claim,
+            o.claim_uid,
+            if o.claim_exists {
+                "claim exists"
+            } else {
+                "claim gone"
+            },
+            o.created
+        ));
+    }
+    out.push_str(&format!(
+        "PersistentVolumes of ours whose image is missing: {}\n",
+        r.missing_images.len()
+    ));
+    for m in &r.missing_images {
+        out.push_str(&format!(
+            "  {}  {}/{}  phase={}{}\n",
+            m.pv,
+            m.pool,
+            m.image,
+            m.phase,
+            if m.in_trash { "  (in the trash)" } else { "" }
+        ));
+    }
+    out.push_str(&format!("Trash entries: {}\n", r.trash.len()));
+    for t in &r.trash {
+        out.push_str(&format!(
+            "  {}/{}  id={}  {}\n",
+            t.pool,
+            t.image,
+            t.id,
+            if t.ours {
+                "trashed by us (purged automatically)"
+            } else {
+                "not ours (left alone)"
+            }
+        ));
+    }
+    for u in &r.unreadable {
+        out.push_str(&format!("Unreadable: {u}\n"));
+    }
+    out
+}

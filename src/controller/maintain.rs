@@ -1,0 +1,233 @@
+//! Periodic housekeeping while leading: purge what we trashed, collect images orphaned by a
+//! crash, close idle Ceph clients. Everything destructive here requires our stamp on the
+//! image (see [`crate::owner`]) and asks the API server, not a cache, whether its PV or
+//! claim still exists.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::Api;
+
+use super::Context;
+use super::purge::Job;
+use crate::ceph::{Cluster, Credentials};
+use crate::error::SecretRole;
+use crate::owner::{self, Liveness, Orphan, Stamp};
+use crate::{k8s, params, volume};
+
+pub async fn run(ctx: Arc<Context>) {
+    let every = ctx.settings.maintenance_interval;
+    if every.is_zero() {
+        return;
+    }
+    // Orphan collection must know every PV: wait for the volumes watch to list them all.
+    ctx.volumes_listed().await;
+    tracing::info!(every = ?every, grace = ?ctx.settings.orphan_grace, "housekeeping: purge what we trashed, collect orphaned images");
+    loop {
+        tokio::time::sleep(every).await;
+        let closed = ctx.ceph.close_idle();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle Ceph clients");
+        }
+        let pools = pools(&ctx).await;
+        tracing::debug!(pools = pools.len(), "housekeeping pass");
+        for (creds, pool) in pools {
+            let cluster = match ctx.connect(&creds).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%pool, error = %e, "housekeeping skipped this pool");
+                    continue;
+                }
+            };
+            sweep_trash(&ctx, &cluster, &pool).await;
+            collect_orphans(&ctx, &cluster, &pool).await;
+        }
+    }
+}
+
+/// The (admin credentials, pool) of every StorageClass we serve, once each.
+async fn pools(ctx: &Context) -> Vec<(Credentials, String)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for class in ctx.classes.state() {
+        if class.provisioner != ctx.settings.provisioner {
+            continue;
+        }
+        let Ok(p) = params::parse(&class.parameters.clone().unwrap_or_default()) else {
+            continue;
+        };
+        if !seen.insert((p.monitors.join(","), p.pool.clone())) {
+            continue;
+        }
+        let key = match k8s::ceph_key(
+            &ctx.client,
+            SecretRole::Admin,
+            &p.admin_secret,
+            &p.admin_id,
+            &ctx.settings.service_account,
+        )
+        .await
+        {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!(class = ?class.metadata.name, error = %e, "housekeeping: no admin key");
+                continue;
+            }
+        };
+        out.push((
+            Credentials {
+                monitors: p.monitors.clone(),
+                user: p.admin_id.clone(),
+                key,
+            },
+            p.pool,
+        ));
+    }
+    out
+}
+
+/// Queues for purging every trash entry that this instance put there, and nothing else:
+/// an operator's own `rbd trash mv`, other provisioners' and other clusters' entries stay.
+pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
+    let entries = match cluster.trash_list(pool).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(%pool, error = %e, "listing the trash failed");
+            return;
+        }
+    };
+    let (mut ours, total) = (0, entries.len());
+    for e in entries {
+        let meta = match cluster.trash_metadata(pool, &e.id, owner::KEYS).await {
+            Ok(m) => m,
+            Err(err) => {
+                tracing::debug!(%pool, image = %e.name, error = %err, "trash entry unreadable; left alone");
+                continue;
+            }
+        };
+        if owner::purgeable(&meta, &ctx.instance) {
+            ours += 1;
+            tracing::info!(%pool, image = %e.name, "purging an image we trashed earlier");
+            ctx.purger.submit(Job {
+                cluster: cluster.clone(),
+                pool: pool.to_string(),
+                id: e.id.clone(),
+                image: e.name.clone(),
+                parent: None,
+            });
+        }
+    }
+    tracing::info!(%pool, entries = total, ours, "trash sweep done");
+}
+
+/// Removes images that a crash left behind: created and stamped, then the process died, then
+/// the claim went before a restart, so no PV was ever written and nothing else would remove
+/// them. Every fact must agree (see [`owner::orphan`]).
+pub async fn collect_orphans(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
+    let images = match cluster.list_images(pool).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(%pool, error = %e, "listing images failed");
+            return;
+        }
+    };
+    for image in images
+        .iter()
+        .filter(|i| i.starts_with(volume::IMAGE_PREFIX))
+    {
+        if let Err(e) = collect_one(ctx, cluster, pool, image).await {
+            tracing::warn!(%pool, %image, error = %e, "orphan check failed; left alone");
+        }
+    }
+}
+
+async fn collect_one(
+    ctx: &Context,
+    cluster: &Arc<Cluster>,
+    pool: &str,
+    image: &str,
+) -> crate::error::Result<()> {
+    let object = format!("image {pool}/{image}");
+    let referenced = |ctx: &Context| {
+        ctx.volumes
+            .state()
+            .iter()
+            .any(|pv| crate::reclaim::spec_image(pv).is_some_and(|(p, i)| p == pool && i == image))
+    };
+    if referenced(ctx) {
+        return Ok(());
+    }
+    let meta = match cluster.metadata(pool, image, owner::KEYS).await {
+        Ok(m) => m,
+        // Deleted meanwhile.
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(crate::error::Error::ceph(&object)(e)),
+    };
+    if !owner::stamped_by(&meta, &ctx.instance) {
+        return Ok(());
+    }
+    let Some(stamp) = Stamp::read(&meta) else {
+        return Ok(());
+    };
+    let _held = ctx.locks.lock(pool, image).await;
+    let live = liveness(ctx, &stamp).await?;
+    let live = Liveness {
+        referenced: referenced(ctx),
+        ..live
+    };
+    match owner::orphan(
+        &meta,
+        &ctx.instance,
+        live,
+        super::unix_now(),
+        ctx.settings.orphan_grace,
+    ) {
+        Orphan::Keep(why) => {
+            tracing::debug!(%pool, %image, why, "not an orphan");
+            Ok(())
+        }
+        Orphan::Collect => {
+            let info = cluster
+                .image_info(pool, image)
+                .await
+                .map_err(crate::error::Error::ceph(&object))?;
+            super::delete::trash(ctx, cluster, pool, image, &stamp.pv, &meta, &object).await?;
+            ctx.purger.submit(Job {
+                cluster: cluster.clone(),
+                pool: pool.to_string(),
+                id: info.id,
+                image: image.to_string(),
+                parent: info.parent,
+            });
+            ctx.metrics.record("orphan_collect", Ok(Duration::ZERO));
+            tracing::warn!(%pool, %image, claim = %format!("{}/{} (uid {})", stamp.claim_namespace, stamp.claim_name, stamp.claim_uid), "removed an image orphaned by an interrupted provisioning: its claim is gone and no PV names it");
+            Ok(())
+        }
+    }
+}
+
+/// Asks the API server (not a cache) whether the stamped PV and claim exist.
+async fn liveness(ctx: &Context, stamp: &Stamp) -> crate::error::Result<Liveness> {
+    use crate::error::Error;
+    let pv_exists = Api::<PersistentVolume>::all(ctx.client.clone())
+        .get_opt(&stamp.pv)
+        .await
+        .map_err(Error::kube("read PersistentVolume", &stamp.pv))?
+        .is_some();
+    let claim =
+        Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &stamp.claim_namespace)
+            .get_opt(&stamp.claim_name)
+            .await
+            .map_err(Error::kube(
+                "read PersistentVolumeClaim",
+                format!("{}/{}", stamp.claim_namespace, stamp.claim_name),
+            ))?;
+    let claim_exists = claim.is_some_and(|c| c.metadata.uid.as_deref() == Some(&stamp.claim_uid));
+    Ok(Liveness {
+        pv_exists,
+        referenced: false,
+        claim_exists,
+    })
+}

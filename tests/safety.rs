@@ -1,0 +1,643 @@
+//! "What the provisioner will never do", each reproduced on the real bed: the attack or
+//! fault first, then the proof that nothing that is not provably ours was destroyed,
+//! exposed or leaked. Images are checked with the `rbd` CLI, not the code under test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, PersistentVolume};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+const FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
+
+/// Runs a Ceph CLI (`rbd`, `ceph`) against the bed as client.admin; panics on failure.
+fn cli(bed: &Bed, tool: &str, args: &[&str]) -> String {
+    let out = try_cli(bed, tool, args);
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn try_cli(bed: &Bed, tool: &str, args: &[&str]) -> std::process::Output {
+    let conf = bed.dir.join("ceph/ceph.conf");
+    Command::new(tool)
+        .arg("-c")
+        .arg(&conf)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"))
+}
+
+fn rbd_ls(bed: &Bed, pool: &str) -> Vec<String> {
+    cli(bed, "rbd", &["ls", pool])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// (id, name) of the trash entries of a pool.
+fn trash_ls(bed: &Bed, pool: &str) -> Vec<(String, String)> {
+    cli(bed, "rbd", &["trash", "ls", pool])
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, name)| (id.to_string(), name.trim().to_string()))
+        .collect()
+}
+
+fn image_meta(bed: &Bed, spec: &str) -> BTreeMap<String, String> {
+    let text = cli(
+        bed,
+        "rbd",
+        &["image-meta", "list", spec, "--format", "json"],
+    );
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+/// core/v1 events about a PersistentVolume (they live in "default").
+async fn pv_events(client: &kube::Client, pv: &str) -> Vec<CoreEvent> {
+    Api::<CoreEvent>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(pv))
+        .collect()
+}
+
+async fn wait_pv_event(client: &kube::Client, pv: &str, reason: &str, needle: &str) -> String {
+    wait_for(
+        &format!("event {reason} on PV {pv} containing {needle:?}"),
+        T,
+        || async {
+            pv_events(client, pv).await.into_iter().find_map(|e| {
+                let msg = e.message.unwrap_or_default();
+                (e.reason.as_deref() == Some(reason) && msg.contains(needle)).then_some(msg)
+            })
+        },
+    )
+    .await
+}
+
+async fn wait_log(c: &Scenario, needle: &str, times: usize) {
+    wait_for(
+        &format!("{times}× {needle:?} in the provisioner's log"),
+        Duration::from_secs(90),
+        || async { (c.prov.logs().matches(needle).count() >= times).then_some(()) },
+    )
+    .await;
+}
+
+async fn drop_finalizers(c: &Scenario, pv: &str) {
+    let _ = c
+        .pvs()
+        .patch(
+            pv,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+}
+
+async fn delete_claim(c: &Scenario, name: &str) {
+    c.pvcs()
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn images_say_whose_they_are() {
+    let c = Scenario::new("stamp").await;
+    let class = c.class("keep", &[], json!({})).await;
+    let (_claim, uid) = c.bound(&class, "data", "64Mi").await;
+    let meta = image_meta(&c.bed, &format!("kube/kubernetes-dynamic-pvc-{uid}"));
+    let cluster = Api::<Namespace>::all(c.admin.clone())
+        .get("kube-system")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let get = |k: &str| meta.get(&format!("rbd-provisioner.ceph.com/{k}")).cloned();
+    assert_eq!(
+        get("provisioner").as_deref(),
+        Some(c.name.as_str()),
+        "{meta:?}"
+    );
+    assert_eq!(get("cluster"), Some(cluster));
+    assert_eq!(get("pv"), Some(format!("pvc-{uid}")));
+    assert_eq!(get("claim"), Some(format!("{}/data", c.ns)));
+    assert_eq!(get("claim-uid"), Some(uid.clone()));
+    assert!(get("created").is_some_and(|t| t.parse::<i64>().is_ok()));
+    assert_eq!(get("trashed"), None);
+}
+
+/// An operator's `rbd trash mv` (no delay, so "expired" at once) with our name prefix must
+/// survive our trash sweeps; what we trashed ourselves is purged.
+#[tokio::test]
+async fn the_trash_sweep_purges_only_what_we_trashed() {
+    let c = Scenario::serving(
+        "sweep",
+        &format!("{}.test/rbd", unique("sweep")),
+        &[("MAINTENANCE_INTERVAL", "2")],
+    )
+    .await;
+    let theirs = format!("kubernetes-dynamic-pvc-{}", unique("operator"));
+    cli(
+        &c.bed,
+        "rbd",
+        &[
+            "create",
+            &format!("kube/{theirs}"),
+            "--size",
+            "8M",
+            "--image-feature",
+            "layering",
+        ],
+    );
+    cli(&c.bed, "rbd", &["trash", "mv", &format!("kube/{theirs}")]);
+    assert!(trash_ls(&c.bed, "kube").iter().any(|(_, n)| *n == theirs));
+
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let (_claim, uid) = c.bound(&class, "data", "64Mi").await;
+    delete_claim(&c, "data").await;
+    c.wait_pv_gone(&uid).await;
+    let ours = format!("kubernetes-dynamic-pvc-{uid}");
+    wait_for("our image purged from the trash", T, || async {
+        (!trash_ls(&c.bed, "kube").iter().any(|(_, n)| *n == ours)).then_some(())
+    })
+    .await;
+    // The sweep after the first deletion, then at least one periodic pass (or, in a build
+    // that sweeps by name, the operator's entry vanishing).
+    wait_for("two trash sweeps", Duration::from_secs(90), || async {
+        let swept = c.prov.logs().matches("trash sweep done").count() >= 2;
+        let gone = !trash_ls(&c.bed, "kube").iter().any(|(_, n)| *n == theirs);
+        (swept || gone).then_some(())
+    })
+    .await;
+    let entry = trash_ls(&c.bed, "kube")
+        .into_iter()
+        .find(|(_, n)| *n == theirs);
+    let Some((id, _)) = entry else {
+        panic!("the operator's soft-deleted image {theirs} was purged by our sweep");
+    };
+    cli(&c.bed, "rbd", &["trash", "rm", "--pool", "kube", &id]);
+}
+
+/// After a pool rename the PV's pool no longer exists: that is not "the image is gone".
+#[tokio::test]
+async fn a_missing_pool_never_counts_as_a_deleted_image() {
+    let c = Scenario::new("poolgone").await;
+    let pool = unique("rbdp-pool");
+    let renamed = format!("{pool}-renamed");
+    cli(&c.bed, "ceph", &["osd", "pool", "create", &pool, "8"]);
+    cli(&c.bed, "rbd", &["pool", "init", &pool]);
+    let class = c
+        .class(
+            "delete",
+            &[("pool", &pool)],
+            json!({"reclaimPolicy": "Delete"}),
+        )
+        .await;
+    let (_claim, uid) = c.bound(&class, "data", "64Mi").await;
+    let pv = format!("pvc-{uid}");
+    let image = format!("kubernetes-dynamic-pvc-{uid}");
+    cli(&c.bed, "ceph", &["osd", "pool", "rename", &pool, &renamed]);
+
+    delete_claim(&c, "data").await;
+    // Handled twice (the first attempt and a retry): time enough to have deleted the PV.
+    wait_for("two attempts at the deletion", T, || async {
+        let logs = c.prov.logs();
+        let tries = logs
+            .lines()
+            .filter(|l| {
+                l.contains(&pv)
+                    && (l.contains("volume operation failed") || l.contains("deleted volume"))
+            })
+            .count();
+        (tries >= 2 || logs.contains("deleted volume")).then_some(())
+    })
+    .await;
+    let still = c.pvs().get_opt(&pv).await.unwrap();
+    assert!(
+        still.is_some(),
+        "the PV must stay while its image is unaccounted for"
+    );
+    assert!(
+        rbd_ls(&c.bed, &renamed).contains(&image),
+        "the image was not touched"
+    );
+    let msg = wait_pv_event(&c.admin, &pv, "VolumeFailedDelete", "pool").await;
+    assert!(msg.contains("does not exist"), "{msg}");
+
+    // Once the pool is back the deletion completes by itself.
+    cli(&c.bed, "ceph", &["osd", "pool", "rename", &renamed, &pool]);
+    c.wait_pv_gone(&uid).await;
+    assert!(!rbd_ls(&c.bed, &pool).contains(&image));
+    let _ = try_cli(
+        &c.bed,
+        "ceph",
+        &["config", "set", "mon", "mon_allow_pool_delete", "true"],
+    );
+    let _ = try_cli(
+        &c.bed,
+        "ceph",
+        &[
+            "osd",
+            "pool",
+            "rm",
+            &pool,
+            &pool,
+            "--yes-i-really-really-mean-it",
+        ],
+    );
+}
+
+/// Our annotations are mutable; someone who can edit a PV must not be able to point its
+/// deletion at another claim's image.
+#[tokio::test]
+async fn edited_annotations_cannot_redirect_a_deletion() {
+    let c = Scenario::new("redirect").await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let (_a, a_uid) = c.bound(&class, "attacker", "64Mi").await;
+    let (_b, b_uid) = c.bound(&class, "victim", "64Mi").await;
+    let a_pv = format!("pvc-{a_uid}");
+    let victim_image = format!("kubernetes-dynamic-pvc-{b_uid}");
+    c.pvs()
+        .patch(
+            &a_pv,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "rbd-provisioner.ceph.com/image": victim_image,
+            }}})),
+        )
+        .await
+        .unwrap();
+    delete_claim(&c, "attacker").await;
+    wait_for("the deletion handled", T, || async {
+        c.prov
+            .logs()
+            .lines()
+            .any(|l| {
+                l.contains(&a_pv)
+                    && (l.contains("volume operation failed") || l.contains("deleted volume"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        rbd_ls(&c.bed, "kube").contains(&victim_image),
+        "victim's image destroyed"
+    );
+    let msg = wait_pv_event(&c.admin, &a_pv, "VolumeFailedDelete", "edited").await;
+    assert!(msg.contains(&victim_image), "{msg}");
+    assert!(c.pvs().get_opt(&a_pv).await.unwrap().is_some());
+
+    // Restored, the deletion of the attacker's own volume goes ahead.
+    c.pvs()
+        .patch(
+            &a_pv,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "rbd-provisioner.ceph.com/image": format!("kubernetes-dynamic-pvc-{a_uid}"),
+            }}})),
+        )
+        .await
+        .unwrap();
+    c.wait_pv_gone(&a_uid).await;
+    assert!(rbd_ls(&c.bed, "kube").contains(&victim_image));
+    delete_claim(&c, "victim").await;
+    c.wait_pv_gone(&b_uid).await;
+}
+
+/// A copy of a bound PV (same spec, our finalizer and annotations, another name), deleted
+/// while unbound, must not take the original's image with it.
+#[tokio::test]
+async fn a_copied_pv_cannot_delete_the_original_image() {
+    let c = Scenario::new("copy").await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let (_claim, uid) = c.bound(&class, "data", "64Mi").await;
+    let image = format!("kubernetes-dynamic-pvc-{uid}");
+    let original = c.pvs().get(&format!("pvc-{uid}")).await.unwrap();
+    let copy_name = format!("pvc-{}", unique("copy"));
+    let mut copy = PersistentVolume {
+        metadata: kube::api::ObjectMeta {
+            name: Some(copy_name.clone()),
+            annotations: original.metadata.annotations.clone(),
+            finalizers: Some(vec![FINALIZER.into()]),
+            ..Default::default()
+        },
+        spec: original.spec.clone(),
+        status: None,
+    };
+    let spec = copy.spec.as_mut().unwrap();
+    spec.claim_ref = None;
+    // Not in the class: nothing may bind to the copy meanwhile.
+    spec.storage_class_name = Some(unique("no-class"));
+    c.pvs().create(&PostParams::default(), &copy).await.unwrap();
+    c.pvs()
+        .delete(&copy_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the copy's deletion handled", T, || async {
+        c.prov
+            .logs()
+            .lines()
+            .any(|l| {
+                l.contains(&copy_name)
+                    && (l.contains("volume operation failed") || l.contains("deleted volume"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        rbd_ls(&c.bed, "kube").contains(&image),
+        "the original's image was destroyed"
+    );
+    let msg = wait_pv_event(&c.admin, &copy_name, "VolumeFailedDelete", &image).await;
+    assert!(msg.contains("refusing") || msg.contains("copied"), "{msg}");
+    let bound = wait_bound(&c.admin, &c.ns, "data", T).await;
+    assert_eq!(bound.spec.unwrap().volume_name, Some(format!("pvc-{uid}")));
+    drop_finalizers(&c, &copy_name).await;
+}
+
+/// A PV that already carries our name but is not our volume is never taken for a retry.
+#[tokio::test]
+async fn a_pv_squatting_on_our_name_is_not_taken_for_ours() {
+    let c = Scenario::new("squat").await;
+    // A class of a provisioner that is not running yet, so the PV can be placed first.
+    let late = format!("{}.test/rbd", unique("late"));
+    let p = c.params(&[]);
+    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let class = format!("{}-late", c.ns);
+    storage_class(&c.admin, &class, &late, &p, json!({})).await;
+    let claim = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    let uid = uid_of(&claim);
+    let pv_name = format!("pvc-{uid}");
+    let squatter: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": unique("elsewhere"),
+            "claimRef": {"namespace": "other", "name": "other", "uid": "00000000-0000-0000-0000-000000000000"},
+            "rbd": {"monitors": [c.bed.monitors], "pool": "kube", "image": "someone-elses", "user": "kube"},
+        }
+    }))
+    .unwrap();
+    c.pvs()
+        .create(&PostParams::default(), &squatter)
+        .await
+        .unwrap();
+    let prov = Provisioner::start(&c.bed, &late, &[]).await;
+    let e = wait_event(
+        &c.admin,
+        &c.ns,
+        &uid,
+        "ProvisioningFailed",
+        &["already exists"],
+        T,
+    )
+    .await;
+    assert!(e.note.unwrap_or_default().contains(&pv_name));
+    let evs = events_for(&c.admin, &c.ns, &uid).await;
+    assert!(
+        !evs.iter()
+            .any(|e| e.reason.as_deref() == Some("ProvisioningSucceeded")),
+        "a squatter must not be reported as our volume"
+    );
+    drop(prov);
+    c.pvs()
+        .delete(&pv_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    cleanup(&c.bed, &c.admin, &c.ns, &[&claim], &["kube"]).await;
+}
+
+/// Created, then the process died, then the claim went before a restart: the image is
+/// removed by the next process; an image that is not provably ours is left alone.
+#[tokio::test]
+async fn images_orphaned_by_a_crash_are_collected_and_nothing_else() {
+    let name = format!("{}.test/rbd", unique("orphan"));
+    let mut c = Scenario::serving(
+        "orphan",
+        &name,
+        &[("RBD_PROVISIONER_FAILPOINT", "exit-after-image-create")],
+    )
+    .await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let claim = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    let uid = uid_of(&claim);
+    let orphan = format!("kubernetes-dynamic-pvc-{uid}");
+    let st = c.prov.wait_exit(T).await;
+    assert_eq!(st.code(), Some(86), "{}", c.prov.logs());
+    assert!(rbd_ls(&c.bed, "kube").contains(&orphan));
+    delete_claim(&c, "data").await;
+
+    let not_ours = format!("kubernetes-dynamic-pvc-{}", unique("manual"));
+    cli(
+        &c.bed,
+        "rbd",
+        &[
+            "create",
+            &format!("kube/{not_ours}"),
+            "--size",
+            "8M",
+            "--image-feature",
+            "layering",
+        ],
+    );
+    c.prov = Provisioner::start(
+        &c.bed,
+        &name,
+        &[("MAINTENANCE_INTERVAL", "1"), ("ORPHAN_GRACE", "1")],
+    )
+    .await;
+    wait_for("the orphan removed", T, || async {
+        (!rbd_ls(&c.bed, "kube").contains(&orphan)).then_some(())
+    })
+    .await;
+    wait_log(&c, "removed an image orphaned", 1).await;
+    wait_for("the orphan purged from the trash", T, || async {
+        (!trash_ls(&c.bed, "kube").iter().any(|(_, n)| *n == orphan)).then_some(())
+    })
+    .await;
+    // Later passes ran too, and kept what is not ours.
+    let passes = c.prov.logs().matches("trash sweep done").count();
+    wait_log(&c, "trash sweep done", passes + 2).await;
+    assert!(rbd_ls(&c.bed, "kube").contains(&not_ours));
+    cli(&c.bed, "rbd", &["rm", &format!("kube/{not_ours}")]);
+}
+
+/// A clone we trashed whose purge never ran (the process died) still pins its source's
+/// snapshot; deleting the source must purge it rather than stay stuck forever.
+#[tokio::test]
+async fn a_trashed_clone_does_not_pin_its_source() {
+    let name = format!("{}.test/rbd", unique("pin"));
+    let mut c = Scenario::serving("pin", &name, &[("MAINTENANCE_INTERVAL", "0")]).await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let (_src, src_uid) = c.bound(&class, "src", "64Mi").await;
+    claim(
+        &c.admin,
+        &c.ns,
+        "copy",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "src"}}),
+    )
+    .await;
+    let copy = wait_bound(&c.admin, &c.ns, "copy", T).await;
+    let copy_uid = uid_of(&copy);
+    let clone_image = format!("kubernetes-dynamic-pvc-{copy_uid}");
+
+    // What our delete path does before its purge, then the process dies.
+    c.prov.crash();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    cli(
+        &c.bed,
+        "rbd",
+        &[
+            "image-meta",
+            "set",
+            &format!("kube/{clone_image}"),
+            "rbd-provisioner.ceph.com/trashed",
+            &now,
+        ],
+    );
+    cli(
+        &c.bed,
+        "rbd",
+        &["trash", "mv", &format!("kube/{clone_image}")],
+    );
+    delete_claim(&c, "copy").await;
+    drop_finalizers(&c, &format!("pvc-{copy_uid}")).await;
+    let _ = c
+        .pvs()
+        .delete(&format!("pvc-{copy_uid}"), &DeleteParams::default())
+        .await;
+    c.wait_pv_gone(&copy_uid).await;
+
+    c.prov = Provisioner::start(&c.bed, &name, &[("MAINTENANCE_INTERVAL", "0")]).await;
+    delete_claim(&c, "src").await;
+    c.wait_pv_gone(&src_uid).await;
+    let src_image = format!("kubernetes-dynamic-pvc-{src_uid}");
+    wait_for("source and clone purged", T, || async {
+        let t = trash_ls(&c.bed, "kube");
+        (!t.iter().any(|(_, n)| *n == src_image || *n == clone_image)).then_some(())
+    })
+    .await;
+    assert!(
+        c.prov.logs().contains("purged a trashed clone"),
+        "{}",
+        c.prov.logs()
+    );
+}
+
+/// `audit` shows what leaked, and changes nothing.
+#[tokio::test]
+async fn audit_reports_leaks_read_only() {
+    let c = Scenario::new("audit").await;
+    let class = c.class("keep", &[], json!({})).await;
+    // A PV of ours whose image someone removed by hand.
+    let (_a, a_uid) = c.bound(&class, "lost", "64Mi").await;
+    let lost_image = format!("kubernetes-dynamic-pvc-{a_uid}");
+    cli(&c.bed, "rbd", &["rm", &format!("kube/{lost_image}")]);
+    // An image of ours whose PV and claim are gone (Retain, then both deleted by hand).
+    let (_b, b_uid) = c.bound(&class, "left", "64Mi").await;
+    let left_image = format!("kubernetes-dynamic-pvc-{b_uid}");
+    delete_claim(&c, "left").await;
+    drop_finalizers(&c, &format!("pvc-{b_uid}")).await;
+    c.pvs()
+        .delete(&format!("pvc-{b_uid}"), &DeleteParams::default())
+        .await
+        .unwrap();
+    c.wait_pv_gone(&b_uid).await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"))
+        .arg("--kubeconfig")
+        .arg(&c.bed.kubeconfig)
+        .args([
+            "--provisioner-name",
+            &c.name,
+            "audit",
+            "--json",
+            "--storage-class",
+            &class,
+        ])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orphans = report["orphaned_images"].as_array().unwrap();
+    let o = orphans
+        .iter()
+        .find(|o| o["image"] == left_image.as_str())
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(o["pv"], format!("pvc-{b_uid}").as_str());
+    assert_eq!(o["claim"], format!("{}/left", c.ns).as_str());
+    assert_eq!(o["claim_exists"], false);
+    assert!(!orphans.iter().any(|o| o["image"] == lost_image.as_str()));
+    let missing = report["missing_images"].as_array().unwrap();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m["pv"] == format!("pvc-{a_uid}").as_str() && m["in_trash"] == false),
+        "{report:#}"
+    );
+    assert!(report["trash"].is_array());
+    // Read-only: the orphan is still there.
+    assert!(rbd_ls(&c.bed, "kube").contains(&left_image));
+    cli(&c.bed, "rbd", &["rm", &format!("kube/{left_image}")]);
+    drop_finalizers(&c, &format!("pvc-{a_uid}")).await;
+    delete_claim(&c, "lost").await;
+}
