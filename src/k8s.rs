@@ -213,7 +213,7 @@ impl Events {
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, regarding).await {
-            tracing::warn!(reason, object = ?regarding.name, error = %e, "could not publish event");
+            tracing::warn!(reason, object = ?regarding.name, error = %crate::error::kube_cause(&e), "could not publish event");
         }
     }
 }
@@ -267,6 +267,6 @@ async fn publish_cluster_scoped(
         .create(&PostParams::default(), &ev)
         .await
     {
-        tracing::warn!(reason, object = ?regarding.name, error = %e, "could not publish event");
+        tracing::warn!(reason, object = ?regarding.name, error = %crate::error::kube_cause(&e), "could not publish event");
     }
 }

@@ -544,11 +544,38 @@ pub struct Cluster {
     rados: Rados,
     monitors: String,
     user: String,
+    health: Health,
+}
+
+/// Whether a client is still worth handing out, judged from the results of its operations.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
     /// Set once an operation showed this client can no longer work (key rotated, caps
     /// revoked, client blocklisted): the cache then connects afresh.
     poisoned: AtomicBool,
     /// Operations failed in a row for reasons other than the object itself.
     failing: AtomicU32,
+}
+
+impl Health {
+    /// Records one result; true when it just poisoned the client.
+    pub(crate) fn observe<T>(&self, r: &Result<T, CephError>) -> bool {
+        match r {
+            Ok(_) => self.failing.store(0, Ordering::Relaxed),
+            Err(e) if e.poisons_client() => return !self.poisoned.swap(true, Ordering::Relaxed),
+            // The object's own state (missing, busy, exists) says nothing about the client.
+            Err(e) if e.is_not_found() || e.is_busy() || e.is_exists() => {}
+            Err(_) => {
+                self.failing.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        false
+    }
+
+    pub(crate) fn healthy(&self) -> bool {
+        !self.poisoned.load(Ordering::Relaxed)
+            && self.failing.load(Ordering::Relaxed) < FAILING_LIMIT
+    }
 }
 
 impl fmt::Debug for Cluster {
@@ -608,8 +635,7 @@ impl Cluster {
             rados,
             monitors,
             user,
-            poisoned: AtomicBool::new(false),
-            failing: AtomicU32::new(0),
+            health: Health::default(),
         })
     }
 
@@ -675,26 +701,17 @@ impl Cluster {
     }
 
     fn observe<T>(&self, r: &Result<T, CephError>) {
-        match r {
-            Ok(_) => self.failing.store(0, Ordering::Relaxed),
-            Err(e) if e.poisons_client() => {
-                if !self.poisoned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(monitors = %self.monitors, user = %self.user, error = %e, "dropping this Ceph client; the next operation connects afresh");
-                }
-            }
-            // The object's own state (missing, busy, exists) says nothing about the client.
-            Err(e) if e.is_not_found() || e.is_busy() || e.is_exists() => {}
-            Err(_) => {
-                self.failing.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.health.observe(r)
+            && let Err(e) = r
+        {
+            tracing::warn!(monitors = %self.monitors, user = %self.user, error = %e, "dropping this Ceph client; the next operation connects afresh");
         }
     }
 
     /// Whether the cache may hand this client out again: not poisoned, and not failing
     /// operation after operation (then a fresh connection is cheaper than more timeouts).
     pub fn healthy(&self) -> bool {
-        !self.poisoned.load(Ordering::Relaxed)
-            && self.failing.load(Ordering::Relaxed) < FAILING_LIMIT
+        self.health.healthy()
     }
 
     fn ioctx<'c>(&'c self, pool: &'c str) -> Result<IoCtx<'c>, CephError> {
@@ -1593,6 +1610,46 @@ mod tests {
         assert_eq!(whole_secs(Duration::from_millis(1)), "1");
         assert_eq!(whole_secs(Duration::from_millis(1001)), "2");
         assert_eq!(whole_secs(Duration::from_secs(30)), "30");
+    }
+
+    #[test]
+    fn clients_that_went_bad_are_not_handed_out_again() {
+        let errno_err = |errno: i32| CephError::Image {
+            op: "create",
+            pool: "kube".into(),
+            image: "x".into(),
+            errno: Errno(errno),
+            hint: None,
+        };
+        let h = Health::default();
+        assert!(h.healthy());
+        // What the object is (missing, busy, already there) says nothing about the client.
+        for e in [libc::ENOENT, libc::EBUSY, libc::EEXIST] {
+            assert!(!h.observe::<()>(&Err(errno_err(e))));
+        }
+        assert!(h.healthy());
+        // Timeouts in a row: a fresh connection is cheaper than more of them.
+        for _ in 0..FAILING_LIMIT - 1 {
+            h.observe::<()>(&Err(errno_err(libc::ETIMEDOUT)));
+        }
+        assert!(h.healthy());
+        h.observe::<()>(&Ok(()));
+        for _ in 0..FAILING_LIMIT {
+            h.observe::<()>(&Err(errno_err(libc::ETIMEDOUT)));
+        }
+        assert!(!h.healthy());
+        // A rotated key, revoked caps or a blocklisted client: at once.
+        for e in [libc::EACCES, libc::EPERM, libc::ESHUTDOWN] {
+            let h = Health::default();
+            assert!(
+                h.observe::<()>(&Err(errno_err(e))),
+                "first poisoning is reported"
+            );
+            assert!(!h.observe::<()>(&Err(errno_err(e))), "only once");
+            assert!(!h.healthy());
+            h.observe::<()>(&Ok(()));
+            assert!(!h.healthy(), "a poisoned client stays out");
+        }
     }
 
     #[test]
