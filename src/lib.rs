@@ -3,6 +3,8 @@
 //! Pure decisions (`params`, `claim`, `volume`) are kept apart from I/O (`ceph`, `k8s`),
 //! and `controller` wires them together.
 
+#![deny(unsafe_code)]
+
 pub mod app;
 pub mod audit;
 pub mod ceph;

@@ -1,8 +1,11 @@
-//! Ceph access through librados/librbd. The only module with `unsafe`.
+//! Ceph access through librados/librbd. The only module with `unsafe`, and within it only
+//! `ffi` and `handles`:
 //!
-//! * [`ffi`] holds the hand-written C declarations (layouts pinned at compile time);
-//! * [`Cluster`] is one connected librados client; every operation runs its blocking
-//!   librados/librbd calls on `tokio::task::spawn_blocking`;
+//! * `ffi` holds the hand-written C declarations (layouts pinned at compile time);
+//! * `handles` wraps the raw handles in RAII types with safe methods;
+//! * `config` checks credentials and sets every client's options;
+//! * [`Cluster`] is one connected librados client with an async API (no `unsafe`); every
+//!   operation runs its blocking calls on `tokio::task::spawn_blocking`;
 //! * [`Connections`] caches one [`Cluster`] per (monitors, user, key).
 //!
 //! No raw pointer leaves this module. Keys live in [`CephKey`], whose `Debug` is redacted
@@ -11,19 +14,26 @@
 //! read (`/etc/ceph` is not needed).
 
 mod cluster;
+mod config;
 mod connections;
 mod error;
+#[allow(unsafe_code)]
 mod ffi;
+#[allow(unsafe_code)]
+mod handles;
+mod types;
 
 use std::fmt;
 use std::time::Duration;
 
-pub use cluster::{
-    CloneSpec, Cluster, Created, HeldImage, ImageInfo, ImageSpec, ParentSpec, Removed, SnapInfo,
-    TrashEntry, Watcher,
-};
+pub use cluster::Cluster;
 pub use connections::Connections;
 pub use error::{CephError, Errno};
+pub(crate) use handles::wipe;
+pub use handles::{HeldImage, library_versions};
+pub use types::{
+    CloneSpec, Created, ImageInfo, ImageSpec, ParentSpec, Removed, SnapInfo, TrashEntry, Watcher,
+};
 
 /// `RBD_FEATURE_LAYERING`: the only feature the kernel client of every version supports.
 pub const RBD_FEATURE_LAYERING: u64 = 1;
@@ -69,15 +79,6 @@ impl Drop for CephKey {
     }
 }
 
-/// Overwrites a buffer that held a secret before freeing it.
-pub(crate) fn wipe(mut bytes: Vec<u8>) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference into the vector. The volatile
-        // write keeps the compiler from eliding the stores to memory about to be freed.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-}
-
 /// Who to connect as, and where.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Credentials {
@@ -105,18 +106,6 @@ impl Default for Timeouts {
             op: Duration::from_secs(30),
         }
     }
-}
-
-/// librbd's and librados' versions as (major, minor, extra), e.g. ((1, 16, 0), (3, 0, 0)).
-pub fn library_versions() -> ((i32, i32, i32), (i32, i32, i32)) {
-    let (mut a, mut b, mut c) = (0, 0, 0);
-    let (mut d, mut e, mut f) = (0, 0, 0);
-    // SAFETY: both functions only write three ints through the given valid pointers.
-    unsafe {
-        ffi::rbd_version(&mut a, &mut b, &mut c);
-        ffi::rados_version(&mut d, &mut e, &mut f);
-    }
-    ((a, b, c), (d, e, f))
 }
 
 #[cfg(test)]

@@ -1,0 +1,101 @@
+//! Plain data the Ceph layer takes and returns. No I/O.
+
+/// What to create with [`super::Cluster::create_image`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub pool: String,
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Separate pool for the data objects (e.g. an erasure-coded pool); metadata stays in
+    /// `pool`. librbd adds [`super::RBD_FEATURE_DATA_POOL`] implicitly.
+    pub data_pool: Option<String>,
+    /// `RBD_FEATURE_*` bits, e.g. [`super::RBD_FEATURE_LAYERING`]. Set exactly, not merged
+    /// with the cluster's `rbd_default_features`.
+    pub features: u64,
+}
+
+/// What to create with [`super::Cluster::clone_image`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloneSpec {
+    pub parent_pool: String,
+    pub parent: String,
+    pub snap: String,
+    pub pool: String,
+    pub name: String,
+    pub features: u64,
+    pub data_pool: Option<String>,
+    /// 1 (needs a protected snapshot) or 2 (needs `require_min_compat_client >= mimic`);
+    /// `None` lets librbd choose ("auto").
+    pub clone_format: Option<u8>,
+}
+
+/// Outcome of an idempotent create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// Something of that name was already there; it was left untouched (its size and
+    /// features are not compared: use [`super::Cluster::image_info`]).
+    AlreadyExisted,
+}
+
+/// Outcome of an idempotent remove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    Removed,
+    AlreadyGone,
+}
+
+/// Parent of a cloned image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentSpec {
+    pub pool: String,
+    pub image: String,
+    pub snap: String,
+}
+
+/// What [`super::Cluster::image_info`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub size: u64,
+    /// Object size in bytes (`1 << order`).
+    pub obj_size: u64,
+    pub features: u64,
+    /// Format 1 image.
+    pub old_format: bool,
+    /// librbd image id (empty for format 1 images).
+    pub id: String,
+    /// Pool id holding the data objects.
+    pub data_pool_id: i64,
+    /// Name of the data pool when it differs from the image's pool.
+    pub data_pool: Option<String>,
+    pub parent: Option<ParentSpec>,
+}
+
+/// A client watching an image header: someone has the image open read/write (mapped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watcher {
+    pub addr: String,
+    pub id: i64,
+    pub cookie: u64,
+}
+
+/// An image in a pool's trash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrashEntry {
+    pub id: String,
+    pub name: String,
+    /// Unix seconds.
+    pub deletion_time: i64,
+    /// Unix seconds before which removal needs `force`.
+    pub deferment_end_time: i64,
+}
+
+/// A snapshot of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapInfo {
+    pub id: u64,
+    pub name: String,
+    pub size: u64,
+    pub protected: bool,
+}
