@@ -21,21 +21,44 @@ use crate::params::Flavor;
     about = "Kubernetes external provisioner for Ceph RBD volumes, through librbd"
 )]
 pub struct Cli {
-    /// Kubeconfig to use instead of the in-cluster ServiceAccount.
+    /// Kubeconfig to use instead of the in-cluster ServiceAccount ($KUBECONFIG is honoured
+    /// too, as by every Kubernetes tool).
     #[arg(long, env = "KUBECONFIG_PATH", global = true)]
     pub kubeconfig: Option<PathBuf>,
+
+    /// Log format: text, or json (one object per line, for log pipelines).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// More detail in the logs: -v debug for the provisioner, -vv debug for everything,
+    /// -vvv trace. RUST_LOG, when set, decides instead.
+    #[arg(short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 
     /// The `provisioner` value of the StorageClasses to serve.
     #[arg(long, env = "PROVISIONER_NAME", default_value = "ceph.com/rbd")]
     pub provisioner_name: String,
 
-    /// Claims provisioned at the same time.
-    #[arg(long, env = "WORKERS", default_value_t = 16)]
+    /// Claims (and volumes) handled at the same time (alias: --worker-threads).
+    #[arg(long, alias = "worker-threads", env = "WORKERS", default_value_t = 16)]
     pub workers: u16,
 
-    /// Address for /metrics and /healthz; empty disables.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address for /metrics, /healthz and /readyz; empty disables (alias: --http-endpoint).
+    #[arg(
+        long,
+        alias = "http-endpoint",
+        env = "METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub metrics_addr: String,
+
+    /// First retry delay after a failed claim or volume; doubles up to --retry-interval-max.
+    #[arg(long, env = "RETRY_INTERVAL_START", default_value = "1s", value_parser = crate::leader::parse_duration)]
+    pub retry_interval_start: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, env = "RETRY_INTERVAL_MAX", default_value = "5m", value_parser = crate::leader::parse_duration)]
+    pub retry_interval_max: Duration,
 
     /// Seconds a Ceph connection may take (monitors unreachable, wrong key) before failing.
     #[arg(long, env = "CEPH_CONNECT_TIMEOUT", default_value_t = 10)]
@@ -92,6 +115,12 @@ pub struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FlavorArg {
     Auto,
     Rbd,
@@ -109,13 +138,24 @@ pub enum Command {
     MigrateToCsi(crate::migrate::MigrateArgs),
 }
 
+/// The log filter for `-v` counts, unless RUST_LOG says otherwise.
+fn log_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "info,kube=warn,tower=warn,hyper=warn",
+        1 => "info,rbd_provisioner=debug,kube=warn,tower=warn,hyper=warn",
+        2 => "debug",
+        _ => "trace",
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into()),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| log_filter(cli.verbose).into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     // The provisioner runs in-cluster; an operator's command uses their kubeconfig.
     let in_cluster = matches!(cli.command.as_ref().unwrap_or(&Command::Run), Command::Run);
     let client = client(cli.kubeconfig.as_ref(), in_cluster).await?;
@@ -139,8 +179,11 @@ async fn client(kubeconfig: Option<&PathBuf>, in_cluster: bool) -> anyhow::Resul
                 .await
                 .with_context(|| format!("using kubeconfig {}", path.display()))?
         }
-        None if in_cluster => kube::Config::incluster()
-            .context("not running in a cluster (no ServiceAccount mounted): pass --kubeconfig")?,
+        None if in_cluster && std::env::var_os("KUBECONFIG").is_none() => {
+            kube::Config::incluster().context(
+                "not running in a cluster (no ServiceAccount mounted): pass --kubeconfig or set KUBECONFIG",
+            )?
+        }
         None => kube::Config::infer()
             .await
             .context("no kubeconfig found ($KUBECONFIG, ~/.kube/config): pass --kubeconfig")?,
@@ -211,6 +254,8 @@ async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
         },
         maintenance_interval: Duration::from_secs(cli.maintenance_interval),
         orphan_grace: Duration::from_secs(cli.orphan_grace),
+        retry_start: cli.retry_interval_start.max(Duration::from_millis(10)),
+        retry_max: cli.retry_interval_max.max(cli.retry_interval_start),
     };
     let me = identity();
     let elector = cli.leader_elect.then(|| {
@@ -236,10 +281,14 @@ async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
             _ => std::future::pending::<()>().await,
         }
     };
+    metrics.health.became_leader();
+    metrics.set_leader(true);
     // Every line of the controllers names this replica, so logs show who acted.
     let replica = tracing::info_span!("replica", identity = %me);
     tokio::select! {
-        r = controller::run(client, settings, metrics).instrument(replica) => {
+        r = controller::run(client, settings, metrics.clone()).instrument(replica) => {
+            metrics.health.controllers_stopped();
+            metrics.set_leader(false);
             let Some(e) = &elector else { return Ok(r?) };
             if let Err(err) = &r {
                 tracing::error!(error = %err, "controllers failed");

@@ -1,20 +1,35 @@
-//! Prometheus metrics, in one struct, and the tiny HTTP endpoint that serves them.
+//! Prometheus metrics in one struct, the health state, and the HTTP endpoint (hyper) that
+//! serves `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Provisioning and deletion are counted under the names and labels of the sig-storage
+//! provisioner library (`controller_persistentvolumeclaim_provision_*`,
+//! `controller_persistentvolume_delete_*`), so dashboards built for kubernetes-csi's
+//! external-provisioner work unchanged. Our own `rbd_provisioner_*` metrics cover the rest.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
-    /// provision | delete | resize
+    /// provision | delete | resize | purge | orphan_collect
     pub operation: &'static str,
     /// success | error kind
     pub result: &'static str,
@@ -25,33 +40,152 @@ pub struct OpKind {
     pub operation: &'static str,
 }
 
+/// The sig-storage library's labels for provisioning.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProvisionLabels {
+    pub class: String,
+    /// The kind of the claim's data source ("" for an empty volume).
+    pub source: String,
+}
+
+/// The sig-storage library's labels for deletion.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeleteLabels {
+    pub class: String,
+}
+
+/// Prometheus' default buckets, which the sig-storage library uses.
+const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 pub struct Metrics {
     pub operations: Family<OpLabels, Counter>,
     pub duration: Family<OpKind, Histogram>,
+    provisioned: Family<ProvisionLabels, Counter>,
+    provision_failed: Family<ProvisionLabels, Counter>,
+    provision_duration: Family<ProvisionLabels, Histogram>,
+    deleted: Family<DeleteLabels, Counter>,
+    delete_failed: Family<DeleteLabels, Counter>,
+    delete_duration: Family<DeleteLabels, Histogram>,
+    leader: Gauge,
+    resident_memory: Gauge,
+    open_fds: Gauge,
+    threads: Gauge,
+    cpu_seconds: Counter<f64, AtomicU64>,
     registry: Registry,
+    /// What `/healthz` and `/readyz` report.
+    pub health: Health,
+}
+
+fn default_histogram() -> Histogram {
+    Histogram::new(DEFAULT_BUCKETS)
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("rbd_provisioner");
+        let mut registry = Registry::default();
         let operations = Family::<OpLabels, Counter>::default();
         let duration = Family::<OpKind, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
-        registry.register(
-            "operations",
-            "Volume operations by outcome",
-            operations.clone(),
-        );
-        registry.register(
-            "operation_duration_seconds",
-            "Duration of successful volume operations",
-            duration.clone(),
-        );
+        let provisioned = Family::<ProvisionLabels, Counter>::default();
+        let provision_failed = Family::<ProvisionLabels, Counter>::default();
+        let provision_duration =
+            Family::<ProvisionLabels, Histogram>::new_with_constructor(default_histogram);
+        let deleted = Family::<DeleteLabels, Counter>::default();
+        let delete_failed = Family::<DeleteLabels, Counter>::default();
+        let delete_duration =
+            Family::<DeleteLabels, Histogram>::new_with_constructor(default_histogram);
+        let (leader, resident_memory, open_fds, threads): (Gauge, Gauge, Gauge, Gauge) =
+            Default::default();
+        let cpu_seconds = Counter::<f64, AtomicU64>::default();
+        {
+            let c = registry.sub_registry_with_prefix("controller");
+            c.register(
+                "persistentvolumeclaim_provision",
+                "Total number of persistent volumes provisioned succesfully. Broken down by storage class name and source of the claim.",
+                provisioned.clone(),
+            );
+            c.register(
+                "persistentvolumeclaim_provision_failed",
+                "Total number of persistent volume provision failed attempts. Broken down by storage class name and source of the claim.",
+                provision_failed.clone(),
+            );
+            c.register(
+                "persistentvolumeclaim_provision_duration_seconds",
+                "Latency in seconds to provision persistent volumes. Failed provisioning attempts are ignored. Broken down by storage class name and source of the claim.",
+                provision_duration.clone(),
+            );
+            c.register(
+                "persistentvolume_delete",
+                "Total number of persistent volumes deleted succesfully. Broken down by storage class name.",
+                deleted.clone(),
+            );
+            c.register(
+                "persistentvolume_delete_failed",
+                "Total number of persistent volume delete failed attempts. Broken down by storage class name.",
+                delete_failed.clone(),
+            );
+            c.register(
+                "persistentvolume_delete_duration_seconds",
+                "Latency in seconds to delete persistent volumes. Failed deletion attempts are ignored. Broken down by storage class name.",
+                delete_duration.clone(),
+            );
+        }
+        {
+            let p = registry.sub_registry_with_prefix("process");
+            p.register(
+                "resident_memory_bytes",
+                "Resident memory size in bytes.",
+                resident_memory.clone(),
+            );
+            p.register(
+                "open_fds",
+                "Number of open file descriptors.",
+                open_fds.clone(),
+            );
+            p.register(
+                "cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                cpu_seconds.clone(),
+            );
+        }
+        {
+            let r = registry.sub_registry_with_prefix("rbd_provisioner");
+            r.register(
+                "operations",
+                "Volume operations (provision, delete, resize, purge, orphan_collect) by outcome",
+                operations.clone(),
+            );
+            r.register(
+                "operation_duration_seconds",
+                "Duration of successful volume operations",
+                duration.clone(),
+            );
+            r.register(
+                "leader",
+                "1 while this replica holds the leader Lease (or leader election is off)",
+                leader.clone(),
+            );
+            r.register("threads", "Threads of this process.", threads.clone());
+        }
         Metrics {
             operations,
             duration,
+            provisioned,
+            provision_failed,
+            provision_duration,
+            deleted,
+            delete_failed,
+            delete_duration,
+            leader,
+            resident_memory,
+            open_fds,
+            threads,
+            cpu_seconds,
             registry,
+            health: Health::default(),
         }
     }
 }
@@ -81,43 +215,217 @@ impl Metrics {
         }
     }
 
+    /// A provisioning attempt, under our name and the sig-storage library's.
+    pub fn provision(&self, class: &str, source: &str, result: Result<Duration, &'static str>) {
+        self.record("provision", result);
+        let labels = ProvisionLabels {
+            class: class.into(),
+            source: source.into(),
+        };
+        match result {
+            Ok(d) => {
+                self.provisioned.get_or_create(&labels).inc();
+                self.provision_duration
+                    .get_or_create(&labels)
+                    .observe(d.as_secs_f64());
+            }
+            Err(_) => {
+                self.provision_failed.get_or_create(&labels).inc();
+            }
+        }
+    }
+
+    /// A deletion attempt, under our name and the sig-storage library's.
+    pub fn delete(&self, class: &str, result: Result<Duration, &'static str>) {
+        self.record("delete", result);
+        let labels = DeleteLabels {
+            class: class.into(),
+        };
+        match result {
+            Ok(d) => {
+                self.deleted.get_or_create(&labels).inc();
+                self.delete_duration
+                    .get_or_create(&labels)
+                    .observe(d.as_secs_f64());
+            }
+            Err(_) => {
+                self.delete_failed.get_or_create(&labels).inc();
+            }
+        }
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     pub fn render(&self) -> String {
+        self.sample_process();
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// Reads this process' memory, descriptors, threads and CPU time from /proc.
+    fn sample_process(&self) {
+        let page = 4096i64;
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+            && let Some(rss) = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<i64>().ok())
+        {
+            self.resident_memory.set(rss * page);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+            && let Some((_, rest)) = stat.rsplit_once(')')
+        {
+            // Fields after the command: state is field 3, utime 14, stime 15, threads 20.
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+            if let Some(n) = num(20) {
+                self.threads.set(n as i64);
+            }
+            if let (Some(u), Some(s)) = (num(14), num(15)) {
+                // Clock ticks; 100 per second on Linux.
+                let total = (u + s) / 100.0;
+                let seen = self.cpu_seconds.get();
+                if total > seen {
+                    self.cpu_seconds.inc_by(total - seen);
+                }
+            }
+        }
+    }
 }
 
-/// Serves `/metrics` and `/healthz` over plain HTTP/1.1 (one request per connection).
+/// What the probes report. `/healthz`: the process is doing its job (it is waiting for
+/// leadership, or it leads and its controllers run). `/readyz`: it can serve (a standby is
+/// ready; a leader once its watches have listed everything).
+#[derive(Debug, Default)]
+pub struct Health {
+    leading: AtomicBool,
+    synced: AtomicBool,
+    stopped: AtomicBool,
+}
+
+impl Health {
+    pub fn became_leader(&self) {
+        self.leading.store(true, Ordering::Relaxed);
+    }
+
+    pub fn watches_synced(&self) {
+        self.synced.store(true, Ordering::Relaxed);
+    }
+
+    /// The controllers ended (a signal, or a failure): the process is about to exit.
+    pub fn controllers_stopped(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn healthy(&self) -> bool {
+        !self.stopped.load(Ordering::Relaxed)
+    }
+
+    pub fn ready(&self) -> bool {
+        self.healthy()
+            && (!self.leading.load(Ordering::Relaxed) || self.synced.load(Ordering::Relaxed))
+    }
+}
+
+fn respond(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        "/healthz" | "/livez" if metrics.health.healthy() => {
+            (StatusCode::OK, "text/plain", "ok\n".into())
+        }
+        "/healthz" | "/livez" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "controllers stopped\n".into(),
+        ),
+        "/readyz" if metrics.health.ready() => (StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "watches not synced yet\n".into(),
+        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Serves `/metrics`, `/healthz` (also `/livez`) and `/readyz` over HTTP/1.1.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics and /healthz");
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     loop {
-        let (mut sock, _) = listener.accept().await?;
+        let (stream, _) = listener.accept().await?;
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path {
-                "/metrics" => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                ),
-                "/healthz" | "/readyz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            let service = service_fn(move |req: Request<Incoming>| {
+                let r = respond(&metrics, req.uri().path());
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "metrics connection");
+            }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sig_storage_names_and_labels() {
+        let m = Metrics::default();
+        m.provision("fast", "", Ok(Duration::from_millis(30)));
+        m.provision("fast", "PersistentVolumeClaim", Err("ceph"));
+        m.delete("fast", Ok(Duration::from_millis(200)));
+        m.delete("fast", Err("in_use"));
+        let text = m.render();
+        for line in [
+            "controller_persistentvolumeclaim_provision_total{class=\"fast\",source=\"\"} 1",
+            "controller_persistentvolumeclaim_provision_failed_total{class=\"fast\",source=\"PersistentVolumeClaim\"} 1",
+            "controller_persistentvolumeclaim_provision_duration_seconds_bucket{le=\"0.05\",class=\"fast\",source=\"\"} 1",
+            "controller_persistentvolume_delete_total{class=\"fast\"} 1",
+            "controller_persistentvolume_delete_failed_total{class=\"fast\"} 1",
+            "controller_persistentvolume_delete_duration_seconds_bucket{le=\"0.25\",class=\"fast\"} 1",
+            "rbd_provisioner_operations_total{operation=\"provision\",result=\"success\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.contains("process_open_fds "), "{text}");
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
+    }
+
+    #[test]
+    fn probes() {
+        let h = Health::default();
+        assert!(h.healthy() && h.ready(), "a standby is healthy and ready");
+        h.became_leader();
+        assert!(h.healthy() && !h.ready(), "a leader is ready once synced");
+        h.watches_synced();
+        assert!(h.ready());
+        h.controllers_stopped();
+        assert!(!h.healthy() && !h.ready());
     }
 }

@@ -51,7 +51,7 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             let started = Instant::now();
             let r = delete(&pv, &target, &ctx).await;
             if r.is_ok() {
-                ctx.metrics.record("delete", Ok(started.elapsed()));
+                ctx.metrics.delete(class_of(&pv), Ok(started.elapsed()));
                 tracing::info!(pv = %name, image = %format!("{}/{}", target.pool, target.image), elapsed = ?started.elapsed(), "deleted volume");
             }
             r
@@ -81,7 +81,7 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             Ok(Action::requeue(Duration::from_secs(5)))
         }
         Err(e) => {
-            ctx.metrics.record("delete", Err(e.kind()));
+            ctx.metrics.delete(class_of(&pv), Err(e.kind()));
             ctx.events
                 .publish(
                     &regarding,
@@ -94,6 +94,13 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             Err(e)
         }
     }
+}
+
+fn class_of(pv: &PersistentVolume) -> &str {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref())
+        .unwrap_or("")
 }
 
 async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> Result<()> {

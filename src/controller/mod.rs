@@ -48,6 +48,9 @@ pub struct Settings {
     pub maintenance_interval: Duration,
     /// How old an image must be before it can be collected as an orphan.
     pub orphan_grace: Duration,
+    /// Retry delays after failures: the first, doubling up to the last.
+    pub retry_start: Duration,
+    pub retry_max: Duration,
 }
 
 /// Shared by every reconcile.
@@ -100,13 +103,9 @@ impl Context {
         }
     }
 
-    /// Waits until the volumes watch has listed every PV once. Polled in short rounds: a
-    /// single long wait on the store was seen to miss its wake-up.
+    /// Waits until the volumes watch has listed every PV once.
     async fn volumes_listed(&self) {
-        while tokio::time::timeout(Duration::from_millis(500), self.volumes.wait_until_ready())
-            .await
-            .is_err()
-        {}
+        wait_listed(self.volumes.clone()).await
     }
 
     /// Another PV (by uid) whose spec names this pool/image: a copy, or a hand-made static
@@ -212,7 +211,7 @@ impl Context {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = f.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
-        backoff_delay(*n)
+        backoff_delay(*n, self.settings.retry_start, self.settings.retry_max)
     }
 }
 
@@ -222,11 +221,13 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-pub fn backoff_delay(failures: u32) -> Duration {
-    let secs = 1u64
+/// `start`, doubled per failure after the first, capped at `max`: retries forever without
+/// flooding the API.
+pub fn backoff_delay(failures: u32, start: Duration, max: Duration) -> Duration {
+    let factor = 1u32
         .checked_shl(failures.saturating_sub(1))
-        .unwrap_or(u64::MAX);
-    Duration::from_secs(secs.min(300))
+        .unwrap_or(u32::MAX);
+    start.saturating_mul(factor).min(max)
 }
 
 fn claim_key(pvc: &PersistentVolumeClaim) -> String {
@@ -246,6 +247,19 @@ fn claim_error_policy(pvc: Arc<PersistentVolumeClaim>, err: &Error, ctx: Arc<Con
         error = %err, retry_in = ?delay, "provisioning failed"
     );
     Action::requeue(delay)
+}
+
+/// Waits until a watch's store has listed everything once. Polled in short rounds: a single
+/// long wait on the store was seen to miss its wake-up.
+async fn wait_listed<K>(store: Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
 }
 
 /// This Kubernetes cluster's identity for image stamps: the uid of `kube-system`, which no
@@ -294,11 +308,23 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
     let claims = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .with_config(ControllerConfig::default().concurrency(workers))
-    .shutdown_on_signal()
-    .run(provision::reconcile, claim_error_policy, ctx.clone())
-    .for_each(|_| futures::future::ready(()));
+    );
+    // /readyz: ready once claims, volumes and classes have all been listed.
+    let synced = {
+        let (ctx, claim_store) = (ctx.clone(), claims.store());
+        tokio::spawn(async move {
+            ctx.volumes_listed().await;
+            wait_listed(claim_store).await;
+            wait_listed(ctx.classes.clone()).await;
+            ctx.metrics.health.watches_synced();
+            tracing::info!("watches synced: claims, volumes and classes listed");
+        })
+    };
+    let claims = claims
+        .with_config(ControllerConfig::default().concurrency(workers))
+        .shutdown_on_signal()
+        .run(provision::reconcile, claim_error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
     let volumes = volumes
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
@@ -306,6 +332,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         .for_each(|_| futures::future::ready(()));
     futures::join!(claims, volumes);
     maintenance.abort();
+    synced.abort();
     tracing::info!("controllers stopped");
     Ok(())
 }
@@ -316,11 +343,16 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert_eq!(backoff_delay(1), Duration::from_secs(1));
-        assert_eq!(backoff_delay(2), Duration::from_secs(2));
-        assert_eq!(backoff_delay(5), Duration::from_secs(16));
-        assert_eq!(backoff_delay(9), Duration::from_secs(256));
-        assert_eq!(backoff_delay(10), Duration::from_secs(300));
-        assert_eq!(backoff_delay(1000), Duration::from_secs(300));
+        let b = |n| backoff_delay(n, Duration::from_secs(1), Duration::from_secs(300));
+        assert_eq!(b(1), Duration::from_secs(1));
+        assert_eq!(b(2), Duration::from_secs(2));
+        assert_eq!(b(5), Duration::from_secs(16));
+        assert_eq!(b(9), Duration::from_secs(256));
+        assert_eq!(b(10), Duration::from_secs(300));
+        assert_eq!(b(1000), Duration::from_secs(300));
+        let fast = |n| backoff_delay(n, Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(fast(1), Duration::from_millis(100));
+        assert_eq!(fast(4), Duration::from_millis(800));
+        assert_eq!(fast(5), Duration::from_secs(1));
     }
 }

@@ -69,11 +69,13 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         }
         ClaimAction::Provision => {
             let class = class.expect("decide() provisions only with a class");
+            let class_label = class.metadata.name.clone().unwrap_or_default();
             let started = Instant::now();
             let regarding = pvc.object_ref(&());
             match provision(&pvc, &class, &ctx).await {
                 Ok(Some(msg)) => {
-                    ctx.metrics.record("provision", Ok(started.elapsed()));
+                    ctx.metrics
+                        .provision(&class_label, source_kind(&pvc), Ok(started.elapsed()));
                     tracing::info!(claim = %claim_name(&pvc), elapsed = ?started.elapsed(), "{msg}");
                     ctx.events
                         .publish(
@@ -92,7 +94,8 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                     Ok(Action::await_change())
                 }
                 Err(e) => {
-                    ctx.metrics.record("provision", Err(e.kind()));
+                    ctx.metrics
+                        .provision(&class_label, source_kind(&pvc), Err(e.kind()));
                     ctx.events
                         .publish(
                             &regarding,
@@ -107,6 +110,14 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
             }
         }
     }
+}
+
+/// The `source` label of the sig-storage metrics: the kind of the claim's data source.
+fn source_kind(pvc: &PersistentVolumeClaim) -> &str {
+    let spec = pvc.spec.as_ref();
+    spec.and_then(|s| s.data_source_ref.as_ref().map(|r| r.kind.as_str()))
+        .or_else(|| spec.and_then(|s| s.data_source.as_ref().map(|d| d.kind.as_str())))
+        .unwrap_or("")
 }
 
 fn claim_name(pvc: &PersistentVolumeClaim) -> String {
