@@ -52,6 +52,12 @@ pub struct Cli {
     )]
     pub metrics_addr: String,
 
+    /// Provision a claim as soon as it exists when no existing volume could serve it, instead
+    /// of waiting for kube-controller-manager to hand it over (--early-provisioning=false to wait).
+    #[arg(long, env = "EARLY_PROVISIONING", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub early_provisioning: bool,
+
     /// First retry delay after a failed claim or volume; doubles up to --retry-interval-max.
     #[arg(long, env = "RETRY_INTERVAL_START", default_value = "1s", value_parser = crate::leader::parse_duration)]
     pub retry_interval_start: Duration,
@@ -254,6 +260,7 @@ async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
         },
         maintenance_interval: Duration::from_secs(cli.maintenance_interval),
         orphan_grace: Duration::from_secs(cli.orphan_grace),
+        early_provisioning: cli.early_provisioning,
         retry_start: cli.retry_interval_start.max(Duration::from_millis(10)),
         retry_max: cli.retry_interval_max.max(cli.retry_interval_start),
     };

@@ -1,6 +1,6 @@
 //! Which claims are ours, and what to do with each. Pure functions of Kubernetes objects.
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 
 pub const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
@@ -43,10 +43,13 @@ fn annotation<'a>(pvc: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> 
 }
 
 /// Decides what to do with `pvc`, given its StorageClass (if it exists) and our name.
+/// `early`: the caller allows provisioning before kube-controller-manager hands the claim
+/// over, and knows that no Available PersistentVolume could satisfy it ([`could_bind`]).
 pub fn decide(
     pvc: &PersistentVolumeClaim,
     class: Option<&StorageClass>,
     provisioner: &str,
+    early: bool,
 ) -> ClaimAction {
     if pvc.metadata.deletion_timestamp.is_some() {
         return ClaimAction::Ignore("claim is being deleted");
@@ -80,9 +83,14 @@ pub fn decide(
     if class.provisioner != provisioner {
         return ClaimAction::Ignore("StorageClass belongs to another provisioner");
     }
-    if handed.is_none() {
+    let selector = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .is_some();
+    if handed.is_none() && (!early || selector) {
         // kube-controller-manager sets the annotation once it finds no existing PV to bind;
-        // provisioning before that could race with a matching pre-existing volume.
+        // before that only a claim no Available PV could satisfy is safe to provision.
         return ClaimAction::Wait(
             "waiting for kube-controller-manager to hand the claim to this provisioner".into(),
         );
@@ -93,6 +101,60 @@ pub fn decide(
         return ClaimAction::Wait("waiting for the first consumer to be scheduled".into());
     }
     ClaimAction::Provision
+}
+
+/// Whether kube-controller-manager could bind `pvc` to the existing volume `pv` instead of
+/// asking for a new one: an Available PV of the same class, large enough, with the access
+/// modes and volume mode the claim asks for. (A PV pre-bound to another claim, or being
+/// deleted, cannot be chosen.)
+pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> bool {
+    let (Some(c), Some(v)) = (pvc.spec.as_ref(), pv.spec.as_ref()) else {
+        return false;
+    };
+    if pv.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
+    let free = match &v.claim_ref {
+        None => true,
+        Some(r) => {
+            r.name.as_deref() == pvc.metadata.name.as_deref()
+                && r.namespace.as_deref() == pvc.metadata.namespace.as_deref()
+                && r.uid
+                    .as_deref()
+                    .is_none_or(|u| Some(u) == pvc.metadata.uid.as_deref())
+        }
+    };
+    if !free || !matches!(phase, None | Some("Available") | Some("Pending")) {
+        return false;
+    }
+    if v.storage_class_name.as_deref().unwrap_or("") != class_name(pvc).unwrap_or("") {
+        return false;
+    }
+    let mode = |m: Option<&String>| m.map_or("Filesystem", |m| m.as_str()).to_string();
+    if mode(c.volume_mode.as_ref()) != mode(v.volume_mode.as_ref()) {
+        return false;
+    }
+    let wanted = c.access_modes.clone().unwrap_or_default();
+    let offered = v.access_modes.clone().unwrap_or_default();
+    if !wanted.iter().all(|m| offered.contains(m)) {
+        return false;
+    }
+    let bytes = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.and_then(|q| crate::quantity::to_bytes(&q.0).ok())
+    };
+    let request = bytes(
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage")),
+    );
+    let capacity = bytes(v.capacity.as_ref().and_then(|c| c.get("storage")));
+    match (request, capacity) {
+        (Some(r), Some(c)) => c >= r,
+        // Unknown sizes: assume it might match, and wait for the hand-over.
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +202,7 @@ mod tests {
     fn beta_annotation_alone_is_enough() {
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
         assert_eq!(
-            decide(&c, Some(&class(ME, None)), ME),
+            decide(&c, Some(&class(ME, None)), ME, false),
             ClaimAction::Provision
         );
     }
@@ -149,7 +211,7 @@ mod tests {
     fn ga_annotation_alone_is_enough() {
         let c = claim(&[(ANN_STORAGE_PROVISIONER, ME)]);
         assert_eq!(
-            decide(&c, Some(&class(ME, None)), ME),
+            decide(&c, Some(&class(ME, None)), ME, false),
             ClaimAction::Provision
         );
     }
@@ -158,7 +220,7 @@ mod tests {
     fn waits_for_the_handover() {
         let c = claim(&[]);
         assert!(matches!(
-            decide(&c, Some(&class(ME, None)), ME),
+            decide(&c, Some(&class(ME, None)), ME, false),
             ClaimAction::Wait(_)
         ));
     }
@@ -167,18 +229,18 @@ mod tests {
     fn other_provisioner() {
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, "kubernetes.io/rbd")]);
         assert!(matches!(
-            decide(&c, Some(&class("kubernetes.io/rbd", None)), ME),
+            decide(&c, Some(&class("kubernetes.io/rbd", None)), ME, false),
             ClaimAction::Ignore(_)
         ));
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
         assert!(matches!(
-            decide(&c, Some(&class("other", None)), ME),
+            decide(&c, Some(&class("other", None)), ME, false),
             ClaimAction::Ignore(_)
         ));
         // Handed to someone else even though the class says us: theirs.
         let c = claim(&[(ANN_STORAGE_PROVISIONER, "x")]);
         assert!(matches!(
-            decide(&c, Some(&class(ME, None)), ME),
+            decide(&c, Some(&class(ME, None)), ME, false),
             ClaimAction::Ignore(_)
         ));
     }
@@ -187,11 +249,16 @@ mod tests {
     fn custom_name() {
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, "example.com/rbd")]);
         assert_eq!(
-            decide(&c, Some(&class("example.com/rbd", None)), "example.com/rbd"),
+            decide(
+                &c,
+                Some(&class("example.com/rbd", None)),
+                "example.com/rbd",
+                false
+            ),
             ClaimAction::Provision
         );
         assert!(matches!(
-            decide(&c, Some(&class("example.com/rbd", None)), ME),
+            decide(&c, Some(&class("example.com/rbd", None)), ME, false),
             ClaimAction::Ignore(_)
         ));
     }
@@ -200,7 +267,7 @@ mod tests {
     fn wait_for_first_consumer() {
         let k = class(ME, Some("WaitForFirstConsumer"));
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
-        match decide(&c, Some(&k), ME) {
+        match decide(&c, Some(&k), ME, false) {
             ClaimAction::Wait(why) => assert!(why.contains("first consumer")),
             other => panic!("{other:?}"),
         }
@@ -208,10 +275,10 @@ mod tests {
             (ANN_STORAGE_PROVISIONER_BETA, ME),
             (ANN_SELECTED_NODE, "node-1"),
         ]);
-        assert_eq!(decide(&c, Some(&k), ME), ClaimAction::Provision);
+        assert_eq!(decide(&c, Some(&k), ME, false), ClaimAction::Provision);
         let k = class(ME, Some("Immediate"));
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
-        assert_eq!(decide(&c, Some(&k), ME), ClaimAction::Provision);
+        assert_eq!(decide(&c, Some(&k), ME, false), ClaimAction::Provision);
     }
 
     #[test]
@@ -219,7 +286,7 @@ mod tests {
         let mut c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
         c.spec.as_mut().unwrap().volume_name = Some("pvc-1".into());
         assert!(matches!(
-            decide(&c, Some(&class(ME, None)), ME),
+            decide(&c, Some(&class(ME, None)), ME, false),
             ClaimAction::Ignore(_)
         ));
 
@@ -229,14 +296,14 @@ mod tests {
             ..Default::default()
         });
         assert!(matches!(
-            decide(&c, Some(&class(ME, None)), ME),
+            decide(&c, Some(&class(ME, None)), ME, false),
             ClaimAction::Ignore(_)
         ));
 
         let mut c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
         c.metadata.deletion_timestamp = Some(Time(Default::default()));
         assert!(matches!(
-            decide(&c, Some(&class(ME, None)), ME),
+            decide(&c, Some(&class(ME, None)), ME, false),
             ClaimAction::Ignore(_)
         ));
     }
@@ -244,12 +311,12 @@ mod tests {
     #[test]
     fn missing_class() {
         let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
-        match decide(&c, None, ME) {
+        match decide(&c, None, ME, false) {
             ClaimAction::Wait(why) => assert!(why.contains("ceph-rbd")),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            decide(&claim(&[]), None, ME),
+            decide(&claim(&[]), None, ME, false),
             ClaimAction::Ignore(_)
         ));
     }
@@ -263,8 +330,96 @@ mod tests {
         c.spec.as_mut().unwrap().storage_class_name = Some(String::new());
         assert_eq!(class_name(&c), None);
         assert!(matches!(
-            decide(&c, Some(&class(ME, None)), ME),
+            decide(&c, Some(&class(ME, None)), ME, false),
             ClaimAction::Ignore(_)
         ));
+    }
+
+    #[test]
+    fn early_provisioning_only_when_nothing_else_could_serve_the_claim() {
+        let c = claim(&[]);
+        let k = class(ME, None);
+        assert!(matches!(
+            decide(&c, Some(&k), ME, false),
+            ClaimAction::Wait(_)
+        ));
+        assert_eq!(decide(&c, Some(&k), ME, true), ClaimAction::Provision);
+        // Another provisioner's class: never early.
+        assert!(matches!(
+            decide(&c, Some(&class("other", None)), ME, true),
+            ClaimAction::Ignore(_)
+        ));
+        // WaitForFirstConsumer still waits for the node.
+        let wffc = class(ME, Some("WaitForFirstConsumer"));
+        match decide(&c, Some(&wffc), ME, true) {
+            ClaimAction::Wait(why) => assert!(why.contains("first consumer"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A selector asks for a particular existing volume: leave it to the binder.
+        let mut sel = claim(&[]);
+        sel.spec.as_mut().unwrap().selector = Some(Default::default());
+        assert!(matches!(
+            decide(&sel, Some(&k), ME, true),
+            ClaimAction::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn which_volumes_could_bind_a_claim() {
+        use k8s_openapi::api::core::v1::{
+            ObjectReference, PersistentVolumeSpec, PersistentVolumeStatus,
+            VolumeResourceRequirements,
+        };
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let mut c = claim(&[]);
+        let spec = c.spec.as_mut().unwrap();
+        spec.access_modes = Some(vec!["ReadWriteOnce".into()]);
+        spec.resources = Some(VolumeResourceRequirements {
+            requests: Some([("storage".to_string(), Quantity("1Gi".into()))].into()),
+            ..Default::default()
+        });
+        let pv = |class: &str, size: &str, modes: &[&str]| PersistentVolume {
+            metadata: ObjectMeta::default(),
+            spec: Some(PersistentVolumeSpec {
+                storage_class_name: Some(class.into()),
+                capacity: Some([("storage".to_string(), Quantity(size.into()))].into()),
+                access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
+                ..Default::default()
+            }),
+            status: Some(PersistentVolumeStatus {
+                phase: Some("Available".into()),
+                ..Default::default()
+            }),
+        };
+        assert!(could_bind(&c, &pv("ceph-rbd", "2Gi", &["ReadWriteOnce"])));
+        assert!(could_bind(
+            &c,
+            &pv("ceph-rbd", "1Gi", &["ReadWriteOnce", "ReadOnlyMany"])
+        ));
+        assert!(
+            !could_bind(&c, &pv("ceph-rbd", "512Mi", &["ReadWriteOnce"])),
+            "too small"
+        );
+        assert!(
+            !could_bind(&c, &pv("other", "2Gi", &["ReadWriteOnce"])),
+            "other class"
+        );
+        assert!(
+            !could_bind(&c, &pv("ceph-rbd", "2Gi", &["ReadOnlyMany"])),
+            "modes"
+        );
+        let mut bound = pv("ceph-rbd", "2Gi", &["ReadWriteOnce"]);
+        bound.status.as_mut().unwrap().phase = Some("Bound".into());
+        assert!(!could_bind(&c, &bound));
+        let mut taken = pv("ceph-rbd", "2Gi", &["ReadWriteOnce"]);
+        taken.spec.as_mut().unwrap().claim_ref = Some(ObjectReference {
+            name: Some("someone-else".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        });
+        assert!(!could_bind(&c, &taken), "pre-bound to another claim");
+        let mut block = pv("ceph-rbd", "2Gi", &["ReadWriteOnce"]);
+        block.spec.as_mut().unwrap().volume_mode = Some("Block".into());
+        assert!(!could_bind(&c, &block), "volume mode");
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
@@ -48,6 +48,9 @@ pub struct Settings {
     pub maintenance_interval: Duration,
     /// How old an image must be before it can be collected as an orphan.
     pub orphan_grace: Duration,
+    /// Provision claims no existing volume could serve without waiting for
+    /// kube-controller-manager's hand-over.
+    pub early_provisioning: bool,
     /// Retry delays after failures: the first, doubling up to the last.
     pub retry_start: Duration,
     pub retry_max: Duration,
@@ -101,6 +104,22 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             swept: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether the volumes watch has listed every PV once (without waiting).
+    fn volumes_ready(&self) -> bool {
+        self.volumes
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|r| r.is_ok())
+    }
+
+    /// Whether some existing PV could be bound to this claim by kube-controller-manager.
+    fn volume_could_bind(&self, pvc: &PersistentVolumeClaim) -> bool {
+        self.volumes
+            .state()
+            .iter()
+            .any(|pv| crate::claim::could_bind(pvc, pv))
     }
 
     /// Waits until the volumes watch has listed every PV once.

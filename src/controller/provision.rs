@@ -40,7 +40,17 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         ctx.succeeded(&key);
         return Ok(Action::await_change());
     }
-    match claim::decide(&pvc, class.as_ref(), &ctx.settings.provisioner) {
+    // Early (before kube-controller-manager's hand-over) only when no Available volume could
+    // serve the claim instead; the volumes watch must have listed them all to know that.
+    let early = ctx.settings.early_provisioning
+        && claim::handed_to(&pvc).is_none()
+        && class
+            .as_ref()
+            .is_some_and(|c| c.provisioner == ctx.settings.provisioner)
+        && ctx.volumes_ready()
+        && !ctx.volume_could_bind(&pvc);
+    tracing::trace!(claim = %claim_name(&pvc), handed = ?claim::handed_to(&pvc), early, "claim");
+    match claim::decide(&pvc, class.as_ref(), &ctx.settings.provisioner, early) {
         ClaimAction::Ignore(why) => {
             tracing::trace!(claim = %claim_name(&pvc), why, "ignored");
             ctx.succeeded(&key);
@@ -68,6 +78,9 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
             Ok(Action::await_change())
         }
         ClaimAction::Provision => {
+            if early {
+                tracing::info!(claim = %claim_name(&pvc), "provisioning before kube-controller-manager's hand-over: no existing volume could serve the claim");
+            }
             let class = class.expect("decide() provisions only with a class");
             let class_label = class.metadata.name.clone().unwrap_or_default();
             let started = Instant::now();

@@ -1,0 +1,224 @@
+//! Provisioning before kube-controller-manager's hand-over, where it is safe: only when no
+//! existing volume could serve the claim. On the real bed; images checked with the `rbd` CLI.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+const EARLY_LINE: &str = "provisioning before kube-controller-manager's hand-over";
+/// Logged once the provisioner has listed every claim, volume and class.
+const SYNCED: &str = "watches synced";
+
+fn rbd_ls(bed: &Bed, pool: &str) -> Vec<String> {
+    let out = Command::new("rbd")
+        .arg("-c")
+        .arg(bed.dir.join("ceph/ceph.conf"))
+        .args(["ls", pool])
+        .output()
+        .expect("run rbd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until the provisioner has listed everything and worked through what it found at
+/// start (its log quiet for a moment), so that a claim created now is seen at once, before
+/// kube-controller-manager's hand-over ~50 ms later.
+async fn settled(p: &Provisioner) {
+    wait_log(p, SYNCED).await;
+    let mut last = p.logs().len();
+    wait_for("the provisioner's start-up work done", T, || {
+        let now = p.logs().len();
+        let quiet = now == last;
+        last = now;
+        async move { quiet.then_some(()) }
+    })
+    .await;
+}
+
+async fn wait_log(p: &Provisioner, needle: &str) {
+    wait_for(
+        &format!("{needle:?} in the provisioner's log"),
+        T,
+        || async { p.logs().contains(needle).then_some(()) },
+    )
+    .await;
+}
+
+/// A claim no existing volume could serve is provisioned as soon as the provisioner sees it.
+/// kube-controller-manager hands claims over some 50 ms after they are created; on a busy
+/// machine its hand-over can still win the race, so up to five claims are tried, one at a
+/// time, and at least one must have been provisioned before it.
+#[tokio::test]
+async fn a_claim_nothing_else_could_serve_is_provisioned_at_once() {
+    let c = Scenario::new("early").await;
+    let class = c.class("fast", &[], json!({})).await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        settled(&c.prov).await;
+        let name = format!("data-{i}");
+        let (claim, uid) = c.bound(&class, &name, "64Mi").await;
+        assert!(rbd_ls(&c.bed, "kube").contains(&format!("kubernetes-dynamic-pvc-{uid}")));
+        made.push(claim);
+        let needle = format!("{}/{name}", c.ns);
+        if c.prov
+            .logs()
+            .lines()
+            .any(|l| l.contains(EARLY_LINE) && l.contains(&needle))
+        {
+            break;
+        }
+    }
+    assert!(
+        c.prov.logs().contains(EARLY_LINE),
+        "none of {} claims was provisioned before the hand-over:\n{}",
+        made.len(),
+        c.prov.logs()
+    );
+    let refs: Vec<_> = made.iter().collect();
+    cleanup(&c.bed, &c.admin, &c.ns, &refs, &["kube"]).await;
+}
+
+#[tokio::test]
+async fn with_early_provisioning_off_the_claim_waits_for_the_hand_over() {
+    let name = format!("{}.test/rbd", unique("late"));
+    let c = Scenario::serving("late", &name, &[("EARLY_PROVISIONING", "false")]).await;
+    let class = c.class("fast", &[], json!({})).await;
+    settled(&c.prov).await;
+    let (claim, _uid) = c.bound(&class, "data", "64Mi").await;
+    assert!(!c.prov.logs().contains(EARLY_LINE), "{}", c.prov.logs());
+    cleanup(&c.bed, &c.admin, &c.ns, &[&claim], &["kube"]).await;
+}
+
+/// kube-controller-manager would bind a claim to a matching Available volume instead of
+/// asking for a new one: then the provisioner must wait for the hand-over, which never
+/// comes, and create nothing.
+#[tokio::test]
+async fn a_matching_available_volume_is_left_to_the_binder() {
+    let c = Scenario::new("static").await;
+    let class = c
+        .class("fast", &[], json!({"reclaimPolicy": "Retain"}))
+        .await;
+    settled(&c.prov).await;
+    let static_name = unique("static-pv");
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": static_name},
+        "spec": {
+            "capacity": {"storage": "128Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": class,
+            "rbd": {"monitors": [c.bed.monitors], "pool": "kube", "image": unique("hand-made"), "user": "kube"},
+        }
+    }))
+    .unwrap();
+    c.pvs().create(&PostParams::default(), &pv).await.unwrap();
+    // Wait until the provisioner's volume watch has seen it.
+    wait_for("the static PV Available", T, || async {
+        let p = c.pvs().get(&static_name).await.ok()?;
+        (p.status?.phase.as_deref() == Some("Available")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let claim = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    let uid = uid_of(&claim);
+    let bound = wait_bound(&c.admin, &c.ns, "data", T).await;
+    assert_eq!(
+        bound.spec.unwrap().volume_name.as_deref(),
+        Some(static_name.as_str()),
+        "the claim binds to the existing volume"
+    );
+    wait_log(&c.prov, &format!("{}/data", c.ns)).await;
+    assert!(!c.prov.logs().contains(EARLY_LINE), "{}", c.prov.logs());
+    assert!(
+        !rbd_ls(&c.bed, "kube").contains(&format!("kubernetes-dynamic-pvc-{uid}")),
+        "no image was made for a claim an existing volume serves"
+    );
+    assert!(
+        c.pvs()
+            .get_opt(&format!("pvc-{uid}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    c.pvcs()
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    c.pvs()
+        .delete(&static_name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// The claim goes while its early provisioning runs (stalled between image and PV): nothing
+/// is left behind.
+#[tokio::test]
+async fn a_claim_deleted_during_early_provisioning_leaves_nothing() {
+    let name = format!("{}.test/rbd", unique("gone"));
+    let c = Scenario::serving(
+        "gone",
+        &name,
+        &[("RBD_PROVISIONER_FAILPOINT", "sleep-after-image-create")],
+    )
+    .await;
+    let class = c.class("fast", &[], json!({})).await;
+    settled(&c.prov).await;
+    let claim = claim(
+        &c.admin,
+        &c.ns,
+        "data",
+        &class,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    let uid = uid_of(&claim);
+    wait_log(&c.prov, "failpoint sleep-after-image-create").await;
+    c.pvcs()
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_log(
+        &c.prov,
+        "claim deleted during provisioning; removing its image",
+    )
+    .await;
+    let image = format!("kubernetes-dynamic-pvc-{uid}");
+    wait_for("the image removed", T, || async {
+        (!rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
+    })
+    .await;
+    assert!(
+        c.pvs()
+            .get_opt(&format!("pvc-{uid}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
