@@ -68,7 +68,10 @@ pub fn made_by_old_provisioner(pv: &PersistentVolume) -> bool {
     ann(pv, ANN_LEGACY_IDENTITY).is_some()
 }
 
-pub fn decide(pv: &PersistentVolume, provisioner: &str) -> VolumeAction {
+/// What to do with a PV. `claim_gone`: the claim its `claimRef` names no longer exists (by
+/// uid), so a Bound volume is as good as Released: it is deleted at once rather than after
+/// kube-controller-manager's status write.
+pub fn decide(pv: &PersistentVolume, provisioner: &str, claim_gone: bool) -> VolumeAction {
     if ann(pv, ANN_PROVISIONED_BY) != Some(provisioner) {
         return VolumeAction::Ignore("not provisioned by us");
     }
@@ -92,6 +95,7 @@ pub fn decide(pv: &PersistentVolume, provisioner: &str) -> VolumeAction {
     }
     match phase {
         Some("Released") | Some("Failed") => {}
+        Some("Bound") if claim_gone => {}
         // Deleted by hand before it was ever bound: nothing else will use the image.
         Some("Available") | Some("Pending") | None if deleting => {}
         _ => return VolumeAction::Ignore("volume is in use or not yet released"),
@@ -333,7 +337,7 @@ mod tests {
 
     #[test]
     fn released_delete_volume_is_deleted_without_the_class() {
-        match decide(&ours("Delete", "Released"), ME) {
+        match decide(&ours("Delete", "Released"), ME, false) {
             VolumeAction::Delete(t) => {
                 assert_eq!(t.pool, "kube");
                 assert_eq!(t.image, "kubernetes-dynamic-pvc-1");
@@ -352,7 +356,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            decide(&ours("Delete", "Failed"), ME),
+            decide(&ours("Delete", "Failed"), ME, false),
             VolumeAction::Delete(_)
         ));
     }
@@ -360,59 +364,76 @@ mod tests {
     #[test]
     fn bound_or_available_volumes_stay() {
         assert!(matches!(
-            decide(&ours("Delete", "Bound"), ME),
+            decide(&ours("Delete", "Bound"), ME, false),
             VolumeAction::Ignore(_)
         ));
         assert!(matches!(
-            decide(&ours("Delete", "Available"), ME),
+            decide(&ours("Delete", "Available"), ME, false),
             VolumeAction::Ignore(_)
         ));
         // `kubectl delete pv` on a bound volume: pv-protection holds it, and so do we.
         let mut pv = ours("Delete", "Bound");
         pv.metadata.deletion_timestamp = Some(Time(Default::default()));
-        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Ignore(_)));
         // ... but one deleted before it was ever bound is ours to clean up.
         let mut pv = ours("Delete", "Available");
         pv.metadata.deletion_timestamp = Some(Time(Default::default()));
-        assert!(matches!(decide(&pv, ME), VolumeAction::Delete(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Delete(_)));
+    }
+
+    #[test]
+    fn a_bound_volume_whose_claim_is_gone_is_deleted_at_once() {
+        assert!(matches!(
+            decide(&ours("Delete", "Bound"), ME, true),
+            VolumeAction::Delete(_)
+        ));
+        assert!(matches!(
+            decide(&ours("Delete", "Bound"), ME, false),
+            VolumeAction::Ignore(_)
+        ));
+        // Retain stays Retain whatever happened to the claim.
+        assert_eq!(
+            decide(&ours("Retain", "Bound"), ME, true),
+            VolumeAction::RemoveFinalizer
+        );
     }
 
     #[test]
     fn done_once_our_finalizer_is_gone() {
         let mut pv = ours("Delete", "Released");
         pv.metadata.deletion_timestamp = Some(Time(Default::default()));
-        assert!(matches!(decide(&pv, ME), VolumeAction::Delete(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Delete(_)));
         pv.metadata.finalizers = Some(vec!["kubernetes.io/pv-protection".into()]);
-        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Ignore(_)));
     }
 
     #[test]
     fn retain_is_never_deleted_and_loses_our_finalizer() {
         assert_eq!(
-            decide(&ours("Retain", "Released"), ME),
+            decide(&ours("Retain", "Released"), ME, false),
             VolumeAction::RemoveFinalizer
         );
         let mut pv = ours("Retain", "Released");
         pv.metadata.finalizers = None;
-        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Ignore(_)));
     }
 
     #[test]
     fn other_provisioners_volumes_are_ignored() {
         assert!(matches!(
-            decide(&ours("Delete", "Released"), "other.io/rbd"),
+            decide(&ours("Delete", "Released"), "other.io/rbd", false),
             VolumeAction::Ignore(_)
         ));
         let mut pv = ours("Delete", "Released");
         pv.metadata.annotations = None;
-        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Ignore(_)));
     }
 
     #[test]
     fn legacy_volumes_take_credentials_from_their_class() {
         let pv = legacy("Released");
         assert!(is_legacy(&pv));
-        match decide(&pv, ME) {
+        match decide(&pv, ME, false) {
             VolumeAction::Delete(t) => {
                 assert_eq!(t.pool, "kube");
                 assert_eq!(
@@ -426,7 +447,7 @@ mod tests {
         }
         let mut pv = legacy("Released");
         pv.spec.as_mut().unwrap().rbd.as_mut().unwrap().pool = None;
-        match decide(&pv, ME) {
+        match decide(&pv, ME, false) {
             VolumeAction::Delete(t) => {
                 assert_eq!(t.pool, "rbd", "the old provisioner's default pool")
             }
@@ -434,10 +455,10 @@ mod tests {
         }
         let mut pv = legacy("Released");
         pv.spec.as_mut().unwrap().storage_class_name = None;
-        assert!(matches!(decide(&pv, ME), VolumeAction::Broken(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Broken(_)));
         let mut pv = legacy("Released");
         pv.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Retain".into());
-        assert!(matches!(decide(&pv, ME), VolumeAction::Ignore(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Ignore(_)));
     }
 
     #[test]
@@ -451,7 +472,7 @@ mod tests {
             volume_attributes: Some(BTreeMap::from([("pool".into(), "kube".into())])),
             ..Default::default()
         });
-        match decide(&pv, ME) {
+        match decide(&pv, ME, false) {
             VolumeAction::Delete(t) => {
                 assert_eq!(
                     (t.pool.as_str(), t.image.as_str()),
@@ -472,7 +493,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(ANN_IMAGE.into(), "kubernetes-dynamic-pvc-victim".into());
-        match decide(&pv, ME) {
+        match decide(&pv, ME, false) {
             VolumeAction::Broken(why) => assert!(why.contains("edited"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -482,20 +503,20 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(ANN_POOL.into(), "other".into());
-        assert!(matches!(decide(&pv, ME), VolumeAction::Broken(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Broken(_)));
         let mut pv = ours("Delete", "Released");
         pv.metadata
             .annotations
             .as_mut()
             .unwrap()
             .insert(ANN_MONITORS.into(), "10.9.9.9:6789".into());
-        assert!(matches!(decide(&pv, ME), VolumeAction::Broken(_)));
+        assert!(matches!(decide(&pv, ME, false), VolumeAction::Broken(_)));
         // Without our annotations the spec alone decides.
         let mut pv = ours("Delete", "Released");
         for k in [ANN_IMAGE, ANN_POOL, ANN_MONITORS] {
             pv.metadata.annotations.as_mut().unwrap().remove(k);
         }
-        match decide(&pv, ME) {
+        match decide(&pv, ME, false) {
             VolumeAction::Delete(t) => {
                 assert_eq!(
                     (t.pool.as_str(), t.image.as_str()),
@@ -512,7 +533,7 @@ mod tests {
         // Same spec (another claim's image), another name: a copy.
         let mut pv = ours("Delete", "Released");
         pv.metadata.name = Some("pvc-2".into());
-        match decide(&pv, ME) {
+        match decide(&pv, ME, false) {
             VolumeAction::Broken(why) => {
                 assert!(why.contains("kubernetes-dynamic-pvc-2"), "{why}")
             }

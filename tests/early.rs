@@ -222,3 +222,41 @@ async fn a_claim_deleted_during_early_provisioning_leaves_nothing() {
             .is_none()
     );
 }
+
+/// Once a claim is gone its Delete-policy volume is deleted at once, without waiting for
+/// kube-controller-manager to mark it Released. The binder also reacts to the deletion, so
+/// a burst of five claims is deleted and at least one must have gone the early way.
+#[tokio::test]
+async fn a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released() {
+    let c = Scenario::new("gonepv").await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let mut uids = Vec::new();
+    for i in 0..5 {
+        let (_claim, uid) = c.bound(&class, &format!("data-{i}"), "64Mi").await;
+        uids.push(uid);
+    }
+    for i in 0..5 {
+        c.pvcs()
+            .delete(&format!("data-{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for uid in &uids {
+        c.wait_pv_gone(uid).await;
+        let image = format!("kubernetes-dynamic-pvc-{uid}");
+        assert!(!rbd_ls(&c.bed, "kube").contains(&image));
+    }
+    let early: Vec<_> = c
+        .prov
+        .logs()
+        .lines()
+        .filter(|l| l.contains("its claim is gone: deleting without waiting"))
+        .map(str::to_string)
+        .collect();
+    assert!(!early.is_empty(), "{}", c.prov.logs());
+    for l in &early {
+        assert!(uids.iter().any(|u| l.contains(u.as_str())), "{l}");
+    }
+}

@@ -582,7 +582,9 @@ async fn a_trashed_clone_does_not_pin_its_source() {
 #[tokio::test]
 async fn audit_reports_leaks_read_only() {
     let c = Scenario::new("audit").await;
-    let class = c.class("keep", &[], json!({})).await;
+    let class = c
+        .class("keep", &[], json!({"reclaimPolicy": "Retain"}))
+        .await;
     // A PV of ours whose image someone removed by hand.
     let (_a, a_uid) = c.bound(&class, "lost", "64Mi").await;
     let lost_image = format!("kubernetes-dynamic-pvc-{a_uid}");

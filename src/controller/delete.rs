@@ -31,7 +31,22 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     let name = pv.metadata.name.clone().unwrap_or_default();
     let key = pv.metadata.uid.clone().unwrap_or_default();
     let regarding = pv.object_ref(&());
-    let outcome = match reclaim::decide(&pv, &ctx.settings.provisioner) {
+    // A Bound volume of ours whose claim is gone needs no status write from
+    // kube-controller-manager before its image goes (unless early paths are off).
+    let bound = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let claim_gone = ctx.settings.early_provisioning
+        && bound
+        && crate::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
+        && pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+            == Some("Delete")
+        && ctx.claim_gone(&pv).await;
+    if claim_gone {
+        tracing::info!(pv = %name, "its claim is gone: deleting without waiting for the volume to be marked Released");
+    }
+    let outcome = match reclaim::decide(&pv, &ctx.settings.provisioner, claim_gone) {
         VolumeAction::Ignore(_) => {
             ctx.succeeded(&key);
             return Ok(Action::await_change());

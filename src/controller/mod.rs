@@ -71,6 +71,8 @@ pub struct Context {
     classes: Store<StorageClass>,
     /// PersistentVolumes, from the volumes controller's watch.
     volumes: Store<PersistentVolume>,
+    /// Claims, from the claims controller's watch.
+    claims: Store<PersistentVolumeClaim>,
     /// Who we are, as stamped on images.
     pub instance: Instance,
     /// One operation at a time per image (cloning from it vs deleting it).
@@ -87,11 +89,13 @@ impl Context {
         metrics: Arc<Metrics>,
         classes: Store<StorageClass>,
         volumes: Store<PersistentVolume>,
+        claims: Store<PersistentVolumeClaim>,
         instance: Instance,
     ) -> Context {
         Context {
             classes,
             volumes,
+            claims,
             instance,
             locks: locks::ImageLocks::default(),
             purger: purge::Purger::start(metrics.clone()),
@@ -112,6 +116,41 @@ impl Context {
             .wait_until_ready()
             .now_or_never()
             .is_some_and(|r| r.is_ok())
+    }
+
+    /// Whether the claim a Bound PV names is gone: not in the claims watch with that uid, and
+    /// the API server (not a cache) agrees. Unknown (watch not listed yet, API error) is
+    /// "not gone".
+    async fn claim_gone(&self, pv: &PersistentVolume) -> bool {
+        let Some(r) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+            return false;
+        };
+        let (Some(ns), Some(name), Some(uid)) = (&r.namespace, &r.name, &r.uid) else {
+            return false;
+        };
+        let listed = self
+            .claims
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|r| r.is_ok());
+        if !listed {
+            return false;
+        }
+        let cached = self
+            .claims
+            .get(&ObjectRef::new(name).within(ns))
+            .is_some_and(|c| c.metadata.uid.as_ref() == Some(uid));
+        if cached {
+            return false;
+        }
+        match Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+        {
+            Ok(None) => true,
+            Ok(Some(c)) => c.metadata.uid.as_ref() != Some(uid),
+            Err(_) => false,
+        }
     }
 
     /// Whether some existing PV could be bound to this claim by kube-controller-manager.
@@ -315,19 +354,20 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default(),
     );
+    let claims = Controller::new(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
         metrics,
         classes,
         volumes.store(),
+        claims.store(),
         instance,
     ));
     let maintenance = tokio::spawn(maintain::run(ctx.clone()));
-    let claims = Controller::new(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        watcher::Config::default(),
-    );
     // /readyz: ready once claims, volumes and classes have all been listed.
     let synced = {
         let (ctx, claim_store) = (ctx.clone(), claims.store());
@@ -344,7 +384,22 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         .shutdown_on_signal()
         .run(provision::reconcile, claim_error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
+    let early = ctx.settings.early_provisioning;
     let volumes = volumes
+        // A claim's deletion wakes its volume at once, rather than after
+        // kube-controller-manager marks it Released.
+        .watches(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default(),
+            move |pvc: PersistentVolumeClaim| {
+                let pv = pvc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.volume_name.clone())
+                    .filter(|v| !v.is_empty() && early);
+                pv.map(|v| ObjectRef::<PersistentVolume>::new(&v))
+            },
+        )
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
         .run(delete::reconcile, volume_error_policy, ctx.clone())

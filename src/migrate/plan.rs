@@ -1325,7 +1325,7 @@ mod tests {
             phase: Some("Released".into()),
             ..Default::default()
         });
-        match decide(&new, LEGACY_PROVISIONER) {
+        match decide(&new, LEGACY_PROVISIONER, false) {
             VolumeAction::Delete(t) => {
                 assert_eq!((t.pool.as_str(), t.image.as_str()), ("kube", LEGACY_IMAGE));
                 assert_eq!(t.monitors, vec!["10.0.0.1:6789", "10.0.0.2:6789"]);
