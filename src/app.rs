@@ -18,7 +18,9 @@ use crate::params::Flavor;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Kubernetes external provisioner for Ceph RBD volumes, through librbd"
+    about = "Kubernetes external provisioner for Ceph RBD volumes, through librbd",
+    // A flag given twice takes the last value, as in most tools (and wrappers can append).
+    args_override_self = true
 )]
 pub struct Cli {
     /// Kubeconfig to use instead of the in-cluster ServiceAccount ($KUBECONFIG is honoured
@@ -78,6 +80,10 @@ pub struct Cli {
     /// close idle Ceph clients); 0 turns them off.
     #[arg(long, env = "MAINTENANCE_INTERVAL", default_value_t = 300)]
     pub maintenance_interval: u64,
+
+    /// Seconds a Ceph client may stay unused before it is closed (and its key forgotten).
+    #[arg(long, env = "CEPH_CLIENT_IDLE", default_value_t = 600)]
+    pub ceph_client_idle: u64,
 
     /// Seconds an image of ours must exist without PV or claim before it is collected.
     #[arg(long, env = "ORPHAN_GRACE", default_value_t = 600)]
@@ -260,6 +266,7 @@ async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
         },
         maintenance_interval: Duration::from_secs(cli.maintenance_interval),
         orphan_grace: Duration::from_secs(cli.orphan_grace),
+        ceph_idle: Duration::from_secs(cli.ceph_client_idle),
         early_provisioning: cli.early_provisioning,
         retry_start: cli.retry_interval_start.max(Duration::from_millis(10)),
         retry_max: cli.retry_interval_max.max(cli.retry_interval_start),

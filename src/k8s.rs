@@ -270,3 +270,34 @@ async fn publish_cluster_scoped(
         tracing::warn!(reason, object = ?regarding.name, error = %crate::error::kube_cause(&e), "could not publish event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    #[test]
+    fn a_key_is_moved_out_of_the_secret_not_copied() {
+        let mut s = Secret {
+            data: Some(
+                [(
+                    "key".to_string(),
+                    ByteString(b"  AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ==\n".to_vec()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let key = take_field(&mut s, "key").unwrap();
+        assert_eq!(key, "AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ==");
+        // Nothing of it is left in the Secret object that will be dropped.
+        assert!(s.data.as_ref().unwrap()["key"].0.is_empty());
+        assert_eq!(take_field(&mut s, "key"), None);
+        let mut s = Secret {
+            string_data: Some([("userKey".to_string(), "AQD3".to_string())].into()),
+            ..Default::default()
+        };
+        assert_eq!(take_field(&mut s, "userKey").as_deref(), Some("AQD3"));
+        assert!(s.string_data.as_ref().unwrap()["userKey"].is_empty());
+    }
+}

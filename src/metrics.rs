@@ -69,6 +69,7 @@ pub struct Metrics {
     delete_failed: Family<DeleteLabels, Counter>,
     delete_duration: Family<DeleteLabels, Histogram>,
     leader: Gauge,
+    ceph_clients: Gauge,
     resident_memory: Gauge,
     open_fds: Gauge,
     threads: Gauge,
@@ -100,6 +101,7 @@ impl Default for Metrics {
         let (leader, resident_memory, open_fds, threads): (Gauge, Gauge, Gauge, Gauge) =
             Default::default();
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
+        let ceph_clients = Gauge::default();
         {
             let c = registry.sub_registry_with_prefix("controller");
             c.register(
@@ -169,6 +171,11 @@ impl Default for Metrics {
                 leader.clone(),
             );
             r.register("threads", "Threads of this process.", threads.clone());
+            r.register(
+                "ceph_clients",
+                "Connected Ceph clients kept for reuse (idle ones are closed)",
+                ceph_clients.clone(),
+            );
         }
         Metrics {
             operations,
@@ -180,6 +187,7 @@ impl Default for Metrics {
             delete_failed,
             delete_duration,
             leader,
+            ceph_clients,
             resident_memory,
             open_fds,
             threads,
@@ -252,6 +260,10 @@ impl Metrics {
                 self.delete_failed.get_or_create(&labels).inc();
             }
         }
+    }
+
+    pub fn set_ceph_clients(&self, n: usize) {
+        self.ceph_clients.set(n as i64);
     }
 
     pub fn set_leader(&self, leading: bool) {

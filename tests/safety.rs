@@ -643,3 +643,77 @@ async fn audit_reports_leaks_read_only() {
     drop_finalizers(&c, &format!("pvc-{a_uid}")).await;
     delete_claim(&c, "lost").await;
 }
+
+/// Keys do not stay in memory for ever: a Ceph client unused for `--ceph-client-idle` is
+/// closed, and one that failed to connect is never kept.
+#[tokio::test]
+async fn idle_and_failed_ceph_clients_are_not_kept() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let name = format!("{}.test/rbd", unique("idle"));
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = Scenario::serving("idle", &name, &[]).await;
+    c.prov = Provisioner::start_with(
+        &c.bed,
+        &name,
+        &[("CEPH_CLIENT_IDLE", "3"), ("MAINTENANCE_INTERVAL", "1")],
+        &["--http-endpoint", &addr],
+        None,
+    )
+    .await;
+    let clients = || async {
+        let out = Command::new("curl")
+            .args(["-fsS", &format!("http://{addr}/metrics")])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("rbd_provisioner_ceph_clients "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    let class = c.class("fast", &[], json!({})).await;
+    let (good, _uid) = c.bound(&class, "data", "64Mi").await;
+    // A class whose admin key is wrong: its connection fails and is not kept.
+    key_secret(
+        &c.admin,
+        "kube-system",
+        &format!("{}-wrong", c.ns),
+        "AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ==",
+    )
+    .await;
+    let wrong = c
+        .class(
+            "wrong",
+            &[("adminSecretName", &format!("{}-wrong", c.ns))],
+            json!({}),
+        )
+        .await;
+    let bad = claim(
+        &c.admin,
+        &c.ns,
+        "bad",
+        &wrong,
+        "64Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
+    wait_event(
+        &c.admin,
+        &c.ns,
+        &uid_of(&bad),
+        "ProvisioningFailed",
+        &["EACCES"],
+        T,
+    )
+    .await;
+    let n = wait_for("the clients gauge", T, || async { clients().await }).await;
+    assert!(n <= 1, "only the working client is kept, got {n}");
+    wait_for("idle clients closed", Duration::from_secs(30), || async {
+        (clients().await == Some(0)).then_some(())
+    })
+    .await;
+    cleanup(&c.bed, &c.admin, &c.ns, &[&good, &bad], &["kube"]).await;
+}

@@ -12,7 +12,7 @@ use super::{CephError, CephKey, Cluster, Credentials, Timeouts};
 type Key = (Vec<String>, String, CephKey);
 type Slot = Arc<OnceCell<Arc<Cluster>>>;
 
-/// A client unused this long is closed (its key leaves memory with it).
+/// By default a client unused this long is closed (its key leaves memory with it).
 pub const IDLE_AFTER: Duration = Duration::from_secs(600);
 /// At most this many clients are kept; the least recently used goes first.
 pub const MAX_CLIENTS: usize = 16;
@@ -28,6 +28,7 @@ struct Entry {
 /// is replaced on the next `get`; idle clients are closed; the cache is bounded.
 pub struct Connections {
     timeouts: Timeouts,
+    idle_after: Duration,
     slots: Mutex<HashMap<Key, Entry>>,
 }
 
@@ -42,8 +43,14 @@ impl fmt::Debug for Connections {
 
 impl Connections {
     pub fn new(timeouts: Timeouts) -> Connections {
+        Connections::with_idle(timeouts, IDLE_AFTER)
+    }
+
+    /// A cache that closes clients unused for `idle_after`.
+    pub fn with_idle(timeouts: Timeouts, idle_after: Duration) -> Connections {
         Connections {
             timeouts,
+            idle_after,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -69,7 +76,7 @@ impl Connections {
             prune(
                 &mut map,
                 Instant::now(),
-                IDLE_AFTER,
+                self.idle_after,
                 MAX_CLIENTS.saturating_sub(1),
             );
             let e = map.entry(key.clone()).or_insert_with(|| Entry {
@@ -98,12 +105,12 @@ impl Connections {
         result
     }
 
-    /// Closes clients unused for [`IDLE_AFTER`] and drops unhealthy ones (each shuts down
+    /// Closes clients unused for the idle time and drops unhealthy ones (each shuts down
     /// once no running operation holds it). Called periodically.
     pub fn close_idle(&self) -> usize {
         let mut map = self.lock();
         let before = map.len();
-        prune(&mut map, Instant::now(), IDLE_AFTER, MAX_CLIENTS);
+        prune(&mut map, Instant::now(), self.idle_after, MAX_CLIENTS);
         before - map.len()
     }
 

@@ -28,6 +28,7 @@ pub async fn run(ctx: Arc<Context>) {
     loop {
         tokio::time::sleep(every).await;
         let closed = ctx.ceph.close_idle();
+        ctx.metrics.set_ceph_clients(ctx.ceph.len());
         if closed > 0 {
             tracing::debug!(closed, "closed idle Ceph clients");
         }

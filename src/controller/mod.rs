@@ -48,6 +48,8 @@ pub struct Settings {
     pub maintenance_interval: Duration,
     /// How old an image must be before it can be collected as an orphan.
     pub orphan_grace: Duration,
+    /// Ceph clients unused this long are closed.
+    pub ceph_idle: Duration,
     /// Provision claims no existing volume could serve without waiting for
     /// kube-controller-manager's hand-over.
     pub early_provisioning: bool,
@@ -100,7 +102,7 @@ impl Context {
             locks: locks::ImageLocks::default(),
             purger: purge::Purger::start(metrics.clone()),
             flattening: Arc::default(),
-            ceph: Connections::new(settings.ceph_timeouts),
+            ceph: Connections::with_idle(settings.ceph_timeouts, settings.ceph_idle),
             events: Events::new(client.clone()),
             client,
             settings,
@@ -250,11 +252,13 @@ impl Context {
 
     /// The (cached) Ceph connection for these credentials.
     async fn connect(&self, creds: &Credentials) -> Result<Arc<Cluster>, Error> {
-        self.ceph.get(creds).await.map_err(Error::ceph(format!(
+        let r = self.ceph.get(creds).await.map_err(Error::ceph(format!(
             "Ceph cluster {} as client.{}",
             creds.monitors.join(","),
             creds.user
-        )))
+        )));
+        self.metrics.set_ceph_clients(self.ceph.len());
+        r
     }
 
     fn succeeded(&self, key: &str) {
