@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# hack/build-kube-137.sh -- build kube-apiserver and kube-controller-manager 1.37.2 and etcd
+# 3.6.16 from the Go module proxy with the wrapper modules in hack/kube137/, and cache them
+# outside the repo.
+#
+# Prints the directory holding the three binaries on its last line.
+# Cache: $RBDP_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner)/kube-1.37.2/bin
+# The Go module and build caches live under $RBDP_CACHE/go137 too, so nothing lands in the repo
+# or in the caller's Go caches. A rerun with a complete cache returns at once.
+#
+# Environment:
+#   GO [go on PATH]   a Go >= 1.26 that reaches the module proxy (not Debian's Go 1.19)
+#   KUBE137_NICE [19] niceness of the build (the machines are shared)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}
+KVER=1.37.2
+OUT=$CACHE/kube-$KVER/bin
+if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kube-controller-manager" ] && [ -x "$OUT/etcd" ]; then
+  echo "$OUT"; exit 0
+fi
+
+GO=${GO:-$(command -v go || true)}
+[ -n "$GO" ] && [ -x "$GO" ] || { echo "build-kube-137: no go on PATH (install Go >= 1.26, or set GO)" >&2; exit 1; }
+gover=$("$GO" env GOVERSION)
+case $gover in
+  go1.2[6-9]*|go1.[3-9][0-9]*) ;;
+  *) echo "build-kube-137: $GO is $gover; Kubernetes $KVER needs Go >= 1.26 (set GO)" >&2; exit 1 ;;
+esac
+
+# Caches under CACHE; GOTOOLCHAIN=local: never fetch another toolchain; -modcacherw so the
+# cache can be deleted with rm -rf; GOWORK=off: ignore any go.work of the caller.
+export GOMODCACHE=$CACHE/go137/mod GOCACHE=$CACHE/go137/build GOTOOLCHAIN=local GOWORK=off \
+  GOFLAGS=-modcacherw CGO_ENABLED=0
+mkdir -p "$GOMODCACHE" "$GOCACHE" "$CACHE/kube-$KVER"
+TMP=$(mktemp -d "$CACHE/kube-$KVER/tmp.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+START=$(date +%s)
+# kube-apiserver --version and /version report what these say. The module zip carries no git
+# data: gitCommit is set empty rather than left at the "$Format:%H$" placeholder.
+LDF="-s -w -buildid="
+for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+  LDF+=" -X $p.gitVersion=v$KVER -X $p.gitMajor=1 -X $p.gitMinor=37 -X $p.gitTreeState=archive"
+  LDF+=" -X $p.gitCommit= -X $p.buildDate=1970-01-01T00:00:00Z"
+done
+NICE=(nice -n "${KUBE137_NICE:-19}")
+cd "$HERE/kube137"
+for w in kube-apiserver kube-controller-manager; do
+  "${NICE[@]}" "$GO" build -trimpath -tags selinux,notest -ldflags "$LDF" -o "$TMP/$w" "k8s.io/kubernetes/cmd/$w"
+done
+cd "$HERE/kube137/etcd"
+"${NICE[@]}" "$GO" build -trimpath -ldflags "-s -w -buildid=" -o "$TMP/etcd" .
+
+mkdir -p "$OUT"
+# binaries last-in, so an interrupted build never leaves a cache that looks complete
+mv "$TMP/etcd" "$TMP/kube-controller-manager" "$OUT/"
+mv "$TMP/kube-apiserver" "$OUT/"
+"$OUT/kube-apiserver" --version >&2
+"$OUT/etcd" --version | head -1 >&2
+echo "build-kube-137: built in $(( $(date +%s) - START ))s" >&2
+echo "$OUT"
