@@ -38,8 +38,10 @@ use serde_json::json;
 const SEQ_N: usize = 20;
 const DEL_N: usize = 5;
 const BURST_N: usize = 100;
-/// Upper bound for the whole run; past it the phases stop and cleanup runs.
+/// Upper bound for the whole run, setup and cleanup included.
 const RUN_BUDGET: Duration = Duration::from_secs(14 * 60);
+/// Kept for cleanup out of `RUN_BUDGET`: the phases stop this long before the end.
+const CLEANUP_RESERVE: Duration = Duration::from_secs(150);
 const TRASH_POLL: Duration = Duration::from_millis(250);
 
 // ---- what the watches saw ------------------------------------------------------------------
@@ -326,6 +328,10 @@ struct Seq {
     annotated: Vec<Duration>,
     /// Annotation -> PV: what the provisioner itself takes once the binder handed it the claim.
     ann_to_pv: Vec<Duration>,
+    /// Claims whose PV event came before their annotation event, by how much. Not clamped to
+    /// zero: both watches are timestamped on this process's monotonic clock, so a negative
+    /// gap is real (early provisioning, or one watch delivering later than the other).
+    pv_before_ann: Vec<Duration>,
     pv: Vec<Duration>,
     bound: Vec<Duration>,
 }
@@ -345,6 +351,8 @@ struct Burst {
     api_create: Option<Duration>,
     all_annotated: Option<Duration>,
     ann_to_pv: Vec<Duration>,
+    /// As in [`Seq::pv_before_ann`].
+    pv_before_ann: Vec<Duration>,
     pv_p50: Option<Duration>,
     all_pvs: Option<Duration>,
     all_bound: Option<Duration>,
@@ -368,6 +376,10 @@ struct Figures {
     control_all_bound: Option<Duration>,
     control_api_create: Option<Duration>,
     leftovers: Vec<String>,
+    /// (phase, load average at its start, at its end), in the order run.
+    phase_load: Vec<(String, String, String)>,
+    /// Whether the in-tree peer's phases ran before ours this time.
+    peer_first: bool,
 }
 
 // ---- phases --------------------------------------------------------------------------------
@@ -396,7 +408,10 @@ async fn sequential(
         out.bound.push(g.bound[name] - t0);
         if let Some(a) = g.annotated.get(name) {
             out.annotated.push(*a - t0);
-            out.ann_to_pv.push(pv.saturating_duration_since(*a));
+            match pv.checked_duration_since(*a) {
+                Some(d) => out.ann_to_pv.push(d),
+                None => out.pv_before_ann.push(*a - pv),
+            }
         }
     }
     Ok(list)
@@ -515,10 +530,15 @@ async fn burst(
         if all_in(&g.annotated, &list) {
             out.all_annotated = Some(latest(&g.annotated, &list) - t0);
         }
-        out.ann_to_pv = list
-            .iter()
-            .filter_map(|n| Some(g.pv_created[n].saturating_duration_since(*g.annotated.get(n)?)))
-            .collect();
+        for n in &list {
+            let (Some(a), pv) = (g.annotated.get(n), g.pv_created[n]) else {
+                continue;
+            };
+            match pv.checked_duration_since(*a) {
+                Some(d) => out.ann_to_pv.push(d),
+                None => out.pv_before_ann.push(*a - pv),
+            }
+        }
     }
     until(
         &cx.seen,
@@ -646,12 +666,40 @@ async fn run(cx: &Ctx, figs: &mut Figures) -> Result<()> {
     if pid.is_none() {
         eprintln!("warning: provisioner process not found; no memory figures");
     }
-    eprintln!("[1/7] ours: {SEQ_N} claims one at a time");
+    // Alternate which provisioner goes first between runs (the parity of a fresh unique
+    // name, or RBD_BENCH_PEER_FIRST=1/0), so that load drift on a shared machine does not
+    // always land on the same side of the ratios; the load of each phase is reported.
+    figs.peer_first = match std::env::var("RBD_BENCH_PEER_FIRST").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => unique("order").bytes().map(u32::from).sum::<u32>() % 2 == 1,
+    };
+    if figs.peer_first {
+        peer_phases(cx, figs).await?;
+        our_phases(cx, figs, pid).await?;
+    } else {
+        our_phases(cx, figs, pid).await?;
+        peer_phases(cx, figs).await?;
+    }
+    let l0 = loadavg();
+    eprintln!("binder-only control: {BURST_N} claims with pre-bound PVs");
+    control(cx, figs).await?;
+    figs.phase_load
+        .push(("binder-only control".into(), l0, loadavg()));
+    Ok(())
+}
+
+async fn our_phases(cx: &Ctx, figs: &mut Figures, pid: Option<u32>) -> Result<()> {
+    let l0 = loadavg();
+    eprintln!("ours: {SEQ_N} claims one at a time");
     let seq = sequential(cx, &cx.ours, "seq-ours", SEQ_N, &mut figs.seq_ours).await?;
-    eprintln!("[2/7] ours: deleting {DEL_N} x 1 GiB one at a time");
+    figs.phase_load
+        .push(("ours, one at a time".into(), l0, loadavg()));
+    let l0 = loadavg();
+    eprintln!("ours: deleting {DEL_N} x 1 GiB one at a time");
     delete_one_by_one(cx, &seq[..DEL_N], &mut figs.del_1g).await?;
     delete_all_quietly(cx, &seq[DEL_N..], true).await?;
-    eprintln!("[3/7] ours: deleting {DEL_N} x 100 GiB one at a time");
+    eprintln!("ours: deleting {DEL_N} x 100 GiB one at a time");
     let big = names("big-ours", DEL_N);
     for r in join_all(big.iter().map(|n| cx.create_claim(n, &cx.ours, "100Gi"))).await {
         r?;
@@ -668,14 +716,24 @@ async fn run(cx: &Ctx, figs: &mut Figures) -> Result<()> {
         g.trash_pending.is_empty()
     })
     .await?;
-    eprintln!("[4/7] ours: burst of {BURST_N}");
+    figs.phase_load
+        .push(("ours, deletions one at a time".into(), l0, loadavg()));
+    let l0 = loadavg();
+    eprintln!("ours: burst of {BURST_N}");
     burst(cx, &cx.ours, "burst-ours", true, pid, &mut figs.burst_ours).await?;
-    eprintln!("[5/7] binder-only control: {BURST_N} claims with pre-bound PVs");
-    control(cx, figs).await?;
-    eprintln!("[6/7] in-tree peer: {SEQ_N} claims one at a time");
+    figs.phase_load.push(("ours, burst".into(), l0, loadavg()));
+    Ok(())
+}
+
+async fn peer_phases(cx: &Ctx, figs: &mut Figures) -> Result<()> {
+    let l0 = loadavg();
+    eprintln!("in-tree peer: {SEQ_N} claims one at a time");
     let seq = sequential(cx, &cx.peer, "seq-peer", SEQ_N, &mut figs.seq_peer).await?;
     delete_all_quietly(cx, &seq, false).await?;
-    eprintln!("[7/7] in-tree peer: burst of {BURST_N}");
+    figs.phase_load
+        .push(("in-tree peer, one at a time".into(), l0, loadavg()));
+    let l0 = loadavg();
+    eprintln!("in-tree peer: burst of {BURST_N}");
     burst(
         cx,
         &cx.peer,
@@ -685,6 +743,8 @@ async fn run(cx: &Ctx, figs: &mut Figures) -> Result<()> {
         &mut figs.burst_peer,
     )
     .await?;
+    figs.phase_load
+        .push(("in-tree peer, burst".into(), l0, loadavg()));
     Ok(())
 }
 
@@ -805,6 +865,46 @@ fn report(f: &Figures, header: &str) -> String {
     let mut s = String::new();
     let (o, p) = (&f.burst_ours, &f.burst_peer);
     let _ = writeln!(s, "{header}");
+    let _ = writeln!(
+        s,
+        "\nOrder this run: {} first, then {}, then the binder-only control.\n",
+        if f.peer_first {
+            "the in-tree peer"
+        } else {
+            "ours"
+        },
+        if f.peer_first {
+            "ours"
+        } else {
+            "the in-tree peer"
+        },
+    );
+    let _ = writeln!(s, "| phase | load average at start | at end |");
+    let _ = writeln!(s, "|---|---|---|");
+    for (phase, a, b) in &f.phase_load {
+        let _ = writeln!(s, "| {phase} | {a} | {b} |");
+    }
+    // Negative annotation -> PV gaps are reported, not clamped: both ends come from watches
+    // timestamped on this process's monotonic clock.
+    let neg = |v: &[Duration]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            format!(
+                "{} claim(s), by up to {}",
+                v.len(),
+                ms(*v.iter().max().unwrap())
+            )
+        }
+    };
+    let _ = writeln!(
+        s,
+        "\nPV seen before the annotation (one clock, this process's; left out of the annotation → PV rows): one at a time: ours {}, peer {}; burst: ours {}, peer {}.",
+        neg(&f.seq_ours.pv_before_ann),
+        neg(&f.seq_peer.pv_before_ann),
+        neg(&o.pv_before_ann),
+        neg(&p.pv_before_ann),
+    );
     let _ = writeln!(s, "\n### 1. One claim at a time (1 GiB, N={SEQ_N})\n");
     let _ = writeln!(
         s,
@@ -1061,7 +1161,12 @@ async fn async_main() -> i32 {
     let mut figs = Figures::default();
     let outcome = match ready {
         Err(e) => Err(e),
-        Ok(()) => match tokio::time::timeout(RUN_BUDGET, run(&cx, &mut figs)).await {
+        Ok(()) => match tokio::time::timeout(
+            RUN_BUDGET.saturating_sub(CLEANUP_RESERVE + started.elapsed()),
+            run(&cx, &mut figs),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!(
                 "the run exceeded its budget of {RUN_BUDGET:?}"
@@ -1069,7 +1174,18 @@ async fn async_main() -> i32 {
         },
     };
     eprintln!("cleaning up");
-    figs.leftovers = cleanup(&cx).await;
+    figs.leftovers = match tokio::time::timeout(
+        RUN_BUDGET.saturating_sub(started.elapsed()),
+        cleanup(&cx),
+    )
+    .await
+    {
+        Ok(left) => left,
+        Err(_) => vec![format!(
+            "cleanup did not finish within the run's budget of {RUN_BUDGET:?}: namespace {} and images of its claims may remain",
+            cx.ns
+        )],
+    };
     let trash_errors = cx.seen.lock().unwrap().trash_errors;
     let log = prov.log.display().to_string();
     drop(prov);

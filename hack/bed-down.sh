@@ -51,7 +51,7 @@ survivors=() ours=0
 for p in /proc/[0-9]*; do
   pid=${p#/proc/}
   case "$ancestors" in *" $pid "*) continue ;; esac
-  cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+  cmd=$( { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue  # it may just have exited
   case "$cmd" in *"$BED/"*|*"$BED "*) ;; *) continue ;; esac
   st=$(awk '{print $3}' "$p/stat" 2>/dev/null) || continue
   [ "$st" = Z ] && continue

@@ -2,8 +2,9 @@
 # hack/ceph-up.sh DIR -- throw-away single-host Ceph (1 mon, 1 mgr, 1 OSD) for the test bed.
 #
 # * Debian bookworm Ceph 16.2 (pacific); loopback only (127.0.0.1); no systemd; cephx on; pool size 1.
-# * The mon listens on the STANDARD ports (msgr2 3300, msgr1 6789) so that a StorageClass
-#   "monitors: 127.0.0.1:6789" works as in the walkthrough; OSD/mgr bind in 6800-7300.
+# * The mon listens on the STANDARD ports (msgr2 3300, msgr1 6789) unless told otherwise, so
+#   that a StorageClass "monitors: 127.0.0.1:6789" works as in the walkthrough; OSD/mgr bind in
+#   6800-7300 (each takes the first free port there, so beds can share the range).
 # * Pools `kube` and `kube2` (rbd pool init'ed) and the walkthrough's restricted user client.kube.
 # * Everything (conf, keyrings, data, logs, sockets, pids) lives under DIR; daemons are plain
 #   background processes whose pids are in DIR/pids/*.pid. Stop with hack/ceph-down.sh DIR.
@@ -12,6 +13,7 @@
 # Writes DIR/env.sh (CEPH_CONF, CEPH_MON_HOST, CEPH_MONITORS, keyring paths). Knobs (optional):
 #   CEPH_OSD_SIZE_GB (10)  sparse bluestore file size     CEPH_READY_TIMEOUT (120) s per step
 #   CEPH_RBD_POOLS ("kube kube2")                          CEPH_OSD_MEMORY_TARGET (1 GiB)
+#   CEPH_MON_PORT_V2 (3300) CEPH_MON_PORT_V1 (6789)        CEPH_PORT_MIN/MAX (6800/7300) mgr+OSD
 set -euo pipefail
 set +m  # no job control: background children must not lead a process group (setsid must not fork)
 
@@ -20,7 +22,10 @@ START_NS=$(date +%s%N)
 DIR=$(realpath -m -- "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-ADDR=127.0.0.1 P2=3300 P1=6789 PMIN=6800 PMAX=7300   # fixed: tests and the walkthrough rely on them
+# The standard mon ports by default (the walkthrough's "monitors: 127.0.0.1:6789"); a second bed
+# on the same host passes others.
+ADDR=127.0.0.1 P2=${CEPH_MON_PORT_V2:-3300} P1=${CEPH_MON_PORT_V1:-6789}
+PMIN=${CEPH_PORT_MIN:-6800} PMAX=${CEPH_PORT_MAX:-7300}
 SIZE_GB=${CEPH_OSD_SIZE_GB:-10}
 POOLS=${CEPH_RBD_POOLS:-kube kube2}
 TMO=${CEPH_READY_TIMEOUT:-120}
@@ -28,11 +33,9 @@ OSD_MEM=${CEPH_OSD_MEMORY_TARGET:-1073741824}
 MON_ID=a MGR_ID=x OSD_ID=0
 MON_HOST="[v2:$ADDR:$P2,v1:$ADDR:$P1]"
 
-elapsed() { local ms=$(( ($(date +%s%N) - START_NS) / 1000000 )); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
-log() { printf '[ceph-up %5ss] %s\n' "$(elapsed)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-# a pid is alive if it exists and is not a zombie (PID 1 here reaps orphans late)
-alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
+LOG_TAG=ceph-up
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
 
 for b in ceph ceph-mon ceph-mgr ceph-osd ceph-authtool monmaptool rados rbd uuidgen python3 timeout realpath; do
   command -v "$b" >/dev/null || die "missing $b (run hack/install-deps.sh)"

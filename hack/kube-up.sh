@@ -35,11 +35,9 @@ READY_TIMEOUT=${READY_TIMEOUT:-120}
 KCM_CONTROLLERS=${KCM_CONTROLLERS:-persistentvolume-binder,persistentvolume-expander,pvc-protection,pv-protection,serviceaccount,serviceaccount-token,namespace,garbagecollector,clusterrole-aggregation}
 read -r -a APISERVER_EXTRA <<< "${KUBE_APISERVER_EXTRA_ARGS:-}"
 
-elapsed() { local ms=$(( ($(date +%s%N) - START_NS) / 1000000 )); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
-log() { printf '[kube-up %5ss] %s\n' "$(elapsed)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-# a pid is alive if it exists and is not a zombie (PID 1 here reaps orphans late)
-alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
+LOG_TAG=kube-up
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
 
 for b in "$APISERVER_BIN" "$KCM_BIN" "$ETCD_BIN"; do [ -x "$b" ] || die "missing executable: $b"; done
 # the in-tree rbd volume plugin (expander, kubernetes.io/rbd provisioner) shells out to rbd

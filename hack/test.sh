@@ -1,26 +1,46 @@
 #!/usr/bin/env bash
 # hack/test.sh -- every test: formatting and lints, unit tests, then integration tests against the
 # local bed (real Ceph + real kube-apiserver/kube-controller-manager on 127.0.0.1).
-# Installs what is missing, starts the bed when it is not running, and stops what it started,
-# so it can be run again and again and leaves no process behind.
+# Installs what is missing. Uses the bed in $RBDP_BED (default: the shared default bed) when it is
+# up and healthy, and never stops a bed it did not start. Otherwise it starts a bed of its own, in
+# a directory and on ports of this run only, and stops and purges it on exit: one run's exit can
+# then never pull a bed from under another run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+HERE=$PWD/hack
 BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
-export RBDP_BED=$BED
 
 bash hack/install-deps.sh
 
-bed_up() {
-  [ -f "$BED/env" ] || return 1
+bed_up() {  # $1: bed dir; the same checks as bed-up.sh, kube-controller-manager included
+  [ -f "$1/env" ] || return 1
   # shellcheck disable=SC1091
-  (. "$BED/env" && timeout 10 ceph -c "$CEPH_CONF" --connect-timeout 5 -s >/dev/null 2>&1 &&
-     timeout 10 "$KUBECTL" --kubeconfig "$KUBECONFIG" get --raw /readyz >/dev/null 2>&1)
+  (. "$1/env" && timeout 10 ceph -c "$CEPH_CONF" --connect-timeout 5 -s >/dev/null 2>&1 &&
+     timeout 10 "$KUBECTL" --kubeconfig "$KUBECONFIG" get --raw /readyz >/dev/null 2>&1) || return 1
+  local pidf=$1/kube/pids/kube-controller-manager.pid st
+  [ -f "$pidf" ] || return 1
+  st=$(awk '{print $3}' "/proc/$(cat "$pidf")/stat" 2>/dev/null) && [ "$st" != Z ]
 }
-started=0
-if ! bed_up; then
+if ! bed_up "$BED"; then
+  # A fresh bed of this run's own (free ports are picked by bed-up.sh for a non-default dir).
+  BED=$(mktemp -d /tmp/rbd-provisioner-bed-run.XXXXXX)
+  trap 'echo "test.sh: stopping the bed it started ($BED)"; RBDP_BED=$BED bash "$HERE/bed-down.sh" --purge; rm -f "$BED.lock"' EXIT
+  RBDP_BED=$BED bash hack/bed-up.sh
   started=1
-  trap 'echo "test.sh: stopping the bed it started"; bash hack/bed-down.sh --purge' EXIT
-  bash hack/bed-up.sh
+else
+  started=0
+fi
+export RBDP_BED=$BED
+
+# The tests that stand in for the old provisioner run under its name, ceph.com/rbd: a demo's
+# provisioner of that name on the same bed could do their work while they pass. Refuse.
+if [ -f "$BED/demo-provisioner.pid" ]; then
+  pid=$(cat "$BED/demo-provisioner.pid")
+  if [ "$(basename "$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -1)")" = rbd-provisioner ]; then
+    echo "test.sh: hack/demo.sh's provisioner (ceph.com/rbd, pid $pid) runs on $BED; the tests use" >&2
+    echo "that name too. Stop it first: kill $pid (or hack/bed-down.sh for that bed)" >&2
+    exit 1
+  fi
 fi
 
 echo "== cargo fmt --check"
@@ -29,7 +49,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== unit tests"
 cargo test --lib --bins
-echo "== integration tests (real Ceph + Kubernetes)"
+echo "== integration tests (real Ceph + Kubernetes, bed $BED)"
 # IO-bound tests, each with its own provisioner process, namespace and classes.
 cargo test --test '*' -- --test-threads=8
-[ $started -eq 1 ] || echo "test.sh: the bed was already running; left it up (hack/bed-down.sh stops it)"
+[ $started -eq 1 ] || echo "test.sh: the bed in $BED was already running; left it up (hack/bed-down.sh stops it)"

@@ -148,6 +148,9 @@ pub enum Command {
     Audit(crate::audit::AuditArgs),
     /// Rewrite the spec.rbd PVs of a StorageClass as static ceph-csi PVs (for Kubernetes >= 1.31).
     MigrateToCsi(crate::migrate::MigrateArgs),
+    /// Preflight a StorageClass (in the cluster, or a manifest before it is applied): a
+    /// table of checks, each failure with the command that fixes it; non-zero exit on failure.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 /// The log filter for `-v` counts, unless RUST_LOG says otherwise.
@@ -178,6 +181,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::MigrateToCsi(args) => {
             Ok(crate::migrate::run(client, args.clone(), &cli.provisioner_name).await?)
+        }
+        Command::Doctor(args) => {
+            crate::doctor::run(
+                client,
+                args.clone(),
+                &cli.provisioner_name,
+                &cli.service_account,
+                cli.volume_flavor,
+            )
+            .await
         }
     }
 }

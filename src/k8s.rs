@@ -79,7 +79,9 @@ fn wipe_secret(mut s: Secret) {
     }
 }
 
-/// The Ceph key in `data.key` of a Secret of any type (Opaque or kubernetes.io/rbd).
+/// The Ceph key of a Secret of any type: `data.key` (Opaque or kubernetes.io/rbd), or
+/// `data.userKey` as Rook and ceph-csi write them. A `userID` next to `userKey` must name
+/// the same Ceph user the class does, so a Secret of another user is not used by mistake.
 pub async fn ceph_key(
     client: &Client,
     role: SecretRole,
@@ -88,14 +90,43 @@ pub async fn ceph_key(
     service_account: &str,
 ) -> Result<CephKey> {
     let mut s = get_secret(client, role, secret, ceph_user, service_account).await?;
-    let key = take_field(&mut s, "key");
+    let found = secret_key(&mut s, ceph_user);
     wipe_secret(s);
-    key.map(CephKey::new).ok_or(Error::SecretField {
-        role,
-        secret: secret.clone(),
-        field: "data.key",
-        hint: "put the Ceph key (ceph auth get-key client.ID) under the key \"key\"",
-    })
+    found
+        .map(CephKey::new)
+        .map_err(|(field, hint)| Error::SecretField {
+            role,
+            secret: secret.clone(),
+            field,
+            hint,
+        })
+}
+
+/// Takes the key out of a Secret in either format; the error names the field and the fix.
+fn secret_key(
+    s: &mut Secret,
+    ceph_user: &str,
+) -> std::result::Result<String, (&'static str, &'static str)> {
+    if let Some(k) = take_field(s, "key") {
+        return Ok(k);
+    }
+    let Some(k) = take_field(s, "userKey") else {
+        return Err((
+            "data.key",
+            "put the Ceph key (ceph auth get-key client.ID) under the key \"key\" (or, in ceph-csi's format, under \"userKey\" with the id under \"userID\")",
+        ));
+    };
+    let want = ceph_user.strip_prefix("client.").unwrap_or(ceph_user);
+    match take_field(s, "userID") {
+        Some(id) if id.strip_prefix("client.").unwrap_or(&id) != want => {
+            crate::ceph::wipe(k.into_bytes());
+            Err((
+                "data.userID",
+                "userID names another Ceph user than the class's adminId/userId; point the class at the Secret of that user, or set adminId/userId to the Secret's userID",
+            ))
+        }
+        _ => Ok(k),
+    }
 }
 
 /// Checks a Secret exists and holds the given fields, without keeping its content.
@@ -299,5 +330,55 @@ mod tests {
         };
         assert_eq!(take_field(&mut s, "userKey").as_deref(), Some("AQD3"));
         assert!(s.string_data.as_ref().unwrap()["userKey"].is_empty());
+    }
+
+    #[test]
+    fn keys_in_ceph_csi_format() {
+        let secret = |pairs: &[(&str, &str)]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        assert_eq!(
+            secret_key(&mut secret(&[("key", "K1")]), "admin"),
+            Ok("K1".into())
+        );
+        assert_eq!(
+            secret_key(
+                &mut secret(&[("userID", "admin"), ("userKey", "K2")]),
+                "admin"
+            ),
+            Ok("K2".into())
+        );
+        assert_eq!(
+            secret_key(
+                &mut secret(&[("userID", "client.kube"), ("userKey", "K3")]),
+                "kube"
+            ),
+            Ok("K3".into())
+        );
+        assert_eq!(
+            secret_key(&mut secret(&[("userKey", "K4")]), "kube"),
+            Ok("K4".into())
+        );
+        assert_eq!(
+            secret_key(
+                &mut secret(&[("userID", "other"), ("userKey", "K5")]),
+                "kube"
+            )
+            .unwrap_err()
+            .0,
+            "data.userID"
+        );
+        assert_eq!(
+            secret_key(&mut secret(&[("adminKey", "K6")]), "kube")
+                .unwrap_err()
+                .0,
+            "data.key"
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod ceph;
 pub mod claim;
 pub mod clone;
 pub mod controller;
+pub mod doctor;
 pub mod error;
 pub mod k8s;
 pub mod leader;

@@ -49,6 +49,9 @@ pub struct ClassParams {
     pub cluster_id: Option<String>,
     /// Secret in ceph-csi's format (`userID`, `userKey`) for `nodeStageSecretRef` (csi flavour only).
     pub csi_secret: Option<SecretRef>,
+    /// Name of the ceph-csi driver that mounts csi PVs (`csiDriver`; Rook installs
+    /// `rook-ceph.rbd.csi.ceph.com`).
+    pub csi_driver: String,
 }
 
 impl ClassParams {
@@ -131,7 +134,11 @@ pub const KNOWN: &[&str] = &[
     "clusterID",
     "csiNodeStageSecretName",
     "csiNodeStageSecretNamespace",
+    "csiDriver",
 ];
+
+/// ceph-csi's default driver name, used when a class has no `csiDriver`.
+pub const DEFAULT_CSI_DRIVER: &str = "rbd.csi.ceph.com";
 
 /// Parses StorageClass parameters. Keys match case-insensitively; values are trimmed.
 pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors> {
@@ -174,6 +181,16 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
     let cluster_id = opt("clusterID", &mut errors);
     let csi_secret_name = opt("csiNodeStageSecretName", &mut errors);
     let csi_secret_namespace = opt("csiNodeStageSecretNamespace", &mut errors);
+    let csi_driver = opt("csiDriver", &mut errors);
+    if let Some(d) = &csi_driver
+        && !valid_driver_name(d)
+    {
+        errors.push(ParamError::Name {
+            key: "csiDriver",
+            value: d.clone(),
+            reason: "a CSI driver name is a DNS name of at most 63 characters (lowercase letters, digits, '-', '.'), as listed by kubectl get csidrivers",
+        });
+    }
 
     let monitors = match monitors_raw {
         None => {
@@ -265,6 +282,7 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
             ("clusterID", &cluster_id),
             ("csiNodeStageSecretName", &csi_secret_name),
             ("csiNodeStageSecretNamespace", &csi_secret_namespace),
+            ("csiDriver", &csi_driver),
         ] {
             if v.is_some() {
                 errors.push(ParamError::CsiOnly { key });
@@ -295,7 +313,20 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
         flavor,
         cluster_id,
         csi_secret,
+        csi_driver: csi_driver.unwrap_or_else(|| DEFAULT_CSI_DRIVER.into()),
     })
+}
+
+/// A CSI driver name: at most 63 characters, DNS-1123 labels joined by dots.
+fn valid_driver_name(d: &str) -> bool {
+    d.len() <= 63
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// Checks the csi-only requirements once the flavour is known (it may come from the server version).
@@ -660,5 +691,37 @@ mod tests {
         let mut m = minimal();
         m.push(("volumeFlavor", "nfs"));
         assert!(matches!(errs(&m)[..], [ParamError::Flavor { .. }]));
+    }
+
+    #[test]
+    fn csi_driver_name() {
+        assert_eq!(
+            parse(&map(&minimal())).unwrap().csi_driver,
+            "rbd.csi.ceph.com"
+        );
+        let mut m = minimal();
+        m.push(("csiDriver", "rook-ceph.rbd.csi.ceph.com"));
+        assert_eq!(
+            parse(&map(&m)).unwrap().csi_driver,
+            "rook-ceph.rbd.csi.ceph.com"
+        );
+        for bad in ["Rook.RBD", "a..b", "-x.y", &"x".repeat(64)] {
+            let mut m = minimal();
+            m.push(("csiDriver", bad));
+            assert!(
+                matches!(
+                    errs(&m)[..],
+                    [ParamError::Name {
+                        key: "csiDriver",
+                        ..
+                    }]
+                ),
+                "{bad}"
+            );
+        }
+        let mut m = minimal();
+        m.push(("volumeFlavor", "rbd"));
+        m.push(("csiDriver", "rbd.csi.ceph.com"));
+        assert_eq!(errs(&m), vec![ParamError::CsiOnly { key: "csiDriver" }]);
     }
 }

@@ -22,7 +22,8 @@ pub const ANN_ADMIN_ID: &str = "rbd-provisioner.ceph.com/admin-id";
 /// `namespace/name` of the admin Secret (never the key).
 pub const ANN_ADMIN_SECRET: &str = "rbd-provisioner.ceph.com/admin-secret";
 pub const FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
-pub const CSI_DRIVER: &str = "rbd.csi.ceph.com";
+/// ceph-csi's default driver name; a class may name another with `csiDriver`.
+pub const CSI_DRIVER: &str = crate::params::DEFAULT_CSI_DRIVER;
 
 const MIB: u64 = 1 << 20;
 
@@ -264,7 +265,7 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
         }
         Flavor::Csi => {
             spec.csi = Some(CSIPersistentVolumeSource {
-                driver: CSI_DRIVER.into(),
+                driver: p.csi_driver.clone(),
                 volume_handle: i.image.to_string(),
                 fs_type,
                 volume_attributes: Some(csi_volume_attributes(
@@ -574,6 +575,20 @@ mod tests {
         assert!(s.rbd.is_none());
         let csi = s.csi.unwrap();
         assert_eq!(csi.driver, CSI_DRIVER);
+        let mut rook = p.clone();
+        rook.csi_driver = "rook-ceph.rbd.csi.ceph.com".into();
+        let pv = build_pv(&PvInput {
+            claim: &req,
+            class: &k,
+            params: &rook,
+            flavor: Flavor::Csi,
+            image: "img-1",
+            provisioner: "ceph.com/rbd",
+        });
+        assert_eq!(
+            pv.spec.unwrap().csi.unwrap().driver,
+            "rook-ceph.rbd.csi.ceph.com"
+        );
         assert_eq!(csi.volume_handle, "img-1");
         assert_eq!(csi.fs_type.as_deref(), Some("ext4"));
         let attrs = csi.volume_attributes.unwrap();

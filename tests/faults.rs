@@ -139,19 +139,22 @@ async fn check_bound(c: &Scenario, names: &[String], logs: &[String]) -> Vec<Str
         if !images.contains(&image) {
             v.push(format!("claim {name}: its image {image} does not exist"));
         }
-        match created.get(&image) {
-            Some(1) => {}
-            n => v.push(format!("claim {name}: image created {n:?} times, not once")),
+        // A process killed right after rbd_create4 returned may not have logged it (the
+        // next one adopts the image), so "once" is "at most once" in the logs.
+        if let Some(n) = created.get(&image).filter(|n| **n > 1) {
+            v.push(format!("claim {name}: image created {n} times"));
         }
     }
     v
 }
 
 /// The invariants after the claims were deleted: no PV, no image, nothing of ours left in
-/// the trash once the purge has had its time.
+/// the trash once the purge has had its time. A process killed while it had an image open
+/// leaves a watch that Ceph drops only after `osd_client_watch_timeout` (30 s), and until
+/// then the image can be neither deleted nor purged: hence two minutes.
 async fn check_gone(c: &Scenario, uids: &[String]) -> Vec<String> {
     let mut v = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         v.clear();
         let images = rbd_ls(&c.bed, "kube");
@@ -269,7 +272,9 @@ async fn kill_9_during_create_and_delete_bursts() {
         c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
     }
     deleting.await.unwrap();
+    let deleting_from = Instant::now();
     violations.extend(check_gone(&c, &uids).await);
+    let recovered = deleting_from.elapsed();
     wait_for(
         "/healthz after the last restart",
         Duration::from_secs(30),
@@ -277,7 +282,7 @@ async fn kill_9_during_create_and_delete_bursts() {
     )
     .await;
     println!(
-        "kill -9 x{}: {claims} claims all Bound {bound_after:?} after the first, then deleted; total {:?}",
+        "kill -9 x{}: {claims} claims all Bound {bound_after:?} after the first; after the last delete request, everything gone in {recovered:?}; total {:?}",
         2 * kills,
         started.elapsed()
     );

@@ -43,27 +43,9 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// A namespace, Secrets and a class for provisioner `name`, whose first replica is `first`.
+/// A namespace and Secrets for provisioner `name`, whose first replica is `first`.
 async fn scenario(prefix: &str, name: &str, first: Provisioner) -> Scenario {
-    let bed = Bed::load();
-    let admin = bed.admin().await;
-    let ns = unique(prefix);
-    namespace(&admin, &ns).await;
-    key_secret(
-        &admin,
-        "kube-system",
-        &format!("{ns}-admin"),
-        &bed.admin_key,
-    )
-    .await;
-    key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-    Scenario {
-        bed,
-        admin,
-        prov: first,
-        ns,
-        name: name.to_string(),
-    }
+    Scenario::around(prefix, name, first).await
 }
 
 async fn wait_log(p: &Provisioner, what: &str, needles: &[&str], timeout: Duration) {

@@ -44,6 +44,8 @@ async fn backup_of(client: &Client, pv: &str) -> Option<ConfigMap> {
 /// One namespace, one class served by a provisioner of our own, its Secrets, and a Secret
 /// in ceph-csi's format.
 struct Setup {
+    /// Dropped first: namespace, PVs of its claims, classes and Secrets, on failure too.
+    _cleanup: Cleanup,
     bed: Bed,
     admin: Client,
     ceph: Arc<Cluster>,
@@ -116,6 +118,7 @@ impl Setup {
         )
         .await;
         Setup {
+            _cleanup: Cleanup::new(&bed).namespace(&ns).prefix(&format!("{ns}-")),
             csi_secret: format!("{ns}/csi-rbd-node"),
             bed,
             admin,
@@ -249,6 +252,12 @@ impl Setup {
     }
 
     async fn migrate(&self, extra: &[&str]) -> (bool, String) {
+        let (code, text) = self.migrate_env(extra, &[]).await;
+        (code == Some(0), text)
+    }
+
+    /// Runs `migrate-to-csi` with extra environment (the failpoints); returns its exit code.
+    async fn migrate_env(&self, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"));
         cmd.arg("--kubeconfig")
             .arg(&self.bed.kubeconfig)
@@ -262,7 +271,8 @@ impl Setup {
             .args(extra)
             .env_remove("KUBECONFIG_PATH")
             .env_remove("PROVISIONER_NAME")
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied());
         let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
             .await
             .expect("migrate-to-csi finished")
@@ -277,7 +287,7 @@ impl Setup {
             !text.contains(&self.bed.kube_key) && !text.contains(&self.bed.admin_key),
             "no key in the output"
         );
-        (out.status.success(), text)
+        (out.status.code(), text)
     }
 
     fn settings(&self) -> CsiSettings {
@@ -383,21 +393,36 @@ impl PhaseLog {
                         }
                         vec![]
                     }
-                    _ => vec![],
+                    Ok(Some(kube::runtime::watcher::Event::Delete(_)))
+                    | Ok(Some(kube::runtime::watcher::Event::Init)) => vec![],
+                    // A watch error means a re-list, across which a Lost of a few
+                    // milliseconds can be missed: recorded, and the test fails on it.
+                    Ok(None) | Err(_) => {
+                        l.lock().unwrap().push((
+                            start.elapsed(),
+                            String::new(),
+                            format!("watch error or end: {ev:?}"),
+                        ));
+                        vec![]
+                    }
                 };
+                // Every update (not only phase changes), so the test can tell that the watch
+                // saw the migration touch the claim.
                 for c in objs {
                     let n = c.metadata.name.clone().unwrap_or_default();
+                    let rv = c.metadata.resource_version.clone().unwrap_or_default();
                     let phase = c.status.and_then(|s| s.phase).unwrap_or_default();
-                    if last.get(&n) != Some(&phase) {
-                        l.lock()
-                            .unwrap()
-                            .push((start.elapsed(), n.clone(), phase.clone()));
-                        last.insert(n, phase);
+                    if last.get(&n) != Some(&rv) {
+                        l.lock().unwrap().push((start.elapsed(), n.clone(), phase));
+                        last.insert(n, rv);
                     }
                 }
             }
         });
-        let _ = tokio::time::timeout(T, ready).await;
+        tokio::time::timeout(T, ready)
+            .await
+            .expect("the claims watch listed the namespace")
+            .expect("the claims watch listed the namespace");
         PhaseLog { log, stop, task }
     }
 
@@ -408,12 +433,30 @@ impl PhaseLog {
     }
 }
 
-/// How long each claim was Lost, from a phase log.
-fn lost_for(log: &[(Duration, String, String)], claim: &str) -> Option<Duration> {
+/// How long `claim` was Lost, from a phase log. The watch must have seen it Bound first, then
+/// the migration's own updates of it (the step annotation), and, if it saw it Lost, Bound again
+/// after; no watch error in between (a re-list could hide a short Lost). `None`: the watch,
+/// which saw every update, never saw it Lost (the binder synced the claim only once the csi PV
+/// existed).
+fn lost_for(log: &[(Duration, String, String)], claim: &str) -> Result<Option<Duration>, String> {
+    if let Some(e) = log.iter().find(|(_, n, _)| n.is_empty()) {
+        return Err(format!("the watch failed: {e:?}"));
+    }
     let mine: Vec<_> = log.iter().filter(|(_, n, _)| n == claim).collect();
-    let lost = mine.iter().position(|(_, _, p)| p == "Lost")?;
-    let back = mine[lost..].iter().find(|(_, _, p)| p == "Bound")?;
-    Some(back.0 - mine[lost].0)
+    if mine.first().map(|(_, _, p)| p.as_str()) != Some("Bound") {
+        return Err(format!("not seen Bound first: {mine:?}"));
+    }
+    if mine.len() < 2 {
+        return Err(format!("the watch saw no update of the claim: {mine:?}"));
+    }
+    let Some(lost) = mine.iter().position(|(_, _, p)| p == "Lost") else {
+        return Ok(None);
+    };
+    let back = mine[lost..]
+        .iter()
+        .find(|(_, _, p)| p == "Bound")
+        .ok_or_else(|| format!("not Bound again after Lost: {mine:?}"))?;
+    Ok(Some(back.0 - mine[lost].0))
 }
 
 async fn assert_migrated(
@@ -621,8 +664,8 @@ async fn migrates_volumes_of_both_provisioners() {
     eprintln!("claim phases (time since the first run started): {log:?}");
     eprintln!("runs took {first_run:?} and {second_run:?}");
     for c in ["ours", "legacy"] {
-        let lost = lost_for(&log, c);
-        eprintln!("claim {c} was Lost for {lost:?}");
+        let lost = lost_for(&log, c).unwrap_or_else(|e| panic!("claim {c}: {e}"));
+        eprintln!("claim {c} was Lost for {lost:?} (None: never)");
         // Without waking the binder this would last up to its resync period (15 s).
         assert!(
             lost.is_none_or(|d| d < Duration::from_secs(5)),
@@ -857,6 +900,90 @@ async fn resumes_after_a_crash_at_each_step() {
             "{image} untouched"
         );
     }
+    s.cleanup().await;
+}
+
+/// The binary itself interrupted (its failpoints, exit without cleanup) right after each step
+/// of the real order: backup saved, old PV set to Retain, old PV deleted (Terminating, held by
+/// pv-protection), csi PV created. Each state is checked as the crash left it, then a rerun
+/// finishes the migration and the image is untouched (its id, seen by the rbd CLI).
+#[tokio::test]
+async fn resumes_after_the_binary_is_interrupted_at_each_step() {
+    let runs = ["backup", "retain", "delete", "create"].map(interrupted_at);
+    futures::future::join_all(runs).await;
+}
+
+async fn interrupted_at(step: &'static str) {
+    let mut s = Setup::new(&format!("fp-{step}")).await;
+    let prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let (claim, pv, image) = s.our_volume("data").await;
+    // The provisioner must not act on the Retain PV or the csi PV meanwhile; stopping it also
+    // keeps the checks below about what the crash left.
+    drop(prov);
+    let before = s.pvs().get(&pv).await.unwrap();
+    let id = rbd_json(&s.bed, &["info", &format!("kube/{image}")]).expect("rbd info")["id"].clone();
+    let fp = format!("exit-after-{step}:{pv}");
+    let (code, out) = s
+        .migrate_env(&[], &[("RBD_PROVISIONER_MIGRATE_FAILPOINT", &fp)])
+        .await;
+    assert_eq!(code, Some(86), "{step}: the failpoint ended the run: {out}");
+    assert!(out.contains(&format!("failpoint {fp}")), "{out}");
+    assert!(
+        backup_of(&s.admin, &pv).await.is_some(),
+        "{step}: the backup is there"
+    );
+    let live = s.pvs().get_opt(&pv).await.unwrap();
+    let policy = |p: &PersistentVolume| {
+        p.spec
+            .as_ref()
+            .unwrap()
+            .persistent_volume_reclaim_policy
+            .clone()
+    };
+    match step {
+        "backup" => {
+            let live = live.expect("old PV still there");
+            assert_eq!(live.metadata.uid, before.metadata.uid);
+            assert_eq!(policy(&live).as_deref(), Some("Delete"));
+            assert!(live.metadata.deletion_timestamp.is_none());
+        }
+        "retain" => {
+            let live = live.expect("old PV still there");
+            assert_eq!(live.metadata.uid, before.metadata.uid);
+            assert_eq!(policy(&live).as_deref(), Some("Retain"));
+            assert!(live.metadata.deletion_timestamp.is_none());
+        }
+        "delete" => {
+            let live = live.expect("old PV Terminating, held by pv-protection");
+            assert_eq!(live.metadata.uid, before.metadata.uid);
+            assert_eq!(policy(&live).as_deref(), Some("Retain"));
+            assert!(live.metadata.deletion_timestamp.is_some());
+        }
+        "create" => {
+            let live = live.expect("csi PV there");
+            assert_ne!(live.metadata.uid, before.metadata.uid);
+            assert!(live.spec.as_ref().unwrap().csi.is_some());
+        }
+        _ => unreachable!(),
+    }
+    let (ok, out) = s.migrate(&["--dry-run"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        line_of(&out, &pv).contains("would resume an interrupted migration"),
+        "{step}: {out}"
+    );
+    let (ok, out) = s.migrate(&[]).await;
+    assert!(ok, "{step}: {out}");
+    assert!(
+        line_of(&out, &pv).ends_with(": migrated (resumed an interrupted migration)"),
+        "{step}: {out}"
+    );
+    assert_migrated(&s, &before, &claim, "kube", &image).await;
+    assert_eq!(
+        rbd_json(&s.bed, &["info", &format!("kube/{image}")]).expect("image kept")["id"],
+        id,
+        "{step}: image untouched"
+    );
     s.cleanup().await;
 }
 

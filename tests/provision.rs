@@ -31,17 +31,26 @@ fn b64(s: &str) -> String {
     out
 }
 
-/// The walkthrough's objects from examples/, with provisioner: ceph.com/rbd.
+/// The walkthrough's objects from examples/. The provisioner gets a name of its own (the
+/// class is rewritten to it), so a demo's `ceph.com/rbd` on the same bed cannot do the work.
 #[tokio::test]
 async fn examples_provision_and_bind() {
     let bed = Bed::load();
     let admin = bed.admin().await;
     let ceph = bed.ceph().await;
-    let _p = Provisioner::start(&bed, "ceph.com/rbd", &[]).await;
+    let name = format!("{}.test/rbd", unique("examples"));
+    let p = Provisioner::start(&bed, &name, &[]).await;
+    // The example class is the *default* one: never leave it (or the Secrets) behind.
+    let _clean = Cleanup::new(&bed)
+        .class("ceph-rbd")
+        .secret("kube-system", "ceph-secret")
+        .secret("default", "ceph-kube-secret")
+        .claim("default", "ceph-sc-claim");
     let subst = [
         ("ADMIN_KEY_BASE64", b64(&bed.admin_key)),
         ("KUBE_KEY_BASE64", b64(&bed.kube_key)),
         ("CEPH_MONITORS", bed.monitors.clone()),
+        ("provisioner: ceph.com/rbd", format!("provisioner: {name}")),
     ];
     let subst: Vec<(&str, &str)> = subst.iter().map(|(a, b)| (*a, b.as_str())).collect();
     // A leftover claim from an interrupted run would carry another uid: start clean.
@@ -80,12 +89,19 @@ async fn examples_provision_and_bind() {
         "500Mi"
     );
 
-    // The image, read back through librbd.
+    // This process led and made it.
+    assert_led_and_acted(&p, &["Successfully provisioned", &format!("pvc-{uid}")], T).await;
+
+    // The image, read back through librbd and, independently, the rbd CLI.
     let image = format!("kubernetes-dynamic-pvc-{uid}");
     let info = ceph.image_info("kube", &image).await.expect("image exists");
     assert!(!info.old_format, "format 2");
     assert_eq!(info.features, 1, "features = layering only");
     assert_eq!(info.size, 500 << 20);
+    let cli = rbd_info(&bed, "kube", &image).expect("rbd info sees the image");
+    assert_eq!(cli["size"], 500u64 << 20, "{cli}");
+    assert_eq!(cli["format"], 2, "{cli}");
+    assert_eq!(cli["features"], json!(["layering"]), "{cli}");
 
     // The PV.
     let pv = Api::<PersistentVolume>::all(admin.clone())
@@ -93,7 +109,7 @@ async fn examples_provision_and_bind() {
         .await
         .unwrap();
     let ann = pv.metadata.annotations.clone().unwrap();
-    assert_eq!(ann["pv.kubernetes.io/provisioned-by"], "ceph.com/rbd");
+    assert_eq!(ann["pv.kubernetes.io/provisioned-by"], name);
     let s = pv.spec.unwrap();
     assert_eq!(s.storage_class_name.as_deref(), Some("ceph-rbd"));
     assert_eq!(
@@ -148,6 +164,7 @@ async fn examples_provision_and_bind() {
     let _ = pods
         .delete("ceph-sc-pod", &DeleteParams::default().grace_period(0))
         .await;
+    assert_no_keys(&bed, &admin, &p, &["default"]).await;
     cleanup(&bed, &admin, "default", &[&bound], &["kube"]).await;
 }
 
@@ -192,6 +209,22 @@ async fn claim_in_another_namespace_and_other_pools() {
         .await
         .expect("image in kube");
     assert_ne!(ib.data_pool_id, -1, "data pool set");
+    // The rbd CLI agrees (an oracle independent of our librbd bindings).
+    let ca = rbd_info(
+        &c.bed,
+        "kube2",
+        &format!("kubernetes-dynamic-pvc-{}", uid_of(&a)),
+    )
+    .expect("rbd info of the kube2 image");
+    assert_eq!(ca["size"], 1u64 << 30, "{ca}");
+    let cb = rbd_info(
+        &c.bed,
+        "kube",
+        &format!("kubernetes-dynamic-pvc-{}", uid_of(&b)),
+    )
+    .expect("rbd info of the kube image");
+    assert_eq!(cb["data_pool"], "kube2", "{cb}");
+    assert_led_and_acted(&c.prov, &["Successfully provisioned", &uid_of(&b)], T).await;
     // The user secret lives in "default", not in the claim's namespace.
     let pv = Api::<PersistentVolume>::all(c.admin.clone())
         .get(&format!("pvc-{}", uid_of(&a)))
@@ -269,11 +302,12 @@ async fn restart_between_image_and_pv_adopts_the_image() {
         .filter(|i| i.contains(&uid))
         .collect();
     assert_eq!(mine, vec![image.clone()], "no second image");
-    assert!(
-        second.logs().contains("adopting image"),
-        "{}",
-        second.logs()
-    );
+    let cli: Vec<String> = rbd_ls(&bed, "kube")
+        .into_iter()
+        .filter(|i| i.contains(&uid))
+        .collect();
+    assert_eq!(cli, vec![image.clone()], "the rbd CLI sees one image too");
+    assert_led_and_acted(&second, &["adopting image", &image], T).await;
     cleanup(&bed, &admin, &ns, &[&c], &["kube"]).await;
 }
 
@@ -293,14 +327,13 @@ async fn refused(
     let uid = uid_of(&pvc);
     let ev = wait_event(&c.admin, &c.ns, &uid, "ProvisioningFailed", needles, T).await;
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
-    assert!(
-        !ev.note
-            .clone()
-            .unwrap_or_default()
-            .contains(&c.bed.admin_key),
-        "no key in events"
-    );
+    assert_no_keys(&c.bed, &c.admin, &c.prov, &[&c.ns]).await;
     assert!(!image_exists(&ceph, "kube", &format!("kubernetes-dynamic-pvc-{uid}")).await);
+    assert!(!rbd_exists(
+        &c.bed,
+        "kube",
+        &format!("kubernetes-dynamic-pvc-{uid}")
+    ));
     let pvs = Api::<PersistentVolume>::all(c.admin.clone());
     assert!(pvs.get_opt(&format!("pvc-{uid}")).await.unwrap().is_none());
     assert!(c.prov.is_running(), "provisioner died:\n{}", c.prov.logs());
@@ -322,7 +355,8 @@ async fn still_provisions(c: &Scenario) {
     )
     .await;
     wait_bound(&c.admin, &c.ns, "good", T).await;
-    assert!(!c.prov.logs().contains(&c.bed.admin_key), "no key in logs");
+    assert_led_and_acted(&c.prov, &["Successfully provisioned", &uid_of(&pvc)], T).await;
+    assert_no_keys(&c.bed, &c.admin, &c.prov, &[&c.ns]).await;
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
 }
 
@@ -341,6 +375,7 @@ async fn bad_secrets() {
     )
     .await;
     let forbidden = unique("forbidden");
+    let _clean_forbidden = Cleanup::new(&c.bed).namespace(&forbidden);
     namespace(&c.admin, &forbidden).await;
     key_secret(&c.admin, &forbidden, "admin", &c.bed.admin_key).await;
     refused(

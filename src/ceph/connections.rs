@@ -105,6 +105,21 @@ impl Connections {
         result
     }
 
+    /// A client for background work that must not keep a client alive: the cached one,
+    /// without counting as a use, or else a fresh one that is not cached (it closes when the
+    /// caller drops it). Housekeeping passes go through here, so an idle client still closes.
+    pub async fn borrow(&self, c: &Credentials) -> Result<Arc<Cluster>, CephError> {
+        let cached = self
+            .lock()
+            .get(&Connections::key(c))
+            .and_then(|e| e.slot.get().cloned())
+            .filter(|cluster| cluster.healthy());
+        match cached {
+            Some(cluster) => Ok(cluster),
+            None => Cluster::connect(c, self.timeouts).await,
+        }
+    }
+
     /// Closes clients unused for the idle time and drops unhealthy ones (each shuts down
     /// once no running operation holds it). Called periodically.
     pub fn close_idle(&self) -> usize {

@@ -35,7 +35,7 @@ pub async fn run(ctx: Arc<Context>) {
         let pools = pools(&ctx).await;
         tracing::debug!(pools = pools.len(), "housekeeping pass");
         for (creds, pool) in pools {
-            let cluster = match ctx.connect(&creds).await {
+            let cluster = match ctx.borrow(&creds).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(%pool, error = %e, "housekeeping skipped this pool");

@@ -261,6 +261,15 @@ impl Context {
         r
     }
 
+    /// A Ceph connection for housekeeping: it does not count as a use of a cached client.
+    async fn borrow(&self, creds: &Credentials) -> Result<Arc<Cluster>, Error> {
+        self.ceph.borrow(creds).await.map_err(Error::ceph(format!(
+            "Ceph cluster {} as client.{}",
+            creds.monitors.join(","),
+            creds.user
+        )))
+    }
+
     fn succeeded(&self, key: &str) {
         self.failures
             .lock()

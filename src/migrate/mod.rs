@@ -453,6 +453,7 @@ async fn handle(
             if let Err(e) = save_backup(ctx, pv).await {
                 return Outcome::Failed(e);
             }
+            failpoint("backup", &id.pv);
             outcome(finish(ctx, &id, &new, Step::DeleteOld).await, false)
         }
     }
@@ -632,6 +633,7 @@ async fn delete_old(ctx: &Ctx, id: &Identity) -> Result<Step, MigrateError> {
             );
         }
     }
+    failpoint("retain", name);
 
     let (step, claim) = recheck(ctx, id).await?;
     if step != Step::DeleteOld {
@@ -650,6 +652,7 @@ async fn delete_old(ctx: &Ctx, id: &Identity) -> Result<Step, MigrateError> {
         Err(e) if gone(&e) => {}
         Err(e) => return Err(Error::kube("delete PersistentVolume", name)(e).into()),
     }
+    failpoint("delete", name);
 
     let (step, claim) = recheck(ctx, id).await?;
     if step != Step::DeleteOld {
@@ -718,6 +721,7 @@ async fn create_new(ctx: &Ctx, id: &Identity, new: &PersistentVolume) -> Result<
         Err(e) => return Err(Error::kube("create PersistentVolume", name)(e).into()),
     }
     tracing::debug!(pv = %name, "csi PV created");
+    failpoint("create", name);
     Ok(())
 }
 
@@ -787,5 +791,18 @@ async fn await_bound(ctx: &Ctx, id: &Identity) -> Result<(), MigrateError> {
             nudged_after_pv_bound |= pv_bound;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Test-only hook: `RBD_PROVISIONER_MIGRATE_FAILPOINT=exit-after-<step>:<pv>` ends the process
+/// at once (as a crash would: no cleanup, exit code 86) right after `step` (`backup`, `retain`,
+/// `delete` or `create`) of PV `pv`, so that the integration tests interrupt the real step
+/// order. Unset in production; it names one PV so that a run stops where the test wants.
+fn failpoint(step: &str, pv: &str) {
+    if std::env::var("RBD_PROVISIONER_MIGRATE_FAILPOINT")
+        .is_ok_and(|v| v == format!("exit-after-{step}:{pv}"))
+    {
+        eprintln!("failpoint exit-after-{step}:{pv}: exiting");
+        std::process::exit(86);
     }
 }

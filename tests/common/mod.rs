@@ -477,6 +477,9 @@ pub async fn cleanup(
 /// One test's world: a provisioner with its own name, a namespace, admin and user Secrets
 /// (in kube-system and default, where the shipped RBAC lets it read them).
 pub struct Scenario {
+    /// First field, so it is dropped first: the namespace, the PVs of its claims, classes and
+    /// copied Secrets go on success and on failure, whatever the test did.
+    pub cleanup: Cleanup,
     pub bed: Bed,
     pub admin: Client,
     pub prov: Provisioner,
@@ -492,8 +495,14 @@ impl Scenario {
     /// A provisioner named `name`, started with extra environment.
     pub async fn serving(prefix: &str, name: &str, env: &[(&str, &str)]) -> Scenario {
         let bed = Bed::load();
-        let admin = bed.admin().await;
         let prov = Provisioner::start(&bed, name, env).await;
+        Self::around(prefix, name, prov).await
+    }
+
+    /// A namespace, Secrets and the cleanup for provisioner `name`, already started as `prov`.
+    pub async fn around(prefix: &str, name: &str, prov: Provisioner) -> Scenario {
+        let bed = Bed::load();
+        let admin = bed.admin().await;
         let ns = unique(prefix);
         namespace(&admin, &ns).await;
         key_secret(
@@ -505,6 +514,7 @@ impl Scenario {
         .await;
         key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
         Scenario {
+            cleanup: Cleanup::new(&bed).namespace(&ns).prefix(&format!("{ns}-")),
             bed,
             admin,
             prov,
@@ -642,11 +652,380 @@ impl Provisioner {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("start rbd-provisioner");
         Provisioner {
             name: name.to_string(),
             child,
             log,
+        }
+    }
+}
+
+/// The `rbd` CLI (not the code under test) as an independent oracle: runs
+/// `rbd -c <bed>/ceph/ceph.conf <args> --format json` and returns the parsed output, or
+/// `None` when `rbd` fails (for example `rbd info` of an image that does not exist).
+pub fn rbd_json(bed: &Bed, args: &[&str]) -> Option<serde_json::Value> {
+    let out = std::process::Command::new("rbd")
+        .arg("-c")
+        .arg(bed.dir.join("ceph/ceph.conf"))
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .expect("run the rbd CLI");
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("rbd --format json prints JSON"))
+}
+
+/// Waits until `needle` appears in the provisioner's log (ANSI colour codes removed),
+/// proof that it handled an object before a test asserts that nothing happened.
+pub async fn wait_log(p: &Provisioner, needle: &[&str], timeout: Duration) {
+    wait_for(&format!("log line with {needle:?}"), timeout, || async {
+        let text = strip_ansi(&p.logs());
+        text.lines()
+            .any(|l| needle.iter().all(|n| l.contains(n)))
+            .then_some(())
+    })
+    .await
+}
+
+/// `text` without ANSI escape sequences (the provisioner's log is coloured).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Provisioner {
+    /// The binary with only `args` and `env` (plus `KUBECONFIG_PATH` for the ServiceAccount's
+    /// kubeconfig): no provisioner name, no metrics address, so the defaults and the
+    /// environment forms of the flags are what the process sees.
+    pub async fn start_bare(bed: &Bed, env: &[(&str, &str)], args: &[&str]) -> Provisioner {
+        let kubeconfig = service_account_kubeconfig(bed).await;
+        let bin = std::env::var_os("RBD_PROVISIONER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rbd-provisioner")));
+        let log = bed.dir.join(format!("{}.log", unique("bare")));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("KUBECONFIG_PATH", &kubeconfig)
+            .env("RUST_LOG", "info,rbd_provisioner=debug")
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("start rbd-provisioner");
+        Provisioner {
+            name: String::new(),
+            child,
+            log,
+        }
+    }
+}
+
+/// Makes the child get SIGTERM when the thread that spawned it ends, so a test binary killed
+/// abruptly (SIGKILL, a CI timeout) leaves no provisioner running: `Drop` never runs then.
+/// Tests spawn from the thread that runs the test, which outlives the provisioner it holds.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `rbd -c <bed>/ceph/ceph.conf <args>` (the CLI, not the code under test); panics with its
+/// stderr when it fails.
+pub fn rbd_cli(bed: &Bed, args: &[&str]) -> String {
+    let out = Command::new("rbd")
+        .arg("-c")
+        .arg(bed.dir.join("ceph/ceph.conf"))
+        .args(args)
+        .output()
+        .expect("run the rbd CLI");
+    assert!(
+        out.status.success(),
+        "rbd {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Image names in `pool`, as the `rbd` CLI lists them.
+pub fn rbd_ls(bed: &Bed, pool: &str) -> Vec<String> {
+    let v = rbd_json(bed, &["ls", pool]).unwrap_or_else(|| panic!("rbd ls {pool} failed"));
+    v.as_array()
+        .expect("rbd ls prints a list")
+        .iter()
+        .filter_map(|n| n.as_str().map(String::from))
+        .collect()
+}
+
+/// Names of the images in `pool`'s trash, as the `rbd` CLI lists them.
+pub fn rbd_trash_ls(bed: &Bed, pool: &str) -> Vec<String> {
+    let v = rbd_json(bed, &["trash", "ls", pool])
+        .unwrap_or_else(|| panic!("rbd trash ls {pool} failed"));
+    v.as_array()
+        .expect("rbd trash ls prints a list")
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// `rbd info pool/image` as JSON, or None when the image does not exist.
+pub fn rbd_info(bed: &Bed, pool: &str, image: &str) -> Option<serde_json::Value> {
+    rbd_json(bed, &["info", &format!("{pool}/{image}")])
+}
+
+/// Whether the `rbd` CLI sees `image` in `pool`.
+pub fn rbd_exists(bed: &Bed, pool: &str, image: &str) -> bool {
+    rbd_ls(bed, pool).iter().any(|i| i == image)
+}
+
+/// Standard base64 (with padding) of `s`, the form keys take in Secrets' `data`.
+pub fn base64_of(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Every form a Ceph key of the bed could leak in: admin and user, raw and base64.
+pub fn key_forms(bed: &Bed) -> Vec<(String, String)> {
+    vec![
+        ("admin key".into(), bed.admin_key.clone()),
+        ("admin key (base64)".into(), base64_of(&bed.admin_key)),
+        ("user key".into(), bed.kube_key.clone()),
+        ("user key (base64)".into(), base64_of(&bed.kube_key)),
+    ]
+}
+
+/// Asserts that no key of the bed appears in the provisioner's log, its command line, or
+/// any event in `namespaces`.
+pub async fn assert_no_keys(bed: &Bed, client: &Client, p: &Provisioner, namespaces: &[&str]) {
+    let log = p.logs();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid())).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let mut events = String::new();
+    for ns in namespaces {
+        let evs = Api::<Event>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        for e in evs.items {
+            events.push_str(&serde_json::to_string(&e).unwrap());
+            events.push('\n');
+        }
+    }
+    for (what, key) in key_forms(bed) {
+        assert!(!log.contains(&key), "{what} in the provisioner's log");
+        assert!(!cmdline.contains(&key), "{what} on the command line");
+        assert!(!events.contains(&key), "{what} in events of {namespaces:?}");
+    }
+}
+
+/// Asserts from the process's own log that it took the Lease and then did `acted` (a log
+/// line containing every needle): the work was this process's, not another replica's.
+pub async fn assert_led_and_acted(p: &Provisioner, acted: &[&str], timeout: Duration) {
+    wait_log(p, &["became leader"], timeout).await;
+    wait_log(p, acted, timeout).await;
+}
+
+/// Deletes, when dropped (a failing test too), what a test made in Kubernetes and Ceph: its
+/// namespaces, the PVs of their claims (finalizers dropped, images removed with the `rbd`
+/// CLI), StorageClasses and Secrets named with a prefix, and named leftovers. Drop cannot be
+/// async, so it uses kubectl, blocking.
+pub struct Cleanup {
+    bed: Bed,
+    namespaces: Vec<String>,
+    prefixes: Vec<String>,
+    classes: Vec<String>,
+    secrets: Vec<(String, String)>,
+    claims: Vec<(String, String)>,
+}
+
+impl Cleanup {
+    pub fn new(bed: &Bed) -> Cleanup {
+        Cleanup {
+            bed: bed.clone(),
+            namespaces: vec![],
+            prefixes: vec![],
+            classes: vec![],
+            secrets: vec![],
+            claims: vec![],
+        }
+    }
+    /// A namespace; the PVs bound to its claims go with it.
+    pub fn namespace(mut self, ns: &str) -> Cleanup {
+        self.namespaces.push(ns.into());
+        self
+    }
+    /// StorageClasses and kube-system/default Secrets whose names start with `prefix`.
+    pub fn prefix(mut self, prefix: &str) -> Cleanup {
+        self.prefixes.push(prefix.into());
+        self
+    }
+    pub fn class(mut self, name: &str) -> Cleanup {
+        self.classes.push(name.into());
+        self
+    }
+    pub fn secret(mut self, ns: &str, name: &str) -> Cleanup {
+        self.secrets.push((ns.into(), name.into()));
+        self
+    }
+    /// A claim in a namespace the test does not own (say "default"), and its PV.
+    pub fn claim(mut self, ns: &str, name: &str) -> Cleanup {
+        self.claims.push((ns.into(), name.into()));
+        self
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Option<String> {
+        let kubectl =
+            parse_env(&std::fs::read_to_string(self.bed.dir.join("env")).unwrap_or_default())
+                .get("KUBECTL")
+                .cloned()
+                .unwrap_or_else(|| "kubectl".into());
+        let out = Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.bed.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn names(&self, args: &[&str]) -> Vec<String> {
+        self.kubectl(args)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('/').map(|(_, n)| n.to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // PVs first: with the namespace gone nothing would point at them any more.
+        for (ns, c) in &self.claims {
+            let _ = self.kubectl(&[
+                "-n",
+                ns,
+                "delete",
+                "pvc",
+                c,
+                "--wait=false",
+                "--ignore-not-found",
+            ]);
+        }
+        if !self.namespaces.is_empty() || !self.claims.is_empty() {
+            let pvs = self
+                .kubectl(&["get", "pv", "-o", "json"])
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .unwrap_or_default();
+            for pv in pvs["items"].as_array().cloned().unwrap_or_default() {
+                let ns = pv["spec"]["claimRef"]["namespace"].as_str().unwrap_or("");
+                let claim = pv["spec"]["claimRef"]["name"].as_str().unwrap_or("");
+                if !self.namespaces.iter().any(|n| n == ns)
+                    && !self.claims.iter().any(|(n, c)| n == ns && c == claim)
+                {
+                    continue;
+                }
+                let name = pv["metadata"]["name"].as_str().unwrap_or_default();
+                let _ = self.kubectl(&[
+                    "patch",
+                    "pv",
+                    name,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ]);
+                let _ = self.kubectl(&["delete", "pv", name, "--wait=false"]);
+                let rbd = &pv["spec"]["rbd"];
+                let csi = &pv["spec"]["csi"]["volumeAttributes"];
+                let pool = rbd["pool"].as_str().or(csi["pool"].as_str());
+                let image = rbd["image"].as_str().or(csi["imageName"].as_str());
+                if let (Some(pool), Some(image)) = (pool, image) {
+                    let _ = Command::new("rbd")
+                        .arg("-c")
+                        .arg(self.bed.dir.join("ceph/ceph.conf"))
+                        .args(["rm", "--no-progress", &format!("{pool}/{image}")])
+                        .output();
+                }
+            }
+        }
+        let mut classes = self.classes.clone();
+        let mut secrets = self.secrets.clone();
+        if !self.prefixes.is_empty() {
+            for c in self.names(&["get", "storageclass", "-o", "name"]) {
+                if self.prefixes.iter().any(|p| c.starts_with(p.as_str())) {
+                    classes.push(c);
+                }
+            }
+            for ns in ["kube-system", "default"] {
+                for s in self.names(&["-n", ns, "get", "secret", "-o", "name"]) {
+                    if self.prefixes.iter().any(|p| s.starts_with(p.as_str())) {
+                        secrets.push((ns.into(), s));
+                    }
+                }
+            }
+        }
+        for c in &classes {
+            let _ = self.kubectl(&["delete", "storageclass", c, "--ignore-not-found"]);
+        }
+        for (ns, s) in &secrets {
+            let _ = self.kubectl(&["-n", ns, "delete", "secret", s, "--ignore-not-found"]);
+        }
+        for ns in &self.namespaces {
+            let _ = self.kubectl(&[
+                "delete",
+                "namespace",
+                ns,
+                "--wait=false",
+                "--ignore-not-found",
+            ]);
         }
     }
 }

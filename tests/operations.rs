@@ -1,0 +1,342 @@
+//! Operations: `doctor`, Secrets in Rook's / ceph-csi's format, the csi driver name, the
+//! trimmed RBAC and the namespace overlay, on the local bed.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rbd-provisioner")
+}
+
+fn kubectl(bed: &Bed) -> Command {
+    let mut c = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
+    c.env("KUBECONFIG", &bed.kubeconfig);
+    c
+}
+
+/// Runs `doctor --storage-class` as an operator would; exit success and the table.
+fn doctor(s: &Scenario, class: &str) -> (bool, String) {
+    let out = Command::new(bin())
+        .arg("--kubeconfig")
+        .arg(&s.bed.kubeconfig)
+        .args([
+            "--provisioner-name",
+            &s.name,
+            "doctor",
+            "--storage-class",
+            class,
+        ])
+        .env_remove("KUBECONFIG")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run doctor");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A Secret in ceph-csi's (and Rook's) format.
+async fn csi_secret(s: &Scenario, ns: &str, name: &str, user: &str, key: &str) {
+    let v = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {"userID": user, "userKey": key}
+    });
+    let text = serde_json::to_string(&v).unwrap();
+    apply_yaml(&s.admin, &text, &[]).await;
+}
+
+#[tokio::test]
+async fn doctor_passes_a_good_class_and_names_fixes_for_bad_ones() {
+    let s = Scenario::new("doc").await;
+    let good = s.class("good", &[], json!({})).await;
+    let (ok, text) = doctor(&s, &good);
+    assert!(ok, "doctor failed on a good class:\n{text}");
+    for line in [
+        "OK     parameters",
+        "OK     admin key",
+        "OK     probe image",
+        "OK     user key",
+        "OK     admin secret RBAC",
+        "no Nodes registered: cannot check",
+    ] {
+        assert!(text.contains(line), "missing {line:?}:\n{text}");
+    }
+    // The probe image was removed.
+    assert!(
+        !rbd_ls(&s.bed, "kube")
+            .iter()
+            .any(|i| i.starts_with("rbd-provisioner-doctor-probe-")),
+        "probe image left behind"
+    );
+
+    // A wrong key: the kube user's key in the admin Secret.
+    key_secret(
+        &s.admin,
+        "kube-system",
+        &format!("{}-badkey", s.ns),
+        &s.bed.kube_key,
+    )
+    .await;
+    let bad = s
+        .class(
+            "badkey",
+            &[("adminSecretName", &format!("{}-badkey", s.ns))],
+            json!({}),
+        )
+        .await;
+    let (ok, text) = doctor(&s, &bad);
+    assert!(!ok, "doctor passed a class with a wrong admin key:\n{text}");
+    assert!(text.contains("FAIL   admin key"), "{text}");
+    assert!(
+        text.contains("fix: compare the Secret with ceph auth get-key client.admin"),
+        "{text}"
+    );
+
+    // A missing user Secret.
+    let missing = s
+        .class(
+            "nosecret",
+            &[("userSecretName", "no-such-secret")],
+            json!({}),
+        )
+        .await;
+    let (ok, text) = doctor(&s, &missing);
+    assert!(!ok, "{text}");
+    assert!(text.contains("FAIL   user secret"), "{text}");
+    assert!(
+        text.contains("kubectl -n default create secret generic no-such-secret"),
+        "{text}"
+    );
+
+    // A missing pool.
+    let nopool = s
+        .class("nopool", &[("pool", "no-such-pool")], json!({}))
+        .await;
+    let (ok, text) = doctor(&s, &nopool);
+    assert!(!ok, "{text}");
+    assert!(text.contains("FAIL   pool"), "{text}");
+    assert!(
+        text.contains("fix: ceph osd pool create no-such-pool && rbd pool init no-such-pool"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn doctor_checks_a_class_file_before_it_is_applied() {
+    let s = Scenario::new("docf").await;
+    let params: serde_json::Map<String, serde_json::Value> = s
+        .params(&[])
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
+    let mut yaml = format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: {}-file\nprovisioner: {}\nparameters:\n",
+        s.ns, s.name
+    );
+    for (k, v) in &params {
+        yaml.push_str(&format!("  {k}: {v}\n"));
+    }
+    yaml.push_str("  imageFeatures: layering,exclusive-lock\n");
+    let path = s.bed.dir.join(format!("{}-class.yaml", s.ns));
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(bin())
+        .arg("--kubeconfig")
+        .arg(&s.bed.kubeconfig)
+        .args(["--provisioner-name", &s.name, "doctor", "--file"])
+        .arg(&path)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL   parameters") && text.contains("exclusive-lock"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_in_ceph_csi_format_provision() {
+    let s = Scenario::new("csifmt").await;
+    let admin = format!("{}-csi-admin", s.ns);
+    csi_secret(&s, "kube-system", &admin, "admin", &s.bed.admin_key).await;
+    let class = s
+        .class("csifmt", &[("adminSecretName", &admin)], json!({}))
+        .await;
+    let (c, _) = s.bound(&class, "c1", "1Gi").await;
+    let pv = s.pv_of(&c).await;
+    assert!(pv.spec.unwrap().rbd.is_some());
+    let (ok, text) = doctor(&s, &class);
+    assert!(ok, "{text}");
+
+    // A userID naming another user is refused, not used for the wrong user.
+    let other = format!("{}-csi-other", s.ns);
+    csi_secret(&s, "kube-system", &other, "kube", &s.bed.admin_key).await;
+    let class = s
+        .class("csiother", &[("adminSecretName", &other)], json!({}))
+        .await;
+    let (ok, text) = doctor(&s, &class);
+    assert!(!ok, "{text}");
+    assert!(text.contains("userID names another Ceph user"), "{text}");
+}
+
+#[tokio::test]
+async fn csi_driver_name_comes_from_the_class() {
+    let s = Scenario::new("drv").await;
+    let node = format!("{}-node", s.ns);
+    csi_secret(&s, "default", &node, "kube", &s.bed.kube_key).await;
+    let class = s
+        .class(
+            "rook",
+            &[
+                ("volumeFlavor", "csi"),
+                ("clusterID", "bed"),
+                ("csiNodeStageSecretName", &node),
+                ("csiNodeStageSecretNamespace", "default"),
+                ("csiDriver", "rook-ceph.rbd.csi.ceph.com"),
+            ],
+            json!({}),
+        )
+        .await;
+    let (c, _) = s.bound(&class, "c1", "1Gi").await;
+    let csi = s.pv_of(&c).await.spec.unwrap().csi.unwrap();
+    assert_eq!(csi.driver, "rook-ceph.rbd.csi.ceph.com");
+}
+
+#[tokio::test]
+async fn service_account_cannot_do_what_it_does_not_need() {
+    let bed = Bed::load();
+    service_account_kubeconfig(&bed).await;
+    let can = |args: &[&str]| {
+        let out = kubectl(&bed)
+            .args([
+                "auth",
+                "can-i",
+                "--as=system:serviceaccount:kube-system:rbd-provisioner",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    // What it needs.
+    assert!(can(&["get", "secrets", "-n", "kube-system"]));
+    assert!(can(&["create", "persistentvolumes"]));
+    assert!(can(&[
+        "patch",
+        "persistentvolumeclaims",
+        "--subresource=status",
+        "-n",
+        "default"
+    ]));
+    // What it does not.
+    assert!(!can(&["list", "secrets", "-n", "kube-system"]));
+    assert!(!can(&["list", "secrets", "-n", "default"]));
+    assert!(!can(&["get", "secrets", "-n", "kube-public"]));
+    assert!(!can(&["patch", "persistentvolumeclaims", "-n", "default"]));
+    assert!(!can(&["update", "persistentvolumeclaims", "-n", "default"]));
+    assert!(!can(&[
+        "update",
+        "persistentvolumeclaims",
+        "--subresource=status",
+        "-n",
+        "default"
+    ]));
+    assert!(!can(&["update", "persistentvolumes"]));
+}
+
+#[tokio::test]
+async fn namespace_overlay_renders_and_applies() {
+    let bed = Bed::load();
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/overlays/example-namespace"
+    );
+    let out = kubectl(&bed).args(["kustomize", dir]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let find = |kind: &str, ns: &str| {
+        docs.iter()
+            .filter(|d| d["kind"] == kind && d["metadata"]["namespace"] == ns)
+            .count()
+    };
+    assert_eq!(find("Deployment", "storage"), 1);
+    assert_eq!(
+        find("Role", "storage"),
+        1,
+        "Lease role follows the namespace"
+    );
+    assert_eq!(find("RoleBinding", "ceph"), 1);
+    assert_eq!(find("RoleBinding", "apps"), 1);
+    assert_eq!(
+        find("RoleBinding", "kube-system"),
+        0,
+        "base Secret bindings dropped"
+    );
+    assert_eq!(
+        find("RoleBinding", "default"),
+        0,
+        "base Secret bindings dropped"
+    );
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"].as_str().unwrap().ends_with("Binding"))
+    {
+        assert_eq!(d["subjects"][0]["namespace"], "storage", "{d}");
+    }
+    let lease = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert_eq!(
+        lease["rules"][1]["resourceNames"][0], "rbd-provisioner-ceph-com-rbd",
+        "{lease}"
+    );
+
+    // Server dry-run: the namespaces must exist, and Kubernetes 1.20 knows the
+    // PodDisruptionBudget only as policy/v1beta1.
+    let admin = bed.admin().await;
+    for ns in ["storage", "ceph", "apps"] {
+        namespace(&admin, ns).await;
+    }
+    let v = admin.apiserver_version().await.unwrap();
+    let old = v.minor.trim_end_matches('+').parse::<u32>().unwrap_or(99) < 21;
+    let text = if old {
+        text.replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n")
+    } else {
+        text
+    };
+    let mut child = kubectl(&bed)
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("deployment.apps/rbd-provisioner"), "{all}");
+}
