@@ -28,6 +28,14 @@ pub struct Cli {
     #[arg(long, env = "KUBECONFIG_PATH", global = true)]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Kubernetes API calls per second, on average (client-go's token bucket); 0: no limit.
+    #[arg(long, env = "KUBE_API_QPS", default_value_t = 0.0, global = true)]
+    pub kube_api_qps: f64,
+
+    /// Kubernetes API calls allowed at once above --kube-api-qps.
+    #[arg(long, env = "KUBE_API_BURST", default_value_t = 10, global = true)]
+    pub kube_api_burst: u32,
+
     /// Log format: text, or json (one object per line, for log pipelines).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -173,9 +181,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // The provisioner runs in-cluster; an operator's command uses their kubeconfig.
     let in_cluster = matches!(cli.command.as_ref().unwrap_or(&Command::Run), Command::Run);
-    let client = client(cli.kubeconfig.as_ref(), in_cluster).await?;
+    let config = config(cli.kubeconfig.as_ref(), in_cluster).await?;
+    let client = client(config.clone(), Some((cli.kube_api_qps, cli.kube_api_burst)))?;
     match cli.command.as_ref().unwrap_or(&Command::Run) {
-        Command::Run => run_provisioner(cli, client).await,
+        Command::Run => {
+            // The Lease has a client of its own: renewals never wait behind the rate limit.
+            let lease_client = self::client(config, None)?;
+            run_provisioner(cli, client, lease_client).await
+        }
         Command::Audit(args) => {
             crate::audit::run(client, args.clone(), &cli.provisioner_name).await
         }
@@ -195,8 +208,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>, in_cluster: bool) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+async fn config(kubeconfig: Option<&PathBuf>, in_cluster: bool) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -212,8 +225,19 @@ async fn client(kubeconfig: Option<&PathBuf>, in_cluster: bool) -> anyhow::Resul
         None => kube::Config::infer()
             .await
             .context("no kubeconfig found ($KUBECONFIG, ~/.kube/config): pass --kubeconfig")?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
+}
+
+/// A client, its calls limited to `limit` (qps, burst) when qps is positive.
+fn client(config: kube::Config, limit: Option<(f64, u32)>) -> anyhow::Result<kube::Client> {
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    if let Some((qps, burst)) = limit.filter(|(qps, _)| *qps > 0.0 && qps.is_finite()) {
+        tracing::info!(qps, burst, "Kubernetes API calls limited");
+        let limit = crate::ratelimit::RateLimitLayer::new(qps, burst);
+        Ok(builder.with_layer(&limit).build())
+    } else {
+        Ok(builder.build())
+    }
 }
 
 /// The flavour for classes that do not choose: in-tree `spec.rbd` was removed in Kubernetes 1.31.
@@ -233,7 +257,11 @@ fn version_number(s: &str) -> u32 {
         .unwrap_or(0)
 }
 
-async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
+async fn run_provisioner(
+    cli: Cli,
+    client: kube::Client,
+    lease_client: kube::Client,
+) -> anyhow::Result<()> {
     let v = client
         .apiserver_version()
         .await
@@ -287,7 +315,7 @@ async fn run_provisioner(cli: Cli, client: kube::Client) -> anyhow::Result<()> {
     let me = identity();
     let elector = cli.leader_elect.then(|| {
         Elector::new(
-            client.clone(),
+            lease_client,
             &cli.leader_election_namespace,
             &settings.provisioner,
             me.clone(),

@@ -20,6 +20,7 @@ pub mod migrate;
 pub mod owner;
 pub mod params;
 pub mod quantity;
+pub mod ratelimit;
 pub mod reclaim;
 pub mod resize;
 pub mod volume;
