@@ -3,6 +3,8 @@
 # ${RBDP_BED:-/tmp/rbd-provisioner-bed}. Kills only the pids the bed recorded; removes $RBDP_BED/env
 # (it would point at a dead bed); --purge also deletes the state dir. Safe to run twice.
 # Afterwards checks that no live process mentions the bed dir on its command line.
+# The bed's Kubernetes 1.37 plane (RBDP_KUBE=1.37 hack/bed-up.sh, in $RBDP_BED/k137) is stopped
+# with it; RBDP_BED=<bed>/k137 stops (and with --purge removes) only that plane.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
@@ -19,13 +21,22 @@ if [ $LOCKED -eq 0 ]; then
   flock -w 600 9 || { echo "bed-down: another bed-up/bed-down holds $BED.lock" >&2; exit 1; }
 fi
 
+# A bed's 1.37 plane alone (its dir has the plane in kube/ and a symlink to the bed's ceph/).
+if [ -f "$BED/kube/.rbdp-kube137" ] && [ -L "$BED/ceph" ] && [ ! -f "$BED/.rbdp-bed" ]; then
+  rm -f "$BED/env"
+  "$HERE/kube137-down.sh" "$BED/kube" --purge
+  if [ $PURGE -eq 1 ]; then rm -rf -- "$BED"; echo "bed-down: purged $BED"; fi
+  echo "bed-down: 1.37 plane stopped"
+  exit 0
+fi
+
 if [ ! -d "$BED" ]; then
   echo "bed-down: no bed in $BED; nothing to do"
   exit 0
 fi
 [ -f "$BED/.rbdp-bed" ] || { echo "bed-down: $BED is not a test bed (no .rbdp-bed); leaving it alone" >&2; exit 1; }
 
-rm -f "$BED/env"
+rm -f "$BED/env" "$BED/k137/env"
 # The provisioner hack/demo.sh left running, if any (only if it still is that binary).
 if [ -f "$BED/demo-provisioner.pid" ]; then
   pid=$(cat "$BED/demo-provisioner.pid")
@@ -40,8 +51,14 @@ fi
 # Independent stacks: stop both at once (the OSD takes a few seconds to shut down).
 "$HERE/kube-down.sh" "$BED/kube" 9>&- &
 kd=$!
+k137=
+if [ -f "$BED/k137/kube/.rbdp-kube137" ]; then
+  "$HERE/kube137-down.sh" "$BED/k137/kube" 9>&- &
+  k137=$!
+fi
 "$HERE/ceph-down.sh" "$BED/ceph" 9>&-
 wait $kd
+[ -z "$k137" ] || wait "$k137"
 
 # Nothing with the bed dir in its command line may survive (zombies aside: PID 1 reaps late).
 # Our own ancestors (say, a shell whose command names the dir) are not the bed's.

@@ -1,33 +1,47 @@
 #!/usr/bin/env bash
 # hack/demo.sh -- the walkthrough, end to end, on this machine: installs what is missing, starts
-# a local Ceph and a Kubernetes 1.20 control plane, runs the provisioner under the ServiceAccount
-# and RBAC of manifests/rbac/, applies examples/, and shows the claim Bound and its image in Ceph.
+# a local Ceph and a Kubernetes control plane, runs the provisioner under the ServiceAccount and
+# RBAC of manifests/rbac/, applies examples/ (the walkthrough's Secrets, StorageClass, claim and
+# pod, unchanged), and shows the claim Bound and its image in Ceph.
+#
+#   bash hack/demo.sh                   # Kubernetes 1.37.2 (current): the claim gets a ceph-csi PV
+#   RBDP_KUBE=1.20 bash hack/demo.sh    # Kubernetes 1.20.2 (the walkthrough's era): a spec.rbd PV
+#
+# On 1.37 the walkthrough's class has no clusterID (the Ceph cluster's fsid is used) and its user
+# Secret holds only `key`, which ceph-csi cannot read: the provisioner says so in a
+# ProvisioningFailed event with the command that copies the key into a Secret in ceph-csi's
+# format; the demo runs that command, as an operator would, and the claim binds.
+#
 # The bed and the provisioner keep running afterwards; hack/bed-down.sh --purge stops everything.
+# RBDP_BED (default /tmp/rbd-provisioner-bed) puts the bed elsewhere, on free ports.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
 export RBDP_BED=$BED
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+KUBE=${RBDP_KUBE:-1.37}
+case $KUBE in 1.20|1.37) ;; *) echo "demo: RBDP_KUBE must be 1.37 (default) or 1.20, got '$KUBE'" >&2; exit 2 ;; esac
+DEMO_START=$(date +%s%N)
+step() { printf '\n\033[1m== [%ss] %s\033[0m\n' "$(( ($(date +%s%N) - DEMO_START) / 1000000000 ))" "$*"; }
 
-step "Installing packages and starting the bed (Ceph + kube-apiserver + kube-controller-manager)"
+step "Installing packages and starting the bed (Ceph + Kubernetes $KUBE: kube-apiserver, kube-controller-manager)"
 bash hack/install-deps.sh
-bash hack/bed-up.sh
-# shellcheck disable=SC1091
-. "$BED/env"
+RBDP_KUBE=$KUBE bash hack/bed-up.sh
+# The 1.37 plane shares the bed's Ceph; its env describes it with the same variables.
+if [ "$KUBE" = 1.37 ]; then ENV=$BED/k137/env; else ENV=$BED/env; fi
+# shellcheck disable=SC1090
+. "$ENV"
 K() { "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
+echo "Kubernetes server: $(K get --raw /version | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p')"
 
 step "Building the provisioner"
-cargo build --quiet --bin rbd-provisioner
+nice cargo build --quiet --bin rbd-provisioner
 BIN=$PWD/target/debug/rbd-provisioner
 
 step "kubectl apply -f manifests/rbac/ (ServiceAccount kube-system/rbd-provisioner and its rights)"
 K apply -f manifests/rbac/
-# Kubernetes 1.20 issues ServiceAccount tokens as Secrets; run as that account, as the Deployment would.
-for _ in $(seq 1 100); do
-  secret=$(K -n kube-system get sa rbd-provisioner -o jsonpath='{.secrets[0].name}' 2>/dev/null || true)
-  [ -n "$secret" ] && break; sleep 0.1
-done
-token=$(K -n kube-system get secret "$secret" -o jsonpath='{.data.token}' | base64 -d)
+# Run as that account, as the Deployment would: a token from the TokenRequest API (1.24 and
+# later no longer make token Secrets; 1.20 serves TokenRequest too).
+token=$(K -n kube-system create token rbd-provisioner --duration=8760h)
 server=$(K config view --raw -o jsonpath='{.clusters[0].cluster.server}')
 ca=$(K config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
 SA_KC=$BED/demo-sa.kubeconfig
@@ -40,29 +54,76 @@ users: [{name: rbd-provisioner, user: {token: "$token"}}]
 contexts: [{name: sa, context: {cluster: bed, user: rbd-provisioner}}]
 current-context: sa
 KC
+unset token
 
 step "Starting the provisioner (provisioner name ceph.com/rbd; log: $BED/demo-provisioner.log)"
-if [ -f "$BED/demo-provisioner.pid" ] && [ -d "/proc/$(cat "$BED/demo-provisioner.pid")" ]; then
-  kill "$(cat "$BED/demo-provisioner.pid")" 2>/dev/null || true; sleep 0.5
+if [ -f "$BED/demo-provisioner.pid" ]; then
+  old=$(cat "$BED/demo-provisioner.pid")
+  # Only our own earlier demo process (same binary), never whatever reuses the pid.
+  case "$(readlink "/proc/$old/exe" 2>/dev/null)" in "$BIN"|"$BIN (deleted)")
+    kill "$old" 2>/dev/null || true
+    for _ in $(seq 1 50); do [ -d "/proc/$old" ] || break; sleep 0.1; done ;;
+  esac
 fi
-RUST_LOG=info setsid "$BIN" --kubeconfig "$SA_KC" --metrics-addr 127.0.0.1:8080 \
+METRICS=${DEMO_METRICS_ADDR:-127.0.0.1:8080}
+if (exec 3<>"/dev/tcp/${METRICS%:*}/${METRICS##*:}") 2>/dev/null; then
+  echo "port ${METRICS##*:} is taken: metrics off (set DEMO_METRICS_ADDR to choose another)"; METRICS=
+fi
+RUST_LOG=info setsid "$BIN" --kubeconfig "$SA_KC" --metrics-addr "$METRICS" \
   </dev/null >"$BED/demo-provisioner.log" 2>&1 &
 echo $! > "$BED/demo-provisioner.pid"
 
+# A rerun replays the walkthrough from the start: its claim, pod and the csi Secret go first.
+K delete pod ceph-sc-pod --ignore-not-found --grace-period=0 --force >/dev/null 2>&1 || true
+K delete pvc ceph-sc-claim --ignore-not-found --timeout=60s >/dev/null
+K -n default delete secret ceph-kube-secret-csi --ignore-not-found >/dev/null
+
 step "kubectl apply -f examples/ (secrets, StorageClass ceph-rbd, claim ceph-sc-claim, pod ceph-sc-pod)"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+# Placeholders filled in by bash itself: keys never appear in a process's arguments.
+admin_b64=$(printf %s "$CEPH_ADMIN_KEY" | base64 -w0)
+kube_b64=$(printf %s "$CEPH_KUBE_KEY" | base64 -w0)
 for f in ceph-secret ceph-kube-secret storageclass pvc pod; do
-  sed -e "s|ADMIN_KEY_BASE64|$(printf %s "$CEPH_ADMIN_KEY" | base64 -w0)|" \
-      -e "s|KUBE_KEY_BASE64|$(printf %s "$CEPH_KUBE_KEY" | base64 -w0)|" \
-      -e "s|CEPH_MONITORS|$CEPH_MONITORS|" "examples/$f.yaml" > "$tmp/$f.yaml"
+  text=$(<"examples/$f.yaml")
+  text=${text//ADMIN_KEY_BASE64/$admin_b64}
+  text=${text//KUBE_KEY_BASE64/$kube_b64}
+  text=${text//CEPH_MONITORS/$CEPH_MONITORS}
+  printf '%s\n' "$text" > "$tmp/$f.yaml"
 done
+unset admin_b64 kube_b64 text
+phase() { K get pvc ceph-sc-claim -o jsonpath='{.status.phase}'; }
+# A ProvisioningFailed message about this claim (core/v1 view of the provisioner's events).
+failure() {
+  K get events --field-selector "involvedObject.uid=$uid,reason=ProvisioningFailed" \
+    -o jsonpath='{.items[-1:].message}' 2>/dev/null || true
+}
 start=$(date +%s%N)
 K apply -f "$tmp/ceph-secret.yaml" -f "$tmp/ceph-kube-secret.yaml" -f "$tmp/storageclass.yaml" -f "$tmp/pvc.yaml"
+uid=$(K get pvc ceph-sc-claim -o jsonpath='{.metadata.uid}')
+msg=
 for _ in $(seq 1 300); do
-  [ "$(K get pvc ceph-sc-claim -o jsonpath='{.status.phase}')" = Bound ] && break; sleep 0.1
+  [ "$(phase)" = Bound ] && break
+  msg=$(failure); [ -n "$msg" ] && break
+  sleep 0.1
 done
+
+if [ "$(phase)" != Bound ] && [ -n "$msg" ]; then
+  step "kubectl describe pvc ceph-sc-claim: the provisioner says what is missing, and how to make it"
+  K describe pvc ceph-sc-claim | sed -n '/^Events:/,$p'
+  cmd=$(printf '%s' "$msg" | sed -n 's/^[^`]*`\([^`]*\)`.*$/\1/p')
+  # The one command this step may run: the copy of the walkthrough's user Secret into
+  # ceph-csi's format, exactly as the provisioner writes it for these objects.
+  want="kubectl -n default get secret ceph-kube-secret -o go-template='{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"ceph-kube-secret-csi\",\"namespace\":\"default\"},\"type\":\"Opaque\",\"stringData\":{\"userID\":\"kube\"},\"data\":{\"userKey\":\"{{.data.key}}\"}}' | kubectl create -f -"
+  [ "$cmd" = "$want" ] || { echo "unexpected ProvisioningFailed: $msg"; tail -20 "$BED/demo-provisioner.log"; exit 1; }
+  step "Running that command, as an operator would (the key goes from Secret to Secret, never shown)"
+  echo "$cmd"
+  mkdir -p "$tmp/bin"; ln -s "$(command -v "$KUBECTL")" "$tmp/bin/kubectl"
+  PATH="$tmp/bin:$PATH" KUBECONFIG=$KUBECONFIG bash -c "$cmd"
+  # The provisioner retries failed claims with backoff (1 s, doubling); no restart needed.
+  for _ in $(seq 1 600); do [ "$(phase)" = Bound ] && break; sleep 0.1; done
+fi
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
-[ "$(K get pvc ceph-sc-claim -o jsonpath='{.status.phase}')" = Bound ] || {
+[ "$(phase)" = Bound ] || {
   echo "the claim did not bind; provisioner log:"; tail -20 "$BED/demo-provisioner.log"; exit 1; }
 echo "ceph-sc-claim Bound ${ms} ms after kubectl apply"
 K apply -f "$tmp/pod.yaml"
@@ -71,18 +132,26 @@ step "kubectl get pvc,pv"
 K get pvc,pv
 step "kubectl describe pvc ceph-sc-claim"
 K describe pvc ceph-sc-claim
-image=$(K get pv "$(K get pvc ceph-sc-claim -o jsonpath='{.spec.volumeName}')" -o jsonpath='{.spec.rbd.image}')
+pv=$(K get pvc ceph-sc-claim -o jsonpath='{.spec.volumeName}')
+image=$(K get pv "$pv" -o jsonpath='{.spec.rbd.image}{.spec.csi.volumeHandle}')
+step "kubectl get pv $pv -o yaml"
+K get pv "$pv" -o yaml
+if [ "$KUBE" = 1.37 ]; then
+  echo "(clusterID is the Ceph cluster's fsid: ceph fsid -> $(ceph -c "$CEPH_CONF" fsid))"
+fi
 step "rbd info kube/$image (the image, read from Ceph)"
 rbd -c "$CEPH_CONF" info "kube/$image"
 step "kubectl get pod ceph-sc-pod"
 K get pod ceph-sc-pod -o wide
 echo "(Pending for good: this machine has no kubelet and its kernel has no rbd module, so nothing mounts.)"
+step "Done in $(( ($(date +%s%N) - DEMO_START) / 1000000000 )) s"
 
 cat <<MSG
 
 Everything keeps running. Try:
-  . $BED/env; alias k='\$KUBECTL --kubeconfig \$KUBECONFIG'
-  k delete pod ceph-sc-pod --grace-period=0; k delete pvc ceph-sc-claim   # image and PV are deleted
-  rbd -c \$CEPH_CONF ls kube; curl -s 127.0.0.1:8080/metrics
+  . $ENV; alias k='\$KUBECTL --kubeconfig \$KUBECONFIG'
+  k delete pod ceph-sc-pod --grace-period=0 --force; k delete pvc ceph-sc-claim   # image and PV are deleted
+  rbd -c \$CEPH_CONF ls kube${METRICS:+; curl -s $METRICS/metrics}
+Rerun on the other version: RBDP_KUBE=$([ "$KUBE" = 1.37 ] && echo 1.20 || echo 1.37) bash hack/demo.sh
 Stop everything: hack/bed-down.sh --purge
 MSG

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# hack/test.sh -- every test: formatting and lints, unit tests, then integration tests against the
-# local bed (real Ceph + real kube-apiserver/kube-controller-manager on 127.0.0.1).
+# hack/test.sh -- every test: formatting and lints, unit tests, then every integration test against
+# both control planes of the local bed (real Ceph + real kube-apiserver/kube-controller-manager on
+# 127.0.0.1): Kubernetes 1.20.2, then 1.37.2 (hack/bed-up.sh with RBDP_KUBE=1.37), on the one
+# Ceph cluster. Fails if either plane fails, and says which.
 # Installs what is missing. Uses the bed in $RBDP_BED (default: the shared default bed) when it is
 # up and healthy, and never stops a bed it did not start. Otherwise it starts a bed of its own, in
 # a directory and on ports of this run only, and stops and purges it on exit: one run's exit can
@@ -11,6 +13,9 @@ HERE=$PWD/hack
 BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
 
 bash hack/install-deps.sh
+# The 1.37 binaries (built once with the machine's current Go, then cached): built here so a
+# fresh machine's first run shows the build on its own, before any bed starts.
+bash hack/build-kube-137.sh >/dev/null
 
 bed_up() {  # $1: bed dir; the same checks as bed-up.sh, kube-controller-manager included
   [ -f "$1/env" ] || return 1
@@ -25,10 +30,12 @@ if ! bed_up "$BED"; then
   # A fresh bed of this run's own (free ports are picked by bed-up.sh for a non-default dir).
   BED=$(mktemp -d /tmp/rbd-provisioner-bed-run.XXXXXX)
   trap 'echo "test.sh: stopping the bed it started ($BED)"; RBDP_BED=$BED bash "$HERE/bed-down.sh" --purge; rm -f "$BED.lock"' EXIT
-  RBDP_BED=$BED bash hack/bed-up.sh
+  RBDP_BED=$BED RBDP_KUBE=1.37 bash hack/bed-up.sh
   started=1
 else
   started=0
+  # The bed is up: add its 1.37 plane if it has none (left up with the bed; bed-down.sh stops it).
+  RBDP_BED=$BED RBDP_KUBE=1.37 bash hack/bed-up.sh
 fi
 export RBDP_BED=$BED
 
@@ -49,7 +56,29 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== unit tests"
 cargo test --lib --bins
-echo "== integration tests (real Ceph + Kubernetes, bed $BED)"
-# IO-bound tests, each with its own provisioner process, namespace and classes.
-cargo test --test '*' -- --test-threads=8
+# IO-bound tests, each with its own provisioner process, namespace and classes. The planes run
+# one after the other: they share one Ceph cluster, some tests stop its daemons
+# (tests/faults.rs, tests/outages.rs) and some check the whole pool (doctor's probe images), so
+# a run on the other plane at the same time would make them fail or prove nothing.
+cargo test --no-run --tests -q
+declare -A rc secs
+for plane in 1.20 1.37; do
+  dir=$BED
+  [ $plane = 1.20 ] || dir=$BED/k137
+  echo "== integration tests on Kubernetes $plane (real Ceph + Kubernetes, bed $dir)"
+  t0=$(date +%s)
+  rc[$plane]=0
+  RBDP_BED=$dir cargo test --no-fail-fast --test '*' -- --test-threads=8 || rc[$plane]=$?
+  secs[$plane]=$(( $(date +%s) - t0 ))
+done
+failed=0
+for plane in 1.20 1.37; do
+  if [ "${rc[$plane]}" -eq 0 ]; then
+    echo "test.sh: integration tests on Kubernetes $plane passed (${secs[$plane]}s)"
+  else
+    echo "test.sh: integration tests on Kubernetes $plane FAILED (exit ${rc[$plane]}, ${secs[$plane]}s)" >&2
+    failed=1
+  fi
+done
 [ $started -eq 1 ] || echo "test.sh: the bed in $BED was already running; left it up (hack/bed-down.sh stops it)"
+exit $failed

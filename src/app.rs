@@ -46,7 +46,12 @@ pub struct Cli {
     pub verbose: u8,
 
     /// The `provisioner` value of the StorageClasses to serve.
-    #[arg(long, env = "PROVISIONER_NAME", default_value = "ceph.com/rbd")]
+    #[arg(
+        long,
+        env = "PROVISIONER_NAME",
+        default_value = "ceph.com/rbd",
+        global = true
+    )]
     pub provisioner_name: String,
 
     /// Claims (and volumes) handled at the same time (alias: --worker-threads).
@@ -126,7 +131,8 @@ pub struct Cli {
     #[arg(
         long,
         env = "SERVICE_ACCOUNT",
-        default_value = "kube-system:rbd-provisioner"
+        default_value = "kube-system:rbd-provisioner",
+        global = true
     )]
     pub service_account: String,
 
@@ -352,8 +358,7 @@ async fn run_provisioner(
             e.release().await;
             // End now: background work (trash purges on blocking threads) must not outlive
             // the lease, and dropping the runtime would wait for it.
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-            std::process::exit(if r.is_ok() { 0 } else { 1 })
+            crate::ceph::exit_process(if r.is_ok() { 0 } else { 1 })
         }
         _ = keep => unreachable!("keep() only ends by ending the process"),
     }

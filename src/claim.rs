@@ -125,6 +125,18 @@ pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> bool {
                     .is_none_or(|u| Some(u) == pvc.metadata.uid.as_deref())
         }
     };
+    // Already chosen for this very claim (by uid): the binder finishes the binding whatever
+    // the PV's phase says. Kubernetes 1.37's binder marks such a PV Bound before it sets the
+    // claim's volumeName, so a claim update seen in between must not count as "unserved".
+    let chosen = v.claim_ref.as_ref().is_some_and(|r| {
+        r.name.as_deref() == pvc.metadata.name.as_deref()
+            && r.namespace.as_deref() == pvc.metadata.namespace.as_deref()
+            && r.uid.is_some()
+            && r.uid.as_deref() == pvc.metadata.uid.as_deref()
+    });
+    if chosen {
+        return true;
+    }
     if !free || !matches!(phase, None | Some("Available") | Some("Pending")) {
         return false;
     }
@@ -421,5 +433,22 @@ mod tests {
         let mut block = pv("ceph-rbd", "2Gi", &["ReadWriteOnce"]);
         block.spec.as_mut().unwrap().volume_mode = Some("Block".into());
         assert!(!could_bind(&c, &block), "volume mode");
+        // Chosen for this claim by uid and already marked Bound (1.37's binder order).
+        let mut chosen = pv("ceph-rbd", "2Gi", &["ReadWriteOnce"]);
+        chosen.status.as_mut().unwrap().phase = Some("Bound".into());
+        chosen.spec.as_mut().unwrap().claim_ref = Some(ObjectReference {
+            name: c.metadata.name.clone(),
+            namespace: c.metadata.namespace.clone(),
+            uid: Some("claim-uid".into()),
+            ..Default::default()
+        });
+        let mut with_uid = c.clone();
+        with_uid.metadata.uid = Some("claim-uid".into());
+        assert!(could_bind(&with_uid, &chosen), "chosen for this claim");
+        with_uid.metadata.uid = Some("another-uid".into());
+        assert!(
+            !could_bind(&with_uid, &chosen),
+            "chosen for an earlier claim of that name"
+        );
     }
 }

@@ -20,13 +20,14 @@ use crate::error::SecretRole;
 use crate::params::{ClassParams, Flavor, SecretRef};
 
 #[derive(clap::Args, Debug, Clone)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("class").required(true).multiple(false)))]
 pub struct DoctorArgs {
     /// The StorageClass to check, as applied in the cluster.
-    #[arg(long)]
+    #[arg(long, group = "class")]
     pub storage_class: Option<String>,
     /// A StorageClass manifest (YAML or JSON) to check before it is applied.
-    #[arg(long, short = 'f')]
+    #[arg(long, short = 'f', group = "class")]
     pub file: Option<PathBuf>,
     /// Namespace whose user Secret to check when the class has no userSecretNamespace
     /// (the user Secret then lives in each claim's namespace).
@@ -359,28 +360,28 @@ pub async fn check(
             ));
         }
     }
-    if flavor == Flavor::Csi
-        && let Some(s) = &p.csi_secret
-    {
+    if flavor == Flavor::Csi {
+        // The very choice the provisioner makes: the class's Secret, the user Secret in
+        // ceph-csi's format, or `<user secret>-csi`; failing that, the command that makes one.
         rows.push(
-            match crate::k8s::check_secret(
+            match crate::controller::node_stage_secret(
                 client,
-                SecretRole::CsiNodeStage,
-                s,
-                &p.user_id,
                 service_account,
-                &[("userID", "put the Ceph user id under userID"), ("userKey", "put the user's Ceph key under userKey")],
+                &p,
+                &name,
+                &args.claim_namespace,
             )
             .await
             {
-                Ok(()) => row("csi node-stage secret", Status::Ok, format!("{s} has userID and userKey")),
+                Ok(choice) => row(
+                    "csi node-stage secret",
+                    Status::Ok,
+                    format!("{} has userID and userKey", choice.secret()),
+                ),
                 Err(e) => fail(
                     "csi node-stage secret",
                     e.to_string(),
-                    format!(
-                        "kubectl -n {} create secret generic {} --from-literal=userID={} --from-file=userKey=<(ceph auth get-key client.{})",
-                        s.namespace, s.name, p.user_id, p.user_id
-                    ),
+                    "the message names the command that fixes it",
                 ),
             },
         );

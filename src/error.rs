@@ -39,7 +39,7 @@ pub enum Error {
         source: crate::clone::CloneError,
     },
 
-    #[error("{role} {secret} not found; create it: kubectl -n {ns} create secret generic {name} --type=kubernetes.io/rbd --from-literal=key=\"$(ceph auth get-key client.{user})\"", ns = secret.namespace, name = secret.name)]
+    #[error("{role} {secret} not found; create it: kubectl -n {ns} create secret generic {name} --type=kubernetes.io/rbd --from-file=key=<(ceph auth get-key client.{user})", ns = secret.namespace, name = secret.name)]
     SecretNotFound {
         role: SecretRole,
         secret: SecretRef,
@@ -60,6 +60,10 @@ pub enum Error {
         field: &'static str,
         hint: &'static str,
     },
+
+    /// The csi flavour found no usable node-stage Secret; the message holds the command.
+    #[error("{0}")]
+    NodeStage(#[from] crate::volume::NodeStageError),
 
     #[error("{object}: {source}")]
     Ceph { object: String, source: CephError },
@@ -139,7 +143,8 @@ impl Error {
             Error::Clone { .. } => "clone",
             Error::SecretNotFound { .. }
             | Error::SecretForbidden { .. }
-            | Error::SecretField { .. } => "secret",
+            | Error::SecretField { .. }
+            | Error::NodeStage(_) => "secret",
             Error::Ceph { .. } => "ceph",
             Error::Kube { .. } => "kube",
             Error::ImageInUse { .. } => "in_use",

@@ -11,7 +11,6 @@
 //! The decisions are pure (`Timing`, `Observer`, `judge`); `Elector` is the few API calls
 //! around them and `Watchdog` the thread that ends the process.
 
-use std::io::Write as _;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -284,9 +283,7 @@ fn exit_lost(lease: &str, reason: &str) -> ! {
         reason,
         "lost the lease; exiting at once so that no work continues while another replica may lead"
     );
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    std::process::exit(1)
+    crate::ceph::exit_process(1)
 }
 
 /// A thread that ends the process when the renew deadline passes. It does not depend on the

@@ -1,6 +1,14 @@
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    rbd_provisioner::app::run(rbd_provisioner::app::Cli::parse()).await
+async fn main() {
+    let code = match rbd_provisioner::app::run(rbd_provisioner::app::Cli::parse()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            1
+        }
+    };
+    // Not a return from main: see exit_process.
+    rbd_provisioner::ceph::exit_process(code)
 }

@@ -101,8 +101,12 @@ pub fn check_delete(
     if let Some(c) = meta.get(META_CLUSTER)
         && c != &me.cluster
     {
+        // A volume carried into a new cluster on purpose (objects restored from a backup)
+        // keeps the old cluster's stamp: say how to hand it over. An in-place upgrade keeps
+        // the kube-system namespace, so its volumes never get here.
         return Err(format!(
-            "the image is stamped as belonging to another Kubernetes cluster (kube-system uid {c})"
+            "the image is stamped as belonging to another Kubernetes cluster (kube-system uid {c}, this one's is {}); if the volume was moved to this cluster on purpose, hand it over with `rbd image-meta set POOL/IMAGE {META_CLUSTER} {}`",
+            me.cluster, me.cluster
         ));
     }
     if let Some(owner) = meta.get(META_PV)

@@ -45,9 +45,12 @@ pub struct ClassParams {
     pub data_pool: Option<String>,
     /// `None` means: chosen by the API server's version.
     pub flavor: Option<Flavor>,
-    /// ceph-csi's cluster ID (csi flavour only).
+    /// ceph-csi's cluster ID (csi flavour only). `None`: the Ceph cluster's fsid, read when
+    /// provisioning (ceph-csi's `ceph-csi-config` is commonly keyed by it).
     pub cluster_id: Option<String>,
-    /// Secret in ceph-csi's format (`userID`, `userKey`) for `nodeStageSecretRef` (csi flavour only).
+    /// Secret in ceph-csi's format (`userID`, `userKey`) for `nodeStageSecretRef` (csi flavour
+    /// only). `None`: the user Secret when it is in that format, else its companion
+    /// `<userSecretName>-csi` next to it (see `volume::companion_secret`).
     pub csi_secret: Option<SecretRef>,
     /// Name of the ceph-csi driver that mounts csi PVs (`csiDriver`; Rook installs
     /// `rook-ceph.rbd.csi.ceph.com`).
@@ -107,8 +110,6 @@ pub enum ParamError {
     Flavor { value: String },
     #[error("parameter {key:?} applies only to volumeFlavor: csi")]
     CsiOnly { key: &'static str },
-    #[error("volumeFlavor csi needs parameter {key:?}")]
-    CsiMissing { key: &'static str },
 }
 
 /// All problems found in one StorageClass, so an operator can fix them in one pass.
@@ -329,22 +330,13 @@ fn valid_driver_name(d: &str) -> bool {
         })
 }
 
-/// Checks the csi-only requirements once the flavour is known (it may come from the server version).
-pub fn check_csi(p: &ClassParams) -> Result<(), ParamErrors> {
-    let mut errors = Vec::new();
-    if p.cluster_id.is_none() {
-        errors.push(ParamError::CsiMissing { key: "clusterID" });
-    }
-    if p.csi_secret.is_none() {
-        errors.push(ParamError::CsiMissing {
-            key: "csiNodeStageSecretName",
-        });
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ParamErrors(errors))
-    }
+/// Checks the csi-only requirements once the flavour is known (it may come from the server
+/// version). Every csi parameter has a default now: `clusterID` is the Ceph cluster's fsid,
+/// the node-stage Secret is found next to the user Secret (see `volume::NodeStage`), so a
+/// class written for the in-tree plugin (the walkthrough's) keeps working after an upgrade
+/// past Kubernetes 1.30; what is missing then is reported when a claim is provisioned.
+pub fn check_csi(_p: &ClassParams) -> Result<(), ParamErrors> {
+    Ok(())
 }
 
 fn parse_monitors(raw: &str, errors: &mut Vec<ParamError>) -> Vec<String> {
@@ -677,7 +669,9 @@ mod tests {
         m.push(("volumeFlavor", "CSI"));
         let p = parse(&map(&m)).unwrap();
         assert_eq!(p.flavor, Some(Flavor::Csi));
-        assert_eq!(check_csi(&p).unwrap_err().0.len(), 2);
+        // The walkthrough's class, csi parameters absent: defaults (fsid, user secret).
+        assert!(check_csi(&p).is_ok());
+        assert_eq!((p.cluster_id.as_ref(), p.csi_secret.as_ref()), (None, None));
         m.push(("clusterID", "c1"));
         m.push(("csiNodeStageSecretName", "csi"));
         let p = parse(&map(&m)).unwrap();

@@ -1,6 +1,6 @@
 //! Names, sizes and the PersistentVolume built for a claim. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
@@ -22,6 +22,9 @@ pub const ANN_ADMIN_ID: &str = "rbd-provisioner.ceph.com/admin-id";
 /// `namespace/name` of the admin Secret (never the key).
 pub const ANN_ADMIN_SECRET: &str = "rbd-provisioner.ceph.com/admin-secret";
 pub const FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
+/// On csi PVs whose `clusterID` the class did not give: `ceph-fsid` (it is the Ceph
+/// cluster's fsid, read through librados when the volume was provisioned).
+pub const ANN_CLUSTER_ID_SOURCE: &str = "rbd-provisioner.ceph.com/cluster-id-source";
 /// ceph-csi's default driver name; a class may name another with `csiDriver`.
 pub const CSI_DRIVER: &str = crate::params::DEFAULT_CSI_DRIVER;
 
@@ -195,12 +198,53 @@ pub fn check_access_modes(req: &ClaimRequest, flavor: Flavor) -> Result<(), Clai
     Ok(())
 }
 
+/// The csi PV's `clusterID`, and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterId {
+    /// The class's `clusterID` parameter.
+    Class(String),
+    /// The Ceph cluster's fsid: the class gives no `clusterID`.
+    Fsid(String),
+}
+
+impl ClusterId {
+    /// The value written into `volumeAttributes.clusterID`.
+    pub fn value(&self) -> &str {
+        match self {
+            ClusterId::Class(v) | ClusterId::Fsid(v) => v,
+        }
+    }
+}
+
+/// What a csi PV needs beyond the class: resolved when provisioning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsiVolume {
+    pub cluster_id: ClusterId,
+    pub node_stage_secret: SecretRef,
+}
+
+/// The kind of volume source a PV gets.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    Rbd,
+    Csi(&'a CsiVolume),
+}
+
+impl Source<'_> {
+    pub fn flavor(&self) -> Flavor {
+        match self {
+            Source::Rbd => Flavor::Rbd,
+            Source::Csi(_) => Flavor::Csi,
+        }
+    }
+}
+
 /// Everything a PV is built from.
 pub struct PvInput<'a> {
     pub claim: &'a ClaimRequest,
     pub class: &'a StorageClass,
     pub params: &'a ClassParams,
-    pub flavor: Flavor,
+    pub source: Source<'a>,
     pub image: &'a str,
     pub provisioner: &'a str,
 }
@@ -215,7 +259,7 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
         .reclaim_policy
         .clone()
         .unwrap_or_else(|| "Delete".into());
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (ANN_PROVISIONED_BY.to_string(), i.provisioner.to_string()),
         (ANN_MONITORS.to_string(), p.monitors.join(",")),
         (ANN_POOL.to_string(), p.pool.clone()),
@@ -223,6 +267,13 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
         (ANN_ADMIN_ID.to_string(), p.admin_id.clone()),
         (ANN_ADMIN_SECRET.to_string(), p.admin_secret.to_string()),
     ]);
+    if let Source::Csi(CsiVolume {
+        cluster_id: ClusterId::Fsid(_),
+        ..
+    }) = i.source
+    {
+        annotations.insert(ANN_CLUSTER_ID_SOURCE.to_string(), "ceph-fsid".to_string());
+    }
     let fs_type = (c.volume_mode == VolumeMode::Filesystem).then(|| p.fs_type.clone());
     let user_secret = p.user_secret(&c.namespace);
     let mut spec = PersistentVolumeSpec {
@@ -251,8 +302,8 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
         ),
         ..Default::default()
     };
-    match i.flavor {
-        Flavor::Rbd => {
+    match i.source {
+        Source::Rbd => {
             spec.rbd = Some(RBDPersistentVolumeSource {
                 monitors: p.monitors.clone(),
                 pool: Some(p.pool.clone()),
@@ -263,16 +314,13 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
                 ..Default::default()
             })
         }
-        Flavor::Csi => {
+        Source::Csi(csi) => {
             spec.csi = Some(CSIPersistentVolumeSource {
                 driver: p.csi_driver.clone(),
                 volume_handle: i.image.to_string(),
                 fs_type,
-                volume_attributes: Some(csi_volume_attributes(
-                    p.cluster_id.as_deref().unwrap_or_default(),
-                    &p.pool,
-                )),
-                node_stage_secret_ref: p.csi_secret.as_ref().map(secret_reference),
+                volume_attributes: Some(csi_volume_attributes(csi.cluster_id.value(), &p.pool)),
+                node_stage_secret_ref: Some(secret_reference(&csi.node_stage_secret)),
                 ..Default::default()
             })
         }
@@ -306,6 +354,231 @@ pub fn secret_reference(s: &SecretRef) -> SecretReference {
         name: Some(s.name.clone()),
         namespace: Some(s.namespace.clone()),
     }
+}
+
+// ---- the csi node-stage Secret -------------------------------------------------------------
+//
+// ceph-csi's node plugin reads the Ceph id and key from the PV's `nodeStageSecretRef`, under
+// `userID` and `userKey`. The walkthrough's user Secret (type kubernetes.io/rbd) holds only
+// `key`, and StorageClass parameters cannot be changed. So, in order: the class's
+// `csiNodeStageSecretName`; else the user Secret itself when it is in ceph-csi's format; else
+// its companion `<userSecretName>-csi` in the same namespace, which an operator can create
+// from the user Secret without touching the class. When none works, the error carries the
+// exact command that creates (or completes) the Secret from the user Secret.
+
+/// A Secret's non-empty field names (never its values); `None` when it does not exist.
+pub type SecretFields = BTreeSet<String>;
+
+/// ceph-csi's two fields.
+pub const CSI_SECRET_FIELDS: [&str; 2] = ["userID", "userKey"];
+
+/// Whether a Secret with these fields is in ceph-csi's format.
+pub fn in_csi_format(fields: &SecretFields) -> bool {
+    CSI_SECRET_FIELDS.iter().all(|f| fields.contains(*f))
+}
+
+/// The Secret looked for next to the user Secret when the class names no node-stage Secret.
+pub fn companion_secret(user: &SecretRef) -> SecretRef {
+    SecretRef {
+        namespace: user.namespace.clone(),
+        name: format!("{}-csi", user.name),
+    }
+}
+
+/// Which Secret a csi PV's `nodeStageSecretRef` names, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeStage {
+    /// The class's `csiNodeStageSecretName`/`Namespace`.
+    Class(SecretRef),
+    /// The user Secret, which is in ceph-csi's format.
+    UserSecret(SecretRef),
+    /// `<userSecretName>-csi` next to the user Secret.
+    Companion(SecretRef),
+}
+
+impl NodeStage {
+    pub fn secret(&self) -> &SecretRef {
+        match self {
+            NodeStage::Class(s) | NodeStage::UserSecret(s) | NodeStage::Companion(s) => s,
+        }
+    }
+}
+
+/// No node-stage Secret is usable. The Display is the whole story for a `ProvisioningFailed`
+/// event: what is missing and the command that fixes it (which reads the key from the user
+/// Secret inside the pipeline: the key is never printed, nor passed as an argument).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "ceph-csi node-stage secret: {what}; ceph-csi needs a Secret with userID and userKey. {fix}. Provisioning retries by itself"
+)]
+pub struct NodeStageError {
+    /// What was found (and not found).
+    pub what: String,
+    /// The command, or, when one cannot be written safely, what to do by hand.
+    pub fix: String,
+    /// The command alone (for tests and tools); `None` when none could be written safely.
+    pub command: Option<String>,
+}
+
+/// What provisioning found while looking for a node-stage Secret.
+pub struct NodeStageFacts<'a> {
+    pub class_name: &'a str,
+    /// The class's `csiNodeStageSecretName`/`Namespace`, if any.
+    pub class_secret: Option<&'a SecretRef>,
+    pub user_secret: &'a SecretRef,
+    /// Fields of the user Secret (it exists: a missing one is reported before this).
+    pub user_fields: &'a SecretFields,
+    /// Fields of the Secret the PV would name (the class's, else the companion); `None`:
+    /// it does not exist.
+    pub target_fields: Option<&'a SecretFields>,
+    /// The class's `userId`: the Ceph id the node maps with.
+    pub user_id: &'a str,
+}
+
+/// Picks the node-stage Secret from what was found, or says exactly what to do.
+pub fn choose_node_stage(f: &NodeStageFacts<'_>) -> Result<NodeStage, NodeStageError> {
+    let complete = |fields: Option<&SecretFields>| fields.is_some_and(in_csi_format);
+    if let Some(s) = f.class_secret {
+        if complete(f.target_fields) {
+            return Ok(NodeStage::Class(s.clone()));
+        }
+    } else if in_csi_format(f.user_fields) {
+        return Ok(NodeStage::UserSecret(f.user_secret.clone()));
+    } else if complete(f.target_fields) {
+        return Ok(NodeStage::Companion(companion_secret(f.user_secret)));
+    }
+    Err(node_stage_error(f))
+}
+
+fn node_stage_error(f: &NodeStageFacts<'_>) -> NodeStageError {
+    let target = f
+        .class_secret
+        .cloned()
+        .unwrap_or_else(|| companion_secret(f.user_secret));
+    let holds = |fields: &SecretFields| {
+        if fields.is_empty() {
+            "no fields".to_string()
+        } else if fields.len() == 1 && fields.contains("key") {
+            "only key (the in-tree plugin's format)".to_string()
+        } else {
+            format!(
+                "only {}",
+                fields.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        }
+    };
+    let target_state = match f.target_fields {
+        None => "does not exist".to_string(),
+        Some(t) => format!(
+            "exists but has no {}",
+            CSI_SECRET_FIELDS
+                .iter()
+                .filter(|x| !t.contains(**x))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" and no ")
+        ),
+    };
+    let what = match f.class_secret {
+        Some(s) => format!(
+            "StorageClass {} names {s} (csiNodeStageSecretName), which {target_state}",
+            f.class_name
+        ),
+        None => format!(
+            "StorageClass {} names none (csiNodeStageSecretName), the user secret {} holds {}, and its companion {target} {target_state}",
+            f.class_name,
+            f.user_secret,
+            holds(f.user_fields)
+        ),
+    };
+    let key_field = ["key", "userKey"]
+        .into_iter()
+        .find(|k| f.user_fields.contains(*k));
+    let command = key_field.and_then(|k| {
+        copy_command(
+            f.user_secret,
+            k,
+            &target,
+            f.target_fields.is_some(),
+            f.user_id,
+        )
+    });
+    let fix = match (&command, key_field) {
+        (Some(c), _) => format!(
+            "{} it from the user secret (the key is copied inside the pipeline, never shown): `{c}`",
+            if f.target_fields.is_some() {
+                "Complete"
+            } else {
+                "Create"
+            }
+        ),
+        (None, None) => format!(
+            "The user secret {} holds the key under neither key nor userKey, so no command can copy it: create {target} with userID={} and userKey=<the key of client.{}>",
+            f.user_secret, f.user_id, f.user_id
+        ),
+        (None, Some(_)) => format!(
+            "Create {target} by hand with userID={} and userKey=<the key of client.{}> (no command is shown: a name or id here is not safe to paste into a shell)",
+            f.user_id, f.user_id
+        ),
+    };
+    NodeStageError { what, fix, command }
+}
+
+/// A shell pipeline that writes `userID` and `userKey` (copied from `key_field` of the user
+/// Secret, still base64, never decoded or printed) into `target`: `kubectl create` when it
+/// does not exist, a merge patch (keeping its other fields) when it does. `None` when a name
+/// or id holds characters that are not safe to paste into a shell (a hostile class must not
+/// be able to make an operator run something else).
+pub fn copy_command(
+    user: &SecretRef,
+    key_field: &str,
+    target: &SecretRef,
+    target_exists: bool,
+    user_id: &str,
+) -> Option<String> {
+    let dns = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    let id_ok = !user_id.is_empty()
+        && user_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    let field_ok = key_field.bytes().all(|b| b.is_ascii_alphanumeric());
+    if ![&user.namespace, &user.name, &target.namespace, &target.name]
+        .iter()
+        .all(|s| dns(s))
+        || !id_ok
+        || !field_ok
+    {
+        return None;
+    }
+    let fields = format!(
+        r#""stringData":{{"userID":"{user_id}"}},"data":{{"userKey":"{{{{.data.{key_field}}}}}"}}"#
+    );
+    let read = |template: String| {
+        format!(
+            "kubectl -n {} get secret {} -o go-template='{template}'",
+            user.namespace, user.name
+        )
+    };
+    Some(if target_exists {
+        format!(
+            "{} | kubectl -n {} patch secret {} --type merge --patch-file /dev/stdin",
+            read(format!("{{{fields}}}")),
+            target.namespace,
+            target.name
+        )
+    } else {
+        format!(
+            "{} | kubectl create -f -",
+            read(format!(
+                r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"{}","namespace":"{}"}},"type":"Opaque",{fields}}}"#,
+                target.name, target.namespace
+            ))
+        )
+    })
 }
 
 #[cfg(test)]
@@ -472,7 +745,7 @@ mod tests {
             claim: &req,
             class: &k,
             params: &p,
-            flavor: Flavor::Rbd,
+            source: Source::Rbd,
             image: &image,
             provisioner: "ceph.com/rbd",
         });
@@ -532,7 +805,7 @@ mod tests {
             claim: &req,
             class: &k,
             params: &p,
-            flavor: Flavor::Rbd,
+            source: Source::Rbd,
             image: "img",
             provisioner: "ceph.com/rbd",
         });
@@ -563,14 +836,26 @@ mod tests {
             ("csiNodeStageSecretName", "csi-rbd"),
             ("csiNodeStageSecretNamespace", "ceph-csi"),
         ]);
+        let vol = CsiVolume {
+            cluster_id: ClusterId::Class("ceph-1".into()),
+            node_stage_secret: p.csi_secret.clone().unwrap(),
+        };
         let pv = build_pv(&PvInput {
             claim: &req,
             class: &k,
             params: &p,
-            flavor: Flavor::Csi,
+            source: Source::Csi(&vol),
             image: "img-1",
             provisioner: "ceph.com/rbd",
         });
+        assert!(
+            !pv.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(ANN_CLUSTER_ID_SOURCE),
+            "clusterID from the class: no annotation"
+        );
         let s = pv.spec.unwrap();
         assert!(s.rbd.is_none());
         let csi = s.csi.unwrap();
@@ -581,7 +866,7 @@ mod tests {
             claim: &req,
             class: &k,
             params: &rook,
-            flavor: Flavor::Csi,
+            source: Source::Csi(&vol),
             image: "img-1",
             provisioner: "ceph.com/rbd",
         });
@@ -601,5 +886,191 @@ mod tests {
             (sr.name.as_deref(), sr.namespace.as_deref()),
             (Some("csi-rbd"), Some("ceph-csi"))
         );
+    }
+
+    /// The walkthrough's class on a csi cluster: no clusterID (the fsid is used, and the PV
+    /// says so), no csiNodeStageSecretName (the companion Secret is named).
+    #[test]
+    fn csi_pv_with_fsid_and_companion_secret() {
+        let req = claim_request(&pvc(Some("500Mi"), &["ReadWriteOnce"], None)).unwrap();
+        let k = class(None, None);
+        let p = params(&[("userSecretNamespace", "default")]);
+        assert_eq!((p.cluster_id.as_ref(), p.csi_secret.as_ref()), (None, None));
+        let fsid = "3f1e2a57-4c1b-4b0e-9b33-0c8e1d2f6a10";
+        let csi = CsiVolume {
+            cluster_id: ClusterId::Fsid(fsid.into()),
+            node_stage_secret: companion_secret(&p.user_secret("apps")),
+        };
+        let pv = build_pv(&PvInput {
+            claim: &req,
+            class: &k,
+            params: &p,
+            source: Source::Csi(&csi),
+            image: "img-2",
+            provisioner: "ceph.com/rbd",
+        });
+        assert_eq!(
+            pv.metadata.annotations.as_ref().unwrap()[ANN_CLUSTER_ID_SOURCE],
+            "ceph-fsid"
+        );
+        let c = pv.spec.unwrap().csi.unwrap();
+        assert_eq!(c.volume_attributes.unwrap()["clusterID"], fsid);
+        let sr = c.node_stage_secret_ref.unwrap();
+        assert_eq!(
+            (sr.namespace.as_deref(), sr.name.as_deref()),
+            (Some("default"), Some("ceph-kube-secret-csi"))
+        );
+    }
+
+    fn fields(names: &[&str]) -> SecretFields {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn sref(ns: &str, name: &str) -> SecretRef {
+        SecretRef {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn node_stage_secret_is_chosen_in_order() {
+        let user = sref("default", "ceph-kube-secret");
+        let csi_user = fields(&["userID", "userKey"]);
+        let rbd_user = fields(&["key"]);
+        let facts = |class_secret, user_fields, target_fields| NodeStageFacts {
+            class_name: "ceph-rbd",
+            class_secret,
+            user_secret: &user,
+            user_fields,
+            target_fields,
+            user_id: "kube",
+        };
+        let class_secret = sref("ceph-csi", "csi-rbd-secret");
+        // 1. The class's Secret, when complete, whatever the user Secret holds.
+        assert_eq!(
+            choose_node_stage(&facts(Some(&class_secret), &rbd_user, Some(&csi_user))),
+            Ok(NodeStage::Class(class_secret.clone()))
+        );
+        // 2. Without one: the user Secret in ceph-csi's format (Rook's, ceph-csi's).
+        assert_eq!(
+            choose_node_stage(&facts(None, &csi_user, None)),
+            Ok(NodeStage::UserSecret(user.clone()))
+        );
+        // 3. Else its companion <name>-csi next to it.
+        assert_eq!(
+            choose_node_stage(&facts(None, &rbd_user, Some(&csi_user))),
+            Ok(NodeStage::Companion(sref(
+                "default",
+                "ceph-kube-secret-csi"
+            )))
+        );
+        // A user Secret with both formats is used as it is.
+        let both = fields(&["key", "userID", "userKey"]);
+        assert_eq!(
+            choose_node_stage(&facts(None, &both, None))
+                .unwrap()
+                .secret(),
+            &user
+        );
+        // A class's incomplete Secret is not replaced by the user Secret behind its back.
+        assert!(choose_node_stage(&facts(Some(&class_secret), &csi_user, None)).is_err());
+    }
+
+    #[test]
+    fn the_walkthrough_secret_gets_the_command_that_creates_the_companion() {
+        let user = sref("default", "ceph-kube-secret");
+        let e = choose_node_stage(&NodeStageFacts {
+            class_name: "ceph-rbd",
+            class_secret: None,
+            user_secret: &user,
+            user_fields: &fields(&["key"]),
+            target_fields: None,
+            user_id: "kube",
+        })
+        .unwrap_err();
+        let cmd = e.command.clone().expect("a command");
+        assert_eq!(
+            cmd,
+            r#"kubectl -n default get secret ceph-kube-secret -o go-template='{"apiVersion":"v1","kind":"Secret","metadata":{"name":"ceph-kube-secret-csi","namespace":"default"},"type":"Opaque","stringData":{"userID":"kube"},"data":{"userKey":"{{.data.key}}"}}' | kubectl create -f -"#
+        );
+        let text = e.to_string();
+        assert!(text.contains(&format!("`{cmd}`")), "{text}");
+        assert!(
+            text.contains("StorageClass ceph-rbd names none")
+                && text.contains("holds only key")
+                && text.contains("default/ceph-kube-secret-csi does not exist"),
+            "{text}"
+        );
+        assert!(text.len() < 1000, "fits an event: {}", text.len());
+        // With the longest names the tests use, too.
+        let user = sref("default", "compat-1a2b3c4d-ceph-kube-secret");
+        let long = choose_node_stage(&NodeStageFacts {
+            class_name: "compat-1a2b3c4d-ceph-rbd",
+            class_secret: None,
+            user_secret: &user,
+            user_fields: &fields(&["key"]),
+            target_fields: None,
+            user_id: "kube",
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(long.len() < 900, "fits an event: {} {long}", long.len());
+        // The template is valid JSON once the key is in place.
+        let template = cmd.split('\'').nth(1).unwrap();
+        let filled = template.replace("{{.data.key}}", "QVFEMw==");
+        let v: serde_json::Value = serde_json::from_str(&filled).unwrap();
+        assert_eq!(v["data"]["userKey"], "QVFEMw==");
+        assert_eq!(v["stringData"]["userID"], "kube");
+        assert_eq!(v["metadata"]["name"], "ceph-kube-secret-csi");
+    }
+
+    #[test]
+    fn an_existing_incomplete_secret_is_patched_not_recreated() {
+        let user = sref("apps", "ceph-user");
+        let class_secret = sref("ceph-csi", "csi-rbd-secret");
+        let e = choose_node_stage(&NodeStageFacts {
+            class_name: "fast",
+            class_secret: Some(&class_secret),
+            user_secret: &user,
+            user_fields: &fields(&["userKey"]),
+            target_fields: Some(&fields(&["userID"])),
+            user_id: "kube",
+        })
+        .unwrap_err();
+        let cmd = e.command.clone().unwrap();
+        assert_eq!(
+            cmd,
+            r#"kubectl -n apps get secret ceph-user -o go-template='{"stringData":{"userID":"kube"},"data":{"userKey":"{{.data.userKey}}"}}' | kubectl -n ceph-csi patch secret csi-rbd-secret --type merge --patch-file /dev/stdin"#
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("names ceph-csi/csi-rbd-secret (csiNodeStageSecretName), which exists but has no userKey"),
+            "{text}"
+        );
+        assert!(text.contains("Complete it"), "{text}");
+    }
+
+    #[test]
+    fn no_command_when_a_value_is_unsafe_in_a_shell() {
+        let user = sref("default", "ceph-kube-secret");
+        let target = sref("default", "x");
+        assert!(copy_command(&user, "key", &target, false, "kube").is_some());
+        assert!(copy_command(&user, "key", &target, false, "kube'; rm -rf ~ #").is_none());
+        assert!(copy_command(&user, "key", &sref("default", "x y"), false, "kube").is_none());
+        assert!(copy_command(&sref("$(id)", "s"), "key", &target, false, "kube").is_none());
+        assert!(copy_command(&user, "key}}{{x", &target, false, "kube").is_none());
+        // A user Secret without the key in any known field: no command, a way by hand.
+        let e = choose_node_stage(&NodeStageFacts {
+            class_name: "c",
+            class_secret: None,
+            user_secret: &user,
+            user_fields: &fields(&["password"]),
+            target_fields: None,
+            user_id: "kube",
+        })
+        .unwrap_err();
+        assert_eq!(e.command, None);
+        assert!(e.to_string().contains("neither key nor userKey"), "{e}");
     }
 }

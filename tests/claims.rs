@@ -105,7 +105,7 @@ async fn metrics_and_probes_answer_after_a_provision() {
         .unwrap();
     s.wait_pv_gone(&uid_of(&c)).await;
     let broken = s
-        .class("b", &[("userSecretName", "no-such-secret")], json!({}))
+        .class("b", &[("adminSecretName", "no-such-secret")], json!({}))
         .await;
     let bad = claim(
         &s.admin,
@@ -187,10 +187,16 @@ async fn metrics_and_probes_answer_after_a_provision() {
 /// Defaults and the environment forms: no `--provisioner-name` means `ceph.com/rbd`,
 /// `METRICS_ADDR` opens the endpoint,
 /// `WORKERS` is accepted, and the start line reports the flavour chosen from the server's
-/// version (1.20 on the bed: in-tree `spec.rbd`).
+/// version (1.20: in-tree `spec.rbd`; 1.37: ceph-csi static PVs).
 #[tokio::test]
 async fn defaults_and_environment_forms_of_the_flags() {
     let bed = Bed::load();
+    let version = format!("v1.{}", bed.kube_minor);
+    let (default_flavor, other_flavor, other_line) = if bed.csi_by_default() {
+        ("ceph-csi static", "rbd", "in-tree spec.rbd")
+    } else {
+        ("in-tree spec.rbd", "csi", "ceph-csi static")
+    };
     let addr = free_addr();
     let p = Provisioner::start_bare(
         &bed,
@@ -207,8 +213,8 @@ async fn defaults_and_environment_forms_of_the_flags() {
         &[
             "starting",
             "provisioner=ceph.com/rbd",
-            "v1.20",
-            "in-tree spec.rbd",
+            &version,
+            default_flavor,
         ],
         Duration::from_secs(30),
     )
@@ -220,14 +226,14 @@ async fn defaults_and_environment_forms_of_the_flags() {
     let p = Provisioner::start_with(
         &bed,
         &format!("{}.test/rbd", unique("flavor")),
-        &[("VOLUME_FLAVOR", "csi")],
+        &[("VOLUME_FLAVOR", other_flavor)],
         &[],
         None,
     )
     .await;
     wait_log(
         &p,
-        &["starting", "v1.20", "ceph-csi static"],
+        &["starting", &version, other_line],
         Duration::from_secs(30),
     )
     .await;
@@ -282,14 +288,16 @@ async fn volume_flavor_env_sets_the_default_flavour() {
     delete_namespace(&s).await;
 }
 
-/// A claim failing because its user Secret is missing gets `ProvisioningFailed`, is retried
-/// 1 s, 2 s, 4 s apart (not in a hot loop), and is provisioned once the Secret exists.
+/// A claim failing because its admin Secret is missing gets `ProvisioningFailed`, is retried
+/// 1 s, 2 s, 4 s apart (not in a hot loop), and is provisioned once the Secret exists. (The
+/// admin Secret, not the user Secret: a csi PV, the default on 1.37, does not need the latter
+/// when the class names a node-stage Secret in ceph-csi's format.)
 #[tokio::test]
 async fn a_failed_claim_is_retried_with_backoff_and_succeeds_once_fixed() {
     let s = Scenario::new("retry").await;
     let missing = format!("{}-later", s.ns);
     let class = s
-        .class("r", &[("userSecretName", missing.as_str())], json!({}))
+        .class("r", &[("adminSecretName", missing.as_str())], json!({}))
         .await;
     let c = claim(
         &s.admin,
@@ -342,7 +350,7 @@ async fn a_failed_claim_is_retried_with_backoff_and_succeeds_once_fixed() {
         started.elapsed(),
         failures()
     );
-    key_secret(&s.admin, "default", &missing, &s.bed.kube_key).await;
+    key_secret(&s.admin, "kube-system", &missing, &s.bed.admin_key).await;
     wait_bound(&s.admin, &s.ns, "data", Duration::from_secs(60)).await;
     assert!(
         image_exists(
@@ -353,7 +361,7 @@ async fn a_failed_claim_is_retried_with_backoff_and_succeeds_once_fixed() {
         .await
     );
     cleanup(&s.bed, &s.admin, &s.ns, &[&c], &["kube"]).await;
-    let _ = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.admin.clone(), "default")
+    let _ = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.admin.clone(), "kube-system")
         .delete(&missing, &DeleteParams::default())
         .await;
     delete_class(&s, &class).await;
@@ -368,8 +376,13 @@ async fn user_secret_namespace_defaults_to_the_claims() {
     let s = Scenario::new("usns").await;
     let user = format!("{}-user", s.ns);
     key_secret(&s.admin, &s.ns, &user, &s.bed.kube_key).await;
+    // About spec.rbd's secretRef: the rbd flavour on both planes (1.37 accepts spec.rbd PVs).
     let class = s
-        .class("u", &[("userSecretNamespace", "")], json!({}))
+        .class(
+            "u",
+            &[("userSecretNamespace", ""), ("volumeFlavor", "rbd")],
+            json!({}),
+        )
         .await;
     let c = claim(
         &s.admin,
@@ -447,8 +460,22 @@ async fn mount_options_and_retain_come_from_the_class() {
         (pv.status?.phase.as_deref() == Some("Released")).then_some(())
     })
     .await;
-    // Give the provisioner time to (wrongly) act on it.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The provisioner has seen the Released PV and left it alone.
+    wait_for(
+        "the provisioner handled the Retain PV",
+        Duration::from_secs(60),
+        || async {
+            strip_ansi(&s.prov.logs())
+                .lines()
+                .any(|l| {
+                    l.contains(&pv_name)
+                        && l.contains("phase=\"Released\"")
+                        && l.contains("volume left alone: reclaim policy is not Delete")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     assert!(
         pvs.get_opt(&pv_name).await.unwrap().is_some(),
         "Retain PV deleted"
@@ -550,7 +577,10 @@ async fn first_deletion_after_a_restart_purges_what_an_earlier_process_left() {
 
     s.prov = Provisioner::start(&s.bed, &name, &[("MAINTENANCE_INTERVAL", "0")]).await;
     let (new, new_uid) = s.bound(&class, "new", "8Mi").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for("housekeeping off", Duration::from_secs(60), || async {
+        s.prov.logs().contains("housekeeping is off").then_some(())
+    })
+    .await;
     assert!(
         in_trash(&s.bed),
         "purged before any deletion (housekeeping is off)"

@@ -149,10 +149,8 @@ fn image_of(pv: &k8s_openapi::api::core::v1::PersistentVolume) -> (String, Strin
     if let Some(rbd) = &spec.rbd {
         return (rbd.pool.clone().unwrap_or_default(), rbd.image.clone());
     }
-    let attrs = spec
-        .csi
-        .as_ref()
-        .and_then(|c| c.volume_attributes.clone())
-        .unwrap_or_default();
-    (attrs["pool"].clone(), attrs["imageName"].clone())
+    // A static ceph-csi PV names its image as the volumeHandle.
+    let csi = spec.csi.as_ref().expect("spec.rbd or spec.csi");
+    let attrs = csi.volume_attributes.clone().unwrap_or_default();
+    (attrs["pool"].clone(), csi.volume_handle.clone())
 }

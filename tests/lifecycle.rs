@@ -55,6 +55,10 @@ fn capacity(pv: &PersistentVolume) -> String {
 /// resize it was (it would pass with the in-tree expander alone): it shows that the two do
 /// not fight, and image (seen by the rbd CLI), PV and claim end in the same state either way.
 /// `expand_when_the_in_tree_expander_cannot` proves the provisioner's own path.
+/// On 1.37 the class's PVs are csi and there is no in-tree expander: kube-controller-manager
+/// only records `ExternalExpanding` ("waiting for an external controller"), and the
+/// provisioner, acting as the resizer, leaves the claim as kubernetes-csi's external-resizer
+/// would: `FileSystemResizePending`, `allocatedResources` the new size, `NodeResizePending`.
 #[tokio::test]
 async fn expansion_ends_the_same_whoever_of_the_two_expanders_resizes() {
     let c = Scenario::new("grow").await;
@@ -81,14 +85,57 @@ async fn expansion_ends_the_same_whoever_of_the_two_expanders_resizes() {
             .then_some(())
     })
     .await;
-    c.wait_condition("data", "FileSystemResizePending").await;
+    let grown = c.wait_condition("data", "FileSystemResizePending").await;
     assert_eq!(capacity(&c.pv_of(&pvc).await), "128Mi");
-    // Shrinking is refused by the API server itself.
+    if c.bed.kube_minor >= 34 {
+        let st = grown.status.unwrap();
+        assert_eq!(st.allocated_resources.unwrap()["storage"].0, "128Mi");
+        assert_eq!(
+            st.allocated_resource_statuses.unwrap()["storage"],
+            "NodeResizePending"
+        );
+        // What kube-controller-manager 1.37 does with it: nothing but an event; it leaves csi
+        // claims to an external resizer (which would match the PV's driver).
+        wait_event(
+            &c.admin,
+            &c.ns,
+            &uid_of(&pvc),
+            "ExternalExpanding",
+            &["waiting for an external controller"],
+            T,
+        )
+        .await;
+    }
+    // Shrinking is refused by the API server itself: below the previous request on 1.20;
+    // on 1.37 (RecoverVolumeExpansionFailure) below the claim's status.capacity, which stays
+    // 64Mi until a kubelet grows the filesystem.
     let err = c.request("data", "64Mi").await.expect_err("shrink refused");
     assert!(
-        err.to_string().contains("less than previous value"),
+        err.to_string().contains("less than previous value")
+            || err
+                .to_string()
+                .contains("can not be less than status.capacity"),
         "{err}"
     );
+    if c.bed.kube_minor >= 34 {
+        // A request lowered between status.capacity and the volume's size is allowed there
+        // (to recover from a failed expansion); the image is never shrunk.
+        c.request("data", "96Mi").await.expect("lowered to 96Mi");
+        wait_event(
+            &c.admin,
+            &c.ns,
+            &uid_of(&pvc),
+            "VolumeResizeSkipped",
+            &["asks for 96 MiB", "already has 128 MiB"],
+            T,
+        )
+        .await;
+        assert_eq!(
+            rbd_json(&c.bed, &["info", &format!("kube/{image}")]).unwrap()["size"],
+            json!(128u64 << 20)
+        );
+        assert_eq!(capacity(&c.pv_of(&pvc).await), "128Mi");
+    }
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
 }
 
@@ -295,9 +342,11 @@ async fn csi_flavour_refuses_bad_settings() {
     type Refusal<'a> = (Vec<(&'a str, &'a str)>, &'a [&'a str], Vec<&'a str>);
     let cases: Vec<Refusal> = vec![
         (
+            // No clusterID is fine (the fsid is used, tests/compat.rs); a node-stage Secret
+            // in the in-tree format is not, and the event gives the command that completes it.
             vec![("volumeFlavor", "csi"), ("csiNodeStageSecretName", &wrong)],
             &["ReadWriteOnce"],
-            vec!["volumeFlavor csi needs parameter \"clusterID\""],
+            vec!["has no userID and no userKey", "--patch-file /dev/stdin"],
         ),
         (
             vec![
@@ -350,7 +399,8 @@ async fn block_volumes() {
         json!({"userID": "kube", "userKey": c.bed.kube_key}),
     )
     .await;
-    let rbd = c.class("rbd", &[], json!({})).await;
+    // The in-tree flavour by name (1.37 accepts spec.rbd PVs), next to csi.
+    let rbd = c.class("rbd", &[("volumeFlavor", "rbd")], json!({})).await;
     let csi = c
         .class(
             "csi",

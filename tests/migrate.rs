@@ -25,6 +25,10 @@ use rbd_provisioner::volume::{
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
+/// The volumes to migrate are `spec.rbd` ones: the provisioners here write them on every
+/// plane (on 1.37, what a cluster upgraded before migrating is left with; 1.37 still accepts
+/// such PVs). The classes keep their csi parameters, which migrate-to-csi reads.
+const RBD_FLAVOR: &[(&str, &str)] = &[("VOLUME_FLAVOR", "rbd")];
 const CLUSTER_ID: &str = "bed-cluster";
 /// Where `migrate-to-csi` keeps its backups by default.
 const BACKUP_NS: &str = "kube-system";
@@ -552,7 +556,7 @@ async fn migrates_volumes_of_both_provisioners() {
     let mut s = Setup::new("migrate").await;
     // The old provisioner's volume in kube2 (made before our provisioner runs), ours in kube.
     let (legacy_claim, legacy_pv, legacy_image) = s.legacy_volume("legacy", "kube2").await;
-    let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let _prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
     let (our_claim, our_pv, our_image) = s.our_volume("ours").await;
     let legacy_before = s.pvs().get(&legacy_pv).await.unwrap();
     let ours_before = s.pvs().get(&our_pv).await.unwrap();
@@ -726,7 +730,7 @@ async fn migrates_volumes_of_both_provisioners() {
 async fn resumes_after_a_crash_at_each_step() {
     let mut s = Setup::new("resume").await;
     let (legacy_claim, legacy_pv, legacy_image) = s.legacy_volume("legacy", "kube").await;
-    let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let _prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
     let (a_claim, a_pv, a_image) = s.our_volume("a").await;
     let (b_claim, b_pv, b_image) = s.our_volume("b").await;
     let (c_claim, c_pv, c_image) = s.our_volume("c").await;
@@ -796,7 +800,6 @@ async fn resumes_after_a_crash_at_each_step() {
         .delete(&c_pv, &DeleteParams::default())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let terminating = s.pvs().get(&c_pv).await.unwrap();
     assert!(terminating.metadata.deletion_timestamp.is_some());
     // legacy: died after deleting the old PV. The claim goes Lost and stays so.
@@ -841,8 +844,7 @@ async fn resumes_after_a_crash_at_each_step() {
         t.elapsed()
     );
 
-    // The image is safe meanwhile, whatever the provisioner does: the old PVs were Retain.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The image is the same one: the old PVs were Retain, so their deletion did not touch it.
     assert_eq!(
         s.ceph.image_info("kube", &legacy_image).await.unwrap().id,
         ids[&legacy_image]
@@ -915,7 +917,7 @@ async fn resumes_after_the_binary_is_interrupted_at_each_step() {
 
 async fn interrupted_at(step: &'static str) {
     let mut s = Setup::new(&format!("fp-{step}")).await;
-    let prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
     let (claim, pv, image) = s.our_volume("data").await;
     // The provisioner must not act on the Retain PV or the csi PV meanwhile; stopping it also
     // keeps the checks below about what the crash left.
@@ -1121,7 +1123,7 @@ fn assert_untouched(before: &PersistentVolume, now: &PersistentVolume) {
 #[tokio::test]
 async fn a_forged_backup_on_a_tenant_claim_moves_nothing() {
     let mut s = Setup::new("forge").await;
-    let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let _prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
     // The victims, in the Setup's namespace: one in use by a pod, one idle.
     let (busy_claim, busy_pv, busy_image) = s.our_volume("busy").await;
     let (idle_claim, idle_pv, idle_image) = s.our_volume("idle").await;
@@ -1224,8 +1226,7 @@ async fn a_forged_backup_on_a_tenant_claim_moves_nothing() {
         let l = line_of(&out, &format!("claim {tenant_ns}/{c}:"));
         assert!(l.contains("not used") && l.contains("ignored"), "{l}");
     }
-    // Nothing is bound to the tenant.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing is bound to the tenant: the command has finished, so any PV it wrote exists now.
     for c in &forged_claims {
         let name = c.metadata.name.as_deref().unwrap();
         let now = tenant_pvcs.get(name).await.unwrap();
@@ -1268,7 +1269,7 @@ async fn a_forged_backup_on_a_tenant_claim_moves_nothing() {
 #[tokio::test]
 async fn refuses_a_claim_of_a_generic_ephemeral_volume() {
     let mut s = Setup::new("migeph").await;
-    let _prov = Provisioner::start(&s.bed, &s.provisioner, &[]).await;
+    let _prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "worker", "namespace": s.ns},
         "spec": {

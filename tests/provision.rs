@@ -45,6 +45,7 @@ async fn examples_provision_and_bind() {
         .class("ceph-rbd")
         .secret("kube-system", "ceph-secret")
         .secret("default", "ceph-kube-secret")
+        .secret("default", "ceph-kube-secret-csi")
         .claim("default", "ceph-sc-claim");
     let subst = [
         ("ADMIN_KEY_BASE64", b64(&bed.admin_key)),
@@ -68,6 +69,19 @@ async fn examples_provision_and_bind() {
                 .is_none()
                 .then_some(())
         })
+        .await;
+    }
+    if bed.csi_by_default() {
+        // Kubernetes >= 1.31: csi PVs, whose node-stage Secret must be in ceph-csi's format;
+        // the walkthrough's user Secret holds only `key`, so the operator adds the one the
+        // provisioner looks for next to it (`<user secret>-csi`).
+        csi_secret(
+            &admin,
+            "default",
+            "ceph-kube-secret-csi",
+            "kube",
+            &bed.kube_key,
+        )
         .await;
     }
     for f in [
@@ -110,7 +124,7 @@ async fn examples_provision_and_bind() {
         .unwrap();
     let ann = pv.metadata.annotations.clone().unwrap();
     assert_eq!(ann["pv.kubernetes.io/provisioned-by"], name);
-    let s = pv.spec.unwrap();
+    let s = pv.spec.clone().unwrap();
     assert_eq!(s.storage_class_name.as_deref(), Some("ceph-rbd"));
     assert_eq!(
         s.persistent_volume_reclaim_policy.as_deref(),
@@ -121,17 +135,24 @@ async fn examples_provision_and_bind() {
         vec!["ReadWriteOnce", "ReadOnlyMany"]
     );
     assert_eq!(s.claim_ref.as_ref().unwrap().uid.as_deref(), Some(&*uid));
-    let rbd = s.rbd.expect("spec.rbd on a 1.20 server");
-    assert_eq!(rbd.monitors, vec![bed.monitors.clone()]);
-    assert_eq!(rbd.pool.as_deref(), Some("kube"));
-    assert_eq!(rbd.image, image);
-    assert_eq!(rbd.user.as_deref(), Some("kube"));
-    assert_eq!(rbd.fs_type.as_deref(), Some("ext4"));
-    let sr = rbd.secret_ref.unwrap();
-    assert_eq!(
-        (sr.name.as_deref(), sr.namespace.as_deref()),
-        (Some("ceph-kube-secret"), Some("default"))
-    );
+    let src = volume_source(&pv);
+    assert_eq!(src.csi, bed.csi_by_default(), "flavour by server version");
+    assert_eq!(src.pool, "kube");
+    assert_eq!(src.image, image);
+    assert_eq!(src.fs_type.as_deref(), Some("ext4"));
+    if let Some(rbd) = s.rbd {
+        assert_eq!(rbd.monitors, vec![bed.monitors.clone()]);
+        assert_eq!(rbd.user.as_deref(), Some("kube"));
+        assert_eq!(
+            src.secret,
+            ("ceph-kube-secret".to_string(), "default".to_string())
+        );
+    } else {
+        assert_eq!(
+            src.secret,
+            ("ceph-kube-secret-csi".to_string(), "default".to_string())
+        );
+    }
 
     // Events that `kubectl describe pvc` shows.
     wait_event(
@@ -230,12 +251,11 @@ async fn claim_in_another_namespace_and_other_pools() {
         .get(&format!("pvc-{}", uid_of(&a)))
         .await
         .unwrap();
-    let rbd = pv.spec.unwrap().rbd.unwrap();
-    assert_eq!(rbd.pool.as_deref(), Some("kube2"));
-    assert_eq!(
-        rbd.secret_ref.unwrap().namespace.as_deref(),
-        Some("default")
-    );
+    // (On 1.37 the csi PV's node-stage Secret, which the scenario keeps in "default" too.)
+    let src = volume_source(&pv);
+    assert_eq!(src.csi, c.bed.csi_by_default(), "flavour by server version");
+    assert_eq!(src.pool, "kube2");
+    assert_eq!(src.secret.1, "default");
     cleanup(&c.bed, &c.admin, &c.ns, &[&a, &b], &["kube", "kube2"]).await;
 }
 
@@ -391,7 +411,9 @@ async fn bad_secrets() {
     .await;
     refused(
         &mut c,
-        &[("userSecretName", "missing-user")],
+        // The user Secret is what spec.rbd PVs name (csi ones name the node-stage Secret):
+        // the rbd flavour on both planes.
+        &[("userSecretName", "missing-user"), ("volumeFlavor", "rbd")],
         &["ReadWriteOnce"],
         json!({}),
         &["user secret", "default/missing-user not found"],

@@ -160,6 +160,19 @@ impl Cluster {
         self.health.healthy()
     }
 
+    /// The Ceph cluster's fsid (e.g. `b3c3b4b4-…`), as `ceph fsid` prints it: what
+    /// ceph-csi's `ceph-csi-config` is commonly keyed by as its `clusterID`.
+    pub async fn fsid(self: &Arc<Self>) -> Result<String, CephError> {
+        self.run(|c| {
+            c.rados.fsid().map_err(|errno| CephError::Cluster {
+                op: "read the cluster fsid (rados_cluster_fsid)",
+                monitors: c.monitors.clone(),
+                errno,
+            })
+        })
+        .await
+    }
+
     // ---- images -------------------------------------------------------------------------
 
     /// Creates a format-2 image with exactly `spec.features`. An existing image of that

@@ -2,15 +2,82 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
-use super::{CephError, CephKey, Cluster, Credentials, Timeouts};
+use super::{CephError, CephKey, Cluster, Credentials, Errno, Timeouts};
 
 type Key = (Vec<String>, String, CephKey);
-type Slot = Arc<OnceCell<Arc<Cluster>>>;
+type Slot = Arc<Attempts>;
+
+/// The client of one set of credentials, and the last failed attempt to connect it. Everyone
+/// already waiting when an attempt fails gets that failure: otherwise the waiters would try
+/// one after the other (a tokio `OnceCell` hands a failed initialisation to the next waiter),
+/// and with the monitors down the n-th caller would wait n connect timeouts.
+#[derive(Default)]
+struct Attempts {
+    cell: OnceCell<Arc<Cluster>>,
+    failed: Mutex<Option<(Instant, ConnectFailure)>>,
+}
+
+impl Deref for Attempts {
+    type Target = OnceCell<Arc<Cluster>>;
+    fn deref(&self) -> &Self::Target {
+        &self.cell
+    }
+}
+
+/// What a failed `rados_connect` reported, to hand to those who waited for it.
+#[derive(Clone)]
+struct ConnectFailure {
+    monitors: String,
+    user: String,
+    errno: Errno,
+    elapsed_ms: u64,
+    hint: Option<&'static str>,
+}
+
+impl Attempts {
+    /// The failure of an attempt that ended after `since`, if any.
+    fn failed_since(&self, since: Instant) -> Option<CephError> {
+        let f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        f.as_ref().filter(|(at, _)| *at >= since).map(|(_, e)| {
+            let e = e.clone();
+            CephError::Connect {
+                monitors: e.monitors,
+                user: e.user,
+                errno: e.errno,
+                elapsed_ms: e.elapsed_ms,
+                hint: e.hint,
+            }
+        })
+    }
+
+    fn record(&self, e: &CephError) {
+        if let CephError::Connect {
+            monitors,
+            user,
+            errno,
+            elapsed_ms,
+            hint,
+        } = e
+        {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+                Instant::now(),
+                ConnectFailure {
+                    monitors: monitors.clone(),
+                    user: user.clone(),
+                    errno: *errno,
+                    elapsed_ms: *elapsed_ms,
+                    hint: *hint,
+                },
+            ));
+        }
+    }
+}
 
 /// By default a client unused this long is closed (its key leaves memory with it).
 pub const IDLE_AFTER: Duration = Duration::from_secs(600);
@@ -87,8 +154,19 @@ impl Connections {
             Arc::clone(&e.slot)
         };
         let timeouts = self.timeouts;
+        let since = Instant::now();
         let result = slot
-            .get_or_try_init(|| Cluster::connect(c, timeouts))
+            .get_or_try_init(|| async {
+                // An attempt that failed while we waited is our answer too.
+                if let Some(e) = slot.failed_since(since) {
+                    return Err(e);
+                }
+                let r = Cluster::connect(c, timeouts).await;
+                if let Err(e) = &r {
+                    slot.record(e);
+                }
+                r
+            })
             .await
             .map(Arc::clone);
         if result.is_err() {
@@ -165,5 +243,55 @@ fn prune(map: &mut HashMap<Key, Entry>, now: Instant, idle: Duration, keep: usiz
             break;
         };
         map.remove(&oldest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (fault scenario 2, the monitor outage): callers that wait for the same
+    /// credentials while the monitors are unreachable all fail within one connect timeout,
+    /// not one after the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_share_a_failed_connect() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conns = Arc::new(Connections::new(Timeouts {
+            connect: Duration::from_secs(2),
+            op: Duration::from_secs(2),
+        }));
+        let creds = Credentials {
+            // Nothing listens there: the connect attempt times out.
+            monitors: vec![format!("v1:127.0.0.1:{port}")],
+            user: "admin".into(),
+            // A throw-away key (`ceph-authtool --gen-print-key`), of no cluster.
+            key: CephKey::new("AQB3Og5rOjNhBxAAONHU5MOPrYOS/PrY+Vva2A==".to_string()),
+        };
+        let started = Instant::now();
+        let waiters: Vec<_> = (0..6)
+            .map(|_| {
+                let (conns, creds) = (conns.clone(), creds.clone());
+                tokio::spawn(async move { conns.get(&creds).await.map(|_| ()) })
+            })
+            .collect();
+        for w in waiters {
+            let r = w.await.unwrap();
+            assert!(matches!(r, Err(CephError::Connect { .. })), "{r:?}");
+        }
+        let took = started.elapsed();
+        // One attempt (2 s, and the grace around it), not six in a row (12 s or more).
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        // A caller that comes afterwards tries again, and is not served the old failure.
+        let again = Instant::now();
+        assert!(conns.get(&creds).await.is_err());
+        assert!(
+            again.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            again.elapsed()
+        );
     }
 }

@@ -145,6 +145,14 @@ pub enum CephError {
         hint: Option<&'static str>,
     },
 
+    /// A cluster-wide query on a connected client failed.
+    #[error("{op} on Ceph monitors {monitors} failed: {errno}")]
+    Cluster {
+        op: &'static str,
+        monitors: String,
+        errno: Errno,
+    },
+
     /// `resize` was asked to make an image smaller; shrinking destroys data, so it is refused.
     #[error(
         "refusing to shrink image {pool}/{image} from {current} to {requested} bytes; \
@@ -179,7 +187,8 @@ impl CephError {
             | CephError::Image { errno, .. }
             | CephError::Snapshot { errno, .. }
             | CephError::Clone { errno, .. }
-            | CephError::PoolOp { errno, .. } => Some(errno.0),
+            | CephError::PoolOp { errno, .. }
+            | CephError::Cluster { errno, .. } => Some(errno.0),
             CephError::InvalidArgument { .. }
             | CephError::ShrinkRefused { .. }
             | CephError::Task(_) => None,
@@ -279,8 +288,10 @@ pub(crate) fn has_ambiguous_monitor(mon_host: &str) -> bool {
 pub(crate) fn pool_hint(e: Errno) -> Option<&'static str> {
     match e.0 {
         libc::ENOENT => Some(
-            "the pool does not exist: check the pool parameter, or create it \
-             (ceph osd pool create NAME; rbd pool init NAME)",
+            "the pool does not exist: check the pool parameter; for a new class create it \
+             (ceph osd pool create NAME; rbd pool init NAME), but for existing volumes find \
+             where their images went (a renamed pool: ceph osd pool rename back), since an \
+             empty pool of the old name would make them look deleted",
         ),
         libc::EACCES | libc::EPERM => Some("the user's caps do not allow this pool"),
         _ => None,

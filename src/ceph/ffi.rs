@@ -183,6 +183,9 @@ unsafe extern "C" {
         buf: *mut c_char,
         maxlen: usize,
     ) -> c_int;
+    /// Writes the cluster's fsid (36 characters, NUL-terminated when it fits) into `buf`;
+    /// returns its length, or -ERANGE when `len` is too small.
+    pub fn rados_cluster_fsid(cluster: rados_t, buf: *mut c_char, len: usize) -> c_int;
 }
 
 #[link(name = "rbd")]

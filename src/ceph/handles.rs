@@ -141,6 +141,20 @@ impl Rados {
         })
     }
 
+    /// The cluster's fsid (`rados_cluster_fsid`) of a connected handle: known from the
+    /// monitor map, so no request is sent.
+    pub(super) fn fsid(&self) -> Result<String, Errno> {
+        // 36 characters and a NUL; 64 leaves room.
+        let mut buf = vec![0u8; 64];
+        // SAFETY: connected handle; `buf` writable for its length.
+        let r = unsafe {
+            ffi::rados_cluster_fsid(self.0, buf.as_mut_ptr().cast::<c_char>(), buf.len())
+        };
+        let len = usize::try_from(check(r)?).map_err(|_| Errno(libc::ERANGE))?;
+        buf.truncate(len.min(buf.len()));
+        Ok(c_buf_string(&buf))
+    }
+
     /// The name of the pool with this id.
     pub(super) fn pool_name(&self, id: i64) -> Option<String> {
         let mut buf = vec![0u8; 512];
@@ -729,6 +743,18 @@ fn fill_array<T: ffi::Zeroed>(
         return Ok((v, n.min(cap), r));
     }
     Err(Errno(libc::ERANGE))
+}
+
+/// Ends the process at once with `code`, after flushing stdout and stderr. `std::process::exit`
+/// would run the C++ static destructors of libceph-common while librados's own threads (one
+/// pool per client) still run, which crashes them: SIGSEGV in `io_context_pool` on a graceful
+/// shutdown. `_exit` runs no destructors; the kernel closes sockets and files as for any exit.
+pub fn exit_process(code: i32) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` is always safe to call; it never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
 }
 
 #[cfg(test)]

@@ -26,6 +26,16 @@ use crate::volume::FINALIZER;
 
 /// How long a clone may take to flatten before its source's deletion gives up for a while.
 const FLATTEN_DEADLINE: Duration = Duration::from_secs(3600);
+/// The longest wait between two attempts on an image that has watchers. A process killed while
+/// it had the image open read/write (this provisioner's predecessor, say) leaves a watch that
+/// the OSD drops after `osd_client_watch_timeout` (30 s by default): on the usual doubling
+/// backoff the deletion would go ahead only a minute or more after that.
+const IN_USE_RETRY: Duration = Duration::from_secs(10);
+
+/// Delay before retrying a deletion that found watchers, given the usual backoff.
+fn in_use_retry(backoff: Duration) -> Duration {
+    backoff.min(IN_USE_RETRY)
+}
 
 pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action> {
     let name = pv.metadata.name.clone().unwrap_or_default();
@@ -47,7 +57,10 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         tracing::info!(pv = %name, "its claim is gone: deleting without waiting for the volume to be marked Released");
     }
     let outcome = match reclaim::decide(&pv, &ctx.settings.provisioner, claim_gone) {
-        VolumeAction::Ignore(_) => {
+        VolumeAction::Ignore(why) => {
+            // Debug only: every PV of every class passes here.
+            let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
+            tracing::debug!(pv = %name, phase = phase.unwrap_or(""), "volume left alone: {why}");
             ctx.succeeded(&key);
             return Ok(Action::await_change());
         }
@@ -81,6 +94,21 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         Err(e @ Error::Conflict { .. }) => {
             tracing::debug!(pv = %name, error = %e, "retrying");
             Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Err(e @ Error::ImageInUse { .. }) => {
+            ctx.metrics.delete(class_of(&pv), Err(e.kind()));
+            ctx.events
+                .publish(
+                    &regarding,
+                    EventType::Warning,
+                    "VolumeFailedDelete",
+                    "Delete",
+                    e.to_string(),
+                )
+                .await;
+            let delay = in_use_retry(ctx.backoff(&key));
+            tracing::warn!(pv = %name, error = %e, retry_in = ?delay, "volume operation failed");
+            Ok(Action::requeue(delay))
         }
         Err(Error::Waiting(msg)) => {
             tracing::info!(pv = %name, "{msg}");
@@ -174,14 +202,13 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 image: t.image.clone(),
                 parent: info.parent.clone(),
             });
-            // What an earlier process trashed but did not purge (it crashed meanwhile).
-            if ctx.first_delete_in(cluster.monitors(), &t.pool) {
-                let (ctx, cluster, pool) = (ctx.clone(), cluster.clone(), t.pool.clone());
-                tokio::spawn(
-                    async move { super::maintain::sweep_trash(&ctx, &cluster, &pool).await },
-                );
-            }
         }
+    }
+    // What an earlier process trashed but did not purge (it was stopped meanwhile). An image
+    // "already gone" is the usual trace of that: its predecessor trashed it, then died.
+    if ctx.first_delete_in(cluster.monitors(), &t.pool) {
+        let (ctx, cluster, pool) = (ctx.clone(), cluster.clone(), t.pool.clone());
+        tokio::spawn(async move { super::maintain::sweep_trash(&ctx, &cluster, &pool).await });
     }
 
     // Delete first, then drop the finalizer from what the delete returned: the other order
@@ -364,5 +391,21 @@ async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
         Err(e) => Err(Error::kube("remove finalizer from PersistentVolume", name)(
             e,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_in_use_are_retried_within_seconds_of_a_stale_watch_expiring() {
+        let backoff =
+            |n| super::super::backoff_delay(n, Duration::from_secs(1), Duration::from_secs(300));
+        assert_eq!(in_use_retry(backoff(1)), Duration::from_secs(1));
+        assert_eq!(in_use_retry(backoff(4)), Duration::from_secs(8));
+        for n in 5..40 {
+            assert_eq!(in_use_retry(backoff(n)), IN_USE_RETRY);
+        }
     }
 }

@@ -20,6 +20,9 @@ use crate::{k8s, params, volume};
 pub async fn run(ctx: Arc<Context>) {
     let every = ctx.settings.maintenance_interval;
     if every.is_zero() {
+        tracing::info!(
+            "housekeeping is off (--maintenance-interval 0): trashed images are purged only by deletions"
+        );
         return;
     }
     // Orphan collection must know every PV: wait for the volumes watch to list them all.

@@ -5,6 +5,8 @@ mod delete;
 mod locks;
 mod maintain;
 mod provision;
+
+pub(crate) use provision::node_stage_secret;
 mod purge;
 mod resize;
 

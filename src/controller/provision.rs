@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Resource;
 use kube::api::Api;
@@ -14,11 +14,11 @@ use super::Context;
 use crate::ceph::{CloneSpec, Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
 use crate::claim::{self, ClaimAction};
 use crate::clone;
-use crate::error::{Error, Result, SecretRole};
+use crate::error::{Error, Result, SecretRole, is_status};
 use crate::k8s;
 use crate::owner::{self, Stamp};
 use crate::params::{self, Flavor};
-use crate::volume::{self, PvInput};
+use crate::volume::{self, ClusterId, CsiVolume, NodeStage, NodeStageFacts, PvInput, Source};
 
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
     let key = super::claim_key(&pvc);
@@ -256,7 +256,7 @@ async fn provision(
         sa,
     )
     .await?;
-    match flavor {
+    let node_stage = match flavor {
         Flavor::Rbd => {
             k8s::check_secret(
                 &ctx.client,
@@ -269,30 +269,13 @@ async fn provision(
                     "put the user's Ceph key (ceph auth get-key client.USER) under the key \"key\"",
                 )],
             )
-            .await?
+            .await?;
+            None
         }
         Flavor::Csi => {
-            let s = params.csi_secret.as_ref().expect("checked by check_csi");
-            k8s::check_secret(
-                &ctx.client,
-                SecretRole::CsiNodeStage,
-                s,
-                &params.user_id,
-                sa,
-                &[
-                    (
-                        "userID",
-                        "ceph-csi wants the Ceph user id without \"client.\" under userID",
-                    ),
-                    (
-                        "userKey",
-                        "ceph-csi wants the user's Ceph key under userKey",
-                    ),
-                ],
-            )
-            .await?
+            Some(node_stage_secret(&ctx.client, sa, &params, &class_name, &req.namespace).await?)
         }
-    }
+    };
 
     let creds = Credentials {
         monitors: params.monitors.clone(),
@@ -300,6 +283,20 @@ async fn provision(
         key: admin_key,
     };
     let cluster = ctx.connect(&creds).await?;
+    let csi = match node_stage {
+        None => None,
+        Some(stage) => Some(CsiVolume {
+            cluster_id: match &params.cluster_id {
+                Some(id) => ClusterId::Class(id.clone()),
+                // ceph-csi's config map is commonly keyed by the fsid.
+                None => ClusterId::Fsid(cluster.fsid().await.map_err(Error::ceph(format!(
+                    "Ceph cluster at {}",
+                    cluster.monitors()
+                )))?),
+            },
+            node_stage_secret: stage.secret().clone(),
+        }),
+    };
     let image = volume::image_name(&req.uid);
     let object = format!("image {}/{image}", params.pool);
     let spec = ImageSpec {
@@ -324,7 +321,10 @@ async fn provision(
         claim_uid: req.uid.clone(),
         created: super::unix_now(),
     };
-    let created = created.map_err(Error::ceph(&object))?;
+    let mut created = created.map_err(Error::ceph(&object))?;
+    if created == Created::AlreadyExisted && clone_source.is_none() {
+        created = recreate_if_half_made(&cluster, &spec, &object, &name).await?;
+    }
     match created {
         Created::New => {}
         Created::AlreadyExisted => {
@@ -375,7 +375,7 @@ async fn provision(
     match std::env::var("RBD_PROVISIONER_FAILPOINT").as_deref() {
         Ok("exit-after-image-create") => {
             tracing::error!(claim = %name, %image, "failpoint exit-after-image-create: exiting");
-            std::process::exit(86);
+            crate::ceph::exit_process(86);
         }
         Ok("sleep-after-image-create") => {
             tracing::warn!(claim = %name, %image, "failpoint sleep-after-image-create: 5 s");
@@ -409,7 +409,7 @@ async fn provision(
         claim: &req,
         class,
         params: &params,
-        flavor,
+        source: csi.as_ref().map_or(Source::Rbd, Source::Csi),
         image: &image,
         provisioner: &ctx.settings.provisioner,
     });
@@ -422,11 +422,106 @@ async fn provision(
             .map(|s| format!(" (clone of {}/{})", s.pool, s.image))
             .unwrap_or_default(),
         req.size >> 20,
-        match flavor {
-            Flavor::Rbd => "in-tree rbd volume source",
-            Flavor::Csi => "ceph-csi static volume",
+        match &csi {
+            None => "in-tree rbd volume source".to_string(),
+            Some(c) => format!(
+                "ceph-csi static volume, clusterID {}{}, node-stage secret {}",
+                c.cluster_id.value(),
+                match c.cluster_id {
+                    ClusterId::Fsid(_) => " (the Ceph cluster's fsid: the class has no clusterID)",
+                    ClusterId::Class(_) => "",
+                },
+                c.node_stage_secret
+            ),
         }
     )))
+}
+
+/// The Secret a csi PV's `nodeStageSecretRef` names (see `volume::choose_node_stage`): read
+/// for its field names only. Fails with the command that makes one from the user Secret.
+/// (`doctor` may call it to check a class the same way.)
+pub(crate) async fn node_stage_secret(
+    client: &kube::Client,
+    service_account: &str,
+    params: &params::ClassParams,
+    class_name: &str,
+    claim_namespace: &str,
+) -> Result<NodeStage> {
+    let user = params.user_secret(claim_namespace);
+    let fields = |role, secret| secret_fields(client, role, secret, service_account);
+    let (user_fields, target_fields) = match &params.csi_secret {
+        Some(s) => {
+            let target = fields(SecretRole::CsiNodeStage, s).await?;
+            if target.as_ref().is_some_and(volume::in_csi_format) {
+                return Ok(NodeStage::Class(s.clone()));
+            }
+            (fields(SecretRole::User, &user).await?, target)
+        }
+        None => {
+            let user_fields = fields(SecretRole::User, &user).await?;
+            if user_fields.as_ref().is_some_and(volume::in_csi_format) {
+                (user_fields, None)
+            } else {
+                let companion = volume::companion_secret(&user);
+                (
+                    user_fields,
+                    fields(SecretRole::CsiNodeStage, &companion).await?,
+                )
+            }
+        }
+    };
+    let Some(user_fields) = user_fields else {
+        return Err(Error::SecretNotFound {
+            role: SecretRole::User,
+            secret: user,
+            user: params.user_id.clone(),
+        });
+    };
+    Ok(volume::choose_node_stage(&NodeStageFacts {
+        class_name,
+        class_secret: params.csi_secret.as_ref(),
+        user_secret: &user,
+        user_fields: &user_fields,
+        target_fields: target_fields.as_ref(),
+        user_id: &params.user_id,
+    })?)
+}
+
+/// The names of a Secret's non-empty fields; its values are overwritten, never kept.
+/// `None` when it does not exist; no right to read it is an error that names the fix.
+async fn secret_fields(
+    client: &kube::Client,
+    role: SecretRole,
+    secret: &params::SecretRef,
+    service_account: &str,
+) -> Result<Option<volume::SecretFields>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
+    let found = match api.get(&secret.name).await {
+        Ok(s) => s,
+        Err(e) if is_status(&e, 404) => return Ok(None),
+        Err(e) if is_status(&e, 403) => {
+            return Err(Error::SecretForbidden {
+                role,
+                secret: secret.clone(),
+                service_account: service_account.to_string(),
+            });
+        }
+        Err(e) => return Err(Error::kube("read secret", secret.to_string())(e)),
+    };
+    let mut names = volume::SecretFields::new();
+    for (k, v) in found.data.into_iter().flatten() {
+        if !v.0.iter().all(u8::is_ascii_whitespace) {
+            names.insert(k);
+        }
+        crate::ceph::wipe(v.0);
+    }
+    for (k, v) in found.string_data.into_iter().flatten() {
+        if !v.trim().is_empty() {
+            names.insert(k);
+        }
+        crate::ceph::wipe(v.into_bytes());
+    }
+    Ok(Some(names))
 }
 
 /// A copy-on-write clone (format 1: a protected snapshot, which every kernel client maps) of
@@ -451,4 +546,31 @@ async fn clone_image(
             clone_format: Some(1),
         })
         .await
+}
+
+/// An image whose name exists but which cannot be opened (ENOENT) is what a process killed
+/// inside `rbd_create4` leaves: the name taken (directory entry, id object), no header. It can
+/// be neither adopted nor created again, and every retry failed the same way for ever. It
+/// holds no data and its name is this claim's own (`kubernetes-dynamic-pvc-<claim uid>`):
+/// remove what there is (`rbd_remove` copes with a missing header) and create it anew.
+async fn recreate_if_half_made(
+    cluster: &Arc<crate::ceph::Cluster>,
+    spec: &ImageSpec,
+    object: &str,
+    claim: &str,
+) -> Result<Created, Error> {
+    match cluster.image_info(&spec.pool, &spec.name).await {
+        Ok(_) => return Ok(Created::AlreadyExisted),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(Error::ceph(object)(e)),
+    }
+    tracing::warn!(%claim, image = %spec.name, "the image's name exists but the image cannot be opened: an earlier attempt was stopped inside its creation; removing the remains and creating it again");
+    cluster
+        .remove_image(&spec.pool, &spec.name)
+        .await
+        .map_err(Error::ceph(object))?;
+    cluster
+        .create_image(spec)
+        .await
+        .map_err(Error::ceph(object))
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::ceph::{Cluster, ParentSpec, Removed};
+use crate::ceph::{CephError, Cluster, ParentSpec, Removed};
 use crate::metrics::Metrics;
 use crate::reclaim;
 
@@ -14,8 +14,19 @@ use crate::reclaim;
 const WORKERS: usize = 2;
 /// Purges waiting; beyond this the periodic sweep picks entries up later.
 const QUEUE: usize = 4096;
-/// Attempts per entry before leaving it to the next sweep.
-const ATTEMPTS: u32 = 5;
+/// Attempts per entry before leaving it to the next sweep. A process killed while it had the
+/// image open read/write leaves a watch that the OSD drops only after
+/// `osd_client_watch_timeout` (30 s by default), and until then the purge fails with EBUSY:
+/// the attempts must outlast that, or the entry waits for the next sweep (minutes).
+const ATTEMPTS: u32 = 9;
+/// The longest pause between two attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(16);
+
+/// Pause before attempt `attempt + 1`: 2 s, 4 s, 8 s, then 16 s (2 + 4 + 8 + 5 × 16 = 94 s
+/// in all, three times the default watch timeout).
+fn pause(attempt: u32) -> Duration {
+    Duration::from_secs(2u64 << attempt.min(8)).min(MAX_PAUSE)
+}
 
 pub struct Job {
     pub cluster: Arc<Cluster>,
@@ -46,8 +57,7 @@ impl Purger {
                     let failed = purge(&job, &metrics).await;
                     drop(permit);
                     if failed && attempt + 1 < ATTEMPTS {
-                        // 2 s, 4 s, 8 s, 16 s: long enough for a busy OSD to recover.
-                        tokio::time::sleep(Duration::from_secs(2 << attempt)).await;
+                        tokio::time::sleep(pause(attempt)).await;
                         let _ = retry.send((job, attempt + 1)).await;
                     } else if failed {
                         tracing::warn!(pool = %job.pool, image = %job.image, "giving up purging for now; the periodic sweep retries");
@@ -74,7 +84,7 @@ impl Purger {
 /// One attempt. Returns whether it failed.
 async fn purge(job: &Job, metrics: &Metrics) -> bool {
     let started = Instant::now();
-    match job.cluster.trash_remove(&job.pool, &job.id, true).await {
+    match remove(job).await {
         Ok(r) => {
             metrics.record("purge", Ok(started.elapsed()));
             if r == Removed::Removed {
@@ -100,4 +110,57 @@ async fn purge(job: &Job, metrics: &Metrics) -> bool {
         }
     }
     false
+}
+
+/// Removes the trash entry; an entry left half-moved by a process that died inside
+/// `rbd_trash_move` is moved to the end first.
+async fn remove(job: &Job) -> Result<Removed, CephError> {
+    match job.cluster.trash_remove(&job.pool, &job.id, true).await {
+        Err(e) if interrupted_move(&e) => {
+            finish_move(job).await?;
+            job.cluster.trash_remove(&job.pool, &job.id, true).await
+        }
+        r => r,
+    }
+}
+
+/// librbd marks a trash entry "moving" before it takes the image out of the directory, and
+/// "normal" after; a process killed in between leaves it "moving", and librbd refuses to
+/// remove such an entry (EUCLEAN, "image not fully moved to trash") for ever.
+fn interrupted_move(e: &CephError) -> bool {
+    e.errno() == Some(libc::EUCLEAN)
+}
+
+/// Moves the image named by a half-moved entry to the trash again: librbd resumes the
+/// interrupted move (found by the image's name in the directory, or, once the directory entry
+/// is gone, by the "moving" trash entry of that name) and marks the entry "normal". Only when
+/// the directory holds no other image of that name.
+async fn finish_move(job: &Job) -> Result<(), CephError> {
+    match job.cluster.image_info(&job.pool, &job.image).await {
+        Ok(info) if info.id != job.id => {
+            tracing::warn!(pool = %job.pool, image = %job.image, "a half-moved trash entry shares its name with another image; left alone");
+            return Ok(());
+        }
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    job.cluster.trash_move(&job.pool, &job.image, 0).await?;
+    tracing::info!(pool = %job.pool, image = %job.image, "finished a trash move that a stopped process had interrupted");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_outlast_a_dead_clients_watch() {
+        let total: Duration = (0..ATTEMPTS - 1).map(pause).sum();
+        // osd_client_watch_timeout is 30 s by default; two of them and a margin.
+        assert!(total >= Duration::from_secs(90), "{total:?}");
+        assert_eq!(pause(0), Duration::from_secs(2));
+        assert_eq!(pause(3), MAX_PAUSE);
+        assert_eq!(pause(u32::MAX), MAX_PAUSE);
+    }
 }

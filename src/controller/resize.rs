@@ -32,6 +32,15 @@ pub async fn reconcile_bound(
         return Ok(());
     };
     let regarding = pvc.object_ref(&());
+    tracing::trace!(
+        claim = %format!(
+            "{}/{}",
+            pvc.metadata.namespace.as_deref().unwrap_or_default(),
+            pvc.metadata.name.as_deref().unwrap_or_default()
+        ),
+        pv = %pv_name,
+        "bound claim"
+    );
     match resize::decide(pvc, &pv, allow_expansion, &ctx.settings.provisioner) {
         ResizeAction::Nothing => Ok(()),
         ResizeAction::Shrink { requested, current } => {
@@ -138,7 +147,14 @@ async fn grow(
             "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
             "message": "Waiting for user to (re-)start a pod to finish file system resize of volume on node.",
         }));
-        let patch = serde_json::json!({"status": {"conditions": conditions}});
+        // Kubernetes >= 1.34 (RecoverVolumeExpansionFailure) also records what the volume now
+        // has and that the node's part is next, as external-resizer writes it; kubelet
+        // proceeds on NodeResizePending. Servers without these fields drop them.
+        let patch = serde_json::json!({"status": {
+            "conditions": conditions,
+            "allocatedResources": {"storage": capacity_quantity(to)},
+            "allocatedResourceStatuses": {"storage": "NodeResizePending"},
+        }});
         Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await

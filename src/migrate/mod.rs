@@ -84,7 +84,7 @@ pub enum MigrateError {
     #[error("--node-stage-secret {0:?} is not NAMESPACE/NAME")]
     SecretArg(String),
 
-    #[error("ceph-csi node-stage Secret {secret} not found; create it in ceph-csi's format: kubectl -n {ns} create secret generic {name} --from-literal=userID=<ceph user without \"client.\"> --from-literal=userKey=\"$(ceph auth get-key client.<user>)\"", ns = secret.namespace, name = secret.name)]
+    #[error("ceph-csi node-stage Secret {secret} not found; create it in ceph-csi's format: kubectl -n {ns} create secret generic {name} --from-literal=userID=<ceph user without \"client.\"> --from-file=userKey=<(ceph auth get-key client.<user>)", ns = secret.namespace, name = secret.name)]
     SecretNotFound { secret: SecretRef },
 
     #[error(
@@ -803,6 +803,6 @@ fn failpoint(step: &str, pv: &str) {
         .is_ok_and(|v| v == format!("exit-after-{step}:{pv}"))
     {
         eprintln!("failpoint exit-after-{step}:{pv}: exiting");
-        std::process::exit(86);
+        crate::ceph::exit_process(86);
     }
 }

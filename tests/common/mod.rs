@@ -13,6 +13,11 @@ pub struct Bed {
     pub monitors: String,
     pub admin_key: String,
     pub kube_key: String,
+    /// The control plane's minor version (20 or 37): `RBDP_KUBE_MINOR` of the env file.
+    pub kube_minor: u32,
+    /// The other control plane on the same Ceph, when the env names one (`RBDP_PEER_BED` of a
+    /// 1.37 plane, hack/bed-up.sh with `RBDP_KUBE=1.37`) or a 1.37 plane lives in `k137/`.
+    pub peer: Option<PathBuf>,
 }
 
 impl Bed {
@@ -22,6 +27,11 @@ impl Bed {
         let dir = PathBuf::from(
             std::env::var("RBDP_BED").unwrap_or_else(|_| "/tmp/rbd-provisioner-bed".into()),
         );
+        Bed::load_from(dir)
+    }
+
+    /// The bed described by `dir/env`.
+    pub fn load_from(dir: PathBuf) -> Bed {
         let env_file = dir.join("env");
         let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
             panic!(
@@ -36,13 +46,29 @@ impl Bed {
                 .cloned()
                 .unwrap_or_else(|| panic!("{} lacks {k}", env_file.display()))
         };
+        // Env files of beds started before the 1.37 plane existed name no version: 1.20.
+        let kube_minor = vars
+            .get("RBDP_KUBE_MINOR")
+            .map(|m| m.parse().expect("RBDP_KUBE_MINOR is a number"))
+            .unwrap_or(20);
+        let peer = vars.get("RBDP_PEER_BED").map(PathBuf::from).or_else(|| {
+            let k137 = dir.join("k137");
+            k137.join("env").exists().then_some(k137)
+        });
         Bed {
             kubeconfig: PathBuf::from(get("KUBECONFIG")),
             monitors: get("CEPH_MONITORS"),
             admin_key: get("CEPH_ADMIN_KEY"),
             kube_key: get("CEPH_KUBE_KEY"),
+            kube_minor,
+            peer,
             dir,
         }
+    }
+
+    /// Whether classes without `volumeFlavor` get csi PVs here (Kubernetes >= 1.31).
+    pub fn csi_by_default(&self) -> bool {
+        self.kube_minor >= 31
     }
 }
 
@@ -200,20 +226,24 @@ pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
     for f in files {
         apply_yaml(&admin, &std::fs::read_to_string(&f).unwrap(), &[]).await;
     }
-    // Kubernetes 1.20 issues ServiceAccount tokens as Secrets.
+    // A bound token from the TokenRequest API (1.20 and 1.37 alike; 1.24+ no longer makes
+    // token Secrets for ServiceAccounts), valid for longer than any test run.
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-system");
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": [], "expirationSeconds": 6 * 3600},
+        }))
+        .unwrap();
     let token = wait_for(
-        "the ServiceAccount's token secret",
+        "a token for the ServiceAccount kube-system/rbd-provisioner",
         Duration::from_secs(30),
         || async {
-            let sa = sas.get("rbd-provisioner").await.ok()?;
-            let secret_name = sa.secrets?.into_iter().next()?.name?;
-            let s = Api::<Secret>::namespaced(admin.clone(), "kube-system")
-                .get(&secret_name)
+            let t = sas
+                .create_token_request("rbd-provisioner", &PostParams::default(), &request)
                 .await
                 .ok()?;
-            let t = s.data?.get("token")?.0.clone();
-            String::from_utf8(t).ok()
+            Some(t.status?.token)
         },
     )
     .await;
@@ -313,6 +343,16 @@ pub async fn key_secret(client: &Client, ns: &str, name: &str, key: &str) {
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/rbd",
         "metadata": {"name": name, "namespace": ns},
         "stringData": {"key": key}
+    });
+    apply_value(client, s).await;
+}
+
+/// Creates a Secret in ceph-csi's format (`userID`, `userKey`).
+pub async fn csi_secret(client: &Client, ns: &str, name: &str, user: &str, key: &str) {
+    let s = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {"userID": user, "userKey": key}
     });
     apply_value(client, s).await;
 }
@@ -513,6 +553,15 @@ impl Scenario {
         )
         .await;
         key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+        // ceph-csi's format, for the csi flavour's nodeStageSecretRef.
+        csi_secret(
+            &admin,
+            "default",
+            &format!("{ns}-node-stage"),
+            "kube",
+            &bed.kube_key,
+        )
+        .await;
         Scenario {
             cleanup: Cleanup::new(&bed).namespace(&ns).prefix(&format!("{ns}-")),
             bed,
@@ -541,7 +590,26 @@ impl Scenario {
                 p.push((k.to_string(), v.to_string()));
             }
         }
+        // Kubernetes >= 1.31: a class without volumeFlavor gets csi PVs, which need these.
+        let given = |k: &str| over.iter().any(|(o, _)| o.eq_ignore_ascii_case(k));
+        if self.bed.csi_by_default() && !given("volumeFlavor") {
+            for (k, v) in self.csi_params() {
+                if !given(k) {
+                    p.push((k.to_string(), v));
+                }
+            }
+        }
         p
+    }
+
+    /// The csi flavour's parameters: a clusterID, and the node-stage Secret in ceph-csi's
+    /// format this scenario made.
+    pub fn csi_params(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("clusterID", "rbdp-test-cluster".to_string()),
+            ("csiNodeStageSecretName", format!("{}-node-stage", self.ns)),
+            ("csiNodeStageSecretNamespace", "default".to_string()),
+        ]
     }
 
     /// A StorageClass `<ns>-<suffix>` of this provisioner; `extra` adds top-level fields
@@ -986,7 +1054,10 @@ impl Drop for Cleanup {
                 let rbd = &pv["spec"]["rbd"];
                 let csi = &pv["spec"]["csi"]["volumeAttributes"];
                 let pool = rbd["pool"].as_str().or(csi["pool"].as_str());
-                let image = rbd["image"].as_str().or(csi["imageName"].as_str());
+                // A csi PV (static ceph-csi volume) names its image as the volumeHandle.
+                let image = rbd["image"]
+                    .as_str()
+                    .or(pv["spec"]["csi"]["volumeHandle"].as_str());
                 if let (Some(pool), Some(image)) = (pool, image) {
                     let _ = Command::new("rbd")
                         .arg("-c")
@@ -1027,5 +1098,51 @@ impl Drop for Cleanup {
                 "--ignore-not-found",
             ]);
         }
+    }
+}
+
+/// What a PV of ours names, whichever flavour it has: `spec.rbd` (Kubernetes < 1.31 by
+/// default) or a static ceph-csi `spec.csi` (>= 1.31).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSource {
+    pub csi: bool,
+    pub pool: String,
+    pub image: String,
+    pub fs_type: Option<String>,
+    /// The Secret the node maps with: rbd's `secretRef` (the user Secret) or csi's
+    /// `nodeStageSecretRef`, as (name, namespace).
+    pub secret: (String, String),
+}
+
+pub fn volume_source(pv: &PersistentVolume) -> VolumeSource {
+    let spec = pv.spec.as_ref().expect("PV spec");
+    if let Some(rbd) = &spec.rbd {
+        let sr = rbd.secret_ref.clone().unwrap_or_default();
+        return VolumeSource {
+            csi: false,
+            pool: rbd.pool.clone().unwrap_or_else(|| "rbd".into()),
+            image: rbd.image.clone(),
+            fs_type: rbd.fs_type.clone(),
+            secret: (
+                sr.name.unwrap_or_default(),
+                sr.namespace.unwrap_or_default(),
+            ),
+        };
+    }
+    let csi = spec.csi.as_ref().expect("a PV with spec.rbd or spec.csi");
+    let sr = csi.node_stage_secret_ref.clone().unwrap_or_default();
+    VolumeSource {
+        csi: true,
+        pool: csi
+            .volume_attributes
+            .as_ref()
+            .and_then(|a| a.get("pool").cloned())
+            .unwrap_or_default(),
+        image: csi.volume_handle.clone(),
+        fs_type: csi.fs_type.clone(),
+        secret: (
+            sr.name.unwrap_or_default(),
+            sr.namespace.unwrap_or_default(),
+        ),
     }
 }

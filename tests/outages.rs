@@ -1,0 +1,450 @@
+//! Outages of the parts the provisioner depends on, in the middle of bursts of claims: the Ceph
+//! monitor (scenario 2), the OSD (3), kube-apiserver and etcd (4). Each runs on a bed of this
+//! test's own, which it starts (`hack/bed-up.sh` in a fresh directory: free ports; with
+//! `RBDP_KUBE=1.37` the scenarios run on its Kubernetes 1.37 plane) and stops and purges at the end: the shared bed and the
+//! tests that use it are never disturbed. The scenarios run one after the other.
+//!
+//! Quick mode (the suite): one 12 s monitor outage. `RBDP_FAULT_FULL=1`: 30 s monitor and OSD
+//! outages, an API server restart and an etcd restart, 40-claim bursts. Seeded:
+//! `RBDP_FAULT_SEED=<seed>` replays the moments. `RBDP_FAULT_REPORT=<file>` collects figures.
+
+mod common;
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use harness::*;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+/// `--ceph-connect-timeout` the tests give the provisioner (common::Provisioner), and the
+/// default `--ceph-op-timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `--ceph-op-timeout` of the OSD scenario: shorter than the outage, so that calls blocked on
+/// the missing OSD must visibly fail (and be retried) while it is away.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[test]
+fn outages() {
+    let own = OwnBed::up();
+    // SAFETY: set before the runtime and any other thread of this binary (its only test)
+    // starts; Bed::load() reads it, so every helper works on this bed.
+    unsafe { std::env::set_var("RBDP_BED", &own.env_dir) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rng = Rng::from_env("outages");
+    let mut failed = Vec::new();
+    let mut run = |what: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            failed.push(format!("{what}:\n{e}"));
+        }
+    };
+    let quick_outage = Duration::from_secs(12);
+    let outage = if full() {
+        Duration::from_secs(30)
+    } else {
+        quick_outage
+    };
+    run(
+        "monitor outage",
+        rt.block_on(monitor_outage(&mut rng, outage)),
+    );
+    if full() {
+        run(
+            "OSD outage",
+            rt.block_on(osd_outage(&mut rng, Duration::from_secs(30))),
+        );
+        run(
+            "kube-apiserver restart",
+            rt.block_on(control_plane_restart(&mut rng, "kube-apiserver")),
+        );
+        run(
+            "etcd restart",
+            rt.block_on(control_plane_restart(&mut rng, "etcd")),
+        );
+    }
+    drop(rt);
+    drop(own);
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+fn claims() -> usize {
+    if full() { 40 } else { 10 }
+}
+
+/// ProvisioningFailed notes per claim uid, with the time this test first saw each.
+async fn failures_seen(
+    c: &Scenario,
+    seen: &mut BTreeMap<String, (Instant, String)>,
+) -> Result<(), kube::Error> {
+    let evs = Api::<Event>::namespaced(c.admin.clone(), &c.ns)
+        .list(&ListParams::default())
+        .await?;
+    for e in evs.items {
+        if e.reason.as_deref() != Some("ProvisioningFailed") {
+            continue;
+        }
+        let Some(uid) = e.regarding.as_ref().and_then(|r| r.uid.clone()) else {
+            continue;
+        };
+        seen.entry(uid)
+            .or_insert_with(|| (Instant::now(), e.note.clone().unwrap_or_default()));
+    }
+    Ok(())
+}
+
+/// Scenario 2: the only monitor stopped for `outage` in the middle of a burst. A connected
+/// client needs the monitor only for map changes, so the provisioner is restarted right after
+/// the monitor stops: every Ceph client must connect anew during the outage. No call may hang
+/// past the configured timeouts, the claims made meanwhile get an event saying Ceph is
+/// unreachable, and all are Bound within 60 s after the monitor is back.
+async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
+    let name = format!("{}.test/rbd", unique("mon"));
+    let addr = free_addr();
+    let env = [("LEADER_ELECT", "false")];
+    let args = ["--http-endpoint", addr.as_str()];
+    let mut c = Scenario::serving("mon", &name, &env).await;
+    c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let mon = Daemon::of(&c.bed, "mon.a");
+    let n = claims();
+    let names: Vec<String> = (0..n).map(|i| format!("m-{i}")).collect();
+    // The burst spans the outage: the gap spreads it over about 1.5 outages.
+    let gap = outage.mul_f64(1.5) / n as u32;
+    let creating = burst(&c.admin, &c.ns, &class, &names, gap);
+    tokio::time::sleep(rng.millis(500, 2500)).await;
+    let mut logs = Vec::new();
+
+    let took = tokio::task::spawn_blocking(move || (mon.stop(), mon))
+        .await
+        .unwrap();
+    let (stop_took, mon) = took;
+    let down = Instant::now();
+    let waiting: std::collections::BTreeSet<String> =
+        unbound(&c.admin, &c.ns, &names).await.into_iter().collect();
+    c.prov.crash();
+    logs.push(c.prov.logs());
+    c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
+    let restarted = Instant::now();
+    let mut failures = BTreeMap::new();
+    while down.elapsed() < outage {
+        let _ = failures_seen(&c, &mut failures).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mon = tokio::task::spawn_blocking(move || {
+        mon.start();
+        mon
+    })
+    .await
+    .unwrap();
+    let back = Instant::now();
+    let _ = mon;
+    let made = creating.await.unwrap();
+    let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(60)).await;
+    let recovery = back.elapsed();
+    let _ = failures_seen(&c, &mut failures).await;
+    let affected = made
+        .iter()
+        .filter(|(n, at)| *at >= down || waiting.contains(n))
+        .count();
+
+    let mut v = Vec::new();
+    if let Err(left) = bound {
+        v.push(format!(
+            "not Bound 60 s after the monitor returned: {left:?}"
+        ));
+    }
+    logs.push(c.prov.logs());
+    v.extend(check_bound(&c, &names, &logs).await);
+    // Claims waiting while the monitor was down and the provisioner restarted (those not yet
+    // Bound when it stopped, and those made meanwhile): each must carry an event saying Ceph
+    // is unreachable, within the connect timeout (plus the time to notice the claim and
+    // write the event) of the restart or of its creation, whichever came later; those
+    // whose attempt could not end before the monitor returned are not judged.
+    let uid_of_name: BTreeMap<String, String> = {
+        let list = c.pvcs().list(&ListParams::default()).await.unwrap();
+        list.items
+            .iter()
+            .map(|p| (p.metadata.name.clone().unwrap(), uid_of(p)))
+            .collect()
+    };
+    let mut during = 0;
+    let mut latencies = Vec::new();
+    let slack = Duration::from_secs(5);
+    for (claim, at) in &made {
+        if *at < down && !waiting.contains(claim) {
+            continue;
+        }
+        let from = (*at).max(restarted);
+        if from + CONNECT_TIMEOUT + Duration::from_secs(2) > back {
+            continue;
+        }
+        during += 1;
+        let uid = &uid_of_name[claim];
+        match failures.get(uid) {
+            None => v.push(format!(
+                "claim {claim}, waiting during the outage, got no ProvisioningFailed event"
+            )),
+            Some((seen, note)) => {
+                let latency = seen.saturating_duration_since(from);
+                latencies.push(latency);
+                if !note.contains("unreachable") {
+                    v.push(format!(
+                        "claim {claim}: the event does not say Ceph is unreachable: {note}"
+                    ));
+                }
+                if latency > CONNECT_TIMEOUT + slack {
+                    v.push(format!(
+                        "claim {claim}: its failure was reported {latency:?} after the restart or its creation, connect timeout {CONNECT_TIMEOUT:?}"
+                    ));
+                }
+            }
+        }
+    }
+    if during == 0 {
+        v.push("no claim waited during the outage: the burst missed it".into());
+    }
+    if !healthz(&addr) {
+        v.push("/healthz does not answer 200".into());
+    }
+    let (lat50, latmax) = p50_max(latencies);
+    // Then all of them go, and nothing stays behind.
+    let uids = uids(&c.admin, &c.ns).await;
+    for n in &names {
+        delete_claim(&c.admin, &c.ns, n).await;
+    }
+    let (gone, cleaned) = check_gone(&c, &uids, Duration::from_secs(120)).await;
+    v.extend(gone);
+    report(&format!(
+        "monitor outage: {} s, {n} claims, {affected} waiting in it (not yet Bound when it began, or made during it), {during} of them judged; monitor stopped in {:.1} s; failure events {lat50:.1}/{latmax:.1} s (p50/max) after the restart or the claim; all Bound {:.1} s after the monitor returned; deleted and purged in {:.1} s; violations {}",
+        outage.as_secs(),
+        stop_took.as_secs_f64(),
+        recovery.as_secs_f64(),
+        cleaned.as_secs_f64(),
+        v.len()
+    ));
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(v.join("\n"))
+    }
+}
+
+/// Scenario 3: the OSD stopped for `outage` in the middle of a burst (stopped and started
+/// again: a frozen OSD wedges this Ceph). Calls fail after the op timeout instead of hanging,
+/// and everything is Bound within 60 s after the OSD is back.
+async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
+    let name = format!("{}.test/rbd", unique("osd"));
+    let addr = free_addr();
+    let env = [("LEADER_ELECT", "false")];
+    let op = OP_TIMEOUT.as_secs().to_string();
+    let args = [
+        "--http-endpoint",
+        addr.as_str(),
+        "--ceph-op-timeout",
+        op.as_str(),
+    ];
+    let mut c = Scenario::serving("osd", &name, &env).await;
+    c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let osd = Daemon::of(&c.bed, "osd.0");
+    let n = claims();
+    let names: Vec<String> = (0..n).map(|i| format!("o-{i}")).collect();
+    let gap = outage.mul_f64(1.5) / n as u32;
+    let creating = burst(&c.admin, &c.ns, &class, &names, gap);
+    tokio::time::sleep(rng.millis(500, 2500)).await;
+    let (stop_took, osd) = tokio::task::spawn_blocking(move || (osd.stop(), osd))
+        .await
+        .unwrap();
+    let down = Instant::now();
+    let waiting: std::collections::BTreeSet<String> =
+        unbound(&c.admin, &c.ns, &names).await.into_iter().collect();
+    let mut failures = BTreeMap::new();
+    while down.elapsed() < outage {
+        let _ = failures_seen(&c, &mut failures).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let _osd = tokio::task::spawn_blocking(move || {
+        osd.start();
+        osd
+    })
+    .await
+    .unwrap();
+    let back = Instant::now();
+    let made = creating.await.unwrap();
+    let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(60)).await;
+    let recovery = back.elapsed();
+    let _ = failures_seen(&c, &mut failures).await;
+    let affected = made
+        .iter()
+        .filter(|(n, at)| *at >= down || waiting.contains(n))
+        .count();
+    let mut v = Vec::new();
+    if let Err(left) = &bound {
+        v.push(format!("not Bound 60 s after the OSD returned: {left:?}"));
+    }
+    v.extend(check_bound(&c, &names, &[c.prov.logs()]).await);
+    // A call blocked on the missing OSD must fail after the op timeout, not hang: the claims
+    // made early in the outage must have their failure event before the OSD returned.
+    let uid_of_name: BTreeMap<String, String> = {
+        let list = c.pvcs().list(&ListParams::default()).await.unwrap();
+        list.items
+            .iter()
+            .map(|p| (p.metadata.name.clone().unwrap(), uid_of(p)))
+            .collect()
+    };
+    let slack = Duration::from_secs(10);
+    let mut latencies = Vec::new();
+    let mut during = 0;
+    for (claim, at) in &made {
+        if *at < down || *at + OP_TIMEOUT + slack > back {
+            continue;
+        }
+        during += 1;
+        match failures.get(&uid_of_name[claim]) {
+            Some((seen, _)) if *seen <= back => {
+                latencies.push(seen.saturating_duration_since(*at));
+            }
+            _ => v.push(format!(
+                "claim {claim}, made {:?} into the outage, had no failure event before the OSD returned: a call hung past the {OP_TIMEOUT:?} op timeout",
+                at.saturating_duration_since(down)
+            )),
+        }
+    }
+    if during == 0 {
+        v.push("no claim was made early enough in the outage: the burst missed it".into());
+    }
+    if !healthz(&addr) {
+        v.push("/healthz does not answer 200".into());
+    }
+    let (lat50, latmax) = p50_max(latencies);
+    let uids = uids(&c.admin, &c.ns).await;
+    for n in &names {
+        delete_claim(&c.admin, &c.ns, n).await;
+    }
+    let (gone, cleaned) = check_gone(&c, &uids, Duration::from_secs(120)).await;
+    v.extend(gone);
+    report(&format!(
+        "OSD outage: {} s, {n} claims, {affected} waiting in it, {during} made early enough in it to time out (op timeout {} s) and judged; OSD stopped in {:.1} s; failure events {lat50:.1}/{latmax:.1} s (p50/max) after the claim; all Bound {:.1} s after the OSD returned; deleted and purged in {:.1} s; violations {}",
+        outage.as_secs(),
+        OP_TIMEOUT.as_secs(),
+        stop_took.as_secs_f64(),
+        recovery.as_secs_f64(),
+        cleaned.as_secs_f64(),
+        v.len()
+    ));
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(v.join("\n"))
+    }
+}
+
+/// Scenario 4: kube-apiserver (or etcd) stopped and started again in the middle of a burst,
+/// with leader election on (default lease): the watches recover by themselves; nothing is lost
+/// or provisioned twice. A leader that could not renew its Lease exits, as designed; the
+/// harness restarts it, as kubelet would, and counts it.
+async fn control_plane_restart(rng: &mut Rng, daemon: &str) -> Result<(), String> {
+    let name = format!("{}.test/rbd", unique("api"));
+    let addr = free_addr();
+    let args = ["--http-endpoint", addr.as_str()];
+    let mut c = Scenario::serving("api", &name, &[]).await;
+    c.prov = Provisioner::start_with(&c.bed, &name, &[], &args, None).await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    wait_log(&c.prov, &["became leader"], Duration::from_secs(30)).await;
+    let d = Daemon::of(&c.bed, daemon);
+    let n = claims();
+    let names: Vec<String> = (0..n).map(|i| format!("a-{i}")).collect();
+    let creating = burst(&c.admin, &c.ns, &class, &names, Duration::from_millis(200));
+    tokio::time::sleep(rng.millis(500, 3000)).await;
+    let affected = unbound(&c.admin, &c.ns, &names).await.len();
+    let stopped = Instant::now();
+    // SIGTERM, as an operator's restart does; a kube-apiserver draining its watches is cut
+    // short after 10 s (it was seen to take over a minute).
+    let d = tokio::task::spawn_blocking(move || {
+        d.stop_within(Duration::from_secs(10));
+        d.start();
+        d
+    })
+    .await
+    .unwrap();
+    let _ = d;
+    // Back when the API server answers a list of claims again.
+    let pvcs = c.pvcs();
+    wait_for(
+        "the API server answering again",
+        Duration::from_secs(120),
+        || async { pvcs.list(&ListParams::default()).await.ok() },
+    )
+    .await;
+    let back = Instant::now();
+    let downtime = back - stopped;
+    let mut logs = Vec::new();
+    let mut restarts = 0;
+    let made = creating.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let bound = loop {
+        if !c.prov.is_running() {
+            restarts += 1;
+            logs.push(c.prov.logs());
+            c.prov = Provisioner::start_with(&c.bed, &name, &[], &args, None).await;
+        }
+        let left = unbound(&c.admin, &c.ns, &names).await;
+        if left.is_empty() {
+            break Ok(back.elapsed());
+        }
+        if Instant::now() > deadline {
+            break Err(left);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut v = Vec::new();
+    let recovery = match &bound {
+        Ok(d) => *d,
+        Err(left) => {
+            v.push(format!(
+                "not Bound 90 s after the API server returned: {left:?}"
+            ));
+            back.elapsed()
+        }
+    };
+    logs.push(c.prov.logs());
+    v.extend(check_bound(&c, &names, &logs).await);
+    if made.len() != n {
+        v.push(format!("only {} of {n} claims were made", made.len()));
+    }
+    wait_for("/healthz", Duration::from_secs(30), || async {
+        healthz(&addr).then_some(())
+    })
+    .await;
+    let uids = uids(&c.admin, &c.ns).await;
+    for n in &names {
+        delete_claim(&c.admin, &c.ns, n).await;
+    }
+    let (gone, cleaned) = check_gone(&c, &uids, Duration::from_secs(120)).await;
+    v.extend(gone);
+    report(&format!(
+        "{daemon} restart: {n} claims, {affected} not yet Bound when it stopped; API back after {:.1} s; all Bound {:.1} s after that; provisioner restarts (Lease lost) {restarts}; deleted and purged in {:.1} s; violations {}",
+        downtime.as_secs_f64(),
+        recovery.as_secs_f64(),
+        cleaned.as_secs_f64(),
+        v.len()
+    ));
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(v.join("\n"))
+    }
+}
