@@ -69,12 +69,16 @@ async fn doctor_passes_a_good_class_and_names_fixes_for_bad_ones() {
     ] {
         assert!(text.contains(line), "missing {line:?}:\n{text}");
     }
-    // The probe image was removed.
+    // This run's probe image (named in the table; other runs may probe the same pool at the
+    // same time) was removed.
+    let probe = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("kube/rbd-provisioner-doctor-probe-"))
+        .map(|rest| format!("rbd-provisioner-doctor-probe-{rest}"))
+        .unwrap_or_else(|| panic!("no probe image named:\n{text}"));
     assert!(
-        !rbd_ls(&s.bed, "kube")
-            .iter()
-            .any(|i| i.starts_with("rbd-provisioner-doctor-probe-")),
-        "probe image left behind"
+        !rbd_ls(&s.bed, "kube").contains(&probe),
+        "probe image {probe} left behind"
     );
 
     // A wrong key: the kube user's key in the admin Secret.
