@@ -1,0 +1,140 @@
+//! Provisioning benchmark against the real bed (hack/bed-up.sh): Ceph + kube-apiserver +
+//! kube-controller-manager 1.20 on 127.0.0.1, the release-built provisioner in its own process.
+//!
+//!     cargo bench --bench provisioning
+//!
+//! What it measures (all times from the client's side, through watches of PVs and claims):
+//!  1. single claims, one at a time (1 GiB): claim created -> PV exists, -> claim Bound;
+//!  2. a burst of 100 claims created at once: until every PV exists, until every claim Bound;
+//!  3. deletion of Bound claims (1 GiB and 100 GiB, one at a time): claim deleted -> PV gone,
+//!     -> image out of the RBD trash; the burst's deletion: 100 claims deleted at once;
+//!  4. the provisioner's peak RSS (VmHWM);
+//!  5. the same through the in-tree `kubernetes.io/rbd` provisioner of kube-controller-manager,
+//!     in the same run, and a binder-only control (claims with pre-bound PVs, no provisioner),
+//!     which is the floor for "all Bound" that no provisioner can beat.
+//!
+//! Everything it creates carries a unique name and is removed at the end (claims, PVs,
+//! images, trash entries, classes, secrets, the namespace), also when a phase fails.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+mod bed;
+mod cleanup;
+mod figures;
+mod phases;
+mod procfs;
+mod report;
+mod watch;
+
+use std::time::{Duration, Instant};
+
+use common::{Bed, Provisioner};
+
+use crate::bed::Ctx;
+use crate::cleanup::cleanup;
+use crate::figures::Figures;
+use crate::phases::run;
+use crate::procfs::loadavg;
+use crate::report::report;
+use crate::watch::{spawn_pv_watch, spawn_pvc_watch, spawn_trash_poller, until};
+
+const SEQ_N: usize = 20;
+const DEL_N: usize = 5;
+const BURST_N: usize = 100;
+/// Upper bound for the whole run, setup and cleanup included.
+const RUN_BUDGET: Duration = Duration::from_secs(14 * 60);
+/// Kept for cleanup out of `RUN_BUDGET`: the phases stop this long before the end.
+const CLEANUP_RESERVE: Duration = Duration::from_secs(150);
+const TRASH_POLL: Duration = Duration::from_millis(250);
+
+fn main() {
+    // `cargo bench` passes --bench; accept and ignore harness arguments.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(async_main());
+    std::process::exit(code);
+}
+
+async fn async_main() -> i32 {
+    let started = Instant::now();
+    let bed = Bed::load();
+    let admin = bed.admin().await;
+    let ceph = bed.ceph().await;
+    let version = admin
+        .apiserver_version()
+        .await
+        .map(|v| v.git_version)
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let cx = Ctx::new(bed, admin, ceph);
+    let load_before = loadavg();
+
+    // The provisioner: release build, shipped ServiceAccount and RBAC.
+    let prov = Provisioner::start(&cx.bed, &cx.prov_name, &[("RUST_LOG", "info")]).await;
+    cx.prepare().await;
+
+    spawn_pv_watch(cx.admin.clone(), cx.ns.clone(), cx.seen.clone());
+    spawn_pvc_watch(cx.admin.clone(), cx.ns.clone(), cx.seen.clone());
+    spawn_trash_poller(cx.ceph.clone(), cx.seen.clone());
+    let ready = until(&cx.seen, "watches listed", Duration::from_secs(30), |g| {
+        g.pv_ready && g.pvc_ready
+    })
+    .await;
+
+    let mut figs = Figures::default();
+    let outcome = match ready {
+        Err(e) => Err(e),
+        Ok(()) => match tokio::time::timeout(
+            RUN_BUDGET.saturating_sub(CLEANUP_RESERVE + started.elapsed()),
+            run(&cx, &mut figs),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!(
+                "the run exceeded its budget of {RUN_BUDGET:?}"
+            )),
+        },
+    };
+    eprintln!("cleaning up");
+    figs.leftovers = match tokio::time::timeout(
+        RUN_BUDGET.saturating_sub(started.elapsed()),
+        cleanup(&cx),
+    )
+    .await
+    {
+        Ok(left) => left,
+        Err(_) => vec![format!(
+            "cleanup did not finish within the run's budget of {RUN_BUDGET:?}: namespace {} and images of its claims may remain",
+            cx.ns
+        )],
+    };
+    let trash_errors = cx.seen.lock().unwrap().trash_errors;
+    let log = prov.log.display().to_string();
+    drop(prov);
+
+    let header = format!(
+        "## rbd-provisioner bench: {} (ours) vs kubernetes.io/rbd (in-tree, kube-controller-manager)\n\n\
+         API server {version}; Ceph pool `kube`; load average before {load_before}, after {}; \
+         run took {:.0} s{}.",
+        cx.prov_name,
+        loadavg(),
+        started.elapsed().as_secs_f64(),
+        if trash_errors > 0 {
+            format!("; {trash_errors} trash polls failed")
+        } else {
+            String::new()
+        },
+    );
+    println!("{}", report(&figs, &header));
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("\n**The run did not finish:** {e:#}");
+            eprintln!("provisioner log: {log}");
+            1
+        }
+    }
+}

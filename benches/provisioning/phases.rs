@@ -1,0 +1,345 @@
+//! The phases that drive claims: one at a time, in a burst, their deletion, and the
+//! binder-only control; each fills its part of [`Figures`].
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+
+use crate::bed::Ctx;
+use crate::common::unique;
+use crate::figures::{Burst, Del, Figures, Seq, pct};
+use crate::procfs::{find_pid, loadavg, proc_status_kib};
+use crate::watch::{all_in, latest, until};
+use crate::{BURST_N, DEL_N, SEQ_N, TRASH_POLL};
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
+}
+
+async fn sequential(
+    cx: &Ctx,
+    class: &str,
+    prefix: &str,
+    n: usize,
+    out: &mut Seq,
+) -> Result<Vec<String>> {
+    let list = names(prefix, n);
+    for name in &list {
+        let t0 = Instant::now();
+        cx.create_claim(name, class, "1Gi").await?;
+        until(
+            &cx.seen,
+            &format!("{name} Bound"),
+            Duration::from_secs(60),
+            |g| g.bound.contains_key(name) && g.pv_created.contains_key(name),
+        )
+        .await?;
+        let g = cx.seen.lock().unwrap();
+        let pv = g.pv_created[name];
+        out.pv.push(pv - t0);
+        out.bound.push(g.bound[name] - t0);
+        if let Some(a) = g.annotated.get(name) {
+            out.annotated.push(*a - t0);
+            match pv.checked_duration_since(*a) {
+                Some(d) => out.ann_to_pv.push(d),
+                None => out.pv_before_ann.push(*a - pv),
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// Deletes Bound claims one at a time, each after the previous one's PV is gone.
+async fn delete_one_by_one(cx: &Ctx, list: &[String], out: &mut Del) -> Result<()> {
+    let mut started = Vec::new();
+    for name in list {
+        cx.seen.lock().unwrap().trash_pending.insert(name.clone());
+        let t0 = Instant::now();
+        started.push(t0);
+        cx.delete_claim(name).await?;
+        until(
+            &cx.seen,
+            &format!("PV of {name} gone"),
+            Duration::from_secs(60),
+            |g| g.pv_gone.contains_key(name),
+        )
+        .await?;
+        out.pv_gone.push(cx.at(|g| &g.pv_gone, name) - t0);
+    }
+    let clear = cx
+        .until_all(
+            "trash free of the deleted images",
+            Duration::from_secs(240),
+            |g| &g.purged,
+            list,
+        )
+        .await?;
+    let g = cx.seen.lock().unwrap();
+    for (name, t0) in list.iter().zip(&started) {
+        out.purged.push(g.purged[name] - *t0);
+    }
+    out.trash_clear = Some(clear - started[0]);
+    out.trash_after_last_pv = Some(clear.saturating_duration_since(latest(&g.pv_gone, list)));
+    Ok(())
+}
+
+/// Deletes claims at once and waits for their PVs to go (no figures).
+async fn delete_all_quietly(cx: &Ctx, list: &[String], ours: bool) -> Result<()> {
+    if ours {
+        cx.expect_purged(list);
+    }
+    cx.delete_claims(list).await?;
+    cx.until_all("PVs gone", Duration::from_secs(180), |g| &g.pv_gone, list)
+        .await?;
+    Ok(())
+}
+
+async fn burst(
+    cx: &Ctx,
+    class: &str,
+    prefix: &str,
+    ours: bool,
+    pid: Option<u32>,
+    out: &mut Burst,
+) -> Result<()> {
+    let list = names(prefix, BURST_N);
+    let t0 = Instant::now();
+    for r in join_all(list.iter().map(|n| cx.create_claim(n, class, "1Gi"))).await {
+        r?;
+    }
+    out.api_create = Some(t0.elapsed());
+    let all_pvs = cx
+        .until_all(
+            "every PV of the burst",
+            Duration::from_secs(300),
+            |g| &g.pv_created,
+            &list,
+        )
+        .await?;
+    {
+        let g = cx.seen.lock().unwrap();
+        let v: Vec<Duration> = list.iter().map(|n| g.pv_created[n] - t0).collect();
+        out.pv_p50 = Some(pct(&v, 50.0));
+        out.all_pvs = Some(all_pvs - t0);
+        if all_in(&g.annotated, &list) {
+            out.all_annotated = Some(latest(&g.annotated, &list) - t0);
+        }
+        for n in &list {
+            let (Some(a), pv) = (g.annotated.get(n), g.pv_created[n]) else {
+                continue;
+            };
+            match pv.checked_duration_since(*a) {
+                Some(d) => out.ann_to_pv.push(d),
+                None => out.pv_before_ann.push(*a - pv),
+            }
+        }
+    }
+    let all_bound = cx
+        .until_all(
+            "every claim of the burst Bound",
+            Duration::from_secs(300),
+            |g| &g.bound,
+            &list,
+        )
+        .await?;
+    out.all_bound = Some(all_bound - t0);
+    if let Some(pid) = pid {
+        out.hwm_after_create_kib = proc_status_kib(pid, "VmHWM:");
+    }
+
+    if ours {
+        cx.expect_purged(&list);
+    }
+    let t1 = Instant::now();
+    cx.delete_claims(&list).await?;
+    out.api_delete = Some(t1.elapsed());
+    let all_gone = cx
+        .until_all(
+            "every PV of the burst gone",
+            Duration::from_secs(300),
+            |g| &g.pv_gone,
+            &list,
+        )
+        .await?;
+    out.all_gone = Some(all_gone - t1);
+    if ours {
+        let purged = cx
+            .until_all(
+                "trash free of the burst's images",
+                Duration::from_secs(300),
+                |g| &g.purged,
+                &list,
+            )
+            .await?;
+        out.images_gone = Some(purged - t1);
+    } else {
+        let images: HashSet<String> = {
+            let g = cx.seen.lock().unwrap();
+            list.iter()
+                .filter_map(|n| g.image.get(n).cloned())
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let started = Instant::now();
+            let pool = cx.ceph.list_images("kube").await?;
+            if !pool.iter().any(|i| images.contains(i)) {
+                out.images_gone = Some(started - t1);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the peer's images are still in the pool");
+            }
+            tokio::time::sleep(TRASH_POLL).await;
+        }
+    }
+    if let Some(pid) = pid {
+        out.hwm_after_delete_kib = proc_status_kib(pid, "VmHWM:");
+        out.rss_after_delete_kib = proc_status_kib(pid, "VmRSS:");
+    }
+    Ok(())
+}
+
+/// Binder-only control: claims of a class nobody provisions, each followed at once by a PV
+/// pre-bound to it (claimRef with uid), as an infinitely fast provisioner would write it.
+async fn control(cx: &Ctx, figs: &mut Figures) -> Result<()> {
+    let list = names("control", BURST_N);
+    let t0 = Instant::now();
+    let make = |name: String| async move {
+        let c = cx.create_claim(&name, &cx.control, "1Gi").await?;
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": format!("{}-{name}", cx.ns)},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": cx.control,
+                "claimRef": {"namespace": cx.ns, "name": name, "uid": c.metadata.uid},
+                "rbd": {"monitors": [cx.bed.monitors], "pool": "kube", "image": "bench-control-no-such-image", "user": "kube"},
+            },
+        }))?;
+        cx.pvs().create(&PostParams::default(), &pv).await?;
+        anyhow::Ok(())
+    };
+    for r in join_all(list.iter().cloned().map(make)).await {
+        r?;
+    }
+    figs.control_api_create = Some(t0.elapsed());
+    let all_bound = cx
+        .until_all(
+            "every control claim Bound",
+            Duration::from_secs(300),
+            |g| &g.bound,
+            &list,
+        )
+        .await?;
+    figs.control_all_bound = Some(all_bound - t0);
+    // Claims first, then the (Retain) PVs: nothing on Ceph to remove.
+    cx.delete_claims(&list).await?;
+    let pvs = cx.pvs();
+    for n in &list {
+        let _ = pvs
+            .delete(&format!("{}-{n}", cx.ns), &DeleteParams::default())
+            .await;
+    }
+    cx.until_all(
+        "control PVs gone",
+        Duration::from_secs(120),
+        |g| &g.pv_gone,
+        &list,
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn run(cx: &Ctx, figs: &mut Figures) -> Result<()> {
+    let pid = find_pid(&cx.prov_name);
+    if pid.is_none() {
+        eprintln!("warning: provisioner process not found; no memory figures");
+    }
+    // Alternate which provisioner goes first between runs (the parity of a fresh unique
+    // name, or RBD_BENCH_PEER_FIRST=1/0), so that load drift on a shared machine does not
+    // always land on the same side of the ratios; the load of each phase is reported.
+    figs.peer_first = match std::env::var("RBD_BENCH_PEER_FIRST").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => unique("order").bytes().map(u32::from).sum::<u32>() % 2 == 1,
+    };
+    if figs.peer_first {
+        peer_phases(cx, figs).await?;
+        our_phases(cx, figs, pid).await?;
+    } else {
+        our_phases(cx, figs, pid).await?;
+        peer_phases(cx, figs).await?;
+    }
+    let l0 = loadavg();
+    eprintln!("binder-only control: {BURST_N} claims with pre-bound PVs");
+    control(cx, figs).await?;
+    figs.phase_load
+        .push(("binder-only control".into(), l0, loadavg()));
+    Ok(())
+}
+
+async fn our_phases(cx: &Ctx, figs: &mut Figures, pid: Option<u32>) -> Result<()> {
+    let l0 = loadavg();
+    eprintln!("ours: {SEQ_N} claims one at a time");
+    let seq = sequential(cx, &cx.ours, "seq-ours", SEQ_N, &mut figs.seq_ours).await?;
+    figs.phase_load
+        .push(("ours, one at a time".into(), l0, loadavg()));
+    let l0 = loadavg();
+    eprintln!("ours: deleting {DEL_N} x 1 GiB one at a time");
+    delete_one_by_one(cx, &seq[..DEL_N], &mut figs.del_1g).await?;
+    delete_all_quietly(cx, &seq[DEL_N..], true).await?;
+    eprintln!("ours: deleting {DEL_N} x 100 GiB one at a time");
+    let big = names("big-ours", DEL_N);
+    for r in join_all(big.iter().map(|n| cx.create_claim(n, &cx.ours, "100Gi"))).await {
+        r?;
+    }
+    cx.until_all(
+        "100 GiB claims Bound",
+        Duration::from_secs(120),
+        |g| &g.bound,
+        &big,
+    )
+    .await?;
+    delete_one_by_one(cx, &big, &mut figs.del_100g).await?;
+    until(&cx.seen, "trash free", Duration::from_secs(240), |g| {
+        g.trash_pending.is_empty()
+    })
+    .await?;
+    figs.phase_load
+        .push(("ours, deletions one at a time".into(), l0, loadavg()));
+    let l0 = loadavg();
+    eprintln!("ours: burst of {BURST_N}");
+    burst(cx, &cx.ours, "burst-ours", true, pid, &mut figs.burst_ours).await?;
+    figs.phase_load.push(("ours, burst".into(), l0, loadavg()));
+    Ok(())
+}
+
+async fn peer_phases(cx: &Ctx, figs: &mut Figures) -> Result<()> {
+    let l0 = loadavg();
+    eprintln!("in-tree peer: {SEQ_N} claims one at a time");
+    let seq = sequential(cx, &cx.peer, "seq-peer", SEQ_N, &mut figs.seq_peer).await?;
+    delete_all_quietly(cx, &seq, false).await?;
+    figs.phase_load
+        .push(("in-tree peer, one at a time".into(), l0, loadavg()));
+    let l0 = loadavg();
+    eprintln!("in-tree peer: burst of {BURST_N}");
+    burst(
+        cx,
+        &cx.peer,
+        "burst-peer",
+        false,
+        None,
+        &mut figs.burst_peer,
+    )
+    .await?;
+    figs.phase_load
+        .push(("in-tree peer, burst".into(), l0, loadavg()));
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! What /proc tells of the machine and of the provisioner's process.
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub fn find_pid(prov_name: &str) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_ours = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"rbd-provisioner"))
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"--provisioner-name" && w[1] == prov_name.as_bytes());
+        if is_ours {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
