@@ -13,9 +13,10 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use crate::ceph::{Cluster, Credentials, Timeouts};
+use crate::domain::owner::{self, Instance, Stamp};
+use crate::domain::{params, reclaim, volume};
 use crate::error::{Error, Result, SecretRole};
-use crate::owner::{self, Instance, Stamp};
-use crate::{k8s, params, reclaim, volume};
+use crate::k8s;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AuditArgs {

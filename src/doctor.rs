@@ -16,8 +16,8 @@ use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::ceph::{CephKey, Cluster, Credentials, ImageSpec, RBD_FEATURE_LAYERING, Timeouts};
+use crate::domain::params::{ClassParams, Flavor, SecretRef};
 use crate::error::SecretRole;
-use crate::params::{ClassParams, Flavor, SecretRef};
 
 #[derive(clap::Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
@@ -247,7 +247,7 @@ pub async fn check(
     }
 
     let raw: BTreeMap<String, String> = class.parameters.clone().unwrap_or_default();
-    let p = match crate::params::parse(&raw) {
+    let p = match crate::domain::params::parse(&raw) {
         Ok(p) => p,
         Err(e) => {
             rows.push(fail(
@@ -273,7 +273,7 @@ pub async fn check(
         .flavor
         .unwrap_or_else(|| crate::app::default_flavor(flavor_arg, major, minor));
     if flavor == Flavor::Csi
-        && let Err(e) = crate::params::check_csi(&p)
+        && let Err(e) = crate::domain::params::check_csi(&p)
     {
         rows.push(fail(
             "parameters",

@@ -2,8 +2,8 @@
 //! an event's message is the error's Display, so none may carry key material.
 
 use crate::ceph::CephError;
-use crate::params::{ParamErrors, SecretRef};
-use crate::volume::ClaimError;
+use crate::domain::params::{ParamErrors, SecretRef};
+use crate::domain::volume::ClaimError;
 
 /// Which Secret a problem concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum Error {
     #[error("claim {claim}: {source}")]
     Clone {
         claim: String,
-        source: crate::clone::CloneError,
+        source: crate::domain::clone::CloneError,
     },
 
     #[error("{role} {secret} not found; create it: kubectl -n {ns} create secret generic {name} --type=kubernetes.io/rbd --from-literal=key=\"$(ceph auth get-key client.{user})\"", ns = secret.namespace, name = secret.name)]

@@ -6,8 +6,8 @@ use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::ceph::CephKey;
+use crate::domain::params::SecretRef;
 use crate::error::{Error, Result, SecretRole, is_status};
-use crate::params::SecretRef;
 
 /// Reads a Secret, turning 403/404 into errors that name the fix.
 async fn get_secret(
@@ -173,21 +173,23 @@ pub async fn create_pv(client: &Client, pv: &PersistentVolume, provisioner: &str
                 .get(&name)
                 .await
                 .map_err(Error::kube("read PersistentVolume", &name))?;
-            crate::reclaim::same_volume(&existing, pv, provisioner).map_err(|why| Error::PvTaken {
-                pv: name.clone(),
-                claim: pv
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.claim_ref.as_ref())
-                    .map(|c| {
-                        format!(
-                            "{}/{}",
-                            c.namespace.as_deref().unwrap_or_default(),
-                            c.name.as_deref().unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_default(),
-                why,
+            crate::domain::reclaim::same_volume(&existing, pv, provisioner).map_err(|why| {
+                Error::PvTaken {
+                    pv: name.clone(),
+                    claim: pv
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.claim_ref.as_ref())
+                        .map(|c| {
+                            format!(
+                                "{}/{}",
+                                c.namespace.as_deref().unwrap_or_default(),
+                                c.name.as_deref().unwrap_or_default()
+                            )
+                        })
+                        .unwrap_or_default(),
+                    why,
+                }
             })
         }
         Err(e) => Err(Error::Kube {

@@ -19,10 +19,10 @@ use kube::runtime::events::EventType;
 use super::Context;
 use super::purge::Job;
 use crate::ceph::Cluster;
+use crate::domain::owner;
+use crate::domain::reclaim::{self, DeleteTarget, VolumeAction};
+use crate::domain::volume::FINALIZER;
 use crate::error::{Error, Result, is_status};
-use crate::owner;
-use crate::reclaim::{self, DeleteTarget, VolumeAction};
-use crate::volume::FINALIZER;
 
 /// How long a clone may take to flatten before its source's deletion gives up for a while.
 const FLATTEN_DEADLINE: Duration = Duration::from_secs(3600);
@@ -36,7 +36,7 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     let bound = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let claim_gone = ctx.settings.early_provisioning
         && bound
-        && crate::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
+        && crate::domain::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
         && pv
             .spec
             .as_ref()

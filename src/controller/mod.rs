@@ -24,13 +24,14 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
 
 use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
+use crate::domain::owner::Instance;
+use crate::domain::params;
+use crate::domain::params::Flavor;
+use crate::domain::reclaim::{AdminSource, DeleteTarget};
 use crate::error::{Error, SecretRole};
+use crate::k8s;
 use crate::k8s::Events;
 use crate::metrics::Metrics;
-use crate::owner::Instance;
-use crate::params::Flavor;
-use crate::reclaim::{AdminSource, DeleteTarget};
-use crate::{k8s, params};
 
 /// Settings that do not change while running.
 #[derive(Clone, Debug)]
@@ -160,7 +161,7 @@ impl Context {
         self.volumes
             .state()
             .iter()
-            .any(|pv| crate::claim::could_bind(pvc, pv))
+            .any(|pv| crate::domain::claim::could_bind(pvc, pv))
     }
 
     /// Waits until the volumes watch has listed every PV once.
@@ -178,7 +179,8 @@ impl Context {
     ) -> Option<String> {
         self.volumes.state().iter().find_map(|other| {
             (other.metadata.uid != pv.metadata.uid
-                && crate::reclaim::spec_image(other).is_some_and(|(p, i)| p == pool && i == image))
+                && crate::domain::reclaim::spec_image(other)
+                    .is_some_and(|(p, i)| p == pool && i == image))
             .then(|| other.metadata.name.clone().unwrap_or_default())
         })
     }

@@ -12,13 +12,13 @@ use kube::runtime::events::EventType;
 
 use super::Context;
 use crate::ceph::{CloneSpec, Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
-use crate::claim::{self, ClaimAction};
-use crate::clone;
+use crate::domain::claim::{self, ClaimAction};
+use crate::domain::clone;
+use crate::domain::owner::{self, Stamp};
+use crate::domain::params::{self, Flavor};
+use crate::domain::volume::{self, PvInput};
 use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
-use crate::owner::{self, Stamp};
-use crate::params::{self, Flavor};
-use crate::volume::{self, PvInput};
 
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
     let key = super::claim_key(&pvc);
@@ -221,7 +221,7 @@ async fn provision(
     {
         // Our PV from an earlier attempt: done. Anyone else's under our name: say so.
         let image = volume::image_name(&req.uid);
-        return crate::reclaim::is_volume_of(
+        return crate::domain::reclaim::is_volume_of(
             &existing,
             &ctx.settings.provisioner,
             &req.uid,
@@ -436,7 +436,7 @@ async fn clone_image(
     src: &clone::Source,
     spec: &ImageSpec,
 ) -> Result<Created, crate::ceph::CephError> {
-    let snap = crate::reclaim::clone_snapshot(&spec.name);
+    let snap = crate::domain::reclaim::clone_snapshot(&spec.name);
     cluster.snap_create(&src.pool, &src.image, &snap).await?;
     cluster.snap_protect(&src.pool, &src.image, &snap).await?;
     cluster

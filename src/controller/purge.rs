@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::ceph::{Cluster, ParentSpec, Removed};
+use crate::domain::reclaim;
 use crate::metrics::Metrics;
-use crate::reclaim;
 
 /// Purges running at once.
 const WORKERS: usize = 2;

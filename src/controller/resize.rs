@@ -8,11 +8,11 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 
 use super::Context;
+use crate::domain::params::Flavor;
+use crate::domain::reclaim;
+use crate::domain::resize::{self, ResizeAction};
+use crate::domain::volume::capacity_quantity;
 use crate::error::{Error, Result};
-use crate::params::Flavor;
-use crate::reclaim;
-use crate::resize::{self, ResizeAction};
-use crate::volume::capacity_quantity;
 
 /// Handles a bound claim of one of our classes.
 pub async fn reconcile_bound(

@@ -13,12 +13,10 @@
 //! 6. delete the backup.
 //!
 //! Before each change the live claim and PV are read again and must still agree with the old
-//! PV (claim namespace, name and uid, its `volumeName`, the image: [`plan::Identity`]);
+//! PV (claim namespace, name and uid, its `volumeName`, the image: [`migration::Identity`]);
 //! otherwise that volume stops there and is reported refused. Claims are trusted for their
 //! identity only: nothing written on them is read back. A rerun finds the backups and resumes
-//! from what it sees. Decisions are pure ([`plan`]); this module does the I/O.
-
-pub mod plan;
+//! from what it sees. Decisions are pure ([`migration`]); this module does the I/O.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,10 +27,12 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 
+use crate::domain::migration::{
+    self, ANN_BACKUP, ANN_STEP, CsiSettings, Identity, Plan, SettingsError, Step,
+};
+use crate::domain::params::{self, SecretRef};
+use crate::domain::reclaim::spec_image;
 use crate::error::{Error, SecretRole, is_status};
-use crate::params::{self, SecretRef};
-use crate::reclaim::spec_image;
-use plan::{ANN_BACKUP, ANN_STEP, CsiSettings, Identity, Plan, Step};
 
 /// `rbd-provisioner migrate-to-csi`.
 #[derive(clap::Args, Debug, Clone)]
@@ -71,18 +71,8 @@ pub struct MigrateArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error(
-        "no ceph-csi cluster ID: pass --cluster-id (the clusterID of this Ceph cluster in ceph-csi's config) or set parameter clusterID on StorageClass {class}"
-    )]
-    NoClusterId { class: String },
-
-    #[error(
-        "no ceph-csi node-stage Secret: pass --node-stage-secret NAMESPACE/NAME or set parameters csiNodeStageSecretName (and csiNodeStageSecretNamespace) on StorageClass {class}"
-    )]
-    NoNodeStageSecret { class: String },
-
-    #[error("--node-stage-secret {0:?} is not NAMESPACE/NAME")]
-    SecretArg(String),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 
     #[error("ceph-csi node-stage Secret {secret} not found; create it in ceph-csi's format: kubectl -n {ns} create secret generic {name} --from-literal=userID=<ceph user without \"client.\"> --from-literal=userKey=\"$(ceph auth get-key client.<user>)\"", ns = secret.namespace, name = secret.name)]
     SecretNotFound { secret: SecretRef },
@@ -165,7 +155,7 @@ impl Item {
         let backup = self.backup.as_ref().and_then(|b| b.as_ref().ok());
         let pv = backup.or(self.current.as_ref());
         let claim = pv
-            .and_then(plan::claim_key)
+            .and_then(migration::claim_key)
             .map(|(ns, n)| format!("{ns}/{n}"))
             .unwrap_or_else(|| "no claim".into());
         let image = pv
@@ -203,7 +193,7 @@ impl Ctx {
         format!(
             "{}/{}",
             self.backup_namespace,
-            plan::backup_name(pv).unwrap_or_default()
+            migration::backup_name(pv).unwrap_or_default()
         )
     }
 }
@@ -231,7 +221,7 @@ pub async fn run(
             class: class_name.clone(),
             source,
         })?;
-    let settings = plan::csi_settings(
+    let settings = migration::csi_settings(
         &class_name,
         class_params.as_ref(),
         args.cluster_id.as_deref(),
@@ -261,7 +251,7 @@ pub async fn run(
         .map_err(Error::kube("list", "PersistentVolumeClaims"))?;
     let backups = ctx
         .backups()
-        .list(&ListParams::default().labels(plan::BACKUP_LABEL))
+        .list(&ListParams::default().labels(migration::BACKUP_LABEL))
         .await
         .map_err(Error::kube(
             "list backup ConfigMaps in namespace",
@@ -295,10 +285,10 @@ pub async fn run(
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     // Interrupted migrations: their PV may be gone, or already csi.
     for cm in &backups.items {
-        let Some(pv_name) = plan::backed_up_pv(cm) else {
+        let Some(pv_name) = migration::backed_up_pv(cm) else {
             continue;
         };
-        let backup = plan::backup_of(cm);
+        let backup = migration::backup_of(cm);
         if backup.as_ref().is_ok_and(|b| !in_class(b)) {
             continue;
         }
@@ -328,7 +318,7 @@ pub async fn run(
         println!("{}: {outcome}", item.label(name));
     }
     for c in &claims.items {
-        if let Some(note) = plan::stale_claim_note(c, &class_name) {
+        if let Some(note) = migration::stale_claim_note(c, &class_name) {
             println!(
                 "claim {}/{}: {note}",
                 c.metadata.namespace.as_deref().unwrap_or_default(),
@@ -337,7 +327,7 @@ pub async fn run(
         }
     }
     if changed > 0
-        && let Some(note) = plan::class_note(&class_name, class_params.as_ref())
+        && let Some(note) = migration::class_note(&class_name, class_params.as_ref())
     {
         println!("note: {note}");
     }
@@ -387,7 +377,7 @@ async fn handle(
         format!(
             "{what}; compare its backup (kubectl -n {} get configmap {} -o yaml) with the PV and the claim, repair by hand, then delete that ConfigMap",
             ctx.backup_namespace,
-            plan::backup_name(name).unwrap_or_default()
+            migration::backup_name(name).unwrap_or_default()
         )
     };
     match &item.backup {
@@ -413,7 +403,7 @@ async fn handle(
             }
             // From the backup: the live PV is the same object (checked by uid, image and
             // claim), but the interrupted run may already have set it to Retain.
-            let new = match plan::csi_pv(backup, &ctx.settings) {
+            let new = match migration::csi_pv(backup, &ctx.settings) {
                 Ok(n) => n,
                 Err(why) => {
                     return Outcome::Refused(fix(&format!("cannot build its csi PV: {why}")));
@@ -428,8 +418,8 @@ async fn handle(
             let Some(pv) = &item.current else {
                 return Outcome::Skipped("nothing to migrate".into());
             };
-            let claim = plan::claim_key(pv).and_then(|k| claims.get(&k).copied());
-            let (origin, id) = match plan::plan(pv, claim, &ctx.provisioner) {
+            let claim = migration::claim_key(pv).and_then(|k| claims.get(&k).copied());
+            let (origin, id) = match migration::plan(pv, claim, &ctx.provisioner) {
                 Plan::Skip(why) => return Outcome::Skipped(why),
                 Plan::Refuse(why) => return Outcome::Refused(why),
                 Plan::Migrate(origin, id) => (origin, id),
@@ -437,7 +427,7 @@ async fn handle(
             let Some(claim) = claim else {
                 return Outcome::Skipped("no claim".into());
             };
-            let new = match plan::csi_pv(pv, &ctx.settings) {
+            let new = match migration::csi_pv(pv, &ctx.settings) {
                 Ok(n) => n,
                 Err(why) => return Outcome::Refused(format!("cannot build its csi PV: {why}")),
             };
@@ -447,7 +437,7 @@ async fn handle(
             if ctx.dry_run {
                 return Outcome::WouldMigrate(format!(
                     "{origin}; {}",
-                    plan::describe(&new, &ctx.settings)
+                    migration::describe(&new, &ctx.settings)
                 ));
             }
             if let Err(e) = save_backup(ctx, pv).await {
@@ -474,7 +464,7 @@ async fn users(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<Vec<String>, 
         .list(&ListParams::default())
         .await
         .map_err(Error::kube("list pods in namespace", &ns))?;
-    Ok(plan::pods_using(&pods.items, claim))
+    Ok(migration::pods_using(&pods.items, claim))
 }
 
 fn in_use_refusal(claim: &PersistentVolumeClaim, users: &[String]) -> String {
@@ -498,7 +488,8 @@ async fn in_use(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Option<Outcome> {
 /// Step 2: the old PV, in a ConfigMap named after it that only administrators can write.
 async fn save_backup(ctx: &Ctx, pv: &PersistentVolume) -> Result<(), MigrateError> {
     let name = pv.metadata.name.clone().unwrap_or_default();
-    let cm = plan::backup_config_map(pv, &ctx.backup_namespace).map_err(MigrateError::Refused)?;
+    let cm =
+        migration::backup_config_map(pv, &ctx.backup_namespace).map_err(MigrateError::Refused)?;
     let label = ctx.backup_label(&name);
     match ctx.backups().create(&PostParams::default(), &cm).await {
         Ok(_) => {}
@@ -506,10 +497,10 @@ async fn save_backup(ctx: &Ctx, pv: &PersistentVolume) -> Result<(), MigrateErro
         Err(e) if is_status(&e, 409) => {
             let existing = ctx
                 .backups()
-                .get(&plan::backup_name(&name).unwrap_or_default())
+                .get(&migration::backup_name(&name).unwrap_or_default())
                 .await
                 .map_err(Error::kube("read ConfigMap", &label))?;
-            let same = plan::backup_of(&existing)
+            let same = migration::backup_of(&existing)
                 .is_ok_and(|b| b.metadata.uid.is_some() && b.metadata.uid == pv.metadata.uid);
             if !same {
                 return Err(MigrateError::Conflict(format!(
@@ -591,7 +582,7 @@ async fn finish(
     match ctx
         .backups()
         .delete(
-            &plan::backup_name(&id.pv).unwrap_or_default(),
+            &migration::backup_name(&id.pv).unwrap_or_default(),
             &DeleteParams::default(),
         )
         .await

@@ -10,8 +10,8 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::params::{ClassParams, Flavor, SecretRef};
-use crate::quantity::{self, QuantityError};
+use crate::domain::params::{ClassParams, Flavor, SecretRef};
+use crate::domain::quantity::{self, QuantityError};
 
 pub const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// What deletion needs, recorded on the PV so that it does not depend on the StorageClass.
@@ -23,7 +23,7 @@ pub const ANN_ADMIN_ID: &str = "rbd-provisioner.ceph.com/admin-id";
 pub const ANN_ADMIN_SECRET: &str = "rbd-provisioner.ceph.com/admin-secret";
 pub const FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
 /// ceph-csi's default driver name; a class may name another with `csiDriver`.
-pub const CSI_DRIVER: &str = crate::params::DEFAULT_CSI_DRIVER;
+pub const CSI_DRIVER: &str = crate::domain::params::DEFAULT_CSI_DRIVER;
 
 const MIB: u64 = 1 << 20;
 
@@ -311,7 +311,7 @@ pub fn secret_reference(s: &SecretRef) -> SecretReference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params;
+    use crate::domain::params;
     use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, VolumeResourceRequirements};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 

@@ -141,7 +141,7 @@ pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> bool {
         return false;
     }
     let bytes = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-        q.and_then(|q| crate::quantity::to_bytes(&q.0).ok())
+        q.and_then(|q| crate::domain::quantity::to_bytes(&q.0).ok())
     };
     let request = bytes(
         c.resources

@@ -15,14 +15,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::params::{ClassParams, Flavor, SecretRef};
-use crate::reclaim::{ANN_LEGACY_IDENTITY, made_by_old_provisioner, spec_image};
-use crate::volume::{
+use crate::domain::params::{ClassParams, Flavor, SecretRef};
+use crate::domain::reclaim::{ANN_LEGACY_IDENTITY, made_by_old_provisioner, spec_image};
+use crate::domain::volume::{
     self, ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
     CSI_DRIVER, FINALIZER,
 };
-
-use super::MigrateError;
 
 /// On a claim: where earlier versions kept the old PV. Claims are writable by their owners, so
 /// it is never read as a backup any more; a claim carrying it is only reported.
@@ -39,6 +37,23 @@ const BACKUP_PREFIX: &str = "rbd-provisioner-migration-";
 pub const LEGACY_PROVISIONER: &str = "ceph.com/rbd";
 /// Pods' generic ephemeral volumes get a claim named `<pod>-<volume>`, owned by the pod.
 const POD_KIND: &str = "Pod";
+
+/// Why the csi settings of a migration are incomplete.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "no ceph-csi cluster ID: pass --cluster-id (the clusterID of this Ceph cluster in ceph-csi's config) or set parameter clusterID on StorageClass {class}"
+    )]
+    NoClusterId { class: String },
+
+    #[error(
+        "no ceph-csi node-stage Secret: pass --node-stage-secret NAMESPACE/NAME or set parameters csiNodeStageSecretName (and csiNodeStageSecretNamespace) on StorageClass {class}"
+    )]
+    NoNodeStageSecret { class: String },
+
+    #[error("--node-stage-secret {0:?} is not NAMESPACE/NAME")]
+    SecretArg(String),
+}
 
 /// Admin credentials recorded on the new PV so that the image can be deleted without the class.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +73,7 @@ pub struct CsiSettings {
 }
 
 /// `NAMESPACE/NAME` → a Secret reference.
-pub fn parse_secret_arg(s: &str) -> Result<SecretRef, MigrateError> {
+pub fn parse_secret_arg(s: &str) -> Result<SecretRef, SettingsError> {
     match s.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok(SecretRef {
@@ -66,7 +81,7 @@ pub fn parse_secret_arg(s: &str) -> Result<SecretRef, MigrateError> {
                 name: name.to_string(),
             })
         }
-        _ => Err(MigrateError::SecretArg(s.to_string())),
+        _ => Err(SettingsError::SecretArg(s.to_string())),
     }
 }
 
@@ -77,19 +92,19 @@ pub fn csi_settings(
     class: Option<&ClassParams>,
     cluster_id: Option<&str>,
     node_stage_secret: Option<&str>,
-) -> Result<CsiSettings, MigrateError> {
+) -> Result<CsiSettings, SettingsError> {
     let cluster_id = cluster_id
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(str::to_string)
         .or_else(|| class.and_then(|p| p.cluster_id.clone()))
-        .ok_or_else(|| MigrateError::NoClusterId {
+        .ok_or_else(|| SettingsError::NoClusterId {
             class: class_name.to_string(),
         })?;
     let node_stage_secret = match node_stage_secret {
         Some(s) => parse_secret_arg(s.trim())?,
         None => class.and_then(|p| p.csi_secret.clone()).ok_or_else(|| {
-            MigrateError::NoNodeStageSecret {
+            SettingsError::NoNodeStageSecret {
                 class: class_name.to_string(),
             }
         })?,
@@ -1132,7 +1147,7 @@ mod tests {
         for (k, v) in pairs {
             m.insert(k.to_string(), v.to_string());
         }
-        crate::params::parse(&m).unwrap()
+        crate::domain::params::parse(&m).unwrap()
     }
 
     #[test]
@@ -1161,7 +1176,7 @@ mod tests {
         assert!(s.admin.is_none());
         for bad in ["name", "/name", "ns/", "a/b/c"] {
             assert!(
-                matches!(parse_secret_arg(bad), Err(MigrateError::SecretArg(_))),
+                matches!(parse_secret_arg(bad), Err(SettingsError::SecretArg(_))),
                 "{bad}"
             );
         }
@@ -1318,7 +1333,7 @@ mod tests {
 
     #[test]
     fn the_delete_path_can_remove_a_migrated_image_without_the_class() {
-        use crate::reclaim::{AdminSource, VolumeAction, decide};
+        use crate::domain::reclaim::{AdminSource, VolumeAction, decide};
         let mut new = csi_pv(&legacy(), &settings()).unwrap();
         new.spec.as_mut().unwrap().storage_class_name = None;
         new.status = Some(PersistentVolumeStatus {

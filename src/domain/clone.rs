@@ -2,9 +2,9 @@
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
-use crate::quantity;
-use crate::reclaim;
-use crate::volume::provisioned_by;
+use crate::domain::quantity;
+use crate::domain::reclaim;
+use crate::domain::volume::provisioned_by;
 
 /// The image a clone is made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,7 +115,7 @@ pub fn check_source(
     let pv = source_pv
         .filter(|_| bound)
         .ok_or_else(|| CloneError::NotBound(full.clone()))?;
-    let source_class = crate::claim::class_name(pvc)
+    let source_class = crate::domain::claim::class_name(pvc)
         .unwrap_or_default()
         .to_string();
     if source_class != class {
@@ -155,7 +155,7 @@ pub fn check_source(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::ANN_PROVISIONED_BY;
+    use crate::domain::volume::ANN_PROVISIONED_BY;
     use k8s_openapi::api::core::v1::{
         PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PersistentVolumeSpec,
         RBDPersistentVolumeSource, TypedLocalObjectReference,

@@ -2,8 +2,8 @@
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
-use crate::params::SecretRef;
-use crate::volume::{
+use crate::domain::params::SecretRef;
+use crate::domain::volume::{
     ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
     FINALIZER,
 };
@@ -122,7 +122,7 @@ pub fn spec_image(pv: &PersistentVolume) -> Option<(String, String)> {
     };
     let pool = pool
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| crate::params::DEFAULT_POOL.into());
+        .unwrap_or_else(|| crate::domain::params::DEFAULT_POOL.into());
     (!image.is_empty()).then_some((pool, image))
 }
 
@@ -153,7 +153,9 @@ pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
         return Err(edited(ANN_IMAGE, i, &image));
     }
     if !made_by_old_provisioner(pv) {
-        let derived = name.strip_prefix("pvc-").map(crate::volume::image_name);
+        let derived = name
+            .strip_prefix("pvc-")
+            .map(crate::domain::volume::image_name);
         if derived.as_deref() != Some(image.as_str()) {
             return Err(format!(
                 "PV {name} names image {pool}/{image}, but a volume this provisioner made is always named after its PV ({}): the PV was copied or edited, so nothing was deleted; remove the image by hand only if it is truly unused, then the finalizer {FINALIZER}",
