@@ -8,6 +8,7 @@
 
 pub mod claim;
 pub mod clone;
+pub mod meta;
 pub mod migration;
 pub mod owner;
 pub mod params;

@@ -2,6 +2,7 @@
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
+use crate::domain::meta::annotation;
 use crate::domain::params::SecretRef;
 use crate::domain::volume::{
     ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
@@ -47,32 +48,23 @@ pub fn has_finalizer(pv: &PersistentVolume) -> bool {
         .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
 }
 
-fn ann<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
-    pv.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-}
-
 /// Whether this PV came from the old external-storage provisioner and records nothing of
 /// ours: its admin credentials come from its StorageClass.
 pub fn is_legacy(pv: &PersistentVolume) -> bool {
-    made_by_old_provisioner(pv) && ann(pv, ANN_ADMIN_SECRET).is_none()
+    made_by_old_provisioner(pv) && annotation(&pv.metadata, ANN_ADMIN_SECRET).is_none()
 }
 
 /// Whether the old external-storage provisioner made this volume (its image is named
 /// `kubernetes-dynamic-pvc-<time uuid>`, not after the PV). `migrate-to-csi` keeps the mark.
 pub fn made_by_old_provisioner(pv: &PersistentVolume) -> bool {
-    ann(pv, ANN_LEGACY_IDENTITY).is_some()
+    annotation(&pv.metadata, ANN_LEGACY_IDENTITY).is_some()
 }
 
 /// What to do with a PV. `claim_gone`: the claim its `claimRef` names no longer exists (by
 /// uid), so a Bound volume is as good as Released: it is deleted at once rather than after
 /// kube-controller-manager's status write.
 pub fn decide(pv: &PersistentVolume, provisioner: &str, claim_gone: bool) -> VolumeAction {
-    if ann(pv, ANN_PROVISIONED_BY) != Some(provisioner) {
+    if annotation(&pv.metadata, ANN_PROVISIONED_BY) != Some(provisioner) {
         return VolumeAction::Ignore("not provisioned by us");
     }
     let spec = pv.spec.clone().unwrap_or_default();
@@ -146,10 +138,10 @@ pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
             "annotation {what} says {ann_value:?} but the PV's immutable spec names {spec_value:?}: the PV was edited, so nothing was deleted; restore the annotation, or remove the image by hand if it is truly unused, then the finalizer {FINALIZER}"
         )
     };
-    if let Some(p) = ann(pv, ANN_POOL).filter(|p| *p != pool) {
+    if let Some(p) = annotation(&pv.metadata, ANN_POOL).filter(|p| *p != pool) {
         return Err(edited(ANN_POOL, p, &pool));
     }
-    if let Some(i) = ann(pv, ANN_IMAGE).filter(|i| *i != image) {
+    if let Some(i) = annotation(&pv.metadata, ANN_IMAGE).filter(|i| *i != image) {
         return Err(edited(ANN_IMAGE, i, &image));
     }
     if !made_by_old_provisioner(pv) {
@@ -163,8 +155,8 @@ pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
             ));
         }
     }
-    let recorded_monitors: Option<Vec<String>> =
-        ann(pv, ANN_MONITORS).map(|m| m.split(',').map(|s| s.trim().to_string()).collect());
+    let recorded_monitors: Option<Vec<String>> = annotation(&pv.metadata, ANN_MONITORS)
+        .map(|m| m.split(',').map(|s| s.trim().to_string()).collect());
     let monitors: Vec<String> = match (spec.rbd.as_ref(), recorded_monitors) {
         (Some(rbd), Some(rec)) if !rbd.monitors.is_empty() => {
             let spec_mons: Vec<String> =
@@ -178,10 +170,12 @@ pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
         (_, Some(rec)) => rec,
         (None, None) => Vec::new(),
     };
-    let recorded = ann(pv, ANN_ADMIN_SECRET).and_then(|s| s.split_once('/'));
+    let recorded = annotation(&pv.metadata, ANN_ADMIN_SECRET).and_then(|s| s.split_once('/'));
     let admin = match recorded {
         Some((namespace, name)) => AdminSource::Recorded {
-            admin_id: ann(pv, ANN_ADMIN_ID).unwrap_or("admin").to_string(),
+            admin_id: annotation(&pv.metadata, ANN_ADMIN_ID)
+                .unwrap_or("admin")
+                .to_string(),
             secret: SecretRef {
                 namespace: namespace.into(),
                 name: name.into(),
@@ -231,10 +225,10 @@ pub fn is_volume_of(
     uid: &str,
     (pool, image): (&str, &str),
 ) -> Result<(), String> {
-    if ann(existing, ANN_PROVISIONED_BY) != Some(provisioner) {
+    if annotation(&existing.metadata, ANN_PROVISIONED_BY) != Some(provisioner) {
         return Err(format!(
             "was not provisioned by {provisioner} ({ANN_PROVISIONED_BY} is {:?})",
-            ann(existing, ANN_PROVISIONED_BY).unwrap_or("unset")
+            annotation(&existing.metadata, ANN_PROVISIONED_BY).unwrap_or("unset")
         ));
     }
     if claim_uid(existing).as_deref() != Some(uid) {

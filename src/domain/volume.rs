@@ -29,11 +29,7 @@ const MIB: u64 = 1 << 20;
 
 /// The provisioner named in a PV's `pv.kubernetes.io/provisioned-by` annotation.
 pub fn provisioned_by(pv: &PersistentVolume) -> Option<&str> {
-    pv.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANN_PROVISIONED_BY))
-        .map(String::as_str)
+    crate::domain::meta::annotation(&pv.metadata, ANN_PROVISIONED_BY)
 }
 
 /// The prefix of every dynamically provisioned image's name (ours, the in-tree and the old

@@ -1,11 +1,20 @@
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::domain::params::{ClassParams, SecretRef};
+use crate::domain::reclaim::spec_image;
+use crate::domain::volume::{
+    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, FINALIZER,
+};
 use k8s_openapi::api::core::v1::{
-    EphemeralVolumeSource, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus,
+    EphemeralVolumeSource, ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus,
     PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PersistentVolumeStatus, PodSpec,
     PodStatus, RBDPersistentVolumeSource, SecretReference, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
+};
 
 const ME: &str = "ceph.com/rbd";
 const CLAIM_UID: &str = "4c1f0000-aaaa-bbbb-cccc-000000000001";
