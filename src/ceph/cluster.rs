@@ -192,23 +192,14 @@ impl Cluster {
             let (p, n) = (pool.as_str(), name.as_str());
             let err = |op| move |e| img_err(op, p, n, e);
             let img = io.open(n, true).map_err(err("open"))?;
-            let st = img.stat().map_err(|(op, e)| img_err(op, p, n, e))?;
-            let data_pool = (st.data_pool_id != io.id()).then(|| {
+            let mut info = img.stat().map_err(|(op, e)| img_err(op, p, n, e))?;
+            info.data_pool = (info.data_pool_id != io.id()).then(|| {
                 c.rados
-                    .pool_name(st.data_pool_id)
-                    .unwrap_or_else(|| format!("#{}", st.data_pool_id))
+                    .pool_name(info.data_pool_id)
+                    .unwrap_or_else(|| format!("#{}", info.data_pool_id))
             });
-            let parent = img.parent().map_err(err("get parent"))?;
-            Ok(ImageInfo {
-                size: st.size,
-                obj_size: st.obj_size,
-                features: st.features,
-                old_format: st.old_format,
-                id: st.id,
-                data_pool_id: st.data_pool_id,
-                data_pool,
-                parent,
-            })
+            info.parent = img.parent().map_err(err("get parent"))?;
+            Ok(info)
         })
         .await
     }
