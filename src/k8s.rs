@@ -33,7 +33,7 @@ async fn get_secret(
         Err(e) => Err(Error::Kube {
             verb: "read secret",
             object: secret.to_string(),
-            source: e,
+            cause: e,
         }),
     }
 }
@@ -195,7 +195,7 @@ pub async fn create_pv(client: &Client, pv: &PersistentVolume, provisioner: &str
         Err(e) => Err(Error::Kube {
             verb: "create PersistentVolume",
             object: name,
-            source: e,
+            cause: e,
         }),
     }
 }
@@ -217,6 +217,30 @@ impl Events {
             },
         );
         Events { recorder, client }
+    }
+
+    /// A Normal event: progress or success.
+    pub async fn normal(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.publish(regarding, EventType::Normal, reason, action, note)
+            .await
+    }
+
+    /// A Warning event: a failure, with its cause and fix.
+    pub async fn warning(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.publish(regarding, EventType::Warning, reason, action, note)
+            .await
     }
 
     pub async fn publish(

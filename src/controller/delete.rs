@@ -14,7 +14,6 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 
 use super::Context;
 use super::purge::Job;
@@ -59,9 +58,11 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             }
             Err(e) => Err(e),
         },
-        VolumeAction::Broken(why) => Err(Error::Invalid(format!(
-            "cannot delete volume {name}: {why}"
-        ))),
+        VolumeAction::Broken(cause) => Err(Error::Unlocated {
+            action: "delete",
+            pv: name.clone(),
+            cause,
+        }),
         VolumeAction::Delete(target) => {
             let started = Instant::now();
             let r = delete(&pv, &target, &ctx).await;
@@ -85,26 +86,14 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         Err(Error::Waiting(msg)) => {
             tracing::info!(pv = %name, "{msg}");
             ctx.events
-                .publish(
-                    &regarding,
-                    EventType::Normal,
-                    "VolumeDeleteWaiting",
-                    "Delete",
-                    msg,
-                )
+                .normal(&regarding, "VolumeDeleteWaiting", "Delete", msg)
                 .await;
             Ok(Action::requeue(Duration::from_secs(5)))
         }
         Err(e) => {
             ctx.metrics.delete(class_of(&pv), Err(e.kind()));
             ctx.events
-                .publish(
-                    &regarding,
-                    EventType::Warning,
-                    "VolumeFailedDelete",
-                    "Delete",
-                    e.to_string(),
-                )
+                .warning(&regarding, "VolumeFailedDelete", "Delete", e.to_string())
                 .await;
             Err(e)
         }
@@ -288,10 +277,12 @@ async fn purge_trashed_child(
             .await
             .map_err(Error::ceph(object))?;
         if !owner::purgeable(&meta, &ctx.instance) {
-            return Err(Error::Invalid(format!(
-                "clone {pool}/{child} of {object} is in the trash but was not put there by this provisioner, and it pins the source's snapshot: restore it (rbd trash restore --pool {pool} {}) or purge it by hand; deletion is retried",
-                e.id
-            )));
+            return Err(Error::ForeignClone {
+                pool: pool.to_string(),
+                child: child.to_string(),
+                object: object.to_string(),
+                id: e.id.clone(),
+            });
         }
         cluster
             .trash_remove(pool, &e.id, true)

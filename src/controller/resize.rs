@@ -5,7 +5,6 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::EventType;
 
 use super::Context;
 use crate::domain::params::Flavor;
@@ -36,18 +35,11 @@ pub async fn reconcile_bound(
         ResizeAction::Nothing => Ok(()),
         ResizeAction::Shrink { requested, current } => {
             ctx.events
-                .publish(
-                    &regarding,
-                    EventType::Normal,
-                    "VolumeResizeSkipped",
-                    "Resize",
-                    format!(
+                .normal(&regarding, "VolumeResizeSkipped", "Resize", format!(
                         "the claim asks for {} MiB but volume {pv_name} already has {} MiB; RBD volumes are never shrunk, so it keeps its size",
                         requested >> 20,
                         current >> 20
-                    ),
-                )
-                .await;
+                    )).await;
             Ok(())
         }
         ResizeAction::Grow { from, to, flavor } => {
@@ -56,30 +48,17 @@ pub async fn reconcile_bound(
                 Ok(()) => {
                     ctx.metrics.record("resize", Ok(started.elapsed()));
                     ctx.events
-                        .publish(
-                            &regarding,
-                            EventType::Normal,
-                            "FileSystemResizeRequired",
-                            "Resize",
-                            format!(
+                        .normal(&regarding, "FileSystemResizeRequired", "Resize", format!(
                                 "grew volume {pv_name} from {} MiB to {} MiB; the node grows the filesystem when a pod next mounts the claim",
                                 from >> 20,
                                 to >> 20
-                            ),
-                        )
-                        .await;
+                            )).await;
                     Ok(())
                 }
                 Err(e) => {
                     ctx.metrics.record("resize", Err(e.kind()));
                     ctx.events
-                        .publish(
-                            &regarding,
-                            EventType::Warning,
-                            "VolumeResizeFailed",
-                            "Resize",
-                            e.to_string(),
-                        )
+                        .warning(&regarding, "VolumeResizeFailed", "Resize", e.to_string())
                         .await;
                     Err(e)
                 }
@@ -96,8 +75,11 @@ async fn grow(
     ctx: &Context,
 ) -> Result<()> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
-    let t = reclaim::target(pv)
-        .map_err(|why| Error::Invalid(format!("cannot grow volume {pv_name}: {why}")))?;
+    let t = reclaim::target(pv).map_err(|cause| Error::Unlocated {
+        action: "grow",
+        pv: pv_name.clone(),
+        cause,
+    })?;
     let creds = ctx.admin_credentials(&pv_name, &t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);

@@ -48,8 +48,10 @@ pub enum CloneError {
         want: u64,
         have: u64,
     },
+    #[error("clone source {0}: its PV has no capacity")]
+    NoCapacity(String),
     #[error("clone source {0}: {1}")]
-    Broken(String, String),
+    Broken(String, reclaim::TargetError),
 }
 
 /// What a claim's `dataSourceRef` (or, without one, `dataSource`) asks for, for kinds this
@@ -136,7 +138,7 @@ pub fn check_source(
         .and_then(|c| c.get("storage"))
         .and_then(|q| quantity::to_bytes(&q.0).ok())
         .and_then(|b| u64::try_from(b).ok())
-        .ok_or_else(|| CloneError::Broken(full.clone(), "its PV has no capacity".into()))?;
+        .ok_or_else(|| CloneError::NoCapacity(full.clone()))?;
     if want_size < size {
         return Err(CloneError::TooSmall {
             source_claim: full,

@@ -38,7 +38,7 @@ pub enum VolumeAction {
     RemoveFinalizer,
     Delete(DeleteTarget),
     /// Ours and to be deleted, but the PV does not say enough to find the image.
-    Broken(String),
+    Broken(TargetError),
 }
 
 pub fn has_finalizer(pv: &PersistentVolume) -> bool {
@@ -118,6 +118,36 @@ pub fn spec_image(pv: &PersistentVolume) -> Option<(String, String)> {
     (!image.is_empty()).then_some((pool, image))
 }
 
+/// Why a PV does not say where its image is, or says it in a way that cannot be trusted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error(
+        "the PV names no RBD image (neither spec.rbd.image nor spec.csi.volumeHandle); delete the image by hand, then remove the finalizer"
+    )]
+    NoImage,
+    #[error(
+        "annotation {annotation} says {recorded:?} but the PV's immutable spec names {spec:?}: the PV was edited, so nothing was deleted; restore the annotation, or remove the image by hand if it is truly unused, then the finalizer {FINALIZER}"
+    )]
+    Edited {
+        annotation: &'static str,
+        recorded: String,
+        spec: String,
+    },
+    #[error(
+        "PV {pv} names image {pool}/{image}, but a volume this provisioner made is always named after its PV ({derived}): the PV was copied or edited, so nothing was deleted; remove the image by hand only if it is truly unused, then the finalizer {FINALIZER}"
+    )]
+    NotNamedAfterPv {
+        pv: String,
+        pool: String,
+        image: String,
+        derived: String,
+    },
+    #[error(
+        "the PV records no admin credentials and names no StorageClass; delete the image by hand, then remove the finalizer"
+    )]
+    NoAdmin,
+}
+
 /// Where a volume's image is and how to reach it as admin, from the PV alone
 /// (plus its StorageClass for PVs of the old provisioner).
 ///
@@ -125,18 +155,16 @@ pub fn spec_image(pv: &PersistentVolume) -> Option<(String, String)> {
 /// they may only agree with it; for volumes we provisioned, the image must also be the one
 /// derived from the PV's name (`pvc-<uid>` → `kubernetes-dynamic-pvc-<uid>`), so a copied or
 /// edited PV can never point a deletion at another claim's image.
-pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
+pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, TargetError> {
     let name = pv.metadata.name.as_deref().unwrap_or_default();
     let spec = pv.spec.clone().unwrap_or_default();
     let Some((pool, image)) = spec_image(pv) else {
-        return Err(
-            "the PV names no RBD image (neither spec.rbd.image nor spec.csi.volumeHandle); delete the image by hand, then remove the finalizer".into(),
-        );
+        return Err(TargetError::NoImage);
     };
-    let edited = |what: &str, ann_value: &str, spec_value: &str| {
-        format!(
-            "annotation {what} says {ann_value:?} but the PV's immutable spec names {spec_value:?}: the PV was edited, so nothing was deleted; restore the annotation, or remove the image by hand if it is truly unused, then the finalizer {FINALIZER}"
-        )
+    let edited = |annotation: &'static str, recorded: &str, spec: &str| TargetError::Edited {
+        annotation,
+        recorded: recorded.to_string(),
+        spec: spec.to_string(),
     };
     if let Some(p) = annotation(&pv.metadata, ANN_POOL).filter(|p| *p != pool) {
         return Err(edited(ANN_POOL, p, &pool));
@@ -149,10 +177,13 @@ pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
             .strip_prefix("pvc-")
             .map(crate::domain::volume::image_name);
         if derived.as_deref() != Some(image.as_str()) {
-            return Err(format!(
-                "PV {name} names image {pool}/{image}, but a volume this provisioner made is always named after its PV ({}): the PV was copied or edited, so nothing was deleted; remove the image by hand only if it is truly unused, then the finalizer {FINALIZER}",
-                derived.unwrap_or_else(|| "kubernetes-dynamic-pvc-<uid> for PV pvc-<uid>".into())
-            ));
+            return Err(TargetError::NotNamedAfterPv {
+                pv: name.to_string(),
+                pool,
+                image,
+                derived: derived
+                    .unwrap_or_else(|| "kubernetes-dynamic-pvc-<uid> for PV pvc-<uid>".into()),
+            });
         }
     }
     let recorded_monitors: Option<Vec<String>> = annotation(&pv.metadata, ANN_MONITORS)
@@ -184,9 +215,7 @@ pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, String> {
         None => match spec.storage_class_name.filter(|c| !c.is_empty()) {
             Some(class) => AdminSource::FromClass(class),
             None => {
-                return Err(
-                    "the PV records no admin credentials and names no StorageClass; delete the image by hand, then remove the finalizer".into(),
-                );
+                return Err(TargetError::NoAdmin);
             }
         },
     };

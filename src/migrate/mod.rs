@@ -223,7 +223,7 @@ pub async fn run(
         .transpose()
         .map_err(|source| Error::Params {
             class: class_name.clone(),
-            source,
+            cause: source,
         })?;
     let settings = migration::csi_settings(
         &class_name,

@@ -231,7 +231,7 @@ fn deletion_follows_the_immutable_spec_not_the_annotations() {
         .unwrap()
         .insert(ANN_IMAGE.into(), "kubernetes-dynamic-pvc-victim".into());
     match decide(&pv, ME, false) {
-        VolumeAction::Broken(why) => assert!(why.contains("edited"), "{why}"),
+        VolumeAction::Broken(why) => assert!(why.to_string().contains("edited"), "{why}"),
         other => panic!("{other:?}"),
     }
     let mut pv = ours("Delete", "Released");
@@ -272,7 +272,10 @@ fn a_copied_pv_cannot_redirect_a_deletion() {
     pv.metadata.name = Some("pvc-2".into());
     match decide(&pv, ME, false) {
         VolumeAction::Broken(why) => {
-            assert!(why.contains("kubernetes-dynamic-pvc-2"), "{why}")
+            assert!(
+                why.to_string().contains("kubernetes-dynamic-pvc-2"),
+                "{why}"
+            )
         }
         other => panic!("{other:?}"),
     }
