@@ -207,3 +207,6 @@ pub fn class_note(name: &str, class: Option<&ClassParams>) -> Option<String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;
