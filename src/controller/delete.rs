@@ -18,9 +18,9 @@ use kube::runtime::controller::Action;
 use super::Context;
 use super::purge::Job;
 use crate::ceph::Cluster;
-use crate::domain::owner;
 use crate::domain::reclaim::{self, DeleteTarget, VolumeAction};
 use crate::domain::volume::FINALIZER;
+use crate::domain::{clone, owner};
 use crate::error::{Error, Result, is_status};
 
 /// How long a clone may take to flatten before its source's deletion gives up for a while.
@@ -229,7 +229,7 @@ async fn detach_clones(
         .await
         .map_err(Error::ceph(object))?
     {
-        let Some(child) = reclaim::clone_of_snapshot(&snap.name) else {
+        let Some(child) = clone::clone_of_snapshot(&snap.name) else {
             continue;
         };
         match cluster.image_info(pool, child).await {

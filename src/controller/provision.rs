@@ -416,7 +416,7 @@ async fn clone_image(
     src: &clone::Source,
     spec: &ImageSpec,
 ) -> Result<Created, crate::ceph::CephError> {
-    let snap = crate::domain::reclaim::clone_snapshot(&spec.name);
+    let snap = crate::domain::clone::clone_snapshot(&spec.name);
     cluster.snap_create(&src.pool, &src.image, &snap).await?;
     cluster.snap_protect(&src.pool, &src.image, &snap).await?;
     cluster

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::ceph::{Cluster, ParentSpec, Removed};
-use crate::domain::reclaim;
+use crate::domain::clone;
 use crate::metrics::Metrics;
 
 /// Purges running at once.
@@ -88,7 +88,7 @@ async fn purge(job: &Job, metrics: &Metrics) -> bool {
         }
     }
     if let Some(p) = &job.parent
-        && reclaim::clone_of_snapshot(&p.snap) == Some(job.image.as_str())
+        && clone::clone_of_snapshot(&p.snap) == Some(job.image.as_str())
     {
         // The source's snapshot existed only for this clone.
         if let Err(e) = job.cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await {

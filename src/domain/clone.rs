@@ -154,6 +154,17 @@ pub fn check_source(
     })
 }
 
+/// Snapshot taken on a source image for one clone; naming it after the clone lets either
+/// side find the other when one is deleted.
+pub fn clone_snapshot(child_image: &str) -> String {
+    format!("clone-for-{child_image}")
+}
+
+/// The clone a snapshot was made for, if it is one of ours.
+pub fn clone_of_snapshot(snap: &str) -> Option<&str> {
+    snap.strip_prefix("clone-for-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +343,12 @@ mod tests {
         set(&mut c, "Backup", Some("example.io"), None);
         assert_eq!(populator(&c).as_deref(), Some("Backup.example.io src"));
         assert!(matches!(source_name(&c), Err(CloneError::Kind(_))));
+    }
+
+    #[test]
+    fn clone_snapshot_names() {
+        let s = clone_snapshot("kubernetes-dynamic-pvc-9");
+        assert_eq!(clone_of_snapshot(&s), Some("kubernetes-dynamic-pvc-9"));
+        assert_eq!(clone_of_snapshot("manual"), None);
     }
 }

@@ -273,16 +273,5 @@ pub fn is_volume_of(
     }
 }
 
-/// Snapshot taken on a source image for one clone; naming it after the clone lets either
-/// side find the other when one is deleted.
-pub fn clone_snapshot(child_image: &str) -> String {
-    format!("clone-for-{child_image}")
-}
-
-/// The clone a snapshot was made for, if it is one of ours.
-pub fn clone_of_snapshot(snap: &str) -> Option<&str> {
-    snap.strip_prefix("clone-for-")
-}
-
 #[cfg(test)]
 mod tests;

@@ -302,10 +302,3 @@ fn an_existing_pv_counts_only_when_it_is_the_same_volume() {
     other.spec.as_mut().unwrap().rbd.as_mut().unwrap().image = "x".into();
     assert!(same_volume(&other, &wanted, ME).is_err());
 }
-
-#[test]
-fn clone_snapshot_names() {
-    let s = clone_snapshot("kubernetes-dynamic-pvc-9");
-    assert_eq!(clone_of_snapshot(&s), Some("kubernetes-dynamic-pvc-9"));
-    assert_eq!(clone_of_snapshot("manual"), None);
-}
