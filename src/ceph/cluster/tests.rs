@@ -3,7 +3,7 @@ use super::*;
 #[test]
 fn clients_that_went_bad_are_not_handed_out_again() {
     let errno_err = |errno: i32| CephError::Image {
-        op: "create",
+        op: Op::Create,
         pool: "kube".into(),
         image: "x".into(),
         errno: Errno(errno),

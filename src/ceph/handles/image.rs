@@ -7,6 +7,7 @@ use std::ptr;
 
 use super::{IoCtx, c_buf_string, check, fill_array, owned, removed};
 use crate::ceph::Errno;
+use crate::ceph::error::Op;
 use crate::ceph::ffi;
 use crate::ceph::types::{Created, ImageInfo, ParentSpec, Removed, SnapInfo, Watcher};
 
@@ -26,7 +27,7 @@ impl Drop for Image<'_> {
 impl Image<'_> {
     /// What `rbd_stat` and friends say about an open image; `data_pool` and `parent` are left
     /// for the caller to fill.
-    pub(in crate::ceph) fn stat(&self) -> Result<ImageInfo, (&'static str, Errno)> {
+    pub(in crate::ceph) fn stat(&self) -> Result<ImageInfo, (Op, Errno)> {
         let mut st = <ffi::rbd_image_info_t as ffi::Zeroed>::zeroed();
         // SAFETY: open image; `st` is a valid output of the declared size.
         check(unsafe {
@@ -36,25 +37,25 @@ impl Image<'_> {
                 std::mem::size_of::<ffi::rbd_image_info_t>(),
             )
         })
-        .map_err(|e| ("stat", e))?;
+        .map_err(|e| (Op::Stat, e))?;
         let mut features = 0u64;
         // SAFETY: open image, valid out-pointer.
         check(unsafe { ffi::rbd_get_features(self.raw, &mut features) })
-            .map_err(|e| ("get features", e))?;
+            .map_err(|e| (Op::GetFeatures, e))?;
         let mut old = 0u8;
         // SAFETY: open image, valid out-pointer.
         check(unsafe { ffi::rbd_get_old_format(self.raw, &mut old) })
-            .map_err(|e| ("get format", e))?;
+            .map_err(|e| (Op::GetFormat, e))?;
         let old_format = old != 0;
         let id = if old_format {
             String::new()
         } else {
-            self.id().map_err(|e| ("get id", e))?
+            self.id().map_err(|e| (Op::GetId, e))?
         };
         // SAFETY: open image.
         let data_pool_id = unsafe { ffi::rbd_get_data_pool_id(self.raw) };
         if data_pool_id < 0 {
-            return Err(("get data pool", Errno::from_ret(data_pool_id)));
+            return Err((Op::GetDataPool, Errno::from_ret(data_pool_id)));
         }
         Ok(ImageInfo {
             size: st.size,
