@@ -61,11 +61,14 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         }
         ClaimAction::Provision if clone::populator(&pvc).is_some() => {
             let what = clone::populator(&pvc).unwrap_or_default();
+            let note = format!(
+                "the claim's dataSourceRef names {what}: left to its volume populator; {} provisions only empty volumes and clones of claims in the same namespace",
+                ctx.settings.provisioner
+            );
+            let regarding = pvc.object_ref(&());
             ctx.events
-                .normal(&pvc.object_ref(&()), "ExternalPopulator", "Provision", format!(
-                        "the claim's dataSourceRef names {what}: left to its volume populator; {} provisions only empty volumes and clones of claims in the same namespace",
-                        ctx.settings.provisioner
-                    )).await;
+                .normal(&regarding, "ExternalPopulator", "Provision", note)
+                .await;
             ctx.succeeded(&key);
             Ok(Action::await_change())
         }

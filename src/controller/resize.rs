@@ -34,12 +34,14 @@ pub async fn reconcile_bound(
     match resize::decide(pvc, &pv, allow_expansion, &ctx.settings.provisioner) {
         ResizeAction::Nothing => Ok(()),
         ResizeAction::Shrink { requested, current } => {
+            let note = format!(
+                "the claim asks for {} MiB but volume {pv_name} already has {} MiB; RBD volumes are never shrunk, so it keeps its size",
+                requested >> 20,
+                current >> 20
+            );
             ctx.events
-                .normal(&regarding, "VolumeResizeSkipped", "Resize", format!(
-                        "the claim asks for {} MiB but volume {pv_name} already has {} MiB; RBD volumes are never shrunk, so it keeps its size",
-                        requested >> 20,
-                        current >> 20
-                    )).await;
+                .normal(&regarding, "VolumeResizeSkipped", "Resize", note)
+                .await;
             Ok(())
         }
         ResizeAction::Grow { from, to, flavor } => {
@@ -47,12 +49,14 @@ pub async fn reconcile_bound(
             match grow(pvc, &pv, to, flavor, ctx).await {
                 Ok(()) => {
                     ctx.metrics.record("resize", Ok(started.elapsed()));
+                    let note = format!(
+                        "grew volume {pv_name} from {} MiB to {} MiB; the node grows the filesystem when a pod next mounts the claim",
+                        from >> 20,
+                        to >> 20
+                    );
                     ctx.events
-                        .normal(&regarding, "FileSystemResizeRequired", "Resize", format!(
-                                "grew volume {pv_name} from {} MiB to {} MiB; the node grows the filesystem when a pod next mounts the claim",
-                                from >> 20,
-                                to >> 20
-                            )).await;
+                        .normal(&regarding, "FileSystemResizeRequired", "Resize", note)
+                        .await;
                     Ok(())
                 }
                 Err(e) => {
