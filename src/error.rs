@@ -8,7 +8,7 @@
 
 use crate::ceph::CephError;
 use crate::domain::params::{ParamErrors, SecretRef};
-use crate::domain::reclaim::TargetError;
+use crate::domain::reclaim::{NotTheVolume, TargetError};
 use crate::domain::volume::ClaimError;
 
 /// Which Secret a problem concerns.
@@ -97,7 +97,7 @@ pub enum Error {
     PvTaken {
         pv: String,
         claim: String,
-        why: String,
+        why: NotTheVolume,
     },
 
     /// Progress, not failure: the step waits for background work (flattening clones).

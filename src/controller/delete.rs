@@ -137,7 +137,8 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 .metadata(&t.pool, &t.image, owner::KEYS)
                 .await
                 .map_err(Error::ceph(&object))?;
-            owner::check_delete(&meta, &ctx.instance, &pv_name).map_err(refuse)?;
+            owner::check_delete(&meta, &ctx.instance, &pv_name)
+                .map_err(|m| refuse(m.to_string()))?;
             // Read-only open: a read/write open would make us a watcher ourselves.
             let watchers = cluster
                 .watchers(&t.pool, &t.image)

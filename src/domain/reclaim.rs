@@ -227,6 +227,19 @@ pub fn target(pv: &PersistentVolume) -> Result<DeleteTarget, TargetError> {
     })
 }
 
+/// Why an existing PV is not the volume we meant to create.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotTheVolume {
+    #[error("was not provisioned by {provisioner} ({ANN_PROVISIONED_BY} is {by:?})")]
+    ProvisionedBy { provisioner: String, by: String },
+    #[error("is bound to claim uid {0:?}")]
+    ClaimUid(String),
+    #[error("names image {pool}/{image}")]
+    Image { pool: String, image: String },
+    #[error("names no RBD image")]
+    NoImage,
+}
+
 /// Whether an existing PV is the one we meant to create (a retry after a crash): made by
 /// us, pre-bound to the same claim uid, naming the same image. Anything else is someone
 /// else's volume under our name, and must not be taken as success.
@@ -234,7 +247,7 @@ pub fn same_volume(
     existing: &PersistentVolume,
     wanted: &PersistentVolume,
     provisioner: &str,
-) -> Result<(), String> {
+) -> Result<(), NotTheVolume> {
     let uid = claim_uid(wanted).unwrap_or_default();
     let image = spec_image(wanted).unwrap_or_default();
     is_volume_of(existing, provisioner, &uid, (&image.0, &image.1))
@@ -253,23 +266,23 @@ pub fn is_volume_of(
     provisioner: &str,
     uid: &str,
     (pool, image): (&str, &str),
-) -> Result<(), String> {
-    if annotation(&existing.metadata, ANN_PROVISIONED_BY) != Some(provisioner) {
-        return Err(format!(
-            "was not provisioned by {provisioner} ({ANN_PROVISIONED_BY} is {:?})",
-            annotation(&existing.metadata, ANN_PROVISIONED_BY).unwrap_or("unset")
-        ));
+) -> Result<(), NotTheVolume> {
+    let by = annotation(&existing.metadata, ANN_PROVISIONED_BY);
+    if by != Some(provisioner) {
+        return Err(NotTheVolume::ProvisionedBy {
+            provisioner: provisioner.to_string(),
+            by: by.unwrap_or("unset").to_string(),
+        });
     }
     if claim_uid(existing).as_deref() != Some(uid) {
-        return Err(format!(
-            "is bound to claim uid {:?}",
-            claim_uid(existing).unwrap_or_default()
+        return Err(NotTheVolume::ClaimUid(
+            claim_uid(existing).unwrap_or_default(),
         ));
     }
     match spec_image(existing) {
         Some((p, i)) if p == pool && i == image => Ok(()),
-        Some((p, i)) => Err(format!("names image {p}/{i}")),
-        None => Err("names no RBD image".into()),
+        Some((pool, image)) => Err(NotTheVolume::Image { pool, image }),
+        None => Err(NotTheVolume::NoImage),
     }
 }
 
