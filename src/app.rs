@@ -11,9 +11,9 @@ use tracing::Instrument as _;
 
 use crate::ceph::Timeouts;
 use crate::controller::{self, Settings};
+use crate::domain::params::Flavor;
 use crate::leader::{Elector, Timing};
 use crate::metrics::Metrics;
-use crate::params::Flavor;
 
 #[derive(Parser, Debug)]
 #[command(

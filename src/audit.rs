@@ -13,9 +13,10 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use crate::ceph::{Cluster, Credentials, Timeouts};
+use crate::domain::owner::{self, Instance, Stamp};
+use crate::domain::{params, reclaim, volume};
 use crate::error::{Error, Result, SecretRole};
-use crate::owner::{self, Instance, Stamp};
-use crate::{k8s, params, reclaim, volume};
+use crate::k8s;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AuditArgs {
@@ -118,7 +119,7 @@ pub async fn audit(client: &Client, args: &AuditArgs, provisioner: &str) -> Resu
         let p = params::parse(&class.parameters.clone().unwrap_or_default()).map_err(|source| {
             Error::Params {
                 class: class_name.clone(),
-                source,
+                cause: source,
             }
         })?;
         if !seen.insert((p.monitors.join(","), p.pool.clone())) {
@@ -249,56 +250,49 @@ async fn pool(
 /// The report as plain tables, for a terminal.
 pub fn table(r: &Report) -> String {
     let mut out = String::new();
-    out.push_str(&format!(
-        "Images of ours that no PersistentVolume names: {}\n",
-        r.orphaned_images.len()
-    ));
-    for o in &r.orphaned_images {
-        out.push_str(&format!(
-            "  {}/{}  pv={}  claim={} (uid {}, {})  created={}\n",
-            o.pool,
-            o.image,
-            o.pv,
-            o.claim,
-            o.claim_uid,
-            if o.claim_exists {
+    section(
+        &mut out,
+        "Images of ours that no PersistentVolume names",
+        &r.orphaned_images,
+        |o| {
+            let claim = if o.claim_exists {
                 "claim exists"
             } else {
                 "claim gone"
-            },
-            o.created
-        ));
-    }
-    out.push_str(&format!(
-        "PersistentVolumes of ours whose image is missing: {}\n",
-        r.missing_images.len()
-    ));
-    for m in &r.missing_images {
-        out.push_str(&format!(
-            "  {}  {}/{}  phase={}{}\n",
-            m.pv,
-            m.pool,
-            m.image,
-            m.phase,
-            if m.in_trash { "  (in the trash)" } else { "" }
-        ));
-    }
-    out.push_str(&format!("Trash entries: {}\n", r.trash.len()));
-    for t in &r.trash {
-        out.push_str(&format!(
-            "  {}/{}  id={}  {}\n",
-            t.pool,
-            t.image,
-            t.id,
-            if t.ours {
-                "trashed by us (purged automatically)"
-            } else {
-                "not ours (left alone)"
-            }
-        ));
-    }
+            };
+            format!(
+                "{}/{}  pv={}  claim={} (uid {}, {claim})  created={}",
+                o.pool, o.image, o.pv, o.claim, o.claim_uid, o.created
+            )
+        },
+    );
+    section(
+        &mut out,
+        "PersistentVolumes of ours whose image is missing",
+        &r.missing_images,
+        |m| {
+            let trash = if m.in_trash { "  (in the trash)" } else { "" };
+            format!("{}  {}/{}  phase={}{trash}", m.pv, m.pool, m.image, m.phase)
+        },
+    );
+    section(&mut out, "Trash entries", &r.trash, |t| {
+        let whose = if t.ours {
+            "trashed by us (purged automatically)"
+        } else {
+            "not ours (left alone)"
+        };
+        format!("{}/{}  id={}  {whose}", t.pool, t.image, t.id)
+    });
     for u in &r.unreadable {
         out.push_str(&format!("Unreadable: {u}\n"));
     }
     out
+}
+
+/// `title: count`, then one indented line per item.
+fn section<T>(out: &mut String, title: &str, items: &[T], line: impl Fn(&T) -> String) {
+    out.push_str(&format!("{title}: {}\n", items.len()));
+    for item in items {
+        out.push_str(&format!("  {}\n", line(item)));
+    }
 }

@@ -1,9 +1,15 @@
 //! Errors of the provisioner. Each says what failed, on which object, and what to do next;
 //! an event's message is the error's Display, so none may carry key material.
+//!
+//! One convention for causes: an error's `Display` is complete and already contains the text
+//! of its cause (events and logs print it alone), so our errors keep their cause in a field
+//! named `cause`, never as `source()`: nothing that prints a chain (anyhow at the edge) can
+//! print a cause twice.
 
 use crate::ceph::CephError;
-use crate::params::{ParamErrors, SecretRef};
-use crate::volume::ClaimError;
+use crate::domain::params::{ParamErrors, SecretRef};
+use crate::domain::reclaim::{NotTheVolume, TargetError};
+use crate::domain::volume::ClaimError;
 
 /// Which Secret a problem concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,17 +32,17 @@ impl std::fmt::Display for SecretRole {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "StorageClass {class} has invalid parameters: {source}; fix the StorageClass (kubectl get storageclass {class} -o yaml), then recreate it"
+        "StorageClass {class} has invalid parameters: {cause}; fix the StorageClass (kubectl get storageclass {class} -o yaml), then recreate it"
     )]
-    Params { class: String, source: ParamErrors },
+    Params { class: String, cause: ParamErrors },
 
-    #[error("claim {claim}: {source}")]
-    Claim { claim: String, source: ClaimError },
+    #[error("claim {claim}: {cause}")]
+    Claim { claim: String, cause: ClaimError },
 
-    #[error("claim {claim}: {source}")]
+    #[error("claim {claim}: {cause}")]
     Clone {
         claim: String,
-        source: crate::clone::CloneError,
+        cause: crate::domain::clone::CloneError,
     },
 
     #[error("{role} {secret} not found; create it: kubectl -n {ns} create secret generic {name} --type=kubernetes.io/rbd --from-file=key=<(ceph auth get-key client.{user})", ns = secret.namespace, name = secret.name)]
@@ -63,16 +69,16 @@ pub enum Error {
 
     /// The csi flavour found no usable node-stage Secret; the message holds the command.
     #[error("{0}")]
-    NodeStage(#[from] crate::volume::NodeStageError),
+    NodeStage(#[from] crate::domain::volume::NodeStageError),
 
-    #[error("{object}: {source}")]
-    Ceph { object: String, source: CephError },
+    #[error("{object}: {cause}")]
+    Ceph { object: String, cause: CephError },
 
-    #[error("{verb} {object}: {}", kube_cause(.source))]
+    #[error("{verb} {object}: {}", kube_cause(.cause))]
     Kube {
         verb: &'static str,
         object: String,
-        source: kube::Error,
+        cause: kube::Error,
     },
 
     /// A write lost a race with another writer (HTTP 409). Retried quietly: not a failure
@@ -95,7 +101,7 @@ pub enum Error {
     PvTaken {
         pv: String,
         claim: String,
-        why: String,
+        why: NotTheVolume,
     },
 
     /// Progress, not failure: the step waits for background work (flattening clones).
@@ -111,8 +117,52 @@ pub enum Error {
         watchers: String,
     },
 
-    #[error("{0}")]
-    Invalid(String),
+    /// The PV does not say where its image is, or says it in a way that cannot be trusted.
+    #[error("cannot {action} volume {pv}: {cause}")]
+    Unlocated {
+        action: &'static str,
+        pv: String,
+        cause: TargetError,
+    },
+
+    /// An image of our name exists but is stamped as another claim's (or provisioner's).
+    #[error(
+        "image {pool}/{image} already exists and is stamped as the volume of claim {owner_namespace}/{owner_name} (uid {owner_uid}) of provisioner {provisioner:?}; it was not adopted. Find out who made it (rbd image-meta list {pool}/{image})"
+    )]
+    ImageTaken {
+        pool: String,
+        image: String,
+        owner_namespace: String,
+        owner_name: String,
+        owner_uid: String,
+        provisioner: String,
+    },
+
+    /// A volume of the old provisioner whose StorageClass, the only record of its admin
+    /// credentials, is gone.
+    #[error(
+        "volume {pv} was made by the old ceph.com/rbd provisioner, which records no admin credentials on its PVs, and its StorageClass {class} is gone: recreate StorageClass {class} with the same monitors, adminId, adminSecretName and adminSecretNamespace (deletion is retried), or remove image {pool}/{image} by hand and then the finalizers of PV {pv}"
+    )]
+    ClassGone {
+        pv: String,
+        class: String,
+        pool: String,
+        image: String,
+    },
+
+    /// A clone of the image being deleted is in the trash, but not by our hand.
+    #[error(
+        "clone {pool}/{child} of {object} is in the trash but was not put there by this provisioner, and it pins the source's snapshot: restore it (rbd trash restore --pool {pool} {id}) or purge it by hand; deletion is retried"
+    )]
+    ForeignClone {
+        pool: String,
+        child: String,
+        object: String,
+        id: String,
+    },
+
+    #[error("Namespace kube-system has no uid")]
+    NoClusterUid,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -123,16 +173,16 @@ impl Error {
         object: impl Into<String>,
     ) -> impl FnOnce(kube::Error) -> Error {
         let object = object.into();
-        move |source| Error::Kube {
+        move |cause| Error::Kube {
             verb,
             object,
-            source,
+            cause,
         }
     }
 
     pub fn ceph(object: impl Into<String>) -> impl FnOnce(CephError) -> Error {
         let object = object.into();
-        move |source| Error::Ceph { object, source }
+        move |cause| Error::Ceph { object, cause }
     }
 
     /// A short label for metrics.
@@ -152,7 +202,11 @@ impl Error {
             Error::Refused { .. } => "refused",
             Error::PvTaken { .. } => "pv_taken",
             Error::Waiting(_) => "waiting",
-            Error::Invalid(_) => "invalid",
+            Error::Unlocated { .. }
+            | Error::ImageTaken { .. }
+            | Error::ClassGone { .. }
+            | Error::ForeignClone { .. }
+            | Error::NoClusterUid => "invalid",
         }
     }
 }
@@ -186,7 +240,7 @@ mod tests {
         let e = Error::Kube {
             verb: "read",
             object: "PersistentVolume pvc-1".into(),
-            source: kube::Error::Api(Box::new(status)),
+            cause: kube::Error::Api(Box::new(status)),
         };
         let text = e.to_string();
         assert_eq!(

@@ -6,8 +6,8 @@ use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::ceph::CephKey;
+use crate::domain::params::SecretRef;
 use crate::error::{Error, Result, SecretRole, is_status};
-use crate::params::SecretRef;
 
 /// Reads a Secret, turning 403/404 into errors that name the fix.
 async fn get_secret(
@@ -33,7 +33,7 @@ async fn get_secret(
         Err(e) => Err(Error::Kube {
             verb: "read secret",
             object: secret.to_string(),
-            source: e,
+            cause: e,
         }),
     }
 }
@@ -173,27 +173,29 @@ pub async fn create_pv(client: &Client, pv: &PersistentVolume, provisioner: &str
                 .get(&name)
                 .await
                 .map_err(Error::kube("read PersistentVolume", &name))?;
-            crate::reclaim::same_volume(&existing, pv, provisioner).map_err(|why| Error::PvTaken {
-                pv: name.clone(),
-                claim: pv
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.claim_ref.as_ref())
-                    .map(|c| {
-                        format!(
-                            "{}/{}",
-                            c.namespace.as_deref().unwrap_or_default(),
-                            c.name.as_deref().unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_default(),
-                why,
+            crate::domain::reclaim::same_volume(&existing, pv, provisioner).map_err(|why| {
+                Error::PvTaken {
+                    pv: name.clone(),
+                    claim: pv
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.claim_ref.as_ref())
+                        .map(|c| {
+                            format!(
+                                "{}/{}",
+                                c.namespace.as_deref().unwrap_or_default(),
+                                c.name.as_deref().unwrap_or_default()
+                            )
+                        })
+                        .unwrap_or_default(),
+                    why,
+                }
             })
         }
         Err(e) => Err(Error::Kube {
             verb: "create PersistentVolume",
             object: name,
-            source: e,
+            cause: e,
         }),
     }
 }
@@ -215,6 +217,30 @@ impl Events {
             },
         );
         Events { recorder, client }
+    }
+
+    /// A Normal event: progress or success.
+    pub async fn normal(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.publish(regarding, EventType::Normal, reason, action, note)
+            .await
+    }
+
+    /// A Warning event: a failure, with its cause and fix.
+    pub async fn warning(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.publish(regarding, EventType::Warning, reason, action, note)
+            .await
     }
 
     pub async fn publish(

@@ -16,10 +16,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rbd_provisioner::ceph::{Cluster, ImageSpec, RBD_FEATURE_LAYERING};
-use rbd_provisioner::migrate::plan::{self, ANN_BACKUP, ANN_STEP, Admin, CsiSettings};
-use rbd_provisioner::params::SecretRef;
-use rbd_provisioner::reclaim::spec_image;
-use rbd_provisioner::volume::{
+use rbd_provisioner::domain::migration::{self as plan, ANN_BACKUP, ANN_STEP, Admin, CsiSettings};
+use rbd_provisioner::domain::params::SecretRef;
+use rbd_provisioner::domain::reclaim::spec_image;
+use rbd_provisioner::domain::volume::{
     ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, CSI_DRIVER, FINALIZER,
 };
 use serde_json::json;

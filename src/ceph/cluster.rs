@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::config::configured;
-use super::error::{AMBIGUOUS_MONITOR_TIMEOUT_HINT, connect_hint, has_ambiguous_monitor, op_hint};
+use super::error::{
+    AMBIGUOUS_MONITOR_TIMEOUT_HINT, Op, connect_hint, has_ambiguous_monitor, op_hint,
+};
 use super::handles::{HeldImage, ImageOptions, Rados, cstr};
 use super::types::{
     CloneSpec, Created, ImageInfo, ImageSpec, Removed, SnapInfo, TrashEntry, Watcher,
@@ -181,7 +183,7 @@ impl Cluster {
         let spec = spec.clone();
         self.run(move |c| {
             let io = c.rados.ioctx(&spec.pool)?;
-            let err = |e| img_err("create", &spec.pool, &spec.name, e);
+            let err = |e| img_err(Op::Create, &spec.pool, &spec.name, e);
             let opts = ImageOptions::for_new_image(spec.features, spec.data_pool.as_deref(), None)
                 .map_err(err)?;
             let started = Instant::now();
@@ -204,24 +206,15 @@ impl Cluster {
             let io = c.rados.ioctx(&pool)?;
             let (p, n) = (pool.as_str(), name.as_str());
             let err = |op| move |e| img_err(op, p, n, e);
-            let img = io.open(n, true).map_err(err("open"))?;
-            let st = img.stat().map_err(|(op, e)| img_err(op, p, n, e))?;
-            let data_pool = (st.data_pool_id != io.id()).then(|| {
+            let img = io.open(n, true).map_err(err(Op::Open))?;
+            let mut info = img.stat().map_err(|(op, e)| img_err(op, p, n, e))?;
+            info.data_pool = (info.data_pool_id != io.id()).then(|| {
                 c.rados
-                    .pool_name(st.data_pool_id)
-                    .unwrap_or_else(|| format!("#{}", st.data_pool_id))
+                    .pool_name(info.data_pool_id)
+                    .unwrap_or_else(|| format!("#{}", info.data_pool_id))
             });
-            let parent = img.parent().map_err(err("get parent"))?;
-            Ok(ImageInfo {
-                size: st.size,
-                obj_size: st.obj_size,
-                features: st.features,
-                old_format: st.old_format,
-                id: st.id,
-                data_pool_id: st.data_pool_id,
-                data_pool,
-                parent,
-            })
+            info.parent = img.parent().map_err(err(Op::GetParent))?;
+            Ok(info)
         })
         .await
     }
@@ -233,7 +226,7 @@ impl Cluster {
         pool: &str,
         name: &str,
     ) -> Result<Vec<Watcher>, CephError> {
-        self.with_image(pool, name, true, "list watchers", |img| img.watchers())
+        self.with_image(pool, name, true, Op::ListWatchers, |img| img.watchers())
             .await
     }
 
@@ -250,8 +243,8 @@ impl Cluster {
             let io = c.rados.ioctx(&pool)?;
             let (p, n) = (pool.as_str(), name.as_str());
             let err = |op| move |e| img_err(op, p, n, e);
-            let img = io.open(n, false).map_err(err("open"))?;
-            let current = img.size().map_err(err("get size"))?;
+            let img = io.open(n, false).map_err(err(Op::Open))?;
+            let current = img.size().map_err(err(Op::GetSize))?;
             if new_size < current {
                 return Err(CephError::ShrinkRefused {
                     pool: pool.clone(),
@@ -261,7 +254,7 @@ impl Cluster {
                 });
             }
             if new_size > current {
-                img.grow(new_size).map_err(err("resize"))?;
+                img.grow(new_size).map_err(err(Op::Resize))?;
             }
             Ok(())
         })
@@ -280,7 +273,7 @@ impl Cluster {
         self.run(move |c| {
             let io = c.rados.ioctx(&pool)?;
             io.remove(&name)
-                .map_err(|e| img_err("remove", &pool, &name, e))
+                .map_err(|e| img_err(Op::Remove, &pool, &name, e))
         })
         .await
     }
@@ -297,7 +290,7 @@ impl Cluster {
         self.run(move |c| {
             let io = c.rados.ioctx(&pool)?;
             io.trash_move(&name, delay_secs)
-                .map_err(|e| img_err("trash move", &pool, &name, e))
+                .map_err(|e| img_err(Op::TrashMove, &pool, &name, e))
         })
         .await
     }
@@ -310,7 +303,7 @@ impl Cluster {
         name: &str,
         pairs: Vec<(String, String)>,
     ) -> Result<(), CephError> {
-        self.with_image(pool, name, false, "set metadata", move |img| {
+        self.with_image(pool, name, false, Op::SetMetadata, move |img| {
             pairs.iter().try_for_each(|(k, v)| img.set_metadata(k, v))
         })
         .await
@@ -323,7 +316,7 @@ impl Cluster {
         name: &str,
         keys: &'static [&'static str],
     ) -> Result<BTreeMap<String, String>, CephError> {
-        self.with_image(pool, name, true, "read metadata", move |img| {
+        self.with_image(pool, name, true, Op::ReadMetadata, move |img| {
             img.metadata_many(keys)
         })
         .await
@@ -342,8 +335,8 @@ impl Cluster {
             let image = format!("(trash id {id})");
             let (p, n) = (pool.as_str(), image.as_str());
             let err = |op| move |e| img_err(op, p, n, e);
-            let img = io.open_by_id(&id).map_err(err("open"))?;
-            img.metadata_many(keys).map_err(err("read metadata"))
+            let img = io.open_by_id(&id).map_err(err(Op::Open))?;
+            img.metadata_many(keys).map_err(err(Op::ReadMetadata))
         })
         .await
     }
@@ -354,7 +347,7 @@ impl Cluster {
         self.run(move |c| {
             let io = c.rados.ioctx(&pool)?;
             io.trash_list()
-                .map_err(|e| pool_err("trash list", &pool, e))
+                .map_err(|e| pool_err(Op::TrashList, &pool, e))
         })
         .await
     }
@@ -371,7 +364,7 @@ impl Cluster {
         self.run(move |c| {
             let io = c.rados.ioctx(&pool)?;
             io.trash_remove(&id, force)
-                .map_err(|e| img_err("trash remove", &pool, &format!("(trash id {id})"), e))
+                .map_err(|e| img_err(Op::TrashRemove, &pool, &format!("(trash id {id})"), e))
         })
         .await
     }
@@ -381,7 +374,7 @@ impl Cluster {
         let pool = pool.to_string();
         self.run(move |c| {
             let io = c.rados.ioctx(&pool)?;
-            io.list().map_err(|e| pool_err("list images", &pool, e))
+            io.list().map_err(|e| pool_err(Op::ListImages, &pool, e))
         })
         .await
     }
@@ -392,7 +385,7 @@ impl Cluster {
         pool: &str,
         name: &str,
         read_only: bool,
-        op: &'static str,
+        op: Op,
         f: F,
     ) -> Result<T, CephError>
     where
@@ -404,7 +397,7 @@ impl Cluster {
             let io = c.rados.ioctx(&pool)?;
             let img = io
                 .open(&name, read_only)
-                .map_err(|e| img_err("open", &pool, &name, e))?;
+                .map_err(|e| img_err(Op::Open, &pool, &name, e))?;
             f(&img).map_err(|e| img_err(op, &pool, &name, e))
         })
         .await
@@ -419,7 +412,7 @@ impl Cluster {
         image: &str,
         snap: &str,
     ) -> Result<Created, CephError> {
-        self.with_snap(pool, image, snap, "snapshot create", |img, s| {
+        self.with_snap(pool, image, snap, Op::SnapshotCreate, |img, s| {
             img.snap_create(s)
         })
         .await
@@ -433,7 +426,7 @@ impl Cluster {
         image: &str,
         snap: &str,
     ) -> Result<(), CephError> {
-        self.with_snap(pool, image, snap, "snapshot protect", |img, s| {
+        self.with_snap(pool, image, snap, Op::SnapshotProtect, |img, s| {
             img.snap_protect(s)
         })
         .await
@@ -446,7 +439,7 @@ impl Cluster {
         image: &str,
         snap: &str,
     ) -> Result<(), CephError> {
-        self.with_snap(pool, image, snap, "snapshot unprotect", |img, s| {
+        self.with_snap(pool, image, snap, Op::SnapshotUnprotect, |img, s| {
             img.snap_unprotect(s)
         })
         .await
@@ -459,7 +452,7 @@ impl Cluster {
         image: &str,
         snap: &str,
     ) -> Result<Removed, CephError> {
-        self.with_snap(pool, image, snap, "snapshot remove", |img, s| {
+        self.with_snap(pool, image, snap, Op::SnapshotRemove, |img, s| {
             img.snap_remove(s)
         })
         .await
@@ -471,7 +464,7 @@ impl Cluster {
         pool: &str,
         image: &str,
     ) -> Result<Vec<SnapInfo>, CephError> {
-        self.with_image(pool, image, true, "list snapshots", |img| img.snap_list())
+        self.with_image(pool, image, true, Op::ListSnapshots, |img| img.snap_list())
             .await
     }
 
@@ -480,7 +473,7 @@ impl Cluster {
         pool: &str,
         image: &str,
         snap: &str,
-        op: &'static str,
+        op: Op,
         f: F,
     ) -> Result<T, CephError>
     where
@@ -493,7 +486,7 @@ impl Cluster {
             let c_snap = cstr("snapshot name", &snap)?;
             let img = io
                 .open(&image, false)
-                .map_err(|e| img_err("open", &pool, &image, e))?;
+                .map_err(|e| img_err(Op::Open, &pool, &image, e))?;
             f(&img, &c_snap).map_err(|errno| CephError::Snapshot {
                 op,
                 pool: pool.clone(),
@@ -515,7 +508,7 @@ impl Cluster {
                 pool: s.pool.clone(),
                 image: s.name.clone(),
                 errno,
-                hint: op_hint("clone", errno),
+                hint: op_hint(Op::Clone, errno),
             };
             let p_io = c.rados.ioctx(&s.parent_pool)?;
             let c_io = c.rados.ioctx(&s.pool)?;
@@ -531,7 +524,7 @@ impl Cluster {
     /// Copies the parent's data into a clone so it no longer depends on it. No-op for an
     /// image without parent.
     pub async fn flatten(self: &Arc<Self>, pool: &str, name: &str) -> Result<(), CephError> {
-        self.with_image(pool, name, false, "flatten", |img| {
+        self.with_image(pool, name, false, Op::Flatten, |img| {
             if img.parent()?.is_none() {
                 return Ok(());
             }
@@ -551,7 +544,7 @@ impl Cluster {
         self.run(move |c| {
             let io = c.rados.ioctx(&pool)?;
             io.hold_open(&name, Box::new(Arc::clone(c)))
-                .map_err(|e| img_err("open", &pool, &name, e))
+                .map_err(|e| img_err(Op::Open, &pool, &name, e))
         })
         .await
     }
@@ -569,7 +562,7 @@ fn connect_failure_hint(mon_host: &str, errno: Errno) -> Option<&'static str> {
     }
 }
 
-fn img_err(op: &'static str, pool: &str, image: &str, errno: Errno) -> CephError {
+fn img_err(op: Op, pool: &str, image: &str, errno: Errno) -> CephError {
     CephError::Image {
         op,
         pool: pool.to_string(),
@@ -579,7 +572,7 @@ fn img_err(op: &'static str, pool: &str, image: &str, errno: Errno) -> CephError
     }
 }
 
-fn pool_err(op: &'static str, pool: &str, errno: Errno) -> CephError {
+fn pool_err(op: Op, pool: &str, errno: Errno) -> CephError {
     CephError::PoolOp {
         op,
         pool: pool.to_string(),
@@ -589,46 +582,4 @@ fn pool_err(op: &'static str, pool: &str, errno: Errno) -> CephError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clients_that_went_bad_are_not_handed_out_again() {
-        let errno_err = |errno: i32| CephError::Image {
-            op: "create",
-            pool: "kube".into(),
-            image: "x".into(),
-            errno: Errno(errno),
-            hint: None,
-        };
-        let h = Health::default();
-        assert!(h.healthy());
-        // What the object is (missing, busy, already there) says nothing about the client.
-        for e in [libc::ENOENT, libc::EBUSY, libc::EEXIST] {
-            assert!(!h.observe::<()>(&Err(errno_err(e))));
-        }
-        assert!(h.healthy());
-        // Timeouts in a row: a fresh connection is cheaper than more of them.
-        for _ in 0..FAILING_LIMIT - 1 {
-            h.observe::<()>(&Err(errno_err(libc::ETIMEDOUT)));
-        }
-        assert!(h.healthy());
-        h.observe::<()>(&Ok(()));
-        for _ in 0..FAILING_LIMIT {
-            h.observe::<()>(&Err(errno_err(libc::ETIMEDOUT)));
-        }
-        assert!(!h.healthy());
-        // A rotated key, revoked caps or a blocklisted client: at once.
-        for e in [libc::EACCES, libc::EPERM, libc::ESHUTDOWN] {
-            let h = Health::default();
-            assert!(
-                h.observe::<()>(&Err(errno_err(e))),
-                "first poisoning is reported"
-            );
-            assert!(!h.observe::<()>(&Err(errno_err(e))), "only once");
-            assert!(!h.healthy());
-            h.observe::<()>(&Ok(()));
-            assert!(!h.healthy(), "a poisoned client stays out");
-        }
-    }
-}
+mod tests;

@@ -70,6 +70,75 @@ impl fmt::Debug for Errno {
     }
 }
 
+/// A librbd / librados operation, as named in errors; its hint depends on it
+/// ([`op_hint`]), so it is a closed set rather than free text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Open,
+    Create,
+    GetParent,
+    ListWatchers,
+    GetSize,
+    Resize,
+    Remove,
+    TrashMove,
+    SetMetadata,
+    ReadMetadata,
+    TrashList,
+    TrashRemove,
+    ListImages,
+    SnapshotCreate,
+    SnapshotProtect,
+    SnapshotUnprotect,
+    SnapshotRemove,
+    ListSnapshots,
+    Clone,
+    Flatten,
+    Stat,
+    GetFeatures,
+    GetFormat,
+    GetId,
+    GetDataPool,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Open => "open",
+            Op::Create => "create",
+            Op::GetParent => "get parent",
+            Op::ListWatchers => "list watchers",
+            Op::GetSize => "get size",
+            Op::Resize => "resize",
+            Op::Remove => "remove",
+            Op::TrashMove => "trash move",
+            Op::SetMetadata => "set metadata",
+            Op::ReadMetadata => "read metadata",
+            Op::TrashList => "trash list",
+            Op::TrashRemove => "trash remove",
+            Op::ListImages => "list images",
+            Op::SnapshotCreate => "snapshot create",
+            Op::SnapshotProtect => "snapshot protect",
+            Op::SnapshotUnprotect => "snapshot unprotect",
+            Op::SnapshotRemove => "snapshot remove",
+            Op::ListSnapshots => "list snapshots",
+            Op::Clone => "clone",
+            Op::Flatten => "flatten",
+            Op::Stat => "stat",
+            Op::GetFeatures => "get features",
+            Op::GetFormat => "get format",
+            Op::GetId => "get id",
+            Op::GetDataPool => "get data pool",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Everything the Ceph layer can fail with. Messages never contain a key.
 #[derive(Debug, thiserror::Error)]
 pub enum CephError {
@@ -107,7 +176,7 @@ pub enum CephError {
     /// A librbd operation on one image failed.
     #[error("{op} of image {pool}/{image} failed: {errno}{}", fmt_hint(.hint))]
     Image {
-        op: &'static str,
+        op: Op,
         pool: String,
         image: String,
         errno: Errno,
@@ -117,7 +186,7 @@ pub enum CephError {
     /// A librbd operation on a snapshot failed.
     #[error("{op} of snapshot {pool}/{image}@{snap} failed: {errno}{}", fmt_hint(.hint))]
     Snapshot {
-        op: &'static str,
+        op: Op,
         pool: String,
         image: String,
         snap: String,
@@ -139,7 +208,7 @@ pub enum CephError {
     /// A pool-wide operation (list images, list/remove trash) failed.
     #[error("{op} in pool {pool:?} failed: {errno}{}", fmt_hint(.hint))]
     PoolOp {
-        op: &'static str,
+        op: Op,
         pool: String,
         errno: Errno,
         hint: Option<&'static str>,
@@ -299,9 +368,9 @@ pub(crate) fn pool_hint(e: Errno) -> Option<&'static str> {
 }
 
 /// Hint for a failed image / snapshot / pool operation.
-pub(crate) fn op_hint(op: &str, e: Errno) -> Option<&'static str> {
+pub(crate) fn op_hint(op: Op, e: Errno) -> Option<&'static str> {
     match e.0 {
-        libc::EACCES | libc::EPERM if op == "trash remove" => Some(
+        libc::EACCES | libc::EPERM if op == Op::TrashRemove => Some(
             "the trash entry's deferment time has not expired (use force) or the user's caps \
              forbid it",
         ),
@@ -312,7 +381,7 @@ pub(crate) fn op_hint(op: &str, e: Errno) -> Option<&'static str> {
         libc::ETIMEDOUT => {
             Some("the cluster did not answer within the op timeout: check its health (ceph -s)")
         }
-        libc::EBUSY if op == "remove" || op == "trash move" => {
+        libc::EBUSY if op == Op::Remove || op == Op::TrashMove => {
             Some("the image still has watchers: it is probably still mapped on a node")
         }
         libc::EBUSY => Some("the image or snapshot is in use (watchers, children or a lock)"),
@@ -322,12 +391,12 @@ pub(crate) fn op_hint(op: &str, e: Errno) -> Option<&'static str> {
         libc::ENOSYS | libc::EOPNOTSUPP => {
             Some("the cluster does not support this (check Ceph versions and image format)")
         }
-        libc::EINVAL if op == "create" || op == "clone" => Some(
+        libc::EINVAL if op == Op::Create || op == Op::Clone => Some(
             "the cluster rejected the image options: check imageFeatures \
              (layering needs format 2), dataPool and size",
         ),
-        libc::EINVAL if op == "resize" => Some("RBD volumes can only be expanded"),
-        libc::ENOENT if op == "clone" => {
+        libc::EINVAL if op == Op::Resize => Some("RBD volumes can only be expanded"),
+        libc::ENOENT if op == Op::Clone => {
             Some("the parent image or snapshot does not exist, or the target pool is missing")
         }
         _ => None,
@@ -396,11 +465,11 @@ mod tests {
     #[test]
     fn image_errors_name_pool_image_errno_and_hint() {
         let e = CephError::Image {
-            op: "remove",
+            op: Op::Remove,
             pool: "kube".into(),
             image: "pvc-1".into(),
             errno: Errno(libc::EBUSY),
-            hint: op_hint("remove", Errno(libc::EBUSY)),
+            hint: op_hint(Op::Remove, Errno(libc::EBUSY)),
         };
         assert_eq!(
             e.to_string(),
@@ -422,11 +491,11 @@ mod tests {
         assert!(e.to_string().contains("pool does not exist"), "{e}");
 
         let e = CephError::Image {
-            op: "create",
+            op: Op::Create,
             pool: "kube".into(),
             image: "x".into(),
             errno: Errno(libc::EEXIST),
-            hint: op_hint("create", Errno(libc::EEXIST)),
+            hint: op_hint(Op::Create, Errno(libc::EEXIST)),
         };
         assert!(e.is_exists());
         assert!(!e.to_string().contains("hint"), "no hint for EEXIST: {e}");

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use cluster::Cluster;
 pub use connections::Connections;
-pub use error::{CephError, Errno};
+pub use error::{CephError, Errno, Op};
 pub(crate) use handles::wipe;
 pub use handles::{HeldImage, exit_process, library_versions};
 pub use types::{

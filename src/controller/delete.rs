@@ -14,15 +14,14 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 
 use super::Context;
 use super::purge::Job;
 use crate::ceph::Cluster;
+use crate::domain::reclaim::{self, DeleteTarget, VolumeAction};
+use crate::domain::volume::FINALIZER;
+use crate::domain::{clone, owner};
 use crate::error::{Error, Result, is_status};
-use crate::owner;
-use crate::reclaim::{self, DeleteTarget, VolumeAction};
-use crate::volume::FINALIZER;
 
 /// How long a clone may take to flatten before its source's deletion gives up for a while.
 const FLATTEN_DEADLINE: Duration = Duration::from_secs(3600);
@@ -46,7 +45,7 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     let bound = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let claim_gone = ctx.settings.early_provisioning
         && bound
-        && crate::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
+        && crate::domain::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
         && pv
             .spec
             .as_ref()
@@ -72,9 +71,11 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             }
             Err(e) => Err(e),
         },
-        VolumeAction::Broken(why) => Err(Error::Invalid(format!(
-            "cannot delete volume {name}: {why}"
-        ))),
+        VolumeAction::Broken(cause) => Err(Error::Unlocated {
+            action: "delete",
+            pv: name.clone(),
+            cause,
+        }),
         VolumeAction::Delete(target) => {
             let started = Instant::now();
             let r = delete(&pv, &target, &ctx).await;
@@ -98,13 +99,7 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         Err(e @ Error::ImageInUse { .. }) => {
             ctx.metrics.delete(class_of(&pv), Err(e.kind()));
             ctx.events
-                .publish(
-                    &regarding,
-                    EventType::Warning,
-                    "VolumeFailedDelete",
-                    "Delete",
-                    e.to_string(),
-                )
+                .warning(&regarding, "VolumeFailedDelete", "Delete", e.to_string())
                 .await;
             let delay = in_use_retry(ctx.backoff(&key));
             tracing::warn!(pv = %name, error = %e, retry_in = ?delay, "volume operation failed");
@@ -113,26 +108,14 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         Err(Error::Waiting(msg)) => {
             tracing::info!(pv = %name, "{msg}");
             ctx.events
-                .publish(
-                    &regarding,
-                    EventType::Normal,
-                    "VolumeDeleteWaiting",
-                    "Delete",
-                    msg,
-                )
+                .normal(&regarding, "VolumeDeleteWaiting", "Delete", msg)
                 .await;
             Ok(Action::requeue(Duration::from_secs(5)))
         }
         Err(e) => {
             ctx.metrics.delete(class_of(&pv), Err(e.kind()));
             ctx.events
-                .publish(
-                    &regarding,
-                    EventType::Warning,
-                    "VolumeFailedDelete",
-                    "Delete",
-                    e.to_string(),
-                )
+                .warning(&regarding, "VolumeFailedDelete", "Delete", e.to_string())
                 .await;
             Err(e)
         }
@@ -176,7 +159,8 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 .metadata(&t.pool, &t.image, owner::KEYS)
                 .await
                 .map_err(Error::ceph(&object))?;
-            owner::check_delete(&meta, &ctx.instance, &pv_name).map_err(refuse)?;
+            owner::check_delete(&meta, &ctx.instance, &pv_name)
+                .map_err(|m| refuse(m.to_string()))?;
             // Read-only open: a read/write open would make us a watcher ourselves.
             let watchers = cluster
                 .watchers(&t.pool, &t.image)
@@ -267,7 +251,7 @@ async fn detach_clones(
         .await
         .map_err(Error::ceph(object))?
     {
-        let Some(child) = reclaim::clone_of_snapshot(&snap.name) else {
+        let Some(child) = clone::clone_of_snapshot(&snap.name) else {
             continue;
         };
         match cluster.image_info(pool, child).await {
@@ -315,10 +299,12 @@ async fn purge_trashed_child(
             .await
             .map_err(Error::ceph(object))?;
         if !owner::purgeable(&meta, &ctx.instance) {
-            return Err(Error::Invalid(format!(
-                "clone {pool}/{child} of {object} is in the trash but was not put there by this provisioner, and it pins the source's snapshot: restore it (rbd trash restore --pool {pool} {}) or purge it by hand; deletion is retried",
-                e.id
-            )));
+            return Err(Error::ForeignClone {
+                pool: pool.to_string(),
+                child: child.to_string(),
+                object: object.to_string(),
+                id: e.id.clone(),
+            });
         }
         cluster
             .trash_remove(pool, &e.id, true)

@@ -1,6 +1,6 @@
 //! Periodic housekeeping while leading: purge what we trashed, collect images orphaned by a
 //! crash, close idle Ceph clients. Everything destructive here requires our stamp on the
-//! image (see [`crate::owner`]) and asks the API server, not a cache, whether its PV or
+//! image (see [`crate::domain::owner`]) and asks the API server, not a cache, whether its PV or
 //! claim still exists.
 
 use std::collections::HashSet;
@@ -13,9 +13,10 @@ use kube::api::Api;
 use super::Context;
 use super::purge::Job;
 use crate::ceph::{Cluster, Credentials};
+use crate::domain::owner::{self, Liveness, Orphan, Stamp};
+use crate::domain::{params, volume};
 use crate::error::SecretRole;
-use crate::owner::{self, Liveness, Orphan, Stamp};
-use crate::{k8s, params, volume};
+use crate::k8s;
 
 pub async fn run(ctx: Arc<Context>) {
     let every = ctx.settings.maintenance_interval;
@@ -155,10 +156,9 @@ async fn collect_one(
 ) -> crate::error::Result<()> {
     let object = format!("image {pool}/{image}");
     let referenced = |ctx: &Context| {
-        ctx.volumes
-            .state()
-            .iter()
-            .any(|pv| crate::reclaim::spec_image(pv).is_some_and(|(p, i)| p == pool && i == image))
+        ctx.volumes.state().iter().any(|pv| {
+            crate::domain::reclaim::spec_image(pv).is_some_and(|(p, i)| p == pool && i == image)
+        })
     };
     if referenced(ctx) {
         return Ok(());

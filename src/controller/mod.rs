@@ -26,13 +26,14 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
 
 use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
+use crate::domain::owner::Instance;
+use crate::domain::params;
+use crate::domain::params::Flavor;
+use crate::domain::reclaim::{AdminSource, DeleteTarget};
 use crate::error::{Error, SecretRole};
+use crate::k8s;
 use crate::k8s::Events;
 use crate::metrics::Metrics;
-use crate::owner::Instance;
-use crate::params::Flavor;
-use crate::reclaim::{AdminSource, DeleteTarget};
-use crate::{k8s, params};
 
 /// Settings that do not change while running.
 #[derive(Clone, Debug)]
@@ -162,7 +163,7 @@ impl Context {
         self.volumes
             .state()
             .iter()
-            .any(|pv| crate::claim::could_bind(pvc, pv))
+            .any(|pv| crate::domain::claim::could_bind(pvc, pv))
     }
 
     /// Waits until the volumes watch has listed every PV once.
@@ -180,7 +181,8 @@ impl Context {
     ) -> Option<String> {
         self.volumes.state().iter().find_map(|other| {
             (other.metadata.uid != pv.metadata.uid
-                && crate::reclaim::spec_image(other).is_some_and(|(p, i)| p == pool && i == image))
+                && crate::domain::reclaim::spec_image(other)
+                    .is_some_and(|(p, i)| p == pool && i == image))
             .then(|| other.metadata.name.clone().unwrap_or_default())
         })
     }
@@ -220,16 +222,18 @@ impl Context {
             }),
             AdminSource::FromClass(class_name) => {
                 let class = self
-                .class(class_name)
-                .await?
-                .ok_or_else(|| Error::Invalid(format!(
-                    "volume {pv_name} was made by the old ceph.com/rbd provisioner, which records no admin credentials on its PVs, and its StorageClass {class_name} is gone: recreate StorageClass {class_name} with the same monitors, adminId, adminSecretName and adminSecretNamespace (deletion is retried), or remove image {}/{} by hand and then the finalizers of PV {pv_name}",
-                    t.pool, t.image
-                )))?;
+                    .class(class_name)
+                    .await?
+                    .ok_or_else(|| Error::ClassGone {
+                        pv: pv_name.to_string(),
+                        class: class_name.clone(),
+                        pool: t.pool.clone(),
+                        image: t.image.clone(),
+                    })?;
                 let p = params::parse(&class.parameters.clone().unwrap_or_default()).map_err(
                     |source| Error::Params {
                         class: class_name.clone(),
-                        source,
+                        cause: source,
                     },
                 )?;
                 Ok(Credentials {
@@ -307,18 +311,36 @@ fn claim_key(pvc: &PersistentVolumeClaim) -> String {
     pvc.metadata.uid.clone().unwrap_or_default()
 }
 
-fn volume_error_policy(pv: Arc<PersistentVolume>, err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(pv.metadata.uid.as_deref().unwrap_or_default());
-    tracing::warn!(pv = pv.metadata.name.as_deref().unwrap_or(""), error = %err, retry_in = ?delay, "volume operation failed");
-    Action::requeue(delay)
+/// What the error policy says of the objects a reconciler handles.
+trait Reconciled: kube::Resource {
+    /// The log message of a failed reconcile.
+    const FAILED: &'static str;
+    /// The object in a log line.
+    fn label(&self) -> String;
 }
 
-fn claim_error_policy(pvc: Arc<PersistentVolumeClaim>, err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&claim_key(&pvc));
-    tracing::warn!(
-        claim = %format!("{}/{}", pvc.metadata.namespace.as_deref().unwrap_or(""), pvc.metadata.name.as_deref().unwrap_or("")),
-        error = %err, retry_in = ?delay, "provisioning failed"
-    );
+impl Reconciled for PersistentVolume {
+    const FAILED: &'static str = "volume operation failed";
+    fn label(&self) -> String {
+        self.metadata.name.clone().unwrap_or_default()
+    }
+}
+
+impl Reconciled for PersistentVolumeClaim {
+    const FAILED: &'static str = "provisioning failed";
+    fn label(&self) -> String {
+        format!(
+            "{}/{}",
+            self.metadata.namespace.as_deref().unwrap_or(""),
+            self.metadata.name.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// Both reconcilers' error policy: retry with the object's backoff (keyed by its uid).
+fn error_policy<K: Reconciled>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(obj.meta().uid.as_deref().unwrap_or_default());
+    tracing::warn!(object = %obj.label(), error = %err, retry_in = ?delay, "{}", K::FAILED);
     Action::requeue(delay)
 }
 
@@ -342,9 +364,7 @@ async fn cluster_uid(client: &Client) -> Result<String, Error> {
         .get("kube-system")
         .await
         .map_err(Error::kube("read Namespace", "kube-system"))?;
-    ns.metadata
-        .uid
-        .ok_or_else(|| Error::Invalid("Namespace kube-system has no uid".into()))
+    ns.metadata.uid.ok_or(Error::NoClusterUid)
 }
 
 /// Runs the controllers until a termination signal.
@@ -397,7 +417,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
     let claims = claims
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
-        .run(provision::reconcile, claim_error_policy, ctx.clone())
+        .run(provision::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
     let early = ctx.settings.early_provisioning;
     let volumes = volumes
@@ -417,7 +437,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         )
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
-        .run(delete::reconcile, volume_error_policy, ctx.clone())
+        .run(delete::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
     futures::join!(claims, volumes);
     maintenance.abort();

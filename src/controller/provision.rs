@@ -8,17 +8,18 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 
 use super::Context;
 use crate::ceph::{CloneSpec, Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
-use crate::claim::{self, ClaimAction};
-use crate::clone;
+use crate::domain::claim::{self, ClaimAction};
+use crate::domain::clone;
+use crate::domain::owner::{self, Stamp};
+use crate::domain::params::{self, Flavor};
+use crate::domain::volume::{
+    self, ClusterId, CsiVolume, NodeStage, NodeStageFacts, PvInput, Source,
+};
 use crate::error::{Error, Result, SecretRole, is_status};
 use crate::k8s;
-use crate::owner::{self, Stamp};
-use crate::params::{self, Flavor};
-use crate::volume::{self, ClusterId, CsiVolume, NodeStage, NodeStageFacts, PvInput, Source};
 
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
     let key = super::claim_key(&pvc);
@@ -62,17 +63,13 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         }
         ClaimAction::Provision if clone::populator(&pvc).is_some() => {
             let what = clone::populator(&pvc).unwrap_or_default();
+            let note = format!(
+                "the claim's dataSourceRef names {what}: left to its volume populator; {} provisions only empty volumes and clones of claims in the same namespace",
+                ctx.settings.provisioner
+            );
+            let regarding = pvc.object_ref(&());
             ctx.events
-                .publish(
-                    &pvc.object_ref(&()),
-                    EventType::Normal,
-                    "ExternalPopulator",
-                    "Provision",
-                    format!(
-                        "the claim's dataSourceRef names {what}: left to its volume populator; {} provisions only empty volumes and clones of claims in the same namespace",
-                        ctx.settings.provisioner
-                    ),
-                )
+                .normal(&regarding, "ExternalPopulator", "Provision", note)
                 .await;
             ctx.succeeded(&key);
             Ok(Action::await_change())
@@ -91,13 +88,7 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                         .provision(&class_label, source_kind(&pvc), Ok(started.elapsed()));
                     tracing::info!(claim = %claim_name(&pvc), elapsed = ?started.elapsed(), "{msg}");
                     ctx.events
-                        .publish(
-                            &regarding,
-                            EventType::Normal,
-                            "ProvisioningSucceeded",
-                            "Provision",
-                            msg,
-                        )
+                        .normal(&regarding, "ProvisioningSucceeded", "Provision", msg)
                         .await;
                     ctx.succeeded(&key);
                     Ok(Action::await_change())
@@ -110,13 +101,7 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                     ctx.metrics
                         .provision(&class_label, source_kind(&pvc), Err(e.kind()));
                     ctx.events
-                        .publish(
-                            &regarding,
-                            EventType::Warning,
-                            "ProvisioningFailed",
-                            "Provision",
-                            e.to_string(),
-                        )
+                        .warning(&regarding, "ProvisioningFailed", "Provision", e.to_string())
                         .await;
                     Err(e)
                 }
@@ -151,30 +136,30 @@ async fn provision(
     let class_name = class.metadata.name.clone().unwrap_or_default();
     let req = volume::claim_request(pvc).map_err(|source| Error::Claim {
         claim: name.clone(),
-        source,
+        cause: source,
     })?;
     let params =
         params::parse(&class.parameters.clone().unwrap_or_default()).map_err(|source| {
             Error::Params {
                 class: class_name.clone(),
-                source,
+                cause: source,
             }
         })?;
     let flavor = params.flavor.unwrap_or(ctx.settings.default_flavor);
     if flavor == Flavor::Csi {
         params::check_csi(&params).map_err(|source| Error::Params {
             class: class_name.clone(),
-            source,
+            cause: source,
         })?;
     }
     volume::check_access_modes(&req, flavor).map_err(|source| Error::Claim {
         claim: name.clone(),
-        source,
+        cause: source,
     })?;
 
     let clone_error = |source| Error::Clone {
         claim: name.clone(),
-        source,
+        cause: source,
     };
     let clone_source = match clone::source_name(pvc).map_err(clone_error)? {
         None => None,
@@ -221,7 +206,7 @@ async fn provision(
     {
         // Our PV from an earlier attempt: done. Anyone else's under our name: say so.
         let image = volume::image_name(&req.uid);
-        return crate::reclaim::is_volume_of(
+        return crate::domain::reclaim::is_volume_of(
             &existing,
             &ctx.settings.provisioner,
             &req.uid,
@@ -235,9 +220,8 @@ async fn provision(
         });
     }
     ctx.events
-        .publish(
+        .normal(
             &pvc.object_ref(&()),
-            kube::runtime::events::EventType::Normal,
             "Provisioning",
             "Provision",
             format!(
@@ -337,16 +321,17 @@ async fn provision(
             if let Some(theirs) = Stamp::read(&meta)
                 && (theirs.claim_uid != req.uid || !owner::stamped_by(&meta, &ctx.instance))
             {
-                return Err(Error::Invalid(format!(
-                    "{object} already exists and is stamped as the volume of claim {}/{} (uid {}) of provisioner {:?}; it was not adopted. Find out who made it (rbd image-meta list {}/{image})",
-                    theirs.claim_namespace,
-                    theirs.claim_name,
-                    theirs.claim_uid,
-                    meta.get(owner::META_PROVISIONER)
-                        .map(String::as_str)
-                        .unwrap_or("?"),
-                    params.pool
-                )));
+                return Err(Error::ImageTaken {
+                    pool: params.pool.clone(),
+                    image: image.clone(),
+                    owner_namespace: theirs.claim_namespace,
+                    owner_name: theirs.claim_name,
+                    owner_uid: theirs.claim_uid,
+                    provisioner: meta
+                        .get(owner::META_PROVISIONER)
+                        .cloned()
+                        .unwrap_or_else(|| "?".into()),
+                });
             }
             tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
         }
@@ -531,7 +516,7 @@ async fn clone_image(
     src: &clone::Source,
     spec: &ImageSpec,
 ) -> Result<Created, crate::ceph::CephError> {
-    let snap = crate::reclaim::clone_snapshot(&spec.name);
+    let snap = crate::domain::clone::clone_snapshot(&spec.name);
     cluster.snap_create(&src.pool, &src.image, &snap).await?;
     cluster.snap_protect(&src.pool, &src.image, &snap).await?;
     cluster

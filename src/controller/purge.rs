@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::ceph::{CephError, Cluster, ParentSpec, Removed};
+use crate::domain::clone;
 use crate::metrics::Metrics;
-use crate::reclaim;
 
 /// Purges running at once.
 const WORKERS: usize = 2;
@@ -98,7 +98,7 @@ async fn purge(job: &Job, metrics: &Metrics) -> bool {
         }
     }
     if let Some(p) = &job.parent
-        && reclaim::clone_of_snapshot(&p.snap) == Some(job.image.as_str())
+        && clone::clone_of_snapshot(&p.snap) == Some(job.image.as_str())
     {
         // The source's snapshot existed only for this clone.
         if let Err(e) = job.cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await {

@@ -5,14 +5,13 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::EventType;
 
 use super::Context;
+use crate::domain::params::Flavor;
+use crate::domain::reclaim;
+use crate::domain::resize::{self, ResizeAction};
+use crate::domain::volume::capacity_quantity;
 use crate::error::{Error, Result};
-use crate::params::Flavor;
-use crate::reclaim;
-use crate::resize::{self, ResizeAction};
-use crate::volume::capacity_quantity;
 
 /// Handles a bound claim of one of our classes.
 pub async fn reconcile_bound(
@@ -44,18 +43,13 @@ pub async fn reconcile_bound(
     match resize::decide(pvc, &pv, allow_expansion, &ctx.settings.provisioner) {
         ResizeAction::Nothing => Ok(()),
         ResizeAction::Shrink { requested, current } => {
+            let note = format!(
+                "the claim asks for {} MiB but volume {pv_name} already has {} MiB; RBD volumes are never shrunk, so it keeps its size",
+                requested >> 20,
+                current >> 20
+            );
             ctx.events
-                .publish(
-                    &regarding,
-                    EventType::Normal,
-                    "VolumeResizeSkipped",
-                    "Resize",
-                    format!(
-                        "the claim asks for {} MiB but volume {pv_name} already has {} MiB; RBD volumes are never shrunk, so it keeps its size",
-                        requested >> 20,
-                        current >> 20
-                    ),
-                )
+                .normal(&regarding, "VolumeResizeSkipped", "Resize", note)
                 .await;
             Ok(())
         }
@@ -64,31 +58,20 @@ pub async fn reconcile_bound(
             match grow(pvc, &pv, to, flavor, ctx).await {
                 Ok(()) => {
                     ctx.metrics.record("resize", Ok(started.elapsed()));
+                    let note = format!(
+                        "grew volume {pv_name} from {} MiB to {} MiB; the node grows the filesystem when a pod next mounts the claim",
+                        from >> 20,
+                        to >> 20
+                    );
                     ctx.events
-                        .publish(
-                            &regarding,
-                            EventType::Normal,
-                            "FileSystemResizeRequired",
-                            "Resize",
-                            format!(
-                                "grew volume {pv_name} from {} MiB to {} MiB; the node grows the filesystem when a pod next mounts the claim",
-                                from >> 20,
-                                to >> 20
-                            ),
-                        )
+                        .normal(&regarding, "FileSystemResizeRequired", "Resize", note)
                         .await;
                     Ok(())
                 }
                 Err(e) => {
                     ctx.metrics.record("resize", Err(e.kind()));
                     ctx.events
-                        .publish(
-                            &regarding,
-                            EventType::Warning,
-                            "VolumeResizeFailed",
-                            "Resize",
-                            e.to_string(),
-                        )
+                        .warning(&regarding, "VolumeResizeFailed", "Resize", e.to_string())
                         .await;
                     Err(e)
                 }
@@ -105,8 +88,11 @@ async fn grow(
     ctx: &Context,
 ) -> Result<()> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
-    let t = reclaim::target(pv)
-        .map_err(|why| Error::Invalid(format!("cannot grow volume {pv_name}: {why}")))?;
+    let t = reclaim::target(pv).map_err(|cause| Error::Unlocated {
+        action: "grow",
+        pv: pv_name.clone(),
+        cause,
+    })?;
     let creds = ctx.admin_credentials(&pv_name, &t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);

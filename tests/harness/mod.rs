@@ -309,7 +309,7 @@ pub async fn check_consistent(c: &Scenario) -> Vec<String> {
             continue;
         }
         // spec.rbd's image or, for csi PVs (the default on Kubernetes >= 1.31), the volumeHandle.
-        let Some((_, image)) = rbd_provisioner::reclaim::spec_image(pv) else {
+        let Some((_, image)) = rbd_provisioner::domain::reclaim::spec_image(pv) else {
             continue;
         };
         if pv.metadata.deletion_timestamp.is_none() && !imgs.contains(&image) {

@@ -2,9 +2,9 @@
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
-use crate::params::Flavor;
-use crate::quantity;
-use crate::volume::{provisioned_by, round_up_mib};
+use crate::domain::params::Flavor;
+use crate::domain::quantity;
+use crate::domain::volume::{provisioned_by, round_up_mib};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResizeAction {
@@ -99,7 +99,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::ANN_PROVISIONED_BY;
+    use crate::domain::volume::ANN_PROVISIONED_BY;
     use k8s_openapi::api::core::v1::{
         CSIPersistentVolumeSource, ObjectReference, PersistentVolumeClaimSpec,
         PersistentVolumeClaimStatus, PersistentVolumeSpec, VolumeResourceRequirements,

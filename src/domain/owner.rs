@@ -83,6 +83,20 @@ pub fn stamped_by(meta: &BTreeMap<String, String>, me: &Instance) -> bool {
         && meta.get(META_CLUSTER) == Some(&me.cluster)
 }
 
+/// Why an image's stamp forbids deleting it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StampMismatch {
+    #[error("the image is stamped as provisioned by {0:?}, not by us")]
+    Provisioner(String),
+    #[error(
+        "the image is stamped as belonging to another Kubernetes cluster (kube-system uid {stamped}, this one's is {ours}); if the volume was moved to this cluster on purpose, hand it over with `rbd image-meta set POOL/IMAGE {key} {ours}`",
+        key = META_CLUSTER
+    )]
+    Cluster { stamped: String, ours: String },
+    #[error("the image is stamped as the volume of PV {owner}, not of {pv}")]
+    Pv { owner: String, pv: String },
+}
+
 /// Whether a deletion of `pv`'s image may go ahead, given the image's metadata. Images made
 /// before stamps existed (or by the old provisioner) carry none: the PV's immutable spec
 /// and the checks on it decide those alone.
@@ -90,13 +104,11 @@ pub fn check_delete(
     meta: &BTreeMap<String, String>,
     me: &Instance,
     pv: &str,
-) -> Result<(), String> {
+) -> Result<(), StampMismatch> {
     if let Some(p) = meta.get(META_PROVISIONER)
         && p != &me.provisioner
     {
-        return Err(format!(
-            "the image is stamped as provisioned by {p:?}, not by us"
-        ));
+        return Err(StampMismatch::Provisioner(p.clone()));
     }
     if let Some(c) = meta.get(META_CLUSTER)
         && c != &me.cluster
@@ -104,17 +116,18 @@ pub fn check_delete(
         // A volume carried into a new cluster on purpose (objects restored from a backup)
         // keeps the old cluster's stamp: say how to hand it over. An in-place upgrade keeps
         // the kube-system namespace, so its volumes never get here.
-        return Err(format!(
-            "the image is stamped as belonging to another Kubernetes cluster (kube-system uid {c}, this one's is {}); if the volume was moved to this cluster on purpose, hand it over with `rbd image-meta set POOL/IMAGE {META_CLUSTER} {}`",
-            me.cluster, me.cluster
-        ));
+        return Err(StampMismatch::Cluster {
+            stamped: c.clone(),
+            ours: me.cluster.clone(),
+        });
     }
     if let Some(owner) = meta.get(META_PV)
         && owner != pv
     {
-        return Err(format!(
-            "the image is stamped as the volume of PV {owner}, not of {pv}"
-        ));
+        return Err(StampMismatch::Pv {
+            owner: owner.clone(),
+            pv: pv.to_string(),
+        });
     }
     Ok(())
 }
@@ -233,6 +246,7 @@ mod tests {
         assert!(
             check_delete(&m, &me(), "pvc-u2")
                 .unwrap_err()
+                .to_string()
                 .contains("pvc-u1")
         );
         let other = Instance {

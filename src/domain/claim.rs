@@ -3,6 +3,8 @@
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 
+use crate::domain::meta::annotation;
+
 pub const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
 /// The only one Kubernetes 1.20's kube-controller-manager sets.
 pub const ANN_STORAGE_PROVISIONER_BETA: &str = "volume.beta.kubernetes.io/storage-provisioner";
@@ -24,22 +26,14 @@ pub fn class_name(pvc: &PersistentVolumeClaim) -> Option<&str> {
     pvc.spec
         .as_ref()
         .and_then(|s| s.storage_class_name.as_deref())
-        .or_else(|| annotation(pvc, ANN_STORAGE_CLASS_BETA))
+        .or_else(|| annotation(&pvc.metadata, ANN_STORAGE_CLASS_BETA))
         .filter(|n| !n.is_empty())
 }
 
 /// The provisioner kube-controller-manager handed the claim to, from either annotation.
 pub fn handed_to(pvc: &PersistentVolumeClaim) -> Option<&str> {
-    annotation(pvc, ANN_STORAGE_PROVISIONER)
-        .or_else(|| annotation(pvc, ANN_STORAGE_PROVISIONER_BETA))
-}
-
-fn annotation<'a>(pvc: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
-    pvc.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
+    annotation(&pvc.metadata, ANN_STORAGE_PROVISIONER)
+        .or_else(|| annotation(&pvc.metadata, ANN_STORAGE_PROVISIONER_BETA))
 }
 
 /// Decides what to do with `pvc`, given its StorageClass (if it exists) and our name.
@@ -96,7 +90,7 @@ pub fn decide(
         );
     }
     if class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
-        && annotation(pvc, ANN_SELECTED_NODE).is_none_or(str::is_empty)
+        && annotation(&pvc.metadata, ANN_SELECTED_NODE).is_none_or(str::is_empty)
     {
         return ClaimAction::Wait("waiting for the first consumer to be scheduled".into());
     }
@@ -153,7 +147,7 @@ pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> bool {
         return false;
     }
     let bytes = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-        q.and_then(|q| crate::quantity::to_bytes(&q.0).ok())
+        q.and_then(|q| crate::domain::quantity::to_bytes(&q.0).ok())
     };
     let request = bytes(
         c.resources

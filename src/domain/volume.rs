@@ -10,8 +10,8 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::params::{ClassParams, Flavor, SecretRef};
-use crate::quantity::{self, QuantityError};
+use crate::domain::params::{ClassParams, Flavor, SecretRef};
+use crate::domain::quantity::{self, QuantityError};
 
 pub const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// What deletion needs, recorded on the PV so that it does not depend on the StorageClass.
@@ -26,17 +26,13 @@ pub const FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer
 /// cluster's fsid, read through librados when the volume was provisioned).
 pub const ANN_CLUSTER_ID_SOURCE: &str = "rbd-provisioner.ceph.com/cluster-id-source";
 /// ceph-csi's default driver name; a class may name another with `csiDriver`.
-pub const CSI_DRIVER: &str = crate::params::DEFAULT_CSI_DRIVER;
+pub const CSI_DRIVER: &str = crate::domain::params::DEFAULT_CSI_DRIVER;
 
 const MIB: u64 = 1 << 20;
 
 /// The provisioner named in a PV's `pv.kubernetes.io/provisioned-by` annotation.
 pub fn provisioned_by(pv: &PersistentVolume) -> Option<&str> {
-    pv.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANN_PROVISIONED_BY))
-        .map(String::as_str)
+    crate::domain::meta::annotation(&pv.metadata, ANN_PROVISIONED_BY)
 }
 
 /// The prefix of every dynamically provisioned image's name (ours, the in-tree and the old
@@ -584,7 +580,7 @@ pub fn copy_command(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params;
+    use crate::domain::params;
     use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, VolumeResourceRequirements};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 

@@ -2,9 +2,9 @@
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
-use crate::quantity;
-use crate::reclaim;
-use crate::volume::provisioned_by;
+use crate::domain::quantity;
+use crate::domain::reclaim;
+use crate::domain::volume::provisioned_by;
 
 /// The image a clone is made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,8 +48,10 @@ pub enum CloneError {
         want: u64,
         have: u64,
     },
+    #[error("clone source {0}: its PV has no capacity")]
+    NoCapacity(String),
     #[error("clone source {0}: {1}")]
-    Broken(String, String),
+    Broken(String, reclaim::TargetError),
 }
 
 /// What a claim's `dataSourceRef` (or, without one, `dataSource`) asks for, for kinds this
@@ -115,7 +117,7 @@ pub fn check_source(
     let pv = source_pv
         .filter(|_| bound)
         .ok_or_else(|| CloneError::NotBound(full.clone()))?;
-    let source_class = crate::claim::class_name(pvc)
+    let source_class = crate::domain::claim::class_name(pvc)
         .unwrap_or_default()
         .to_string();
     if source_class != class {
@@ -136,7 +138,7 @@ pub fn check_source(
         .and_then(|c| c.get("storage"))
         .and_then(|q| quantity::to_bytes(&q.0).ok())
         .and_then(|b| u64::try_from(b).ok())
-        .ok_or_else(|| CloneError::Broken(full.clone(), "its PV has no capacity".into()))?;
+        .ok_or_else(|| CloneError::NoCapacity(full.clone()))?;
     if want_size < size {
         return Err(CloneError::TooSmall {
             source_claim: full,
@@ -152,10 +154,21 @@ pub fn check_source(
     })
 }
 
+/// Snapshot taken on a source image for one clone; naming it after the clone lets either
+/// side find the other when one is deleted.
+pub fn clone_snapshot(child_image: &str) -> String {
+    format!("clone-for-{child_image}")
+}
+
+/// The clone a snapshot was made for, if it is one of ours.
+pub fn clone_of_snapshot(snap: &str) -> Option<&str> {
+    snap.strip_prefix("clone-for-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::ANN_PROVISIONED_BY;
+    use crate::domain::volume::ANN_PROVISIONED_BY;
     use k8s_openapi::api::core::v1::{
         PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PersistentVolumeSpec,
         RBDPersistentVolumeSource, TypedLocalObjectReference,
@@ -330,5 +343,12 @@ mod tests {
         set(&mut c, "Backup", Some("example.io"), None);
         assert_eq!(populator(&c).as_deref(), Some("Backup.example.io src"));
         assert!(matches!(source_name(&c), Err(CloneError::Kind(_))));
+    }
+
+    #[test]
+    fn clone_snapshot_names() {
+        let s = clone_snapshot("kubernetes-dynamic-pvc-9");
+        assert_eq!(clone_of_snapshot(&s), Some("kubernetes-dynamic-pvc-9"));
+        assert_eq!(clone_of_snapshot("manual"), None);
     }
 }

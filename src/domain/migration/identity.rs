@@ -1,0 +1,180 @@
+//! What one migration is about, and how the live claim and PV are checked against it.
+
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+
+use super::Step;
+use crate::domain::reclaim::{made_by_old_provisioner, spec_image};
+use crate::domain::volume::{self, CSI_DRIVER};
+
+pub(super) fn claim_ref(pv: &PersistentVolume) -> Option<&ObjectReference> {
+    pv.spec.as_ref()?.claim_ref.as_ref()
+}
+
+/// `namespace/name` of the claim a PV is (or was) bound to.
+pub fn claim_key(pv: &PersistentVolume) -> Option<(String, String)> {
+    let r = claim_ref(pv)?;
+    Some((r.namespace.clone()?, r.name.clone()?))
+}
+
+pub(super) fn csi_handle(pv: &PersistentVolume) -> Option<&str> {
+    let csi = pv.spec.as_ref()?.csi.as_ref()?;
+    (csi.driver == CSI_DRIVER).then_some(csi.volume_handle.as_str())
+}
+
+/// What one migration is about, taken from the old rbd PV (live, or its admin-only backup):
+/// the PV, the claim it is bound to (by uid) and its image. Every step re-checks the live
+/// claim and PV against it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub pv: String,
+    /// The old rbd PV object's uid.
+    pub pv_uid: Option<String>,
+    pub claim_namespace: String,
+    pub claim: String,
+    pub claim_uid: String,
+    pub pool: String,
+    pub image: String,
+}
+
+impl Identity {
+    /// From an rbd PV bound to a claim by uid. For volumes this provisioner made, the image
+    /// must be the one named after the PV (`pvc-<uid>` → `kubernetes-dynamic-pvc-<uid>`).
+    pub fn of(pv: &PersistentVolume) -> Result<Identity, String> {
+        let name = pv
+            .metadata
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or("the PersistentVolume has no name")?;
+        if pv.spec.as_ref().and_then(|s| s.rbd.as_ref()).is_none() {
+            return Err(format!("PersistentVolume {name} has no spec.rbd"));
+        }
+        let (pool, image) =
+            spec_image(pv).ok_or_else(|| format!("PersistentVolume {name} names no image"))?;
+        let r = claim_ref(pv).ok_or_else(|| format!("PersistentVolume {name} has no claimRef"))?;
+        let field = |v: &Option<String>, what: &str| {
+            v.clone()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("the claimRef of PersistentVolume {name} has no {what}"))
+        };
+        let id = Identity {
+            claim_namespace: field(&r.namespace, "namespace")?,
+            claim: field(&r.name, "name")?,
+            claim_uid: field(&r.uid, "uid")?,
+            pv_uid: pv.metadata.uid.clone(),
+            pv: name,
+            pool,
+            image,
+        };
+        if !made_by_old_provisioner(pv) {
+            let derived = id.pv.strip_prefix("pvc-").map(volume::image_name);
+            if derived.as_deref() != Some(id.image.as_str()) {
+                return Err(format!(
+                    "PersistentVolume {} names image {}/{}, but a volume this provisioner made is named after its PV ({}): the PV was copied or edited; rewrite it by hand if it is right",
+                    id.pv,
+                    id.pool,
+                    id.image,
+                    derived
+                        .unwrap_or_else(|| "kubernetes-dynamic-pvc-<uid> for PV pvc-<uid>".into())
+                ));
+            }
+        }
+        Ok(id)
+    }
+
+    /// `ns/name`
+    pub fn claim_label(&self) -> String {
+        format!("{}/{}", self.claim_namespace, self.claim)
+    }
+
+    fn claim_ref_matches(&self, pv: &PersistentVolume) -> bool {
+        claim_ref(pv).is_some_and(|r| {
+            r.namespace.as_deref() == Some(self.claim_namespace.as_str())
+                && r.name.as_deref() == Some(self.claim.as_str())
+                && r.uid.as_deref() == Some(self.claim_uid.as_str())
+        })
+    }
+
+    /// The live claim must be the one the PV is bound to: same namespace, name and uid, and
+    /// its `spec.volumeName` must name the PV (a Lost claim keeps it).
+    pub fn check_claim(&self, claim: Option<&PersistentVolumeClaim>) -> Result<(), String> {
+        let c = self.claim_label();
+        let Some(claim) = claim else {
+            return Err(format!(
+                "claim {c} (uid {}) no longer exists",
+                self.claim_uid
+            ));
+        };
+        let m = &claim.metadata;
+        if m.namespace.as_deref() != Some(self.claim_namespace.as_str())
+            || m.name.as_deref() != Some(self.claim.as_str())
+        {
+            return Err(format!(
+                "claim {}/{} is not claim {c}",
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default()
+            ));
+        }
+        if m.uid.as_deref() != Some(self.claim_uid.as_str()) {
+            return Err(format!(
+                "claim {c} has uid {}, but PersistentVolume {} belongs to the claim of uid {} (the claim was recreated)",
+                m.uid.as_deref().unwrap_or("none"),
+                self.pv,
+                self.claim_uid
+            ));
+        }
+        let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+        if volume_name != Some(self.pv.as_str()) {
+            return Err(format!(
+                "claim {c} names volume {:?}, not PersistentVolume {}",
+                volume_name.unwrap_or_default(),
+                self.pv
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where the migration stands by the live PV of that name: the same rbd PV object still
+    /// there, gone, or replaced by the csi PV of the same image and claim. Anything else is
+    /// not ours to touch.
+    pub fn locate(&self, live: Option<&PersistentVolume>) -> Result<Step, String> {
+        let Some(pv) = live else {
+            return Ok(Step::CreateNew);
+        };
+        let image = Some((self.pool.clone(), self.image.clone()));
+        let changed = |what: String| {
+            Err(format!(
+                "PersistentVolume {} {what}, not rbd image {}/{} of claim {} (uid {})",
+                self.pv,
+                self.pool,
+                self.image,
+                self.claim_label(),
+                self.claim_uid
+            ))
+        };
+        if !self.claim_ref_matches(pv) {
+            let r = claim_ref(pv);
+            return changed(format!(
+                "is bound to claim {}/{} (uid {})",
+                r.and_then(|r| r.namespace.as_deref()).unwrap_or_default(),
+                r.and_then(|r| r.name.as_deref()).unwrap_or_default(),
+                r.and_then(|r| r.uid.as_deref()).unwrap_or("none")
+            ));
+        }
+        if spec_image(pv) != image {
+            let (p, i) = spec_image(pv).unwrap_or_default();
+            return changed(format!("names image {p}/{i}"));
+        }
+        let spec = pv.spec.as_ref();
+        if spec.and_then(|s| s.rbd.as_ref()).is_some() {
+            if self.pv_uid.is_some() && pv.metadata.uid != self.pv_uid {
+                return changed("was recreated since (another object uid)".into());
+            }
+            return Ok(Step::DeleteOld);
+        }
+        if csi_handle(pv) == Some(self.image.as_str()) {
+            return Ok(Step::AwaitBound);
+        }
+        changed("is neither its rbd volume nor its csi volume".into())
+    }
+}
