@@ -129,6 +129,41 @@ fn class_of(pv: &PersistentVolume) -> &str {
         .unwrap_or("")
 }
 
+/// A predecessor killed inside its trash move (or before its purge) leaves a trash entry under
+/// the image's name, which its stamp cannot always vouch for: a half-moved entry cannot be
+/// opened. The PV's immutable spec names the image, and a name derived from the claim's uid is
+/// ours, so such entries are purged (the purge finishes a half-done move first).
+async fn purge_left_in_trash(
+    ctx: &Arc<Context>,
+    cluster: &Arc<Cluster>,
+    pv: &PersistentVolume,
+    t: &DeleteTarget,
+) {
+    let claim_uid = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .and_then(|r| r.uid.as_deref());
+    if claim_uid.map(crate::domain::volume::image_name).as_deref() != Some(t.image.as_str()) {
+        return;
+    }
+    match cluster.trash_list(&t.pool).await {
+        Ok(entries) => {
+            for e in entries.into_iter().filter(|e| e.name == t.image) {
+                tracing::info!(pool = %t.pool, image = %t.image, id = %e.id, "purging what an earlier process left in the trash");
+                ctx.purger.submit(Job {
+                    cluster: cluster.clone(),
+                    pool: t.pool.clone(),
+                    id: e.id,
+                    image: t.image.clone(),
+                    parent: None,
+                });
+            }
+        }
+        Err(e) => tracing::warn!(pool = %t.pool, error = %e, "could not list the trash"),
+    }
+}
+
 async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> Result<()> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
     let refuse = |why: String| Error::Refused {
@@ -152,6 +187,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
         // Only the image's own ENOENT in a pool that exists: a missing pool is an error.
         Err(e) if e.is_not_found() => {
             tracing::info!(pv = %pv_name, "image already gone");
+            purge_left_in_trash(ctx, &cluster, pv, t).await;
         }
         Err(e) => return Err(Error::ceph(&object)(e)),
         Ok(info) => {

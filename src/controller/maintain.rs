@@ -107,6 +107,23 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
     for e in entries {
         let meta = match cluster.trash_metadata(pool, &e.id, owner::KEYS).await {
             Ok(m) => m,
+            // The image behind the entry is gone (header removed): a purge (ours, or anyone's
+            // `rbd trash rm`) was interrupted after it had begun destroying the image, so no
+            // usable image is left to protect. Finish it, for names of this kind only.
+            Err(err)
+                if err.is_not_found()
+                    && e.name.starts_with(crate::domain::volume::IMAGE_PREFIX) =>
+            {
+                tracing::info!(%pool, image = %e.name, id = %e.id, "finishing the purge of a trash entry whose image is already removed");
+                ctx.purger.submit(Job {
+                    cluster: cluster.clone(),
+                    pool: pool.to_string(),
+                    id: e.id.clone(),
+                    image: e.name.clone(),
+                    parent: None,
+                });
+                continue;
+            }
             Err(err) => {
                 tracing::debug!(%pool, image = %e.name, error = %err, "trash entry unreadable; left alone");
                 continue;

@@ -141,11 +141,16 @@ impl Context {
         if !listed {
             return false;
         }
-        let cached = self
+        // A claim being deleted is asked about at the API server: the claim watch that wakes
+        // this volume and the claims cache are two watches, and the wake-up for the final
+        // removal may come before the cache has dropped the claim.
+        let cached_alive = self
             .claims
             .get(&ObjectRef::new(name).within(ns))
-            .is_some_and(|c| c.metadata.uid.as_ref() == Some(uid));
-        if cached {
+            .is_some_and(|c| {
+                c.metadata.uid.as_ref() == Some(uid) && c.metadata.deletion_timestamp.is_none()
+            });
+        if cached_alive {
             return false;
         }
         match Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
