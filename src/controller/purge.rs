@@ -1,7 +1,8 @@
 //! Purging trashed images in the background: a bounded queue, a few workers (so that a mass
 //! deletion leaves the blocking pool to provisioning), and retries for failed purges.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -40,6 +41,17 @@ pub struct Job {
 
 pub struct Purger {
     tx: mpsc::Sender<(Job, u32)>,
+    /// Entries queued or being purged, by (monitors, pool, trash id): two removals of one entry
+    /// at once make each other fail (EBUSY) until both give up.
+    pending: Arc<Mutex<HashSet<(String, String, String)>>>,
+}
+
+fn key(job: &Job) -> (String, String, String) {
+    (
+        job.cluster.monitors().to_string(),
+        job.pool.clone(),
+        job.id.clone(),
+    )
 }
 
 impl Purger {
@@ -47,35 +59,56 @@ impl Purger {
         let (tx, mut rx) = mpsc::channel::<(Job, u32)>(QUEUE);
         let retry = tx.clone();
         let slots = Arc::new(Semaphore::new(WORKERS));
+        let pending: Arc<Mutex<HashSet<(String, String, String)>>> = Arc::default();
+        let done = pending.clone();
         tokio::spawn(async move {
             while let Some((job, attempt)) = rx.recv().await {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let (metrics, retry) = (metrics.clone(), retry.clone());
+                let (metrics, retry, done) = (metrics.clone(), retry.clone(), done.clone());
                 tokio::spawn(async move {
                     let failed = purge(&job, &metrics).await;
                     drop(permit);
                     if failed && attempt + 1 < ATTEMPTS {
                         tokio::time::sleep(pause(attempt)).await;
                         let _ = retry.send((job, attempt + 1)).await;
-                    } else if failed {
+                        return;
+                    }
+                    if failed {
                         tracing::warn!(pool = %job.pool, image = %job.image, "giving up purging for now; the periodic sweep retries");
                     }
+                    done.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key(&job));
                 });
             }
         });
-        Purger { tx }
+        Purger { tx, pending }
     }
 
     /// Queues a trashed image for purging. A full queue is not an error: the entry stays in
     /// the trash, marked as ours, and the periodic sweep queues it again.
     pub fn submit(&self, job: Job) {
+        let k = key(&job);
+        if !self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(k.clone())
+        {
+            tracing::debug!(pool = %job.pool, image = %job.image, "already being purged");
+            return;
+        }
         if let Err(e) = self.tx.try_send((job, 0)) {
             let job = match e {
                 mpsc::error::TrySendError::Full((j, _))
                 | mpsc::error::TrySendError::Closed((j, _)) => j,
             };
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&k);
             tracing::warn!(pool = %job.pool, image = %job.image, "purge queue full; the periodic sweep purges it later");
         }
     }
