@@ -157,6 +157,7 @@ async fn purge_left_in_trash(
                     id: e.id,
                     image: t.image.clone(),
                     parent: None,
+                    finish_move: true,
                 });
             }
         }
@@ -221,6 +222,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 id: info.id.clone(),
                 image: t.image.clone(),
                 parent: info.parent.clone(),
+                finish_move: true,
             });
         }
     }

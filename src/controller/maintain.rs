@@ -107,9 +107,10 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
     for e in entries {
         let meta = match cluster.trash_metadata(pool, &e.id, owner::KEYS).await {
             Ok(m) => m,
-            // The image behind the entry is gone (header removed): a purge (ours, or anyone's
-            // `rbd trash rm`) was interrupted after it had begun destroying the image, so no
-            // usable image is left to protect. Finish it, for names of this kind only.
+            // The image behind the entry cannot be opened: a purge (ours, or anyone's `rbd trash
+            // rm`) interrupted after it had begun destroying the image leaves no usable image to
+            // protect, so it is finished. A half-moved entry (also unreadable) still holds a whole
+            // image that nothing proves ours: its move is not finished here (`finish_move`).
             Err(err)
                 if err.is_not_found()
                     && e.name.starts_with(crate::domain::volume::IMAGE_PREFIX) =>
@@ -121,6 +122,7 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
                     id: e.id.clone(),
                     image: e.name.clone(),
                     parent: None,
+                    finish_move: false,
                 });
                 continue;
             }
@@ -138,6 +140,7 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
                 id: e.id.clone(),
                 image: e.name.clone(),
                 parent: None,
+                finish_move: true,
             });
         }
     }
@@ -221,6 +224,7 @@ async fn collect_one(
                 id: info.id,
                 image: image.to_string(),
                 parent: info.parent,
+                finish_move: true,
             });
             ctx.metrics.record("orphan_collect", Ok(Duration::ZERO));
             tracing::warn!(%pool, %image, claim = %format!("{}/{} (uid {})", stamp.claim_namespace, stamp.claim_name, stamp.claim_uid), "removed an image orphaned by an interrupted provisioning: its claim is gone and no PV names it");

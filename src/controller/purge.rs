@@ -37,6 +37,9 @@ pub struct Job {
     pub image: String,
     /// The source snapshot a clone was made from, dropped once the clone is purged.
     pub parent: Option<ParentSpec>,
+    /// Whether a half-done trash move of this entry may be finished and purged: only when
+    /// the image is provably ours. A half-moved entry still holds a whole image.
+    pub finish_move: bool,
 }
 
 pub struct Purger {
@@ -149,7 +152,7 @@ async fn purge(job: &Job, metrics: &Metrics) -> bool {
 /// `rbd_trash_move` is moved to the end first.
 async fn remove(job: &Job) -> Result<Removed, CephError> {
     match job.cluster.trash_remove(&job.pool, &job.id, true).await {
-        Err(e) if interrupted_move(&e) => {
+        Err(e) if interrupted_move(&e) && job.finish_move => {
             finish_move(job).await?;
             job.cluster.trash_remove(&job.pool, &job.id, true).await
         }
