@@ -1,4 +1,4 @@
-//! Early deletion, proven with kube-controller-manager paused. A binary of its own: cargo runs
+//! Early provisioning and early deletion, proven with kube-controller-manager paused. A binary of its own: cargo runs
 //! test binaries one after another, so the pause cannot stall another test's claims.
 
 mod common;
@@ -79,6 +79,78 @@ async fn a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released() 
             "no early deletion of pvc-{uid}:\n{logs}"
         );
     }
+}
+
+/// A claim no existing volume could serve is provisioned before kube-controller-manager hands
+/// it over. kube-controller-manager is paused (SIGSTOP) while the claim is created, so the
+/// hand-over cannot come: a PV for the claim can only be our early path's. Once resumed, the
+/// binder binds the pre-bound PV.
+#[tokio::test]
+async fn a_claim_nothing_else_could_serve_is_provisioned_before_the_hand_over() {
+    let name = format!("{}.test/rbd", unique("early"));
+    let c = Scenario::serving(
+        "early",
+        &name,
+        &[("RUST_LOG", "info,rbd_provisioner=trace")],
+    )
+    .await;
+    let class = c.class("fast", &[], json!({})).await;
+    wait_log(&c.prov, &["watches synced"], T).await;
+    let pid = kcm_pid(&c);
+    let uid = {
+        let _paused = Paused::new(pid);
+        let made = claim(
+            &c.admin,
+            &c.ns,
+            "data",
+            &class,
+            "64Mi",
+            &["ReadWriteOnce"],
+            json!({}),
+        )
+        .await;
+        let uid = uid_of(&made);
+        let pv = wait_for(
+            &format!("pvc-{uid} made while the hand-over cannot come"),
+            T,
+            || async { c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap() },
+        )
+        .await;
+        let still = c.pvcs().get("data").await.unwrap();
+        assert!(
+            !still
+                .metadata
+                .annotations
+                .iter()
+                .flatten()
+                .any(|(k, _)| k.ends_with("/storage-provisioner")),
+            "the claim was handed over although kube-controller-manager is paused: {:?}",
+            still.metadata.annotations
+        );
+        let claim_ref = pv.spec.and_then(|s| s.claim_ref).expect("a pre-bound PV");
+        assert_eq!(claim_ref.uid.as_deref(), Some(uid.as_str()));
+        uid
+    };
+    wait_bound(&c.admin, &c.ns, "data", T).await;
+    assert!(
+        rbd_ls(&c.bed, "kube").contains(&format!("kubernetes-dynamic-pvc-{uid}")),
+        "no image for the early PV"
+    );
+    assert!(
+        c.prov
+            .logs()
+            .contains("provisioning before kube-controller-manager's hand-over"),
+        "{}",
+        c.prov.logs()
+    );
+}
+
+fn kcm_pid(c: &Scenario) -> i32 {
+    std::fs::read_to_string(c.bed.dir.join("kube/pids/kube-controller-manager.pid"))
+        .expect("kube-controller-manager's pid file")
+        .trim()
+        .parse::<i32>()
+        .unwrap()
 }
 
 /// kube-controller-manager stopped with SIGSTOP until dropped (also when the test fails).
