@@ -63,6 +63,7 @@ async fn doctor_passes_a_good_class_and_names_fixes_for_bad_ones() {
         "OK     parameters",
         "OK     admin key",
         "OK     probe image",
+        "initialised for RBD",
         "OK     user key",
         "OK     admin secret RBAC",
         "no Nodes registered: cannot check",
@@ -129,6 +130,57 @@ async fn doctor_passes_a_good_class_and_names_fixes_for_bad_ones() {
     assert!(text.contains("FAIL   pool"), "{text}");
     assert!(
         text.contains("fix: ceph osd pool create no-such-pool && rbd pool init no-such-pool"),
+        "{text}"
+    );
+}
+
+/// Removes a pool the test made, also when the test fails.
+struct PoolRemover {
+    conf: std::path::PathBuf,
+    pool: String,
+}
+
+impl Drop for PoolRemover {
+    fn drop(&mut self) {
+        let p = self.pool.as_str();
+        let _ = std::process::Command::new("ceph")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["osd", "pool", "rm", p, p, "--yes-i-really-really-mean-it"])
+            .output();
+    }
+}
+
+/// A pool that exists but was never `rbd pool init`-ed fails the pool check, with the fix.
+#[tokio::test]
+async fn doctor_fails_a_pool_not_initialised_for_rbd() {
+    let s = Scenario::new("docpool").await;
+    let pool = unique("untagged");
+    let conf = s.bed.dir.join("ceph/ceph.conf");
+    let ceph = |args: &[&str]| {
+        let out = std::process::Command::new("ceph")
+            .arg("-c")
+            .arg(&conf)
+            .args(args)
+            .output()
+            .expect("run ceph");
+        assert!(
+            out.status.success(),
+            "ceph {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ceph(&["osd", "pool", "create", &pool, "8"]);
+    let _rm = PoolRemover {
+        conf: conf.clone(),
+        pool: pool.clone(),
+    };
+    let class = s.class("untagged", &[("pool", &pool)], json!({})).await;
+    let (ok, text) = doctor(&s, &class);
+    assert!(!ok, "doctor passed a pool not initialised for RBD:\n{text}");
+    assert!(text.contains("FAIL   pool"), "{text}");
+    assert!(
+        text.contains(&format!("fix: rbd pool init {pool}")),
         "{text}"
     );
 }

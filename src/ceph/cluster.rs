@@ -379,6 +379,17 @@ impl Cluster {
         .await
     }
 
+    /// The applications enabled on a pool (`rbd` once `rbd pool init` has run).
+    pub async fn pool_applications(self: &Arc<Self>, pool: &str) -> Result<Vec<String>, CephError> {
+        let pool = pool.to_string();
+        self.run(move |c| {
+            let io = c.rados.ioctx(&pool)?;
+            io.applications()
+                .map_err(|e| pool_err(Op::ListApplications, &pool, e))
+        })
+        .await
+    }
+
     /// Runs `f` on an image opened read-only or read/write; errors name the image and `op`.
     async fn with_image<T, F>(
         self: &Arc<Self>,

@@ -186,6 +186,13 @@ unsafe extern "C" {
     /// Writes the cluster's fsid (36 characters, NUL-terminated when it fits) into `buf`;
     /// returns its length, or -ERANGE when `len` is too small.
     pub fn rados_cluster_fsid(cluster: rados_t, buf: *mut c_char, len: usize) -> c_int;
+    /// Writes the names of the applications enabled on the pool, each NUL-terminated, into
+    /// `values`; -ERANGE with `values_len` set to the size needed when it does not fit.
+    pub fn rados_application_list(
+        io: rados_ioctx_t,
+        values: *mut c_char,
+        values_len: *mut usize,
+    ) -> c_int;
 }
 
 #[link(name = "rbd")]

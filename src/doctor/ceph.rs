@@ -79,16 +79,7 @@ pub(super) async fn admin_rows(p: &ClassParams, key: CephKey, timeouts: Timeouts
         format!("client.{} authenticates", p.admin_id),
     )];
     match cluster.list_images(&p.pool).await {
-        Ok(images) => rows.push(row(
-            "pool",
-            Status::Ok,
-            format!(
-                "{} exists ({} images); its rbd application tag is not checked here (ceph osd pool application get {})",
-                p.pool,
-                images.len(),
-                p.pool
-            ),
-        )),
+        Ok(images) => rows.push(pool_row(&cluster, &p.pool, images.len()).await),
         Err(e) if e.is_pool_missing() => {
             rows.push(fail(
                 "pool",
@@ -111,6 +102,36 @@ pub(super) async fn admin_rows(p: &ClassParams, key: CephKey, timeouts: Timeouts
     }
     rows.push(probe(&cluster, p).await);
     rows
+}
+
+/// The pool is initialised for RBD: `rbd pool init` enables the `rbd` application on it.
+/// Without it Ceph reports POOL_APP_NOT_ENABLED, and a pool tagged for something else (CephFS,
+/// RGW) is not one to put volumes in.
+async fn pool_row(cluster: &Arc<Cluster>, pool: &str, images: usize) -> Row {
+    match cluster.pool_applications(pool).await {
+        Ok(apps) if apps.iter().any(|a| a == "rbd") => row(
+            "pool",
+            Status::Ok,
+            format!("{pool} exists, initialised for RBD ({images} images)"),
+        ),
+        Ok(apps) if apps.is_empty() => fail(
+            "pool",
+            format!("{pool} exists but is not initialised for RBD (no application enabled)"),
+            format!("rbd pool init {pool}"),
+        ),
+        Ok(apps) => fail(
+            "pool",
+            format!("{pool} is enabled for {}, not for RBD", apps.join(", ")),
+            format!(
+                "use a pool made for RBD (ceph osd pool create NAME && rbd pool init NAME); if {pool} really is meant for RBD too: ceph osd pool application enable {pool} rbd"
+            ),
+        ),
+        Err(e) => row(
+            "pool",
+            Status::Warn,
+            format!("{pool} exists ({images} images); its applications could not be read: {e}"),
+        ),
+    }
 }
 
 /// Creates and removes `rbd-provisioner-doctor-probe-<random>`; always removes it.

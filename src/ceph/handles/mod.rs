@@ -191,6 +191,29 @@ impl IoCtx<'_> {
         unsafe { ffi::rados_ioctx_get_id(self.raw) }
     }
 
+    /// The applications enabled on the pool (`rbd` once `rbd pool init` has run).
+    pub(super) fn applications(&self) -> Result<Vec<String>, Errno> {
+        let mut buf = vec![0u8; 256];
+        loop {
+            let mut len = buf.len();
+            // SAFETY: valid ioctx; `buf` writable for `len` bytes; valid out-pointer.
+            let r = unsafe {
+                ffi::rados_application_list(self.raw, buf.as_mut_ptr().cast::<c_char>(), &mut len)
+            };
+            if r == -libc::ERANGE && len > buf.len() {
+                buf.resize(len, 0);
+                continue;
+            }
+            check(r)?;
+            buf.truncate(len.min(buf.len()));
+            return Ok(buf
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect());
+        }
+    }
+
     /// Opens `name` read-only (no watch) or read/write (registers a watch).
     pub(super) fn open(&self, name: &str, read_only: bool) -> Result<Image<'_>, Errno> {
         let c_name = CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
