@@ -315,7 +315,7 @@ async fn namespace_overlay_renders_and_applies() {
     let bed = Bed::load();
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/manifests/overlays/example-namespace"
+        "/examples/overlays/example-namespace"
     );
     let out = kubectl(&bed).args(["kustomize", dir]).output().unwrap();
     assert!(

@@ -120,7 +120,7 @@ pub(super) async fn rbac_row(
             status: status_if_denied,
             detail: format!("{user} may not get {s}"),
             fix: Some(format!(
-                "add namespace {} to the Secret-reading RoleBindings (the secret-namespaces overlay in manifests/, see README \"Deploying into a cluster\")",
+                "add namespace {} to the Secret-reading RoleBindings (the secret-namespaces overlay in examples/overlays/, see README \"Deploying into a cluster\")",
                 s.namespace
             )),
         },
