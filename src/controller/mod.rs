@@ -372,6 +372,28 @@ async fn cluster_uid(client: &Client) -> Result<String, Error> {
     ns.metadata.uid.ok_or(Error::NoClusterUid)
 }
 
+/// A controller over every object of `api`, like `Controller::new`, whose cache keeps no
+/// `managedFields`: the server-side-apply bookkeeping is often larger than the rest of a PV or
+/// claim, is never read here, and nothing here writes a cached object back (an omitted field
+/// leaves the server's copy as it is).
+fn lean_controller<K>(api: Api<K>) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(stream, store)
+}
+
 /// Runs the controllers until a termination signal.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Result<(), Error> {
     let workers = settings.workers;
@@ -390,14 +412,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
     tokio::spawn(class_watch);
-    let volumes = Controller::new(
-        Api::<PersistentVolume>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let claims = Controller::new(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let volumes = lean_controller(Api::<PersistentVolume>::all(client.clone()));
+    let claims = lean_controller(Api::<PersistentVolumeClaim>::all(client.clone()));
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
