@@ -1,12 +1,17 @@
-//! Kubernetes I/O: Secrets, PersistentVolumes, Events. Narrow functions over a `kube::Client`.
+//! Kubernetes I/O: Secrets, claims, classes, PersistentVolumes, Events. Narrow functions over
+//! a `kube::Client`.
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, Secret};
+use k8s_openapi::api::core::v1::{
+    ObjectReference, PersistentVolume, PersistentVolumeClaim, Secret,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::ceph::CephKey;
 use crate::domain::params::SecretRef;
+use crate::domain::volume::SecretFields;
 use crate::error::{Error, Result, SecretRole, is_status};
 
 /// Reads a Secret, turning 403/404 into errors that name the fix.
@@ -159,6 +164,74 @@ pub async fn check_secret(
             hint,
         }),
     }
+}
+
+/// The names of a Secret's non-empty fields; its values are overwritten, never kept.
+/// `None` when it does not exist; no right to read it is an error that names the fix.
+pub async fn secret_fields(
+    client: &Client,
+    role: SecretRole,
+    secret: &SecretRef,
+    service_account: &str,
+) -> Result<Option<SecretFields>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
+    let found = match api.get(&secret.name).await {
+        Ok(s) => s,
+        Err(e) if is_status(&e, 404) => return Ok(None),
+        Err(e) if is_status(&e, 403) => {
+            return Err(Error::SecretForbidden {
+                role,
+                secret: secret.clone(),
+                service_account: service_account.to_string(),
+            });
+        }
+        Err(e) => return Err(Error::kube("read secret", secret.to_string())(e)),
+    };
+    let mut names = SecretFields::new();
+    for (k, v) in found.data.into_iter().flatten() {
+        if !v.0.iter().all(u8::is_ascii_whitespace) {
+            names.insert(k);
+        }
+        crate::ceph::wipe(v.0);
+    }
+    for (k, v) in found.string_data.into_iter().flatten() {
+        if !v.trim().is_empty() {
+            names.insert(k);
+        }
+        crate::ceph::wipe(v.into_bytes());
+    }
+    Ok(Some(names))
+}
+
+/// A claim, read at the API server (not a cache); `None` when it does not exist.
+pub async fn get_claim(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<PersistentVolumeClaim>> {
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(
+            "read PersistentVolumeClaim",
+            format!("{namespace}/{name}"),
+        ))
+}
+
+/// A PV; `None` when it does not exist.
+pub async fn get_pv(client: &Client, name: &str) -> Result<Option<PersistentVolume>> {
+    Api::<PersistentVolume>::all(client.clone())
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("read PersistentVolume", name))
+}
+
+/// A StorageClass; `None` when it does not exist.
+pub async fn get_class(client: &Client, name: &str) -> Result<Option<StorageClass>> {
+    Api::<StorageClass>::all(client.clone())
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("read StorageClass", name))
 }
 
 /// Creates a PV. One that already exists counts as created only when it is the same volume

@@ -9,6 +9,8 @@ mod provision;
 pub(crate) use provision::node_stage_secret;
 mod purge;
 mod resize;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -206,10 +208,7 @@ impl Context {
         if let Some(c) = self.classes.get(&ObjectRef::new(name)) {
             return Ok(Some((*c).clone()));
         }
-        Api::<StorageClass>::all(self.client.clone())
-            .get_opt(name)
-            .await
-            .map_err(Error::kube("read StorageClass", name))
+        k8s::get_class(&self.client, name).await
     }
 
     /// Admin credentials for a volume: recorded on the PV, or from its StorageClass (old PVs).
@@ -470,6 +469,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::testing::{ApiServer, expect, not_found};
+    use crate::domain::params::SecretRef;
+    use http::Method;
 
     #[test]
     fn backoff_grows_and_caps() {
@@ -484,5 +486,58 @@ mod tests {
         assert_eq!(fast(1), Duration::from_millis(100));
         assert_eq!(fast(4), Duration::from_millis(800));
         assert_eq!(fast(5), Duration::from_secs(1));
+    }
+
+    /// A volume of the old provisioner records no admin credentials: a class gone is the
+    /// typed error that tells how to recover, and nothing is written meanwhile.
+    #[tokio::test]
+    async fn an_old_volume_whose_class_is_gone_is_class_gone_without_writes() {
+        let (client, api) = ApiServer::start(vec![expect(
+            Method::GET,
+            "/apis/storage.k8s.io/v1/storageclasses/old",
+            not_found(),
+        )]);
+        let ctx = Context::for_tests(client);
+        let target = DeleteTarget {
+            pool: "kube".into(),
+            image: "kubernetes-dynamic-pvc-1".into(),
+            monitors: Vec::new(),
+            admin: AdminSource::FromClass("old".into()),
+        };
+        let err = ctx.admin_credentials("pvc-1", &target).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::ClassGone { pv, class, .. } if pv == "pvc-1" && class == "old"),
+            "{err:?}"
+        );
+        api.done();
+    }
+
+    #[tokio::test]
+    async fn a_recorded_admin_secret_that_is_gone_is_secret_not_found() {
+        let (client, api) = ApiServer::start(vec![expect(
+            Method::GET,
+            "/api/v1/namespaces/kube-system/secrets/ceph-admin",
+            not_found(),
+        )]);
+        let ctx = Context::for_tests(client);
+        let secret = SecretRef {
+            namespace: "kube-system".into(),
+            name: "ceph-admin".into(),
+        };
+        let target = DeleteTarget {
+            pool: "kube".into(),
+            image: "kubernetes-dynamic-pvc-1".into(),
+            monitors: vec!["10.0.0.1:6789".into()],
+            admin: AdminSource::Recorded {
+                admin_id: "admin".into(),
+                secret: secret.clone(),
+            },
+        };
+        let err = ctx.admin_credentials("pvc-1", &target).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::SecretNotFound { role: SecretRole::Admin, secret: s, .. } if *s == secret),
+            "{err:?}"
+        );
+        api.done();
     }
 }

@@ -1,24 +1,23 @@
-//! Claim reconcile: decide (pure), then secrets → image → PersistentVolume.
+//! Claim reconcile: decide (pure); plan, reading only (class, clone source, an earlier PV,
+//! Secrets); then execute: image → PersistentVolume.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Resource;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use super::Context;
-use crate::ceph::{CloneSpec, Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
+use crate::ceph::{CloneSpec, Cluster, Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
 use crate::domain::claim::{self, ClaimAction};
 use crate::domain::clone;
 use crate::domain::owner::{self, Stamp};
 use crate::domain::params::{self, Flavor};
-use crate::domain::volume::{
-    self, ClusterId, CsiVolume, NodeStage, NodeStageFacts, PvInput, Source,
-};
-use crate::error::{Error, Result, SecretRole, is_status};
+use crate::domain::provision_plan::{self, Draft, Invalid, Plan};
+use crate::domain::volume::{self, CsiVolume, NodeStage, NodeStageFacts};
+use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
 
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
@@ -127,111 +126,115 @@ fn claim_name(pvc: &PersistentVolumeClaim) -> String {
 }
 
 /// Provisions one claim. `Ok(None)` when its PV already exists (nothing new to report).
+///
+/// Planned, then executed, as the sig-storage external-provisioner prepares before it
+/// provisions: planning only reads (claim, class, clone source, a PV from an earlier attempt,
+/// Secrets) and decides what to make; execution makes the image and writes the PV.
 async fn provision(
     pvc: &PersistentVolumeClaim,
     class: &StorageClass,
     ctx: &Context,
 ) -> Result<Option<String>> {
-    let name = claim_name(pvc);
-    let class_name = class.metadata.name.clone().unwrap_or_default();
-    let req = volume::claim_request(pvc).map_err(|source| Error::Claim {
-        claim: name.clone(),
-        cause: source,
-    })?;
-    let params =
-        params::parse(&class.parameters.clone().unwrap_or_default()).map_err(|source| {
-            Error::Params {
-                class: class_name.clone(),
-                cause: source,
-            }
-        })?;
-    let flavor = params.flavor.unwrap_or(ctx.settings.default_flavor);
-    if flavor == Flavor::Csi {
-        params::check_csi(&params).map_err(|source| Error::Params {
-            class: class_name.clone(),
-            cause: source,
-        })?;
-    }
-    volume::check_access_modes(&req, flavor).map_err(|source| Error::Claim {
-        claim: name.clone(),
-        cause: source,
-    })?;
-
-    let clone_error = |source| Error::Clone {
-        claim: name.clone(),
-        cause: source,
+    let Some((draft, clone_source)) = prepare(pvc, class, ctx).await? else {
+        return Ok(None);
     };
-    let clone_source = match clone::source_name(pvc).map_err(clone_error)? {
-        None => None,
-        Some(source) => {
-            let source_pvc =
-                Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &req.namespace)
-                    .get_opt(&source)
-                    .await
-                    .map_err(Error::kube(
-                        "read PersistentVolumeClaim",
-                        format!("{}/{source}", req.namespace),
-                    ))?;
-            let source_pv = match source_pvc
-                .as_ref()
-                .and_then(|c| c.spec.as_ref()?.volume_name.clone())
-            {
-                Some(v) => Api::<PersistentVolume>::all(ctx.client.clone())
-                    .get_opt(&v)
-                    .await
-                    .map_err(Error::kube("read PersistentVolume", v))?,
-                None => None,
-            };
-            Some(
-                clone::check_source(
-                    &req.namespace,
-                    &source,
-                    &class_name,
-                    req.size,
-                    source_pvc.as_ref(),
-                    source_pv.as_ref(),
-                    &ctx.settings.provisioner,
-                )
-                .map_err(clone_error)?,
-            )
-        }
-    };
-
-    let pv_name = volume::pv_name(&req.uid);
-    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    if let Some(existing) = pvs
-        .get_opt(&pv_name)
-        .await
-        .map_err(Error::kube("read PersistentVolume", &pv_name))?
-    {
-        // Our PV from an earlier attempt: done. Anyone else's under our name: say so.
-        let image = volume::image_name(&req.uid);
-        return crate::domain::reclaim::is_volume_of(
-            &existing,
-            &ctx.settings.provisioner,
-            &req.uid,
-            (&params.pool, &image),
-        )
-        .map(|()| None)
-        .map_err(|why| Error::PvTaken {
-            pv: pv_name.clone(),
-            claim: name.clone(),
-            why,
-        });
-    }
+    // Between the two read-only stages, as before the split: a claim whose Secret is missing
+    // shows this event ahead of its ProvisioningFailed.
     ctx.events
         .normal(
             &pvc.object_ref(&()),
             "Provisioning",
             "Provision",
             format!(
-                "External provisioner {} is provisioning volume for claim {name}",
-                ctx.settings.provisioner
+                "External provisioner {} is provisioning volume for claim {}",
+                ctx.settings.provisioner,
+                draft.claim_label()
             ),
         )
         .await;
+    let (plan, creds) = plan(draft, clone_source, ctx).await?;
+    execute(&plan, creds, class, ctx).await
+}
 
+/// The first stage of the plan: the claim checked against its class, its clone source looked
+/// up, and a PV under its name judged. `None`: an earlier attempt finished the job.
+async fn prepare(
+    pvc: &PersistentVolumeClaim,
+    class: &StorageClass,
+    ctx: &Context,
+) -> Result<Option<(Draft, Option<clone::Source>)>> {
+    let name = claim_name(pvc);
+    let draft =
+        provision_plan::draft(pvc, class, ctx.settings.default_flavor).map_err(|invalid| {
+            match invalid {
+                Invalid::Claim(cause) => Error::Claim {
+                    claim: name.clone(),
+                    cause,
+                },
+                Invalid::Params(cause) => Error::Params {
+                    class: class.metadata.name.clone().unwrap_or_default(),
+                    cause,
+                },
+                Invalid::Clone(cause) => Error::Clone {
+                    claim: name.clone(),
+                    cause,
+                },
+            }
+        })?;
+    let clone_source = match &draft.clone_of {
+        None => None,
+        Some(source) => Some(clone_source(&draft, source, ctx).await?),
+    };
+    let existing = k8s::get_pv(&ctx.client, &draft.pv_name).await?;
+    if let Some(existing) = existing {
+        return draft
+            .answered_by(&existing, &ctx.settings.provisioner)
+            .map(|()| None)
+            .map_err(|why| Error::PvTaken {
+                pv: draft.pv_name.clone(),
+                claim: name,
+                why,
+            });
+    }
+    Ok(Some((draft, clone_source)))
+}
+
+/// The image a clone is made from, after checking its claim and PV.
+async fn clone_source(draft: &Draft, source: &str, ctx: &Context) -> Result<clone::Source> {
+    let namespace = &draft.claim.namespace;
+    let source_pvc = k8s::get_claim(&ctx.client, namespace, source).await?;
+    let source_pv = match source_pvc
+        .as_ref()
+        .and_then(|c| c.spec.as_ref()?.volume_name.clone())
+    {
+        Some(v) => k8s::get_pv(&ctx.client, &v).await?,
+        None => None,
+    };
+    clone::check_source(
+        namespace,
+        source,
+        &draft.class_name,
+        draft.claim.size,
+        source_pvc.as_ref(),
+        source_pv.as_ref(),
+        &ctx.settings.provisioner,
+    )
+    .map_err(|cause| Error::Clone {
+        claim: draft.claim_label(),
+        cause,
+    })
+}
+
+/// The second stage of the plan: the Secrets. The admin key is the one thing kept; the user
+/// (or node-stage) Secret is only checked, since the PV names it and nodes read it.
+async fn plan(
+    draft: Draft,
+    clone_source: Option<clone::Source>,
+    ctx: &Context,
+) -> Result<(Plan, Credentials)> {
     let sa = &ctx.settings.service_account;
+    let params = &draft.params;
+    let namespace = &draft.claim.namespace;
     let admin_key = k8s::ceph_key(
         &ctx.client,
         SecretRole::Admin,
@@ -240,12 +243,12 @@ async fn provision(
         sa,
     )
     .await?;
-    let node_stage = match flavor {
+    let node_stage = match draft.flavor {
         Flavor::Rbd => {
             k8s::check_secret(
                 &ctx.client,
                 SecretRole::User,
-                &params.user_secret(&req.namespace),
+                &params.user_secret(namespace),
                 &params.user_id,
                 sa,
                 &[(
@@ -257,57 +260,95 @@ async fn provision(
             None
         }
         Flavor::Csi => {
-            Some(node_stage_secret(&ctx.client, sa, &params, &class_name, &req.namespace).await?)
+            Some(node_stage_secret(&ctx.client, sa, params, &draft.class_name, namespace).await?)
         }
     };
-
     let creds = Credentials {
         monitors: params.monitors.clone(),
         user: params.admin_id.clone(),
         key: admin_key,
     };
+    Ok((draft.plan(clone_source, node_stage), creds))
+}
+
+/// Carries out a plan: the image (Ceph), then the PV (Kubernetes), unless the claim went
+/// meanwhile.
+async fn execute(
+    plan: &Plan,
+    creds: Credentials,
+    class: &StorageClass,
+    ctx: &Context,
+) -> Result<Option<String>> {
+    let d = &plan.draft;
+    let name = d.claim_label();
+    let image = &d.image;
     let cluster = ctx.connect(&creds).await?;
-    let csi = match node_stage {
-        None => None,
-        Some(stage) => Some(CsiVolume {
-            cluster_id: match &params.cluster_id {
-                Some(id) => ClusterId::Class(id.clone()),
-                // ceph-csi's config map is commonly keyed by the fsid.
-                None => ClusterId::Fsid(cluster.fsid().await.map_err(Error::ceph(format!(
-                    "Ceph cluster at {}",
-                    cluster.monitors()
-                )))?),
-            },
-            node_stage_secret: stage.secret().clone(),
-        }),
+    let fsid = if plan.needs_fsid() {
+        Some(cluster.fsid().await.map_err(Error::ceph(format!(
+            "Ceph cluster at {}",
+            cluster.monitors()
+        )))?)
+    } else {
+        None
     };
-    let image = volume::image_name(&req.uid);
-    let object = format!("image {}/{image}", params.pool);
+    let csi = plan.csi(fsid);
+    make_image(&cluster, plan, ctx).await?;
+
+    // Crash-consistency tests stop or stall the process exactly here, between image and PV.
+    match std::env::var("RBD_PROVISIONER_FAILPOINT").as_deref() {
+        Ok("exit-after-image-create") => {
+            tracing::error!(claim = %name, %image, "failpoint exit-after-image-create: exiting");
+            crate::ceph::exit_process(86);
+        }
+        Ok("sleep-after-image-create") => {
+            tracing::warn!(claim = %name, %image, "failpoint sleep-after-image-create: 5 s");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        _ => {}
+    }
+
+    // The claim may have gone while the image was being made: leave nothing behind.
+    if claim_gone(plan, ctx).await? {
+        tracing::info!(claim = %name, %image, "claim deleted during provisioning; removing its image");
+        cluster
+            .remove_image(&d.params.pool, image)
+            .await
+            .map_err(Error::ceph(image_object(plan)))?;
+        return Ok(None);
+    }
+    write_pv(plan, class, csi.as_ref(), ctx).await.map(Some)
+}
+
+/// "image pool/name", as Ceph errors name it.
+fn image_object(plan: &Plan) -> String {
+    format!("image {}/{}", plan.draft.params.pool, plan.draft.image)
+}
+
+/// Creates (or clones) the image, adopts one an earlier attempt of this claim left, stamps
+/// it and grows it to the claim's size.
+async fn make_image(cluster: &Arc<Cluster>, plan: &Plan, ctx: &Context) -> Result<()> {
+    let d = &plan.draft;
+    let (name, pool, image) = (d.claim_label(), &d.params.pool, &d.image);
+    let object = image_object(plan);
     let spec = ImageSpec {
-        pool: params.pool.clone(),
+        pool: pool.clone(),
         name: image.clone(),
-        size: req.size,
-        data_pool: params.data_pool.clone(),
+        size: d.claim.size,
+        data_pool: d.params.data_pool.clone(),
         features: RBD_FEATURE_LAYERING,
     };
-    let created = match &clone_source {
+    let created = match &plan.clone_source {
         None => cluster.create_image(&spec).await,
         Some(src) => {
             // Not while the source is being deleted (see `delete::detach_clones`).
             let _source_held = ctx.locks.lock(&src.pool, &src.image).await;
-            clone_image(&cluster, src, &spec).await
+            clone_image(cluster, src, &spec).await
         }
     };
-    let stamp = Stamp {
-        pv: pv_name.clone(),
-        claim_namespace: req.namespace.clone(),
-        claim_name: req.name.clone(),
-        claim_uid: req.uid.clone(),
-        created: super::unix_now(),
-    };
+    let stamp = plan.stamp(super::unix_now());
     let mut created = created.map_err(Error::ceph(&object))?;
-    if created == Created::AlreadyExisted && clone_source.is_none() {
-        created = recreate_if_half_made(&cluster, &spec, &object, &name).await?;
+    if created == Created::AlreadyExisted && plan.clone_source.is_none() {
+        created = recreate_if_half_made(cluster, &spec, &object, &name).await?;
     }
     match created {
         Created::New => {}
@@ -315,14 +356,14 @@ async fn provision(
             // A previous attempt created it and then stopped before writing the PV: adopt it,
             // unless its stamp says it is someone else's.
             let meta = cluster
-                .metadata(&params.pool, &image, owner::KEYS)
+                .metadata(pool, image, owner::KEYS)
                 .await
                 .map_err(Error::ceph(&object))?;
             if let Some(theirs) = Stamp::read(&meta)
-                && (theirs.claim_uid != req.uid || !owner::stamped_by(&meta, &ctx.instance))
+                && (theirs.claim_uid != d.claim.uid || !owner::stamped_by(&meta, &ctx.instance))
             {
                 return Err(Error::ImageTaken {
-                    pool: params.pool.clone(),
+                    pool: pool.clone(),
                     image: image.clone(),
                     owner_namespace: theirs.claim_namespace,
                     owner_name: theirs.claim_name,
@@ -339,87 +380,42 @@ async fn provision(
     // Stamped before the PV exists: an image whose claim goes before the PV is written can
     // then be proven ours and collected (see `maintain::collect_orphans`).
     cluster
-        .set_metadata(&params.pool, &image, stamp.pairs(&ctx.instance))
+        .set_metadata(pool, image, stamp.pairs(&ctx.instance))
         .await
         .map_err(Error::ceph(&object))?;
-    if clone_source.is_some() || created == Created::AlreadyExisted {
+    if plan.clone_source.is_some() || created == Created::AlreadyExisted {
         // A clone starts at its source's size; an adopted image at whatever it was given.
         let info = cluster
-            .image_info(&params.pool, &image)
+            .image_info(pool, image)
             .await
             .map_err(Error::ceph(&object))?;
-        if info.size < req.size {
+        if info.size < d.claim.size {
             cluster
-                .resize(&params.pool, &image, req.size)
+                .resize(pool, image, d.claim.size)
                 .await
                 .map_err(Error::ceph(&object))?;
         }
     }
+    Ok(())
+}
 
-    // Crash-consistency tests stop or stall the process exactly here, between image and PV.
-    match std::env::var("RBD_PROVISIONER_FAILPOINT").as_deref() {
-        Ok("exit-after-image-create") => {
-            tracing::error!(claim = %name, %image, "failpoint exit-after-image-create: exiting");
-            crate::ceph::exit_process(86);
-        }
-        Ok("sleep-after-image-create") => {
-            tracing::warn!(claim = %name, %image, "failpoint sleep-after-image-create: 5 s");
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        _ => {}
-    }
+/// Whether the claim is gone, asked of the API server: the watch cache may lag a deletion.
+async fn claim_gone(plan: &Plan, ctx: &Context) -> Result<bool> {
+    let c = &plan.draft.claim;
+    let current = k8s::get_claim(&ctx.client, &c.namespace, &c.name).await?;
+    Ok(provision_plan::claim_gone(current.as_ref(), &c.uid))
+}
 
-    // The claim may have gone while the image was being made: leave nothing behind.
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &req.namespace);
-    let current = claims
-        .get_opt(&req.name)
-        .await
-        .map_err(Error::kube("read PersistentVolumeClaim", &name))?;
-    let gone = match &current {
-        None => true,
-        Some(c) => {
-            c.metadata.uid.as_deref() != Some(&req.uid) || c.metadata.deletion_timestamp.is_some()
-        }
-    };
-    if gone {
-        tracing::info!(claim = %name, %image, "claim deleted during provisioning; removing its image");
-        cluster
-            .remove_image(&params.pool, &image)
-            .await
-            .map_err(Error::ceph(&object))?;
-        return Ok(None);
-    }
-
-    let pv = volume::build_pv(&PvInput {
-        claim: &req,
-        class,
-        params: &params,
-        source: csi.as_ref().map_or(Source::Rbd, Source::Csi),
-        image: &image,
-        provisioner: &ctx.settings.provisioner,
-    });
+/// Writes the PV of an image that exists; returns the success message.
+async fn write_pv(
+    plan: &Plan,
+    class: &StorageClass,
+    csi: Option<&CsiVolume>,
+    ctx: &Context,
+) -> Result<String> {
+    let pv = plan.pv(class, csi, &ctx.settings.provisioner);
     k8s::create_pv(&ctx.client, &pv, &ctx.settings.provisioner).await?;
-    Ok(Some(format!(
-        "Successfully provisioned volume {pv_name}: image {}/{image}{}, {} MiB, {}",
-        params.pool,
-        clone_source
-            .as_ref()
-            .map(|s| format!(" (clone of {}/{})", s.pool, s.image))
-            .unwrap_or_default(),
-        req.size >> 20,
-        match &csi {
-            None => "in-tree rbd volume source".to_string(),
-            Some(c) => format!(
-                "ceph-csi static volume, clusterID {}{}, node-stage secret {}",
-                c.cluster_id.value(),
-                match c.cluster_id {
-                    ClusterId::Fsid(_) => " (the Ceph cluster's fsid: the class has no clusterID)",
-                    ClusterId::Class(_) => "",
-                },
-                c.node_stage_secret
-            ),
-        }
-    )))
+    Ok(plan.succeeded(csi))
 }
 
 /// The Secret a csi PV's `nodeStageSecretRef` names (see `volume::choose_node_stage`): read
@@ -433,7 +429,7 @@ pub(crate) async fn node_stage_secret(
     claim_namespace: &str,
 ) -> Result<NodeStage> {
     let user = params.user_secret(claim_namespace);
-    let fields = |role, secret| secret_fields(client, role, secret, service_account);
+    let fields = |role, secret| k8s::secret_fields(client, role, secret, service_account);
     let (user_fields, target_fields) = match &params.csi_secret {
         Some(s) => {
             let target = fields(SecretRole::CsiNodeStage, s).await?;
@@ -472,47 +468,10 @@ pub(crate) async fn node_stage_secret(
     })?)
 }
 
-/// The names of a Secret's non-empty fields; its values are overwritten, never kept.
-/// `None` when it does not exist; no right to read it is an error that names the fix.
-async fn secret_fields(
-    client: &kube::Client,
-    role: SecretRole,
-    secret: &params::SecretRef,
-    service_account: &str,
-) -> Result<Option<volume::SecretFields>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
-    let found = match api.get(&secret.name).await {
-        Ok(s) => s,
-        Err(e) if is_status(&e, 404) => return Ok(None),
-        Err(e) if is_status(&e, 403) => {
-            return Err(Error::SecretForbidden {
-                role,
-                secret: secret.clone(),
-                service_account: service_account.to_string(),
-            });
-        }
-        Err(e) => return Err(Error::kube("read secret", secret.to_string())(e)),
-    };
-    let mut names = volume::SecretFields::new();
-    for (k, v) in found.data.into_iter().flatten() {
-        if !v.0.iter().all(u8::is_ascii_whitespace) {
-            names.insert(k);
-        }
-        crate::ceph::wipe(v.0);
-    }
-    for (k, v) in found.string_data.into_iter().flatten() {
-        if !v.trim().is_empty() {
-            names.insert(k);
-        }
-        crate::ceph::wipe(v.into_bytes());
-    }
-    Ok(Some(names))
-}
-
 /// A copy-on-write clone (format 1: a protected snapshot, which every kernel client maps) of
 /// the source, named after the clone so that deleting either side finds the other.
 async fn clone_image(
-    cluster: &std::sync::Arc<crate::ceph::Cluster>,
+    cluster: &Arc<Cluster>,
     src: &clone::Source,
     spec: &ImageSpec,
 ) -> Result<Created, crate::ceph::CephError> {
@@ -539,7 +498,7 @@ async fn clone_image(
 /// holds no data and its name is this claim's own (`kubernetes-dynamic-pvc-<claim uid>`):
 /// remove what there is (`rbd_remove` copes with a missing header) and create it anew.
 async fn recreate_if_half_made(
-    cluster: &Arc<crate::ceph::Cluster>,
+    cluster: &Arc<Cluster>,
     spec: &ImageSpec,
     object: &str,
     claim: &str,
@@ -559,3 +518,6 @@ async fn recreate_if_half_made(
         .await
         .map_err(Error::ceph(object))
 }
+
+#[cfg(test)]
+mod tests;

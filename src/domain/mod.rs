@@ -12,6 +12,7 @@ pub mod meta;
 pub mod migration;
 pub mod owner;
 pub mod params;
+pub mod provision_plan;
 pub mod quantity;
 pub mod reclaim;
 pub mod resize;
