@@ -50,7 +50,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bed::Ctx;
 use crate::cleanup::cleanup;
-use crate::common::{Bed, die_with_parent, service_account_kubeconfig, unique};
+use crate::common::{Bed, die_with_parent, service_account_kubeconfig, strip_ansi, unique};
 use crate::figures::pct;
 use crate::procfs::{loadavg, proc_status_kib};
 use crate::watch::{all_in, spawn_pv_watch, spawn_pvc_watch, spawn_trash_poller, until};
@@ -90,7 +90,10 @@ impl Ours {
         cmd.arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--provisioner-name", name, "--metrics-addr", &addr])
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                "info,rbd_provisioner::controller::provision=debug",
+            )
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -163,6 +166,38 @@ impl Ours {
                 .sum::<f64>()
         };
         (value("count"), value("sum"))
+    }
+}
+
+impl Ours {
+    /// Mean (plan, Ceph, write) milliseconds of the "provision timings" lines of claims whose
+    /// name starts with `prefix`.
+    fn timings(&self, prefix: &str) -> Option<(f64, f64, f64, usize)> {
+        let text = strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default());
+        let field = |l: &str, k: &str| -> Option<f64> {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))?
+                .parse()
+                .ok()
+        };
+        let rows: Vec<(f64, f64, f64)> = text
+            .lines()
+            .filter(|l| l.contains("provision timings") && l.contains(&format!("/{prefix}")))
+            .filter_map(|l| {
+                Some((
+                    field(l, "plan_ms")?,
+                    field(l, "ceph_ms")?,
+                    field(l, "write_ms")?,
+                ))
+            })
+            .collect();
+        let n = rows.len();
+        (n > 0).then(|| {
+            let sum = rows
+                .iter()
+                .fold((0.0, 0.0, 0.0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+            (sum.0 / n as f64, sum.1 / n as f64, sum.2 / n as f64, n)
+        })
     }
 }
 
@@ -430,6 +465,11 @@ async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
             sum / count * 1000.0,
             sum
         ));
+        if let Some((plan, ceph, write, k)) = ours.timings("handed-") {
+            out.push(format!(
+                "| of that, per claim (means over {k}): reads (class, PV, Secrets) and the Provisioning event / Ceph (connect, create, stamp) / claim check and PV write | {plan:.0} ms / {ceph:.0} ms / {write:.0} ms |"
+            ));
+        }
         out.push(format!(
             "| of which could overlap (own time in all ÷ wall time) | {:.1} claims in flight on average |",
             sum / all_pvs.as_secs_f64()

@@ -135,6 +135,7 @@ async fn provision(
     class: &StorageClass,
     ctx: &Context,
 ) -> Result<Option<String>> {
+    let started = Instant::now();
     let Some((draft, clone_source)) = prepare(pvc, class, ctx).await? else {
         return Ok(None);
     };
@@ -153,7 +154,7 @@ async fn provision(
         )
         .await;
     let (plan, creds) = plan(draft, clone_source, ctx).await?;
-    execute(&plan, creds, class, ctx).await
+    execute(&plan, creds, class, ctx, started.elapsed()).await
 }
 
 /// The first stage of the plan: the claim checked against its class, its clone source looked
@@ -278,10 +279,12 @@ async fn execute(
     creds: Credentials,
     class: &StorageClass,
     ctx: &Context,
+    planned: Duration,
 ) -> Result<Option<String>> {
     let d = &plan.draft;
     let name = d.claim_label();
     let image = &d.image;
+    let started = Instant::now();
     let cluster = ctx.connect(&creds).await?;
     let fsid = if plan.needs_fsid() {
         Some(cluster.fsid().await.map_err(Error::ceph(format!(
@@ -316,7 +319,18 @@ async fn execute(
             .map_err(Error::ceph(image_object(plan)))?;
         return Ok(None);
     }
-    write_pv(plan, class, csi.as_ref(), ctx).await.map(Some)
+    let ceph = started.elapsed();
+    let written = write_pv(plan, class, csi.as_ref(), ctx).await.map(Some);
+    // Where a claim's time goes, for the scale benchmark: reads (class, PV, Secrets, events),
+    // Ceph (connect, create, stamp), and the claim check plus the PV write.
+    tracing::debug!(
+        claim = %name,
+        plan_ms = planned.as_millis() as u64,
+        ceph_ms = ceph.as_millis() as u64,
+        write_ms = (started.elapsed() - ceph).as_millis() as u64,
+        "provision timings"
+    );
+    written
 }
 
 /// "image pool/name", as Ceph errors name it.
