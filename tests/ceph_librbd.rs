@@ -138,6 +138,62 @@ async fn create_reads_back_and_is_idempotent() {
     assert!(c.list_images(POOL).await.unwrap().contains(&name));
 }
 
+/// The stamp written without opening the image (one `metadata_set` object-class call) reads
+/// back through librbd and through the `rbd` CLI exactly as one written key by key.
+#[tokio::test]
+async fn a_new_image_stamped_unopened_reads_back_everywhere() {
+    let c = connect().await;
+    let name = unique("stamp");
+    let mut cleanup = Cleanup::new(&c);
+    cleanup.add(POOL, &name);
+    c.create_image(&spec(POOL, &name, 64 * MIB)).await.unwrap();
+    let pairs = vec![
+        (
+            "rbd-provisioner.ceph.com/pv".to_string(),
+            "pvc-1".to_string(),
+        ),
+        (
+            "rbd-provisioner.ceph.com/claim".to_string(),
+            "ns/data".to_string(),
+        ),
+        (
+            "rbd-provisioner.ceph.com/created".to_string(),
+            String::new(),
+        ),
+    ];
+    c.stamp_new_image(POOL, &name, pairs.clone()).await.unwrap();
+    let keys: &'static [&'static str] = &[
+        "rbd-provisioner.ceph.com/pv",
+        "rbd-provisioner.ceph.com/claim",
+        "rbd-provisioner.ceph.com/created",
+        "rbd-provisioner.ceph.com/cluster",
+    ];
+    let meta = c.metadata(POOL, &name, keys).await.unwrap();
+    assert_eq!(
+        meta.into_iter().collect::<Vec<_>>(),
+        {
+            let mut p = pairs.clone();
+            p.sort();
+            p
+        },
+        "librbd reads back exactly the stamp"
+    );
+    let bed = common::Bed::load();
+    let listed = common::rbd_json(&bed, &["image-meta", "list", &format!("{POOL}/{name}")])
+        .expect("rbd image-meta list");
+    assert_eq!(
+        listed["rbd-provisioner.ceph.com/claim"], "ns/data",
+        "{listed}"
+    );
+    assert_eq!(listed["rbd-provisioner.ceph.com/pv"], "pvc-1", "{listed}");
+    // An image that does not exist is an error, and no header object is made for it.
+    let gone = c
+        .stamp_new_image(POOL, &unique("nosuch"), pairs)
+        .await
+        .unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
+}
+
 #[tokio::test]
 async fn create_with_data_pool() {
     let c = connect().await;

@@ -309,6 +309,25 @@ impl Cluster {
         .await
     }
 
+    /// Sets image-meta keys of an image this process has just created, in one OSD operation
+    /// and without opening it: a read/write open registers a watch, and librbd sends one
+    /// header-update notification per key, which made stamping cost several times the create.
+    pub async fn stamp_new_image(
+        self: &Arc<Self>,
+        pool: &str,
+        name: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<(), CephError> {
+        let (pool, name) = (pool.to_string(), name.to_string());
+        self.run(move |c| {
+            let io = c.rados.ioctx(&pool)?;
+            let err = |e| img_err(Op::SetMetadata, &pool, &name, e);
+            let id = io.image_id(&name).map_err(err)?;
+            io.set_metadata_unopened(&id, &pairs).map_err(err)
+        })
+        .await
+    }
+
     /// The given image-meta keys of an image (those that are set), read-only.
     pub async fn metadata(
         self: &Arc<Self>,

@@ -188,6 +188,23 @@ unsafe extern "C" {
     pub fn rados_cluster_fsid(cluster: rados_t, buf: *mut c_char, len: usize) -> c_int;
     /// Writes the names of the applications enabled on the pool, each NUL-terminated, into
     /// `values`; -ERANGE with `values_len` set to the size needed when it does not fit.
+    pub fn rados_read(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        buf: *mut c_char,
+        len: usize,
+        off: u64,
+    ) -> c_int;
+    pub fn rados_exec(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        cls: *const c_char,
+        method: *const c_char,
+        in_buf: *const c_char,
+        in_len: usize,
+        buf: *mut c_char,
+        out_len: usize,
+    ) -> c_int;
     pub fn rados_application_list(
         io: rados_ioctx_t,
         values: *mut c_char,

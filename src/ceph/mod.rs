@@ -16,6 +16,7 @@
 mod cluster;
 mod config;
 mod connections;
+mod encoding;
 mod error;
 #[allow(unsafe_code)]
 mod ffi;

@@ -393,10 +393,12 @@ async fn make_image(cluster: &Arc<Cluster>, plan: &Plan, ctx: &Context) -> Resul
     }
     // Stamped before the PV exists: an image whose claim goes before the PV is written can
     // then be proven ours and collected (see `maintain::collect_orphans`).
-    cluster
-        .set_metadata(pool, image, stamp.pairs(&ctx.instance))
-        .await
-        .map_err(Error::ceph(&object))?;
+    let pairs = stamp.pairs(&ctx.instance);
+    match created {
+        Created::New => cluster.stamp_new_image(pool, image, pairs).await,
+        Created::AlreadyExisted => cluster.set_metadata(pool, image, pairs).await,
+    }
+    .map_err(Error::ceph(&object))?;
     if plan.clone_source.is_some() || created == Created::AlreadyExisted {
         // A clone starts at its source's size; an adopted image at whatever it was given.
         let info = cluster

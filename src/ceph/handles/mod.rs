@@ -191,6 +191,53 @@ impl IoCtx<'_> {
         unsafe { ffi::rados_ioctx_get_id(self.raw) }
     }
 
+    /// The id of image `name`, read from its `rbd_id.<name>` object (an encoded string), in
+    /// one read and without opening the image.
+    pub(super) fn image_id(&self, name: &str) -> Result<String, Errno> {
+        let oid = CString::new(format!("rbd_id.{name}")).map_err(|_| Errno(libc::EINVAL))?;
+        let mut buf = vec![0u8; 128];
+        // SAFETY: valid ioctx; NUL-terminated oid; `buf` writable for its length.
+        let r = unsafe {
+            ffi::rados_read(
+                self.raw,
+                oid.as_ptr(),
+                buf.as_mut_ptr().cast::<c_char>(),
+                buf.len(),
+                0,
+            )
+        };
+        let n = usize::try_from(check(r)?).map_err(|_| Errno(libc::EIO))?;
+        super::encoding::decode_string(&buf[..n.min(buf.len())]).ok_or(Errno(libc::EIO))
+    }
+
+    /// Sets image-meta keys of image `id` in one OSD operation: the `rbd` object class's
+    /// `metadata_set` on the image header, the call librbd makes once per key, but without
+    /// opening the image. Nothing is notified, so only for an image nobody else has open (one
+    /// just created).
+    pub(super) fn set_metadata_unopened(
+        &self,
+        id: &str,
+        pairs: &[(String, String)],
+    ) -> Result<(), Errno> {
+        let oid = CString::new(format!("rbd_header.{id}")).map_err(|_| Errno(libc::EINVAL))?;
+        let input = super::encoding::encode_string_map(pairs);
+        // SAFETY: valid ioctx; NUL-terminated oid, class and method; `input` readable for its
+        // length; no output buffer (length 0).
+        let r = unsafe {
+            ffi::rados_exec(
+                self.raw,
+                oid.as_ptr(),
+                c"rbd".as_ptr(),
+                c"metadata_set".as_ptr(),
+                input.as_ptr().cast::<c_char>(),
+                input.len(),
+                ptr::null_mut(),
+                0,
+            )
+        };
+        check(r).map(|_| ())
+    }
+
     /// The applications enabled on the pool (`rbd` once `rbd pool init` has run).
     pub(super) fn applications(&self) -> Result<Vec<String>, Errno> {
         let mut buf = vec![0u8; 256];
