@@ -7,6 +7,7 @@
 //! print a cause twice.
 
 use crate::ceph::CephError;
+use crate::domain::owner::StampMismatch;
 use crate::domain::params::{ParamErrors, SecretRef};
 use crate::domain::reclaim::{NotTheVolume, TargetError};
 use crate::domain::volume::ClaimError;
@@ -92,7 +93,7 @@ pub enum Error {
         pv: String,
         pool: String,
         image: String,
-        why: String,
+        why: Refusal,
     },
 
     #[error(
@@ -104,9 +105,9 @@ pub enum Error {
         why: NotTheVolume,
     },
 
-    /// Progress, not failure: the step waits for background work (flattening clones).
+    /// Progress, not failure: the step waits for background work.
     #[error("{0}")]
-    Waiting(String),
+    Waiting(Wait),
 
     #[error(
         "image {pool}/{image} is in use by {watchers}; stop the pods using it (or unmap it on that host), deletion will be retried"
@@ -166,6 +167,30 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an image was not deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("PersistentVolume {other} names the same image; delete or fix one of them by hand")]
+    SharedImage { other: String },
+    /// The image's stamp names another provisioner, cluster or PV.
+    #[error("{0}")]
+    Stamp(StampMismatch),
+}
+
+/// What a step waits for.
+#[derive(Debug, thiserror::Error)]
+pub enum Wait {
+    #[error(
+        "flattening clone {pool}/{child} before deleting its source {pool}/{image}; the deletion continues when it is done"
+    )]
+    Flattening {
+        pool: String,
+        child: String,
+        /// The clone's source, which is being deleted.
+        image: String,
+    },
+}
 
 impl Error {
     pub fn kube(

@@ -293,26 +293,14 @@ impl Events {
     }
 
     /// A Normal event: progress or success.
-    pub async fn normal(
-        &self,
-        regarding: &ObjectReference,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        self.publish(regarding, EventType::Normal, reason, action, note)
+    pub async fn normal(&self, about: &ObjectReference, reason: &str, action: &str, note: String) {
+        self.publish(about, EventType::Normal, reason, action, note)
             .await
     }
 
     /// A Warning event: a failure, with its cause and fix.
-    pub async fn warning(
-        &self,
-        regarding: &ObjectReference,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        self.publish(regarding, EventType::Warning, reason, action, note)
+    pub async fn warning(&self, about: &ObjectReference, reason: &str, action: &str, note: String) {
+        self.publish(about, EventType::Warning, reason, action, note)
             .await
     }
 
@@ -331,10 +319,6 @@ impl Events {
             }
             note.truncate(cut);
         }
-        if regarding.namespace.is_none() {
-            return publish_cluster_scoped(&self.client, regarding, type_, reason, action, note)
-                .await;
-        }
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -342,7 +326,12 @@ impl Events {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, regarding).await {
+        let published = if regarding.namespace.is_none() {
+            publish_cluster_scoped(&self.client, regarding, ev).await
+        } else {
+            self.recorder.publish(&ev, regarding).await
+        };
+        if let Err(e) = published {
             tracing::warn!(reason, object = ?regarding.name, error = %crate::error::kube_cause(&e), "could not publish event");
         }
     }
@@ -354,15 +343,12 @@ impl Events {
 async fn publish_cluster_scoped(
     client: &Client,
     regarding: &ObjectReference,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
+    ev: Event,
+) -> Result<(), kube::Error> {
     use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     let now = k8s_openapi::jiff::Timestamp::now();
-    let ev = CoreEvent {
+    let core = CoreEvent {
         metadata: ObjectMeta {
             name: Some(format!(
                 "{}.{:x}",
@@ -373,10 +359,10 @@ async fn publish_cluster_scoped(
             ..Default::default()
         },
         involved_object: regarding.clone(),
-        reason: Some(reason.into()),
-        message: Some(note),
-        action: Some(action.into()),
-        type_: Some(match type_ {
+        reason: Some(ev.reason),
+        message: ev.note,
+        action: Some(ev.action),
+        type_: Some(match ev.type_ {
             EventType::Normal => "Normal".into(),
             EventType::Warning => "Warning".into(),
         }),
@@ -393,12 +379,10 @@ async fn publish_cluster_scoped(
         ),
         ..Default::default()
     };
-    if let Err(e) = Api::<CoreEvent>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &ev)
+    Api::<CoreEvent>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &core)
         .await
-    {
-        tracing::warn!(reason, object = ?regarding.name, error = %crate::error::kube_cause(&e), "could not publish event");
-    }
+        .map(drop)
 }
 
 #[cfg(test)]
@@ -442,42 +426,20 @@ mod tests {
             ),
             ..Default::default()
         };
+        // The key, or the field that is missing or wrong.
+        let key = |pairs: &[(&str, &str)], user| {
+            secret_key(&mut secret(pairs), user).map_err(|(field, _)| field)
+        };
+        assert_eq!(key(&[("key", "K1")], "admin"), Ok("K1".into()));
         assert_eq!(
-            secret_key(&mut secret(&[("key", "K1")]), "admin"),
-            Ok("K1".into())
-        );
-        assert_eq!(
-            secret_key(
-                &mut secret(&[("userID", "admin"), ("userKey", "K2")]),
-                "admin"
-            ),
+            key(&[("userID", "admin"), ("userKey", "K2")], "admin"),
             Ok("K2".into())
         );
-        assert_eq!(
-            secret_key(
-                &mut secret(&[("userID", "client.kube"), ("userKey", "K3")]),
-                "kube"
-            ),
-            Ok("K3".into())
-        );
-        assert_eq!(
-            secret_key(&mut secret(&[("userKey", "K4")]), "kube"),
-            Ok("K4".into())
-        );
-        assert_eq!(
-            secret_key(
-                &mut secret(&[("userID", "other"), ("userKey", "K5")]),
-                "kube"
-            )
-            .unwrap_err()
-            .0,
-            "data.userID"
-        );
-        assert_eq!(
-            secret_key(&mut secret(&[("adminKey", "K6")]), "kube")
-                .unwrap_err()
-                .0,
-            "data.key"
-        );
+        let k3 = key(&[("userID", "client.kube"), ("userKey", "K3")], "kube");
+        assert_eq!(k3, Ok("K3".into()));
+        assert_eq!(key(&[("userKey", "K4")], "kube"), Ok("K4".into()));
+        let other = key(&[("userID", "other"), ("userKey", "K5")], "kube");
+        assert_eq!(other, Err("data.userID"));
+        assert_eq!(key(&[("adminKey", "K6")], "kube"), Err("data.key"));
     }
 }

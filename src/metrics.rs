@@ -62,12 +62,8 @@ const DEFAULT_BUCKETS: [f64; 11] = [
 pub struct Metrics {
     pub operations: Family<OpLabels, Counter>,
     pub duration: Family<OpKind, Histogram>,
-    provisioned: Family<ProvisionLabels, Counter>,
-    provision_failed: Family<ProvisionLabels, Counter>,
-    provision_duration: Family<ProvisionLabels, Histogram>,
-    deleted: Family<DeleteLabels, Counter>,
-    delete_failed: Family<DeleteLabels, Counter>,
-    delete_duration: Family<DeleteLabels, Histogram>,
+    provisions: Outcomes<ProvisionLabels>,
+    deletions: Outcomes<DeleteLabels>,
     leader: Gauge,
     ceph_clients: Gauge,
     resident_memory: Gauge,
@@ -79,8 +75,48 @@ pub struct Metrics {
     pub health: Health,
 }
 
-fn default_histogram() -> Histogram {
-    Histogram::new(DEFAULT_BUCKETS)
+/// One operation as the sig-storage library counts it: successes, failures, and the latency
+/// of successes.
+struct Outcomes<L> {
+    succeeded: Family<L, Counter>,
+    failed: Family<L, Counter>,
+    duration: Family<L, Histogram>,
+}
+
+impl<L> Outcomes<L>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// Registers `name`, `name_failed` and `name_duration_seconds`, with the library's help
+    /// texts in that order.
+    fn register(registry: &mut Registry, name: &str, help: [&str; 3]) -> Self {
+        let o = Outcomes {
+            succeeded: Family::default(),
+            failed: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(DEFAULT_BUCKETS)),
+        };
+        let [succeeded, failed, duration] = help;
+        registry.register(name, succeeded, o.succeeded.clone());
+        registry.register(format!("{name}_failed"), failed, o.failed.clone());
+        registry.register(
+            format!("{name}_duration_seconds"),
+            duration,
+            o.duration.clone(),
+        );
+        o
+    }
+
+    fn observe(&self, labels: &L, result: Result<Duration, &'static str>) {
+        match result {
+            Ok(d) => {
+                self.succeeded.get_or_create(labels).inc();
+                self.duration.get_or_create(labels).observe(d.as_secs_f64());
+            }
+            Err(_) => {
+                self.failed.get_or_create(labels).inc();
+            }
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -90,51 +126,29 @@ impl Default for Metrics {
         let duration = Family::<OpKind, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
-        let provisioned = Family::<ProvisionLabels, Counter>::default();
-        let provision_failed = Family::<ProvisionLabels, Counter>::default();
-        let provision_duration =
-            Family::<ProvisionLabels, Histogram>::new_with_constructor(default_histogram);
-        let deleted = Family::<DeleteLabels, Counter>::default();
-        let delete_failed = Family::<DeleteLabels, Counter>::default();
-        let delete_duration =
-            Family::<DeleteLabels, Histogram>::new_with_constructor(default_histogram);
         let (leader, resident_memory, open_fds, threads): (Gauge, Gauge, Gauge, Gauge) =
             Default::default();
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
         let ceph_clients = Gauge::default();
-        {
-            let c = registry.sub_registry_with_prefix("controller");
-            c.register(
-                "persistentvolumeclaim_provision",
+        let c = registry.sub_registry_with_prefix("controller");
+        let provisions = Outcomes::register(
+            c,
+            "persistentvolumeclaim_provision",
+            [
                 "Total number of persistent volumes provisioned succesfully. Broken down by storage class name and source of the claim.",
-                provisioned.clone(),
-            );
-            c.register(
-                "persistentvolumeclaim_provision_failed",
                 "Total number of persistent volume provision failed attempts. Broken down by storage class name and source of the claim.",
-                provision_failed.clone(),
-            );
-            c.register(
-                "persistentvolumeclaim_provision_duration_seconds",
                 "Latency in seconds to provision persistent volumes. Failed provisioning attempts are ignored. Broken down by storage class name and source of the claim.",
-                provision_duration.clone(),
-            );
-            c.register(
-                "persistentvolume_delete",
+            ],
+        );
+        let deletions = Outcomes::register(
+            c,
+            "persistentvolume_delete",
+            [
                 "Total number of persistent volumes deleted succesfully. Broken down by storage class name.",
-                deleted.clone(),
-            );
-            c.register(
-                "persistentvolume_delete_failed",
                 "Total number of persistent volume delete failed attempts. Broken down by storage class name.",
-                delete_failed.clone(),
-            );
-            c.register(
-                "persistentvolume_delete_duration_seconds",
                 "Latency in seconds to delete persistent volumes. Failed deletion attempts are ignored. Broken down by storage class name.",
-                delete_duration.clone(),
-            );
-        }
+            ],
+        );
         {
             let p = registry.sub_registry_with_prefix("process");
             p.register(
@@ -180,12 +194,8 @@ impl Default for Metrics {
         Metrics {
             operations,
             duration,
-            provisioned,
-            provision_failed,
-            provision_duration,
-            deleted,
-            delete_failed,
-            delete_duration,
+            provisions,
+            deletions,
             leader,
             ceph_clients,
             resident_memory,
@@ -230,17 +240,7 @@ impl Metrics {
             class: class.into(),
             source: source.into(),
         };
-        match result {
-            Ok(d) => {
-                self.provisioned.get_or_create(&labels).inc();
-                self.provision_duration
-                    .get_or_create(&labels)
-                    .observe(d.as_secs_f64());
-            }
-            Err(_) => {
-                self.provision_failed.get_or_create(&labels).inc();
-            }
-        }
+        self.provisions.observe(&labels, result);
     }
 
     /// A deletion attempt, under our name and the sig-storage library's.
@@ -249,17 +249,7 @@ impl Metrics {
         let labels = DeleteLabels {
             class: class.into(),
         };
-        match result {
-            Ok(d) => {
-                self.deleted.get_or_create(&labels).inc();
-                self.delete_duration
-                    .get_or_create(&labels)
-                    .observe(d.as_secs_f64());
-            }
-            Err(_) => {
-                self.delete_failed.get_or_create(&labels).inc();
-            }
-        }
+        self.deletions.observe(&labels, result);
     }
 
     pub fn set_ceph_clients(&self, n: usize) {

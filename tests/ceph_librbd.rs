@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rbd_provisioner::ceph::{
     CephError, CephKey, CloneSpec, Cluster, Connections, Created, Credentials, ImageSpec,
-    RBD_FEATURE_DATA_POOL, RBD_FEATURE_LAYERING, Removed, Timeouts,
+    ParentSpec, RBD_FEATURE_DATA_POOL, RBD_FEATURE_LAYERING, Removed, Timeouts,
 };
 
 const POOL: &str = "kube";
@@ -374,9 +374,11 @@ async fn clone_from_protected_snapshot_and_flatten() {
     assert_eq!(snaps[0].size, 32 * MIB);
 
     let cs = CloneSpec {
-        parent_pool: POOL.into(),
-        parent: parent.clone(),
-        snap: snap.into(),
+        parent: ParentSpec {
+            pool: POOL.into(),
+            image: parent.clone(),
+            snap: snap.into(),
+        },
         pool: POOL2.into(),
         name: child.clone(),
         features: RBD_FEATURE_LAYERING,

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use super::config::configured;
 use super::error::{
-    AMBIGUOUS_MONITOR_TIMEOUT_HINT, Op, connect_hint, has_ambiguous_monitor, op_hint,
+    AMBIGUOUS_MONITOR_TIMEOUT_HINT, Op, connect_hint, has_ambiguous_monitor, img_err, op_hint,
+    pool_err,
 };
-use super::handles::{HeldImage, ImageOptions, Rados, cstr};
+use super::handles::{HeldImage, ImageOptions, IoCtx, Rados, cstr};
 use super::types::{
     CloneSpec, Created, ImageInfo, ImageSpec, Removed, SnapInfo, TrashEntry, Watcher,
 };
@@ -194,121 +195,6 @@ impl Cluster {
         .await
     }
 
-    /// Size, features, id, data pool and parent of an image, read through a read-only open
-    /// (which, unlike a read/write open, does not make us a watcher).
-    pub async fn image_info(
-        self: &Arc<Self>,
-        pool: &str,
-        name: &str,
-    ) -> Result<ImageInfo, CephError> {
-        let (pool, name) = (pool.to_string(), name.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
-            let (p, n) = (pool.as_str(), name.as_str());
-            let err = |op| move |e| img_err(op, p, n, e);
-            let img = io.open(n, true).map_err(err(Op::Open))?;
-            let mut info = img.stat().map_err(|(op, e)| img_err(op, p, n, e))?;
-            info.data_pool = (info.data_pool_id != io.id()).then(|| {
-                c.rados
-                    .pool_name(info.data_pool_id)
-                    .unwrap_or_else(|| format!("#{}", info.data_pool_id))
-            });
-            info.parent = img.parent().map_err(err(Op::GetParent))?;
-            Ok(info)
-        })
-        .await
-    }
-
-    /// Clients watching the image header (i.e. having it open read/write, e.g. mapped on a
-    /// node). Read through a read-only open, so we are not among them.
-    pub async fn watchers(
-        self: &Arc<Self>,
-        pool: &str,
-        name: &str,
-    ) -> Result<Vec<Watcher>, CephError> {
-        self.with_image(pool, name, true, Op::ListWatchers, |img| img.watchers())
-            .await
-    }
-
-    /// Grows an image to `new_size` bytes. Equal size is a no-op; a smaller size is refused
-    /// with [`CephError::ShrinkRefused`].
-    pub async fn resize(
-        self: &Arc<Self>,
-        pool: &str,
-        name: &str,
-        new_size: u64,
-    ) -> Result<(), CephError> {
-        let (pool, name) = (pool.to_string(), name.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
-            let (p, n) = (pool.as_str(), name.as_str());
-            let err = |op| move |e| img_err(op, p, n, e);
-            let img = io.open(n, false).map_err(err(Op::Open))?;
-            let current = img.size().map_err(err(Op::GetSize))?;
-            if new_size < current {
-                return Err(CephError::ShrinkRefused {
-                    pool: pool.clone(),
-                    image: name.clone(),
-                    current,
-                    requested: new_size,
-                });
-            }
-            if new_size > current {
-                img.grow(new_size).map_err(err(Op::Resize))?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Removes an image (`rbd_remove`). A missing image is `Ok(Removed::AlreadyGone)`; an
-    /// image still open elsewhere fails with EBUSY ([`CephError::is_busy`]), one with
-    /// snapshots with ENOTEMPTY.
-    pub async fn remove_image(
-        self: &Arc<Self>,
-        pool: &str,
-        name: &str,
-    ) -> Result<Removed, CephError> {
-        let (pool, name) = (pool.to_string(), name.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
-            io.remove(&name)
-                .map_err(|e| img_err(Op::Remove, &pool, &name, e))
-        })
-        .await
-    }
-
-    /// Moves an image to the pool's trash; it may be removed from there after `delay_secs`
-    /// (earlier only with `force`). A missing image is `Ok(Removed::AlreadyGone)`.
-    pub async fn trash_move(
-        self: &Arc<Self>,
-        pool: &str,
-        name: &str,
-        delay_secs: u64,
-    ) -> Result<Removed, CephError> {
-        let (pool, name) = (pool.to_string(), name.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
-            io.trash_move(&name, delay_secs)
-                .map_err(|e| img_err(Op::TrashMove, &pool, &name, e))
-        })
-        .await
-    }
-
-    /// Sets image-meta keys (`rbd image-meta set`). Opens the image read/write for the
-    /// moment it takes.
-    pub async fn set_metadata(
-        self: &Arc<Self>,
-        pool: &str,
-        name: &str,
-        pairs: Vec<(String, String)>,
-    ) -> Result<(), CephError> {
-        self.with_image(pool, name, false, Op::SetMetadata, move |img| {
-            pairs.iter().try_for_each(|(k, v)| img.set_metadata(k, v))
-        })
-        .await
-    }
-
     /// Sets image-meta keys of an image this process has just created, in one OSD operation
     /// and without opening it: a read/write open registers a watch, and librbd sends one
     /// header-update notification per key, which made stamping cost several times the create.
@@ -328,19 +214,6 @@ impl Cluster {
         .await
     }
 
-    /// The given image-meta keys of an image (those that are set), read-only.
-    pub async fn metadata(
-        self: &Arc<Self>,
-        pool: &str,
-        name: &str,
-        keys: &'static [&'static str],
-    ) -> Result<BTreeMap<String, String>, CephError> {
-        self.with_image(pool, name, true, Op::ReadMetadata, move |img| {
-            img.metadata_many(keys)
-        })
-        .await
-    }
-
     /// The given image-meta keys of an image in the trash, by its trash id.
     pub async fn trash_metadata(
         self: &Arc<Self>,
@@ -348,25 +221,19 @@ impl Cluster {
         id: &str,
         keys: &'static [&'static str],
     ) -> Result<BTreeMap<String, String>, CephError> {
-        let (pool, id) = (pool.to_string(), id.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
-            let image = format!("(trash id {id})");
-            let (p, n) = (pool.as_str(), image.as_str());
-            let err = |op| move |e| img_err(op, p, n, e);
-            let img = io.open_by_id(&id).map_err(err(Op::Open))?;
-            img.metadata_many(keys).map_err(err(Op::ReadMetadata))
+        let id = id.to_string();
+        self.in_image(pool, &trash_label(&id), move |_, io, at| {
+            let img = io.open_by_id(&id).map_err(at.err(Op::Open))?;
+            img.metadata_many(keys).map_err(at.err(Op::ReadMetadata))
         })
         .await
     }
 
     /// Images in the pool's trash.
     pub async fn trash_list(self: &Arc<Self>, pool: &str) -> Result<Vec<TrashEntry>, CephError> {
-        let pool = pool.to_string();
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
+        self.in_pool(pool, |_, io, pool| {
             io.trash_list()
-                .map_err(|e| pool_err(Op::TrashList, &pool, e))
+                .map_err(|e| pool_err(Op::TrashList, pool, e))
         })
         .await
     }
@@ -379,21 +246,48 @@ impl Cluster {
         id: &str,
         force: bool,
     ) -> Result<Removed, CephError> {
-        let (pool, id) = (pool.to_string(), id.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
-            io.trash_remove(&id, force)
-                .map_err(|e| img_err(Op::TrashRemove, &pool, &format!("(trash id {id})"), e))
+        let id = id.to_string();
+        self.in_image(pool, &trash_label(&id), move |_, io, at| {
+            io.trash_remove(&id, force).map_err(at.err(Op::TrashRemove))
         })
         .await
     }
 
     /// Names of the images in a pool (`rbd_list2`; trashed images are not listed).
     pub async fn list_images(self: &Arc<Self>, pool: &str) -> Result<Vec<String>, CephError> {
+        self.in_pool(pool, |_, io, pool| {
+            io.list().map_err(|e| pool_err(Op::ListImages, pool, e))
+        })
+        .await
+    }
+
+    /// Runs `f` on a blocking thread with an I/O context on `pool`.
+    async fn in_pool<T, F>(self: &Arc<Self>, pool: &str, f: F) -> Result<T, CephError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Arc<Cluster>, IoCtx<'_>, &str) -> Result<T, CephError> + Send + 'static,
+    {
         let pool = pool.to_string();
         self.run(move |c| {
             let io = c.rados.ioctx(&pool)?;
-            io.list().map_err(|e| pool_err(Op::ListImages, &pool, e))
+            f(c, io, &pool)
+        })
+        .await
+    }
+
+    /// [`Self::in_pool`] for work on one image, which errors name.
+    async fn in_image<T, F>(self: &Arc<Self>, pool: &str, image: &str, f: F) -> Result<T, CephError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Arc<Cluster>, IoCtx<'_>, At<'_>) -> Result<T, CephError> + Send + 'static,
+    {
+        let image = image.to_string();
+        self.in_pool(pool, move |c, io, pool| {
+            let at = At {
+                pool,
+                image: &image,
+            };
+            f(c, io, at)
         })
         .await
     }
@@ -422,105 +316,33 @@ impl Cluster {
         T: Send + 'static,
         F: FnOnce(&super::handles::Image<'_>) -> Result<T, Errno> + Send + 'static,
     {
-        let (pool, name) = (pool.to_string(), name.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
-            let img = io
-                .open(&name, read_only)
-                .map_err(|e| img_err(Op::Open, &pool, &name, e))?;
-            f(&img).map_err(|e| img_err(op, &pool, &name, e))
+        self.in_image(pool, name, move |_, io, at| {
+            let img = io.open(at.image, read_only).map_err(at.err(Op::Open))?;
+            f(&img).map_err(at.err(op))
         })
         .await
     }
 
     // ---- snapshots and clones -----------------------------------------------------------
 
-    /// Creates a snapshot; an existing one of that name is `Ok(Created::AlreadyExisted)`.
-    pub async fn snap_create(
-        self: &Arc<Self>,
-        pool: &str,
-        image: &str,
-        snap: &str,
-    ) -> Result<Created, CephError> {
-        self.with_snap(pool, image, snap, Op::SnapshotCreate, |img, s| {
-            img.snap_create(s)
-        })
-        .await
-    }
-
-    /// Protects a snapshot (needed before cloning from it); protecting a protected one is
-    /// fine.
-    pub async fn snap_protect(
-        self: &Arc<Self>,
-        pool: &str,
-        image: &str,
-        snap: &str,
-    ) -> Result<(), CephError> {
-        self.with_snap(pool, image, snap, Op::SnapshotProtect, |img, s| {
-            img.snap_protect(s)
-        })
-        .await
-    }
-
-    /// Unprotects a snapshot; fails with EBUSY while clones of it exist.
-    pub async fn snap_unprotect(
-        self: &Arc<Self>,
-        pool: &str,
-        image: &str,
-        snap: &str,
-    ) -> Result<(), CephError> {
-        self.with_snap(pool, image, snap, Op::SnapshotUnprotect, |img, s| {
-            img.snap_unprotect(s)
-        })
-        .await
-    }
-
-    /// Removes a (unprotected) snapshot; a missing one is `Ok(Removed::AlreadyGone)`.
-    pub async fn snap_remove(
-        self: &Arc<Self>,
-        pool: &str,
-        image: &str,
-        snap: &str,
-    ) -> Result<Removed, CephError> {
-        self.with_snap(pool, image, snap, Op::SnapshotRemove, |img, s| {
-            img.snap_remove(s)
-        })
-        .await
-    }
-
-    /// The snapshots of an image, with whether each is protected.
-    pub async fn snap_list(
-        self: &Arc<Self>,
-        pool: &str,
-        image: &str,
-    ) -> Result<Vec<SnapInfo>, CephError> {
-        self.with_image(pool, image, true, Op::ListSnapshots, |img| img.snap_list())
-            .await
-    }
-
-    async fn with_snap<T, F>(
+    /// Runs `f` on an image opened read/write with the snapshot's name; errors name the
+    /// snapshot and `op`.
+    async fn with_snap<T: Send + 'static>(
         self: &Arc<Self>,
         pool: &str,
         image: &str,
         snap: &str,
         op: Op,
-        f: F,
-    ) -> Result<T, CephError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&super::handles::Image<'_>, &std::ffi::CStr) -> Result<T, Errno> + Send + 'static,
-    {
-        let (pool, image, snap) = (pool.to_string(), image.to_string(), snap.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
+        f: fn(&super::handles::Image<'_>, &std::ffi::CStr) -> Result<T, Errno>,
+    ) -> Result<T, CephError> {
+        let snap = snap.to_string();
+        self.in_image(pool, image, move |_, io, at| {
             let c_snap = cstr("snapshot name", &snap)?;
-            let img = io
-                .open(&image, false)
-                .map_err(|e| img_err(Op::Open, &pool, &image, e))?;
+            let img = io.open(at.image, false).map_err(at.err(Op::Open))?;
             f(&img, &c_snap).map_err(|errno| CephError::Snapshot {
                 op,
-                pool: pool.clone(),
-                image: image.clone(),
+                pool: at.pool.to_string(),
+                image: at.image.to_string(),
                 snap: snap.clone(),
                 errno,
                 hint: op_hint(op, errno),
@@ -534,50 +356,162 @@ impl Cluster {
         let s = spec.clone();
         self.run(move |c| {
             let err = |errno: Errno| CephError::Clone {
-                parent: format!("{}/{}@{}", s.parent_pool, s.parent, s.snap),
+                parent: s.parent.to_string(),
                 pool: s.pool.clone(),
                 image: s.name.clone(),
                 errno,
                 hint: op_hint(Op::Clone, errno),
             };
-            let p_io = c.rados.ioctx(&s.parent_pool)?;
+            let p_io = c.rados.ioctx(&s.parent.pool)?;
             let c_io = c.rados.ioctx(&s.pool)?;
             let opts =
                 ImageOptions::for_new_image(s.features, s.data_pool.as_deref(), s.clone_format)
                     .map_err(err)?;
-            p_io.clone_into(&s.parent, &s.snap, &c_io, &s.name, &opts)
+            p_io.clone_into(&s.parent.image, &s.parent.snap, &c_io, &s.name, &opts)
                 .map_err(err)
         })
         .await
     }
+}
 
-    /// Copies the parent's data into a clone so it no longer depends on it. No-op for an
-    /// image without parent.
-    pub async fn flatten(self: &Arc<Self>, pool: &str, name: &str) -> Result<(), CephError> {
-        self.with_image(pool, name, false, Op::Flatten, |img| {
-            if img.parent()?.is_none() {
-                return Ok(());
-            }
-            img.flatten()
-        })
-        .await
-    }
+/// The operations on one image by name: each runs its body through `in_image`, or on the image
+/// opened by `with_image` (read-only where that is enough, so that we do not become a watcher)
+/// or `with_snap`; errors name the image (and snapshot) and the operation.
+macro_rules! image_ops {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $argt:ty),*) -> $t:ty
+            = $via:ident($($how:expr),*) |$($param:pat_param),*| $body:expr;
+    )*) => {
+        impl Cluster {
+            $(
+                $(#[$doc])*
+                pub async fn $name(
+                    self: &Arc<Self>,
+                    pool: &str,
+                    image: &str,
+                    $($arg: $argt),*
+                ) -> Result<$t, CephError> {
+                    self.$via(pool, image, $($how,)* move |$($param),*| $body).await
+                }
+            )*
+        }
+    };
+}
+
+image_ops! {
+    /// Size, features, id, data pool and parent of an image, read through a read-only open
+    /// (which, unlike a read/write open, does not make us a watcher).
+    fn image_info() -> ImageInfo = in_image() |c, io, at| {
+        let img = io.open(at.image, true).map_err(at.err(Op::Open))?;
+        let mut info = img
+            .stat()
+            .map_err(|(op, e)| img_err(op, at.pool, at.image, e))?;
+        info.data_pool = (info.data_pool_id != io.id()).then(|| {
+            c.rados
+                .pool_name(info.data_pool_id)
+                .unwrap_or_else(|| format!("#{}", info.data_pool_id))
+        });
+        info.parent = img.parent().map_err(at.err(Op::GetParent))?;
+        Ok(info)
+    };
+
+    /// Grows an image to `new_size` bytes. Equal size is a no-op; a smaller size is refused
+    /// with [`CephError::ShrinkRefused`].
+    fn resize(new_size: u64) -> () = in_image() |_, io, at| {
+        let img = io.open(at.image, false).map_err(at.err(Op::Open))?;
+        let current = img.size().map_err(at.err(Op::GetSize))?;
+        if new_size < current {
+            return Err(CephError::ShrinkRefused {
+                pool: at.pool.to_string(),
+                image: at.image.to_string(),
+                current,
+                requested: new_size,
+            });
+        }
+        if new_size > current {
+            img.grow(new_size).map_err(at.err(Op::Resize))?;
+        }
+        Ok(())
+    };
+
+    /// Removes an image (`rbd_remove`). A missing image is `Ok(Removed::AlreadyGone)`; an
+    /// image still open elsewhere fails with EBUSY ([`CephError::is_busy`]), one with
+    /// snapshots with ENOTEMPTY.
+    fn remove_image() -> Removed
+        = in_image() |_, io, at| io.remove(at.image).map_err(at.err(Op::Remove));
+
+    /// Moves an image to the pool's trash; it may be removed from there after `delay_secs`
+    /// (earlier only with `force`). A missing image is `Ok(Removed::AlreadyGone)`.
+    fn trash_move(delay_secs: u64) -> Removed
+        = in_image() |_, io, at| io.trash_move(at.image, delay_secs).map_err(at.err(Op::TrashMove));
 
     /// Opens an image read/write and keeps it open (a watcher, like a node that mapped it)
     /// until the guard is dropped. For tests.
-    pub async fn open_read_write(
-        self: &Arc<Self>,
-        pool: &str,
-        name: &str,
-    ) -> Result<HeldImage, CephError> {
-        let (pool, name) = (pool.to_string(), name.to_string());
-        self.run(move |c| {
-            let io = c.rados.ioctx(&pool)?;
-            io.hold_open(&name, Box::new(Arc::clone(c)))
-                .map_err(|e| img_err(Op::Open, &pool, &name, e))
-        })
-        .await
+    fn open_read_write() -> HeldImage
+        = in_image() |c, io, at| io.hold_open(at.image, Box::new(Arc::clone(c))).map_err(at.err(Op::Open));
+
+    /// Clients watching the image header (i.e. having it open read/write, e.g. mapped on a
+    /// node). Read through a read-only open, so we are not among them.
+    fn watchers() -> Vec<Watcher> = with_image(true, Op::ListWatchers) |img| img.watchers();
+
+    /// Sets image-meta keys (`rbd image-meta set`). Opens the image read/write for the
+    /// moment it takes.
+    fn set_metadata(pairs: Vec<(String, String)>) -> ()
+        = with_image(false, Op::SetMetadata)
+        |img| pairs.iter().try_for_each(|(k, v)| img.set_metadata(k, v));
+
+    /// The given image-meta keys of an image (those that are set), read-only.
+    fn metadata(keys: &'static [&'static str]) -> BTreeMap<String, String>
+        = with_image(true, Op::ReadMetadata) |img| img.metadata_many(keys);
+
+    /// The snapshots of an image, with whether each is protected.
+    fn snap_list() -> Vec<SnapInfo> = with_image(true, Op::ListSnapshots) |img| img.snap_list();
+
+    /// Copies the parent's data into a clone so it no longer depends on it. No-op for an
+    /// image without parent.
+    fn flatten() -> () = with_image(false, Op::Flatten) |img| {
+        if img.parent()?.is_none() {
+            return Ok(());
+        }
+        img.flatten()
+    };
+
+    /// Creates a snapshot; an existing one of that name is `Ok(Created::AlreadyExisted)`.
+    fn snap_create(snap: &str) -> Created
+        = with_snap(snap, Op::SnapshotCreate) |img, s| img.snap_create(s);
+
+    /// Protects a snapshot (needed before cloning from it); protecting a protected one is
+    /// fine.
+    fn snap_protect(snap: &str) -> ()
+        = with_snap(snap, Op::SnapshotProtect) |img, s| img.snap_protect(s);
+
+    /// Unprotects a snapshot; fails with EBUSY while clones of it exist.
+    fn snap_unprotect(snap: &str) -> ()
+        = with_snap(snap, Op::SnapshotUnprotect) |img, s| img.snap_unprotect(s);
+
+    /// Removes a (unprotected) snapshot; a missing one is `Ok(Removed::AlreadyGone)`.
+    fn snap_remove(snap: &str) -> Removed
+        = with_snap(snap, Op::SnapshotRemove) |img, s| img.snap_remove(s);
+}
+
+/// The image an operation works on, for its errors.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    pool: &'a str,
+    image: &'a str,
+}
+
+impl<'a> At<'a> {
+    /// Maps a librbd failure of `op` to an error naming this image.
+    fn err(self, op: Op) -> impl Fn(Errno) -> CephError + 'a {
+        move |e| img_err(op, self.pool, self.image, e)
     }
+}
+
+/// How an image in the trash, which has no name, is named in errors.
+fn trash_label(id: &str) -> String {
+    format!("(trash id {id})")
 }
 
 fn millis(d: Duration) -> u64 {
@@ -589,25 +523,6 @@ fn connect_failure_hint(mon_host: &str, errno: Errno) -> Option<&'static str> {
         Some(AMBIGUOUS_MONITOR_TIMEOUT_HINT)
     } else {
         connect_hint(errno)
-    }
-}
-
-fn img_err(op: Op, pool: &str, image: &str, errno: Errno) -> CephError {
-    CephError::Image {
-        op,
-        pool: pool.to_string(),
-        image: image.to_string(),
-        errno,
-        hint: op_hint(op, errno),
-    }
-}
-
-fn pool_err(op: Op, pool: &str, errno: Errno) -> CephError {
-    CephError::PoolOp {
-        op,
-        pool: pool.to_string(),
-        errno,
-        hint: op_hint(op, errno),
     }
 }
 

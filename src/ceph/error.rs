@@ -405,6 +405,27 @@ pub(crate) fn op_hint(op: Op, e: Errno) -> Option<&'static str> {
     }
 }
 
+/// A failed operation on one image, with its hint.
+pub(crate) fn img_err(op: Op, pool: &str, image: &str, errno: Errno) -> CephError {
+    CephError::Image {
+        op,
+        pool: pool.to_string(),
+        image: image.to_string(),
+        errno,
+        hint: op_hint(op, errno),
+    }
+}
+
+/// A failed operation on a pool as a whole, with its hint.
+pub(crate) fn pool_err(op: Op, pool: &str, errno: Errno) -> CephError {
+    CephError::PoolOp {
+        op,
+        pool: pool.to_string(),
+        errno,
+        hint: op_hint(op, errno),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,13 +487,7 @@ mod tests {
 
     #[test]
     fn image_errors_name_pool_image_errno_and_hint() {
-        let e = CephError::Image {
-            op: Op::Remove,
-            pool: "kube".into(),
-            image: "pvc-1".into(),
-            errno: Errno(libc::EBUSY),
-            hint: op_hint(Op::Remove, Errno(libc::EBUSY)),
-        };
+        let e = img_err(Op::Remove, "kube", "pvc-1", Errno(libc::EBUSY));
         assert_eq!(
             e.to_string(),
             "remove of image kube/pvc-1 failed: EBUSY (Device or resource busy, errno 16); \
@@ -492,13 +507,7 @@ mod tests {
         assert!(e.is_pool_missing());
         assert!(e.to_string().contains("pool does not exist"), "{e}");
 
-        let e = CephError::Image {
-            op: Op::Create,
-            pool: "kube".into(),
-            image: "x".into(),
-            errno: Errno(libc::EEXIST),
-            hint: op_hint(Op::Create, Errno(libc::EEXIST)),
-        };
+        let e = img_err(Op::Create, "kube", "x", Errno(libc::EEXIST));
         assert!(e.is_exists());
         assert!(!e.to_string().contains("hint"), "no hint for EEXIST: {e}");
     }

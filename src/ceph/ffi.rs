@@ -118,39 +118,39 @@ impl Zeroed for rbd_trash_image_info_t {}
 impl Zeroed for rbd_image_watcher_t {}
 
 // ---- layout pins (values measured with gcc against the installed headers, see above) ----
-const _: () = assert!(size_of::<rbd_image_spec_t>() == 16);
-const _: () = assert!(offset_of!(rbd_image_spec_t, name) == 8);
 
-const _: () = assert!(size_of::<rbd_linked_image_spec_t>() == 48);
-const _: () = assert!(offset_of!(rbd_linked_image_spec_t, pool_name) == 8);
-const _: () = assert!(offset_of!(rbd_linked_image_spec_t, pool_namespace) == 16);
-const _: () = assert!(offset_of!(rbd_linked_image_spec_t, image_id) == 24);
-const _: () = assert!(offset_of!(rbd_linked_image_spec_t, image_name) == 32);
-const _: () = assert!(offset_of!(rbd_linked_image_spec_t, trash) == 40);
+/// Pins a struct's size and its fields' offsets: a build against other headers that moved
+/// anything fails here instead of corrupting memory.
+macro_rules! pin_layout {
+    ($t:ty = $size:literal { $($field:ident: $offset:literal),* $(,)? }) => {
+        const _: () = assert!(size_of::<$t>() == $size);
+        $(const _: () = assert!(offset_of!($t, $field) == $offset);)*
+    };
+}
 
-const _: () = assert!(size_of::<rbd_snap_spec_t>() == 24);
-const _: () = assert!(offset_of!(rbd_snap_spec_t, namespace_type) == 8);
-const _: () = assert!(offset_of!(rbd_snap_spec_t, name) == 16);
-
-const _: () = assert!(size_of::<rbd_snap_info_t>() == 24);
-const _: () = assert!(offset_of!(rbd_snap_info_t, size) == 8);
-const _: () = assert!(offset_of!(rbd_snap_info_t, name) == 16);
-
-const _: () = assert!(size_of::<rbd_image_info_t>() == 160);
-const _: () = assert!(offset_of!(rbd_image_info_t, order) == 24);
-const _: () = assert!(offset_of!(rbd_image_info_t, block_name_prefix) == 28);
-const _: () = assert!(offset_of!(rbd_image_info_t, parent_pool) == 56);
-const _: () = assert!(offset_of!(rbd_image_info_t, parent_name) == 64);
-
-const _: () = assert!(size_of::<rbd_trash_image_info_t>() == 40);
-const _: () = assert!(offset_of!(rbd_trash_image_info_t, name) == 8);
-const _: () = assert!(offset_of!(rbd_trash_image_info_t, source) == 16);
-const _: () = assert!(offset_of!(rbd_trash_image_info_t, deletion_time) == 24);
-const _: () = assert!(offset_of!(rbd_trash_image_info_t, deferment_end_time) == 32);
-
-const _: () = assert!(size_of::<rbd_image_watcher_t>() == 24);
-const _: () = assert!(offset_of!(rbd_image_watcher_t, id) == 8);
-const _: () = assert!(offset_of!(rbd_image_watcher_t, cookie) == 16);
+pin_layout!(rbd_image_spec_t = 16 { name: 8 });
+pin_layout!(rbd_linked_image_spec_t = 48 {
+    pool_name: 8,
+    pool_namespace: 16,
+    image_id: 24,
+    image_name: 32,
+    trash: 40,
+});
+pin_layout!(rbd_snap_spec_t = 24 { namespace_type: 8, name: 16 });
+pin_layout!(rbd_snap_info_t = 24 { size: 8, name: 16 });
+pin_layout!(rbd_image_info_t = 160 {
+    order: 24,
+    block_name_prefix: 28,
+    parent_pool: 56,
+    parent_name: 64,
+});
+pin_layout!(rbd_trash_image_info_t = 40 {
+    name: 8,
+    source: 16,
+    deletion_time: 24,
+    deferment_end_time: 32,
+});
+pin_layout!(rbd_image_watcher_t = 24 { id: 8, cookie: 16 });
 
 #[link(name = "rados")]
 unsafe extern "C" {

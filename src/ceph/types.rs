@@ -18,13 +18,13 @@ pub struct ImageSpec {
 /// What to create with [`super::Cluster::clone_image`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloneSpec {
-    pub parent_pool: String,
-    pub parent: String,
-    pub snap: String,
+    /// The snapshot cloned.
+    pub parent: ParentSpec,
+    /// The clone's pools (as in [`ImageSpec`]), which may differ from the parent's.
     pub pool: String,
+    pub data_pool: Option<String>,
     pub name: String,
     pub features: u64,
-    pub data_pool: Option<String>,
     /// 1 (needs a protected snapshot) or 2 (needs `require_min_compat_client >= mimic`);
     /// `None` lets librbd choose ("auto").
     pub clone_format: Option<u8>,
@@ -46,12 +46,19 @@ pub enum Removed {
     AlreadyGone,
 }
 
-/// Parent of a cloned image.
+/// Parent of a cloned image: a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParentSpec {
     pub pool: String,
     pub image: String,
     pub snap: String,
+}
+
+/// As `rbd` writes a snapshot: `pool/image@snap`.
+impl std::fmt::Display for ParentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.pool, self.image, self.snap)
+    }
 }
 
 /// What [`super::Cluster::image_info`] reads.

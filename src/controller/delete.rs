@@ -21,7 +21,7 @@ use crate::ceph::Cluster;
 use crate::domain::reclaim::{self, DeleteTarget, VolumeAction};
 use crate::domain::volume::FINALIZER;
 use crate::domain::{clone, owner};
-use crate::error::{Error, Result, is_status};
+use crate::error::{Error, Refusal, Result, Wait, is_status};
 
 /// How long a clone may take to flatten before its source's deletion gives up for a while.
 const FLATTEN_DEADLINE: Duration = Duration::from_secs(3600);
@@ -105,10 +105,15 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             tracing::warn!(pv = %name, error = %e, retry_in = ?delay, "volume operation failed");
             Ok(Action::requeue(delay))
         }
-        Err(Error::Waiting(msg)) => {
-            tracing::info!(pv = %name, "{msg}");
+        Err(Error::Waiting(wait)) => {
+            tracing::info!(pv = %name, "{wait}");
             ctx.events
-                .normal(&regarding, "VolumeDeleteWaiting", "Delete", msg)
+                .normal(
+                    &regarding,
+                    "VolumeDeleteWaiting",
+                    "Delete",
+                    wait.to_string(),
+                )
                 .await;
             Ok(Action::requeue(Duration::from_secs(5)))
         }
@@ -151,14 +156,8 @@ async fn purge_left_in_trash(
         Ok(entries) => {
             for e in entries.into_iter().filter(|e| e.name == t.image) {
                 tracing::info!(pool = %t.pool, image = %t.image, id = %e.id, "purging what an earlier process left in the trash");
-                ctx.purger.submit(Job {
-                    cluster: cluster.clone(),
-                    pool: t.pool.clone(),
-                    id: e.id,
-                    image: t.image.clone(),
-                    parent: None,
-                    finish_move: true,
-                });
+                ctx.purger
+                    .submit(Job::trash_entry(cluster, &t.pool, e, true));
             }
         }
         Err(e) => tracing::warn!(pool = %t.pool, error = %e, "could not list the trash"),
@@ -167,7 +166,7 @@ async fn purge_left_in_trash(
 
 async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> Result<()> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
-    let refuse = |why: String| Error::Refused {
+    let refuse = |why: Refusal| Error::Refused {
         pv: pv_name.clone(),
         pool: t.pool.clone(),
         image: t.image.clone(),
@@ -175,9 +174,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
     };
     ctx.volumes_listed().await;
     if let Some(other) = ctx.other_volume_naming(pv, &t.pool, &t.image) {
-        return Err(refuse(format!(
-            "PersistentVolume {other} names the same image; delete or fix one of them by hand"
-        )));
+        return Err(refuse(Refusal::SharedImage { other }));
     }
     let creds = ctx.admin_credentials(&pv_name, t).await?;
     let cluster = ctx.connect(&creds).await?;
@@ -197,7 +194,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 .await
                 .map_err(Error::ceph(&object))?;
             owner::check_delete(&meta, &ctx.instance, &pv_name)
-                .map_err(|m| refuse(m.to_string()))?;
+                .map_err(|m| refuse(Refusal::Stamp(m)))?;
             // Read-only open: a read/write open would make us a watcher ourselves.
             let watchers = cluster
                 .watchers(&t.pool, &t.image)
@@ -214,7 +211,13 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                         .join(", "),
                 });
             }
-            detach_clones(ctx, &cluster, &t.pool, &t.image, &object).await?;
+            let src = Source {
+                cluster: &cluster,
+                pool: &t.pool,
+                image: &t.image,
+                object: &object,
+            };
+            detach_clones(ctx, &src).await?;
             trash(ctx, &cluster, &t.pool, &t.image, &pv_name, &meta, &object).await?;
             ctx.purger.submit(Job {
                 cluster: cluster.clone(),
@@ -274,35 +277,43 @@ pub(super) async fn trash(
     Ok(())
 }
 
+/// The image being deleted, and how errors name it.
+struct Source<'a> {
+    cluster: &'a Arc<Cluster>,
+    pool: &'a str,
+    image: &'a str,
+    object: &'a str,
+}
+
 /// Clones made from this image (snapshots named after them) become independent first, so
 /// deleting a source never breaks its clones. Flattening can take long: it runs in the
 /// background with its own deadline, and this deletion is retried until it is done.
-async fn detach_clones(
-    ctx: &Context,
-    cluster: &Arc<Cluster>,
-    pool: &str,
-    image: &str,
-    object: &str,
-) -> Result<()> {
-    for snap in cluster
+async fn detach_clones(ctx: &Context, src: &Source<'_>) -> Result<()> {
+    let Source {
+        cluster,
+        pool,
+        image,
+        object,
+    } = *src;
+    let snaps = cluster
         .snap_list(pool, image)
         .await
-        .map_err(Error::ceph(object))?
-    {
+        .map_err(Error::ceph(object))?;
+    for snap in snaps {
         let Some(child) = clone::clone_of_snapshot(&snap.name) else {
             continue;
         };
         match cluster.image_info(pool, child).await {
             Ok(info) if info.parent.as_ref().is_some_and(|p| p.snap == snap.name) => {
                 flatten_in_background(ctx, cluster, pool, child);
-                return Err(Error::Waiting(format!(
-                    "flattening clone {pool}/{child} before deleting its source {pool}/{image}; the deletion continues when it is done"
-                )));
+                return Err(Error::Waiting(Wait::Flattening {
+                    pool: pool.to_string(),
+                    child: child.to_string(),
+                    image: image.to_string(),
+                }));
             }
             Ok(_) => {}
-            Err(e) if e.is_not_found() => {
-                purge_trashed_child(ctx, cluster, pool, child, object).await?
-            }
+            Err(e) if e.is_not_found() => purge_trashed_child(ctx, src, child).await?,
             Err(e) => return Err(Error::ceph(format!("clone {pool}/{child} of {object}"))(e)),
         }
         cluster
@@ -320,18 +331,19 @@ async fn detach_clones(
 /// A clone deleted by us may still sit in the trash (its purge pending or failed), and it
 /// pins the source's snapshot: purge it now. A trashed clone that is not provably ours stops
 /// the deletion instead.
-async fn purge_trashed_child(
-    ctx: &Context,
-    cluster: &Arc<Cluster>,
-    pool: &str,
-    child: &str,
-    object: &str,
-) -> Result<()> {
-    let entries = cluster
-        .trash_list(pool)
-        .await
-        .map_err(Error::ceph(object))?;
-    for e in entries.iter().filter(|e| e.name == child) {
+async fn purge_trashed_child(ctx: &Context, src: &Source<'_>, child: &str) -> Result<()> {
+    let Source {
+        cluster,
+        pool,
+        object,
+        ..
+    } = *src;
+    let entries = cluster.trash_list(pool).await;
+    for e in entries
+        .map_err(Error::ceph(object))?
+        .iter()
+        .filter(|e| e.name == child)
+    {
         let meta = cluster
             .trash_metadata(pool, &e.id, owner::KEYS)
             .await
@@ -392,13 +404,8 @@ async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
         return Ok(());
     }
     let name = pv.metadata.name.clone().unwrap_or_default();
-    let rest: Vec<&String> = pv
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|f| *f != FINALIZER)
-        .collect();
+    let mut rest = pv.metadata.finalizers.clone().unwrap_or_default();
+    rest.retain(|f| f != FINALIZER);
     let patch = serde_json::json!({
         "metadata": {"finalizers": rest, "resourceVersion": pv.metadata.resource_version}
     });

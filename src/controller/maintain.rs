@@ -12,7 +12,7 @@ use kube::api::Api;
 
 use super::Context;
 use super::purge::Job;
-use crate::ceph::{Cluster, Credentials};
+use crate::ceph::{CephError, Cluster, Credentials};
 use crate::domain::owner::{self, Liveness, Orphan, Stamp};
 use crate::domain::{params, volume};
 use crate::error::SecretRole;
@@ -96,12 +96,8 @@ async fn pools(ctx: &Context) -> Vec<(Credentials, String)> {
 /// Queues for purging every trash entry that this instance put there, and nothing else:
 /// an operator's own `rbd trash mv`, other provisioners' and other clusters' entries stay.
 pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
-    let entries = match cluster.trash_list(pool).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(%pool, error = %e, "listing the trash failed");
-            return;
-        }
+    let Some(entries) = listed(cluster.trash_list(pool).await, pool, "the trash") else {
+        return;
     };
     let (mut ours, total) = (0, entries.len());
     for e in entries {
@@ -116,14 +112,7 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
                     && e.name.starts_with(crate::domain::volume::IMAGE_PREFIX) =>
             {
                 tracing::info!(%pool, image = %e.name, id = %e.id, "finishing the purge of a trash entry whose image is already removed");
-                ctx.purger.submit(Job {
-                    cluster: cluster.clone(),
-                    pool: pool.to_string(),
-                    id: e.id.clone(),
-                    image: e.name.clone(),
-                    parent: None,
-                    finish_move: false,
-                });
+                ctx.purger.submit(Job::trash_entry(cluster, pool, e, false));
                 continue;
             }
             Err(err) => {
@@ -134,14 +123,7 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
         if owner::purgeable(&meta, &ctx.instance) {
             ours += 1;
             tracing::info!(%pool, image = %e.name, "purging an image we trashed earlier");
-            ctx.purger.submit(Job {
-                cluster: cluster.clone(),
-                pool: pool.to_string(),
-                id: e.id.clone(),
-                image: e.name.clone(),
-                parent: None,
-                finish_move: true,
-            });
+            ctx.purger.submit(Job::trash_entry(cluster, pool, e, true));
         }
     }
     tracing::info!(%pool, entries = total, ours, "trash sweep done");
@@ -151,12 +133,8 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
 /// the claim went before a restart, so no PV was ever written and nothing else would remove
 /// them. Every fact must agree (see [`owner::orphan`]).
 pub async fn collect_orphans(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
-    let images = match cluster.list_images(pool).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(%pool, error = %e, "listing images failed");
-            return;
-        }
+    let Some(images) = listed(cluster.list_images(pool).await, pool, "images") else {
+        return;
     };
     for image in images
         .iter()
@@ -166,6 +144,12 @@ pub async fn collect_orphans(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) 
             tracing::warn!(%pool, %image, error = %e, "orphan check failed; left alone");
         }
     }
+}
+
+/// What a listing of `pool` returned; `None` (logged) when it failed: the next round retries.
+fn listed<T>(r: Result<Vec<T>, CephError>, pool: &str, what: &str) -> Option<Vec<T>> {
+    r.map_err(|e| tracing::warn!(%pool, error = %e, "listing {what} failed"))
+        .ok()
 }
 
 async fn collect_one(

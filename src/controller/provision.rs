@@ -10,7 +10,9 @@ use kube::Resource;
 use kube::runtime::controller::Action;
 
 use super::Context;
-use crate::ceph::{CloneSpec, Cluster, Created, Credentials, ImageSpec, RBD_FEATURE_LAYERING};
+use crate::ceph::{
+    CloneSpec, Cluster, Created, Credentials, ImageSpec, ParentSpec, RBD_FEATURE_LAYERING,
+};
 use crate::domain::claim::{self, ClaimAction};
 use crate::domain::clone;
 use crate::domain::owner::{self, Stamp};
@@ -496,9 +498,11 @@ async fn clone_image(
     cluster.snap_protect(&src.pool, &src.image, &snap).await?;
     cluster
         .clone_image(&CloneSpec {
-            parent_pool: src.pool.clone(),
-            parent: src.image.clone(),
-            snap,
+            parent: ParentSpec {
+                pool: src.pool.clone(),
+                image: src.image.clone(),
+                snap,
+            },
             pool: spec.pool.clone(),
             name: spec.name.clone(),
             features: spec.features,

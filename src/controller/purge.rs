@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::ceph::{CephError, Cluster, ParentSpec, Removed};
+use crate::ceph::{CephError, Cluster, ParentSpec, Removed, TrashEntry};
 use crate::domain::clone;
 use crate::metrics::Metrics;
 
@@ -40,6 +40,25 @@ pub struct Job {
     /// Whether a half-done trash move of this entry may be finished and purged: only when
     /// the image is provably ours. A half-moved entry still holds a whole image.
     pub finish_move: bool,
+}
+
+impl Job {
+    /// An entry found in the trash, where what it was cloned from is no longer known.
+    pub fn trash_entry(
+        cluster: &Arc<Cluster>,
+        pool: &str,
+        entry: TrashEntry,
+        finish_move: bool,
+    ) -> Job {
+        Job {
+            cluster: cluster.clone(),
+            pool: pool.to_string(),
+            id: entry.id,
+            image: entry.name,
+            parent: None,
+            finish_move,
+        }
+    }
 }
 
 pub struct Purger {
@@ -139,10 +158,10 @@ async fn purge(job: &Job, metrics: &Metrics) -> bool {
         // The source's snapshot existed only for this clone.
         if let Err(e) = job.cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await {
             if !e.is_not_found() {
-                tracing::warn!(snapshot = %format!("{}/{}@{}", p.pool, p.image, p.snap), error = %e, "could not unprotect the clone's source snapshot; deleting the source handles it");
+                tracing::warn!(snapshot = %p, error = %e, "could not unprotect the clone's source snapshot; deleting the source handles it");
             }
         } else if let Err(e) = job.cluster.snap_remove(&p.pool, &p.image, &p.snap).await {
-            tracing::warn!(snapshot = %format!("{}/{}@{}", p.pool, p.image, p.snap), error = %e, "could not remove the clone's source snapshot; deleting the source handles it");
+            tracing::warn!(snapshot = %p, error = %e, "could not remove the clone's source snapshot; deleting the source handles it");
         }
     }
     false

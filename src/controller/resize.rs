@@ -40,44 +40,39 @@ pub async fn reconcile_bound(
         pv = %pv_name,
         "bound claim"
     );
-    match resize::decide(pvc, &pv, allow_expansion, &ctx.settings.provisioner) {
-        ResizeAction::Nothing => Ok(()),
-        ResizeAction::Shrink { requested, current } => {
-            let note = format!(
+    let (reason, note) = match resize::decide(pvc, &pv, allow_expansion, &ctx.settings.provisioner)
+    {
+        ResizeAction::Nothing => return Ok(()),
+        ResizeAction::Shrink { requested, current } => (
+            "VolumeResizeSkipped",
+            format!(
                 "the claim asks for {} MiB but volume {pv_name} already has {} MiB; RBD volumes are never shrunk, so it keeps its size",
                 requested >> 20,
                 current >> 20
-            );
-            ctx.events
-                .normal(&regarding, "VolumeResizeSkipped", "Resize", note)
-                .await;
-            Ok(())
-        }
+            ),
+        ),
         ResizeAction::Grow { from, to, flavor } => {
             let started = Instant::now();
-            match grow(pvc, &pv, to, flavor, ctx).await {
-                Ok(()) => {
-                    ctx.metrics.record("resize", Ok(started.elapsed()));
-                    let note = format!(
-                        "grew volume {pv_name} from {} MiB to {} MiB; the node grows the filesystem when a pod next mounts the claim",
-                        from >> 20,
-                        to >> 20
-                    );
-                    ctx.events
-                        .normal(&regarding, "FileSystemResizeRequired", "Resize", note)
-                        .await;
-                    Ok(())
-                }
-                Err(e) => {
-                    ctx.metrics.record("resize", Err(e.kind()));
-                    ctx.events
-                        .warning(&regarding, "VolumeResizeFailed", "Resize", e.to_string())
-                        .await;
-                    Err(e)
-                }
+            if let Err(e) = grow(pvc, &pv, to, flavor, ctx).await {
+                ctx.metrics.record("resize", Err(e.kind()));
+                ctx.events
+                    .warning(&regarding, "VolumeResizeFailed", "Resize", e.to_string())
+                    .await;
+                return Err(e);
             }
+            ctx.metrics.record("resize", Ok(started.elapsed()));
+            (
+                "FileSystemResizeRequired",
+                format!(
+                    "grew volume {pv_name} from {} MiB to {} MiB; the node grows the filesystem when a pod next mounts the claim",
+                    from >> 20,
+                    to >> 20
+                ),
+            )
         }
-    }
+    };
+    ctx.events.normal(&regarding, reason, "Resize", note).await;
+    Ok(())
 }
 
 async fn grow(

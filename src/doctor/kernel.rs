@@ -7,7 +7,7 @@ use kube::api::{Api, ListParams};
 use crate::ceph::RBD_FEATURE_LAYERING;
 use crate::domain::params::ClassParams;
 
-use super::{Row, Status, fail, row};
+use super::{Row, Status, cannot_ask, fail, row};
 
 /// Oldest kernel whose krbd maps an image with these features (`RBD_FEATURE_*` bits), per
 /// Ceph's krbd documentation; `None` when krbd cannot map it at all (journaling).
@@ -62,11 +62,7 @@ pub(super) async fn kernel_row(client: &Client, p: &ClassParams) -> Row {
     {
         Ok(l) => l.items,
         Err(e) => {
-            return row(
-                check,
-                Status::Warn,
-                format!("cannot list Nodes: {}", crate::error::kube_cause(&e)),
-            );
+            return cannot_ask(check, "list Nodes", &e);
         }
     };
     if nodes.is_empty() {

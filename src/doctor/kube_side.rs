@@ -12,7 +12,7 @@ use crate::ceph::CephKey;
 use crate::domain::params::{ClassParams, Flavor, SecretRef};
 use crate::error::SecretRole;
 
-use super::{Row, Status, fail, row};
+use super::{Row, Status, cannot_ask, fail, row};
 
 /// The `user` of a SubjectAccessReview for a "namespace:name" ServiceAccount.
 pub(super) fn sa_user(service_account: &str) -> String {
@@ -62,14 +62,7 @@ pub(super) async fn flavor_row(
                         "install ceph-csi's rbd plugin, or set csiDriver to the name kubectl get csidrivers shows (Rook: rook-ceph.rbd.csi.ceph.com)".into(),
                     ),
                 },
-                Err(e) => row(
-                    check,
-                    Status::Warn,
-                    format!(
-                        "cannot list CSIDrivers: {}",
-                        crate::error::kube_cause(&e)
-                    ),
-                ),
+                Err(e) => cannot_ask(check, "list CSIDrivers", &e),
             }
         }
     }
@@ -124,14 +117,7 @@ pub(super) async fn rbac_row(
                 s.namespace
             )),
         },
-        Err(e) => row(
-            check,
-            Status::Warn,
-            format!(
-                "cannot ask the API server (SubjectAccessReview): {}",
-                crate::error::kube_cause(&e)
-            ),
-        ),
+        Err(e) => cannot_ask(check, "ask the API server (SubjectAccessReview)", &e),
     }
 }
 

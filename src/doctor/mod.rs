@@ -79,6 +79,12 @@ fn row(check: &'static str, status: Status, detail: impl Into<String>) -> Row {
     }
 }
 
+/// The API server could not be asked, so the check could not be made.
+fn cannot_ask(check: &'static str, what: &str, e: &kube::Error) -> Row {
+    let cause = crate::error::kube_cause(e);
+    row(check, Status::Warn, format!("cannot {what}: {cause}"))
+}
+
 fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Row {
     Row {
         check,
@@ -335,21 +341,20 @@ pub async fn check(
         connect: Duration::from_secs(10),
         op: Duration::from_secs(30),
     };
+    let no_key = |check, which| {
+        row(
+            check,
+            Status::Skip,
+            format!("no {which} key to try (see the {which} secret line)"),
+        )
+    };
     match admin_key {
         Some(key) => rows.extend(admin_rows(&p, key, timeouts).await),
-        None => rows.push(row(
-            "admin key",
-            Status::Skip,
-            "no admin key to try (see the admin secret line)",
-        )),
+        None => rows.push(no_key("admin key", "admin")),
     }
     match user_key {
         Some(key) => rows.push(user_row(&p, key, timeouts).await),
-        None => rows.push(row(
-            "user key",
-            Status::Skip,
-            "no user key to try (see the user secret line)",
-        )),
+        None => rows.push(no_key("user key", "user")),
     }
     rows.push(kernel_row(client, &p).await);
     rows

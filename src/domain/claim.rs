@@ -166,7 +166,8 @@ pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PersistentVolumeClaimStatus};
+    use crate::domain::fixtures;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaimStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     const ME: &str = "ceph.com/rbd";
@@ -184,42 +185,19 @@ mod tests {
     }
 
     fn claim(annotations: &[(&str, &str)]) -> PersistentVolumeClaim {
-        PersistentVolumeClaim {
-            metadata: ObjectMeta {
-                name: Some("c".into()),
-                namespace: Some("default".into()),
-                annotations: Some(
-                    annotations
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            spec: Some(PersistentVolumeClaimSpec {
-                storage_class_name: Some("ceph-rbd".into()),
-                ..Default::default()
-            }),
-            status: None,
+        let mut c = fixtures::claim("default", "c", "", None);
+        c.metadata.annotations = fixtures::map(annotations);
+        c.spec.as_mut().unwrap().storage_class_name = Some("ceph-rbd".into());
+        c
+    }
+
+    #[test]
+    fn either_annotation_alone_is_enough() {
+        for ann in [ANN_STORAGE_PROVISIONER_BETA, ANN_STORAGE_PROVISIONER] {
+            let c = claim(&[(ann, ME)]);
+            let action = decide(&c, Some(&class(ME, None)), ME, false);
+            assert_eq!(action, ClaimAction::Provision, "{ann}");
         }
-    }
-
-    #[test]
-    fn beta_annotation_alone_is_enough() {
-        let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
-        assert_eq!(
-            decide(&c, Some(&class(ME, None)), ME, false),
-            ClaimAction::Provision
-        );
-    }
-
-    #[test]
-    fn ga_annotation_alone_is_enough() {
-        let c = claim(&[(ANN_STORAGE_PROVISIONER, ME)]);
-        assert_eq!(
-            decide(&c, Some(&class(ME, None)), ME, false),
-            ClaimAction::Provision
-        );
     }
 
     #[test]
@@ -233,22 +211,21 @@ mod tests {
 
     #[test]
     fn other_provisioner() {
-        let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, "kubernetes.io/rbd")]);
-        assert!(matches!(
-            decide(&c, Some(&class("kubernetes.io/rbd", None)), ME, false),
-            ClaimAction::Ignore(_)
-        ));
-        let c = claim(&[(ANN_STORAGE_PROVISIONER_BETA, ME)]);
-        assert!(matches!(
-            decide(&c, Some(&class("other", None)), ME, false),
-            ClaimAction::Ignore(_)
-        ));
-        // Handed to someone else even though the class says us: theirs.
-        let c = claim(&[(ANN_STORAGE_PROVISIONER, "x")]);
-        assert!(matches!(
-            decide(&c, Some(&class(ME, None)), ME, false),
-            ClaimAction::Ignore(_)
-        ));
+        // (annotation, its value, the class's provisioner)
+        for (ann, handed_to, class_says) in [
+            (
+                ANN_STORAGE_PROVISIONER_BETA,
+                "kubernetes.io/rbd",
+                "kubernetes.io/rbd",
+            ),
+            (ANN_STORAGE_PROVISIONER_BETA, ME, "other"),
+            // Handed to someone else even though the class says us: theirs.
+            (ANN_STORAGE_PROVISIONER, "x", ME),
+        ] {
+            let c = claim(&[(ann, handed_to)]);
+            let action = decide(&c, Some(&class(class_says, None)), ME, false);
+            assert!(matches!(action, ClaimAction::Ignore(_)), "{action:?}");
+        }
     }
 
     #[test]

@@ -168,57 +168,31 @@ pub fn clone_of_snapshot(snap: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::fixtures;
     use crate::domain::volume::ANN_PROVISIONED_BY;
-    use k8s_openapi::api::core::v1::{
-        PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PersistentVolumeSpec,
-        RBDPersistentVolumeSource, TypedLocalObjectReference,
-    };
+    use k8s_openapi::api::core::v1::TypedLocalObjectReference;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::collections::BTreeMap;
 
     const ME: &str = "ceph.com/rbd";
     const MIB: u64 = 1 << 20;
 
     fn src_claim(class: &str, phase: &str) -> PersistentVolumeClaim {
-        PersistentVolumeClaim {
-            metadata: ObjectMeta {
-                name: Some("src".into()),
-                ..Default::default()
-            },
-            spec: Some(PersistentVolumeClaimSpec {
-                storage_class_name: Some(class.into()),
-                ..Default::default()
-            }),
-            status: Some(PersistentVolumeClaimStatus {
-                phase: Some(phase.into()),
-                ..Default::default()
-            }),
-        }
+        let mut c = fixtures::claim("", "src", "", Some(phase));
+        c.spec.as_mut().unwrap().storage_class_name = Some(class.into());
+        c
     }
 
     fn src_pv(by: &str) -> PersistentVolume {
-        PersistentVolume {
-            metadata: ObjectMeta {
-                name: Some("pvc-src".into()),
-                annotations: Some(BTreeMap::from([(ANN_PROVISIONED_BY.into(), by.into())])),
-                ..Default::default()
-            },
-            spec: Some(PersistentVolumeSpec {
-                capacity: Some(BTreeMap::from([(
-                    "storage".into(),
-                    Quantity("64Mi".into()),
-                )])),
-                storage_class_name: Some("fast".into()),
-                rbd: Some(RBDPersistentVolumeSource {
-                    pool: Some("kube".into()),
-                    image: "kubernetes-dynamic-pvc-src".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            status: None,
-        }
+        let image = ("kube", "kubernetes-dynamic-pvc-src");
+        let mut pv = fixtures::rbd_pv("pvc-src", image, &[(ANN_PROVISIONED_BY, by)], None);
+        let spec = pv.spec.as_mut().unwrap();
+        spec.capacity = Some(BTreeMap::from([(
+            "storage".into(),
+            Quantity("64Mi".into()),
+        )]));
+        spec.storage_class_name = Some("fast".into());
+        pv
     }
 
     fn check(
@@ -229,14 +203,14 @@ mod tests {
         check_source("ns", "src", "fast", size, pvc, pv, ME)
     }
 
+    /// A Bound source claim of `class`, whose PV `by` made.
+    fn check_bound(size: u64, class: &str, by: &str) -> Result<Source, CloneError> {
+        check(size, Some(&src_claim(class, "Bound")), Some(&src_pv(by)))
+    }
+
     #[test]
     fn valid_source() {
-        let s = check(
-            64 * MIB,
-            Some(&src_claim("fast", "Bound")),
-            Some(&src_pv(ME)),
-        )
-        .unwrap();
+        let s = check_bound(64 * MIB, "fast", ME).unwrap();
         assert_eq!(
             s,
             Source {
@@ -246,12 +220,7 @@ mod tests {
             }
         );
         assert!(
-            check(
-                128 * MIB,
-                Some(&src_claim("fast", "Bound")),
-                Some(&src_pv(ME))
-            )
-            .is_ok(),
+            check_bound(128 * MIB, "fast", ME).is_ok(),
             "bigger clones are grown"
         );
     }
@@ -267,27 +236,14 @@ mod tests {
             Err(CloneError::NotBound("ns/src".into()))
         );
         assert!(matches!(
-            check(
-                64 * MIB,
-                Some(&src_claim("slow", "Bound")),
-                Some(&src_pv(ME))
-            ),
+            check_bound(64 * MIB, "slow", ME),
             Err(CloneError::OtherClass { .. })
         ));
         assert_eq!(
-            check(
-                64 * MIB,
-                Some(&src_claim("fast", "Bound")),
-                Some(&src_pv("other"))
-            ),
+            check_bound(64 * MIB, "fast", "other"),
             Err(CloneError::NotOurs("ns/src".into()))
         );
-        let e = check(
-            32 * MIB,
-            Some(&src_claim("fast", "Bound")),
-            Some(&src_pv(ME)),
-        )
-        .unwrap_err();
+        let e = check_bound(32 * MIB, "fast", ME).unwrap_err();
         assert!(
             e.to_string()
                 .contains("asks for 32 MiB but its source ns/src has 64 MiB"),

@@ -8,6 +8,8 @@
 
 pub mod claim;
 pub mod clone;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod meta;
 pub mod migration;
 pub mod owner;

@@ -193,35 +193,24 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
         });
     }
 
+    // Absent, not merely empty or invalid (those were reported when read).
+    let absent = |key: &str| !raw.keys().any(|k| k.trim().eq_ignore_ascii_case(key));
     let monitors = match monitors_raw {
         None => {
-            if !raw
-                .keys()
-                .any(|k| k.trim().eq_ignore_ascii_case("monitors"))
-            {
+            if absent("monitors") {
                 errors.push(ParamError::Missing { key: "monitors" });
             }
             Vec::new()
         }
         Some(m) => parse_monitors(&m, &mut errors),
     };
-    if admin_secret_name.is_none()
-        && !raw
-            .keys()
-            .any(|k| k.trim().eq_ignore_ascii_case("adminSecretName"))
-    {
-        errors.push(ParamError::Missing {
-            key: "adminSecretName",
-        });
-    }
-    if user_secret_name.is_none()
-        && !raw
-            .keys()
-            .any(|k| k.trim().eq_ignore_ascii_case("userSecretName"))
-    {
-        errors.push(ParamError::Missing {
-            key: "userSecretName",
-        });
+    for (value, key) in [
+        (&admin_secret_name, "adminSecretName"),
+        (&user_secret_name, "userSecretName"),
+    ] {
+        if value.is_none() && absent(key) {
+            errors.push(ParamError::Missing { key });
+        }
     }
 
     match image_format.as_deref() {

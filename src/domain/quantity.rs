@@ -11,6 +11,11 @@ pub enum QuantityError {
     Negative(String),
 }
 
+/// Suffixes of the powers of 1024, from 1024^0 on.
+const BINARY_SUFFIXES: [&str; 7] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+/// Suffixes of the powers of 1000, from 1000^-3 on ("" is matched as binary first).
+const DECIMAL_SUFFIXES: [&str; 10] = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"];
+
 /// Parses a quantity into bytes, rounding a fractional byte up.
 pub fn to_bytes(q: &str) -> Result<u128, QuantityError> {
     let s = q.trim();
@@ -35,32 +40,20 @@ pub fn to_bytes(q: &str) -> Result<u128, QuantityError> {
         return Err(too_large());
     }
     let mantissa: u128 = digits.parse().map_err(|_| malformed())?;
-    let (bin_exp, mut dec_exp): (u32, i32) = match suffix {
-        "" => (0, 0),
-        "Ki" => (10, 0),
-        "Mi" => (20, 0),
-        "Gi" => (30, 0),
-        "Ti" => (40, 0),
-        "Pi" => (50, 0),
-        "Ei" => (60, 0),
-        "n" => (0, -9),
-        "u" => (0, -6),
-        "m" => (0, -3),
-        "k" => (0, 3),
-        "M" => (0, 6),
-        "G" => (0, 9),
-        "T" => (0, 12),
-        "P" => (0, 15),
-        "E" => (0, 18),
-        e if e.starts_with(['e', 'E']) => {
-            let exp: i32 = e[1..].parse().map_err(|_| malformed())?;
+    let (bin_exp, mut dec_exp): (u32, i32) =
+        if let Some(i) = BINARY_SUFFIXES.iter().position(|b| *b == suffix) {
+            (10 * i as u32, 0)
+        } else if let Some(i) = DECIMAL_SUFFIXES.iter().position(|d| *d == suffix) {
+            (0, 3 * i as i32 - 9)
+        } else if let Some(e) = suffix.strip_prefix(['e', 'E']) {
+            let exp: i32 = e.parse().map_err(|_| malformed())?;
             if !(-30..=30).contains(&exp) {
                 return Err(too_large());
             }
             (0, exp)
-        }
-        _ => return Err(malformed()),
-    };
+        } else {
+            return Err(malformed());
+        };
     dec_exp -= frac_part.len() as i32;
     if negative && mantissa != 0 {
         return Err(QuantityError::Negative(q.to_string()));

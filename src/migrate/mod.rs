@@ -28,7 +28,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use serde_json::json;
 
 use crate::domain::migration::{
-    self, ANN_BACKUP, ANN_STEP, CsiSettings, Identity, Plan, SettingsError, Step,
+    self, ANN_BACKUP, ANN_STEP, BackupError, CsiSettings, Identity, Mismatch, Plan, SettingsError,
+    Step,
 };
 use crate::domain::params::{self, SecretRef};
 use crate::domain::reclaim::spec_image;
@@ -95,20 +96,76 @@ pub enum MigrateError {
     #[error(transparent)]
     Provisioner(Box<Error>),
 
-    #[error("timed out after {0:?} waiting for {1}")]
-    Timeout(Duration, String),
+    #[error("timed out after {after:?} waiting for {awaited}")]
+    Timeout { after: Duration, awaited: Awaited },
 
     #[error("{0}")]
-    Conflict(String),
+    Conflict(Conflict),
 
     /// The live objects no longer agree with the migration: nothing more is changed.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
 
     #[error(
         "{refused} volume(s) refused and {failed} failed, see above; fix what they say and rerun (a rerun resumes interrupted migrations)"
     )]
     Unfinished { refused: usize, failed: usize },
+}
+
+/// What a step waited for in vain.
+#[derive(Debug, thiserror::Error)]
+pub enum Awaited {
+    #[error("PersistentVolume {pv} to go")]
+    PvGone { pv: String },
+    #[error("claim {claim} to be Bound to the csi PersistentVolume {pv} (it exists)")]
+    Rebound { claim: String, pv: String },
+}
+
+/// Another writer got to an object first.
+#[derive(Debug, thiserror::Error)]
+pub enum Conflict {
+    #[error(
+        "ConfigMap {backup} already exists and is not the backup of this PersistentVolume; look at it, delete it if it is stale, and rerun"
+    )]
+    BackupTaken { backup: String },
+    #[error("PersistentVolume {pv} is still the rbd volume; rerun")]
+    StillRbd { pv: String },
+    #[error(
+        "a PersistentVolume {pv} appeared that is not the csi volume of its image; the backup stays in ConfigMap {backup}"
+    )]
+    PvAppeared { pv: String, backup: String },
+}
+
+/// Why a volume's migration does not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Backup(BackupError),
+    #[error(
+        "stopped: {why}. Nothing more was changed; the old PV is saved in ConfigMap {backup}: compare it with the claim and the PV, repair by hand, then delete that ConfigMap"
+    )]
+    Stopped { why: Mismatch, backup: String },
+    #[error("{0}. The old PV may be set to Retain already; its backup is kept and a rerun goes on")]
+    InUse(InUse),
+    #[error(
+        "stopped: claim {claim} was recreated (uid {uid}) while its volume was being migrated; the old PV is saved in ConfigMap {backup}"
+    )]
+    ClaimRecreated {
+        claim: String,
+        uid: String,
+        backup: String,
+    },
+}
+
+/// Pods that have not finished use the claim.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "claim {claim} is used by pod(s) {}; stop them (e.g. scale their Deployment or StatefulSet to 0), then rerun",
+    pods.join(", ")
+)]
+pub struct InUse {
+    claim: String,
+    pods: Vec<String>,
 }
 
 impl From<Error> for MigrateError {
@@ -150,7 +207,7 @@ impl std::fmt::Display for Outcome {
 #[derive(Default)]
 struct Item {
     current: Option<PersistentVolume>,
-    backup: Option<Result<PersistentVolume, String>>,
+    backup: Option<Result<PersistentVolume, BackupError>>,
 }
 
 impl Item {
@@ -389,15 +446,15 @@ async fn handle(
         Some(Ok(backup)) => {
             let id = match Identity::of(backup) {
                 Ok(id) => id,
-                Err(why) => return Outcome::Refused(fix(&why)),
+                Err(why) => return Outcome::Refused(fix(&why.to_string())),
             };
             let step = match id.locate(item.current.as_ref()) {
                 Ok(s) => s,
-                Err(why) => return Outcome::Refused(fix(&why)),
+                Err(why) => return Outcome::Refused(fix(&why.to_string())),
             };
             let claim = claims.get(&(id.claim_namespace.clone(), id.claim.clone()));
             if let Err(why) = id.check_claim(claim.copied()) {
-                return Outcome::Refused(fix(&why));
+                return Outcome::Refused(fix(&why.to_string()));
             }
             let claim = claim.expect("checked");
             if step == Step::DeleteOld
@@ -425,7 +482,7 @@ async fn handle(
             let claim = migration::claim_key(pv).and_then(|k| claims.get(&k).copied());
             let (origin, id) = match migration::plan(pv, claim, &ctx.provisioner) {
                 Plan::Skip(why) => return Outcome::Skipped(why),
-                Plan::Refuse(why) => return Outcome::Refused(why),
+                Plan::Refuse(why) => return Outcome::Refused(why.to_string()),
                 Plan::Migrate(origin, id) => (origin, id),
             };
             let Some(claim) = claim else {
@@ -456,7 +513,7 @@ async fn handle(
 fn outcome(result: Result<(), MigrateError>, resumed: bool) -> Outcome {
     match result {
         Ok(()) => Outcome::Migrated { resumed },
-        Err(MigrateError::Refused(why)) => Outcome::Refused(why),
+        Err(MigrateError::Refused(why)) => Outcome::Refused(why.to_string()),
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -471,13 +528,15 @@ async fn users(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<Vec<String>, 
     Ok(migration::pods_using(&pods.items, claim))
 }
 
-fn in_use_refusal(claim: &PersistentVolumeClaim, users: &[String]) -> String {
-    format!(
-        "claim {}/{} is used by pod(s) {}; stop them (e.g. scale their Deployment or StatefulSet to 0), then rerun",
-        claim.metadata.namespace.as_deref().unwrap_or_default(),
-        claim.metadata.name.as_deref().unwrap_or_default(),
-        users.join(", ")
-    )
+fn in_use_refusal(claim: &PersistentVolumeClaim, users: Vec<String>) -> InUse {
+    InUse {
+        claim: format!(
+            "{}/{}",
+            claim.metadata.namespace.as_deref().unwrap_or_default(),
+            claim.metadata.name.as_deref().unwrap_or_default()
+        ),
+        pods: users,
+    }
 }
 
 /// `Some(refusal)` while a pod that has not finished uses the claim.
@@ -485,6 +544,6 @@ async fn in_use(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Option<Outcome> {
     match users(ctx, claim).await {
         Err(e) => Some(Outcome::Failed(e)),
         Ok(u) if u.is_empty() => None,
-        Ok(u) => Some(Outcome::Refused(in_use_refusal(claim, &u))),
+        Ok(u) => Some(Outcome::Refused(in_use_refusal(claim, u).to_string())),
     }
 }

@@ -5,8 +5,8 @@ use super::*;
 /// Step 2: the old PV, in a ConfigMap named after it that only administrators can write.
 pub(super) async fn save_backup(ctx: &Ctx, pv: &PersistentVolume) -> Result<(), MigrateError> {
     let name = pv.metadata.name.clone().unwrap_or_default();
-    let cm =
-        migration::backup_config_map(pv, &ctx.backup_namespace).map_err(MigrateError::Refused)?;
+    let cm = migration::backup_config_map(pv, &ctx.backup_namespace)
+        .map_err(|e| MigrateError::Refused(Refusal::Backup(e)))?;
     let label = ctx.backup_label(&name);
     match ctx.backups().create(&PostParams::default(), &cm).await {
         Ok(_) => {}
@@ -20,9 +20,9 @@ pub(super) async fn save_backup(ctx: &Ctx, pv: &PersistentVolume) -> Result<(), 
             let same = migration::backup_of(&existing)
                 .is_ok_and(|b| b.metadata.uid.is_some() && b.metadata.uid == pv.metadata.uid);
             if !same {
-                return Err(MigrateError::Conflict(format!(
-                    "ConfigMap {label} already exists and is not the backup of this PersistentVolume; look at it, delete it if it is stale, and rerun"
-                )));
+                return Err(MigrateError::Conflict(Conflict::BackupTaken {
+                    backup: label,
+                }));
             }
         }
         Err(e) => return Err(Error::kube("create backup ConfigMap", &label)(e).into()),
@@ -47,11 +47,11 @@ pub(super) async fn recheck(
         .get_opt(&id.pv)
         .await
         .map_err(Error::kube("read PersistentVolume", &id.pv))?;
-    let stop = |why: String| {
-        MigrateError::Refused(format!(
-            "stopped: {why}. Nothing more was changed; the old PV is saved in ConfigMap {}: compare it with the claim and the PV, repair by hand, then delete that ConfigMap",
-            ctx.backup_label(&id.pv)
-        ))
+    let stop = |why| {
+        MigrateError::Refused(Refusal::Stopped {
+            why,
+            backup: ctx.backup_label(&id.pv),
+        })
     };
     let step = id.locate(live.as_ref()).map_err(stop)?;
     id.check_claim(claim.as_ref()).map_err(stop)?;
@@ -68,10 +68,9 @@ pub(super) async fn refuse_in_use(
     if u.is_empty() {
         return Ok(());
     }
-    Err(MigrateError::Refused(format!(
-        "{}. The old PV may be set to Retain already; its backup is kept and a rerun goes on",
-        in_use_refusal(claim, &u)
-    )))
+    Err(MigrateError::Refused(Refusal::InUse(in_use_refusal(
+        claim, u,
+    ))))
 }
 
 /// Steps 3–6, from `from` on.
@@ -200,10 +199,10 @@ pub(super) async fn delete_old(ctx: &Ctx, id: &Identity) -> Result<Step, Migrate
             return Ok(Step::CreateNew);
         }
         if started.elapsed() > ctx.timeout {
-            return Err(MigrateError::Timeout(
-                ctx.timeout,
-                format!("PersistentVolume {name} to go"),
-            ));
+            return Err(MigrateError::Timeout {
+                after: ctx.timeout,
+                awaited: Awaited::PvGone { pv: name.clone() },
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -220,9 +219,9 @@ pub(super) async fn create_new(
         Step::CreateNew => {}
         Step::AwaitBound => return Ok(()),
         Step::DeleteOld => {
-            return Err(MigrateError::Conflict(format!(
-                "PersistentVolume {name} is still the rbd volume; rerun"
-            )));
+            return Err(MigrateError::Conflict(Conflict::StillRbd {
+                pv: name.clone(),
+            }));
         }
     }
     match ctx.pvs().create(&PostParams::default(), new).await {
@@ -230,10 +229,10 @@ pub(super) async fn create_new(
         // Created meanwhile: only the csi volume of this image and claim will do.
         Err(e) if is_status(&e, 409) => {
             if recheck(ctx, id).await?.0 != Step::AwaitBound {
-                return Err(MigrateError::Conflict(format!(
-                    "a PersistentVolume {name} appeared that is not the csi volume of its image; the backup stays in ConfigMap {}",
-                    ctx.backup_label(name)
-                )));
+                return Err(MigrateError::Conflict(Conflict::PvAppeared {
+                    pv: name.clone(),
+                    backup: ctx.backup_label(name),
+                }));
             }
         }
         Err(e) => return Err(Error::kube("create PersistentVolume", name)(e).into()),
@@ -260,12 +259,11 @@ pub(super) async fn await_bound(ctx: &Ctx, id: &Identity) -> Result<(), MigrateE
             .await
             .map_err(Error::kube("read claim", id.claim_label()))?;
         if c.metadata.uid.as_deref() != Some(id.claim_uid.as_str()) {
-            return Err(MigrateError::Refused(format!(
-                "stopped: claim {} was recreated (uid {}) while its volume was being migrated; the old PV is saved in ConfigMap {}",
-                id.claim_label(),
-                c.metadata.uid.as_deref().unwrap_or("none"),
-                ctx.backup_label(pv)
-            )));
+            return Err(MigrateError::Refused(Refusal::ClaimRecreated {
+                claim: id.claim_label(),
+                uid: c.metadata.uid.as_deref().unwrap_or("none").to_string(),
+                backup: ctx.backup_label(pv),
+            }));
         }
         let claim_bound = c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
             && c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(pv);
@@ -284,12 +282,13 @@ pub(super) async fn await_bound(ctx: &Ctx, id: &Identity) -> Result<(), MigrateE
             return Ok(());
         }
         if started.elapsed() > ctx.timeout {
-            return Err(MigrateError::Timeout(
-                ctx.timeout,
-                format!(
-                    "claim {claim_name} to be Bound to the csi PersistentVolume {pv} (it exists)"
-                ),
-            ));
+            return Err(MigrateError::Timeout {
+                after: ctx.timeout,
+                awaited: Awaited::Rebound {
+                    claim: claim_name.to_string(),
+                    pv: pv.to_string(),
+                },
+            });
         }
         // A claim update that reaches the binder before it has the new PV in its cache
         // changes nothing: touch the claim again once the PV is Bound, and every second.

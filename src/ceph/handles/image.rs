@@ -5,7 +5,7 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::marker::PhantomData;
 use std::ptr;
 
-use super::{IoCtx, c_buf_string, check, fill_array, owned, removed};
+use super::{IoCtx, c_buf_string, check, fill_array, list_array, owned, removed};
 use crate::ceph::Errno;
 use crate::ceph::error::Op;
 use crate::ceph::ffi;
@@ -129,22 +129,20 @@ impl Image<'_> {
     }
 
     pub(in crate::ceph) fn watchers(&self) -> Result<Vec<Watcher>, Errno> {
-        let (mut v, n, _) = fill_array(|p: *mut ffi::rbd_image_watcher_t, n| {
-            // SAFETY: open image; `p` points to at least `*n` zeroed entries.
-            unsafe { ffi::rbd_watchers_list(self.raw, p, n) }
-        })?;
-        let out = v[..n]
-            .iter()
-            .map(|w| Watcher {
+        list_array(
+            |p: *mut ffi::rbd_image_watcher_t, n| {
+                // SAFETY: open image; `p` points to at least `*n` zeroed entries.
+                unsafe { ffi::rbd_watchers_list(self.raw, p, n) }
+            },
+            |w| Watcher {
                 // SAFETY: filled by librbd: NUL-terminated or null.
                 addr: unsafe { owned(w.addr) },
                 id: w.id,
                 cookie: w.cookie,
-            })
-            .collect();
-        // SAFETY: the first `n` entries were filled by rbd_watchers_list.
-        unsafe { ffi::rbd_watchers_list_cleanup(v.as_mut_ptr(), n) };
-        Ok(out)
+            },
+            // SAFETY: the first `n` entries were filled by rbd_watchers_list.
+            |p, n| unsafe { ffi::rbd_watchers_list_cleanup(p, n) },
+        )
     }
 
     /// One image-meta value; `None` when the key is not set.

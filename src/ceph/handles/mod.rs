@@ -360,37 +360,36 @@ impl IoCtx<'_> {
     }
 
     pub(super) fn trash_list(&self) -> Result<Vec<TrashEntry>, Errno> {
-        let (mut v, n, _) = fill_array(|p: *mut ffi::rbd_trash_image_info_t, n| {
-            // SAFETY: valid ioctx; `p` points to at least `*n` zeroed entries.
-            unsafe { ffi::rbd_trash_list(self.raw, p, n) }
-        })?;
-        let out = v[..n]
-            .iter()
-            .map(|t| TrashEntry {
+        list_array(
+            |p: *mut ffi::rbd_trash_image_info_t, n| {
+                // SAFETY: valid ioctx; `p` points to at least `*n` zeroed entries.
+                unsafe { ffi::rbd_trash_list(self.raw, p, n) }
+            },
+            |t| TrashEntry {
                 // SAFETY: filled by librbd: NUL-terminated or null.
                 id: unsafe { owned(t.id) },
                 // SAFETY: as above.
                 name: unsafe { owned(t.name) },
                 deletion_time: t.deletion_time,
                 deferment_end_time: t.deferment_end_time,
-            })
-            .collect();
-        // SAFETY: the first `n` entries were filled by rbd_trash_list.
-        unsafe { ffi::rbd_trash_list_cleanup(v.as_mut_ptr(), n) };
-        Ok(out)
+            },
+            // SAFETY: the first `n` entries were filled by rbd_trash_list.
+            |p, n| unsafe { ffi::rbd_trash_list_cleanup(p, n) },
+        )
     }
 
     /// Names of the images in the pool (`rbd_list2`; trashed images are not listed).
     pub(super) fn list(&self) -> Result<Vec<String>, Errno> {
-        let (mut v, n, _) = fill_array(|p: *mut ffi::rbd_image_spec_t, n| {
-            // SAFETY: valid ioctx; `p` points to at least `*n` zeroed entries.
-            unsafe { ffi::rbd_list2(self.raw, p, n) }
-        })?;
-        // SAFETY: filled by librbd: NUL-terminated or null.
-        let out = v[..n].iter().map(|s| unsafe { owned(s.name) }).collect();
-        // SAFETY: the first `n` entries were filled by rbd_list2.
-        unsafe { ffi::rbd_image_spec_list_cleanup(v.as_mut_ptr(), n) };
-        Ok(out)
+        list_array(
+            |p: *mut ffi::rbd_image_spec_t, n| {
+                // SAFETY: valid ioctx; `p` points to at least `*n` zeroed entries.
+                unsafe { ffi::rbd_list2(self.raw, p, n) }
+            },
+            // SAFETY: filled by librbd: NUL-terminated or null.
+            |s| unsafe { owned(s.name) },
+            // SAFETY: the first `n` entries were filled by rbd_list2.
+            |p, n| unsafe { ffi::rbd_image_spec_list_cleanup(p, n) },
+        )
     }
 }
 
@@ -454,6 +453,19 @@ fn fill_array<T: ffi::Zeroed>(
         return Ok((v, n.min(cap), r));
     }
     Err(Errno(libc::ERANGE))
+}
+
+/// [`fill_array`] for the lists whose entries own memory librbd allocated: converts the
+/// entries it filled, then hands them to `cleanup` (librbd's matching `*_cleanup` function).
+fn list_array<T: ffi::Zeroed, U>(
+    call: impl FnMut(*mut T, &mut usize) -> c_int,
+    convert: impl FnMut(&T) -> U,
+    cleanup: impl FnOnce(*mut T, usize),
+) -> Result<Vec<U>, Errno> {
+    let (mut v, n, _) = fill_array(call)?;
+    let out = v[..n].iter().map(convert).collect();
+    cleanup(v.as_mut_ptr(), n);
+    Ok(out)
 }
 
 /// Ends the process at once with `code`, after flushing stdout and stderr. The standard

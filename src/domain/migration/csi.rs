@@ -91,21 +91,27 @@ pub fn csi_settings(
     })
 }
 
+/// What the PV that a csi PV is built from lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CsiPvError {
+    #[error("the PersistentVolume has no spec")]
+    NoSpec,
+    #[error("the PersistentVolume has no spec.rbd")]
+    NotRbd,
+    #[error("spec.rbd.image is empty")]
+    NoImage,
+    #[error("the PersistentVolume has no name")]
+    NoName,
+}
+
 /// The static ceph-csi PV that replaces an rbd PV: same name, capacity, access modes, reclaim
 /// policy, claim (with its uid, so the binder rebinds at once), class, mount options, volume
 /// mode, labels and annotations; plus what our delete path needs to remove the image later.
-pub fn csi_pv(old: &PersistentVolume, s: &CsiSettings) -> Result<PersistentVolume, String> {
-    let spec = old.spec.clone().ok_or("the PersistentVolume has no spec")?;
-    let rbd = spec
-        .rbd
-        .clone()
-        .ok_or("the PersistentVolume has no spec.rbd")?;
-    let (pool, image) = spec_image(old).ok_or("spec.rbd.image is empty")?;
-    let name = old
-        .metadata
-        .name
-        .clone()
-        .ok_or("the PersistentVolume has no name")?;
+pub fn csi_pv(old: &PersistentVolume, s: &CsiSettings) -> Result<PersistentVolume, CsiPvError> {
+    let spec = old.spec.clone().ok_or(CsiPvError::NoSpec)?;
+    let rbd = spec.rbd.clone().ok_or(CsiPvError::NotRbd)?;
+    let (pool, image) = spec_image(old).ok_or(CsiPvError::NoImage)?;
+    let name = old.metadata.name.clone().ok_or(CsiPvError::NoName)?;
     let block = spec.volume_mode.as_deref() == Some("Block");
     let policy = spec
         .persistent_volume_reclaim_policy

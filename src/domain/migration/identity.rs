@@ -39,23 +39,26 @@ pub struct Identity {
 impl Identity {
     /// From an rbd PV bound to a claim by uid. For volumes this provisioner made, the image
     /// must be the one named after the PV (`pvc-<uid>` → `kubernetes-dynamic-pvc-<uid>`).
-    pub fn of(pv: &PersistentVolume) -> Result<Identity, String> {
+    pub fn of(pv: &PersistentVolume) -> Result<Identity, IdentityError> {
         let name = pv
             .metadata
             .name
             .clone()
             .filter(|n| !n.is_empty())
-            .ok_or("the PersistentVolume has no name")?;
+            .ok_or(IdentityError::NoName)?;
         if pv.spec.as_ref().and_then(|s| s.rbd.as_ref()).is_none() {
-            return Err(format!("PersistentVolume {name} has no spec.rbd"));
+            return Err(IdentityError::NotRbd { pv: name });
         }
         let (pool, image) =
-            spec_image(pv).ok_or_else(|| format!("PersistentVolume {name} names no image"))?;
-        let r = claim_ref(pv).ok_or_else(|| format!("PersistentVolume {name} has no claimRef"))?;
-        let field = |v: &Option<String>, what: &str| {
+            spec_image(pv).ok_or_else(|| IdentityError::NoImage { pv: name.clone() })?;
+        let r = claim_ref(pv).ok_or_else(|| IdentityError::NoClaimRef { pv: name.clone() })?;
+        let field = |v: &Option<String>, field| {
             v.clone()
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("the claimRef of PersistentVolume {name} has no {what}"))
+                .ok_or_else(|| IdentityError::ClaimRefField {
+                    pv: name.clone(),
+                    field,
+                })
         };
         let id = Identity {
             claim_namespace: field(&r.namespace, "namespace")?,
@@ -69,14 +72,13 @@ impl Identity {
         if !made_by_old_provisioner(pv) {
             let derived = id.pv.strip_prefix("pvc-").map(volume::image_name);
             if derived.as_deref() != Some(id.image.as_str()) {
-                return Err(format!(
-                    "PersistentVolume {} names image {}/{}, but a volume this provisioner made is named after its PV ({}): the PV was copied or edited; rewrite it by hand if it is right",
-                    id.pv,
-                    id.pool,
-                    id.image,
-                    derived
-                        .unwrap_or_else(|| "kubernetes-dynamic-pvc-<uid> for PV pvc-<uid>".into())
-                ));
+                return Err(IdentityError::NotNamedAfterPv {
+                    pv: id.pv,
+                    pool: id.pool,
+                    image: id.image,
+                    expected: derived
+                        .unwrap_or_else(|| "kubernetes-dynamic-pvc-<uid> for PV pvc-<uid>".into()),
+                });
             }
         }
         Ok(id)
@@ -97,39 +99,42 @@ impl Identity {
 
     /// The live claim must be the one the PV is bound to: same namespace, name and uid, and
     /// its `spec.volumeName` must name the PV (a Lost claim keeps it).
-    pub fn check_claim(&self, claim: Option<&PersistentVolumeClaim>) -> Result<(), String> {
+    pub fn check_claim(&self, claim: Option<&PersistentVolumeClaim>) -> Result<(), Mismatch> {
         let c = self.claim_label();
         let Some(claim) = claim else {
-            return Err(format!(
-                "claim {c} (uid {}) no longer exists",
-                self.claim_uid
-            ));
+            return Err(Mismatch::ClaimGone {
+                claim: c,
+                uid: self.claim_uid.clone(),
+            });
         };
         let m = &claim.metadata;
         if m.namespace.as_deref() != Some(self.claim_namespace.as_str())
             || m.name.as_deref() != Some(self.claim.as_str())
         {
-            return Err(format!(
-                "claim {}/{} is not claim {c}",
-                m.namespace.as_deref().unwrap_or_default(),
-                m.name.as_deref().unwrap_or_default()
-            ));
+            return Err(Mismatch::OtherClaim {
+                found: format!(
+                    "{}/{}",
+                    m.namespace.as_deref().unwrap_or_default(),
+                    m.name.as_deref().unwrap_or_default()
+                ),
+                claim: c,
+            });
         }
         if m.uid.as_deref() != Some(self.claim_uid.as_str()) {
-            return Err(format!(
-                "claim {c} has uid {}, but PersistentVolume {} belongs to the claim of uid {} (the claim was recreated)",
-                m.uid.as_deref().unwrap_or("none"),
-                self.pv,
-                self.claim_uid
-            ));
+            return Err(Mismatch::ClaimRecreated {
+                claim: c,
+                found: m.uid.as_deref().unwrap_or("none").to_string(),
+                pv: self.pv.clone(),
+                uid: self.claim_uid.clone(),
+            });
         }
         let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
         if volume_name != Some(self.pv.as_str()) {
-            return Err(format!(
-                "claim {c} names volume {:?}, not PersistentVolume {}",
-                volume_name.unwrap_or_default(),
-                self.pv
-            ));
+            return Err(Mismatch::ClaimNamesOtherVolume {
+                claim: c,
+                volume: volume_name.unwrap_or_default().to_string(),
+                pv: self.pv.clone(),
+            });
         }
         Ok(())
     }
@@ -137,44 +142,115 @@ impl Identity {
     /// Where the migration stands by the live PV of that name: the same rbd PV object still
     /// there, gone, or replaced by the csi PV of the same image and claim. Anything else is
     /// not ours to touch.
-    pub fn locate(&self, live: Option<&PersistentVolume>) -> Result<Step, String> {
+    pub fn locate(&self, live: Option<&PersistentVolume>) -> Result<Step, Mismatch> {
         let Some(pv) = live else {
             return Ok(Step::CreateNew);
         };
         let image = Some((self.pool.clone(), self.image.clone()));
-        let changed = |what: String| {
-            Err(format!(
-                "PersistentVolume {} {what}, not rbd image {}/{} of claim {} (uid {})",
-                self.pv,
-                self.pool,
-                self.image,
-                self.claim_label(),
-                self.claim_uid
-            ))
+        let changed = |change| {
+            Err(Mismatch::PvChanged {
+                change,
+                of: Box::new(self.clone()),
+            })
         };
         if !self.claim_ref_matches(pv) {
             let r = claim_ref(pv);
-            return changed(format!(
-                "is bound to claim {}/{} (uid {})",
-                r.and_then(|r| r.namespace.as_deref()).unwrap_or_default(),
-                r.and_then(|r| r.name.as_deref()).unwrap_or_default(),
-                r.and_then(|r| r.uid.as_deref()).unwrap_or("none")
-            ));
+            return changed(PvChange::Rebound {
+                namespace: r.and_then(|r| r.namespace.clone()).unwrap_or_default(),
+                name: r.and_then(|r| r.name.clone()).unwrap_or_default(),
+                uid: r
+                    .and_then(|r| r.uid.clone())
+                    .unwrap_or_else(|| "none".into()),
+            });
         }
         if spec_image(pv) != image {
-            let (p, i) = spec_image(pv).unwrap_or_default();
-            return changed(format!("names image {p}/{i}"));
+            let (pool, image) = spec_image(pv).unwrap_or_default();
+            return changed(PvChange::OtherImage { pool, image });
         }
         let spec = pv.spec.as_ref();
         if spec.and_then(|s| s.rbd.as_ref()).is_some() {
             if self.pv_uid.is_some() && pv.metadata.uid != self.pv_uid {
-                return changed("was recreated since (another object uid)".into());
+                return changed(PvChange::Recreated);
             }
             return Ok(Step::DeleteOld);
         }
         if csi_handle(pv) == Some(self.image.as_str()) {
             return Ok(Step::AwaitBound);
         }
-        changed("is neither its rbd volume nor its csi volume".into())
+        changed(PvChange::Neither)
     }
+}
+
+/// Why an rbd PV cannot be taken as the identity of a migration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the PersistentVolume has no name")]
+    NoName,
+    #[error("PersistentVolume {pv} has no spec.rbd")]
+    NotRbd { pv: String },
+    #[error("PersistentVolume {pv} names no image")]
+    NoImage { pv: String },
+    #[error("PersistentVolume {pv} has no claimRef")]
+    NoClaimRef { pv: String },
+    #[error("the claimRef of PersistentVolume {pv} has no {field}")]
+    ClaimRefField { pv: String, field: &'static str },
+    #[error(
+        "PersistentVolume {pv} names image {pool}/{image}, but a volume this provisioner made is named after its PV ({expected}): the PV was copied or edited; rewrite it by hand if it is right"
+    )]
+    NotNamedAfterPv {
+        pv: String,
+        pool: String,
+        image: String,
+        expected: String,
+    },
+}
+
+/// How the live claim or PV disagrees with the migration's [`Identity`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("claim {claim} (uid {uid}) no longer exists")]
+    ClaimGone { claim: String, uid: String },
+    #[error("claim {found} is not claim {claim}")]
+    OtherClaim { found: String, claim: String },
+    #[error(
+        "claim {claim} has uid {found}, but PersistentVolume {pv} belongs to the claim of uid {uid} (the claim was recreated)"
+    )]
+    ClaimRecreated {
+        claim: String,
+        found: String,
+        pv: String,
+        uid: String,
+    },
+    #[error("claim {claim} names volume {volume:?}, not PersistentVolume {pv}")]
+    ClaimNamesOtherVolume {
+        claim: String,
+        volume: String,
+        pv: String,
+    },
+    #[error(
+        "PersistentVolume {} {change}, not rbd image {}/{} of claim {} (uid {})",
+        .of.pv, .of.pool, .of.image, .of.claim_label(), .of.claim_uid
+    )]
+    PvChanged {
+        change: PvChange,
+        /// The migration whose PV changed.
+        of: Box<Identity>,
+    },
+}
+
+/// What became of the PV of a migration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PvChange {
+    #[error("is bound to claim {namespace}/{name} (uid {uid})")]
+    Rebound {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
+    #[error("names image {pool}/{image}")]
+    OtherImage { pool: String, image: String },
+    #[error("was recreated since (another object uid)")]
+    Recreated,
+    #[error("is neither its rbd volume nor its csi volume")]
+    Neither,
 }

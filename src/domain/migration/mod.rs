@@ -19,12 +19,13 @@ use crate::domain::reclaim::ANN_LEGACY_IDENTITY;
 use crate::domain::volume::ANN_PROVISIONED_BY;
 
 pub use backup::{
-    BACKUP_KEY, BACKUP_LABEL, backed_up_pv, backup_config_map, backup_name, backup_of,
+    BACKUP_KEY, BACKUP_LABEL, BackupError, backed_up_pv, backup_config_map, backup_name, backup_of,
 };
 pub use csi::{
-    Admin, CsiSettings, SettingsError, class_note, csi_pv, csi_settings, describe, parse_secret_arg,
+    Admin, CsiPvError, CsiSettings, SettingsError, class_note, csi_pv, csi_settings, describe,
+    parse_secret_arg,
 };
-pub use identity::{Identity, claim_key};
+pub use identity::{Identity, IdentityError, Mismatch, PvChange, claim_key};
 use identity::{claim_ref, csi_handle};
 
 /// On a claim: where earlier versions kept the old PV. Claims are writable by their owners, so
@@ -81,24 +82,37 @@ impl fmt::Display for Step {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
     Skip(String),
-    Refuse(String),
+    Refuse(IdentityError),
     /// Start a migration of this rbd PV.
     Migrate(Origin, Identity),
 }
 
+/// Why an rbd PV is neither ours nor the old provisioner's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForeignVolume {
+    #[error(
+        "provisioned by {by}, neither by {provisioner} nor by the old {LEGACY_PROVISIONER} provisioner (use --provisioner-name if it is ours under another name)"
+    )]
+    OtherProvisioner { by: String, provisioner: String },
+    #[error(
+        "not dynamically provisioned (no {ANN_PROVISIONED_BY} annotation); only volumes of {provisioner} or of the old {LEGACY_PROVISIONER} provisioner are migrated"
+    )]
+    Static { provisioner: String },
+}
+
 /// Which rbd PVs of the class are ours or the old provisioner's.
-pub fn origin(pv: &PersistentVolume, provisioner: &str) -> Result<Origin, String> {
+pub fn origin(pv: &PersistentVolume, provisioner: &str) -> Result<Origin, ForeignVolume> {
     let by = annotation(&pv.metadata, ANN_PROVISIONED_BY);
     let identity = annotation(&pv.metadata, ANN_LEGACY_IDENTITY);
+    let provisioner = provisioner.to_string();
     match (by, identity) {
         (Some(LEGACY_PROVISIONER), Some(LEGACY_PROVISIONER)) => Ok(Origin::Legacy),
         (Some(b), _) if b == provisioner => Ok(Origin::Ours),
-        (Some(b), _) => Err(format!(
-            "provisioned by {b}, neither by {provisioner} nor by the old {LEGACY_PROVISIONER} provisioner (use --provisioner-name if it is ours under another name)"
-        )),
-        (None, _) => Err(format!(
-            "not dynamically provisioned (no {ANN_PROVISIONED_BY} annotation); only volumes of {provisioner} or of the old {LEGACY_PROVISIONER} provisioner are migrated"
-        )),
+        (Some(b), _) => Err(ForeignVolume::OtherProvisioner {
+            by: b.to_string(),
+            provisioner,
+        }),
+        (None, _) => Err(ForeignVolume::Static { provisioner }),
     }
 }
 
@@ -117,7 +131,7 @@ pub fn plan(
     }
     let origin = match origin(pv, provisioner) {
         Ok(o) => o,
-        Err(why) => return Plan::Skip(why),
+        Err(why) => return Plan::Skip(why.to_string()),
     };
     if pv.metadata.deletion_timestamp.is_some() {
         return Plan::Skip("the PersistentVolume is being deleted".into());

@@ -1,14 +1,15 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::domain::fixtures;
 use crate::domain::params::SecretRef;
 use crate::domain::volume::{
     ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, FINALIZER,
 };
 use k8s_openapi::api::core::v1::{
-    EphemeralVolumeSource, ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus,
-    PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PersistentVolumeStatus, PodSpec,
-    PodStatus, RBDPersistentVolumeSource, SecretReference, Volume,
+    EphemeralVolumeSource, ObjectReference, PersistentVolumeClaimVolumeSource,
+    PersistentVolumeSpec, PersistentVolumeStatus, PodSpec, PodStatus, RBDPersistentVolumeSource,
+    SecretReference, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
@@ -111,22 +112,9 @@ pub(super) fn ours() -> PersistentVolume {
 }
 
 fn claim(phase: &str) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some("data".into()),
-            namespace: Some("apps".into()),
-            uid: Some(CLAIM_UID.into()),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            volume_name: Some(format!("pvc-{CLAIM_UID}")),
-            ..Default::default()
-        }),
-        status: Some(PersistentVolumeClaimStatus {
-            phase: Some(phase.into()),
-            ..Default::default()
-        }),
-    }
+    let mut c = fixtures::claim("apps", "data", CLAIM_UID, Some(phase));
+    c.spec.as_mut().unwrap().volume_name = Some(format!("pvc-{CLAIM_UID}"));
+    c
 }
 
 fn skip_reason(p: Plan) -> String {
@@ -264,7 +252,9 @@ fn refuses_our_pv_that_names_another_image() {
     copied.spec.as_mut().unwrap().rbd.as_mut().unwrap().image =
         "kubernetes-dynamic-pvc-someone-else".into();
     match plan(&copied, Some(&claim("Bound")), ME) {
-        Plan::Refuse(r) => assert!(r.contains("named after its PV"), "{r}"),
+        Plan::Refuse(r @ IdentityError::NotNamedAfterPv { .. }) => {
+            assert!(r.to_string().contains("named after its PV"), "{r}")
+        }
         other => panic!("{other:?}"),
     }
     // The old provisioner named images by time uuid: no such rule.
@@ -279,34 +269,23 @@ fn id() -> Identity {
 fn the_claim_must_be_the_one_the_pv_is_bound_to() {
     let id = id();
     assert_eq!(id.check_claim(Some(&claim("Lost"))), Ok(()));
-    assert!(
-        id.check_claim(None)
-            .unwrap_err()
-            .contains("no longer exists")
-    );
     // A tenant's claim elsewhere, even one naming the PV.
     let mut forged = claim("Pending");
     forged.metadata.namespace = Some("tenant".into());
     forged.metadata.uid = Some("tenant-uid".into());
-    assert!(
-        id.check_claim(Some(&forged))
-            .unwrap_err()
-            .contains("is not claim apps/data")
-    );
     let mut recreated = claim("Pending");
     recreated.metadata.uid = Some("new-uid".into());
-    assert!(
-        id.check_claim(Some(&recreated))
-            .unwrap_err()
-            .contains("the claim was recreated")
-    );
     let mut elsewhere = claim("Bound");
     elsewhere.spec.as_mut().unwrap().volume_name = Some("pvc-x".into());
-    assert!(
-        id.check_claim(Some(&elsewhere))
-            .unwrap_err()
-            .contains("not PersistentVolume")
-    );
+    for (live, says) in [
+        (None, "no longer exists"),
+        (Some(&forged), "is not claim apps/data"),
+        (Some(&recreated), "the claim was recreated"),
+        (Some(&elsewhere), "not PersistentVolume"),
+    ] {
+        let e = id.check_claim(live).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
 }
 
 #[test]
@@ -338,37 +317,29 @@ fn refuses_to_go_on_over_something_else() {
     let id = id();
     let mut other = old.clone();
     other.spec.as_mut().unwrap().rbd.as_mut().unwrap().image = "someone-else".into();
-    assert!(
-        id.locate(Some(&other))
-            .unwrap_err()
-            .contains("names image kube/someone-else")
-    );
     let mut rebound = old.clone();
     let r = rebound.spec.as_mut().unwrap().claim_ref.as_mut().unwrap();
     r.namespace = Some("tenant".into());
     r.uid = Some("tenant-uid".into());
-    assert!(
-        id.locate(Some(&rebound))
-            .unwrap_err()
-            .contains("is bound to claim tenant/data (uid tenant-uid)")
-    );
     let mut recreated = old.clone();
     recreated.metadata.uid = Some("pv-uid-2".into());
-    assert!(
-        id.locate(Some(&recreated))
-            .unwrap_err()
-            .contains("recreated")
-    );
     let mut csi_elsewhere = csi_pv(&old, &settings()).unwrap();
-    csi_elsewhere
-        .spec
-        .as_mut()
-        .unwrap()
-        .claim_ref
-        .as_mut()
-        .unwrap()
-        .uid = Some("tenant-uid".into());
-    assert!(id.locate(Some(&csi_elsewhere)).is_err());
+    let r = csi_elsewhere.spec.as_mut().unwrap().claim_ref.as_mut();
+    r.unwrap().uid = Some("tenant-uid".into());
+    for (live, says) in [
+        (other, "names image kube/someone-else"),
+        (rebound, "is bound to claim tenant/data (uid tenant-uid)"),
+        (recreated, "recreated"),
+        (
+            csi_elsewhere,
+            "is bound to claim apps/data (uid tenant-uid)",
+        ),
+    ] {
+        match id.locate(Some(&live)) {
+            Err(e @ Mismatch::PvChanged { .. }) => assert!(e.to_string().contains(says), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -388,17 +359,20 @@ fn backups_are_named_after_their_pv() {
     // A backup of one PV stored under another PV's name is refused.
     let mut moved = cm.clone();
     moved.metadata.name = Some("rbd-provisioner-migration-pvc-victim".into());
-    assert!(
-        backup_of(&moved)
-            .unwrap_err()
-            .contains("not the one it is named after")
-    );
+    assert!(matches!(
+        backup_of(&moved),
+        Err(BackupError::OtherPv { held }) if Some(held.as_str()) == old.metadata.name.as_deref()
+    ));
     let mut broken = cm.clone();
     broken.data = Some(BTreeMap::from([(BACKUP_KEY.into(), "{".into())]));
-    assert!(backup_of(&broken).unwrap_err().contains("is not a PV"));
+    let e = backup_of(&broken).unwrap_err();
+    assert!(e.to_string().contains("is not a PV"), "{e}");
     broken.data = None;
-    assert!(backup_of(&broken).is_err());
-    assert!(backup_name(&"x".repeat(250)).is_err());
+    assert!(matches!(backup_of(&broken), Err(BackupError::NoData)));
+    assert!(matches!(
+        backup_name(&"x".repeat(250)),
+        Err(BackupError::NameTooLong { .. })
+    ));
 }
 
 #[test]

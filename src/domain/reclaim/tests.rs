@@ -1,75 +1,49 @@
 use super::*;
-use k8s_openapi::api::core::v1::{
-    CSIPersistentVolumeSource, PersistentVolumeSpec, PersistentVolumeStatus,
-    RBDPersistentVolumeSource,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use crate::domain::fixtures;
+use k8s_openapi::api::core::v1::CSIPersistentVolumeSource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 
 const ME: &str = "ceph.com/rbd";
 
 fn ours(policy: &str, phase: &str) -> PersistentVolume {
-    PersistentVolume {
-        metadata: ObjectMeta {
-            name: Some("pvc-1".into()),
-            annotations: Some(BTreeMap::from([
-                (ANN_PROVISIONED_BY.into(), ME.into()),
-                (ANN_MONITORS.into(), "m1:6789,m2:6789".into()),
-                (ANN_POOL.into(), "kube".into()),
-                (ANN_IMAGE.into(), "kubernetes-dynamic-pvc-1".into()),
-                (ANN_ADMIN_ID.into(), "admin".into()),
-                (ANN_ADMIN_SECRET.into(), "kube-system/ceph-secret".into()),
-            ])),
-            finalizers: Some(vec![FINALIZER.into(), "kubernetes.io/pv-protection".into()]),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeSpec {
-            persistent_volume_reclaim_policy: Some(policy.into()),
-            storage_class_name: Some("ceph-rbd".into()),
-            rbd: Some(RBDPersistentVolumeSource {
-                monitors: vec!["m1:6789".into(), "m2:6789".into()],
-                pool: Some("kube".into()),
-                image: "kubernetes-dynamic-pvc-1".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        status: Some(PersistentVolumeStatus {
-            phase: Some(phase.into()),
-            ..Default::default()
-        }),
-    }
+    let image = "kubernetes-dynamic-pvc-1";
+    let annotations = [
+        (ANN_PROVISIONED_BY, ME),
+        (ANN_MONITORS, "m1:6789,m2:6789"),
+        (ANN_POOL, "kube"),
+        (ANN_IMAGE, image),
+        (ANN_ADMIN_ID, "admin"),
+        (ANN_ADMIN_SECRET, "kube-system/ceph-secret"),
+    ];
+    let mut pv = fixtures::rbd_pv("pvc-1", ("kube", image), &annotations, Some(phase));
+    pv.metadata.finalizers = Some(vec![FINALIZER.into(), "kubernetes.io/pv-protection".into()]);
+    let spec = pv.spec.as_mut().unwrap();
+    spec.persistent_volume_reclaim_policy = Some(policy.into());
+    spec.storage_class_name = Some("ceph-rbd".into());
+    spec.rbd.as_mut().unwrap().monitors = vec!["m1:6789".into(), "m2:6789".into()];
+    pv
 }
 
 /// Shaped exactly like a PV of the old external-storage provisioner.
 fn legacy(phase: &str) -> PersistentVolume {
-    PersistentVolume {
-        metadata: ObjectMeta {
-            name: Some("pvc-0b92a433".into()),
-            annotations: Some(BTreeMap::from([
-                (ANN_PROVISIONED_BY.into(), "ceph.com/rbd".into()),
-                (ANN_LEGACY_IDENTITY.into(), "ceph.com/rbd".into()),
-            ])),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeSpec {
-            persistent_volume_reclaim_policy: Some("Delete".into()),
-            storage_class_name: Some("ceph-rbd".into()),
-            rbd: Some(RBDPersistentVolumeSource {
-                monitors: vec!["10.0.0.1:6789".into()],
-                pool: Some("kube".into()),
-                image: "kubernetes-dynamic-pvc-5a6c7e52-1c8b-11e9-9d9e-0a580af40113".into(),
-                keyring: Some("/etc/ceph/keyring".into()),
-                user: Some("kube".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        status: Some(PersistentVolumeStatus {
-            phase: Some(phase.into()),
-            ..Default::default()
-        }),
-    }
+    let image = (
+        "kube",
+        "kubernetes-dynamic-pvc-5a6c7e52-1c8b-11e9-9d9e-0a580af40113",
+    );
+    let annotations = [
+        (ANN_PROVISIONED_BY, "ceph.com/rbd"),
+        (ANN_LEGACY_IDENTITY, "ceph.com/rbd"),
+    ];
+    let mut pv = fixtures::rbd_pv("pvc-0b92a433", image, &annotations, Some(phase));
+    let spec = pv.spec.as_mut().unwrap();
+    spec.persistent_volume_reclaim_policy = Some("Delete".into());
+    spec.storage_class_name = Some("ceph-rbd".into());
+    let rbd = spec.rbd.as_mut().unwrap();
+    rbd.monitors = vec!["10.0.0.1:6789".into()];
+    rbd.keyring = Some("/etc/ceph/keyring".into());
+    rbd.user = Some("kube".into());
+    pv
 }
 
 #[test]
@@ -81,58 +55,51 @@ fn released_delete_volume_is_deleted_without_the_class() {
             assert_eq!(t.monitors, vec!["m1:6789", "m2:6789"]);
             assert_eq!(
                 t.admin,
-                AdminSource::Recorded {
-                    admin_id: "admin".into(),
-                    secret: SecretRef {
-                        namespace: "kube-system".into(),
-                        name: "ceph-secret".into()
-                    }
-                }
+                fixtures::recorded_admin("admin", "kube-system/ceph-secret")
             );
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        decide(&ours("Delete", "Failed"), ME, false),
-        VolumeAction::Delete(_)
-    ));
+}
+
+/// A decision in a word, for tables.
+fn kind(a: &VolumeAction) -> &'static str {
+    match a {
+        VolumeAction::Ignore(_) => "ignore",
+        VolumeAction::RemoveFinalizer => "remove finalizer",
+        VolumeAction::Delete(_) => "delete",
+        VolumeAction::Broken(_) => "broken",
+    }
 }
 
 #[test]
-fn bound_or_available_volumes_stay() {
-    assert!(matches!(
-        decide(&ours("Delete", "Bound"), ME, false),
-        VolumeAction::Ignore(_)
-    ));
-    assert!(matches!(
-        decide(&ours("Delete", "Available"), ME, false),
-        VolumeAction::Ignore(_)
-    ));
-    // `kubectl delete pv` on a bound volume: pv-protection holds it, and so do we.
-    let mut pv = ours("Delete", "Bound");
-    pv.metadata.deletion_timestamp = Some(Time(Default::default()));
-    assert!(matches!(decide(&pv, ME, false), VolumeAction::Ignore(_)));
-    // ... but one deleted before it was ever bound is ours to clean up.
-    let mut pv = ours("Delete", "Available");
-    pv.metadata.deletion_timestamp = Some(Time(Default::default()));
-    assert!(matches!(decide(&pv, ME, false), VolumeAction::Delete(_)));
+fn what_becomes_of_our_volumes() {
+    // (reclaim policy, phase, whether the claim is gone, decision)
+    for (policy, phase, claim_gone, want) in [
+        ("Delete", "Released", false, "delete"),
+        ("Delete", "Failed", false, "delete"),
+        ("Delete", "Bound", false, "ignore"),
+        ("Delete", "Available", false, "ignore"),
+        // A bound volume whose claim is gone is deleted at once...
+        ("Delete", "Bound", true, "delete"),
+        // ... but Retain stays Retain whatever happened to the claim.
+        ("Retain", "Bound", true, "remove finalizer"),
+        ("Retain", "Released", false, "remove finalizer"),
+    ] {
+        let got = kind(&decide(&ours(policy, phase), ME, claim_gone));
+        assert_eq!(got, want, "{policy} {phase}, claim gone: {claim_gone}");
+    }
 }
 
 #[test]
-fn a_bound_volume_whose_claim_is_gone_is_deleted_at_once() {
-    assert!(matches!(
-        decide(&ours("Delete", "Bound"), ME, true),
-        VolumeAction::Delete(_)
-    ));
-    assert!(matches!(
-        decide(&ours("Delete", "Bound"), ME, false),
-        VolumeAction::Ignore(_)
-    ));
-    // Retain stays Retain whatever happened to the claim.
-    assert_eq!(
-        decide(&ours("Retain", "Bound"), ME, true),
-        VolumeAction::RemoveFinalizer
-    );
+fn a_pv_being_deleted() {
+    // `kubectl delete pv` on a bound volume: pv-protection holds it, and so do we; one
+    // deleted before it was ever bound is ours to clean up.
+    for (phase, want) in [("Bound", "ignore"), ("Available", "delete")] {
+        let mut pv = ours("Delete", phase);
+        pv.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert_eq!(kind(&decide(&pv, ME, false)), want, "{phase}");
+    }
 }
 
 #[test]
@@ -145,11 +112,7 @@ fn done_once_our_finalizer_is_gone() {
 }
 
 #[test]
-fn retain_is_never_deleted_and_loses_our_finalizer() {
-    assert_eq!(
-        decide(&ours("Retain", "Released"), ME, false),
-        VolumeAction::RemoveFinalizer
-    );
+fn retain_without_our_finalizer_is_left_alone() {
     let mut pv = ours("Retain", "Released");
     pv.metadata.finalizers = None;
     assert!(matches!(decide(&pv, ME, false), VolumeAction::Ignore(_)));
@@ -157,10 +120,8 @@ fn retain_is_never_deleted_and_loses_our_finalizer() {
 
 #[test]
 fn other_provisioners_volumes_are_ignored() {
-    assert!(matches!(
-        decide(&ours("Delete", "Released"), "other.io/rbd", false),
-        VolumeAction::Ignore(_)
-    ));
+    let action = decide(&ours("Delete", "Released"), "other.io/rbd", false);
+    assert!(matches!(action, VolumeAction::Ignore(_)), "{action:?}");
     let mut pv = ours("Delete", "Released");
     pv.metadata.annotations = None;
     assert!(matches!(decide(&pv, ME, false), VolumeAction::Ignore(_)));
@@ -224,30 +185,19 @@ fn csi_volumes() {
 #[test]
 fn deletion_follows_the_immutable_spec_not_the_annotations() {
     // An edited annotation that points elsewhere stops the deletion.
-    let mut pv = ours("Delete", "Released");
-    pv.metadata
-        .annotations
-        .as_mut()
-        .unwrap()
-        .insert(ANN_IMAGE.into(), "kubernetes-dynamic-pvc-victim".into());
-    match decide(&pv, ME, false) {
-        VolumeAction::Broken(why) => assert!(why.to_string().contains("edited"), "{why}"),
-        other => panic!("{other:?}"),
+    for (key, edited) in [
+        (ANN_IMAGE, "kubernetes-dynamic-pvc-victim"),
+        (ANN_POOL, "other"),
+        (ANN_MONITORS, "10.9.9.9:6789"),
+    ] {
+        let mut pv = ours("Delete", "Released");
+        let annotations = pv.metadata.annotations.as_mut().unwrap();
+        annotations.insert(key.into(), edited.into());
+        match decide(&pv, ME, false) {
+            VolumeAction::Broken(why) => assert!(why.to_string().contains("edited"), "{why}"),
+            other => panic!("{key}: {other:?}"),
+        }
     }
-    let mut pv = ours("Delete", "Released");
-    pv.metadata
-        .annotations
-        .as_mut()
-        .unwrap()
-        .insert(ANN_POOL.into(), "other".into());
-    assert!(matches!(decide(&pv, ME, false), VolumeAction::Broken(_)));
-    let mut pv = ours("Delete", "Released");
-    pv.metadata
-        .annotations
-        .as_mut()
-        .unwrap()
-        .insert(ANN_MONITORS.into(), "10.9.9.9:6789".into());
-    assert!(matches!(decide(&pv, ME, false), VolumeAction::Broken(_)));
     // Without our annotations the spec alone decides.
     let mut pv = ours("Delete", "Released");
     for k in [ANN_IMAGE, ANN_POOL, ANN_MONITORS] {

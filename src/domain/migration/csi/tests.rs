@@ -110,11 +110,11 @@ fn builds_the_csi_volume_of_a_legacy_pv() {
     assert_eq!(csi.volume_handle, LEGACY_IMAGE);
     assert_eq!(csi.fs_type.as_deref(), Some("xfs"));
     assert_eq!(csi.read_only, None);
-    let attrs = csi.volume_attributes.unwrap();
-    assert_eq!(attrs["clusterID"], "c1");
-    assert_eq!(attrs["pool"], "kube");
-    assert_eq!(attrs["staticVolume"], "true");
-    assert_eq!(attrs["imageFeatures"], "layering");
+    assert_eq!(
+        csi.volume_attributes,
+        Some(crate::domain::volume::csi_volume_attributes("c1", "kube")),
+        "the attributes of a new csi PV"
+    );
     let s = csi.node_stage_secret_ref.unwrap();
     assert_eq!(
         (s.namespace.as_deref(), s.name.as_deref()),
@@ -203,7 +203,8 @@ fn policy_block_pool_and_admin_variants() {
 
 #[test]
 fn the_delete_path_can_remove_a_migrated_image_without_the_class() {
-    use crate::domain::reclaim::{AdminSource, VolumeAction, decide};
+    use crate::domain::fixtures;
+    use crate::domain::reclaim::{VolumeAction, decide};
     let mut new = csi_pv(&legacy(), &settings()).unwrap();
     new.spec.as_mut().unwrap().storage_class_name = None;
     new.status = Some(PersistentVolumeStatus {
@@ -216,13 +217,7 @@ fn the_delete_path_can_remove_a_migrated_image_without_the_class() {
             assert_eq!(t.monitors, vec!["10.0.0.1:6789", "10.0.0.2:6789"]);
             assert_eq!(
                 t.admin,
-                AdminSource::Recorded {
-                    admin_id: "admin".into(),
-                    secret: SecretRef {
-                        namespace: "kube-system".into(),
-                        name: "ceph-admin".into(),
-                    },
-                }
+                fixtures::recorded_admin("admin", "kube-system/ceph-admin")
             );
         }
         other => panic!("{other:?}"),
