@@ -488,22 +488,28 @@ mod tests {
         assert_eq!(fast(5), Duration::from_secs(1));
     }
 
+    /// A context whose API server answers one GET of `path`, with 404.
+    fn not_found_at(path: &str) -> (Context, ApiServer) {
+        let (client, api) = ApiServer::start(vec![expect(Method::GET, path, not_found())]);
+        (Context::for_tests(client), api)
+    }
+
+    /// The image of PV pvc-1, to be deleted with these admin credentials.
+    fn target(monitors: Vec<String>, admin: AdminSource) -> DeleteTarget {
+        DeleteTarget {
+            pool: "kube".into(),
+            image: "kubernetes-dynamic-pvc-1".into(),
+            monitors,
+            admin,
+        }
+    }
+
     /// A volume of the old provisioner records no admin credentials: a class gone is the
     /// typed error that tells how to recover, and nothing is written meanwhile.
     #[tokio::test]
     async fn an_old_volume_whose_class_is_gone_is_class_gone_without_writes() {
-        let (client, api) = ApiServer::start(vec![expect(
-            Method::GET,
-            "/apis/storage.k8s.io/v1/storageclasses/old",
-            not_found(),
-        )]);
-        let ctx = Context::for_tests(client);
-        let target = DeleteTarget {
-            pool: "kube".into(),
-            image: "kubernetes-dynamic-pvc-1".into(),
-            monitors: Vec::new(),
-            admin: AdminSource::FromClass("old".into()),
-        };
+        let (ctx, api) = not_found_at("/apis/storage.k8s.io/v1/storageclasses/old");
+        let target = target(Vec::new(), AdminSource::FromClass("old".into()));
         let err = ctx.admin_credentials("pvc-1", &target).await.unwrap_err();
         assert!(
             matches!(&err, Error::ClassGone { pv, class, .. } if pv == "pvc-1" && class == "old"),
@@ -514,25 +520,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_recorded_admin_secret_that_is_gone_is_secret_not_found() {
-        let (client, api) = ApiServer::start(vec![expect(
-            Method::GET,
-            "/api/v1/namespaces/kube-system/secrets/ceph-admin",
-            not_found(),
-        )]);
-        let ctx = Context::for_tests(client);
+        let (ctx, api) = not_found_at("/api/v1/namespaces/kube-system/secrets/ceph-admin");
         let secret = SecretRef {
             namespace: "kube-system".into(),
             name: "ceph-admin".into(),
         };
-        let target = DeleteTarget {
-            pool: "kube".into(),
-            image: "kubernetes-dynamic-pvc-1".into(),
-            monitors: vec!["10.0.0.1:6789".into()],
-            admin: AdminSource::Recorded {
+        let target = target(
+            vec!["10.0.0.1:6789".into()],
+            AdminSource::Recorded {
                 admin_id: "admin".into(),
                 secret: secret.clone(),
             },
-        };
+        );
         let err = ctx.admin_credentials("pvc-1", &target).await.unwrap_err();
         assert!(
             matches!(&err, Error::SecretNotFound { role: SecretRole::Admin, secret: s, .. } if *s == secret),

@@ -12,6 +12,32 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::domain::params::SecretRef;
 use crate::domain::reclaim::AdminSource;
 
+/// The parameters of an ordinary rbd class: the walkthrough's, with one monitor.
+pub(crate) const RBD_PARAMS: &[(&str, &str)] = &[
+    ("monitors", "10.0.0.1:6789"),
+    ("pool", "kube"),
+    ("adminSecretName", "ceph-admin"),
+    ("adminSecretNamespace", "kube-system"),
+    ("userId", "kube"),
+    ("userSecretName", "ceph-user"),
+];
+
+/// StorageClass `fast` of `provisioner` with these parameters.
+pub(crate) fn storage_class(
+    provisioner: &str,
+    parameters: &[(&str, &str)],
+) -> k8s_openapi::api::storage::v1::StorageClass {
+    k8s_openapi::api::storage::v1::StorageClass {
+        metadata: ObjectMeta {
+            name: Some("fast".into()),
+            ..Default::default()
+        },
+        provisioner: provisioner.into(),
+        parameters: map(parameters),
+        ..Default::default()
+    }
+}
+
 /// Annotations or labels from pairs.
 pub(crate) fn map(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     Some(

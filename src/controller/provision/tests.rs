@@ -64,27 +64,16 @@ fn claim() -> PersistentVolumeClaim {
 }
 
 fn class() -> StorageClass {
-    StorageClass {
-        metadata: ObjectMeta {
-            name: Some("fast".into()),
-            ..Default::default()
-        },
-        provisioner: PROVISIONER.into(),
-        parameters: Some(
-            [
-                ("monitors", "10.0.0.1:6789"),
-                ("pool", "kube"),
-                ("adminSecretName", "ceph-admin"),
-                ("adminSecretNamespace", "kube-system"),
-                ("userId", "kube"),
-                ("userSecretName", "ceph-user"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ),
-        ..Default::default()
-    }
+    crate::domain::fixtures::storage_class(PROVISIONER, crate::domain::fixtures::RBD_PARAMS)
+}
+
+/// The admin Secret's read, answered with the Secret.
+fn admin_secret_found() -> Step {
+    expect(
+        Method::GET,
+        ADMIN_SECRET,
+        object(&secret("ceph-admin", "kube-system")),
+    )
 }
 
 fn secret(name: &str, namespace: &str) -> Secret {
@@ -194,11 +183,7 @@ async fn a_missing_admin_secret_is_secret_not_found_and_no_pv_is_written() {
 #[tokio::test]
 async fn a_missing_user_secret_is_secret_not_found_after_the_admin_key_is_read() {
     let (ctx, api) = context(vec![
-        expect(
-            Method::GET,
-            ADMIN_SECRET,
-            object(&secret("ceph-admin", "kube-system")),
-        ),
+        admin_secret_found(),
         expect(Method::GET, USER_SECRET, not_found()),
     ]);
     let draft = provision_plan::draft(&claim(), &class(), Flavor::Rbd).unwrap();
@@ -220,11 +205,7 @@ async fn a_missing_user_secret_is_secret_not_found_after_the_admin_key_is_read()
 #[tokio::test]
 async fn the_plan_keeps_the_admin_key_and_only_checks_the_user_secret() {
     let (ctx, api) = context(vec![
-        expect(
-            Method::GET,
-            ADMIN_SECRET,
-            object(&secret("ceph-admin", "kube-system")),
-        ),
+        admin_secret_found(),
         expect(
             Method::GET,
             USER_SECRET,

@@ -34,31 +34,11 @@ fn claim(size: Option<&str>) -> PersistentVolumeClaim {
 }
 
 fn class(pairs: &[(&str, &str)]) -> StorageClass {
-    StorageClass {
-        metadata: ObjectMeta {
-            name: Some("fast".into()),
-            ..Default::default()
-        },
-        provisioner: ME.into(),
-        parameters: Some(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    }
+    crate::domain::fixtures::storage_class(ME, pairs)
 }
 
 fn rbd_class() -> StorageClass {
-    class(&[
-        ("monitors", "10.0.0.1:6789"),
-        ("pool", "kube"),
-        ("adminSecretName", "ceph-admin"),
-        ("adminSecretNamespace", "kube-system"),
-        ("userId", "kube"),
-        ("userSecretName", "ceph-user"),
-    ])
+    class(crate::domain::fixtures::RBD_PARAMS)
 }
 
 fn rbd_plan() -> Plan {
