@@ -13,7 +13,7 @@ use crate::domain::reclaim::{NotTheVolume, TargetError};
 use crate::domain::volume::ClaimError;
 
 /// Which Secret a problem concerns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SecretRole {
     Admin,
     User,

@@ -1,6 +1,12 @@
 //! Kubernetes I/O: Secrets, claims, classes, PersistentVolumes, Events. Narrow functions over
 //! a `kube::Client`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use k8s_openapi::api::core::v1::{
     ObjectReference, PersistentVolume, PersistentVolumeClaim, Secret,
 };
@@ -13,6 +19,108 @@ use crate::ceph::CephKey;
 use crate::domain::params::SecretRef;
 use crate::domain::volume::SecretFields;
 use crate::error::{Error, Result, SecretRole, is_status};
+
+/// What was read from Secrets moments ago, so that a burst of claims (or deletions) of one
+/// class reads each Secret once per `ttl` rather than once per volume. It keeps only what was
+/// derived: a Ceph key (wiped when dropped, as the Ceph clients' own copy is) or the fact
+/// that a Secret passed its check. Failures are never kept, so a fixed Secret counts at once.
+pub struct SecretMemo {
+    ttl: Duration,
+    entries: Mutex<HashMap<MemoKey, (Instant, Memo)>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct MemoKey {
+    role: SecretRole,
+    secret: (String, String),
+    ceph_user: String,
+    /// The fields checked, for `check_secret`; empty for a key.
+    fields: Vec<&'static str>,
+}
+
+enum Memo {
+    Key(CephKey),
+    Checked,
+}
+
+impl SecretMemo {
+    pub fn new(ttl: Duration) -> SecretMemo {
+        SecretMemo {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn recall<T>(&self, key: &MemoKey, f: impl Fn(&Memo) -> Option<T>) -> Option<T> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .and_then(|(_, m)| f(m))
+    }
+
+    fn keep(&self, key: MemoKey, memo: Memo) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        entries.insert(key, (Instant::now(), memo));
+    }
+
+    /// [`ceph_key`], remembered for the memo's time.
+    pub async fn ceph_key(
+        &self,
+        client: &Client,
+        role: SecretRole,
+        secret: &SecretRef,
+        ceph_user: &str,
+        service_account: &str,
+    ) -> Result<CephKey> {
+        let key = MemoKey {
+            role,
+            secret: (secret.namespace.clone(), secret.name.clone()),
+            ceph_user: ceph_user.to_string(),
+            fields: Vec::new(),
+        };
+        if let Some(k) = self.recall(&key, |m| match m {
+            Memo::Key(k) => Some(k.clone()),
+            Memo::Checked => None,
+        }) {
+            return Ok(k);
+        }
+        let k = ceph_key(client, role, secret, ceph_user, service_account).await?;
+        self.keep(key, Memo::Key(k.clone()));
+        Ok(k)
+    }
+
+    /// [`check_secret`], a pass remembered for the memo's time.
+    pub async fn check_secret(
+        &self,
+        client: &Client,
+        role: SecretRole,
+        secret: &SecretRef,
+        ceph_user: &str,
+        service_account: &str,
+        fields: &[(&'static str, &'static str)],
+    ) -> Result<()> {
+        let key = MemoKey {
+            role,
+            secret: (secret.namespace.clone(), secret.name.clone()),
+            ceph_user: ceph_user.to_string(),
+            fields: fields.iter().map(|(f, _)| *f).collect(),
+        };
+        if self
+            .recall(&key, |m| matches!(m, Memo::Checked).then_some(()))
+            .is_some()
+        {
+            return Ok(());
+        }
+        check_secret(client, role, secret, ceph_user, service_account, fields).await?;
+        self.keep(key, Memo::Checked);
+        Ok(())
+    }
+}
 
 /// Reads a Secret, turning 403/404 into errors that name the fix.
 async fn get_secret(

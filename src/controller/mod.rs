@@ -69,6 +69,8 @@ pub struct Context {
     pub settings: Settings,
     pub ceph: Connections,
     pub events: Events,
+    /// Secrets read moments ago (see `k8s::SecretMemo`).
+    pub secrets: k8s::SecretMemo,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -88,6 +90,11 @@ pub struct Context {
     /// Clones being flattened in the background, by "pool/image".
     flattening: Arc<Mutex<HashSet<String>>>,
 }
+
+/// How long what was read from a Secret is reused: a burst of claims of one class then reads
+/// its Secrets a few times instead of once per claim, and a changed Secret counts within
+/// seconds.
+const SECRET_MEMO: Duration = Duration::from_secs(2);
 
 impl Context {
     pub fn new(
@@ -109,6 +116,7 @@ impl Context {
             flattening: Arc::default(),
             ceph: Connections::with_idle(settings.ceph_timeouts, settings.ceph_idle),
             events: Events::new(client.clone()),
+            secrets: k8s::SecretMemo::new(SECRET_MEMO),
             client,
             settings,
             metrics,
@@ -222,7 +230,10 @@ impl Context {
             AdminSource::Recorded { admin_id, secret } => Ok(Credentials {
                 monitors: t.monitors.clone(),
                 user: admin_id.clone(),
-                key: k8s::ceph_key(&self.client, SecretRole::Admin, secret, admin_id, sa).await?,
+                key: self
+                    .secrets
+                    .ceph_key(&self.client, SecretRole::Admin, secret, admin_id, sa)
+                    .await?,
             }),
             AdminSource::FromClass(class_name) => {
                 let class = self
@@ -247,14 +258,16 @@ impl Context {
                         t.monitors.clone()
                     },
                     user: p.admin_id.clone(),
-                    key: k8s::ceph_key(
-                        &self.client,
-                        SecretRole::Admin,
-                        &p.admin_secret,
-                        &p.admin_id,
-                        sa,
-                    )
-                    .await?,
+                    key: self
+                        .secrets
+                        .ceph_key(
+                            &self.client,
+                            SecretRole::Admin,
+                            &p.admin_secret,
+                            &p.admin_id,
+                            sa,
+                        )
+                        .await?,
                 })
             }
         }

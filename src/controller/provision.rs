@@ -238,17 +238,19 @@ async fn plan(
     let sa = &ctx.settings.service_account;
     let params = &draft.params;
     let namespace = &draft.claim.namespace;
-    let admin_key = k8s::ceph_key(
-        &ctx.client,
-        SecretRole::Admin,
-        &params.admin_secret,
-        &params.admin_id,
-        sa,
-    )
-    .await?;
+    let admin_key = ctx
+        .secrets
+        .ceph_key(
+            &ctx.client,
+            SecretRole::Admin,
+            &params.admin_secret,
+            &params.admin_id,
+            sa,
+        )
+        .await?;
     let node_stage = match draft.flavor {
         Flavor::Rbd => {
-            k8s::check_secret(
+            ctx.secrets.check_secret(
                 &ctx.client,
                 SecretRole::User,
                 &params.user_secret(namespace),

@@ -196,12 +196,12 @@ pub fn settings() -> Settings {
 impl Context {
     /// A context over `client` whose caches of classes, volumes and claims are empty and
     /// never listed: every class is asked of the API server, and no claim is provisioned
-    /// early.
+    /// early; Secrets are read every time.
     pub fn for_tests(client: Client) -> Context {
         let (classes, _) = reflector::store();
         let (volumes, _) = reflector::store();
         let (claims, _) = reflector::store();
-        Context::new(
+        let mut ctx = Context::new(
             client,
             settings(),
             Arc::new(Metrics::default()),
@@ -212,6 +212,9 @@ impl Context {
                 provisioner: PROVISIONER.into(),
                 cluster: "6f1c3ef4-kube-system".into(),
             },
-        )
+        );
+        // Each scripted read is answered once: nothing read is reused.
+        ctx.secrets = crate::k8s::SecretMemo::new(Duration::ZERO);
+        ctx
     }
 }

@@ -392,3 +392,37 @@ async fn the_claim_is_asked_again_at_the_api_server_before_the_pv_is_written() {
     );
     api.done();
 }
+
+/// A burst of claims reads a Secret once while the memo holds it; once it has expired the
+/// Secret is read again, and a failed read is never remembered.
+#[tokio::test]
+async fn a_secret_is_read_once_per_memo_and_failures_are_not_kept() {
+    let (client, api) = ApiServer::start(vec![
+        admin_secret_found(),
+        expect(Method::GET, ADMIN_SECRET, not_found()),
+        admin_secret_found(),
+    ]);
+    let mut ctx = Context::for_tests(client);
+    ctx.secrets = crate::k8s::SecretMemo::new(Duration::from_millis(300));
+    let admin = crate::domain::params::SecretRef {
+        namespace: "kube-system".into(),
+        name: "ceph-admin".into(),
+    };
+    let key = || {
+        ctx.secrets
+            .ceph_key(&ctx.client, SecretRole::Admin, &admin, "admin", "sa")
+    };
+    let first = key().await.unwrap();
+    assert_eq!(
+        key().await.unwrap(),
+        first,
+        "the second read comes from the memo"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        matches!(key().await, Err(Error::SecretNotFound { .. })),
+        "an expired memo reads again"
+    );
+    assert_eq!(key().await.unwrap(), first, "a failure was not remembered");
+    assert_eq!(api.done().len(), 3);
+}
