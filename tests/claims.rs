@@ -107,16 +107,7 @@ async fn metrics_and_probes_answer_after_a_provision() {
     let broken = s
         .class("b", &[("adminSecretName", "no-such-secret")], json!({}))
         .await;
-    let bad = claim(
-        &s.admin,
-        &s.ns,
-        "bad",
-        &broken,
-        "8Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let bad = s.claim("bad", &broken).size("8Mi").create().await;
     wait_event(
         &s.admin,
         &s.ns,
@@ -299,16 +290,7 @@ async fn a_failed_claim_is_retried_with_backoff_and_succeeds_once_fixed() {
     let class = s
         .class("r", &[("adminSecretName", missing.as_str())], json!({}))
         .await;
-    let c = claim(
-        &s.admin,
-        &s.ns,
-        "data",
-        &class,
-        "8Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let c = s.claim("data", &class).size("8Mi").create().await;
     let uid = uid_of(&c);
     wait_event(
         &s.admin,
@@ -384,16 +366,7 @@ async fn user_secret_namespace_defaults_to_the_claims() {
             json!({}),
         )
         .await;
-    let c = claim(
-        &s.admin,
-        &s.ns,
-        "data",
-        &class,
-        "8Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let c = s.claim("data", &class).size("8Mi").create().await;
     let uid = uid_of(&c);
     wait_event(
         &s.admin,
@@ -693,16 +666,7 @@ async fn a_csi_node_stage_secret_without_user_key_is_refused_until_fixed() {
             json!({}),
         )
         .await;
-    let c = claim(
-        &s.admin,
-        &s.ns,
-        "data",
-        &class,
-        "8Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let c = s.claim("data", &class).size("8Mi").create().await;
     let uid = uid_of(&c);
     wait_event(
         &s.admin,

@@ -406,16 +406,7 @@ async fn a_named_node_stage_secret_missing_or_incomplete_gets_its_command() {
                 json!({}),
             )
             .await;
-        let claim = claim(
-            &c.admin,
-            &c.ns,
-            suffix,
-            &class,
-            "20Mi",
-            &["ReadWriteOnce"],
-            json!({}),
-        )
-        .await;
+        let claim = c.claim(suffix, &class).size("20Mi").create().await;
         let note = failed_with(&c, &claim, needle).await;
         assert!(note.contains(&format!("default/{secret}")), "{note}");
         let cmd = command_in(&note);

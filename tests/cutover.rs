@@ -29,16 +29,7 @@ async fn a_claim_pending_across_the_cut_over_is_provisioned_once() {
         json!({"reclaimPolicy": "Delete"}),
     )
     .await;
-    let c = claim(
-        &s.admin,
-        &s.ns,
-        "data",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let c = s.claim("data", &class).create().await;
     let uid = uid_of(&c);
     // Handed over by kube-controller-manager, and waiting.
     wait_for("the hand-over annotation", T, || async {

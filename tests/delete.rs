@@ -250,16 +250,7 @@ async fn claim_deleted_during_provisioning_leaves_no_image() {
     let (admin, ns, prov) = (s.admin.clone(), s.ns.clone(), &s.prov);
     let ceph = s.bed.ceph().await;
     let class = s.class("class", &[], json!({})).await;
-    let c = claim(
-        &admin,
-        &ns,
-        "data",
-        &class,
-        "16Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let c = s.claim("data", &class).size("16Mi").create().await;
     let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&c));
     wait_for("image created", T, || async {
         image_exists(&ceph, "kube", &image).await.then_some(())
@@ -323,17 +314,11 @@ async fn legacy_volume(c: &Scenario, class: &str, claim_name: &str) -> (String, 
     }))
     .unwrap();
     c.pvs().create(&PostParams::default(), &pv).await.unwrap();
-    claim(
-        &c.admin,
-        &c.ns,
-        claim_name,
-        class,
-        "32Mi",
-        &["ReadWriteOnce"],
-        json!({"volumeName": pv_name}),
-    )
-    .await;
-    wait_bound(&c.admin, &c.ns, claim_name, T).await;
+    c.claim(claim_name, class)
+        .size("32Mi")
+        .spec(json!({"volumeName": pv_name}))
+        .bound()
+        .await;
     (pv_name, image)
 }
 

@@ -112,16 +112,7 @@ async fn a_matching_available_volume_is_left_to_the_binder() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let claim = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let claim = c.claim("data", &class).create().await;
     let uid = uid_of(&claim);
     let bound = wait_bound(&c.admin, &c.ns, "data", T).await;
     assert_eq!(
@@ -165,16 +156,7 @@ async fn a_claim_deleted_during_early_provisioning_leaves_nothing() {
     .await;
     let class = c.class("fast", &[], json!({})).await;
     settled(&c.prov).await;
-    let claim = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let claim = c.claim("data", &class).create().await;
     let uid = uid_of(&claim);
     wait_log(&c.prov, "failpoint sleep-after-image-create").await;
     c.pvcs()

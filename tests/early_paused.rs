@@ -99,16 +99,7 @@ async fn a_claim_nothing_else_could_serve_is_provisioned_before_the_hand_over() 
     let pid = kcm_pid(&c);
     let uid = {
         let _paused = Paused::new(pid);
-        let made = claim(
-            &c.admin,
-            &c.ns,
-            "data",
-            &class,
-            "64Mi",
-            &["ReadWriteOnce"],
-            json!({}),
-        )
-        .await;
+        let made = c.claim("data", &class).create().await;
         let uid = uid_of(&made);
         let pv = wait_for(
             &format!("pvc-{uid} made while the hand-over cannot come"),

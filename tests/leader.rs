@@ -257,11 +257,8 @@ async fn two_replicas_with_skew(prefix: &str, a_shift: i64, b_shift: i64) {
 
     // A graceful stop hands over at once (the standby retries every 2 s).
     let Scenario {
-        bed,
-        admin,
+        stage: Stage { bed, admin, ns, .. },
         prov: a,
-        ns,
-        ..
     } = s;
     let a_log = a.log.clone();
     let stopped = Instant::now();
@@ -409,11 +406,8 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_takes_ove
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let Scenario {
-        bed,
-        admin,
+        stage: Stage { bed, admin, ns, .. },
         prov: mut a,
-        ns,
-        ..
     } = s;
     proxy.cut.store(true, Ordering::SeqCst);
     let cut = Instant::now();

@@ -65,17 +65,7 @@ async fn expansion_ends_the_same_whoever_of_the_two_expanders_resizes() {
     let class = c
         .class("grow", &[], json!({"allowVolumeExpansion": true}))
         .await;
-    let pvc = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    wait_bound(&c.admin, &c.ns, "data", T).await;
+    let (pvc, _) = c.claim("data", &class).bound().await;
     c.request("data", "128Mi")
         .await
         .expect("expansion allowed by the class");
@@ -165,17 +155,7 @@ async fn expand_when_the_in_tree_expander_cannot() {
             json!({"allowVolumeExpansion": true}),
         )
         .await;
-    let pvc = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    wait_bound(&c.admin, &c.ns, "data", T).await;
+    let (pvc, _) = c.claim("data", &class).bound().await;
     c.request("data", "128Mi").await.unwrap();
     wait_event(
         &c.admin,
@@ -215,17 +195,7 @@ async fn expand_when_the_in_tree_expander_cannot() {
 async fn expansion_needs_allow_volume_expansion() {
     let c = Scenario::new("nogrow").await;
     let class = c.class("fixed", &[], json!({})).await;
-    let pvc = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "16Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    wait_bound(&c.admin, &c.ns, "data", T).await;
+    let (pvc, _) = c.claim("data", &class).size("16Mi").bound().await;
     let err = c
         .request("data", "32Mi")
         .await
@@ -271,17 +241,7 @@ async fn csi_flavour_provisions_expands_and_deletes() {
             json!({"allowVolumeExpansion": true}),
         )
         .await;
-    let pvc = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "32Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    wait_bound(&c.admin, &c.ns, "data", T).await;
+    let (pvc, _) = c.claim("data", &class).size("32Mi").bound().await;
     let pv = c.pv_of(&pvc).await;
     let spec = pv.spec.clone().unwrap();
     assert!(spec.rbd.is_none());
@@ -367,7 +327,12 @@ async fn csi_flavour_refuses_bad_settings() {
     for (i, (params, modes, needles)) in cases.into_iter().enumerate() {
         let class = c.class(&format!("bad{i}"), &params, json!({})).await;
         let name = format!("claim{i}");
-        let pvc = claim(&c.admin, &c.ns, &name, &class, "8Mi", modes, json!({})).await;
+        let pvc = c
+            .claim(&name, &class)
+            .size("8Mi")
+            .modes(modes)
+            .create()
+            .await;
         wait_event(
             &c.admin,
             &c.ns,
@@ -413,36 +378,16 @@ async fn block_volumes() {
             json!({}),
         )
         .await;
-    let a = claim(
-        &c.admin,
-        &c.ns,
-        "rbd-block",
-        &rbd,
-        "16Mi",
-        &["ReadWriteOnce"],
-        json!({"volumeMode": "Block"}),
-    )
-    .await;
-    let b = claim(
-        &c.admin,
-        &c.ns,
-        "csi-shared",
-        &csi,
-        "16Mi",
-        &["ReadWriteMany"],
-        json!({"volumeMode": "Block"}),
-    )
-    .await;
-    let bad = claim(
-        &c.admin,
-        &c.ns,
-        "rbd-shared",
-        &rbd,
-        "16Mi",
-        &["ReadWriteMany"],
-        json!({"volumeMode": "Block"}),
-    )
-    .await;
+    let mut made = Vec::new();
+    for (name, class, modes) in [
+        ("rbd-block", &rbd, &["ReadWriteOnce"]),
+        ("csi-shared", &csi, &["ReadWriteMany"]),
+        ("rbd-shared", &rbd, &["ReadWriteMany"]),
+    ] {
+        let claim = c.claim(name, class).size("16Mi").modes(modes);
+        made.push(claim.spec(json!({"volumeMode": "Block"})).create().await);
+    }
+    let [a, b, bad] = made.try_into().unwrap();
     wait_bound(&c.admin, &c.ns, "rbd-block", T).await;
     wait_bound(&c.admin, &c.ns, "csi-shared", T).await;
     let pa = c.pv_of(&a).await.spec.unwrap();
@@ -477,39 +422,20 @@ async fn clones_are_copy_on_write_and_survive_their_source() {
     let c = Scenario::new("clone").await;
     let ceph = c.bed.ceph().await;
     let class = c.class("fast", &[], json!({})).await;
-    let src = claim(
-        &c.admin,
-        &c.ns,
-        "src",
-        &class,
-        "32Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    wait_bound(&c.admin, &c.ns, "src", T).await;
+    let (src, _) = c.claim("src", &class).size("32Mi").bound().await;
     let src_image = format!("kubernetes-dynamic-pvc-{}", uid_of(&src));
 
-    let same = claim(
-        &c.admin,
-        &c.ns,
-        "same",
-        &class,
-        "32Mi",
-        &["ReadWriteOnce"],
-        from("src"),
-    )
-    .await;
-    let bigger = claim(
-        &c.admin,
-        &c.ns,
-        "bigger",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        from("src"),
-    )
-    .await;
+    let mut clones = Vec::new();
+    for (name, size) in [("same", "32Mi"), ("bigger", "64Mi")] {
+        clones.push(
+            c.claim(name, &class)
+                .size(size)
+                .spec(from("src"))
+                .create()
+                .await,
+        );
+    }
+    let [same, bigger] = clones.try_into().unwrap();
     wait_bound(&c.admin, &c.ns, "same", T).await;
     wait_bound(&c.admin, &c.ns, "bigger", T).await;
     let same_image = format!("kubernetes-dynamic-pvc-{}", uid_of(&same));
@@ -615,27 +541,11 @@ async fn clone_refusals() {
         json!({}),
     )
     .await;
-    let src = claim(
-        &c.admin,
-        &c.ns,
-        "src",
-        &class,
-        "32Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    wait_bound(&c.admin, &c.ns, "src", T).await;
-    claim(
-        &c.admin,
-        &c.ns,
-        "pending",
-        &format!("{}-nobody", c.ns),
-        "32Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let (src, _) = c.claim("src", &class).size("32Mi").bound().await;
+    c.claim("pending", &format!("{}-nobody", c.ns))
+        .size("32Mi")
+        .create()
+        .await;
     let cases: Vec<(&str, &str, &str, &str, &[&str])> = vec![
         (
             "smaller",
@@ -660,16 +570,12 @@ async fn clone_refusals() {
         ),
     ];
     for (name, class, size, source, needles) in cases {
-        let pvc = claim(
-            &c.admin,
-            &c.ns,
-            name,
-            class,
-            size,
-            &["ReadWriteOnce"],
-            from(source),
-        )
-        .await;
+        let pvc = c
+            .claim(name, class)
+            .size(size)
+            .spec(from(source))
+            .create()
+            .await;
         wait_event(
             &c.admin,
             &c.ns,
@@ -689,16 +595,12 @@ async fn clone_refusals() {
         );
     }
     // An unbound source is refused (and retried with backoff until it is bound).
-    let pvc = claim(
-        &c.admin,
-        &c.ns,
-        "unbound",
-        &class,
-        "32Mi",
-        &["ReadWriteOnce"],
-        from("pending"),
-    )
-    .await;
+    let pvc = c
+        .claim("unbound", &class)
+        .size("32Mi")
+        .spec(from("pending"))
+        .create()
+        .await;
     wait_event(
         &c.admin,
         &c.ns,
@@ -737,16 +639,7 @@ async fn wait_for_first_consumer() {
             json!({"volumeBindingMode": "WaitForFirstConsumer"}),
         )
         .await;
-    let pvc = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "8Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let pvc = c.claim("data", &class).size("8Mi").create().await;
     let image = format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc));
     c.pvcs()
         .patch(

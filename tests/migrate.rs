@@ -8,11 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rbd_provisioner::ceph::{Cluster, ImageSpec, RBD_FEATURE_LAYERING};
@@ -45,16 +43,13 @@ async fn backup_of(client: &Client, pv: &str) -> Option<ConfigMap> {
         .unwrap()
 }
 
-/// One namespace, one class served by a provisioner of our own, its Secrets, and a Secret
-/// in ceph-csi's format.
+/// A [`Stage`] (namespace, Secrets, cleanup guard) whose class also carries the csi settings
+/// migrate-to-csi reads, with the ceph-csi Secret they name in the namespace. Its provisioner
+/// is started by each test, after the volumes that must exist before it runs.
 struct Setup {
-    /// Dropped first: namespace, PVs of its claims, classes and Secrets, on failure too.
-    _cleanup: Cleanup,
-    bed: Bed,
-    admin: Client,
+    /// First, so the guard goes first, as a Scenario's does.
+    stage: Stage,
     ceph: Arc<Cluster>,
-    provisioner: String,
-    ns: String,
     class: String,
     /// `ns/name` of the ceph-csi node-stage Secret.
     csi_secret: String,
@@ -63,84 +58,41 @@ struct Setup {
     claims: Vec<PersistentVolumeClaim>,
 }
 
+impl std::ops::Deref for Setup {
+    type Target = Stage;
+    fn deref(&self) -> &Stage {
+        &self.stage
+    }
+}
+
 impl Setup {
     async fn new(prefix: &str) -> Setup {
-        let bed = Bed::load();
-        let admin = bed.admin().await;
-        let ceph = bed.ceph().await;
-        let ns = unique(prefix);
-        let provisioner = format!("{ns}.test/rbd");
-        namespace(&admin, &ns).await;
-        key_secret(
-            &admin,
-            "kube-system",
-            &format!("{ns}-admin"),
-            &bed.admin_key,
+        let stage = Stage::new(prefix, &format!("{}.test/rbd", unique(prefix))).await;
+        let ceph = stage.bed.ceph().await;
+        let ns = stage.ns.clone();
+        csi_secret(
+            &stage.admin,
+            &ns,
+            "csi-rbd-node",
+            "kube",
+            &stage.bed.kube_key,
         )
         .await;
-        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
-        let csi = Secret {
-            metadata: ObjectMeta {
-                name: Some("csi-rbd-node".into()),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([
-                ("userID".to_string(), ByteString(b"kube".to_vec())),
-                (
-                    "userKey".to_string(),
-                    ByteString(bed.kube_key.clone().into_bytes()),
-                ),
-            ])),
-            ..Default::default()
-        };
-        Api::<Secret>::namespaced(admin.clone(), &ns)
-            .create(&PostParams::default(), &csi)
-            .await
-            .expect("create the ceph-csi secret");
-        let class = format!("{ns}-class");
-        let (adm, usr) = (format!("{ns}-admin"), format!("{ns}-user"));
-        storage_class(
-            &admin,
-            &class,
-            &provisioner,
-            &[
-                ("monitors", &bed.monitors),
-                ("adminId", "admin"),
-                ("adminSecretName", &adm),
-                ("adminSecretNamespace", "kube-system"),
-                ("pool", "kube"),
-                ("userId", "kube"),
-                ("userSecretName", &usr),
-                ("userSecretNamespace", "default"),
-                // What ceph-csi volumes of this class are written with.
-                ("clusterID", CLUSTER_ID),
-                ("csiNodeStageSecretName", "csi-rbd-node"),
-                ("csiNodeStageSecretNamespace", &ns),
-            ],
-            json!({}),
-        )
-        .await;
+        // What ceph-csi volumes of this class are written with.
+        let csi = [
+            ("clusterID", CLUSTER_ID),
+            ("csiNodeStageSecretName", "csi-rbd-node"),
+            ("csiNodeStageSecretNamespace", &ns),
+        ];
+        let class = stage.class("class", &csi, json!({})).await;
         Setup {
-            _cleanup: Cleanup::new(&bed).namespace(&ns).prefix(&format!("{ns}-")),
             csi_secret: format!("{ns}/csi-rbd-node"),
-            bed,
-            admin,
+            stage,
             ceph,
-            provisioner,
-            ns,
             class,
             images: Vec::new(),
             claims: Vec::new(),
         }
-    }
-
-    fn pvs(&self) -> Api<PersistentVolume> {
-        Api::all(self.admin.clone())
-    }
-
-    fn pvcs(&self) -> Api<PersistentVolumeClaim> {
-        Api::namespaced(self.admin.clone(), &self.ns)
     }
 
     /// A volume exactly as the old external-storage provisioner left it: an image named
@@ -171,16 +123,7 @@ impl Setup {
             .await
             .expect("create the legacy image");
         self.images.push((pool.into(), image.clone()));
-        let pvc = claim(
-            &self.admin,
-            &self.ns,
-            claim_name,
-            &self.class,
-            "64Mi",
-            &["ReadWriteOnce"],
-            json!({}),
-        )
-        .await;
+        let pvc = self.claim(claim_name, &self.class).create().await;
         let uid = uid_of(&pvc);
         let pv_name = format!("pvc-{uid}");
         let pv: PersistentVolume = serde_json::from_value(json!({
@@ -230,16 +173,11 @@ impl Setup {
 
     /// A volume provisioned by our provisioner (which must be running).
     async fn our_volume(&mut self, claim_name: &str) -> (PersistentVolumeClaim, String, String) {
-        let pvc = claim(
-            &self.admin,
-            &self.ns,
-            claim_name,
-            &self.class,
-            "32Mi",
-            &["ReadWriteOnce"],
-            json!({}),
-        )
-        .await;
+        let pvc = self
+            .claim(claim_name, &self.class)
+            .size("32Mi")
+            .create()
+            .await;
         self.claims.push(pvc.clone());
         let bound = wait_bound(&self.admin, &self.ns, claim_name, T).await;
         let uid = uid_of(&bound);
@@ -270,7 +208,7 @@ impl Setup {
                 "--storage-class",
                 &self.class,
                 "--provisioner-name",
-                &self.provisioner,
+                &self.name,
             ])
             .args(extra)
             .env_remove("KUBECONFIG_PATH")
@@ -339,20 +277,7 @@ impl Setup {
         for (pool, image) in &self.images {
             let _ = self.ceph.remove_image(pool, image).await;
         }
-        let _ = Api::<StorageClass>::all(self.admin.clone())
-            .delete(&self.class, &DeleteParams::default())
-            .await;
-        for (ns, name) in [
-            ("kube-system", format!("{}-admin", self.ns)),
-            ("default", format!("{}-user", self.ns)),
-        ] {
-            let _ = Api::<Secret>::namespaced(self.admin.clone(), ns)
-                .delete(&name, &DeleteParams::default())
-                .await;
-        }
-        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.admin.clone())
-            .delete(&self.ns, &DeleteParams::default())
-            .await;
+        // The class, the Secrets and the namespace go with the stage's guard, dropped here.
     }
 }
 
@@ -556,7 +481,7 @@ async fn migrates_volumes_of_both_provisioners() {
     let mut s = Setup::new("migrate").await;
     // The old provisioner's volume in kube2 (made before our provisioner runs), ours in kube.
     let (legacy_claim, legacy_pv, legacy_image) = s.legacy_volume("legacy", "kube2").await;
-    let _prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
+    let _prov = Provisioner::start(&s.bed, &s.name, RBD_FLAVOR).await;
     let (our_claim, our_pv, our_image) = s.our_volume("ours").await;
     let legacy_before = s.pvs().get(&legacy_pv).await.unwrap();
     let ours_before = s.pvs().get(&our_pv).await.unwrap();
@@ -730,7 +655,7 @@ async fn migrates_volumes_of_both_provisioners() {
 async fn resumes_after_a_crash_at_each_step() {
     let mut s = Setup::new("resume").await;
     let (legacy_claim, legacy_pv, legacy_image) = s.legacy_volume("legacy", "kube").await;
-    let _prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
+    let _prov = Provisioner::start(&s.bed, &s.name, RBD_FLAVOR).await;
     let (a_claim, a_pv, a_image) = s.our_volume("a").await;
     let (b_claim, b_pv, b_image) = s.our_volume("b").await;
     let (c_claim, c_pv, c_image) = s.our_volume("c").await;
@@ -917,7 +842,7 @@ async fn resumes_after_the_binary_is_interrupted_at_each_step() {
 
 async fn interrupted_at(step: &'static str) {
     let mut s = Setup::new(&format!("fp-{step}")).await;
-    let prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
+    let prov = Provisioner::start(&s.bed, &s.name, RBD_FLAVOR).await;
     let (claim, pv, image) = s.our_volume("data").await;
     // The provisioner must not act on the Retain PV or the csi PV meanwhile; stopping it also
     // keeps the checks below about what the crash left.
@@ -997,7 +922,7 @@ async fn missing_csi_settings_are_named() {
     storage_class(
         &s.admin,
         &bare,
-        &s.provisioner,
+        &s.name,
         &[
             ("monitors", &s.bed.monitors),
             ("adminSecretName", "x"),
@@ -1123,7 +1048,7 @@ fn assert_untouched(before: &PersistentVolume, now: &PersistentVolume) {
 #[tokio::test]
 async fn a_forged_backup_on_a_tenant_claim_moves_nothing() {
     let mut s = Setup::new("forge").await;
-    let _prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
+    let _prov = Provisioner::start(&s.bed, &s.name, RBD_FLAVOR).await;
     // The victims, in the Setup's namespace: one in use by a pod, one idle.
     let (busy_claim, busy_pv, busy_image) = s.our_volume("busy").await;
     let (idle_claim, idle_pv, idle_image) = s.our_volume("idle").await;
@@ -1269,7 +1194,7 @@ async fn a_forged_backup_on_a_tenant_claim_moves_nothing() {
 #[tokio::test]
 async fn refuses_a_claim_of_a_generic_ephemeral_volume() {
     let mut s = Setup::new("migeph").await;
-    let _prov = Provisioner::start(&s.bed, &s.provisioner, RBD_FLAVOR).await;
+    let _prov = Provisioner::start(&s.bed, &s.name, RBD_FLAVOR).await;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "worker", "namespace": s.ns},
         "spec": {

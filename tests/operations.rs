@@ -426,16 +426,7 @@ async fn kube_api_qps_limits_the_provisioners_calls() {
     let class = s.class("fast", &[], json!({})).await;
     let started = std::time::Instant::now();
     for n in ["a", "b", "c"] {
-        claim(
-            &s.admin,
-            &s.ns,
-            n,
-            &class,
-            "8Mi",
-            &["ReadWriteOnce"],
-            json!({}),
-        )
-        .await;
+        s.claim(n, &class).size("8Mi").create().await;
     }
     for n in ["a", "b", "c"] {
         wait_bound(&s.admin, &s.ns, n, std::time::Duration::from_secs(120)).await;

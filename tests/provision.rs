@@ -197,26 +197,8 @@ async fn claim_in_another_namespace_and_other_pools() {
     let dp = c
         .class("datapool", &[("dataPool", "kube2")], json!({}))
         .await;
-    let a = claim(
-        &c.admin,
-        &c.ns,
-        "a",
-        &k2,
-        "1Gi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    let b = claim(
-        &c.admin,
-        &c.ns,
-        "b",
-        &dp,
-        "10Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let a = c.claim("a", &k2).size("1Gi").create().await;
+    let b = c.claim("b", &dp).size("10Mi").create().await;
     wait_bound(&c.admin, &c.ns, "a", T).await;
     wait_bound(&c.admin, &c.ns, "b", T).await;
     let ia = ceph
@@ -273,16 +255,7 @@ async fn restart_between_image_and_pv_adopts_the_image() {
     let (bed, admin, ns) = (s.bed.clone(), s.admin.clone(), s.ns.clone());
     let ceph = bed.ceph().await;
     let class = s.class("class", &[], json!({})).await;
-    let c = claim(
-        &admin,
-        &ns,
-        "data",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let c = s.claim("data", &class).create().await;
     let st = s.prov.wait_exit(T).await;
     assert_eq!(
         st.code(),
@@ -343,7 +316,13 @@ async fn refused(
     let ceph = c.bed.ceph().await;
     let class = c.class(&unique("bad"), class_over, json!({})).await;
     let name = unique("claim");
-    let pvc = claim(&c.admin, &c.ns, &name, &class, "16Mi", modes, spec).await;
+    let pvc = c
+        .claim(&name, &class)
+        .size("16Mi")
+        .modes(modes)
+        .spec(spec)
+        .create()
+        .await;
     let uid = uid_of(&pvc);
     let ev = wait_event(&c.admin, &c.ns, &uid, "ProvisioningFailed", needles, T).await;
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
@@ -364,17 +343,7 @@ async fn refused(
 
 async fn still_provisions(c: &Scenario) {
     let class = c.class("good", &[], json!({})).await;
-    let pvc = claim(
-        &c.admin,
-        &c.ns,
-        "good",
-        &class,
-        "8Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    wait_bound(&c.admin, &c.ns, "good", T).await;
+    let (pvc, _) = c.claim("good", &class).size("8Mi").bound().await;
     assert_led_and_acted(&c.prov, &["Successfully provisioned", &uid_of(&pvc)], T).await;
     assert_no_keys(&c.bed, &c.admin, &c.prov, &[&c.ns]).await;
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
@@ -562,17 +531,8 @@ async fn leader_election() {
     .await;
     let class = s.class("class", &[], json!({})).await;
     let a = &mut s.prov;
-    let one = claim(
-        &admin,
-        &ns,
-        "one",
-        &class,
-        "8Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
-    wait_bound(&admin, &ns, "one", T).await;
+    // Through `stage`: `a` borrows the provisioner meanwhile.
+    let (one, _) = s.stage.claim("one", &class).size("8Mi").bound().await;
     // The log line follows the PV write; the claim may be Bound a moment before it is flushed.
     wait_for("the leader's log", T, || async {
         a.logs().contains("Successfully provisioned").then_some(())
@@ -584,16 +544,7 @@ async fn leader_election() {
     );
 
     a.crash();
-    let two = claim(
-        &admin,
-        &ns,
-        "two",
-        &class,
-        "8Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let two = s.stage.claim("two", &class).size("8Mi").create().await;
     wait_bound(&admin, &ns, "two", Duration::from_secs(90)).await;
     wait_for("the new leader's log", T, || async {
         (b.logs().contains("became leader") && b.logs().contains("Successfully provisioned"))

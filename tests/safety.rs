@@ -387,16 +387,7 @@ async fn a_pv_squatting_on_our_name_is_not_taken_for_ours() {
     let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let class = format!("{}-late", c.ns);
     storage_class(&c.admin, &class, &late, &p, json!({})).await;
-    let claim = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let claim = c.claim("data", &class).create().await;
     let uid = uid_of(&claim);
     let pv_name = format!("pvc-{uid}");
     let squatter: PersistentVolume = serde_json::from_value(json!({
@@ -455,16 +446,7 @@ async fn images_orphaned_by_a_crash_are_collected_and_nothing_else() {
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
-    let claim = claim(
-        &c.admin,
-        &c.ns,
-        "data",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let claim = c.claim("data", &class).create().await;
     let uid = uid_of(&claim);
     let orphan = format!("kubernetes-dynamic-pvc-{uid}");
     let st = c.prov.wait_exit(T).await;
@@ -517,16 +499,10 @@ async fn a_trashed_clone_does_not_pin_its_source() {
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
     let (_src, src_uid) = c.bound(&class, "src", "64Mi").await;
-    claim(
-        &c.admin,
-        &c.ns,
-        "copy",
-        &class,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "src"}}),
-    )
-    .await;
+    c.claim("copy", &class)
+        .spec(json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "src"}}))
+        .create()
+        .await;
     let copy = wait_bound(&c.admin, &c.ns, "copy", T).await;
     let copy_uid = uid_of(&copy);
     let clone_image = format!("kubernetes-dynamic-pvc-{copy_uid}");
@@ -690,16 +666,7 @@ async fn idle_and_failed_ceph_clients_are_not_kept() {
             json!({}),
         )
         .await;
-    let bad = claim(
-        &c.admin,
-        &c.ns,
-        "bad",
-        &wrong,
-        "64Mi",
-        &["ReadWriteOnce"],
-        json!({}),
-    )
-    .await;
+    let bad = c.claim("bad", &wrong).create().await;
     wait_event(
         &c.admin,
         &c.ns,

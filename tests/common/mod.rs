@@ -514,17 +514,37 @@ pub async fn cleanup(
     }
 }
 
-/// One test's world: a provisioner with its own name, a namespace, admin and user Secrets
-/// (in kube-system and default, where the shipped RBAC lets it read them).
-pub struct Scenario {
+/// One test's world without its provisioner: a namespace, admin and user Secrets (in
+/// kube-system and default, where the shipped RBAC lets it read them) for provisioner `name`.
+/// On its own for tests that must make objects before any provisioner runs.
+pub struct Stage {
     /// First field, so it is dropped first: the namespace, the PVs of its claims, classes and
     /// copied Secrets go on success and on failure, whatever the test did.
     pub cleanup: Cleanup,
     pub bed: Bed,
     pub admin: Client,
-    pub prov: Provisioner,
     pub ns: String,
     pub name: String,
+}
+
+/// A [`Stage`] with its provisioner running.
+pub struct Scenario {
+    /// First, so the cleanup runs before the provisioner is stopped.
+    pub stage: Stage,
+    pub prov: Provisioner,
+}
+
+impl std::ops::Deref for Scenario {
+    type Target = Stage;
+    fn deref(&self) -> &Stage {
+        &self.stage
+    }
+}
+
+impl std::ops::DerefMut for Scenario {
+    fn deref_mut(&mut self) -> &mut Stage {
+        &mut self.stage
+    }
 }
 
 impl Scenario {
@@ -541,6 +561,15 @@ impl Scenario {
 
     /// A namespace, Secrets and the cleanup for provisioner `name`, already started as `prov`.
     pub async fn around(prefix: &str, name: &str, prov: Provisioner) -> Scenario {
+        Scenario {
+            stage: Stage::new(prefix, name).await,
+            prov,
+        }
+    }
+}
+
+impl Stage {
+    pub async fn new(prefix: &str, name: &str) -> Stage {
         let bed = Bed::load();
         let admin = bed.admin().await;
         let ns = unique(prefix);
@@ -562,11 +591,10 @@ impl Scenario {
             &bed.kube_key,
         )
         .await;
-        Scenario {
+        Stage {
             cleanup: Cleanup::new(&bed).namespace(&ns).prefix(&format!("{ns}-")),
             bed,
             admin,
-            prov,
             ns,
             name: name.to_string(),
         }
@@ -639,6 +667,19 @@ impl Scenario {
         self.pvs().get(&format!("pvc-{}", uid_of(c))).await.unwrap()
     }
 
+    /// A claim `name` of `class` in this namespace, to be made by the admin: ReadWriteOnce
+    /// and 64Mi, the most common, unless the builder says otherwise.
+    pub fn claim<'a>(&'a self, name: &'a str, class: &'a str) -> ClaimBuilder<'a> {
+        ClaimBuilder {
+            stage: self,
+            name,
+            class,
+            size: "64Mi",
+            modes: &["ReadWriteOnce"],
+            spec: serde_json::json!({}),
+        }
+    }
+
     /// Creates a claim and waits until it is Bound; returns it (as created) and its uid.
     pub async fn bound(
         &self,
@@ -646,19 +687,7 @@ impl Scenario {
         name: &str,
         size: &str,
     ) -> (PersistentVolumeClaim, String) {
-        let c = claim(
-            &self.admin,
-            &self.ns,
-            name,
-            class,
-            size,
-            &["ReadWriteOnce"],
-            serde_json::json!({}),
-        )
-        .await;
-        wait_bound(&self.admin, &self.ns, name, Duration::from_secs(60)).await;
-        let uid = uid_of(&c);
-        (c, uid)
+        self.claim(name, class).size(size).bound().await
     }
 
     pub async fn wait_pv_gone(&self, uid: &str) {
@@ -675,6 +704,52 @@ impl Scenario {
             },
         )
         .await;
+    }
+}
+
+/// A claim to make, from [`Stage::claim`].
+pub struct ClaimBuilder<'a> {
+    stage: &'a Stage,
+    name: &'a str,
+    class: &'a str,
+    size: &'a str,
+    modes: &'a [&'a str],
+    spec: serde_json::Value,
+}
+
+impl<'a> ClaimBuilder<'a> {
+    pub fn size(mut self, size: &'a str) -> Self {
+        self.size = size;
+        self
+    }
+
+    pub fn modes(mut self, modes: &'a [&'a str]) -> Self {
+        self.modes = modes;
+        self
+    }
+
+    /// More `spec` fields (volumeMode, dataSource, volumeName, ...).
+    pub fn spec(mut self, extra: serde_json::Value) -> Self {
+        self.spec = extra;
+        self
+    }
+
+    /// Creates the claim; returns it as stored (with its uid).
+    pub async fn create(self) -> PersistentVolumeClaim {
+        let s = self.stage;
+        claim(
+            &s.admin, &s.ns, self.name, self.class, self.size, self.modes, self.spec,
+        )
+        .await
+    }
+
+    /// Creates the claim and waits until it is Bound; returns it (as created) and its uid.
+    pub async fn bound(self) -> (PersistentVolumeClaim, String) {
+        let (s, name) = (self.stage, self.name);
+        let c = self.create().await;
+        wait_bound(&s.admin, &s.ns, name, Duration::from_secs(60)).await;
+        let uid = uid_of(&c);
+        (c, uid)
     }
 }
 
