@@ -148,6 +148,7 @@ async fn burst(
         )
         .await?;
     out.all_bound = Some(all_bound - t0);
+    write_timeline(cx, if ours { "ours" } else { "peer" }, &list, t0);
     if let Some(pid) = pid {
         out.hwm_after_create_kib = proc_status_kib(pid, "VmHWM:");
     }
@@ -342,4 +343,36 @@ async fn peer_phases(cx: &Ctx, figs: &mut Figures) -> Result<()> {
     figs.phase_load
         .push(("in-tree peer, burst".into(), l0, loadavg()));
     Ok(())
+}
+
+/// Writes the burst's per-claim timeline (ms after the first create: annotated, PV exists,
+/// Bound; empty when not seen) to `target/bench/burst-<label>.csv`, for
+/// `hack/plot-burst.py`.
+fn write_timeline(cx: &Ctx, label: &str, list: &[String], t0: Instant) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let g = cx.seen.lock().unwrap();
+    let at = |m: &std::collections::HashMap<String, Instant>, n: &str| {
+        m.get(n)
+            .map(|t| {
+                format!(
+                    "{:.1}",
+                    t.saturating_duration_since(t0).as_secs_f64() * 1000.0
+                )
+            })
+            .unwrap_or_default()
+    };
+    let mut text = String::from("claim,annotated_ms,pv_ms,bound_ms\n");
+    for n in list {
+        text.push_str(&format!(
+            "{n},{},{},{}\n",
+            at(&g.annotated, n),
+            at(&g.pv_created, n),
+            at(&g.bound, n)
+        ));
+    }
+    let path = dir.join(format!("burst-{label}.csv"));
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
+        Ok(()) => eprintln!("burst timeline: {}", path.display()),
+        Err(e) => eprintln!("burst timeline not written ({}): {e}", path.display()),
+    }
 }
