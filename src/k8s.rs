@@ -38,6 +38,22 @@ struct MemoKey {
     fields: Vec<&'static str>,
 }
 
+impl MemoKey {
+    fn new(
+        role: SecretRole,
+        secret: &SecretRef,
+        ceph_user: &str,
+        fields: &[(&'static str, &'static str)],
+    ) -> MemoKey {
+        MemoKey {
+            role,
+            secret: (secret.namespace.clone(), secret.name.clone()),
+            ceph_user: ceph_user.to_string(),
+            fields: fields.iter().map(|(f, _)| *f).collect(),
+        }
+    }
+}
+
 enum Memo {
     Key(CephKey),
     Checked,
@@ -77,12 +93,7 @@ impl SecretMemo {
         ceph_user: &str,
         service_account: &str,
     ) -> Result<CephKey> {
-        let key = MemoKey {
-            role,
-            secret: (secret.namespace.clone(), secret.name.clone()),
-            ceph_user: ceph_user.to_string(),
-            fields: Vec::new(),
-        };
+        let key = MemoKey::new(role, secret, ceph_user, &[]);
         if let Some(k) = self.recall(&key, |m| match m {
             Memo::Key(k) => Some(k.clone()),
             Memo::Checked => None,
@@ -104,12 +115,7 @@ impl SecretMemo {
         service_account: &str,
         fields: &[(&'static str, &'static str)],
     ) -> Result<()> {
-        let key = MemoKey {
-            role,
-            secret: (secret.namespace.clone(), secret.name.clone()),
-            ceph_user: ceph_user.to_string(),
-            fields: fields.iter().map(|(f, _)| *f).collect(),
-        };
+        let key = MemoKey::new(role, secret, ceph_user, fields);
         if self
             .recall(&key, |m| matches!(m, Memo::Checked).then_some(()))
             .is_some()
