@@ -24,6 +24,9 @@ pub struct Seen {
     pub pv_name: HashMap<String, String>,
     pub image: HashMap<String, String>,
     pub bound: HashMap<String, Instant>,
+    /// When the claim itself was gone (its delete event: every finalizer dropped), as opposed
+    /// to marked for deletion.
+    pub claim_gone: HashMap<String, Instant>,
     /// When the claim first carried the binder's storage-provisioner annotation: the binder
     /// hands a claim to a provisioner (ours or its own in-tree plugin) by writing it.
     pub annotated: HashMap<String, Instant>,
@@ -122,6 +125,11 @@ pub fn spawn_pvc_watch(admin: kube::Client, ns: String, seen: Shared) {
                         if bound {
                             g.bound.entry(n).or_insert(now);
                         }
+                    }
+                }
+                Ok(watcher::Event::Delete(c)) => {
+                    if let Some(n) = c.metadata.name {
+                        seen.lock().unwrap().claim_gone.entry(n).or_insert(now);
                     }
                 }
                 Ok(watcher::Event::InitDone) => seen.lock().unwrap().pvc_ready = true,
