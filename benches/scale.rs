@@ -2,7 +2,18 @@
 //! (hack/bed-up.sh), the release-built provisioner in its own process under the shipped
 //! ServiceAccount and RBAC.
 //!
-//!     cargo bench --bench scale              # RBD_BENCH_SCALE_N=500 by default
+//!     cargo bench --bench scale              # RBD_BENCH_SCALE_N=500, RBD_BENCH_CYCLES=10000
+//!     RBD_BENCH_SCALE_N=2500 cargo bench --bench scale   # a restart with 5,001 PVs and claims
+//!
+//! - `RBD_BENCH_SCALE_N` (default 500): N, the claims of each batch (2N + 1 at the restart).
+//! - `RBD_BENCH_CYCLES` (default 10000): create/delete cycles of phase 5; 0 skips it.
+//!
+//! Waits on many objects time out after 100 ms per object (deletion: 250 ms per PV), at least
+//! 5 min; the cycles after 500 ms per cycle (at least 5 min), when they stop and report how many
+//! were done.
+//! Wherever resident memory is reported, VmRSS comes with its parts from /proc/PID/status:
+//! RssAnon (heap, stacks) and RssFile (mapped files: mostly shared-library text such as
+//! librados and libceph-common, not caches).
 //!
 //! 1. References on the same bed, same moment: librbd alone (the harness creates and removes N
 //!    images, 16 in flight) and the API server alone (N PV objects created and deleted, 16 in
@@ -13,8 +24,28 @@
 //!    time per claim (its `provision` operation histogram: Ceph create, stamping, PV write)
 //!    against the time the claim waited to be picked up.
 //! 3. Memory: resident memory with N and then 2N PVs of ours present (idle), and the peak.
-//! 4. A restart with the 2N PVs and claims present: time to leading with its watches synced, time to the PV of one
-//!    new claim, and resident memory after start.
+//! 4. A restart with the 2N PVs and claims present: time to leading with its watches synced,
+//!    time to the PV of one new claim (created handed over: kube-controller-manager may still be
+//!    binding thousands of claims), and resident memory after start.
+//! 5. Cycles (`RBD_BENCH_CYCLES`), with the restarted provisioner, 24 in flight: a 4 MiB claim
+//!    created handed over, its PV awaited, the claim deleted and released, its PV gone
+//!    awaited. Cycles per second, VmRSS and RssAnon every 1,000 cycles (every tenth of the
+//!    cycles when fewer than 10,000), the growth from the first sample to the last, VmHWM.
+//! 6. Deletion at scale: the 2N + 1 claims deleted and released, 32 in flight: until the
+//!    provisioner has deleted every PV (each marked for deletion: its own pace), until every
+//!    PV is gone, and until every image is out of the trash.
+//!
+//! "Released" (phases 5 and 6): after deleting a claim the harness removes its
+//! `kubernetes.io/pvc-protection` finalizer itself, as kube-controller-manager's pvc-protection
+//! controller would (no pod exists in the bench's namespace) but without waiting for its pace
+//! (7–10 claims/s), so a claim is gone at once. The provisioner then deletes a Bound PV at once
+//! (a PV not yet Bound waits for kube-controller-manager to mark it Released); the PV itself is
+//! gone only when kube-controller-manager's pv-protection controller drops its finalizer, once
+//! the PV is no longer Bound: PVs marked for deletion are the provisioner's pace, PVs gone are
+//! kube-controller-manager's. On the bed that makes about 7 PVs gone per second in phase 6, and
+//! about 4 cycles per second in phase 5 (the cycles' claims are deleted before
+//! kube-controller-manager has bound them, so each waits for it to mark the PV Released):
+//! 10,000 cycles take about 45 min.
 //!
 //! Everything it creates has a unique name and is removed at the end.
 
@@ -37,13 +68,15 @@ mod procfs;
 #[path = "provisioning/watch.rs"]
 mod watch;
 
+use std::fmt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use futures::{StreamExt, stream};
+use futures::{StreamExt, future, stream};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use rbd_provisioner::ceph::{ImageSpec, RBD_FEATURE_LAYERING};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,12 +85,67 @@ use crate::bed::Ctx;
 use crate::cleanup::cleanup;
 use crate::common::{Bed, die_with_parent, service_account_kubeconfig, strip_ansi, unique};
 use crate::figures::pct;
-use crate::procfs::{loadavg, proc_status_kib};
-use crate::watch::{all_in, spawn_pv_watch, spawn_pvc_watch, spawn_trash_poller, until};
+use crate::procfs::{loadavg, rss_kib};
+use crate::watch::{Seen, all_in, spawn_pv_watch, spawn_pvc_watch, spawn_trash_poller, until};
 
 pub const TRASH_POLL: Duration = Duration::from_millis(250);
 const IN_FLIGHT: usize = 16;
 const CREATE_IN_FLIGHT: usize = 50;
+/// Claim deletions (each followed by the removal of its pvc-protection finalizer) in flight.
+const DELETE_IN_FLIGHT: usize = 32;
+/// Create/delete cycles in flight.
+const CYCLE_IN_FLIGHT: usize = 24;
+/// The cycles' claims: small, so that purging the image is quick (sizes round up to MiB).
+const CYCLE_SIZE: &str = "4Mi";
+/// Each wait of one cycle (for its PV, for its PV gone).
+const CYCLE_WAIT: Duration = Duration::from_secs(120);
+/// Failed cycles after which no new cycle starts.
+const CYCLE_MAX_FAILURES: usize = 20;
+const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
+/// A timeout for waiting on `k` objects: `per` each, never less than `floor`.
+fn scaled(k: usize, per: Duration, floor: Duration) -> Duration {
+    per.mul_f64(k as f64).max(floor)
+}
+
+/// Resident memory of the provisioner, MiB: VmRSS and its anonymous (heap, stacks) and
+/// file-backed (shared-library text: librados, libceph-common, ...) parts; VmHWM.
+#[derive(Clone, Copy, Default)]
+struct Mem {
+    rss: f64,
+    anon: f64,
+    file: f64,
+    hwm: f64,
+}
+
+impl Mem {
+    fn of(pid: u32) -> Mem {
+        let mib = |k: u64| k as f64 / 1024.0;
+        rss_kib(pid)
+            .map(|r| Mem {
+                rss: mib(r.vm_rss),
+                anon: mib(r.anon),
+                file: mib(r.file),
+                hwm: mib(r.hwm),
+            })
+            .unwrap_or_default()
+    }
+
+    /// `| VmRSS | RssAnon | RssFile |` cells.
+    fn cells(&self) -> String {
+        format!("{:.1} | {:.1} | {:.1}", self.rss, self.anon, self.file)
+    }
+}
+
+impl fmt::Display for Mem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:.1} MiB (RssAnon {:.1}, RssFile {:.1})",
+            self.rss, self.anon, self.file
+        )
+    }
+}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -113,12 +201,24 @@ impl Ours {
         self.child.id()
     }
 
-    fn rss_mib(&self) -> f64 {
-        proc_status_kib(self.pid(), "VmRSS:").unwrap_or(0) as f64 / 1024.0
+    fn mem(&self) -> Mem {
+        Mem::of(self.pid())
     }
 
-    fn hwm_mib(&self) -> f64 {
-        proc_status_kib(self.pid(), "VmHWM:").unwrap_or(0) as f64 / 1024.0
+    /// Its log's WARN and ERROR lines: (count of each, the first few of either).
+    fn log_problems(&self) -> (usize, usize, Vec<String>) {
+        let text = strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default());
+        let (mut warns, mut errors, mut first) = (0, 0, Vec::new());
+        for l in text.lines() {
+            let w = l.contains(" WARN ");
+            let e = l.contains(" ERROR ");
+            warns += w as usize;
+            errors += e as usize;
+            if (w || e) && first.len() < 5 {
+                first.push(l.chars().take(300).collect());
+            }
+        }
+        (warns, errors, first)
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -304,33 +404,102 @@ async fn api_alone(cx: &Ctx, n: usize) -> Result<Duration> {
     Ok(took)
 }
 
-/// Creates claims of our class, with the hand-over annotation already on them when
-/// `handed` is set; returns when the API server accepted the last one.
+/// Creates a claim of our class, with the hand-over annotation already on it when `handed`
+/// is set.
+async fn create_claim(cx: &Ctx, name: &str, handed: bool, size: &str) -> Result<()> {
+    let mut meta = json!({"name": name, "namespace": cx.ns});
+    if handed {
+        meta["annotations"] = json!({
+            "volume.beta.kubernetes.io/storage-provisioner": cx.prov_name,
+            "volume.kubernetes.io/storage-provisioner": cx.prov_name,
+        });
+    }
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": meta,
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": cx.ours,
+            "resources": {"requests": {"storage": size}},
+        },
+    }))?;
+    cx.pvcs()
+        .create(&PostParams::default(), &pvc)
+        .await
+        .with_context(|| format!("create claim {name}"))?;
+    Ok(())
+}
+
+/// Creates 1 GiB claims of our class (50 creates in flight); returns when the API server
+/// accepted the last one.
 async fn create_claims(cx: &Ctx, names: &[String], handed: bool) -> Result<Duration> {
     let t = Instant::now();
-    let results: Vec<Result<PersistentVolumeClaim>> = stream::iter(names.iter().cloned())
-        .map(|name| async move {
-            let mut meta = json!({"name": name, "namespace": cx.ns});
-            if handed {
-                meta["annotations"] = json!({
-                    "volume.beta.kubernetes.io/storage-provisioner": cx.prov_name,
-                    "volume.kubernetes.io/storage-provisioner": cx.prov_name,
-                });
-            }
-            let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-                "metadata": meta,
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": cx.ours,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }))?;
-            cx.pvcs()
-                .create(&PostParams::default(), &pvc)
-                .await
-                .with_context(|| format!("create claim {name}"))
-        })
+    let results: Vec<Result<()>> = stream::iter(names.iter())
+        .map(|name| create_claim(cx, name, handed, "1Gi"))
         .buffer_unordered(CREATE_IN_FLIGHT)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(t.elapsed())
+}
+
+/// Deletes a claim, then removes its `kubernetes.io/pvc-protection` finalizer, as
+/// kube-controller-manager's pvc-protection controller would (no pod exists in the bench's
+/// namespace), so the claim is gone at once instead of at that controller's pace. Other
+/// finalizers stay; the patch carries the resourceVersion it was computed from.
+async fn delete_and_release(cx: &Ctx, name: &str) -> Result<()> {
+    let api = cx.pvcs();
+    let gone = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+    let mut claim = match api.delete(name, &DeleteParams::default()).await {
+        Ok(either::Either::Left(c)) => c,
+        Ok(either::Either::Right(_)) => return Ok(()),
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("delete claim {name}")),
+    };
+    for _ in 0..10 {
+        let finalizers = claim.metadata.finalizers.clone().unwrap_or_default();
+        if !finalizers.iter().any(|f| f == PVC_PROTECTION) {
+            return Ok(());
+        }
+        let rest: Vec<String> = finalizers
+            .into_iter()
+            .filter(|f| f != PVC_PROTECTION)
+            .collect();
+        let patch = json!({"metadata": {
+            "finalizers": rest,
+            "resourceVersion": claim.metadata.resource_version,
+        }});
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if gone(&e) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                match api
+                    .get_opt(name)
+                    .await
+                    .with_context(|| format!("read claim {name}"))?
+                {
+                    Some(c) => claim = c,
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("remove the finalizer of claim {name}"));
+            }
+        }
+    }
+    bail!("claim {name}: its finalizer could not be removed (conflicts)")
+}
+
+/// [`delete_and_release`] for each claim, 32 in flight; returns when the last one returned.
+async fn delete_and_release_all(cx: &Ctx, names: &[String]) -> Result<Duration> {
+    let t = Instant::now();
+    let results: Vec<Result<()>> = stream::iter(names.iter())
+        .map(|name| delete_and_release(cx, name))
+        .buffer_unordered(DELETE_IN_FLIGHT)
         .collect()
         .await;
     for r in results {
@@ -359,12 +528,16 @@ async fn async_main() -> i32 {
     spawn_pv_watch(cx.admin.clone(), cx.ns.clone(), cx.seen.clone());
     spawn_pvc_watch(cx.admin.clone(), cx.ns.clone(), cx.seen.clone());
     spawn_trash_poller(cx.ceph.clone(), cx.seen.clone());
+    let cycles: usize = std::env::var("RBD_BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let mut out = Vec::new();
-    let outcome = run(&cx, n, &mut out).await;
+    let outcome = run(&cx, n, cycles, &mut out).await;
     eprintln!("cleaning up");
     let left = cleanup(&cx).await;
     println!(
-        "## rbd-provisioner scale bench: {} (N = {n})\n\nAPI server {version}; Ceph pool `kube`; load average before {load_before}, after {}; run took {:.0} s.\n",
+        "## rbd-provisioner scale bench: {} (N = {n}, {cycles} cycles)\n\nAPI server {version}; Ceph pool `kube`; load average before {load_before}, after {}; run took {:.0} s.\n",
         cx.prov_name,
         loadavg(),
         started.elapsed().as_secs_f64()
@@ -384,11 +557,14 @@ async fn async_main() -> i32 {
     }
 }
 
-async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
+async fn run(cx: &Ctx, n: usize, cycles: usize, out: &mut Vec<String>) -> Result<()> {
     until(&cx.seen, "watches listed", Duration::from_secs(30), |g| {
         g.pv_ready && g.pvc_ready
     })
     .await?;
+    // Waits on N or 2N objects: 100 ms each (10 per second, a tenth of the usual pace), at least
+    // 5 min.
+    let for_objects = |k: usize| scaled(k, Duration::from_millis(100), Duration::from_secs(300));
 
     // 1. References.
     let rbd = librbd_alone(cx, n).await?;
@@ -410,7 +586,7 @@ async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
     // 2. The ceiling.
     let ours = Ours::start(&cx.bed, &cx.prov_name).await;
     let ready = ours.until_ready(Duration::from_secs(60)).await?;
-    let rss_start = ours.rss_mib();
+    let mem_start = ours.mem();
     let before = ours.provision_histogram().await;
     let first: Vec<String> = (0..n).map(|i| format!("handed-{i}")).collect();
     let t0 = Instant::now();
@@ -418,7 +594,7 @@ async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
     let all_pvs = cx
         .until_all(
             "every PV of the handed-over claims",
-            Duration::from_secs(300),
+            for_objects(n),
             |g| &g.pv_created,
             &first,
         )
@@ -433,13 +609,14 @@ async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
             .map(|c| g.pv_created[c].saturating_duration_since(t0))
             .collect()
     };
-    let rss_n = ours.rss_mib();
+    let mem_n = ours.mem();
     out.push(String::new());
     out.push(format!(
         "### The ceiling: {n} claims created already handed over (annotated), ours alone\n"
     ));
     out.push(format!(
-        "Provisioner leading with its watches synced {} after start, resident {rss_start:.1} MiB.\n",
+        "Provisioner (log {}) leading with its watches synced {} after start, resident {mem_start}.\n",
+        ours.log.display(),
         ms(ready)
     ));
     out.push("| figure | value |".into());
@@ -481,27 +658,32 @@ async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
     create_claims(cx, &second, true).await?;
     cx.until_all(
         "every PV of the second batch",
-        Duration::from_secs(300),
+        for_objects(n),
         |g| &g.pv_created,
         &second,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let rss_2n = ours.rss_mib();
-    let hwm = ours.hwm_mib();
+    let mem_2n = ours.mem();
     out.push(String::new());
-    out.push("### Memory (VmRSS of the provisioner)\n".into());
-    out.push("| state | MiB |".into());
-    out.push("|---|---|".into());
-    out.push(format!("| after start, nothing of ours | {rss_start:.1} |"));
+    out.push("### Memory of the provisioner (MiB; RssFile is mapped files, mostly shared-library text such as librados and libceph-common)\n".into());
+    out.push("| state | VmRSS | RssAnon | RssFile |".into());
+    out.push("|---|---|---|---|".into());
     out.push(format!(
-        "| {n} PVs made in the ceiling phase | {rss_n:.1} |"
+        "| after start, nothing of ours | {} |",
+        mem_start.cells()
     ));
     out.push(format!(
-        "| {} PVs and claims, idle 10 s | {rss_2n:.1} |",
-        2 * n
+        "| {n} PVs made in the ceiling phase | {} |",
+        mem_n.cells()
     ));
-    out.push(format!("| peak so far (VmHWM) | {hwm:.1} |"));
+    out.push(format!(
+        "| {} PVs and claims, idle 10 s | {} |",
+        2 * n,
+        mem_2n.cells()
+    ));
+    out.push(format!("| peak so far (VmHWM) | {:.1} | | |", mem_2n.hwm));
+    problems(&ours, "first process", out);
     drop(ours);
 
     // 4. A restart with 2N present.
@@ -514,13 +696,22 @@ async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
             .count()
     };
     let again = Ours::start(&cx.bed, &cx.prov_name).await;
-    let ready = again.until_ready(Duration::from_secs(120)).await?;
+    let ready = again
+        .until_ready(scaled(
+            2 * n,
+            Duration::from_millis(20),
+            Duration::from_secs(120),
+        ))
+        .await?;
     let one = vec!["after-restart".to_string()];
     let t = Instant::now();
-    create_claims(cx, &one, false).await?;
+    // Handed over, like the claims of the ceiling: at N = 2,500 kube-controller-manager is
+    // still binding thousands of claims (7 per second) and would annotate a new claim only after
+    // them.
+    create_claims(cx, &one, true).await?;
     cx.until_all(
         "the PV of a claim made after the restart",
-        Duration::from_secs(60),
+        scaled(2 * n, Duration::from_millis(20), Duration::from_secs(60)),
         |g| &g.pv_created,
         &one,
     )
@@ -528,10 +719,15 @@ async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
     let first_pv = again.started.elapsed();
     let one_pv = t.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let mem_restart = again.mem();
     out.push(String::new());
     out.push(format!(
         "### Restart with {} PVs and claims of ours present ({bound} of the claims Bound by then)\n",
         2 * n + 1
+    ));
+    out.push(format!(
+        "Log of the restarted provisioner: {}\n",
+        again.log.display()
     ));
     out.push("| figure | value |".into());
     out.push("|---|---|".into());
@@ -540,44 +736,336 @@ async fn run(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
         ms(ready)
     ));
     out.push(format!(
-        "| process start → PV of a claim created once ready | {} (claim → PV {}) |",
+        "| process start → PV of a claim created (handed over) once ready | {} (claim → PV {}) |",
         ms(first_pv),
         ms(one_pv)
     ));
     out.push(format!(
-        "| resident memory 5 s later | {:.1} MiB (peak {:.1} MiB) |",
-        again.rss_mib(),
-        again.hwm_mib()
+        "| resident memory 5 s later | {mem_restart} (peak {:.1} MiB) |",
+        mem_restart.hwm
     ));
+
+    // 5. Create/delete cycles with the restarted provisioner.
+    if cycles > 0 {
+        let outcome = cycle_phase(cx, &again, cycles, out).await;
+        if let Err(e) = outcome {
+            problems(&again, "restarted process", out);
+            return Err(e);
+        }
+    }
+
+    // 6. Deletion at scale, with the restarted provisioner still serving.
     let all: Vec<String> = first.iter().chain(&second).chain(&one).cloned().collect();
     cx.expect_purged(&all);
-    // Deletion at scale, with the restarted provisioner still serving.
+    let bound = {
+        let g = cx.seen.lock().unwrap();
+        all.iter().filter(|c| g.bound.contains_key(*c)).count()
+    };
     let t = Instant::now();
-    cx.delete_claims(&all).await?;
-    let gone = until(&cx.seen, "every PV gone", Duration::from_secs(300), |g| {
-        all_in(&g.pv_gone, &all)
-    })
-    .await;
+    let deleted = delete_and_release_all(cx, &all).await;
     out.push(String::new());
-    out.push(format!("### Deleting the {} claims at once\n", all.len()));
-    match gone {
-        Ok(()) => {
-            let took = t.elapsed();
-            let purged = until(&cx.seen, "trash free", Duration::from_secs(300), |g| {
-                g.trash_pending.is_empty()
+    out.push(format!(
+        "### Deleting the {} claims ({bound} of them Bound by then)\n",
+        all.len()
+    ));
+    out.push(format!(
+        "The harness deletes each claim and then removes its `{PVC_PROTECTION}` finalizer itself ({DELETE_IN_FLIGHT} claims in flight), as kube-controller-manager's pvc-protection controller would (no pod exists in the namespace) but without waiting for its pace, so each claim is gone at once. The provisioner's own deletion pace is the time until it has deleted every PV (trashed the image, then its delete call: the PV marked for deletion), as soon as a Bound PV's claim is gone; a PV not Bound waits for kube-controller-manager to mark it Released first. A PV is gone only once kube-controller-manager's pv-protection controller drops `kubernetes.io/pv-protection`, which it does once the PV is no longer Bound (after its PV controller marked it Released): that part is kube-controller-manager's pace.\n"
+    ));
+    out.push("| figure | value |".into());
+    out.push("|---|---|".into());
+    // Deletion waits on kube-controller-manager (Released, then pv-protection): 250 ms per
+    // PV (4 per second), at least 5 min.
+    let for_deletion = scaled(
+        all.len(),
+        Duration::from_millis(250),
+        Duration::from_secs(300),
+    );
+    let result = match deleted {
+        Ok(took) => {
+            out.push(format!(
+                "| every claim deleted, its finalizer removed | {} |",
+                secs(took)
+            ));
+            let claims = until(&cx.seen, "every claim gone", for_objects(all.len()), |g| {
+                all_in(&g.claim_gone, &all)
             })
             .await
             .map(|_| t.elapsed());
             out.push(format!(
-                "every PV gone {}; every image out of the trash {}",
-                secs(took),
-                purged
-                    .map(secs)
-                    .unwrap_or_else(|e| format!("not within 300 s ({e})"))
+                "| every claim gone | {} |",
+                claims
+                    .as_ref()
+                    .map(|d| secs(*d))
+                    .unwrap_or_else(|e| format!("{e}"))
             ));
+            let gone = until(&cx.seen, "every PV gone", for_deletion, |g| {
+                all_in(&g.pv_gone, &all)
+            })
+            .await
+            .map(|_| t.elapsed());
+            let (deleting, latest_deleting, left) = {
+                let g = cx.seen.lock().unwrap();
+                let at: Vec<Instant> = all
+                    .iter()
+                    .filter_map(|c| g.pv_deleting.get(c).or_else(|| g.pv_gone.get(c)))
+                    .copied()
+                    .collect();
+                let left = all.iter().filter(|c| !g.pv_gone.contains_key(*c)).count();
+                (at.len(), at.into_iter().max(), left)
+            };
+            match latest_deleting {
+                Some(last) if deleting == all.len() => {
+                    let d = last.saturating_duration_since(t);
+                    out.push(format!(
+                        "| **every PV deleted by the provisioner** (marked for deletion) | **{} ({:.0} PVs/s)** |",
+                        secs(d),
+                        all.len() as f64 / d.as_secs_f64()
+                    ));
+                }
+                _ => out.push(format!(
+                    "| every PV deleted by the provisioner | {deleting} of {} |",
+                    all.len()
+                )),
+            }
+            match gone {
+                Ok(took) => {
+                    out.push(format!(
+                        "| every PV gone (kube-controller-manager's pace) | {} ({:.0} PVs/s) |",
+                        secs(took),
+                        all.len() as f64 / took.as_secs_f64()
+                    ));
+                    let purged = until(&cx.seen, "trash free", for_deletion, |g| {
+                        g.trash_pending.is_empty()
+                    })
+                    .await
+                    .map(|_| t.elapsed());
+                    out.push(format!(
+                        "| every image out of the trash | {} |",
+                        purged.map(secs).unwrap_or_else(|e| format!("{e}"))
+                    ));
+                }
+                Err(e) => out.push(format!("| every PV gone | {left} still there: {e} |")),
+            }
+            Ok(())
         }
-        Err(e) => out.push(format!("not every PV gone within 300 s: {e}")),
-    }
+        Err(e) => Err(e),
+    };
+    problems(&again, "restarted process", out);
     drop(again);
+    result
+}
+
+/// The WARN and ERROR lines of a provisioner's log, counted.
+fn problems(ours: &Ours, which: &str, out: &mut Vec<String>) {
+    let (warns, errors, first) = ours.log_problems();
+    out.push(String::new());
+    out.push(format!(
+        "Log of the {which} ({}): {warns} WARN, {errors} ERROR lines.",
+        ours.log.display()
+    ));
+    for l in first {
+        out.push(format!("    {l}"));
+    }
+}
+
+/// One cycle's times: claim created → PV exists; claim deleted and released → PV marked for
+/// deletion (the provisioner's delete call) → PV gone; and whether kube-controller-manager
+/// had bound the claim before it was deleted.
+struct CycleTimes {
+    to_pv: Duration,
+    to_deleting: Duration,
+    to_gone: Duration,
+    bound: bool,
+}
+
+/// Waits until `map` holds `name`.
+async fn until_seen(
+    cx: &Ctx,
+    what: &str,
+    map: fn(&Seen) -> &std::collections::HashMap<String, Instant>,
+    name: &str,
+) -> Result<()> {
+    until(&cx.seen, what, CYCLE_WAIT, |g| map(g).contains_key(name))
+        .await
+        .with_context(|| format!("claim {name}"))
+}
+
+/// A claim created handed over, its PV awaited, the claim deleted and released (its
+/// pvc-protection finalizer removed), its PV gone awaited.
+async fn cycle(cx: &Ctx, name: String) -> Result<CycleTimes> {
+    let t0 = Instant::now();
+    create_claim(cx, &name, true, CYCLE_SIZE).await?;
+    until_seen(cx, "its PV", |g| &g.pv_created, &name).await?;
+    let t1 = Instant::now();
+    let bound = cx.seen.lock().unwrap().bound.contains_key(&name);
+    delete_and_release(cx, &name).await?;
+    let t2 = Instant::now();
+    until_seen(cx, "its PV gone", |g| &g.pv_gone, &name).await?;
+    let g = cx.seen.lock().unwrap();
+    let deleting = g.pv_deleting.get(&name).unwrap_or(&g.pv_gone[&name]);
+    Ok(CycleTimes {
+        to_pv: t1 - t0,
+        to_deleting: deleting.saturating_duration_since(t2),
+        to_gone: t2.elapsed(),
+        bound,
+    })
+}
+
+/// Create/delete cycles, 24 in flight, with memory sampled along the way.
+async fn cycle_phase(cx: &Ctx, ours: &Ours, total: usize, out: &mut Vec<String>) -> Result<()> {
+    let every = (total / 10).clamp(1, 1000);
+    // 500 ms per cycle (2 per second), at least 5 min; cycles in flight at the deadline finish.
+    let budget = scaled(total, Duration::from_millis(500), Duration::from_secs(300));
+    let failures = AtomicUsize::new(0);
+    let started = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    let deadline = t0 + budget;
+    let mem_before = ours.mem();
+    let mut samples: Vec<(usize, Duration, Mem)> = Vec::new();
+    let mut times: Vec<CycleTimes> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    {
+        let mut results = stream::iter(0..total)
+            .take_while(|_| {
+                future::ready(
+                    Instant::now() < deadline
+                        && failures.load(Ordering::Relaxed) < CYCLE_MAX_FAILURES,
+                )
+            })
+            .map(|i| {
+                started.fetch_add(1, Ordering::Relaxed);
+                cycle(cx, format!("cyc-{i}"))
+            })
+            .buffer_unordered(CYCLE_IN_FLIGHT);
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(t) => {
+                    times.push(t);
+                    if times.len().is_multiple_of(every) {
+                        samples.push((times.len(), t0.elapsed(), ours.mem()));
+                    }
+                }
+                Err(e) => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    if errors.len() < 5 {
+                        errors.push(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+    }
+    let took = t0.elapsed();
+    let done = times.len();
+    let started = started.into_inner();
+    let failed = failures.into_inner();
+    // Their images must leave the trash: waited for here, and purged by the cleanup otherwise.
+    let names: Vec<String> = {
+        let g = cx.seen.lock().unwrap();
+        (0..started)
+            .map(|i| format!("cyc-{i}"))
+            .filter(|c| g.pv_created.contains_key(c))
+            .collect()
+    };
+    cx.expect_purged(&names);
+    let trash = until(
+        &cx.seen,
+        "the cycles' images out of the trash",
+        Duration::from_secs(120),
+        |g| {
+            !names
+                .iter()
+                .any(|c| g.pv_gone.contains_key(c) && g.trash_pending.contains(c))
+        },
+    )
+    .await
+    .map(|_| t0.elapsed().saturating_sub(took));
+    let mem_after = ours.mem();
+
+    out.push(String::new());
+    out.push(format!(
+        "### {done} create/delete cycles with the restarted provisioner ({CYCLE_IN_FLIGHT} in flight)\n"
+    ));
+    out.push(format!(
+        "Each cycle: a {CYCLE_SIZE} claim created handed over, its PV awaited, the claim deleted and its `{PVC_PROTECTION}` finalizer removed by the harness, its PV gone awaited. {done} of {total} done in {} ({:.1} cycles/s){}{}. Before the cycles: {mem_before}.\n",
+        secs(took),
+        done as f64 / took.as_secs_f64(),
+        if failed > 0 {
+            format!("; {failed} failed")
+        } else {
+            String::new()
+        },
+        if started < total {
+            format!(
+                "; **stopped early** after starting {started} (budget {}, or {CYCLE_MAX_FAILURES} failures)",
+                secs(budget)
+            )
+        } else {
+            String::new()
+        },
+    ));
+    out.push(
+        "| cycles done | elapsed | cycles/s (since the previous row) | VmRSS MiB | RssAnon MiB |"
+            .into(),
+    );
+    out.push("|---|---|---|---|---|".into());
+    let mut prev = (0usize, Duration::ZERO);
+    for (k, at, m) in &samples {
+        out.push(format!(
+            "| {k} | {} | {:.1} | {:.1} | {:.1} |",
+            secs(*at),
+            (k - prev.0) as f64 / (*at - prev.1).as_secs_f64(),
+            m.rss,
+            m.anon
+        ));
+        prev = (*k, *at);
+    }
+    out.push(String::new());
+    if let (Some(a), Some(b)) = (samples.first(), samples.last()) {
+        out.push(format!(
+            "- growth from {} to {} cycles: VmRSS {:+.1} MiB, RssAnon {:+.1} MiB; peak (VmHWM) {:.1} MiB",
+            a.0,
+            b.0,
+            b.2.rss - a.2.rss,
+            b.2.anon - a.2.anon,
+            mem_after.hwm
+        ));
+    }
+    out.push(format!(
+        "- after the cycles, their images out of the trash: {}; then {mem_after}",
+        match &trash {
+            Ok(d) => format!("{} after the last cycle", secs(*d)),
+            Err(e) => format!("not yet ({e})"),
+        }
+    ));
+    if !times.is_empty() {
+        let spread = |f: fn(&CycleTimes) -> Duration| {
+            let v: Vec<Duration> = times.iter().map(f).collect();
+            format!(
+                "p50 {} / p95 {} / max {}",
+                ms(pct(&v, 50.0)),
+                ms(pct(&v, 95.0)),
+                ms(pct(&v, 100.0))
+            )
+        };
+        let bound = times.iter().filter(|t| t.bound).count();
+        out.push(format!(
+            "- claim created → PV exists: {}",
+            spread(|t| t.to_pv)
+        ));
+        out.push(format!(
+            "- claim deleted and released → PV marked for deletion (the provisioner's delete; for a PV not Bound, after kube-controller-manager marked it Released): {}",
+            spread(|t| t.to_deleting)
+        ));
+        out.push(format!(
+            "- claim deleted and released → PV gone (after kube-controller-manager's pv-protection controller dropped `kubernetes.io/pv-protection`, once the PV is no longer Bound): {}",
+            spread(|t| t.to_gone)
+        ));
+        out.push(format!(
+            "- {bound} of the {done} claims were Bound (by kube-controller-manager) when deleted"
+        ));
+    }
+    for e in &errors {
+        out.push(format!("- cycle error: {e}"));
+    }
     Ok(())
 }

@@ -81,6 +81,68 @@ async fn a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released() 
     }
 }
 
+/// A claim deleted before kube-controller-manager ever bound it: its early volume (pre-bound,
+/// never Bound) is deleted at once too, not left for the Released write. kube-controller-manager
+/// is paused from the claim's creation until our part is done, so only our early paths can
+/// have acted.
+#[tokio::test]
+async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
+    let c = Scenario::new("gonenew").await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    wait_log(&c.prov, &["watches synced"], T).await;
+    let pid = kcm_pid(&c);
+    let uid = {
+        let _paused = Paused::new(pid);
+        let made = c.claim("data", &class).create().await;
+        let uid = uid_of(&made);
+        let image = format!("kubernetes-dynamic-pvc-{uid}");
+        wait_for(&format!("pvc-{uid} made early"), T, || async {
+            c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap()
+        })
+        .await;
+        c.pvcs()
+            .delete("data", &DeleteParams::default())
+            .await
+            .unwrap();
+        c.pvcs()
+            .patch(
+                "data",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .unwrap();
+        wait_for(&format!("pvc-{uid} deleted by us"), T, || async {
+            let pv = c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap();
+            let ours_done = pv.is_none_or(|pv| {
+                let phase = pv.status.as_ref().and_then(|s| s.phase.clone());
+                assert_ne!(phase.as_deref(), Some("Bound"), "bound while paused");
+                pv.metadata.deletion_timestamp.is_some()
+                    && !pv
+                        .metadata
+                        .finalizers
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|f| f == "external-provisioner.volume.kubernetes.io/finalizer")
+            });
+            (ours_done && !rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
+        })
+        .await;
+        uid
+    };
+    c.wait_pv_gone(&uid).await;
+    assert!(
+        c.prov
+            .logs()
+            .lines()
+            .any(|l| l.contains("its claim is gone: deleting without waiting") && l.contains(&uid)),
+        "no early deletion of pvc-{uid}:\n{}",
+        c.prov.logs()
+    );
+}
+
 /// A claim no existing volume could serve is provisioned before kube-controller-manager hands
 /// it over. kube-controller-manager is paused (SIGSTOP) while the claim is created, so the
 /// hand-over cannot come: a PV for the claim can only be our early path's. Once resumed, the
@@ -144,24 +206,37 @@ fn kcm_pid(c: &Scenario) -> i32 {
         .unwrap()
 }
 
-/// kube-controller-manager stopped with SIGSTOP until dropped (also when the test fails).
+/// How many tests of this binary hold kube-controller-manager paused: the tests run in
+/// parallel, and one's resume must not end another's pause.
+static PAUSES: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+/// kube-controller-manager stopped with SIGSTOP until the last holder drops (also when the
+/// test fails).
 struct Paused(i32);
 
 impl Paused {
     fn new(pid: i32) -> Paused {
-        // SAFETY: a plain signal to the bed's kube-controller-manager, resumed on drop.
-        assert_eq!(
-            unsafe { libc::kill(pid, libc::SIGSTOP) },
-            0,
-            "SIGSTOP {pid}"
-        );
+        let mut n = PAUSES.lock().unwrap_or_else(|e| e.into_inner());
+        if *n == 0 {
+            // SAFETY: a plain signal to the bed's kube-controller-manager, resumed on drop.
+            assert_eq!(
+                unsafe { libc::kill(pid, libc::SIGSTOP) },
+                0,
+                "SIGSTOP {pid}"
+            );
+        }
+        *n += 1;
         Paused(pid)
     }
 }
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        // SAFETY: a plain signal to the process this test stopped.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
+        let mut n = PAUSES.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            // SAFETY: a plain signal to the process this binary stopped.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
     }
 }

@@ -37,3 +37,36 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Resident memory of a process and its parts, in KiB, from one read of /proc/PID/status:
+/// anonymous (heap, stacks), file-backed (mapped files: shared-library text such as librados
+/// and libceph-common, not the page cache) and shared memory.
+#[allow(dead_code)] // read by benches/scale.rs
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rss {
+    pub vm_rss: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+    pub hwm: u64,
+}
+
+#[allow(dead_code)] // used by benches/scale.rs
+pub fn rss_kib(pid: u32) -> Option<Rss> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some(Rss {
+        vm_rss: field("VmRSS:")?,
+        anon: field("RssAnon:").unwrap_or(0),
+        file: field("RssFile:").unwrap_or(0),
+        shmem: field("RssShmem:").unwrap_or(0),
+        hwm: field("VmHWM:").unwrap_or(0),
+    })
+}

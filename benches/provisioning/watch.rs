@@ -21,6 +21,10 @@ pub struct Seen {
     pub pvc_ready: bool,
     pub pv_created: HashMap<String, Instant>,
     pub pv_gone: HashMap<String, Instant>,
+    /// When the PV was first seen marked for deletion (its deletionTimestamp: the
+    /// provisioner's delete call), before finalizers such as `kubernetes.io/pv-protection` let
+    /// it go.
+    pub pv_deleting: HashMap<String, Instant>,
     pub pv_name: HashMap<String, String>,
     pub image: HashMap<String, String>,
     pub bound: HashMap<String, Instant>,
@@ -69,6 +73,9 @@ pub fn spawn_pv_watch(admin: kube::Client, ns: String, seen: Shared) {
                         g.pv_created.entry(c.clone()).or_insert(now);
                         if let Some(name) = pv.metadata.name.clone() {
                             g.pv_name.insert(c.clone(), name);
+                        }
+                        if pv.metadata.deletion_timestamp.is_some() {
+                            g.pv_deleting.entry(c.clone()).or_insert(now);
                         }
                         if let Some(i) = image_of(&pv) {
                             g.image.insert(c, i);

@@ -31,7 +31,7 @@ pub use cluster::Cluster;
 pub use connections::Connections;
 pub use error::{CephError, Errno, Op};
 pub(crate) use handles::wipe;
-pub use handles::{HeldImage, exit_process, library_versions};
+pub use handles::{HeldImage, exit_process, library_versions, release_free_heap};
 pub use types::{
     CloneSpec, Created, ImageInfo, ImageSpec, ParentSpec, Removed, SnapInfo, TrashEntry, Watcher,
 };

@@ -40,11 +40,13 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     let name = pv.metadata.name.clone().unwrap_or_default();
     let key = pv.metadata.uid.clone().unwrap_or_default();
     let regarding = pv.object_ref(&());
-    // A Bound volume of ours whose claim is gone needs no status write from
-    // kube-controller-manager before its image goes (unless early paths are off).
-    let bound = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    // A volume of ours whose claim (by uid) is gone needs no status write from
+    // kube-controller-manager before its image goes (unless early paths are off): Bound, or
+    // not bound yet because the claim went while it was being provisioned. Released and
+    // Failed ones take the usual path and need no question to the API server.
+    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
     let claim_gone = ctx.settings.early_provisioning
-        && bound
+        && !matches!(phase, Some("Released") | Some("Failed"))
         && crate::domain::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
         && pv
             .spec
@@ -155,7 +157,7 @@ async fn purge_left_in_trash(
     match cluster.trash_list(&t.pool).await {
         Ok(entries) => {
             for e in entries.into_iter().filter(|e| e.name == t.image) {
-                tracing::info!(pool = %t.pool, image = %t.image, id = %e.id, "purging what an earlier process left in the trash");
+                tracing::info!(pool = %t.pool, image = %t.image, id = %e.id, "purging a trash entry of this volume's image");
                 ctx.purger
                     .submit(Job::trash_entry(cluster, &t.pool, e, true));
             }
@@ -247,7 +249,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
         ..Default::default()
     };
     match pvs.delete(&pv_name, &dp).await {
-        Ok(Either::Left(still_there)) => remove_finalizer(ctx, &still_there).await,
+        Ok(Either::Left(still_there)) => drop_finalizer_of_deleted(ctx, still_there).await,
         Ok(Either::Right(_)) => Ok(()),
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
         Err(e) => Err(Error::kube("delete PersistentVolume", pv_name)(e)),
@@ -395,6 +397,27 @@ fn flatten_in_background(ctx: &Context, cluster: &Arc<Cluster>, pool: &str, chil
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
     });
+}
+
+/// Drops our finalizer from a PV we have just deleted (its image already trashed). A 409 here
+/// is usually kube-controller-manager marking the volume Released at the same moment: read the
+/// PV again and retry at once, rather than run the whole deletion a second time.
+async fn drop_finalizer_of_deleted(ctx: &Context, mut pv: PersistentVolume) -> Result<()> {
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    let mut attempts = 0;
+    loop {
+        match remove_finalizer(ctx, &pv).await {
+            Err(Error::Conflict { .. }) if attempts < 3 => attempts += 1,
+            done => return done,
+        }
+        match pvs.get_opt(&name).await {
+            Ok(Some(fresh)) if fresh.metadata.uid == pv.metadata.uid => pv = fresh,
+            // Gone, or a new PV of that name: nothing of ours to drop.
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(Error::kube("read PersistentVolume", name)(e)),
+        }
+    }
 }
 
 /// Drops our finalizer, with the resourceVersion as precondition so that a concurrent

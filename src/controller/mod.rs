@@ -32,6 +32,7 @@ use crate::domain::owner::Instance;
 use crate::domain::params;
 use crate::domain::params::Flavor;
 use crate::domain::reclaim::{AdminSource, DeleteTarget};
+use crate::domain::volume;
 use crate::error::{Error, SecretRole};
 use crate::k8s;
 use crate::k8s::Events;
@@ -406,6 +407,23 @@ where
     Controller::for_stream(stream, store)
 }
 
+/// How often free heap pages go back to the kernel.
+const HEAP_TRIM: Duration = Duration::from_secs(10);
+
+/// Keeps resident memory near what is in use: after a burst glibc would otherwise hold the
+/// freed pages for good. One pass takes about a millisecond.
+async fn release_free_heap_every(every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let t = std::time::Instant::now();
+        let _ = tokio::task::spawn_blocking(crate::ceph::release_free_heap).await;
+        tracing::trace!(
+            took_us = t.elapsed().as_micros() as u64,
+            "free heap returned"
+        );
+    }
+}
+
 /// Runs the controllers until a termination signal.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Result<(), Error> {
     let workers = settings.workers;
@@ -436,6 +454,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         instance,
     ));
     let maintenance = tokio::spawn(maintain::run(ctx.clone()));
+    let heap = tokio::spawn(release_free_heap_every(HEAP_TRIM));
     // /readyz: ready once claims, volumes and classes have all been listed.
     let synced = {
         let (ctx, claim_store) = (ctx.clone(), claims.store());
@@ -455,17 +474,20 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
     let early = ctx.settings.early_provisioning;
     let volumes = volumes
         // A claim's deletion wakes its volume at once, rather than after
-        // kube-controller-manager marks it Released.
+        // kube-controller-manager marks it Released: the volume it is bound to, or, before
+        // binding, the one we would have made for it (a wake-up only; the reconcile checks).
         .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             watcher::Config::default(),
             move |pvc: PersistentVolumeClaim| {
-                let pv = pvc
+                let bound = pvc
                     .spec
                     .as_ref()
                     .and_then(|s| s.volume_name.clone())
-                    .filter(|v| !v.is_empty() && early);
-                pv.map(|v| ObjectRef::<PersistentVolume>::new(&v))
+                    .filter(|v| !v.is_empty());
+                let pv = bound.or_else(|| pvc.metadata.uid.as_deref().map(volume::pv_name));
+                pv.filter(|_| early)
+                    .map(|v| ObjectRef::<PersistentVolume>::new(&v))
             },
         )
         .with_config(ControllerConfig::default().concurrency(workers))
@@ -474,6 +496,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         .for_each(|_| futures::future::ready(()));
     futures::join!(claims, volumes);
     maintenance.abort();
+    heap.abort();
     synced.abort();
     tracing::info!("controllers stopped");
     Ok(())

@@ -61,8 +61,9 @@ pub fn made_by_old_provisioner(pv: &PersistentVolume) -> bool {
 }
 
 /// What to do with a PV. `claim_gone`: the claim its `claimRef` names no longer exists (by
-/// uid), so a Bound volume is as good as Released: it is deleted at once rather than after
-/// kube-controller-manager's status write.
+/// uid), so the volume is as good as Released (kube-controller-manager marks any volume whose
+/// claimRef uid names a missing claim Released, whatever its phase): it is deleted at once
+/// rather than after that status write.
 pub fn decide(pv: &PersistentVolume, provisioner: &str, claim_gone: bool) -> VolumeAction {
     if annotation(&pv.metadata, ANN_PROVISIONED_BY) != Some(provisioner) {
         return VolumeAction::Ignore("not provisioned by us");
@@ -87,7 +88,7 @@ pub fn decide(pv: &PersistentVolume, provisioner: &str, claim_gone: bool) -> Vol
     }
     match phase {
         Some("Released") | Some("Failed") => {}
-        Some("Bound") if claim_gone => {}
+        _ if claim_gone => {}
         // Deleted by hand before it was ever bound: nothing else will use the image.
         Some("Available") | Some("Pending") | None if deleting => {}
         _ => return VolumeAction::Ignore("volume is in use or not yet released"),

@@ -468,6 +468,15 @@ fn list_array<T: ffi::Zeroed, U>(
     Ok(out)
 }
 
+/// Hands the heap's free pages back to the kernel (glibc `malloc_trim(0)`). A burst of watch
+/// events and librados replies leaves freed memory scattered through the arenas, which glibc
+/// keeps resident: measured with 1,000 PVs and claims cached, about 9 MiB of 27 MiB of heap was
+/// free but resident. Lives here because this module is where `unsafe` is allowed.
+pub fn release_free_heap() -> bool {
+    // SAFETY: malloc_trim takes the arena locks itself and touches no memory in use.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
 /// Ends the process at once with `code`, after flushing stdout and stderr. The standard
 /// library's `process::exit` would run the C++ static destructors of libceph-common while librados's own threads (one
 /// pool per client) still run, which crashes them: SIGSEGV in `io_context_pool` on a graceful
@@ -483,6 +492,18 @@ pub fn exit_process(code: i32) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freed_heap_goes_back_to_the_kernel() {
+        // 50 MB in small blocks (below the mmap threshold, so they live in an arena); all but
+        // the last freed: a free region in the middle of the arena, which glibc keeps
+        // resident until trimmed.
+        let mut blocks: Vec<Vec<u8>> = (0..50_000).map(|i| vec![i as u8; 1024]).collect();
+        let last = blocks.pop();
+        drop(blocks);
+        assert!(release_free_heap(), "malloc_trim released nothing");
+        assert_eq!(last.map(|b| b.len()), Some(1024));
+    }
 
     #[test]
     fn removed_maps_enoent() {

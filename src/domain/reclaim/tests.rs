@@ -80,10 +80,15 @@ fn what_becomes_of_our_volumes() {
         ("Delete", "Failed", false, "delete"),
         ("Delete", "Bound", false, "ignore"),
         ("Delete", "Available", false, "ignore"),
-        // A bound volume whose claim is gone is deleted at once...
+        // A volume whose claim is gone is deleted at once, bound or not bound yet (the claim
+        // went while it was being provisioned)...
         ("Delete", "Bound", true, "delete"),
+        ("Delete", "Available", true, "delete"),
+        ("Delete", "Pending", true, "delete"),
+        ("Delete", "Pending", false, "ignore"),
         // ... but Retain stays Retain whatever happened to the claim.
         ("Retain", "Bound", true, "remove finalizer"),
+        ("Retain", "Pending", true, "remove finalizer"),
         ("Retain", "Released", false, "remove finalizer"),
     ] {
         let got = kind(&decide(&ours(policy, phase), ME, claim_gone));
