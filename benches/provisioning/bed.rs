@@ -75,7 +75,7 @@ impl Ctx {
         ];
         let delete = json!({"reclaimPolicy": "Delete"});
         storage_class(admin, &self.ours, &self.prov_name, &params, delete.clone()).await;
-        storage_class(admin, &self.peer, "kubernetes.io/rbd", &params, delete).await;
+        storage_class(admin, &self.peer, &peer_provisioner(), &params, delete).await;
     }
 
     pub fn pvcs(&self) -> Api<PersistentVolumeClaim> {
@@ -144,5 +144,20 @@ impl Ctx {
 
     pub fn at(&self, map: fn(&Seen) -> &HashMap<String, Instant>, name: &str) -> Instant {
         map(&self.seen.lock().unwrap())[name]
+    }
+}
+
+/// The peer's provisioner name: the in-tree `kubernetes.io/rbd` of kube-controller-manager,
+/// or, with `RBD_BENCH_PEER=<name>`, an external provisioner started by hand under that name
+/// (for instance the old `ceph.com/rbd` one, whose build is never part of this repository).
+pub fn peer_provisioner() -> String {
+    std::env::var("RBD_BENCH_PEER").unwrap_or_else(|_| "kubernetes.io/rbd".into())
+}
+
+/// How the report names the peer.
+pub fn peer_label() -> String {
+    match peer_provisioner().as_str() {
+        "kubernetes.io/rbd" => "in-tree peer".into(),
+        other => format!("peer `{other}`"),
     }
 }

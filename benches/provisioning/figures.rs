@@ -45,8 +45,15 @@ pub struct Burst {
     pub all_bound: Option<Duration>,
     pub api_delete: Option<Duration>,
     pub all_gone: Option<Duration>,
-    /// ours: until the trash held none of them; peer: until the pool listed none of them.
+    /// Until the last claim was gone (kube-controller-manager's pvc-protection dropped its
+    /// finalizer): what follows is the provisioner's part.
+    pub claims_gone: Option<Duration>,
+    /// Per claim: claim gone → its PV gone.
+    pub gone_to_pv_gone: Vec<Duration>,
+    /// Until the pool listed none of them (ours: moved to the trash; peer: removed).
     pub images_gone: Option<Duration>,
+    /// Ours: until the trash held none of them either (purged).
+    pub trash_free: Option<Duration>,
     pub hwm_after_create_kib: Option<u64>,
     pub hwm_after_delete_kib: Option<u64>,
     pub rss_after_delete_kib: Option<u64>,

@@ -11,7 +11,9 @@
 //!  4. the provisioner's peak RSS (VmHWM);
 //!  5. the same through the in-tree `kubernetes.io/rbd` provisioner of kube-controller-manager,
 //!     in the same run, and a binder-only control (claims with pre-bound PVs, no provisioner),
-//!     which is the floor for "all Bound" that no provisioner can beat.
+//!     which is the floor for "all Bound" that no provisioner can beat. With
+//!     `RBD_BENCH_PEER=<provisioner name>` the peer is instead an external provisioner started
+//!     by hand under that name (the old `ceph.com/rbd` one, for instance: see BENCHMARKS.md).
 //!
 //! Everything it creates carries a unique name and is removed at the end (claims, PVs,
 //! images, trash entries, classes, secrets, the namespace), also when a phase fails.
@@ -116,10 +118,15 @@ async fn async_main() -> i32 {
     drop(prov);
 
     let header = format!(
-        "## rbd-provisioner bench: {} (ours) vs kubernetes.io/rbd (in-tree, kube-controller-manager)\n\n\
+        "## rbd-provisioner bench: {} (ours) vs {}\n\n\
          API server {version}; Ceph pool `kube`; load average before {load_before}, after {}; \
          run took {:.0} s{}.",
         cx.prov_name,
+        match crate::bed::peer_provisioner().as_str() {
+            "kubernetes.io/rbd" =>
+                "kubernetes.io/rbd (in-tree, kube-controller-manager)".to_string(),
+            other => format!("{other} (external, started by hand)"),
+        },
         loadavg(),
         started.elapsed().as_secs_f64(),
         if trash_errors > 0 {

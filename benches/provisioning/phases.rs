@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::bed::Ctx;
+use crate::bed::{Ctx, peer_label};
 use crate::common::unique;
 use crate::figures::{Burst, Del, Figures, Seq, pct};
 use crate::procfs::{find_pid, loadavg, proc_status_kib};
@@ -168,6 +168,45 @@ async fn burst(
         )
         .await?;
     out.all_gone = Some(all_gone - t1);
+    {
+        let g = cx.seen.lock().unwrap();
+        out.claims_gone = list
+            .iter()
+            .map(|n| g.claim_gone.get(n).map(|t| *t - t1))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().max());
+        out.gone_to_pv_gone = list
+            .iter()
+            .filter_map(|n| {
+                Some(
+                    g.pv_gone
+                        .get(n)?
+                        .saturating_duration_since(*g.claim_gone.get(n)?),
+                )
+            })
+            .collect();
+    }
+    // Out of the pool (`rbd ls`), for both sides the same way: ours moves an image to the
+    // trash before it deletes the PV, the peer removes it outright.
+    let images: HashSet<String> = {
+        let g = cx.seen.lock().unwrap();
+        list.iter()
+            .filter_map(|n| g.image.get(n).cloned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let started = Instant::now();
+        let pool = cx.ceph.list_images("kube").await?;
+        if !pool.iter().any(|i| images.contains(i)) {
+            out.images_gone = Some(started - t1);
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("images of the burst are still in the pool");
+        }
+        tokio::time::sleep(TRASH_POLL).await;
+    }
     if ours {
         let purged = cx
             .until_all(
@@ -177,27 +216,7 @@ async fn burst(
                 &list,
             )
             .await?;
-        out.images_gone = Some(purged - t1);
-    } else {
-        let images: HashSet<String> = {
-            let g = cx.seen.lock().unwrap();
-            list.iter()
-                .filter_map(|n| g.image.get(n).cloned())
-                .collect()
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let started = Instant::now();
-            let pool = cx.ceph.list_images("kube").await?;
-            if !pool.iter().any(|i| images.contains(i)) {
-                out.images_gone = Some(started - t1);
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("the peer's images are still in the pool");
-            }
-            tokio::time::sleep(TRASH_POLL).await;
-        }
+        out.trash_free = Some(purged - t1);
     }
     if let Some(pid) = pid {
         out.hwm_after_delete_kib = proc_status_kib(pid, "VmHWM:");
@@ -324,13 +343,13 @@ async fn our_phases(cx: &Ctx, figs: &mut Figures, pid: Option<u32>) -> Result<()
 
 async fn peer_phases(cx: &Ctx, figs: &mut Figures) -> Result<()> {
     let l0 = loadavg();
-    eprintln!("in-tree peer: {SEQ_N} claims one at a time");
+    eprintln!("{}: {SEQ_N} claims one at a time", peer_label());
     let seq = sequential(cx, &cx.peer, "seq-peer", SEQ_N, &mut figs.seq_peer).await?;
     delete_all_quietly(cx, &seq, false).await?;
     figs.phase_load
-        .push(("in-tree peer, one at a time".into(), l0, loadavg()));
+        .push((format!("{}, one at a time", peer_label()), l0, loadavg()));
     let l0 = loadavg();
-    eprintln!("in-tree peer: burst of {BURST_N}");
+    eprintln!("{}: burst of {BURST_N}", peer_label());
     burst(
         cx,
         &cx.peer,
@@ -341,7 +360,7 @@ async fn peer_phases(cx: &Ctx, figs: &mut Figures) -> Result<()> {
     )
     .await?;
     figs.phase_load
-        .push(("in-tree peer, burst".into(), l0, loadavg()));
+        .push((format!("{}, burst", peer_label()), l0, loadavg()));
     Ok(())
 }
 

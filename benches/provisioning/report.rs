@@ -1,9 +1,10 @@
-//! The Markdown report: one table per part of the run, ours against the in-tree peer.
+//! The Markdown report: one table per part of the run, ours against the peer (the in-tree one unless `RBD_BENCH_PEER` names another).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::figures::{Del, Figures, Seq, pct};
+use crate::bed::peer_label;
+use crate::figures::{Burst, Del, Figures, Seq, pct};
 use crate::{BURST_N, DEL_N, SEQ_N, TRASH_POLL};
 
 fn ms(d: Duration) -> String {
@@ -73,19 +74,15 @@ pub fn report(f: &Figures, header: &str) -> String {
     let mut s = String::new();
     let (o, p) = (&f.burst_ours, &f.burst_peer);
     let _ = writeln!(s, "{header}");
+    let peer = format!("the {}", peer_label());
+    let (first, second) = if f.peer_first {
+        (peer.as_str(), "ours")
+    } else {
+        ("ours", peer.as_str())
+    };
     let _ = writeln!(
         s,
-        "\nOrder this run: {} first, then {}, then the binder-only control.\n",
-        if f.peer_first {
-            "the in-tree peer"
-        } else {
-            "ours"
-        },
-        if f.peer_first {
-            "ours"
-        } else {
-            "the in-tree peer"
-        },
+        "\nOrder this run: {first} first, then {second}, then the binder-only control.\n"
     );
     head(&mut s, &["phase", "load average at start", "at end"]);
     for (phase, a, b) in &f.phase_load {
@@ -115,7 +112,7 @@ pub fn report(f: &Figures, header: &str) -> String {
     let _ = writeln!(s, "\n### 1. One claim at a time (1 GiB, N={SEQ_N})\n");
     head(
         &mut s,
-        &["claim created →", "ours", "in-tree peer", "ours/peer (p50)"],
+        &["claim created →", "ours", &peer_label(), "ours/peer (p50)"],
     );
     let p50 = |v: &[Duration]| (!v.is_empty()).then(|| pct(v, 50.0));
     // One figure of the one-at-a-time phase, ours against the peer's.
@@ -145,7 +142,7 @@ pub fn report(f: &Figures, header: &str) -> String {
         &[
             "from the first create →",
             "ours",
-            "in-tree peer",
+            &peer_label(),
             "ours/peer",
             "binder-only control",
         ],
@@ -258,7 +255,7 @@ pub fn report(f: &Figures, header: &str) -> String {
         &[
             "from the first delete →",
             "ours",
-            "in-tree peer",
+            &peer_label(),
             "ours/peer",
         ],
     );
@@ -283,10 +280,52 @@ pub fn report(f: &Figures, header: &str) -> String {
     row(
         &mut s,
         &[
-            "every image gone (ours: out of the trash; peer: out of the pool)",
+            "every image out of the pool (`rbd ls`, polled every 250 ms)",
             &opt_s(o.images_gone),
             &opt_s(p.images_gone),
             &ratio(o.images_gone, p.images_gone),
+        ],
+    );
+    row(
+        &mut s,
+        &[
+            "every image purged (ours: out of the trash too; the peer has no trash)",
+            &opt_s(o.trash_free),
+            &opt_s(p.images_gone),
+            &ratio(o.trash_free, p.images_gone),
+        ],
+    );
+
+    row(
+        &mut s,
+        &[
+            "every claim gone (kube-controller-manager's pvc-protection dropped its finalizer)",
+            &opt_s(o.claims_gone),
+            &opt_s(p.claims_gone),
+            &ratio(o.claims_gone, p.claims_gone),
+        ],
+    );
+    let after = |b: &Burst| {
+        b.images_gone
+            .zip(b.claims_gone)
+            .map(|(i, c)| i.saturating_sub(c))
+    };
+    row(
+        &mut s,
+        &[
+            "*the provisioner's part: last claim gone → every image out of the pool*",
+            &opt_s(after(o)),
+            &opt_s(after(p)),
+            &ratio(after(o), after(p)),
+        ],
+    );
+    row(
+        &mut s,
+        &[
+            "*per claim: claim gone → its PV gone*",
+            &dist(&o.gone_to_pv_gone),
+            &dist(&p.gone_to_pv_gone),
+            "",
         ],
     );
 
