@@ -40,6 +40,10 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     let name = pv.metadata.name.clone().unwrap_or_default();
     let key = pv.metadata.uid.clone().unwrap_or_default();
     let regarding = pv.object_ref(&());
+    if ctx.deletion_finished(&key) {
+        tracing::debug!(pv = %name, "already deleted by this process");
+        return Ok(Action::await_change());
+    }
     // A volume of ours whose claim (by uid) is gone needs no status write from
     // kube-controller-manager before its image goes (unless early paths are off): Bound, or
     // not bound yet because the claim went while it was being provisioned. Released and
@@ -82,6 +86,9 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             let started = Instant::now();
             let r = delete(&pv, &target, &ctx).await;
             if r.is_ok() {
+                if !key.is_empty() {
+                    ctx.finished_deleting(&key);
+                }
                 ctx.metrics.delete(class_of(&pv), Ok(started.elapsed()));
                 tracing::info!(pv = %name, image = %format!("{}/{}", target.pool, target.image), elapsed = ?started.elapsed(), "deleted volume");
             }
@@ -451,6 +458,31 @@ async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::testing::{ApiServer, PROVISIONER};
+    use crate::domain::fixtures;
+    use crate::domain::volume::ANN_PROVISIONED_BY;
+
+    /// A late watch event of a volume this process has finished deleting asks nothing of
+    /// anyone. Without the record, this Released volume of ours would be acted on (here it
+    /// names no monitors, so a warning event would be written).
+    #[tokio::test]
+    async fn a_volume_this_process_finished_deleting_is_left_alone() {
+        let (client, api) = ApiServer::start(vec![]);
+        let ctx = Arc::new(Context::for_tests(client));
+        let image = ("kube", "kubernetes-dynamic-pvc-1");
+        let mut pv = fixtures::rbd_pv(
+            "pvc-1",
+            image,
+            &[(ANN_PROVISIONED_BY, PROVISIONER)],
+            Some("Released"),
+        );
+        pv.metadata.uid = Some("uid-1".into());
+        pv.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Delete".into());
+        ctx.finished_deleting("uid-1");
+        let action = reconcile(Arc::new(pv), ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        api.done();
+    }
 
     #[test]
     fn images_in_use_are_retried_within_seconds_of_a_stale_watch_expiring() {

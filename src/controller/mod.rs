@@ -14,7 +14,7 @@ mod testing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
@@ -77,6 +77,10 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// (monitors, pool) whose trash this process has swept.
     swept: Mutex<HashSet<(String, String)>>,
+    /// PVs (by uid) this process has deleted, image and finalizer included, and when: the
+    /// watch events of our own writes still show the volume as it was, and must not start a
+    /// second deletion (which would list the pool's trash for nothing).
+    finished: Mutex<HashMap<String, Instant>>,
     /// StorageClasses, kept current by a watch so that a burst of claims costs no class reads.
     classes: Store<StorageClass>,
     /// PersistentVolumes, from the volumes controller's watch.
@@ -91,6 +95,9 @@ pub struct Context {
     /// Clones being flattened in the background, by "pool/image".
     flattening: Arc<Mutex<HashSet<String>>>,
 }
+
+/// How long a finished deletion is remembered (see `Context::finished_deleting`).
+const FINISHED_KEPT: Duration = Duration::from_secs(600);
 
 /// How long what was read from a Secret is reused: a burst of claims of one class then reads
 /// its Secrets a few times instead of once per claim, and a changed Secret counts within
@@ -123,7 +130,25 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             swept: Mutex::new(HashSet::new()),
+            finished: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records that the PV `uid` is deleted and our finalizer dropped. Entries go after
+    /// [`FINISHED_KEPT`]: by then its watch events are long delivered.
+    fn finished_deleting(&self, uid: &str) {
+        let mut done = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        done.retain(|_, at| now.duration_since(*at) < FINISHED_KEPT);
+        done.insert(uid.to_string(), now);
+    }
+
+    /// Whether this process has finished deleting the PV `uid`.
+    fn deletion_finished(&self, uid: &str) -> bool {
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(uid)
     }
 
     /// Whether the volumes watch has listed every PV once (without waiting).
