@@ -392,24 +392,71 @@ pub async fn create_pv(client: &Client, pv: &PersistentVolume, provisioner: &str
 pub struct Events {
     recorder: Recorder,
     client: Client,
+    controller: String,
+    instance: String,
 }
 
 impl Events {
     pub fn new(client: Client) -> Events {
+        let controller = "rbd-provisioner".to_string();
+        let pod = std::env::var("POD_NAME").ok();
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
-                controller: "rbd-provisioner".into(),
-                instance: std::env::var("POD_NAME").ok(),
+                controller: controller.clone(),
+                instance: pod.clone(),
             },
         );
-        Events { recorder, client }
+        Events {
+            recorder,
+            client,
+            instance: pod.unwrap_or_else(|| controller.clone()),
+            controller,
+        }
     }
 
     /// A Normal event: progress or success.
     pub async fn normal(&self, about: &ObjectReference, reason: &str, action: &str, note: String) {
         self.publish(about, EventType::Normal, reason, action, note)
             .await
+    }
+
+    /// A Normal event about a step that happens once per object (provisioning started,
+    /// succeeded), written straight away. kube-runtime's recorder keeps every event it wrote
+    /// for six minutes to count repeats: for one-off events that is only memory (measured:
+    /// about 30 MiB at 16 claims/s) and a scan of that cache per event.
+    pub async fn once(&self, about: &ObjectReference, reason: &str, action: &str, note: String) {
+        let Some(ns) = about.namespace.clone() else {
+            return self.normal(about, reason, action, note).await;
+        };
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ev = k8s_openapi::api::events::v1::Event {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    about.name.as_deref().unwrap_or("object"),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            action: Some(action.into()),
+            reason: Some(reason.into()),
+            note: Some(truncated(note)),
+            type_: Some("Normal".into()),
+            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                now,
+            )),
+            regarding: Some(about.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = events.create(&PostParams::default(), &ev).await {
+            tracing::warn!(reason, object = ?about.name, error = %crate::error::kube_cause(&e), "could not publish event");
+        }
     }
 
     /// A Warning event: a failure, with its cause and fix.
@@ -424,19 +471,12 @@ impl Events {
         type_: EventType,
         reason: &str,
         action: &str,
-        mut note: String,
+        note: String,
     ) {
-        if note.len() > 1000 {
-            let mut cut = 1000;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-        }
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(truncated(note)),
             action: action.into(),
             secondary: None,
         };
@@ -449,6 +489,18 @@ impl Events {
             tracing::warn!(reason, object = ?regarding.name, error = %crate::error::kube_cause(&e), "could not publish event");
         }
     }
+}
+
+/// The API server refuses an event note over 1 kB.
+fn truncated(mut note: String) -> String {
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    note
 }
 
 /// Events about cluster-scoped objects (PersistentVolumes) go through core/v1 into

@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use rbd_provisioner::ceph::Cluster;
 use serde_json::json;
 
-use crate::common::{Bed, apply_yaml, key_secret, namespace, storage_class, unique};
+use crate::common::{Bed, apply_yaml, csi_secret, key_secret, namespace, storage_class, unique};
 use crate::watch::{Seen, Shared, all_in, latest, until};
 
 pub struct Ctx {
@@ -53,6 +53,9 @@ impl Ctx {
         namespace(admin, &self.ns).await;
         key_secret(admin, "kube-system", &self.admin_secret, &bed.admin_key).await;
         key_secret(admin, &self.ns, "ceph-user", &bed.kube_key).await;
+        // On 1.31+ our PVs are ceph-csi static volumes: their node-stage Secret, in ceph-csi's
+        // format, is the user secret's companion.
+        csi_secret(admin, &self.ns, "ceph-user-csi", "kube", &bed.kube_key).await;
         // As deployed: the provisioner reads Secrets only where a RoleBinding lets it
         // (manifests/rbac/secrets.yaml); the user secret lives in the claims' namespace.
         apply_yaml(

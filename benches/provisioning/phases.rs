@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::bed::{Ctx, peer_label};
+use crate::bed::{Ctx, peer_label, peer_provisioner};
 use crate::common::unique;
 use crate::figures::{Burst, Del, Figures, Seq, pct};
 use crate::procfs::{find_pid, loadavg, proc_status_kib};
@@ -159,15 +159,40 @@ async fn burst(
     let t1 = Instant::now();
     cx.delete_claims(&list).await?;
     out.api_delete = Some(t1.elapsed());
-    let all_gone = cx
-        .until_all(
+    // Out of the pool (`rbd ls`), polled from the first delete on, beside the wait for the
+    // PVs, for both sides the same way: ours moves an image to the trash before it deletes
+    // the PV, the peer removes it outright.
+    let images: HashSet<String> = {
+        let g = cx.seen.lock().unwrap();
+        list.iter()
+            .filter_map(|n| g.image.get(n).cloned())
+            .collect()
+    };
+    let out_of_pool = async {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let started = Instant::now();
+            let pool = cx.ceph.list_images("kube").await?;
+            if !pool.iter().any(|i| images.contains(i)) {
+                return Ok(started - t1);
+            }
+            if Instant::now() > deadline {
+                bail!("images of the burst are still in the pool");
+            }
+            tokio::time::sleep(TRASH_POLL).await;
+        }
+    };
+    let (all_gone, out_of_pool) = tokio::join!(
+        cx.until_all(
             "every PV of the burst gone",
             Duration::from_secs(300),
             |g| &g.pv_gone,
             &list,
-        )
-        .await?;
-    out.all_gone = Some(all_gone - t1);
+        ),
+        out_of_pool
+    );
+    out.all_gone = Some(all_gone? - t1);
+    out.images_gone = Some(out_of_pool?);
     {
         let g = cx.seen.lock().unwrap();
         out.claims_gone = list
@@ -185,27 +210,6 @@ async fn burst(
                 )
             })
             .collect();
-    }
-    // Out of the pool (`rbd ls`), for both sides the same way: ours moves an image to the
-    // trash before it deletes the PV, the peer removes it outright.
-    let images: HashSet<String> = {
-        let g = cx.seen.lock().unwrap();
-        list.iter()
-            .filter_map(|n| g.image.get(n).cloned())
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let started = Instant::now();
-        let pool = cx.ceph.list_images("kube").await?;
-        if !pool.iter().any(|i| images.contains(i)) {
-            out.images_gone = Some(started - t1);
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("images of the burst are still in the pool");
-        }
-        tokio::time::sleep(TRASH_POLL).await;
     }
     if ours {
         let purged = cx
@@ -290,12 +294,19 @@ pub async fn run(cx: &Ctx, figs: &mut Figures) -> Result<()> {
         Ok("0") => false,
         _ => unique("order").bytes().map(u32::from).sum::<u32>() % 2 == 1,
     };
-    if figs.peer_first {
+    // Kubernetes 1.31 removed the in-tree RBD plugin: no in-tree peer there.
+    let peer = !(cx.bed.kube_minor >= 31 && peer_provisioner() == "kubernetes.io/rbd");
+    if !peer {
+        eprintln!("no in-tree peer on Kubernetes 1.{}", cx.bed.kube_minor);
+    }
+    if figs.peer_first && peer {
         peer_phases(cx, figs).await?;
         our_phases(cx, figs, pid).await?;
     } else {
         our_phases(cx, figs, pid).await?;
-        peer_phases(cx, figs).await?;
+        if peer {
+            peer_phases(cx, figs).await?;
+        }
     }
     let l0 = loadavg();
     eprintln!("binder-only control: {BURST_N} claims with pre-bound PVs");

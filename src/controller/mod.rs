@@ -319,6 +319,14 @@ impl Context {
         )))
     }
 
+    /// Whether the object `key` has failed since its last success (it is being retried).
+    fn failing(&self, key: &str) -> bool {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
     fn succeeded(&self, key: &str) {
         self.failures
             .lock()

@@ -89,7 +89,7 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                         .provision(&class_label, source_kind(&pvc), Ok(started.elapsed()));
                     tracing::info!(claim = %claim_name(&pvc), elapsed = ?started.elapsed(), "{msg}");
                     ctx.events
-                        .normal(&regarding, "ProvisioningSucceeded", "Provision", msg)
+                        .once(&regarding, "ProvisioningSucceeded", "Provision", msg)
                         .await;
                     ctx.succeeded(&key);
                     Ok(Action::await_change())
@@ -143,18 +143,25 @@ async fn provision(
     };
     // Between the two read-only stages, as before the split: a claim whose Secret is missing
     // shows this event ahead of its ProvisioningFailed.
-    ctx.events
-        .normal(
-            &pvc.object_ref(&()),
-            "Provisioning",
-            "Provision",
-            format!(
-                "External provisioner {} is provisioning volume for claim {}",
-                ctx.settings.provisioner,
-                draft.claim_label()
-            ),
-        )
-        .await;
+    // The first attempt's event is written as is; a retry's goes through the recorder,
+    // which counts repeats into one event.
+    let (about, note) = (
+        pvc.object_ref(&()),
+        format!(
+            "External provisioner {} is provisioning volume for claim {}",
+            ctx.settings.provisioner,
+            draft.claim_label()
+        ),
+    );
+    if ctx.failing(&super::claim_key(pvc)) {
+        ctx.events
+            .normal(&about, "Provisioning", "Provision", note)
+            .await;
+    } else {
+        ctx.events
+            .once(&about, "Provisioning", "Provision", note)
+            .await;
+    }
     let (plan, creds) = plan(draft, clone_source, ctx).await?;
     execute(&plan, creds, class, ctx, started.elapsed()).await
 }
