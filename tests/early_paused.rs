@@ -49,21 +49,7 @@ async fn a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released() 
         // Our part done: image removed, PV deleted and our finalizer dropped (pv-protection,
         // kube-controller-manager's, holds the object until it runs again).
         for uid in &uids {
-            let image = format!("kubernetes-dynamic-pvc-{uid}");
-            wait_for(&format!("pvc-{uid} deleted by us"), T, || async {
-                let pv = c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap();
-                let ours_done = pv.is_none_or(|pv| {
-                    pv.metadata.deletion_timestamp.is_some()
-                        && !pv
-                            .metadata
-                            .finalizers
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|f| f == "external-provisioner.volume.kubernetes.io/finalizer")
-                });
-                (ours_done && !rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
-            })
-            .await;
+            wait_deleted_by_us(&c, uid, false).await;
         }
     }
     for uid in &uids {
@@ -97,7 +83,6 @@ async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
         let _paused = Paused::new(pid);
         let made = c.claim("data", &class).create().await;
         let uid = uid_of(&made);
-        let image = format!("kubernetes-dynamic-pvc-{uid}");
         wait_for(&format!("pvc-{uid} made early"), T, || async {
             c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap()
         })
@@ -114,22 +99,7 @@ async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
             )
             .await
             .unwrap();
-        wait_for(&format!("pvc-{uid} deleted by us"), T, || async {
-            let pv = c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap();
-            let ours_done = pv.is_none_or(|pv| {
-                let phase = pv.status.as_ref().and_then(|s| s.phase.clone());
-                assert_ne!(phase.as_deref(), Some("Bound"), "bound while paused");
-                pv.metadata.deletion_timestamp.is_some()
-                    && !pv
-                        .metadata
-                        .finalizers
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|f| f == "external-provisioner.volume.kubernetes.io/finalizer")
-            });
-            (ours_done && !rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
-        })
-        .await;
+        wait_deleted_by_us(&c, &uid, true).await;
         uid
     };
     c.wait_pv_gone(&uid).await;
@@ -196,6 +166,32 @@ async fn a_claim_nothing_else_could_serve_is_provisioned_before_the_hand_over() 
         "{}",
         c.prov.logs()
     );
+}
+
+/// Waits until our part of deleting `pvc-<uid>` is done: its image out of the pool and the PV
+/// deleted without our finalizer (kube-controller-manager's pv-protection may hold it on).
+/// `never_bound`: the volume must not have been Bound meanwhile.
+async fn wait_deleted_by_us(c: &Scenario, uid: &str, never_bound: bool) {
+    let image = format!("kubernetes-dynamic-pvc-{uid}");
+    wait_for(&format!("pvc-{uid} deleted by us"), T, || async {
+        let pv = c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap();
+        let ours_done = pv.is_none_or(|pv| {
+            let phase = pv.status.as_ref().and_then(|s| s.phase.clone());
+            assert!(
+                !never_bound || phase.as_deref() != Some("Bound"),
+                "pvc-{uid} was bound while kube-controller-manager was paused"
+            );
+            pv.metadata.deletion_timestamp.is_some()
+                && !pv
+                    .metadata
+                    .finalizers
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| f == "external-provisioner.volume.kubernetes.io/finalizer")
+        });
+        (ours_done && !rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
+    })
+    .await;
 }
 
 fn kcm_pid(c: &Scenario) -> i32 {
