@@ -74,4 +74,6 @@ pub struct Figures {
     pub phase_load: Vec<(String, String, String)>,
     /// Whether the in-tree peer's phases ran before ours this time.
     pub peer_first: bool,
+    /// The peer's phases were skipped (no in-tree RBD plugin on Kubernetes 1.31+).
+    pub no_peer: bool,
 }

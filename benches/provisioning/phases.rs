@@ -298,6 +298,7 @@ pub async fn run(cx: &Ctx, figs: &mut Figures) -> Result<()> {
     let peer = !(cx.bed.kube_minor >= 31 && peer_provisioner() == "kubernetes.io/rbd");
     if !peer {
         eprintln!("no in-tree peer on Kubernetes 1.{}", cx.bed.kube_minor);
+        figs.no_peer = true;
     }
     if figs.peer_first && peer {
         peer_phases(cx, figs).await?;

@@ -80,10 +80,17 @@ pub fn report(f: &Figures, header: &str) -> String {
     } else {
         ("ours", peer.as_str())
     };
-    let _ = writeln!(
-        s,
-        "\nOrder this run: {first} first, then {second}, then the binder-only control.\n"
-    );
+    if f.no_peer {
+        let _ = writeln!(
+            s,
+            "\nOrder this run: ours, then the binder-only control (no in-tree RBD plugin on this Kubernetes: the peer columns are empty).\n"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "\nOrder this run: {first} first, then {second}, then the binder-only control.\n"
+        );
+    }
     head(&mut s, &["phase", "load average at start", "at end"]);
     for (phase, a, b) in &f.phase_load {
         row(&mut s, &[phase, a, b]);
