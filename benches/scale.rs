@@ -72,7 +72,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use futures::{StreamExt, future, stream};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rbd_provisioner::ceph::{ImageSpec, RBD_FEATURE_LAYERING};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -447,48 +447,60 @@ async fn create_claims(cx: &Ctx, names: &[String], handed: bool) -> Result<Durat
 /// finalizers stay; the patch carries the resourceVersion it was computed from.
 async fn delete_and_release(cx: &Ctx, name: &str) -> Result<()> {
     let api = cx.pvcs();
-    let gone = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
-    let mut claim = match api.delete(name, &DeleteParams::default()).await {
-        Ok(either::Either::Left(c)) => c,
-        Ok(either::Either::Right(_)) => return Ok(()),
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("delete claim {name}")),
-    };
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(either::Either::Left(claim)) => {
+            drop_protection(&api, name, PVC_PROTECTION, Some(claim)).await
+        }
+        Ok(either::Either::Right(_)) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("delete claim {name}")),
+    }
+}
+
+/// Removes `finalizer` from the object `name` once it is being deleted; other finalizers (the
+/// provisioner's) stay. Each patch carries the resourceVersion it was computed from; a
+/// conflict reads the object again. `current`: the object as just returned, if at hand.
+async fn drop_protection<K>(
+    api: &Api<K>,
+    name: &str,
+    finalizer: &str,
+    mut current: Option<K>,
+) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     for _ in 0..10 {
-        let finalizers = claim.metadata.finalizers.clone().unwrap_or_default();
-        if !finalizers.iter().any(|f| f == PVC_PROTECTION) {
+        let obj = match current.take() {
+            Some(o) => o,
+            None => match api
+                .get_opt(name)
+                .await
+                .with_context(|| format!("read {name}"))?
+            {
+                Some(o) => o,
+                None => return Ok(()),
+            },
+        };
+        let finalizers = obj.meta().finalizers.clone().unwrap_or_default();
+        if obj.meta().deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == finalizer) {
             return Ok(());
         }
-        let rest: Vec<String> = finalizers
-            .into_iter()
-            .filter(|f| f != PVC_PROTECTION)
-            .collect();
+        let rest: Vec<String> = finalizers.into_iter().filter(|f| f != finalizer).collect();
         let patch = json!({"metadata": {
             "finalizers": rest,
-            "resourceVersion": claim.metadata.resource_version,
+            "resourceVersion": obj.meta().resource_version,
         }});
         match api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => return Ok(()),
-            Err(e) if gone(&e) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                match api
-                    .get_opt(name)
-                    .await
-                    .with_context(|| format!("read claim {name}"))?
-                {
-                    Some(c) => claim = c,
-                    None => return Ok(()),
-                }
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("remove the finalizer of claim {name}"));
-            }
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e).with_context(|| format!("remove {finalizer} from {name}")),
         }
     }
-    bail!("claim {name}: its finalizer could not be removed (conflicts)")
+    bail!("{name}: {finalizer} could not be removed (conflicts)")
 }
 
 /// Runs `work` while, beside it, every PV of ours the provisioner has deleted (marked for
@@ -508,7 +520,12 @@ async fn with_pv_release<T>(cx: &Ctx, work: impl std::future::Future<Output = T>
                     .collect()
             };
             let released: Vec<String> = stream::iter(todo)
-                .map(|(claim, pv)| async move { release_pv(cx, &pv).await.ok().map(|_| claim) })
+                .map(|(claim, pv)| async move {
+                    drop_protection(&cx.pvs(), &pv, PV_PROTECTION, None)
+                        .await
+                        .ok()
+                        .map(|_| claim)
+                })
                 .buffer_unordered(DELETE_IN_FLIGHT)
                 .filter_map(future::ready)
                 .collect()
@@ -521,41 +538,6 @@ async fn with_pv_release<T>(cx: &Ctx, work: impl std::future::Future<Output = T>
         r = work => r,
         () = releaser => unreachable!("the releaser never ends"),
     }
-}
-
-/// Removes `kubernetes.io/pv-protection` from a PV being deleted; other finalizers (the
-/// provisioner's) stay. Guarded by the resourceVersion it was computed from.
-async fn release_pv(cx: &Ctx, name: &str) -> Result<()> {
-    let api = cx.pvs();
-    for _ in 0..10 {
-        let Some(pv) = api.get_opt(name).await? else {
-            return Ok(());
-        };
-        let finalizers = pv.metadata.finalizers.clone().unwrap_or_default();
-        if pv.metadata.deletion_timestamp.is_none()
-            || !finalizers.iter().any(|f| f == PV_PROTECTION)
-        {
-            return Ok(());
-        }
-        let rest: Vec<String> = finalizers
-            .into_iter()
-            .filter(|f| f != PV_PROTECTION)
-            .collect();
-        let patch = json!({"metadata": {
-            "finalizers": rest,
-            "resourceVersion": pv.metadata.resource_version,
-        }});
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(e).with_context(|| format!("release PV {name}")),
-        }
-    }
-    bail!("PV {name}: its pv-protection finalizer could not be removed (conflicts)")
 }
 
 /// [`delete_and_release`] for each claim, 32 in flight; returns when the last one returned.
