@@ -448,7 +448,7 @@ const HEAP_TRIM: Duration = Duration::from_secs(10);
 async fn release_free_heap_every(every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         let _ = tokio::task::spawn_blocking(crate::ceph::release_free_heap).await;
         tracing::trace!(
             took_us = t.elapsed().as_micros() as u64,
