@@ -162,6 +162,13 @@ pub enum Error {
         id: String,
     },
 
+    #[error(
+        "{object}: the cached copy cannot be read back ({cause}); this is a bug: report it, and restart the provisioner"
+    )]
+    Cached {
+        object: String,
+        cause: serde_json::Error,
+    },
     #[error("Namespace kube-system has no uid")]
     NoClusterUid,
 }
@@ -232,6 +239,7 @@ impl Error {
             | Error::ClassGone { .. }
             | Error::ForeignClone { .. }
             | Error::NoClusterUid => "invalid",
+            Error::Cached { .. } => "bug",
         }
     }
 }

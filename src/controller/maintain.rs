@@ -161,7 +161,10 @@ async fn collect_one(
     let object = format!("image {pool}/{image}");
     let referenced = |ctx: &Context| {
         ctx.volumes.state().iter().any(|pv| {
-            crate::domain::reclaim::spec_image(pv).is_some_and(|(p, i)| p == pool && i == image)
+            pv.facts
+                .image
+                .as_ref()
+                .is_some_and(|(p, i)| p == pool && i == image)
         })
     };
     if referenced(ctx) {

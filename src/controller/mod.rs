@@ -1,6 +1,7 @@
 //! The controllers: one reconciles claims (provision, grow), one reconciles volumes (delete).
 //! Both share one [`Context`].
 
+mod cached;
 mod delete;
 mod locks;
 mod maintain;
@@ -19,14 +20,16 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::Client;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::Controller;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
+use kube::{Client, Resource};
 
+use self::cached::{Cached, Lean};
 use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
 use crate::domain::owner::Instance;
 use crate::domain::params;
@@ -84,9 +87,9 @@ pub struct Context {
     /// StorageClasses, kept current by a watch so that a burst of claims costs no class reads.
     classes: Store<StorageClass>,
     /// PersistentVolumes, from the volumes controller's watch.
-    volumes: Store<PersistentVolume>,
+    volumes: Store<Cached<PersistentVolume>>,
     /// Claims, from the claims controller's watch.
-    claims: Store<PersistentVolumeClaim>,
+    claims: Store<Cached<PersistentVolumeClaim>>,
     /// Who we are, as stamped on images.
     pub instance: Instance,
     /// One operation at a time per image (cloning from it vs deleting it).
@@ -110,8 +113,8 @@ impl Context {
         settings: Settings,
         metrics: Arc<Metrics>,
         classes: Store<StorageClass>,
-        volumes: Store<PersistentVolume>,
-        claims: Store<PersistentVolumeClaim>,
+        volumes: Store<Cached<PersistentVolume>>,
+        claims: Store<Cached<PersistentVolumeClaim>>,
         instance: Instance,
     ) -> Context {
         Context {
@@ -184,7 +187,7 @@ impl Context {
             .claims
             .get(&ObjectRef::new(name).within(ns))
             .is_some_and(|c| {
-                c.metadata.uid.as_ref() == Some(uid) && c.metadata.deletion_timestamp.is_none()
+                c.meta().uid.as_ref() == Some(uid) && c.meta().deletion_timestamp.is_none()
             });
         if cached_alive {
             return false;
@@ -204,6 +207,7 @@ impl Context {
         self.volumes
             .state()
             .iter()
+            .filter_map(|pv| pv.facts.bindable.as_ref())
             .any(|pv| crate::domain::claim::could_bind(pvc, pv))
     }
 
@@ -221,10 +225,13 @@ impl Context {
         image: &str,
     ) -> Option<String> {
         self.volumes.state().iter().find_map(|other| {
-            (other.metadata.uid != pv.metadata.uid
-                && crate::domain::reclaim::spec_image(other)
+            (other.meta().uid != pv.metadata.uid
+                && other
+                    .facts
+                    .image
+                    .as_ref()
                     .is_some_and(|(p, i)| p == pool && i == image))
-            .then(|| other.metadata.name.clone().unwrap_or_default())
+            .then(|| other.meta().name.clone().unwrap_or_default())
         })
     }
 
@@ -363,35 +370,36 @@ fn claim_key(pvc: &PersistentVolumeClaim) -> String {
 }
 
 /// What the error policy says of the objects a reconciler handles.
-trait Reconciled: kube::Resource {
+trait Reconciled {
     /// The log message of a failed reconcile.
     const FAILED: &'static str;
-    /// The object in a log line.
-    fn label(&self) -> String;
 }
 
 impl Reconciled for PersistentVolume {
     const FAILED: &'static str = "volume operation failed";
-    fn label(&self) -> String {
-        self.metadata.name.clone().unwrap_or_default()
-    }
 }
 
 impl Reconciled for PersistentVolumeClaim {
     const FAILED: &'static str = "provisioning failed";
-    fn label(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or(""),
-            self.metadata.name.as_deref().unwrap_or("")
-        )
+}
+
+/// An object in a log line: `namespace/name`, or the name of a cluster-scoped one.
+fn label(meta: &ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or("");
+    match &meta.namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
     }
 }
 
 /// Both reconcilers' error policy: retry with the object's backoff (keyed by its uid).
-fn error_policy<K: Reconciled>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: Lean + Reconciled>(
+    obj: Arc<Cached<K>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     let delay = ctx.backoff(obj.meta().uid.as_deref().unwrap_or_default());
-    tracing::warn!(object = %obj.label(), error = %err, retry_in = ?delay, "{}", K::FAILED);
+    tracing::warn!(object = %label(obj.meta()), error = %err, retry_in = ?delay, "{}", K::FAILED);
     Action::requeue(delay)
 }
 
@@ -418,26 +426,35 @@ async fn cluster_uid(client: &Client) -> Result<String, Error> {
     ns.metadata.uid.ok_or(Error::NoClusterUid)
 }
 
-/// A controller over every object of `api`, like `Controller::new`, whose cache keeps no
-/// `managedFields`: the server-side-apply bookkeeping is often larger than the rest of a PV or
-/// claim, is never read here, and nothing here writes a cached object back (an omitted field
-/// leaves the server's copy as it is).
-fn lean_controller<K>(api: Api<K>) -> Controller<K>
+/// A controller over every object of `K`, like `Controller::new`, whose cache keeps each
+/// object as [`Cached`] JSON rather than the whole k8s-openapi object.
+fn lean_controller<K: Lean>(client: &Client) -> Controller<Cached<K>>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K::Scope: Send + Sync,
+    Cached<K>: Resource<DynamicType = ()>,
 {
-    let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .applied_objects();
-    Controller::for_stream(stream, store)
+    Controller::new(
+        Api::<Cached<K>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+}
+
+/// Runs `reconcile` on the whole object a cached entry holds.
+async fn whole<K, F, Fut>(
+    cached: Arc<Cached<K>>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: Lean,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let obj = cached.object().map_err(|cause| Error::Cached {
+        object: format!("{} {}", K::kind(&()), label(cached.meta())),
+        cause,
+    })?;
+    reconcile(Arc::new(obj), ctx).await
 }
 
 /// How often free heap pages go back to the kernel.
@@ -475,8 +492,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
     tokio::spawn(class_watch);
-    let volumes = lean_controller(Api::<PersistentVolume>::all(client.clone()));
-    let claims = lean_controller(Api::<PersistentVolumeClaim>::all(client.clone()));
+    let volumes = lean_controller::<PersistentVolume>(&client);
+    let claims = lean_controller::<PersistentVolumeClaim>(&client);
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
@@ -502,7 +519,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
     let claims = claims
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
-        .run(provision::reconcile, error_policy, ctx.clone())
+        .run(
+            |c, ctx| whole(c, ctx, provision::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
     let early = ctx.settings.early_provisioning;
     let volumes = volumes
@@ -520,12 +541,16 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
                     .filter(|v| !v.is_empty());
                 let pv = bound.or_else(|| pvc.metadata.uid.as_deref().map(volume::pv_name));
                 pv.filter(|_| early)
-                    .map(|v| ObjectRef::<PersistentVolume>::new(&v))
+                    .map(|v| ObjectRef::<Cached<PersistentVolume>>::new(&v))
             },
         )
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
-        .run(delete::reconcile, error_policy, ctx.clone())
+        .run(
+            |c, ctx| whole(c, ctx, delete::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
     futures::join!(claims, volumes);
     maintenance.abort();

@@ -97,66 +97,99 @@ pub fn decide(
     ClaimAction::Provision
 }
 
+/// What kube-controller-manager's binder looks at in a PV when it picks one for a claim: kept
+/// for every cached PV, so that deciding about a claim scans these instead of whole objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bindable {
+    pub deleting: bool,
+    pub phase: Option<String>,
+    /// `spec.claimRef` as (namespace, name, uid).
+    pub claim: Option<(Option<String>, Option<String>, Option<String>)>,
+    pub class: String,
+    pub volume_mode: Option<String>,
+    pub access_modes: Vec<String>,
+    /// `capacity.storage` in bytes; `None` when missing or unreadable.
+    pub capacity: Option<u128>,
+}
+
+impl Bindable {
+    /// `None` for a PV without a spec, which nothing can bind to.
+    pub fn of(pv: &PersistentVolume) -> Option<Bindable> {
+        let v = pv.spec.as_ref()?;
+        Some(Bindable {
+            deleting: pv.metadata.deletion_timestamp.is_some(),
+            phase: pv.status.as_ref().and_then(|s| s.phase.clone()),
+            claim: v
+                .claim_ref
+                .as_ref()
+                .map(|r| (r.namespace.clone(), r.name.clone(), r.uid.clone())),
+            class: v.storage_class_name.clone().unwrap_or_default(),
+            volume_mode: v.volume_mode.clone(),
+            access_modes: v.access_modes.clone().unwrap_or_default(),
+            capacity: v
+                .capacity
+                .as_ref()
+                .and_then(|c| c.get("storage"))
+                .and_then(|q| crate::domain::quantity::to_bytes(&q.0).ok()),
+        })
+    }
+}
+
 /// Whether kube-controller-manager could bind `pvc` to the existing volume `pv` instead of
 /// asking for a new one: an Available PV of the same class, large enough, with the access
 /// modes and volume mode the claim asks for. (A PV pre-bound to another claim, or being
 /// deleted, cannot be chosen.)
-pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> bool {
-    let (Some(c), Some(v)) = (pvc.spec.as_ref(), pv.spec.as_ref()) else {
+pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &Bindable) -> bool {
+    let Some(c) = pvc.spec.as_ref() else {
         return false;
     };
-    if pv.metadata.deletion_timestamp.is_some() {
+    if pv.deleting {
         return false;
     }
-    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
-    let free = match &v.claim_ref {
+    let m = &pvc.metadata;
+    let names_claim = |(ns, name, _): &(Option<String>, Option<String>, Option<String>)| {
+        name.as_deref() == m.name.as_deref() && ns.as_deref() == m.namespace.as_deref()
+    };
+    let free = match &pv.claim {
         None => true,
-        Some(r) => {
-            r.name.as_deref() == pvc.metadata.name.as_deref()
-                && r.namespace.as_deref() == pvc.metadata.namespace.as_deref()
-                && r.uid
-                    .as_deref()
-                    .is_none_or(|u| Some(u) == pvc.metadata.uid.as_deref())
-        }
+        Some(r) => names_claim(r) && r.2.as_deref().is_none_or(|u| Some(u) == m.uid.as_deref()),
     };
     // Already chosen for this very claim (by uid): the binder finishes the binding whatever
     // the PV's phase says. Kubernetes 1.37's binder marks such a PV Bound before it sets the
     // claim's volumeName, so a claim update seen in between must not count as "unserved".
-    let chosen = v.claim_ref.as_ref().is_some_and(|r| {
-        r.name.as_deref() == pvc.metadata.name.as_deref()
-            && r.namespace.as_deref() == pvc.metadata.namespace.as_deref()
-            && r.uid.is_some()
-            && r.uid.as_deref() == pvc.metadata.uid.as_deref()
-    });
+    let chosen = pv
+        .claim
+        .as_ref()
+        .is_some_and(|r| names_claim(r) && r.2.is_some() && r.2.as_deref() == m.uid.as_deref());
     if chosen {
         return true;
     }
-    if !free || !matches!(phase, None | Some("Available") | Some("Pending")) {
+    if !free
+        || !matches!(
+            pv.phase.as_deref(),
+            None | Some("Available") | Some("Pending")
+        )
+    {
         return false;
     }
-    if v.storage_class_name.as_deref().unwrap_or("") != class_name(pvc).unwrap_or("") {
+    if pv.class != class_name(pvc).unwrap_or("") {
         return false;
     }
-    let mode = |m: Option<&String>| m.map_or("Filesystem", |m| m.as_str()).to_string();
-    if mode(c.volume_mode.as_ref()) != mode(v.volume_mode.as_ref()) {
+    let mode = |m: Option<&str>| m.unwrap_or("Filesystem").to_string();
+    if mode(c.volume_mode.as_deref()) != mode(pv.volume_mode.as_deref()) {
         return false;
     }
-    let wanted = c.access_modes.clone().unwrap_or_default();
-    let offered = v.access_modes.clone().unwrap_or_default();
-    if !wanted.iter().all(|m| offered.contains(m)) {
+    let wanted = c.access_modes.as_deref().unwrap_or_default();
+    if !wanted.iter().all(|m| pv.access_modes.contains(m)) {
         return false;
     }
-    let bytes = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-        q.and_then(|q| crate::domain::quantity::to_bytes(&q.0).ok())
-    };
-    let request = bytes(
-        c.resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage")),
-    );
-    let capacity = bytes(v.capacity.as_ref().and_then(|c| c.get("storage")));
-    match (request, capacity) {
+    let request = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .and_then(|q| crate::domain::quantity::to_bytes(&q.0).ok());
+    match (request, pv.capacity) {
         (Some(r), Some(c)) => c >= r,
         // Unknown sizes: assume it might match, and wait for the hand-over.
         _ => true,
@@ -361,6 +394,9 @@ mod tests {
             requests: Some([("storage".to_string(), Quantity("1Gi".into()))].into()),
             ..Default::default()
         });
+        let could_bind = |c: &PersistentVolumeClaim, pv: &PersistentVolume| {
+            could_bind(c, &Bindable::of(pv).unwrap())
+        };
         let pv = |class: &str, size: &str, modes: &[&str]| PersistentVolume {
             metadata: ObjectMeta::default(),
             spec: Some(PersistentVolumeSpec {

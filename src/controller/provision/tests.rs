@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
+use crate::controller::cached::Cached;
 use crate::controller::error_policy;
 use crate::controller::testing::{
     ApiServer, PROVISIONER, Reply, Seen, Step, expect, not_found, object,
@@ -61,6 +62,11 @@ fn claim() -> PersistentVolumeClaim {
         }),
         status: None,
     }
+}
+
+/// The claim as the claims controller hands it to the error policy.
+fn cached(pvc: &PersistentVolumeClaim) -> Arc<Cached<PersistentVolumeClaim>> {
+    Arc::new(Cached::new(pvc.clone()).unwrap())
 }
 
 fn class() -> StorageClass {
@@ -171,11 +177,11 @@ async fn a_missing_admin_secret_is_secret_not_found_and_no_pv_is_written() {
 
     // The error policy retries it, backing off.
     assert_eq!(
-        error_policy(pvc.clone(), &err, ctx.clone()),
+        error_policy(cached(&pvc), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(1))
     );
     assert_eq!(
-        error_policy(pvc, &err, ctx),
+        error_policy(cached(&pvc), &err, ctx),
         Action::requeue(Duration::from_secs(2))
     );
 }
@@ -336,7 +342,7 @@ async fn a_pv_create_failing_with_5xx_is_reported_and_the_retry_writes_it() {
     assert_eq!(err.kind(), "kube");
     let pvc = Arc::new(claim());
     assert_eq!(
-        error_policy(pvc, &err, ctx.clone()),
+        error_policy(cached(&pvc), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(1))
     );
     assert_eq!(
