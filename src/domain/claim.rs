@@ -175,8 +175,8 @@ pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &Bindable) -> bool {
     if pv.class != class_name(pvc).unwrap_or("") {
         return false;
     }
-    let mode = |m: Option<&str>| m.unwrap_or("Filesystem").to_string();
-    if mode(c.volume_mode.as_deref()) != mode(pv.volume_mode.as_deref()) {
+    let (wanted_mode, offered_mode) = (c.volume_mode.as_deref(), pv.volume_mode.as_deref());
+    if wanted_mode.unwrap_or("Filesystem") != offered_mode.unwrap_or("Filesystem") {
         return false;
     }
     let wanted = c.access_modes.as_deref().unwrap_or_default();
