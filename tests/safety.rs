@@ -569,6 +569,13 @@ async fn audit_reports_leaks_read_only() {
     let (_b, b_uid) = c.bound(&class, "left", "64Mi").await;
     let left_image = format!("kubernetes-dynamic-pvc-{b_uid}");
     delete_claim(&c, "left").await;
+    // The claim lingers until kube-controller-manager drops its protection finalizer; the
+    // audit below must see it gone, as an operator would after deleting it.
+    let pvcs = c.pvcs();
+    wait_for("claim left deleted", T, || async {
+        pvcs.get_opt("left").await.unwrap().is_none().then_some(())
+    })
+    .await;
     drop_finalizers(&c, &format!("pvc-{b_uid}")).await;
     c.pvs()
         .delete(&format!("pvc-{b_uid}"), &DeleteParams::default())
