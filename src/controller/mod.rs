@@ -80,10 +80,13 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// (monitors, pool) whose trash this process has swept.
     swept: Mutex<HashSet<(String, String)>>,
-    /// PVs (by uid) this process has deleted, image and finalizer included, and when: the
-    /// watch events of our own writes still show the volume as it was, and must not start a
-    /// second deletion (which would list the pool's trash for nothing).
-    finished: Mutex<HashMap<String, Instant>>,
+    /// PVs (by uid) this process has deleted, image and finalizer included: the watch events
+    /// of our own writes still show the volume as it was, and must not start a second
+    /// deletion (which would list the pool's trash for nothing).
+    finished: Recent,
+    /// Claims (by uid) the wake-up watch saw being deleted or deleted; see
+    /// [`Context::claim_gone`].
+    dying: Recent,
     /// StorageClasses, kept current by a watch so that a burst of claims costs no class reads.
     classes: Store<StorageClass>,
     /// PersistentVolumes, from the volumes controller's watch.
@@ -99,8 +102,33 @@ pub struct Context {
     flattening: Arc<Mutex<HashSet<String>>>,
 }
 
-/// How long a finished deletion is remembered (see `Context::finished_deleting`).
-const FINISHED_KEPT: Duration = Duration::from_secs(600);
+/// How long a finished deletion, or a claim seen going, is remembered: by then the watch
+/// events that followed are long delivered.
+const RECENT_KEPT: Duration = Duration::from_secs(600);
+
+/// uids noted in the last [`RECENT_KEPT`].
+#[derive(Default)]
+struct Recent(Mutex<HashMap<String, Instant>>);
+
+impl Recent {
+    fn note(&self, uid: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        m.retain(|_, at| now.duration_since(*at) < RECENT_KEPT);
+        m.insert(uid.to_string(), now);
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(uid)
+    }
+
+    fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
 
 /// How long what was read from a Secret is reused: a burst of claims of one class then reads
 /// its Secrets a few times instead of once per claim, and a changed Secret counts within
@@ -133,25 +161,27 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             swept: Mutex::new(HashSet::new()),
-            finished: Mutex::new(HashMap::new()),
+            finished: Recent::default(),
+            dying: Recent::default(),
         }
     }
 
-    /// Records that the PV `uid` is deleted and our finalizer dropped. Entries go after
-    /// [`FINISHED_KEPT`]: by then its watch events are long delivered.
+    /// Records that the PV `uid` is deleted and our finalizer dropped.
     fn finished_deleting(&self, uid: &str) {
-        let mut done = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        done.retain(|_, at| now.duration_since(*at) < FINISHED_KEPT);
-        done.insert(uid.to_string(), now);
+        self.finished.note(uid);
     }
 
     /// Whether this process has finished deleting the PV `uid`.
     fn deletion_finished(&self, uid: &str) -> bool {
-        self.finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(uid)
+        self.finished.contains(uid)
+    }
+
+    /// Notes a claim the wake-up watch saw going (deletionTimestamp set, or deleted), before
+    /// its volume's reconcile is queued.
+    fn claim_going(&self, pvc: &PersistentVolumeClaim) {
+        if let Some(uid) = &pvc.metadata.uid {
+            self.dying.note(uid);
+        }
     }
 
     /// Whether the volumes watch has listed every PV once (without waiting).
@@ -162,9 +192,9 @@ impl Context {
             .is_some_and(|r| r.is_ok())
     }
 
-    /// Whether the claim a Bound PV names is gone: not in the claims watch with that uid, and
-    /// the API server (not a cache) agrees. Unknown (watch not listed yet, API error) is
-    /// "not gone".
+    /// Whether the claim a Bound PV names is gone: the API server (not a cache) says so.
+    /// Unknown (watch not listed yet, API error) is "not gone". A claim alive in the claims
+    /// cache is not asked about, unless the wake-up watch saw it going.
     async fn claim_gone(&self, pv: &PersistentVolume) -> bool {
         let Some(r) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
             return false;
@@ -180,26 +210,30 @@ impl Context {
         if !listed {
             return false;
         }
-        // A claim being deleted is asked about at the API server: the claim watch that wakes
-        // this volume and the claims cache are two watches, and the wake-up for the final
-        // removal may come before the cache has dropped the claim.
+        // The claim watch that wakes this volume and the claims cache are two watches: the
+        // wake-up for a claim's deletion (its last event) may come before the cache has seen
+        // the claim go, and none follows. So what the wake-up saw counts too.
         let cached_alive = self
             .claims
             .get(&ObjectRef::new(name).within(ns))
             .is_some_and(|c| {
                 c.meta().uid.as_ref() == Some(uid) && c.meta().deletion_timestamp.is_none()
             });
-        if cached_alive {
+        if cached_alive && !self.dying.contains(uid) {
             return false;
         }
-        match Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
+        let gone = match Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
             .get_opt(name)
             .await
         {
             Ok(None) => true,
             Ok(Some(c)) => c.metadata.uid.as_ref() != Some(uid),
             Err(_) => false,
+        };
+        if gone {
+            self.dying.forget(uid);
         }
+        gone
     }
 
     /// Whether some existing PV could be bound to this claim by kube-controller-manager.
@@ -474,6 +508,31 @@ async fn release_free_heap_every(every: Duration) {
     }
 }
 
+/// Every claim event, for waking volumes; claims seen going are noted in `ctx` first.
+fn claims_going(
+    client: &Client,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = Result<PersistentVolumeClaim, watcher::Error>> + Send + 'static {
+    watcher(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(move |event| {
+        match &event {
+            Ok(watcher::Event::Delete(pvc)) => ctx.claim_going(pvc),
+            Ok(watcher::Event::Apply(pvc) | watcher::Event::InitApply(pvc))
+                if pvc.metadata.deletion_timestamp.is_some() =>
+            {
+                ctx.claim_going(pvc)
+            }
+            _ => {}
+        }
+        event
+    })
+    .touched_objects()
+}
+
 /// Runs the controllers until a termination signal.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Result<(), Error> {
     let workers = settings.workers;
@@ -530,9 +589,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         // A claim's deletion wakes its volume at once, rather than after
         // kube-controller-manager marks it Released: the volume it is bound to, or, before
         // binding, the one we would have made for it (a wake-up only; the reconcile checks).
-        .watches(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            claims_going(&client, ctx.clone()),
             move |pvc: PersistentVolumeClaim| {
                 let bound = pvc
                     .spec
@@ -563,7 +621,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::testing::{ApiServer, expect, not_found};
+    use crate::controller::testing::{ApiServer, expect, not_found, object};
     use crate::domain::params::SecretRef;
     use http::Method;
 
@@ -586,6 +644,45 @@ mod tests {
     fn not_found_at(path: &str) -> (Context, ApiServer) {
         let (client, api) = ApiServer::start(vec![expect(Method::GET, path, not_found())]);
         (Context::for_tests(client), api)
+    }
+
+    /// A claim the claims cache still holds alive is asked about only once the wake-up watch
+    /// has seen it go; the API server's answer decides, and is asked again later if it says
+    /// the claim is still there.
+    #[tokio::test]
+    async fn a_claim_seen_going_is_asked_about_even_while_cached_alive() {
+        let path = "/api/v1/namespaces/ns/persistentvolumeclaims/data";
+        let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": "data", "uid": "claim-uid"}
+        }))
+        .unwrap();
+        let (client, api) = ApiServer::start(vec![
+            expect(Method::GET, path, object(&pvc)),
+            expect(Method::GET, path, not_found()),
+            expect(Method::GET, path, not_found()),
+        ]);
+        let mut ctx = Context::for_tests(client);
+        let (claims, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::InitApply(
+            Cached::new(pvc.clone()).unwrap(),
+        ));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        ctx.claims = claims;
+        let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pvc-claim-uid"},
+            "spec": {"claimRef": {"namespace": "ns", "name": "data", "uid": "claim-uid"}}
+        }))
+        .unwrap();
+
+        assert!(!ctx.claim_gone(&pv).await, "cached alive, not seen going");
+        ctx.claim_going(&pvc);
+        assert!(!ctx.claim_gone(&pv).await, "the API server still has it");
+        assert!(ctx.claim_gone(&pv).await);
+        // Forgotten once gone: asked again only when seen going again.
+        assert!(!ctx.claim_gone(&pv).await);
+        ctx.claim_going(&pvc);
+        assert!(ctx.claim_gone(&pv).await);
+        assert_eq!(api.done().len(), 3);
     }
 
     /// The image of PV pvc-1, to be deleted with these admin credentials.
