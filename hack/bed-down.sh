@@ -24,7 +24,7 @@ fi
 # A bed's 1.37 plane alone (its dir has the plane in kube/ and a symlink to the bed's ceph/).
 if [ -f "$BED/kube/.rbdp-kube137" ] && [ -L "$BED/ceph" ] && [ ! -f "$BED/.rbdp-bed" ]; then
   rm -f "$BED/env"
-  "$HERE/kube137-down.sh" "$BED/kube" --purge
+  "$HERE/kube-down.sh" "$BED/kube" --purge
   if [ $PURGE -eq 1 ]; then rm -rf -- "$BED"; echo "bed-down: purged $BED"; fi
   echo "bed-down: 1.37 plane stopped"
   exit 0
@@ -53,7 +53,7 @@ fi
 kd=$!
 k137=
 if [ -f "$BED/k137/kube/.rbdp-kube137" ]; then
-  "$HERE/kube137-down.sh" "$BED/k137/kube" 9>&- &
+  "$HERE/kube-down.sh" "$BED/k137/kube" 9>&- &
   k137=$!
 fi
 "$HERE/ceph-down.sh" "$BED/ceph" 9>&-

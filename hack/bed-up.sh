@@ -11,8 +11,8 @@
 #   CEPH_ADMIN_KEY CEPH_KUBE_KEY
 # Stop with hack/bed-down.sh [--purge].
 #
-# RBDP_KUBE=1.37 also starts a Kubernetes 1.37.2 control plane (hack/kube137-up.sh, binaries from
-# hack/build-kube-137.sh) next to the 1.20 one, sharing the bed's Ceph: its state is in
+# RBDP_KUBE=1.37 also starts a Kubernetes 1.37.2 control plane (hack/kube-up.sh --kube 1.37,
+# binaries from hack/build-kube-137.sh) next to the 1.20 one, sharing the bed's Ceph: its state is in
 # $RBDP_BED/k137/ (the plane itself in k137/kube/), and $RBDP_BED/k137/env describes it with the
 # same variables, so RBDP_BED=$RBDP_BED/k137 points tests at 1.37 (plus RBDP_KUBE_MINOR=37 and
 # RBDP_PEER_BED, the 1.20 bed, for the upgrade test). The default bed's 1.37 plane uses
@@ -135,7 +135,7 @@ ensure_k137() {
     . "$K137/ports"
   elif [ "$BED" = "$DEFAULT_BED" ] && ! port_in_use 2479 && ! port_in_use 2480 && ! port_in_use 7443; then
     K137_ETCD_CLIENT=2479 K137_ETCD_PEER=2480 K137_APISERVER=7443
-  else  # another bed, or the default ports are taken (say by a hand-started kube137-up.sh)
+  else  # another bed, or the default ports are taken (say by a hand-started kube-up.sh --kube 1.37)
     K137_ETCD_CLIENT=$(free_port 24000 28000 "$ETCD_CLIENT $ETCD_PEER")
     K137_ETCD_PEER=$(free_port 24000 28000 "$ETCD_CLIENT $ETCD_PEER $K137_ETCD_CLIENT")
     K137_APISERVER=$(free_port 28000 32000 "$APISERVER")
@@ -149,7 +149,7 @@ ensure_k137() {
   fi
   if [ -d "$K137/kube" ]; then
     log "stale 1.37 plane state in $K137/kube: stopping and purging it"
-    "$HERE/kube137-down.sh" "$K137/kube" --purge >&2 9>&-
+    "$HERE/kube-down.sh" "$K137/kube" --purge >&2 9>&-
   fi
   for p in "$K137_ETCD_CLIENT" "$K137_ETCD_PEER" "$K137_APISERVER"; do
     port_in_use "$p" && die "port 127.0.0.1:$p (for the 1.37 plane) is already in use"
@@ -157,14 +157,14 @@ ensure_k137() {
   printf 'K137_ETCD_CLIENT=%s K137_ETCD_PEER=%s K137_APISERVER=%s\n' \
     "$K137_ETCD_CLIENT" "$K137_ETCD_PEER" "$K137_APISERVER" > "$K137/ports"
   log "starting the Kubernetes 1.37 plane in $K137/kube (etcd $K137_ETCD_CLIENT/$K137_ETCD_PEER, apiserver $K137_APISERVER)"
-  if ! KUBE137_BIN_DIR=$K137_BIN_DIR KUBE137_ETCD_CLIENT_PORT=$K137_ETCD_CLIENT \
-      KUBE137_ETCD_PEER_PORT=$K137_ETCD_PEER KUBE137_APISERVER_PORT=$K137_APISERVER \
-      "$HERE/kube137-up.sh" "$K137/kube" >"$K137/kube137-up.log" 2>&1 9>&-; then
-    tail -25 "$K137/kube137-up.log" >&2
-    die "the 1.37 plane failed to start (log: $K137/kube137-up.log)"
+  if ! KUBE_BIN_DIR=$K137_BIN_DIR ETCD_BIN= ETCD_CLIENT_PORT=$K137_ETCD_CLIENT \
+      ETCD_PEER_PORT=$K137_ETCD_PEER APISERVER_PORT=$K137_APISERVER \
+      "$HERE/kube-up.sh" --kube 1.37 "$K137/kube" >"$K137/kube-up.log" 2>&1 9>&-; then
+    tail -25 "$K137/kube-up.log" >&2
+    die "the 1.37 plane failed to start (log: $K137/kube-up.log)"
   fi
   k137_write_env
-  log "1.37 plane ready in $(awk '/^kube-ready-seconds/ {print $2}' "$K137/kube137-up.log")s; tests: RBDP_BED=$K137"
+  log "1.37 plane ready in $(awk '/^kube-ready-seconds/ {print $2}' "$K137/kube-up.log")s; tests: RBDP_BED=$K137"
 }
 
 all_daemons_alive() {

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# hack/kube-down.sh DIR [--purge] -- stop the processes hack/kube-up.sh recorded in DIR/pids,
-# each only while it is alive (not a zombie) and still the expected program (guards against pid
-# reuse). --purge then deletes DIR (only if kube-up.sh made it). Safe to run twice.
+# hack/kube-down.sh DIR [--purge] -- stop the processes hack/kube-up.sh (either version) recorded
+# in DIR/pids, each only while it is alive (not a zombie) and still the expected program (guards
+# against pid reuse). --purge then deletes DIR. Only a DIR kube-up.sh made (its marker file): any
+# other DIR may hold pid files of the same program names. Safe to run twice.
 set -euo pipefail
 [ $# -ge 1 ] && [ $# -le 2 ] || { echo "usage: $0 DIR [--purge]" >&2; exit 2; }
 DIR=$(realpath -m -- "$1")
 PURGE=${2:-}
 [ -z "$PURGE" ] || [ "$PURGE" = --purge ] || { echo "usage: $0 DIR [--purge]" >&2; exit 2; }
 PIDS=$DIR/pids
+[ -d "$DIR" ] || exit 0
+if [ ! -f "$DIR/.rbdp-kube" ] && [ ! -f "$DIR/.rbdp-kube137" ]; then
+  echo "kube-down: $DIR was not made by kube-up.sh; not touching it" >&2; exit 1
+fi
 
 alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
 ours() { # pid name -> alive and argv[0] is that program
@@ -37,11 +42,5 @@ stop_one kube-controller-manager
 stop_one kube-apiserver
 stop_one etcd
 
-if [ "$PURGE" = --purge ] && [ -d "$DIR" ]; then
-  if [ -f "$DIR/.rbdp-kube" ]; then
-    rm -rf -- "$DIR"; echo "kube-down: purged $DIR"
-  else
-    echo "kube-down: $DIR was not made by kube-up.sh; not deleting it" >&2
-  fi
-fi
+if [ "$PURGE" = --purge ]; then rm -rf -- "$DIR"; echo "kube-down: purged $DIR"; fi
 exit 0

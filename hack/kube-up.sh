@@ -1,52 +1,81 @@
 #!/usr/bin/env bash
-# hack/kube-up.sh DIR -- throw-away Kubernetes 1.20 control plane on 127.0.0.1 for the test bed:
-#   etcd (Debian's) + kube-apiserver (RBAC, ServiceAccount tokens, :6443) + kube-controller-manager
-#   (PV binder/expander/protection, serviceaccount + tokens, namespace, garbage collector).
+# hack/kube-up.sh [--kube 1.20|1.37] DIR -- throw-away Kubernetes control plane on 127.0.0.1 for
+# the test bed: etcd + kube-apiserver (RBAC, ServiceAccount tokens) + kube-controller-manager (PV
+# binder/expander/protection, serviceaccount + tokens, namespace, garbage collector).
+#   1.20 (default): Kubernetes 1.20.2 of hack/build-kube.sh, Debian's etcd; ports 2379/2380/6443.
+#   1.37: Kubernetes 1.37.2 and etcd 3.6 of hack/build-kube-137.sh; ports 2479/2480/7443, so it can
+#         run beside a 1.20 plane and share one Ceph cluster.
 # There is no kubelet/scheduler: pods never run here, only API objects and controllers.
 # Everything (certs, keys, etcd data, logs, pid files, kubeconfigs) lives in DIR.
 # Writes DIR/admin.kubeconfig (client cert in system:masters), DIR/admin-token.kubeconfig
 # (static bearer token, same rights) and DIR/env. Stop with hack/kube-down.sh DIR.
 #
-# Environment:
-#   KUBE_BIN_DIR (required)  kube-apiserver + kube-controller-manager (output of hack/build-kube.sh)
-#   ETCD_BIN [etcd on PATH]   ETCD_CLIENT_PORT [2379]  ETCD_PEER_PORT [2380]  APISERVER_PORT [6443]
+# Environment (defaults by version):
+#   KUBE_BIN_DIR              kube-apiserver + kube-controller-manager; 1.20: required (output of
+#                             hack/build-kube.sh); 1.37: output of hack/build-kube-137.sh. Their
+#                             version must be the one asked for, so a shell set up for one plane
+#                             cannot start the other's binaries.
+#   ETCD_BIN [1.20: etcd on PATH; 1.37: $KUBE_BIN_DIR/etcd]
+#   ETCD_CLIENT_PORT  ETCD_PEER_PORT  APISERVER_PORT   [ports above]
 #   PV_SYNC_PERIOD [15s]      kube-controller-manager --pvclaimbinder-sync-period
 #   KCM_CONTROLLERS [below]   KUBE_APISERVER_EXTRA_ARGS [""] (e.g. --feature-gates=RemoveSelfLink=false)
 #   READY_TIMEOUT [120]       seconds to wait for the whole control plane
 set -euo pipefail
 set +m  # no job control: background children must not lead a process group (setsid must not fork)
 
-[ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
+usage() { echo "usage: $0 [--kube 1.20|1.37] DIR" >&2; exit 2; }
+KV=1.20
+if [ "${1:-}" = --kube ]; then KV=${2:-}; shift 2 || usage; fi
+[ $# -eq 1 ] || usage
 START_NS=$(date +%s%N)
 DIR=$(realpath -m -- "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-: "${KUBE_BIN_DIR:?set KUBE_BIN_DIR to the directory printed by hack/build-kube.sh}"
+case "$KV" in
+  1.20)
+    : "${KUBE_BIN_DIR:?set KUBE_BIN_DIR to the directory printed by hack/build-kube.sh}"
+    ETCD_BIN=${ETCD_BIN:-$(command -v etcd || echo /usr/bin/etcd)}
+    ports=(2379 2380 6443) MARKER=.rbdp-kube NAME=rbdp-bed
+    # What PVC/PV flows need, plus housekeeping tests rely on (clusterrole-aggregation fills the
+    # built-in admin/edit/view roles so tests can bind them).
+    controllers=persistentvolume-binder,persistentvolume-expander,pvc-protection,pv-protection,serviceaccount,serviceaccount-token,namespace,garbagecollector,clusterrole-aggregation
+    ;;
+  1.37)
+    KUBE_BIN_DIR=${KUBE_BIN_DIR:-$("$HERE/build-kube-137.sh" | tail -1)}
+    ETCD_BIN=${ETCD_BIN:-$KUBE_BIN_DIR/etcd}
+    ports=(2479 2480 7443) MARKER=.rbdp-kube137 NAME=rbdp-bed137
+    # The same set under the names 1.28+ use (the old names are aliases).
+    controllers=persistentvolume-binder-controller,persistentvolume-expander-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,serviceaccount-controller,serviceaccount-token-controller,namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller
+    ;;
+  *) usage ;;
+esac
 APISERVER_BIN=$KUBE_BIN_DIR/kube-apiserver
 KCM_BIN=$KUBE_BIN_DIR/kube-controller-manager
-ETCD_BIN=${ETCD_BIN:-$(command -v etcd || echo /usr/bin/etcd)}
-ETCD_CLIENT_PORT=${ETCD_CLIENT_PORT:-2379}
-ETCD_PEER_PORT=${ETCD_PEER_PORT:-2380}
-APISERVER_PORT=${APISERVER_PORT:-6443}
+ETCD_CLIENT_PORT=${ETCD_CLIENT_PORT:-${ports[0]}}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-${ports[1]}}
+APISERVER_PORT=${APISERVER_PORT:-${ports[2]}}
 PV_SYNC_PERIOD=${PV_SYNC_PERIOD:-15s}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
-# What PVC/PV flows need, plus housekeeping tests rely on (clusterrole-aggregation fills the
-# built-in admin/edit/view roles so tests can bind them).
-KCM_CONTROLLERS=${KCM_CONTROLLERS:-persistentvolume-binder,persistentvolume-expander,pvc-protection,pv-protection,serviceaccount,serviceaccount-token,namespace,garbagecollector,clusterrole-aggregation}
+KCM_CONTROLLERS=${KCM_CONTROLLERS:-$controllers}
 read -r -a APISERVER_EXTRA <<< "${KUBE_APISERVER_EXTRA_ARGS:-}"
 
-LOG_TAG=kube-up
+LOG_TAG="kube-up $KV"
 # shellcheck source=hack/lib.sh
 . "$HERE/lib.sh"
 
-for b in "$APISERVER_BIN" "$KCM_BIN" "$ETCD_BIN"; do [ -x "$b" ] || die "missing executable: $b"; done
-# the in-tree rbd volume plugin (expander, kubernetes.io/rbd provisioner) shells out to rbd
-[ -x /usr/bin/rbd ] || die "missing /usr/bin/rbd (run hack/install-deps.sh)"
+[ -x "$APISERVER_BIN" ] || die "missing executable: $APISERVER_BIN"
+case "$("$APISERVER_BIN" --version 2>/dev/null)" in
+  *" v$KV".*) ;;
+  *) die "$APISERVER_BIN is not Kubernetes $KV (KUBE_BIN_DIR set for another plane?)" ;;
+esac
+for b in "$KCM_BIN" "$ETCD_BIN"; do [ -x "$b" ] || die "missing executable: $b"; done
+# the in-tree rbd volume plugin of 1.20 (expander, kubernetes.io/rbd provisioner) shells out to rbd
+[ "$KV" != 1.20 ] || [ -x /usr/bin/rbd ] || die "missing /usr/bin/rbd (run hack/install-deps.sh)"
 for b in openssl curl base64 realpath; do command -v $b >/dev/null || die "missing $b"; done
 
 PKI=$DIR/pki LOGS=$DIR/logs PIDS=$DIR/pids
 if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
-  [ -f "$DIR/.rbdp-kube" ] || die "$DIR is not empty and was not made by kube-up.sh"
+  [ -f "$DIR/$MARKER" ] || die "$DIR is not empty and was not made by kube-up.sh --kube $KV"
   for n in etcd kube-apiserver kube-controller-manager; do
     if [ -f "$PIDS/$n.pid" ] && alive "$(cat "$PIDS/$n.pid")"; then
       die "$n already running (pid $(cat "$PIDS/$n.pid")); run hack/kube-down.sh $DIR first"
@@ -58,7 +87,7 @@ for p in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT"; do
 done
 mkdir -p "$PKI" "$LOGS" "$PIDS" "$DIR/etcd"
 chmod 700 "$DIR" "$DIR/etcd" "$PKI"
-touch "$DIR/.rbdp-kube"
+touch "$DIR/$MARKER"
 
 # On any failure, stop what this run started (logs stay in DIR/logs).
 cleanup_on_error() { local rc=$?; if [ $rc -ne 0 ]; then log "failed (rc=$rc); stopping started processes (logs in $LOGS)"; "$HERE/kube-down.sh" "$DIR" >&2 || true; fi; }
@@ -79,7 +108,7 @@ gen_cert() { # name CN O extra-ext-lines
 umask 077
 if [ ! -f "$PKI/ca.crt" ]; then
   openssl genrsa -out "$PKI/ca.key" 2048 2>/dev/null
-  openssl req -x509 -new -nodes -key "$PKI/ca.key" -subj "/CN=rbdp-bed-ca" -days 3650 -sha256 \
+  openssl req -x509 -new -nodes -key "$PKI/ca.key" -subj "/CN=$NAME-ca" -days 3650 -sha256 \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
     -out "$PKI/ca.crt" 2>/dev/null
 fi
@@ -113,7 +142,7 @@ write_kubeconfig() { # file user cert-name|"" token-file|""
 apiVersion: v1
 kind: Config
 clusters:
-- name: rbdp-bed
+- name: $NAME
   cluster:
     server: $SERVER
     certificate-authority-data: $(b64 "$PKI/ca.crt")
@@ -122,11 +151,11 @@ users:
   user:
 $userblock
 contexts:
-- name: $user@rbdp-bed
+- name: $user@$NAME
   context:
-    cluster: rbdp-bed
+    cluster: $NAME
     user: $user
-current-context: $user@rbdp-bed
+current-context: $user@$NAME
 EOF
   )
 }
@@ -156,21 +185,23 @@ wait_until() { # name description command...   (fails early if the process died)
 # ------------------------------------------------------------------ etcd
 ETCD_URL=http://127.0.0.1:$ETCD_CLIENT_PORT
 start_bg etcd "$ETCD_BIN" \
-  --name rbdp-bed --data-dir "$DIR/etcd" \
+  --name "$NAME" --data-dir "$DIR/etcd" \
   --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
   --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster "rbdp-bed=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "$NAME=http://127.0.0.1:$ETCD_PEER_PORT" \
   --listen-metrics-urls "" --quota-backend-bytes 2147483648 --snapshot-count 10000 \
   --logger zap --log-outputs stderr --log-level warn
 etcd_healthy() { curl -fsS "$ETCD_URL/health" | grep -q '"health":"true"'; }
 wait_until etcd "etcd healthy" etcd_healthy
 
 # ------------------------------------------------------------------ kube-apiserver
+# --insecure-port went in 1.24; 1.20 needs it off explicitly.
+[ "$KV" != 1.20 ] || APISERVER_EXTRA=(--insecure-port=0 "${APISERVER_EXTRA[@]}")
 start_bg kube-apiserver "$APISERVER_BIN" \
   --etcd-servers="$ETCD_URL" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
-  --secure-port="$APISERVER_PORT" --insecure-port=0 \
+  --secure-port="$APISERVER_PORT" \
   --cert-dir="$PKI" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
   --client-ca-file="$PKI/ca.crt" \
@@ -191,10 +222,13 @@ KC=(curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.k
 wait_until kube-apiserver "kube-apiserver $SERVER/readyz" "${KC[@]}" "$SERVER/readyz"
 
 # ------------------------------------------------------------------ kube-controller-manager
-# PATH starts with /usr/bin so the in-tree rbd plugin finds /usr/bin/rbd whatever the caller's PATH.
+# 1.20: PATH starts with /usr/bin so the in-tree rbd plugin finds /usr/bin/rbd whatever the
+# caller's PATH, and the insecure --port (gone in 1.24) is off. 1.37 has no rbd plugin (gone in 1.31).
+KCM_EXTRA=()
+[ "$KV" != 1.20 ] || KCM_EXTRA=(--port=0)
 start_bg kube-controller-manager env PATH="/usr/bin:/bin:/usr/sbin:/sbin:$PATH" "$KCM_BIN" \
   --kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
-  --bind-address=127.0.0.1 --secure-port=0 --port=0 \
+  --bind-address=127.0.0.1 --secure-port=0 "${KCM_EXTRA[@]}" \
   --leader-elect=false \
   --controllers="$KCM_CONTROLLERS" \
   --use-service-account-credentials=true \
@@ -202,11 +236,20 @@ start_bg kube-controller-manager env PATH="/usr/bin:/bin:/usr/sbin:/sbin:$PATH" 
   --root-ca-file="$PKI/ca.crt" \
   --pvclaimbinder-sync-period="$PV_SYNC_PERIOD" \
   --v=2
-# ready when the serviceaccount + token controllers have made default/default's token secret
-# and the PV controller's informers have synced (the log is truncated at each start)
-sa_has_token() { "${KC[@]}" "$SERVER/api/v1/namespaces/default/serviceaccounts/default" | grep -q '"secrets"'; }
-pv_synced() { grep -q 'Caches are synced for persistent volume' "$LOGS/kube-controller-manager.log"; }
-wait_until kube-controller-manager "default/default serviceaccount token" sa_has_token
+# Ready when the serviceaccount controller has made default/default (1.20: with its token Secret;
+# 1.24+ makes none) and the PV controller's informers have synced (the log is truncated at each
+# start). 1.37's "Caches are synced" lines do not name the controller: take the first one after the
+# PV controller's start line (its informers are already populated by then).
+sa_ready() {
+  local sa; sa=$("${KC[@]}" "$SERVER/api/v1/namespaces/default/serviceaccounts/default") || return 1
+  [ "$KV" != 1.20 ] || grep -q '"secrets"' <<< "$sa"
+}
+if [ "$KV" = 1.20 ]; then
+  pv_synced() { grep -q 'Caches are synced for persistent volume' "$LOGS/kube-controller-manager.log"; }
+else
+  pv_synced() { awk '/Starting persistent volume controller/ {s=1} s && /Caches are synced/ {f=1; exit} END {exit !f}' "$LOGS/kube-controller-manager.log"; }
+fi
+wait_until kube-controller-manager "default/default serviceaccount" sa_ready
 wait_until kube-controller-manager "PV controller synced" pv_synced
 
 cat > "$DIR/env" <<EOF
@@ -216,5 +259,5 @@ export KUBE_CP_CA='$PKI/ca.crt'
 export KUBE_CP_TOKEN_FILE='$DIR/admin-token'
 EOF
 trap - EXIT
-log "control plane ready in $(elapsed)s: export KUBECONFIG=$DIR/admin.kubeconfig"
+log "Kubernetes $KV control plane ready in $(elapsed)s: export KUBECONFIG=$DIR/admin.kubeconfig"
 echo "kube-ready-seconds $(elapsed)"
