@@ -43,24 +43,7 @@ async fn kill_9_during_create_and_delete_bursts() {
     let started = Instant::now();
 
     let names: Vec<String> = (0..claims).map(|i| format!("c-{i}")).collect();
-    let creating = {
-        let (admin, ns, class, names) =
-            (c.admin.clone(), c.ns.clone(), class.clone(), names.clone());
-        tokio::spawn(async move {
-            for n in &names {
-                claim(
-                    &admin,
-                    &ns,
-                    n,
-                    &class,
-                    "64Mi",
-                    &["ReadWriteOnce"],
-                    json!({}),
-                )
-                .await;
-            }
-        })
-    };
+    let creating = burst(&c.admin, &c.ns, &class, &names, Duration::ZERO);
     for _ in 0..kills {
         tokio::time::sleep(rng.millis(100, 1500)).await;
         c.prov.crash();
@@ -164,25 +147,7 @@ async fn leader_killed_mid_burst_standby_takes_over() {
     .await;
 
     let names: Vec<String> = (0..claims).map(|i| format!("c-{i}")).collect();
-    let creating = {
-        let (admin, ns, class, names) =
-            (c.admin.clone(), c.ns.clone(), class.clone(), names.clone());
-        tokio::spawn(async move {
-            for n in &names {
-                claim(
-                    &admin,
-                    &ns,
-                    n,
-                    &class,
-                    "64Mi",
-                    &["ReadWriteOnce"],
-                    json!({}),
-                )
-                .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let creating = burst(&c.admin, &c.ns, &class, &names, Duration::from_millis(50));
     tokio::time::sleep(rng.millis(100, 600)).await;
     let killed = Instant::now();
     c.prov.crash();
@@ -274,13 +239,8 @@ async fn leader_sigterm_mid_burst_hands_over_in_seconds() {
         stopped.elapsed().as_secs_f64(),
         violations.len()
     ));
-    let uids = uids(&c.admin, &c.ns).await;
-    for n in &names {
-        delete_claim(&c.admin, &c.ns, n).await;
-    }
     c.prov = second;
-    let (gone, _) = check_gone(&c, &uids, Duration::from_secs(120)).await;
-    violations.extend(gone);
+    delete_all_and_check(&c, &names, &mut violations).await;
     assert!(
         violations.is_empty(),
         "violations:\n{}",
@@ -399,12 +359,7 @@ async fn storage_class_deleted_while_its_claims_are_pending() {
         ));
     }
     violations.extend(check_bound(&c, &names, &[c.prov.logs()]).await);
-    let uids = uids(&c.admin, &c.ns).await;
-    for n in &names {
-        delete_claim(&c.admin, &c.ns, n).await;
-    }
-    let (gone, _) = check_gone(&c, &uids, Duration::from_secs(120)).await;
-    violations.extend(gone);
+    delete_all_and_check(&c, &names, &mut violations).await;
     report(&format!(
         "StorageClass deleted mid-burst: {claims} claims, {} Pending without their class {:.1} s after it went; all Bound {:.1} s after it was recreated; violations {}",
         pending.len(),

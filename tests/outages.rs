@@ -217,12 +217,7 @@ async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     }
     let (lat50, latmax) = p50_max(latencies);
     // Then all of them go, and nothing stays behind.
-    let uids = uids(&c.admin, &c.ns).await;
-    for n in &names {
-        delete_claim(&c.admin, &c.ns, n).await;
-    }
-    let (gone, cleaned) = check_gone(&c, &uids, Duration::from_secs(120)).await;
-    v.extend(gone);
+    let cleaned = delete_all_and_check(&c, &names, &mut v).await;
     report(&format!(
         "monitor outage: {} s, {n} claims, {affected} waiting in it (not yet Bound when it began, or made during it), {during} of them judged; monitor stopped in {:.1} s; failure events {lat50:.1}/{latmax:.1} s (p50/max) after the restart or the claim; all Bound {:.1} s after the monitor returned; deleted and purged in {:.1} s; violations {}",
         outage.as_secs(),
@@ -231,11 +226,7 @@ async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
         cleaned.as_secs_f64(),
         v.len()
     ));
-    if v.is_empty() {
-        Ok(())
-    } else {
-        Err(v.join("\n"))
-    }
+    verdict(v)
 }
 
 /// Scenario 3: the OSD stopped for `outage` in the middle of a burst (stopped and started
@@ -328,12 +319,7 @@ async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
         v.push("/healthz does not answer 200".into());
     }
     let (lat50, latmax) = p50_max(latencies);
-    let uids = uids(&c.admin, &c.ns).await;
-    for n in &names {
-        delete_claim(&c.admin, &c.ns, n).await;
-    }
-    let (gone, cleaned) = check_gone(&c, &uids, Duration::from_secs(120)).await;
-    v.extend(gone);
+    let cleaned = delete_all_and_check(&c, &names, &mut v).await;
     report(&format!(
         "OSD outage: {} s, {n} claims, {affected} waiting in it, {during} made early enough in it to time out (op timeout {} s) and judged; OSD stopped in {:.1} s; failure events {lat50:.1}/{latmax:.1} s (p50/max) after the claim; all Bound {:.1} s after the OSD returned; deleted and purged in {:.1} s; violations {}",
         outage.as_secs(),
@@ -343,11 +329,7 @@ async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
         cleaned.as_secs_f64(),
         v.len()
     ));
-    if v.is_empty() {
-        Ok(())
-    } else {
-        Err(v.join("\n"))
-    }
+    verdict(v)
 }
 
 /// Scenario 4: kube-apiserver (or etcd) stopped and started again in the middle of a burst,
@@ -429,12 +411,7 @@ async fn control_plane_restart(rng: &mut Rng, daemon: &str) -> Result<(), String
         healthz(&addr).then_some(())
     })
     .await;
-    let uids = uids(&c.admin, &c.ns).await;
-    for n in &names {
-        delete_claim(&c.admin, &c.ns, n).await;
-    }
-    let (gone, cleaned) = check_gone(&c, &uids, Duration::from_secs(120)).await;
-    v.extend(gone);
+    let cleaned = delete_all_and_check(&c, &names, &mut v).await;
     report(&format!(
         "{daemon} restart: {n} claims, {affected} not yet Bound when it stopped; API back after {:.1} s; all Bound {:.1} s after that; provisioner restarts (Lease lost) {restarts}; deleted and purged in {:.1} s; violations {}",
         downtime.as_secs_f64(),
@@ -442,9 +419,5 @@ async fn control_plane_restart(rng: &mut Rng, daemon: &str) -> Result<(), String
         cleaned.as_secs_f64(),
         v.len()
     ));
-    if v.is_empty() {
-        Ok(())
-    } else {
-        Err(v.join("\n"))
-    }
+    verdict(v)
 }

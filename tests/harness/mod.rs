@@ -380,6 +380,27 @@ pub async fn check_gone(
     }
 }
 
+/// Deletes every claim of `c`'s namespace (those in `names`), then [`check_gone`] with two
+/// minutes for the purge; adds what stayed behind to `v` and returns how long it took.
+pub async fn delete_all_and_check(c: &Scenario, names: &[String], v: &mut Vec<String>) -> Duration {
+    let uids = uids(&c.admin, &c.ns).await;
+    for n in names {
+        delete_claim(&c.admin, &c.ns, n).await;
+    }
+    let (gone, took) = check_gone(c, &uids, Duration::from_secs(120)).await;
+    v.extend(gone);
+    took
+}
+
+/// A scenario's verdict: its violations, one per line.
+pub fn verdict(v: Vec<String>) -> Result<(), String> {
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(v.join("\n"))
+    }
+}
+
 /// The uids of the claims in a namespace.
 pub async fn uids(client: &Client, ns: &str) -> Vec<String> {
     Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
