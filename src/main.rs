@@ -2,6 +2,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
+    rbd_provisioner::ceph::release_dead_stack();
     let code = match rbd_provisioner::app::run(rbd_provisioner::app::Cli::parse()).await {
         Ok(()) => 0,
         Err(e) => {

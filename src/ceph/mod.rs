@@ -31,7 +31,9 @@ pub use cluster::Cluster;
 pub use connections::Connections;
 pub use error::{CephError, Errno, Op};
 pub(crate) use handles::wipe;
-pub use handles::{HeldImage, exit_process, library_versions, release_free_heap};
+pub use handles::{
+    HeldImage, exit_process, library_versions, release_dead_stack, release_free_heap,
+};
 pub use types::{
     CloneSpec, Created, ImageInfo, ImageSpec, ParentSpec, Removed, SnapInfo, TrashEntry, Watcher,
 };
