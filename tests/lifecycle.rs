@@ -663,7 +663,7 @@ async fn wait_for_first_consumer() {
     let pending = c.pvcs().get("data").await.unwrap();
     assert_eq!(pending.status.unwrap().phase.as_deref(), Some("Pending"));
     assert!(
-        rbd_json(&c.bed, &["info", &format!("kube/{image}")]).is_none(),
+        !rbd_exists(&c.bed, "kube", &image),
         "no image before a node is chosen"
     );
     assert!(
