@@ -162,6 +162,7 @@ pub enum Error {
         id: String,
     },
 
+    /// A watch cache entry whose JSON does not parse back into its object.
     #[error(
         "{object}: the cached copy cannot be read back ({cause}); this is a bug: report it, and restart the provisioner"
     )]
@@ -169,6 +170,7 @@ pub enum Error {
         object: String,
         cause: serde_json::Error,
     },
+
     #[error("Namespace kube-system has no uid")]
     NoClusterUid,
 }

@@ -103,13 +103,21 @@ pub fn decide(
 pub struct Bindable {
     pub deleting: bool,
     pub phase: Option<String>,
-    /// `spec.claimRef` as (namespace, name, uid).
-    pub claim: Option<(Option<String>, Option<String>, Option<String>)>,
+    /// `spec.claimRef`.
+    pub claim: Option<ClaimRef>,
     pub class: String,
     pub volume_mode: Option<String>,
     pub access_modes: Vec<String>,
     /// `capacity.storage` in bytes; `None` when missing or unreadable.
     pub capacity: Option<u128>,
+}
+
+/// The claim a PV names, as far as the binder reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimRef {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub uid: Option<String>,
 }
 
 impl Bindable {
@@ -119,10 +127,11 @@ impl Bindable {
         Some(Bindable {
             deleting: pv.metadata.deletion_timestamp.is_some(),
             phase: pv.status.as_ref().and_then(|s| s.phase.clone()),
-            claim: v
-                .claim_ref
-                .as_ref()
-                .map(|r| (r.namespace.clone(), r.name.clone(), r.uid.clone())),
+            claim: v.claim_ref.as_ref().map(|r| ClaimRef {
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+                uid: r.uid.clone(),
+            }),
             class: v.storage_class_name.clone().unwrap_or_default(),
             volume_mode: v.volume_mode.clone(),
             access_modes: v.access_modes.clone().unwrap_or_default(),
@@ -147,12 +156,10 @@ pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &Bindable) -> bool {
         return false;
     }
     let m = &pvc.metadata;
-    let names_claim = |(ns, name, _): &(Option<String>, Option<String>, Option<String>)| {
-        name.as_deref() == m.name.as_deref() && ns.as_deref() == m.namespace.as_deref()
-    };
+    let names_claim = |r: &ClaimRef| r.name == m.name && r.namespace == m.namespace;
     let free = match &pv.claim {
         None => true,
-        Some(r) => names_claim(r) && r.2.as_deref().is_none_or(|u| Some(u) == m.uid.as_deref()),
+        Some(r) => names_claim(r) && r.uid.as_deref().is_none_or(|u| Some(u) == m.uid.as_deref()),
     };
     // Already chosen for this very claim (by uid): the binder finishes the binding whatever
     // the PV's phase says. Kubernetes 1.37's binder marks such a PV Bound before it sets the
@@ -160,7 +167,7 @@ pub fn could_bind(pvc: &PersistentVolumeClaim, pv: &Bindable) -> bool {
     let chosen = pv
         .claim
         .as_ref()
-        .is_some_and(|r| names_claim(r) && r.2.is_some() && r.2.as_deref() == m.uid.as_deref());
+        .is_some_and(|r| names_claim(r) && r.uid.is_some() && r.uid == m.uid);
     if chosen {
         return true;
     }
