@@ -1,7 +1,8 @@
 //! `rbd-provisioner audit`: what may have leaked, read-only. For every pool of our
-//! StorageClasses it lists images stamped by this provisioner and cluster that no PV names,
-//! PVs of ours whose image is missing, and the pool's trash entries (ours or not). Nothing
-//! is changed; an operator decides.
+//! StorageClasses it lists images stamped by this provisioner and cluster that no PV names
+//! (with whether housekeeping removes them or keeps them for the operator, and the command
+//! that would), creations interrupted before the stamp, PVs of ours whose image is missing,
+//! and the pool's trash entries (ours or not). Nothing is changed; an operator decides.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use crate::ceph::{Cluster, Credentials, Timeouts};
-use crate::domain::owner::{self, Instance, Stamp};
+use crate::domain::owner::{self, INTENTS_OBJECT, Instance, Intent, PvState, Stamp};
 use crate::domain::{params, reclaim, volume};
 use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
@@ -33,6 +34,8 @@ pub struct AuditArgs {
 pub struct Report {
     /// Images stamped by us that no PersistentVolume names.
     pub orphaned_images: Vec<OrphanedImage>,
+    /// Images whose creation was interrupted before their stamp (from the intent records).
+    pub interrupted: Vec<Interrupted>,
     /// PersistentVolumes of ours whose image is not in its pool.
     pub missing_images: Vec<MissingImage>,
     /// Every trash entry of the pools looked at.
@@ -50,6 +53,23 @@ pub struct OrphanedImage {
     pub claim_uid: String,
     pub claim_exists: bool,
     pub created: i64,
+    /// What becomes of it: `kept: PV gone` (a PV was written for it, so housekeeping never
+    /// removes it: the operator decides), `collected: no PV was ever written` (housekeeping
+    /// removes it once its claim is gone and the grace period has passed), or `claim exists`.
+    pub status: &'static str,
+    /// The command that removes it, for what is kept.
+    pub remove: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Interrupted {
+    pub pool: String,
+    pub image: String,
+    pub claim: String,
+    pub claim_uid: String,
+    /// `created, not stamped` (housekeeping stamps it from the record) or `name only, no
+    /// header` (a creation killed inside librbd; removed once its claim is gone).
+    pub state: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -205,13 +225,17 @@ async fn pool(
         let Some(stamp) = Stamp::read(&meta).filter(|_| owner::stamped_by(&meta, me)) else {
             continue;
         };
-        let claim_exists =
-            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &stamp.claim_namespace)
-                .get_opt(&stamp.claim_name)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|c| c.metadata.uid.as_deref() == Some(&stamp.claim_uid));
+        let claim_exists = claim_exists(client, &stamp).await;
+        let (status, remove) = match (stamp.pv_state, claim_exists) {
+            (PvState::Written | PvState::Unknown, _) => (
+                "kept: PV gone",
+                Some(format!(
+                    "rbd status {pool}/{image}   # no watchers? then: rbd rm {pool}/{image}"
+                )),
+            ),
+            (PvState::None, true) => ("claim exists: provisioning adopts it", None),
+            (PvState::None, false) => ("collected: no PV was ever written", None),
+        };
         report.orphaned_images.push(OrphanedImage {
             pool: pool.into(),
             image: image.clone(),
@@ -220,6 +244,33 @@ async fn pool(
             claim_uid: stamp.claim_uid,
             claim_exists,
             created: stamp.created,
+            status,
+            remove,
+        });
+    }
+    let records = cluster
+        .records(pool, INTENTS_OBJECT)
+        .await
+        .map_err(Error::ceph(&object))?;
+    for (image, value) in records {
+        let Some(intent) = Intent::read(&image, &value, me) else {
+            continue;
+        };
+        let state = match cluster.metadata(pool, &image, owner::KEYS).await {
+            Ok(m) if m.contains_key(owner::META_PROVISIONER) => continue,
+            Ok(_) => "created, not stamped",
+            Err(e) if e.is_not_found() && images.contains(&image) => "name only, no header",
+            Err(_) => continue,
+        };
+        let Some(stamp) = intent.stamp() else {
+            continue;
+        };
+        report.interrupted.push(Interrupted {
+            pool: pool.into(),
+            image,
+            claim: format!("{}/{}", stamp.claim_namespace, stamp.claim_name),
+            claim_uid: stamp.claim_uid,
+            state,
         });
     }
     for pv in pvs
@@ -247,6 +298,16 @@ async fn pool(
     Ok(())
 }
 
+/// Whether the claim a stamp names exists with the stamped uid.
+async fn claim_exists(client: &Client, stamp: &Stamp) -> bool {
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &stamp.claim_namespace)
+        .get_opt(&stamp.claim_name)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.metadata.uid.as_deref() == Some(&stamp.claim_uid))
+}
+
 /// The report as plain tables, for a terminal.
 pub fn table(r: &Report) -> String {
     let mut out = String::new();
@@ -260,9 +321,25 @@ pub fn table(r: &Report) -> String {
             } else {
                 "claim gone"
             };
+            let remove = o
+                .remove
+                .as_ref()
+                .map(|r| format!("\n    remove: {r}"))
+                .unwrap_or_default();
             format!(
-                "{}/{}  pv={}  claim={} (uid {}, {claim})  created={}",
-                o.pool, o.image, o.pv, o.claim, o.claim_uid, o.created
+                "{}/{}  pv={}  claim={} (uid {}, {claim})  created={}  {}{remove}",
+                o.pool, o.image, o.pv, o.claim, o.claim_uid, o.created, o.status
+            )
+        },
+    );
+    section(
+        &mut out,
+        "Creations interrupted before the stamp",
+        &r.interrupted,
+        |i| {
+            format!(
+                "{}/{}  claim={} (uid {})  {}",
+                i.pool, i.image, i.claim, i.claim_uid, i.state
             )
         },
     );

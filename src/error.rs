@@ -9,7 +9,7 @@
 use crate::ceph::CephError;
 use crate::domain::owner::StampMismatch;
 use crate::domain::params::{ParamErrors, SecretRef};
-use crate::domain::reclaim::{NotTheVolume, TargetError};
+use crate::domain::reclaim::{NotTheVolume, PlaceChanged, TargetError};
 use crate::domain::volume::ClaimError;
 
 /// Which Secret a problem concerns.
@@ -118,6 +118,14 @@ pub enum Error {
         watchers: String,
     },
 
+    /// A non-deleting step (growing, recording) on a volume whose facts disagree.
+    #[error("cannot {action} volume {pv}: {why}; nothing was changed")]
+    Mismatch {
+        action: &'static str,
+        pv: String,
+        why: Refusal,
+    },
+
     /// The PV does not say where its image is, or says it in a way that cannot be trusted.
     #[error("cannot {action} volume {pv}: {cause}")]
     Unlocated {
@@ -182,9 +190,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Refusal {
     #[error("PersistentVolume {other} names the same image; delete or fix one of them by hand")]
     SharedImage { other: String },
-    /// The image's stamp names another provisioner, cluster or PV.
+    /// The image's stamp names another provisioner, cluster, PV or place.
     #[error("{0}")]
     Stamp(StampMismatch),
+    /// The cluster or pool reached is not the one the PV records.
+    #[error("{0}")]
+    Place(PlaceChanged),
+    /// The image is not in the pool, and nothing proves the pool is the one it was made in.
+    #[error(
+        "the image is not in pool {pool}, and PV {pv} records no pool id that proves pool {pool} is the pool its image was made in (a pool renamed and replaced by a new empty one looks the same){younger}; nothing was deleted. If the image is truly gone, remove the PV's finalizers by hand: kubectl patch pv {pv} --type merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'"
+    )]
+    Unproven {
+        pv: String,
+        pool: String,
+        /// Said when the pool is younger than the PV.
+        younger: String,
+    },
 }
 
 /// What a step waits for.
@@ -233,7 +254,7 @@ impl Error {
             Error::Kube { .. } => "kube",
             Error::ImageInUse { .. } => "in_use",
             Error::Conflict { .. } => "conflict",
-            Error::Refused { .. } => "refused",
+            Error::Refused { .. } | Error::Mismatch { .. } => "refused",
             Error::PvTaken { .. } => "pv_taken",
             Error::Waiting(_) => "waiting",
             Error::Unlocated { .. }

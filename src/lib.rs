@@ -12,6 +12,7 @@ pub mod controller;
 pub mod doctor;
 pub mod domain;
 pub mod error;
+pub mod failpoint;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;

@@ -161,7 +161,9 @@ async fn a_new_image_stamped_unopened_reads_back_everywhere() {
             String::new(),
         ),
     ];
-    c.stamp_new_image(POOL, &name, pairs.clone()).await.unwrap();
+    c.set_metadata_unopened(POOL, &name, pairs.clone())
+        .await
+        .unwrap();
     let keys: &'static [&'static str] = &[
         "rbd-provisioner.ceph.com/pv",
         "rbd-provisioner.ceph.com/claim",
@@ -188,7 +190,7 @@ async fn a_new_image_stamped_unopened_reads_back_everywhere() {
     assert_eq!(listed["rbd-provisioner.ceph.com/pv"], "pvc-1", "{listed}");
     // An image that does not exist is an error, and no header object is made for it.
     let gone = c
-        .stamp_new_image(POOL, &unique("nosuch"), pairs)
+        .set_metadata_unopened(POOL, &unique("nosuch"), pairs)
         .await
         .unwrap_err();
     assert!(gone.is_not_found(), "{gone}");

@@ -38,6 +38,8 @@ pub struct Cluster {
     monitors: String,
     user: String,
     health: Health,
+    /// Read once: a connected client's fsid never changes.
+    fsid: std::sync::OnceLock<String>,
 }
 
 /// Whether a client is still worth handing out, judged from the results of its operations.
@@ -127,6 +129,7 @@ impl Cluster {
             monitors,
             user,
             health: Health::default(),
+            fsid: std::sync::OnceLock::new(),
         })
     }
 
@@ -166,14 +169,19 @@ impl Cluster {
     /// The Ceph cluster's fsid (e.g. `b3c3b4b4-…`), as `ceph fsid` prints it: what
     /// ceph-csi's `ceph-csi-config` is commonly keyed by as its `clusterID`.
     pub async fn fsid(self: &Arc<Self>) -> Result<String, CephError> {
-        self.run(|c| {
-            c.rados.fsid().map_err(|errno| CephError::Cluster {
-                op: "read the cluster fsid (rados_cluster_fsid)",
-                monitors: c.monitors.clone(),
-                errno,
+        if let Some(f) = self.fsid.get() {
+            return Ok(f.clone());
+        }
+        let fsid = self
+            .run(|c| {
+                c.rados.fsid().map_err(|errno| CephError::Cluster {
+                    op: "read the cluster fsid (rados_cluster_fsid)",
+                    monitors: c.monitors.clone(),
+                    errno,
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(self.fsid.get_or_init(|| fsid).clone())
     }
 
     // ---- images -------------------------------------------------------------------------
@@ -195,10 +203,11 @@ impl Cluster {
         .await
     }
 
-    /// Sets image-meta keys of an image this process has just created, in one OSD operation
-    /// and without opening it: a read/write open registers a watch, and librbd sends one
-    /// header-update notification per key, which made stamping cost several times the create.
-    pub async fn stamp_new_image(
+    /// Sets image-meta keys in one OSD operation and without opening the image: a read/write
+    /// open registers a watch, and librbd sends one header-update notification per key, which
+    /// made stamping cost several times the create. Clients that have the image open are not
+    /// told, so only for keys none of them reads (ours).
+    pub async fn set_metadata_unopened(
         self: &Arc<Self>,
         pool: &str,
         name: &str,
@@ -225,6 +234,23 @@ impl Cluster {
         self.in_image(pool, &trash_label(&id), move |_, io, at| {
             let img = io.open_by_id(&id).map_err(at.err(Op::Open))?;
             img.metadata_many(keys).map_err(at.err(Op::ReadMetadata))
+        })
+        .await
+    }
+
+    /// The given image-meta keys and the size of an image in the trash, by its trash id.
+    pub async fn trash_image(
+        self: &Arc<Self>,
+        pool: &str,
+        id: &str,
+        keys: &'static [&'static str],
+    ) -> Result<(BTreeMap<String, String>, u64), CephError> {
+        let id = id.to_string();
+        self.in_image(pool, &trash_label(&id), move |_, io, at| {
+            let img = io.open_by_id(&id).map_err(at.err(Op::Open))?;
+            let meta = img.metadata_many(keys).map_err(at.err(Op::ReadMetadata))?;
+            let size = img.size().map_err(at.err(Op::GetSize))?;
+            Ok((meta, size))
         })
         .await
     }
@@ -288,6 +314,67 @@ impl Cluster {
                 image: &image,
             };
             f(c, io, at)
+        })
+        .await
+    }
+
+    /// The id of a pool (from the OSD map this client holds: no request). A pool renamed and
+    /// replaced by a new one of the same name has another id.
+    pub async fn pool_id(self: &Arc<Self>, pool: &str) -> Result<i64, CephError> {
+        self.in_pool(pool, |_, io, _| Ok(io.id())).await
+    }
+
+    /// When a pool was created (Unix seconds), from the OSD map (`ceph osd pool ls detail`);
+    /// `None` when the cluster does not say.
+    pub async fn pool_created(self: &Arc<Self>, pool: &str) -> Result<Option<i64>, CephError> {
+        let pool = pool.to_string();
+        self.run(move |c| {
+            let out = c
+                .rados
+                .mon_command(r#"{"prefix": "osd pool ls", "detail": "detail", "format": "json"}"#)
+                .map_err(|(errno, _)| pool_err(Op::PoolInfo, &pool, errno))?;
+            Ok(super::encoding::pool_create_time(&out, &pool))
+        })
+        .await
+    }
+
+    /// Sets omap pairs on object `oid` of `pool` (created if missing), in one operation.
+    pub async fn records_set(
+        self: &Arc<Self>,
+        pool: &str,
+        oid: &'static str,
+        pairs: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), CephError> {
+        self.in_pool(pool, move |_, io, pool| {
+            io.omap_set(oid, &pairs)
+                .map_err(|e| pool_err(Op::WriteRecords, pool, e))
+        })
+        .await
+    }
+
+    /// Removes omap keys from object `oid` of `pool`.
+    pub async fn records_remove(
+        self: &Arc<Self>,
+        pool: &str,
+        oid: &'static str,
+        keys: Vec<String>,
+    ) -> Result<(), CephError> {
+        self.in_pool(pool, move |_, io, pool| {
+            io.omap_remove(oid, &keys)
+                .map_err(|e| pool_err(Op::WriteRecords, pool, e))
+        })
+        .await
+    }
+
+    /// Every omap pair of object `oid` of `pool` (none when it does not exist).
+    pub async fn records(
+        self: &Arc<Self>,
+        pool: &str,
+        oid: &'static str,
+    ) -> Result<Vec<(String, Vec<u8>)>, CephError> {
+        self.in_pool(pool, move |_, io, pool| {
+            io.omap_list(oid)
+                .map_err(|e| pool_err(Op::ReadRecords, pool, e))
         })
         .await
     }

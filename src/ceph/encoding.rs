@@ -25,6 +25,31 @@ pub(super) fn decode_string(bytes: &[u8]) -> Option<String> {
         .flatten()
 }
 
+/// The `create_time` of pool `pool` in the JSON of `osd pool ls detail`, as Unix seconds.
+pub(super) fn pool_create_time(json: &[u8], pool: &str) -> Option<i64> {
+    let pools: Vec<serde_json::Value> = serde_json::from_slice(json).ok()?;
+    let p = pools.iter().find(|p| p["pool_name"] == pool)?;
+    ceph_time(p["create_time"].as_str()?)
+}
+
+/// `2026-12-06T03:21:32.111197+0000` (Ceph's `utime_t` in UTC) as Unix seconds.
+fn ceph_time(t: &str) -> Option<i64> {
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !t.ends_with("+0000") && !t.ends_with('Z') {
+        return None;
+    }
+    // Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar.
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 fn put_len(out: &mut Vec<u8>, len: usize) {
     let len = u32::try_from(len).expect("Ceph encodes lengths as u32");
     out.extend_from_slice(&len.to_le_bytes());
@@ -38,6 +63,22 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_creation_times() {
+        assert_eq!(ceph_time("1970-01-01T00:00:00.000000+0000"), Some(0));
+        // `date -u -d 2026-12-06T03:21:38 +%s`
+        assert_eq!(
+            ceph_time("2026-12-06T03:21:38.594521+0000"),
+            Some(1_796_527_298)
+        );
+        assert_eq!(ceph_time("2000-02-29T12:00:00.0+0000"), Some(951_825_600));
+        assert_eq!(ceph_time("2026-12-06T03:21:38.5+0100"), None);
+        let json = br#"[{"pool_id":1,"pool_name":"a","create_time":"1970-01-01T00:01:00.0+0000"},
+            {"pool_id":2,"pool_name":"kube","create_time":"1970-01-02T00:00:00.0+0000"}]"#;
+        assert_eq!(pool_create_time(json, "kube"), Some(86_400));
+        assert_eq!(pool_create_time(json, "gone"), None);
+    }
 
     #[test]
     fn a_map_is_encoded_in_key_order_with_u32_lengths() {

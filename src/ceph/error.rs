@@ -100,6 +100,9 @@ pub enum Op {
     GetFormat,
     GetId,
     GetDataPool,
+    ReadRecords,
+    WriteRecords,
+    PoolInfo,
 }
 
 impl Op {
@@ -131,6 +134,9 @@ impl Op {
             Op::GetFormat => "get format",
             Op::GetId => "get id",
             Op::GetDataPool => "get data pool",
+            Op::ReadRecords => "read omap records",
+            Op::WriteRecords => "write omap records",
+            Op::PoolInfo => "read pool information",
         }
     }
 }

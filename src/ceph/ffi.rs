@@ -27,6 +27,9 @@ use std::mem::{offset_of, size_of};
 pub type rados_t = *mut c_void;
 pub type rados_ioctx_t = *mut c_void;
 pub type rbd_image_t = *mut c_void;
+pub type rados_write_op_t = *mut c_void;
+pub type rados_read_op_t = *mut c_void;
+pub type rados_omap_iter_t = *mut c_void;
 pub type rbd_image_options_t = *mut c_void;
 pub type librbd_progress_fn_t =
     Option<unsafe extern "C" fn(offset: u64, total: u64, ptr: *mut c_void) -> c_int>;
@@ -210,6 +213,74 @@ unsafe extern "C" {
         values: *mut c_char,
         values_len: *mut usize,
     ) -> c_int;
+
+    // Compound operations on one object: the omap of the provisioner's intent records.
+    pub fn rados_create_write_op() -> rados_write_op_t;
+    pub fn rados_release_write_op(op: rados_write_op_t);
+    pub fn rados_write_op_omap_set2(
+        op: rados_write_op_t,
+        keys: *const *const c_char,
+        vals: *const *const c_char,
+        key_lens: *const usize,
+        val_lens: *const usize,
+        num: usize,
+    );
+    pub fn rados_write_op_omap_rm_keys2(
+        op: rados_write_op_t,
+        keys: *const *const c_char,
+        key_lens: *const usize,
+        num: usize,
+    );
+    /// `mtime` NULL: the current time.
+    pub fn rados_write_op_operate(
+        op: rados_write_op_t,
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        mtime: *mut libc::time_t,
+        flags: c_int,
+    ) -> c_int;
+    pub fn rados_create_read_op() -> rados_read_op_t;
+    pub fn rados_release_read_op(op: rados_read_op_t);
+    /// Queues a read of up to `max_return` omap pairs after `start_after`; `iter`, `more` and
+    /// `prval` are filled when the operation runs.
+    pub fn rados_read_op_omap_get_vals2(
+        op: rados_read_op_t,
+        start_after: *const c_char,
+        filter_prefix: *const c_char,
+        max_return: u64,
+        iter: *mut rados_omap_iter_t,
+        more: *mut u8,
+        prval: *mut c_int,
+    );
+    pub fn rados_read_op_operate(
+        op: rados_read_op_t,
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        flags: c_int,
+    ) -> c_int;
+    /// The next pair, valid until `rados_omap_get_end`; both NULL at the end.
+    pub fn rados_omap_get_next2(
+        iter: rados_omap_iter_t,
+        key: *mut *mut c_char,
+        val: *mut *mut c_char,
+        key_len: *mut usize,
+        val_len: *mut usize,
+    ) -> c_int;
+    pub fn rados_omap_get_end(iter: rados_omap_iter_t);
+
+    /// Sends a command to a monitor; the reply buffers are freed with `rados_buffer_free`.
+    pub fn rados_mon_command(
+        cluster: rados_t,
+        cmd: *const *const c_char,
+        cmdlen: usize,
+        inbuf: *const c_char,
+        inbuflen: usize,
+        outbuf: *mut *mut c_char,
+        outbuflen: *mut usize,
+        outs: *mut *mut c_char,
+        outslen: *mut usize,
+    ) -> c_int;
+    pub fn rados_buffer_free(buf: *mut c_char);
 }
 
 #[link(name = "rbd")]

@@ -18,13 +18,13 @@ use kube::runtime::controller::Action;
 use super::Context;
 use super::purge::Job;
 use crate::ceph::Cluster;
+use crate::domain::owner::Place;
 use crate::domain::reclaim::{self, DeleteTarget, VolumeAction};
-use crate::domain::volume::FINALIZER;
+use crate::domain::volume::{ANN_FSID, ANN_POOL_ID, FINALIZER};
 use crate::domain::{clone, owner};
 use crate::error::{Error, Refusal, Result, Wait, is_status};
+use crate::k8s;
 
-/// How long a clone may take to flatten before its source's deletion gives up for a while.
-const FLATTEN_DEADLINE: Duration = Duration::from_secs(3600);
 /// The longest wait between two attempts on an image that has watchers. A process killed while
 /// it had the image open read/write (this provisioner's predecessor, say) leaves a watch that
 /// the OSD drops after `osd_client_watch_timeout` (30 s by default): on the usual doubling
@@ -82,17 +82,38 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             pv: name.clone(),
             cause,
         }),
-        VolumeAction::Delete(target) => {
+        VolumeAction::Record(target) => {
+            return match super::record::record(&pv, &target, &ctx).await {
+                Ok(()) => {
+                    ctx.succeeded(&key);
+                    Ok(Action::await_change())
+                }
+                Err(e @ Error::Conflict { .. }) => {
+                    tracing::debug!(pv = %name, error = %e, "retrying");
+                    Ok(Action::requeue(Duration::from_millis(200)))
+                }
+                Err(e) => {
+                    if matches!(e, Error::Mismatch { .. }) {
+                        ctx.events
+                            .warning(&regarding, "VolumeRecordRefused", "Record", e.to_string())
+                            .await;
+                    }
+                    Err(e)
+                }
+            };
+        }
+        VolumeAction::Delete(_) => {
             let started = Instant::now();
-            let r = delete(&pv, &target, &ctx).await;
-            if r.is_ok() {
+            crate::failpoint::hit(crate::failpoint::Point::BeforeFreshRead, &name).await;
+            let r = delete_fresh(&pv, claim_gone, &ctx).await;
+            if let Ok(Some(target)) = &r {
                 if !key.is_empty() {
                     ctx.finished_deleting(&key);
                 }
                 ctx.metrics.delete(class_of(&pv), Ok(started.elapsed()));
                 tracing::info!(pv = %name, image = %format!("{}/{}", target.pool, target.image), elapsed = ?started.elapsed(), "deleted volume");
             }
-            r
+            r.map(drop)
         }
     };
     match outcome {
@@ -166,13 +187,45 @@ async fn purge_left_in_trash(
             for e in entries.into_iter().filter(|e| e.name == t.image) {
                 tracing::info!(pool = %t.pool, image = %t.image, id = %e.id, "purging a trash entry of this volume's image");
                 ctx.purger
-                    .submit(Job::trash_entry(cluster, &t.pool, e, true));
+                    .submit(Job::trash_entry(cluster, &t.pool, e, 0, true));
             }
         }
         Err(e) => tracing::warn!(pool = %t.pool, error = %e, "could not list the trash"),
     }
 }
 
+/// Decides again on the PV as the API server has it now, not as the cache had it: someone may
+/// have set Retain meanwhile, or the claim come back. Returns what was deleted, if anything.
+async fn delete_fresh(
+    cached: &PersistentVolume,
+    claim_gone: bool,
+    ctx: &Arc<Context>,
+) -> Result<Option<DeleteTarget>> {
+    let name = cached.metadata.name.clone().unwrap_or_default();
+    let fresh = match k8s::get_pv(&ctx.client, &name).await? {
+        Some(pv) if pv.metadata.uid == cached.metadata.uid => pv,
+        // Gone, or another PV of that name: nothing of this one's to do.
+        _ => return Ok(None),
+    };
+    match reclaim::decide(&fresh, &ctx.settings.provisioner, claim_gone) {
+        VolumeAction::Delete(t) => delete(&fresh, &t, ctx).await.map(|()| Some(t)),
+        VolumeAction::RemoveFinalizer => {
+            remove_finalizer(ctx, &fresh).await?;
+            tracing::info!(pv = %name, "reclaim policy is not Delete: removed our finalizer");
+            Ok(None)
+        }
+        VolumeAction::Broken(cause) => Err(Error::Unlocated {
+            action: "delete",
+            pv: name,
+            cause,
+        }),
+        VolumeAction::Ignore(_) | VolumeAction::Record(_) => Ok(None),
+    }
+}
+
+/// Deletes a volume decided on from `pv`, read fresh. Every check reads only; then the PV is
+/// committed to deletion with its resourceVersion as precondition (a PV changed since the read
+/// fails it, and the next pass decides again); only then is the image trashed.
 async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> Result<()> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
     let refuse = |why: Refusal| Error::Refused {
@@ -185,16 +238,28 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
     if let Some(other) = ctx.other_volume_naming(pv, &t.pool, &t.image) {
         return Err(refuse(Refusal::SharedImage { other }));
     }
-    let creds = ctx.admin_credentials(&pv_name, t).await?;
+    let creds = ctx.volume_credentials(pv, t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
+    // A missing pool is an error here, never "image gone".
+    let live = ctx.place(&cluster, &t.pool, &object).await?;
+    reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
+        .map_err(|c| refuse(Refusal::Place(c)))?;
     let _held = ctx.locks.lock(&t.pool, &t.image).await;
 
-    match cluster.image_info(&t.pool, &t.image).await {
-        // Only the image's own ENOENT in a pool that exists: a missing pool is an error.
+    let image = match cluster.image_info(&t.pool, &t.image).await {
+        // Only the image's own ENOENT in the pool the PV records: a pool renamed and replaced
+        // by an empty one must not pass for a deleted image.
         Err(e) if e.is_not_found() => {
+            if reclaim::recorded_place(pv).is_none() {
+                return Err(refuse(Refusal::Unproven {
+                    pv: pv_name.clone(),
+                    pool: t.pool.clone(),
+                    younger: pool_younger_than(&cluster, &t.pool, pv).await,
+                }));
+            }
             tracing::info!(pv = %pv_name, "image already gone");
-            purge_left_in_trash(ctx, &cluster, pv, t).await;
+            None
         }
         Err(e) => return Err(Error::ceph(&object)(e)),
         Ok(info) => {
@@ -202,7 +267,8 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 .metadata(&t.pool, &t.image, owner::KEYS)
                 .await
                 .map_err(Error::ceph(&object))?;
-            owner::check_delete(&meta, &ctx.instance, &pv_name)
+            let legacy = reclaim::made_by_old_provisioner(pv);
+            owner::check_delete(&meta, &ctx.instance, &pv_name, &live, legacy)
                 .map_err(|m| refuse(Refusal::Stamp(m)))?;
             // Read-only open: a read/write open would make us a watcher ourselves.
             let watchers = cluster
@@ -227,6 +293,23 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 object: &object,
             };
             detach_clones(ctx, &src).await?;
+            Some((info, meta))
+        }
+    };
+
+    crate::failpoint::hit(crate::failpoint::Point::BeforeCommit, &pv_name).await;
+    let committed = match commit(ctx, pv, &live).await? {
+        Committed::Held(pv) => Some(pv),
+        Committed::Deleted => None,
+        // Someone else deleted it between the read and the commit: their act, not ours; the
+        // image stays (its stamp says a PV had it, so nothing collects it either).
+        Committed::Vanished => {
+            tracing::info!(pv = %pv_name, "the PV went before our deletion; its image is left alone");
+            return Ok(());
+        }
+    };
+    match image {
+        Some((info, meta)) => {
             trash(ctx, &cluster, &t.pool, &t.image, &pv_name, &meta, &object).await?;
             ctx.purger.submit(Job {
                 cluster: cluster.clone(),
@@ -234,9 +317,11 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 id: info.id.clone(),
                 image: t.image.clone(),
                 parent: info.parent.clone(),
+                size: info.size,
                 finish_move: true,
             });
         }
+        None => purge_left_in_trash(ctx, &cluster, pv, t).await,
     }
     // What an earlier process trashed but did not purge (it was stopped meanwhile). An image
     // "already gone" is the usual trace of that: its predecessor trashed it, then died.
@@ -244,22 +329,83 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
         let (ctx, cluster, pool) = (ctx.clone(), cluster.clone(), t.pool.clone());
         tokio::spawn(async move { super::maintain::sweep_trash(&ctx, &cluster, &pool).await });
     }
+    match committed {
+        Some(pv) => drop_finalizer_of_deleted(ctx, *pv).await,
+        None => Ok(()),
+    }
+}
 
-    // Delete first, then drop the finalizer from what the delete returned: the other order
-    // makes the finalizer patch trigger a second, idle reconcile of a PV about to go.
+/// What became of the PV at the commit.
+enum Committed {
+    /// Marked for deletion, held by our finalizer until the image is trashed.
+    Held(Box<PersistentVolume>),
+    /// Deleted outright (no finalizer held it).
+    Deleted,
+    /// Gone before our commit.
+    Vanished,
+}
+
+/// The point of no return, taken on the PV exactly as it was read: our finalizer (a volume of
+/// the old provisioner has none) and the records of where its image is are added, then the PV
+/// is deleted; each write has the resourceVersion read as precondition. A 409 means the PV
+/// changed since it was read (policy set to Retain, say): nothing is deleted, and the next
+/// pass decides again on what it then reads.
+async fn commit(ctx: &Context, pv: &PersistentVolume, live: &Place) -> Result<Committed> {
+    let name = pv.metadata.name.clone().unwrap_or_default();
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let conflict = || Error::Conflict {
+        verb: "delete",
+        object: format!("PersistentVolume {name}"),
+    };
+    let mut pv = pv.clone();
+    if !reclaim::has_finalizer(&pv) || reclaim::recorded_place(&pv).is_none() {
+        let mut finalizers = pv.metadata.finalizers.clone().unwrap_or_default();
+        if !finalizers.iter().any(|f| f == FINALIZER) {
+            finalizers.push(FINALIZER.to_string());
+        }
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": pv.metadata.resource_version,
+            "finalizers": finalizers,
+            "annotations": {ANN_FSID: live.fsid, ANN_POOL_ID: live.pool_id.to_string()},
+        }});
+        pv = match pvs
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(p) => p,
+            Err(e) if is_status(&e, 404) => return Ok(Committed::Vanished),
+            Err(e) if is_status(&e, 409) => return Err(conflict()),
+            Err(e) => return Err(Error::kube("record the deletion on PersistentVolume", name)(e)),
+        };
+    }
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
             uid: pv.metadata.uid.clone(),
-            resource_version: None,
+            resource_version: pv.metadata.resource_version.clone(),
         }),
         ..Default::default()
     };
-    match pvs.delete(&pv_name, &dp).await {
-        Ok(Either::Left(still_there)) => drop_finalizer_of_deleted(ctx, still_there).await,
-        Ok(Either::Right(_)) => Ok(()),
-        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
-        Err(e) => Err(Error::kube("delete PersistentVolume", pv_name)(e)),
+    match pvs.delete(&name, &dp).await {
+        Ok(Either::Left(held)) => Ok(Committed::Held(Box::new(held))),
+        Ok(Either::Right(_)) => Ok(Committed::Deleted),
+        Err(e) if is_status(&e, 404) => Ok(Committed::Vanished),
+        Err(e) if is_status(&e, 409) => Err(conflict()),
+        Err(e) => Err(Error::kube("delete PersistentVolume", name)(e)),
+    }
+}
+
+/// ", and pool P was created after this PV": said when Ceph can tell, to show a replaced pool.
+async fn pool_younger_than(cluster: &Arc<Cluster>, pool: &str, pv: &PersistentVolume) -> String {
+    let pv_created = pv
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second());
+    match (cluster.pool_created(pool).await, pv_created) {
+        (Ok(Some(pool_created)), Some(pv_created)) if pool_created > pv_created => {
+            format!(", and pool {pool} was created after this PV: it was replaced")
+        }
+        _ => String::new(),
     }
 }
 
@@ -314,7 +460,7 @@ async fn detach_clones(ctx: &Context, src: &Source<'_>) -> Result<()> {
         };
         match cluster.image_info(pool, child).await {
             Ok(info) if info.parent.as_ref().is_some_and(|p| p.snap == snap.name) => {
-                flatten_in_background(ctx, cluster, pool, child);
+                super::flatten::in_background(ctx, cluster, pool, child, None);
                 return Err(Error::Waiting(Wait::Flattening {
                     pool: pool.to_string(),
                     child: child.to_string(),
@@ -372,38 +518,6 @@ async fn purge_trashed_child(ctx: &Context, src: &Source<'_>, child: &str) -> Re
         tracing::info!(%pool, %child, "purged a trashed clone that pinned its source's snapshot");
     }
     Ok(())
-}
-
-fn flatten_in_background(ctx: &Context, cluster: &Arc<Cluster>, pool: &str, child: &str) {
-    let key = format!("{pool}/{child}");
-    if !ctx
-        .flattening
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.clone())
-    {
-        return;
-    }
-    let (cluster, pool, child) = (cluster.clone(), pool.to_string(), child.to_string());
-    let flattening = ctx.flattening.clone();
-    tokio::spawn(async move {
-        let started = Instant::now();
-        match tokio::time::timeout(FLATTEN_DEADLINE, cluster.flatten(&pool, &child)).await {
-            Ok(Ok(())) => {
-                tracing::info!(%pool, %child, elapsed = ?started.elapsed(), "flattened clone")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(%pool, %child, error = %e, "flattening clone failed; retried with the source's deletion")
-            }
-            Err(_) => {
-                tracing::warn!(%pool, %child, "flattening clone took longer than {FLATTEN_DEADLINE:?}; retried with the source's deletion")
-            }
-        }
-        flattening
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-    });
 }
 
 /// Drops our finalizer from a PV we have just deleted (its image already trashed). A 409 here

@@ -13,7 +13,9 @@ use kube::api::Api;
 use super::Context;
 use super::purge::Job;
 use crate::ceph::{CephError, Cluster, Credentials};
-use crate::domain::owner::{self, Liveness, Orphan, Stamp};
+use crate::domain::owner::{
+    self, INTENTS_OBJECT, Intent, IntentAction, Liveness, Orphan, PvState, Stamp,
+};
 use crate::domain::{params, volume};
 use crate::error::SecretRole;
 use crate::k8s;
@@ -101,7 +103,7 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
     };
     let (mut ours, total) = (0, entries.len());
     for e in entries {
-        let meta = match cluster.trash_metadata(pool, &e.id, owner::KEYS).await {
+        let (meta, size) = match cluster.trash_image(pool, &e.id, owner::KEYS).await {
             Ok(m) => m,
             // The image behind the entry cannot be opened: a purge (ours, or anyone's `rbd trash
             // rm`) interrupted after it had begun destroying the image leaves no usable image to
@@ -112,7 +114,8 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
                     && e.name.starts_with(crate::domain::volume::IMAGE_PREFIX) =>
             {
                 tracing::info!(%pool, image = %e.name, id = %e.id, "finishing the purge of a trash entry whose image is already removed");
-                ctx.purger.submit(Job::trash_entry(cluster, pool, e, false));
+                ctx.purger
+                    .submit(Job::trash_entry(cluster, pool, e, 0, false));
                 continue;
             }
             Err(err) => {
@@ -123,19 +126,23 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
         if owner::purgeable(&meta, &ctx.instance) {
             ours += 1;
             tracing::info!(%pool, image = %e.name, "purging an image we trashed earlier");
-            ctx.purger.submit(Job::trash_entry(cluster, pool, e, true));
+            ctx.purger
+                .submit(Job::trash_entry(cluster, pool, e, size, true));
         }
     }
     tracing::info!(%pool, entries = total, ours, "trash sweep done");
 }
 
-/// Removes images that a crash left behind: created and stamped, then the process died, then
-/// the claim went before a restart, so no PV was ever written and nothing else would remove
-/// them. Every fact must agree (see [`owner::orphan`]).
+/// Removes images that a crash left behind: created, then the process died, then the claim
+/// went before a restart, so no PV was ever written and nothing else would remove them. Only
+/// images whose stamp says no PV was written qualify, and every other fact must agree (see
+/// [`owner::orphan`]). Images created but never stamped are first stamped from their intent
+/// record ([`settle_intents`]).
 pub async fn collect_orphans(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
     let Some(images) = listed(cluster.list_images(pool).await, pool, "images") else {
         return;
     };
+    settle_intents(ctx, cluster, pool, &images).await;
     for image in images
         .iter()
         .filter(|i| i.starts_with(volume::IMAGE_PREFIX))
@@ -144,6 +151,92 @@ pub async fn collect_orphans(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) 
             tracing::warn!(%pool, %image, error = %e, "orphan check failed; left alone");
         }
     }
+}
+
+/// Goes through the intent records of this instance in `pool` (written before each image is
+/// created): an image that exists unstamped (its creator died between creating and stamping
+/// it) is stamped from its record; a name left without an image header (its creator died
+/// inside the creation: no data can exist) is removed once its claim is gone; records whose
+/// work is done are dropped.
+pub async fn settle_intents(ctx: &Context, cluster: &Arc<Cluster>, pool: &str, listed: &[String]) {
+    let records = match cluster.records(pool, INTENTS_OBJECT).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(%pool, error = %e, "reading the intent records failed");
+            return;
+        }
+    };
+    let mut done = Vec::new();
+    for (image, value) in records {
+        let Some(intent) = Intent::read(&image, &value, &ctx.instance) else {
+            continue;
+        };
+        let meta = match cluster.metadata(pool, &image, owner::KEYS).await {
+            Ok(m) => Some(m),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                tracing::warn!(%pool, %image, error = %e, "intent record: image unreadable; left for the next pass");
+                continue;
+            }
+        };
+        let now = super::unix_now();
+        let grace = ctx.settings.orphan_grace;
+        match owner::intent_action(&intent, meta.as_ref(), now, grace) {
+            IntentAction::Wait => {}
+            IntentAction::Drop if meta.is_none() && listed.contains(&image) => {
+                if let Err(e) = remove_half_made(ctx, cluster, pool, &intent).await {
+                    tracing::warn!(%pool, %image, error = %e, "a half-made image was left alone");
+                } else {
+                    done.push(image);
+                }
+            }
+            IntentAction::Drop => done.push(image),
+            IntentAction::Stamp(pairs) => {
+                let _held = ctx.locks.lock(pool, &image).await;
+                match cluster.set_metadata(pool, &image, pairs).await {
+                    Ok(()) => {
+                        tracing::warn!(%pool, %image, "stamped an image whose creator stopped before stamping it (from its intent record)");
+                        done.push(image);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%pool, %image, error = %e, "stamping from the intent record failed; retried next pass")
+                    }
+                }
+            }
+        }
+    }
+    if !done.is_empty()
+        && let Err(e) = cluster.records_remove(pool, INTENTS_OBJECT, done).await
+    {
+        tracing::warn!(%pool, error = %e, "dropping intent records failed; retried next pass");
+    }
+}
+
+/// A name in the directory whose image cannot be opened, with our intent record and its claim
+/// gone: a process killed inside `rbd_create4`. No data can exist without the header.
+async fn remove_half_made(
+    ctx: &Context,
+    cluster: &Arc<Cluster>,
+    pool: &str,
+    intent: &Intent,
+) -> crate::error::Result<()> {
+    let Some(stamp) = intent.stamp() else {
+        return Ok(());
+    };
+    if liveness(ctx, &stamp).await?.claim_exists {
+        // Provisioning removes and recreates it (`provision::recreate_if_half_made`).
+        return Ok(());
+    }
+    let _held = ctx.locks.lock(pool, &intent.image).await;
+    cluster
+        .remove_image(pool, &intent.image)
+        .await
+        .map_err(crate::error::Error::ceph(format!(
+            "image {pool}/{}",
+            intent.image
+        )))?;
+    tracing::warn!(%pool, image = %intent.image, "removed the remains of an image whose creation was interrupted (no header, so no data); its claim is gone");
+    Ok(())
 }
 
 /// What a listing of `pool` returned; `None` (logged) when it failed: the next round retries.
@@ -158,6 +251,7 @@ async fn collect_one(
     pool: &str,
     image: &str,
 ) -> crate::error::Result<()> {
+    use crate::error::Error;
     let object = format!("image {pool}/{image}");
     let referenced = |ctx: &Context| {
         ctx.volumes.state().iter().any(|pv| {
@@ -174,36 +268,46 @@ async fn collect_one(
         Ok(m) => m,
         // Deleted meanwhile.
         Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(crate::error::Error::ceph(&object)(e)),
+        Err(e) => return Err(Error::ceph(&object)(e)),
     };
-    if !owner::stamped_by(&meta, &ctx.instance) {
-        return Ok(());
-    }
-    let Some(stamp) = Stamp::read(&meta) else {
+    // Only an image ours that never had a PV can be an orphan: nothing else costs a question.
+    let Some(stamp) = Stamp::read(&meta)
+        .filter(|s| owner::stamped_by(&meta, &ctx.instance) && s.pv_state == PvState::None)
+    else {
         return Ok(());
     };
     let _held = ctx.locks.lock(pool, image).await;
-    let live = liveness(ctx, &stamp).await?;
-    let live = Liveness {
+    let mut live = Liveness {
         referenced: referenced(ctx),
-        ..live
+        ..liveness(ctx, &stamp).await?
     };
-    match owner::orphan(
-        &meta,
-        &ctx.instance,
-        live,
-        super::unix_now(),
-        ctx.settings.orphan_grace,
-    ) {
+    let decide = |live| {
+        owner::orphan(
+            &meta,
+            &ctx.instance,
+            live,
+            super::unix_now(),
+            ctx.settings.orphan_grace,
+        )
+    };
+    if decide(live) == Orphan::Collect {
+        // Asked last: it costs an open. A mapped image is never taken, whatever its stamp says.
+        live.watched = !cluster
+            .watchers(pool, image)
+            .await
+            .map_err(Error::ceph(&object))?
+            .is_empty();
+    }
+    match decide(live) {
         Orphan::Keep(why) => {
-            tracing::debug!(%pool, %image, why, "not an orphan");
+            tracing::debug!(%pool, %image, why = why.why(), "not an orphan");
             Ok(())
         }
         Orphan::Collect => {
             let info = cluster
                 .image_info(pool, image)
                 .await
-                .map_err(crate::error::Error::ceph(&object))?;
+                .map_err(Error::ceph(&object))?;
             super::delete::trash(ctx, cluster, pool, image, &stamp.pv, &meta, &object).await?;
             ctx.purger.submit(Job {
                 cluster: cluster.clone(),
@@ -211,10 +315,11 @@ async fn collect_one(
                 id: info.id,
                 image: image.to_string(),
                 parent: info.parent,
+                size: info.size,
                 finish_move: true,
             });
             ctx.metrics.record("orphan_collect", Ok(Duration::ZERO));
-            tracing::warn!(%pool, %image, claim = %format!("{}/{} (uid {})", stamp.claim_namespace, stamp.claim_name, stamp.claim_uid), "removed an image orphaned by an interrupted provisioning: its claim is gone and no PV names it");
+            tracing::warn!(%pool, %image, claim = %format!("{}/{} (uid {})", stamp.claim_namespace, stamp.claim_name, stamp.claim_uid), "removed an image orphaned by an interrupted provisioning: no PV was ever written for it, and its claim is gone");
             Ok(())
         }
     }
@@ -241,5 +346,6 @@ async fn liveness(ctx: &Context, stamp: &Stamp) -> crate::error::Result<Liveness
         pv_exists,
         referenced: false,
         claim_exists,
+        watched: false,
     })
 }

@@ -3,9 +3,11 @@
 
 mod cached;
 mod delete;
+mod flatten;
 mod locks;
 mod maintain;
 mod provision;
+mod record;
 
 pub(crate) use provision::node_stage_secret;
 mod purge;
@@ -31,7 +33,7 @@ use kube::{Client, Resource};
 
 use self::cached::{Cached, Lean};
 use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
-use crate::domain::owner::Instance;
+use crate::domain::owner::{Instance, Place};
 use crate::domain::params;
 use crate::domain::params::Flavor;
 use crate::domain::reclaim::{AdminSource, DeleteTarget};
@@ -338,6 +340,59 @@ impl Context {
                 })
             }
         }
+    }
+
+    /// Credentials to act on a volume's image: from its StorageClass when that still exists
+    /// and names the same pool (monitors move; the class is kept current), else what the PV
+    /// records. Either way, what the cluster reached says of itself is checked against the
+    /// PV's records and the image's stamp before anything is changed.
+    async fn volume_credentials(
+        &self,
+        pv: &PersistentVolume,
+        t: &DeleteTarget,
+    ) -> Result<Credentials, Error> {
+        let pv_name = pv.metadata.name.clone().unwrap_or_default();
+        let class_name = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref())
+            .filter(|c| !c.is_empty());
+        if let Some(name) = class_name
+            && let Some(class) = self.class(name).await?
+            && class.provisioner == self.settings.provisioner
+            && let Ok(p) = params::parse(&class.parameters.clone().unwrap_or_default())
+            && p.pool == t.pool
+        {
+            let key = self
+                .secrets
+                .ceph_key(
+                    &self.client,
+                    SecretRole::Admin,
+                    &p.admin_secret,
+                    &p.admin_id,
+                    &self.settings.service_account,
+                )
+                .await?;
+            return Ok(Credentials {
+                monitors: p.monitors,
+                user: p.admin_id,
+                key,
+            });
+        }
+        self.admin_credentials(&pv_name, t).await
+    }
+
+    /// Where `pool` is, as the cluster reached says: its fsid and the pool's id.
+    async fn place(
+        &self,
+        cluster: &Arc<Cluster>,
+        pool: &str,
+        object: &str,
+    ) -> Result<Place, Error> {
+        Ok(Place {
+            fsid: cluster.fsid().await.map_err(Error::ceph(object))?,
+            pool_id: cluster.pool_id(pool).await.map_err(Error::ceph(object))?,
+        })
     }
 
     /// The (cached) Ceph connection for these credentials.

@@ -15,11 +15,11 @@ use crate::ceph::{
 };
 use crate::domain::claim::{self, ClaimAction};
 use crate::domain::clone;
-use crate::domain::owner::{self, Stamp};
+use crate::domain::owner::{self, INTENTS_OBJECT, Intent, Place, Stamp};
 use crate::domain::params::{self, Flavor};
 use crate::domain::provision_plan::{self, Draft, Invalid, Plan};
 use crate::domain::volume::{self, CsiVolume, NodeStage, NodeStageFacts};
-use crate::error::{Error, Result, SecretRole};
+use crate::error::{Error, Refusal, Result, SecretRole};
 use crate::k8s;
 
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
@@ -37,8 +37,15 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         .as_ref()
         .filter(|c| bound && c.provisioner == ctx.settings.provisioner)
     {
-        super::resize::reconcile_bound(&pvc, class.allow_volume_expansion == Some(true), &ctx)
-            .await?;
+        let max_size = params::parse(&class.parameters.clone().unwrap_or_default())
+            .map_or(params::DEFAULT_MAX_SIZE, |p| p.max_size);
+        super::resize::reconcile_bound(
+            &pvc,
+            class.allow_volume_expansion == Some(true),
+            max_size,
+            &ctx,
+        )
+        .await?;
         ctx.succeeded(&key);
         return Ok(Action::await_change());
     }
@@ -306,20 +313,11 @@ async fn execute(
         None
     };
     let csi = plan.csi(fsid);
-    make_image(&cluster, plan, ctx).await?;
-
-    // Crash-consistency tests stop or stall the process exactly here, between image and PV.
-    match std::env::var("RBD_PROVISIONER_FAILPOINT").as_deref() {
-        Ok("exit-after-image-create") => {
-            tracing::error!(claim = %name, %image, "failpoint exit-after-image-create: exiting");
-            crate::ceph::exit_process(86);
-        }
-        Ok("sleep-after-image-create") => {
-            tracing::warn!(claim = %name, %image, "failpoint sleep-after-image-create: 5 s");
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        _ => {}
-    }
+    let place = ctx
+        .place(&cluster, &d.params.pool, &image_object(plan))
+        .await?;
+    make_image(&cluster, plan, ctx, &place).await?;
+    crate::failpoint::hit(crate::failpoint::Point::AfterImageCreate, image).await;
 
     // The claim may have gone while the image was being made: leave nothing behind.
     if claim_gone(plan, ctx).await? {
@@ -330,8 +328,17 @@ async fn execute(
             .map_err(Error::ceph(image_object(plan)))?;
         return Ok(None);
     }
+    // From here on a PV may exist: the image says so before the PV is written, so that no
+    // crash can leave an image with a PV that housekeeping would take for an orphan.
+    cluster
+        .set_metadata_unopened(&d.params.pool, image, owner::pv_written_pair())
+        .await
+        .map_err(Error::ceph(image_object(plan)))?;
+    crate::failpoint::hit(crate::failpoint::Point::BeforePvWrite, image).await;
     let ceph = started.elapsed();
-    let written = write_pv(plan, class, csi.as_ref(), ctx).await.map(Some);
+    let written = write_pv(plan, class, csi.as_ref(), ctx, &place)
+        .await
+        .map(Some);
     // Where a claim's time goes, for the scale benchmark: reads (class, PV, Secrets, events),
     // Ceph (connect, create, stamp), and the claim check plus the PV write.
     tracing::debug!(
@@ -351,7 +358,12 @@ fn image_object(plan: &Plan) -> String {
 
 /// Creates (or clones) the image, adopts one an earlier attempt of this claim left, stamps
 /// it and grows it to the claim's size.
-async fn make_image(cluster: &Arc<Cluster>, plan: &Plan, ctx: &Context) -> Result<()> {
+async fn make_image(
+    cluster: &Arc<Cluster>,
+    plan: &Plan,
+    ctx: &Context,
+    place: &Place,
+) -> Result<()> {
     let d = &plan.draft;
     let (name, pool, image) = (d.claim_label(), &d.params.pool, &d.image);
     let object = image_object(plan);
@@ -362,24 +374,40 @@ async fn make_image(cluster: &Arc<Cluster>, plan: &Plan, ctx: &Context) -> Resul
         data_pool: d.params.data_pool.clone(),
         features: RBD_FEATURE_LAYERING,
     };
+    let stamp = plan.stamp(super::unix_now(), place.clone());
+    // Recorded before the image exists: a process stopped between creating the image and
+    // stamping it leaves an unstamped image that only this record proves ours (housekeeping
+    // stamps it from here; see `maintain::settle_intents`).
+    let intent = Intent::new(image, &stamp, &ctx.instance);
+    cluster
+        .records_set(pool, INTENTS_OBJECT, vec![(image.clone(), intent.value())])
+        .await
+        .map_err(Error::ceph(&object))?;
     let created = match &plan.clone_source {
         None => cluster.create_image(&spec).await,
         Some(src) => {
             // Not while the source is being deleted (see `delete::detach_clones`).
             let _source_held = ctx.locks.lock(&src.pool, &src.image).await;
+            check_clone_source(cluster, src, place, &object).await?;
             clone_image(cluster, src, &spec).await
         }
     };
-    let stamp = plan.stamp(super::unix_now());
     let mut created = created.map_err(Error::ceph(&object))?;
+    crate::failpoint::hit(crate::failpoint::Point::BeforeStamp, image).await;
     if created == Created::AlreadyExisted && plan.clone_source.is_none() {
         created = recreate_if_half_made(cluster, &spec, &object, &name).await?;
     }
     match created {
-        Created::New => {}
+        // Stamped before the PV exists: an image whose claim goes before the PV is written can
+        // then be proven ours and collected (see `maintain::collect_orphans`).
+        Created::New => {
+            cluster
+                .set_metadata_unopened(pool, image, stamp.pairs(&ctx.instance))
+                .await
+        }
         Created::AlreadyExisted => {
             // A previous attempt created it and then stopped before writing the PV: adopt it,
-            // unless its stamp says it is someone else's.
+            // unless its stamp says it is someone else's or was made elsewhere.
             let meta = cluster
                 .metadata(pool, image, owner::KEYS)
                 .await
@@ -399,17 +427,31 @@ async fn make_image(cluster: &Arc<Cluster>, plan: &Plan, ctx: &Context) -> Resul
                         .unwrap_or_else(|| "?".into()),
                 });
             }
+            owner::check_place(&meta, place).map_err(|m| Error::Mismatch {
+                action: "adopt the image of",
+                pv: d.pv_name.clone(),
+                why: Refusal::Stamp(m),
+            })?;
             tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
+            cluster
+                .set_metadata(pool, image, stamp.adoption_pairs(&ctx.instance, &meta))
+                .await
         }
     }
-    // Stamped before the PV exists: an image whose claim goes before the PV is written can
-    // then be proven ours and collected (see `maintain::collect_orphans`).
-    let pairs = stamp.pairs(&ctx.instance);
-    match created {
-        Created::New => cluster.stamp_new_image(pool, image, pairs).await,
-        Created::AlreadyExisted => cluster.set_metadata(pool, image, pairs).await,
-    }
     .map_err(Error::ceph(&object))?;
+    // The stamp is on the image: the record has done its work. Dropped in the background (a
+    // record left behind is dropped by housekeeping).
+    {
+        let (cluster, pool, image) = (cluster.clone(), pool.clone(), image.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cluster
+                .records_remove(&pool, INTENTS_OBJECT, vec![image])
+                .await
+            {
+                tracing::debug!(error = %e, "dropping an intent record failed; housekeeping drops it");
+            }
+        });
+    }
     if plan.clone_source.is_some() || created == Created::AlreadyExisted {
         // A clone starts at its source's size; an adopted image at whatever it was given.
         let info = cluster
@@ -423,7 +465,47 @@ async fn make_image(cluster: &Arc<Cluster>, plan: &Plan, ctx: &Context) -> Resul
                 .map_err(Error::ceph(&object))?;
         }
     }
-    Ok(())
+    bound_clone_depth(cluster, plan, ctx).await
+}
+
+/// A clone's source must be where its PV and stamp say it was made: a renamed and replaced
+/// pool, or monitors that now lead to another cluster, would clone some other image.
+async fn check_clone_source(
+    cluster: &Arc<Cluster>,
+    src: &clone::Source,
+    place: &Place,
+    object: &str,
+) -> Result<()> {
+    let mismatch = |why| Error::Mismatch {
+        action: "clone",
+        pv: src.pv.clone(),
+        why,
+    };
+    if let Some(recorded) = &src.recorded
+        && recorded != place
+    {
+        let changed = if recorded.fsid != place.fsid {
+            crate::domain::reclaim::PlaceChanged::Fsid {
+                pv: src.pv.clone(),
+                recorded: recorded.fsid.clone(),
+                live: place.fsid.clone(),
+                monitors: cluster.monitors().to_string(),
+            }
+        } else {
+            crate::domain::reclaim::PlaceChanged::PoolId {
+                pv: src.pv.clone(),
+                pool: src.pool.clone(),
+                recorded: recorded.pool_id.to_string(),
+                live: place.pool_id,
+            }
+        };
+        return Err(mismatch(Refusal::Place(changed)));
+    }
+    let meta = cluster
+        .metadata(&src.pool, &src.image, owner::KEYS)
+        .await
+        .map_err(Error::ceph(object))?;
+    owner::check_place(&meta, place).map_err(|m| mismatch(Refusal::Stamp(m)))
 }
 
 /// Whether the claim is gone, asked of the API server: the watch cache may lag a deletion.
@@ -439,8 +521,9 @@ async fn write_pv(
     class: &StorageClass,
     csi: Option<&CsiVolume>,
     ctx: &Context,
+    place: &Place,
 ) -> Result<String> {
-    let pv = plan.pv(class, csi, &ctx.settings.provisioner);
+    let pv = plan.pv(class, csi, &ctx.settings.provisioner, Some(place));
     k8s::create_pv(&ctx.client, &pv, &ctx.settings.provisioner).await?;
     Ok(plan.succeeded(csi))
 }
@@ -496,29 +579,89 @@ pub(crate) async fn node_stage_secret(
 }
 
 /// A copy-on-write clone (format 1: a protected snapshot, which every kernel client maps) of
-/// the source, named after the clone so that deleting either side finds the other.
+/// the source, named after the clone so that deleting either side finds the other. A clone
+/// that fails leaves no protected snapshot behind: it would pin the source for nothing.
 async fn clone_image(
     cluster: &Arc<Cluster>,
     src: &clone::Source,
     spec: &ImageSpec,
 ) -> Result<Created, crate::ceph::CephError> {
-    let snap = crate::domain::clone::clone_snapshot(&spec.name);
-    cluster.snap_create(&src.pool, &src.image, &snap).await?;
-    cluster.snap_protect(&src.pool, &src.image, &snap).await?;
-    cluster
-        .clone_image(&CloneSpec {
-            parent: ParentSpec {
-                pool: src.pool.clone(),
-                image: src.image.clone(),
-                snap,
-            },
-            pool: spec.pool.clone(),
-            name: spec.name.clone(),
-            features: spec.features,
-            data_pool: spec.data_pool.clone(),
-            clone_format: Some(1),
-        })
+    let parent = ParentSpec {
+        pool: src.pool.clone(),
+        image: src.image.clone(),
+        snap: crate::domain::clone::clone_snapshot(&spec.name),
+    };
+    let snap_created = cluster
+        .snap_create(&parent.pool, &parent.image, &parent.snap)
+        .await?;
+    let cloned = async {
+        cluster
+            .snap_protect(&parent.pool, &parent.image, &parent.snap)
+            .await?;
+        if crate::failpoint::fails(crate::failpoint::Point::Clone) {
+            return Err(crate::ceph::CephError::InvalidArgument {
+                what: "clone",
+                reason: "failpoint fail-clone".into(),
+            });
+        }
+        cluster
+            .clone_image(&CloneSpec {
+                parent: parent.clone(),
+                pool: spec.pool.clone(),
+                name: spec.name.clone(),
+                features: spec.features,
+                data_pool: spec.data_pool.clone(),
+                clone_format: Some(1),
+            })
+            .await
+    }
+    .await;
+    if cloned.is_err() && snap_created == Created::New {
+        super::flatten::drop_snapshot(cluster, &parent).await;
+    }
+    cloned
+}
+
+/// How many clones deep `pool/image` is: 0 for an image without a parent.
+async fn clone_depth(
+    cluster: &Arc<Cluster>,
+    pool: &str,
+    image: &str,
+) -> Result<u32, crate::ceph::CephError> {
+    let (mut pool, mut image, mut depth) = (pool.to_string(), image.to_string(), 0);
+    // The kernel client maps chains of at most 16; deeper ones are not ours to measure.
+    while depth <= 16 {
+        match cluster.image_info(&pool, &image).await?.parent {
+            None => break,
+            Some(p) => {
+                depth += 1;
+                (pool, image) = (p.pool, p.image);
+            }
+        }
+    }
+    Ok(depth)
+}
+
+/// A clone deeper than its class's `maxCloneDepth` is flattened in the background (it is
+/// usable meanwhile), and then no longer depends on its source's snapshot.
+async fn bound_clone_depth(cluster: &Arc<Cluster>, plan: &Plan, ctx: &Context) -> Result<()> {
+    let Some(src) = &plan.clone_source else {
+        return Ok(());
+    };
+    let d = &plan.draft;
+    let depth = clone_depth(cluster, &d.params.pool, &d.image)
         .await
+        .map_err(Error::ceph(image_object(plan)))?;
+    if depth > d.params.max_clone_depth {
+        tracing::info!(image = %d.image, depth, max = d.params.max_clone_depth, "clone chain deeper than maxCloneDepth: flattening the new clone");
+        let parent = ParentSpec {
+            pool: src.pool.clone(),
+            image: src.image.clone(),
+            snap: crate::domain::clone::clone_snapshot(&d.image),
+        };
+        super::flatten::in_background(ctx, cluster, &d.params.pool, &d.image, Some(parent));
+    }
+    Ok(())
 }
 
 /// An image whose name exists but which cannot be opened (ENOENT) is what a process killed

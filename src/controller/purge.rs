@@ -1,5 +1,10 @@
-//! Purging trashed images in the background: a bounded queue, a few workers (so that a mass
+//! Purging trashed images in the background: bounded queues, a few workers (so that a mass
 //! deletion leaves the blocking pool to provisioning), and retries for failed purges.
+//!
+//! Removing a layering-only image (no object map) probes every object its size allows, so its
+//! cost grows with the size, not with the data: a 1 TiB image takes about a minute here, a
+//! 1 PiB one days. Large images (and those of unknown size) therefore have a lane of their own,
+//! so that one tenant's huge volumes never hold back everyone else's purges.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -11,8 +16,12 @@ use crate::ceph::{CephError, Cluster, ParentSpec, Removed, TrashEntry};
 use crate::domain::clone;
 use crate::metrics::Metrics;
 
-/// Purges running at once.
+/// Purges of ordinary images running at once.
 const WORKERS: usize = 2;
+/// Purges of large images running at once, beside the others.
+const LARGE_WORKERS: usize = 1;
+/// From this size on an image is purged in the large lane.
+pub const LARGE: u64 = 1 << 40;
 /// Purges waiting; beyond this the periodic sweep picks entries up later.
 const QUEUE: usize = 4096;
 /// Attempts per entry before leaving it to the next sweep. A process killed while it had the
@@ -37,6 +46,8 @@ pub struct Job {
     pub image: String,
     /// The source snapshot a clone was made from, dropped once the clone is purged.
     pub parent: Option<ParentSpec>,
+    /// The image's size in bytes; 0 when unknown.
+    pub size: u64,
     /// Whether a half-done trash move of this entry may be finished and purged: only when
     /// the image is provably ours. A half-moved entry still holds a whole image.
     pub finish_move: bool,
@@ -48,6 +59,7 @@ impl Job {
         cluster: &Arc<Cluster>,
         pool: &str,
         entry: TrashEntry,
+        size: u64,
         finish_move: bool,
     ) -> Job {
         Job {
@@ -56,13 +68,20 @@ impl Job {
             id: entry.id,
             image: entry.name,
             parent: None,
+            size,
             finish_move,
         }
+    }
+
+    /// Whether the large lane purges it: large, or of unknown size.
+    fn large(&self) -> bool {
+        self.size == 0 || self.size >= crate::failpoint::large_purge_from(LARGE)
     }
 }
 
 pub struct Purger {
-    tx: mpsc::Sender<(Job, u32)>,
+    small: mpsc::Sender<(Job, u32)>,
+    large: mpsc::Sender<(Job, u32)>,
     /// Entries queued or being purged, by (monitors, pool, trash id): two removals of one entry
     /// at once make each other fail (EBUSY) until both give up.
     pending: Arc<Mutex<HashSet<(String, String, String)>>>,
@@ -78,35 +97,12 @@ fn key(job: &Job) -> (String, String, String) {
 
 impl Purger {
     pub fn start(metrics: Arc<Metrics>) -> Purger {
-        let (tx, mut rx) = mpsc::channel::<(Job, u32)>(QUEUE);
-        let retry = tx.clone();
-        let slots = Arc::new(Semaphore::new(WORKERS));
         let pending: Arc<Mutex<HashSet<(String, String, String)>>> = Arc::default();
-        let done = pending.clone();
-        tokio::spawn(async move {
-            while let Some((job, attempt)) = rx.recv().await {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let (metrics, retry, done) = (metrics.clone(), retry.clone(), done.clone());
-                tokio::spawn(async move {
-                    let failed = purge(&job, &metrics).await;
-                    drop(permit);
-                    if failed && attempt + 1 < ATTEMPTS {
-                        tokio::time::sleep(pause(attempt)).await;
-                        let _ = retry.send((job, attempt + 1)).await;
-                        return;
-                    }
-                    if failed {
-                        tracing::warn!(pool = %job.pool, image = %job.image, "giving up purging for now; the periodic sweep retries");
-                    }
-                    done.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key(&job));
-                });
-            }
-        });
-        Purger { tx, pending }
+        Purger {
+            small: lane(WORKERS, metrics.clone(), pending.clone()),
+            large: lane(LARGE_WORKERS, metrics, pending.clone()),
+            pending,
+        }
     }
 
     /// Queues a trashed image for purging. A full queue is not an error: the entry stays in
@@ -122,7 +118,12 @@ impl Purger {
             tracing::debug!(pool = %job.pool, image = %job.image, "already being purged");
             return;
         }
-        if let Err(e) = self.tx.try_send((job, 0)) {
+        let lane = if job.large() {
+            &self.large
+        } else {
+            &self.small
+        };
+        if let Err(e) = lane.try_send((job, 0)) {
             let job = match e {
                 mpsc::error::TrySendError::Full((j, _))
                 | mpsc::error::TrySendError::Closed((j, _)) => j,
@@ -136,8 +137,46 @@ impl Purger {
     }
 }
 
+/// One lane: a queue and `workers` purges at a time, each retried on its own schedule.
+fn lane(
+    workers: usize,
+    metrics: Arc<Metrics>,
+    pending: Arc<Mutex<HashSet<(String, String, String)>>>,
+) -> mpsc::Sender<(Job, u32)> {
+    let (tx, mut rx) = mpsc::channel::<(Job, u32)>(QUEUE);
+    let retry = tx.clone();
+    let slots = Arc::new(Semaphore::new(workers));
+    tokio::spawn(async move {
+        while let Some((job, attempt)) = rx.recv().await {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (metrics, retry, done) = (metrics.clone(), retry.clone(), pending.clone());
+            tokio::spawn(async move {
+                let failed = purge(&job, &metrics).await;
+                drop(permit);
+                if failed && attempt + 1 < ATTEMPTS {
+                    tokio::time::sleep(pause(attempt)).await;
+                    let _ = retry.send((job, attempt + 1)).await;
+                    return;
+                }
+                if failed {
+                    tracing::warn!(pool = %job.pool, image = %job.image, "giving up purging for now; the periodic sweep retries");
+                }
+                done.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key(&job));
+            });
+        }
+    });
+    tx
+}
+
 /// One attempt. Returns whether it failed.
 async fn purge(job: &Job, metrics: &Metrics) -> bool {
+    if job.large() {
+        crate::failpoint::hit(crate::failpoint::Point::LargePurge, &job.image).await;
+    }
     let started = Instant::now();
     match remove(job).await {
         Ok(r) => {
@@ -156,13 +195,7 @@ async fn purge(job: &Job, metrics: &Metrics) -> bool {
         && clone::clone_of_snapshot(&p.snap) == Some(job.image.as_str())
     {
         // The source's snapshot existed only for this clone.
-        if let Err(e) = job.cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await {
-            if !e.is_not_found() {
-                tracing::warn!(snapshot = %p, error = %e, "could not unprotect the clone's source snapshot; deleting the source handles it");
-            }
-        } else if let Err(e) = job.cluster.snap_remove(&p.pool, &p.image, &p.snap).await {
-            tracing::warn!(snapshot = %p, error = %e, "could not remove the clone's source snapshot; deleting the source handles it");
-        }
+        super::flatten::drop_snapshot(&job.cluster, p).await;
     }
     false
 }

@@ -8,15 +8,16 @@ use kube::api::{Api, Patch, PatchParams};
 
 use super::Context;
 use crate::domain::params::Flavor;
-use crate::domain::reclaim;
 use crate::domain::resize::{self, ResizeAction};
-use crate::domain::volume::capacity_quantity;
-use crate::error::{Error, Result};
+use crate::domain::volume::{capacity_quantity, human_size};
+use crate::domain::{owner, reclaim};
+use crate::error::{Error, Refusal, Result};
 
 /// Handles a bound claim of one of our classes.
 pub async fn reconcile_bound(
     pvc: &PersistentVolumeClaim,
     allow_expansion: bool,
+    max_size: u64,
     ctx: &Context,
 ) -> Result<()> {
     let Some(pv_name) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
@@ -40,8 +41,14 @@ pub async fn reconcile_bound(
         pv = %pv_name,
         "bound claim"
     );
-    let (reason, note) = match resize::decide(pvc, &pv, allow_expansion, &ctx.settings.provisioner)
-    {
+    let decided = resize::decide(
+        pvc,
+        &pv,
+        allow_expansion,
+        max_size,
+        &ctx.settings.provisioner,
+    );
+    let (reason, note) = match decided {
         ResizeAction::Nothing => return Ok(()),
         ResizeAction::Shrink { requested, current } => (
             "VolumeResizeSkipped",
@@ -51,6 +58,17 @@ pub async fn reconcile_bound(
                 current >> 20
             ),
         ),
+        ResizeAction::AboveMax { requested, max } => {
+            let note = format!(
+                "the claim asks for {} but its StorageClass provisions at most {} (maxSize); volume {pv_name} keeps its size",
+                human_size(requested),
+                human_size(max)
+            );
+            ctx.events
+                .warning(&regarding, "VolumeResizeFailed", "Resize", note)
+                .await;
+            return Ok(());
+        }
         ResizeAction::Grow { from, to, flavor } => {
             let started = Instant::now();
             if let Err(e) = grow(pvc, &pv, to, flavor, ctx).await {
@@ -88,9 +106,25 @@ async fn grow(
         pv: pv_name.clone(),
         cause,
     })?;
-    let creds = ctx.admin_credentials(&pv_name, &t).await?;
+    let creds = ctx.volume_credentials(pv, &t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
+    // Grown only where the PV and the image's stamp say it was made, and only if the image is
+    // this PV's: an edited PV or moved monitors must not grow some other volume.
+    let mismatch = |why| Error::Mismatch {
+        action: "grow",
+        pv: pv_name.clone(),
+        why,
+    };
+    let live = ctx.place(&cluster, &t.pool, &object).await?;
+    reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
+        .map_err(|c| mismatch(Refusal::Place(c)))?;
+    let meta = cluster
+        .metadata(&t.pool, &t.image, owner::KEYS)
+        .await
+        .map_err(Error::ceph(&object))?;
+    owner::check_delete(&meta, &ctx.instance, &pv_name, &live, false)
+        .map_err(|m| mismatch(Refusal::Stamp(m)))?;
     let info = cluster
         .image_info(&t.pool, &t.image)
         .await

@@ -9,9 +9,13 @@ use crate::domain::volume::provisioned_by;
 /// The image a clone is made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
+    /// The source's PV.
+    pub pv: String,
     pub pool: String,
     pub image: String,
     pub size: u64,
+    /// Where the source PV records its image was made.
+    pub recorded: Option<crate::domain::owner::Place>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -148,9 +152,11 @@ pub fn check_source(
     }
     let t = reclaim::target(pv).map_err(|why| CloneError::Broken(full, why))?;
     Ok(Source {
+        pv: pv.metadata.name.clone().unwrap_or_default(),
         pool: t.pool,
         image: t.image,
         size,
+        recorded: reclaim::recorded_place(pv),
     })
 }
 
@@ -214,9 +220,11 @@ mod tests {
         assert_eq!(
             s,
             Source {
+                pv: "pvc-src".into(),
                 pool: "kube".into(),
                 image: "kubernetes-dynamic-pvc-src".into(),
-                size: 64 * MIB
+                size: 64 * MIB,
+                recorded: None,
             }
         );
         assert!(

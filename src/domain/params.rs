@@ -55,7 +55,22 @@ pub struct ClassParams {
     /// Name of the ceph-csi driver that mounts csi PVs (`csiDriver`; Rook installs
     /// `rook-ceph.rbd.csi.ceph.com`).
     pub csi_driver: String,
+    /// The largest claim this class provisions, in bytes (`maxSize`).
+    pub max_size: u64,
+    /// The longest chain of clones of clones (`maxCloneDepth`): a clone deeper than this is
+    /// flattened once made.
+    pub max_clone_depth: u32,
 }
+
+/// `maxSize` when a class gives none: far above the volumes people use (hundreds of TiB,
+/// thin), far below the exabytes whose deletion would keep a purge busy for years (a
+/// layering-only image has no object map, so removing it probes every object its size allows).
+pub const DEFAULT_MAX_SIZE: u64 = 1 << 50;
+/// `maxCloneDepth` when a class gives none: ceph-csi's soft limit; every kernel client maps
+/// chains up to 16.
+pub const DEFAULT_MAX_CLONE_DEPTH: u32 = 4;
+/// The deepest chain a class may allow: the kernel client's own limit.
+const MAX_CLONE_DEPTH_LIMIT: u32 = 16;
 
 impl ClassParams {
     /// Namespace of the user Secret for a claim in `claim_namespace`.
@@ -110,6 +125,10 @@ pub enum ParamError {
     Flavor { value: String },
     #[error("parameter {key:?} applies only to volumeFlavor: csi")]
     CsiOnly { key: &'static str },
+    #[error("maxSize {value:?} is not valid: {reason}; write a size such as \"100Ti\"")]
+    MaxSize { value: String, reason: String },
+    #[error("maxCloneDepth {value:?} is not valid: give a whole number from 1 to 16")]
+    MaxCloneDepth { value: String },
 }
 
 /// All problems found in one StorageClass, so an operator can fix them in one pass.
@@ -136,6 +155,8 @@ pub const KNOWN: &[&str] = &[
     "csiNodeStageSecretName",
     "csiNodeStageSecretNamespace",
     "csiDriver",
+    "maxSize",
+    "maxCloneDepth",
 ];
 
 /// ceph-csi's default driver name, used when a class has no `csiDriver`.
@@ -183,6 +204,38 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
     let csi_secret_name = opt("csiNodeStageSecretName", &mut errors);
     let csi_secret_namespace = opt("csiNodeStageSecretNamespace", &mut errors);
     let csi_driver = opt("csiDriver", &mut errors);
+    let max_size_raw = opt("maxSize", &mut errors);
+    let max_clone_depth_raw = opt("maxCloneDepth", &mut errors);
+    let max_size = match &max_size_raw {
+        None => DEFAULT_MAX_SIZE,
+        Some(v) => match crate::domain::quantity::to_bytes(v) {
+            Ok(b) if b >= 1 << 20 => u64::try_from(b).unwrap_or(u64::MAX),
+            Ok(_) => {
+                errors.push(ParamError::MaxSize {
+                    value: v.clone(),
+                    reason: "it must be at least 1Mi".into(),
+                });
+                DEFAULT_MAX_SIZE
+            }
+            Err(e) => {
+                errors.push(ParamError::MaxSize {
+                    value: v.clone(),
+                    reason: e.to_string(),
+                });
+                DEFAULT_MAX_SIZE
+            }
+        },
+    };
+    let max_clone_depth = match &max_clone_depth_raw {
+        None => DEFAULT_MAX_CLONE_DEPTH,
+        Some(v) => match v.parse::<u32>() {
+            Ok(d) if (1..=MAX_CLONE_DEPTH_LIMIT).contains(&d) => d,
+            _ => {
+                errors.push(ParamError::MaxCloneDepth { value: v.clone() });
+                DEFAULT_MAX_CLONE_DEPTH
+            }
+        },
+    };
     if let Some(d) = &csi_driver
         && !valid_driver_name(d)
     {
@@ -304,6 +357,8 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
         cluster_id,
         csi_secret,
         csi_driver: csi_driver.unwrap_or_else(|| DEFAULT_CSI_DRIVER.into()),
+        max_size,
+        max_clone_depth,
     })
 }
 

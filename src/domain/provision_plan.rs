@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 
 use crate::domain::clone::{self, CloneError};
-use crate::domain::owner::Stamp;
+use crate::domain::owner::{Place, PvState, Stamp};
 use crate::domain::params::{self, ClassParams, Flavor, ParamErrors};
 use crate::domain::reclaim::{self, NotTheVolume};
 use crate::domain::volume::{
@@ -52,11 +52,19 @@ pub fn draft(
         params::check_csi(&params).map_err(Invalid::Params)?;
     }
     volume::check_access_modes(&claim, flavor).map_err(Invalid::Claim)?;
+    let class_name = class.metadata.name.clone().unwrap_or_default();
+    if claim.size > params.max_size {
+        return Err(Invalid::Claim(ClaimError::AboveMax {
+            requested: volume::human_size(claim.size),
+            class: class_name,
+            max: volume::human_size(params.max_size),
+        }));
+    }
     let clone_of = clone::source_name(pvc).map_err(Invalid::Clone)?;
     Ok(Draft {
         pv_name: volume::pv_name(&claim.uid),
         image: volume::image_name(&claim.uid),
-        class_name: class.metadata.name.clone().unwrap_or_default(),
+        class_name,
         claim,
         params,
         flavor,
@@ -126,7 +134,7 @@ impl Plan {
     }
 
     /// What is written on the image, so that it can be proven this claim's later.
-    pub fn stamp(&self, created: i64) -> Stamp {
+    pub fn stamp(&self, created: i64, place: Place) -> Stamp {
         let c = &self.draft.claim;
         Stamp {
             pv: self.draft.pv_name.clone(),
@@ -134,6 +142,8 @@ impl Plan {
             claim_name: c.name.clone(),
             claim_uid: c.uid.clone(),
             created,
+            place: Some(place),
+            pv_state: PvState::None,
         }
     }
 
@@ -143,8 +153,10 @@ impl Plan {
         class: &StorageClass,
         csi: Option<&CsiVolume>,
         provisioner: &str,
+        place: Option<&Place>,
     ) -> PersistentVolume {
         volume::build_pv(&PvInput {
+            place,
             claim: &self.draft.claim,
             class,
             params: &self.draft.params,

@@ -3,10 +3,11 @@
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::domain::meta::annotation;
+use crate::domain::owner::{BoundVolume, Place};
 use crate::domain::params::SecretRef;
 use crate::domain::volume::{
-    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
-    FINALIZER,
+    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_CLUSTER_ID_SOURCE, ANN_FSID, ANN_IMAGE, ANN_MONITORS,
+    ANN_POOL, ANN_POOL_ID, ANN_PROVISIONED_BY, FINALIZER,
 };
 
 /// Annotation the old external-storage provisioner put on its PVs.
@@ -37,6 +38,11 @@ pub enum VolumeAction {
     /// The policy is no longer Delete: our finalizer must not keep the PV alive.
     RemoveFinalizer,
     Delete(DeleteTarget),
+    /// Ours and bound, but the PV does not record where its image was made (a volume of the
+    /// old provisioner, or of this one before the records existed): record it on the image's
+    /// stamp and the PV while the volume is plainly in use, so that a later deletion can
+    /// check it.
+    Record(DeleteTarget),
     /// Ours and to be deleted, but the PV does not say enough to find the image.
     Broken(TargetError),
 }
@@ -73,15 +79,22 @@ pub fn decide(pv: &PersistentVolume, provisioner: &str, claim_gone: bool) -> Vol
         .persistent_volume_reclaim_policy
         .as_deref()
         .unwrap_or("Retain");
+    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
+    let deleting = pv.metadata.deletion_timestamp.is_some();
+    // Bound, in use: the moment to record what a later deletion checks.
+    let record = || match target(pv) {
+        Ok(t) if phase == Some("Bound") && !deleting && recorded_place(pv).is_none() => {
+            Some(VolumeAction::Record(t))
+        }
+        _ => None,
+    };
     if policy != "Delete" {
         return if has_finalizer(pv) {
             VolumeAction::RemoveFinalizer
         } else {
-            VolumeAction::Ignore("reclaim policy is not Delete")
+            record().unwrap_or(VolumeAction::Ignore("reclaim policy is not Delete"))
         };
     }
-    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
-    let deleting = pv.metadata.deletion_timestamp.is_some();
     if deleting && !has_finalizer(pv) && !is_legacy(pv) {
         // Our finalizer goes last, after the image: nothing is left for us to do.
         return VolumeAction::Ignore("deleted, and our finalizer is already gone");
@@ -91,12 +104,109 @@ pub fn decide(pv: &PersistentVolume, provisioner: &str, claim_gone: bool) -> Vol
         _ if claim_gone => {}
         // Deleted by hand before it was ever bound: nothing else will use the image.
         Some("Available") | Some("Pending") | None if deleting => {}
-        _ => return VolumeAction::Ignore("volume is in use or not yet released"),
+        _ => {
+            return record()
+                .unwrap_or(VolumeAction::Ignore("volume is in use or not yet released"));
+        }
     }
     match target(pv) {
         Ok(t) => VolumeAction::Delete(t),
         Err(why) => VolumeAction::Broken(why),
     }
+}
+
+/// Where a PV records its image was made, when it records both the fsid and the pool id.
+pub fn recorded_place(pv: &PersistentVolume) -> Option<Place> {
+    Some(Place {
+        fsid: annotation(&pv.metadata, ANN_FSID)?.to_string(),
+        pool_id: annotation(&pv.metadata, ANN_POOL_ID)?.parse().ok()?,
+    })
+}
+
+/// Why the cluster or pool reached is not where a PV's image was made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceChanged {
+    #[error(
+        "PV {pv} records its image as made in Ceph cluster {recorded}, but the monitors used ({monitors}) lead to cluster {live}; nothing was changed: check the StorageClass's monitors (or, without a class, the PV's {ANN_MONITORS} annotation)"
+    )]
+    Fsid {
+        pv: String,
+        recorded: String,
+        live: String,
+        monitors: String,
+    },
+    #[error(
+        "pool {pool} has id {live}, but PV {pv} records its image as made in pool id {recorded}: the pool was renamed and replaced by another of the same name, so nothing was changed; the image is in the pool that now has id {recorded} (`ceph osd pool ls detail`)"
+    )]
+    PoolId {
+        pv: String,
+        pool: String,
+        recorded: String,
+        live: i64,
+    },
+}
+
+/// What the PV records of its image's place (its annotations, and the `clusterID` of a csi
+/// volume whose class gave none: the fsid, in the immutable spec) must match the cluster and
+/// pool reached. A PV without records passes; its image's stamp is checked on its own.
+pub fn check_recorded(
+    pv: &PersistentVolume,
+    pool: &str,
+    live: &Place,
+    monitors: &str,
+) -> Result<(), PlaceChanged> {
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    let fsid_in_spec = (annotation(&pv.metadata, ANN_CLUSTER_ID_SOURCE) == Some("ceph-fsid"))
+        .then(|| {
+            pv.spec
+                .as_ref()?
+                .csi
+                .as_ref()?
+                .volume_attributes
+                .as_ref()?
+                .get("clusterID")
+                .cloned()
+        })
+        .flatten();
+    for recorded in [
+        annotation(&pv.metadata, ANN_FSID).map(str::to_string),
+        fsid_in_spec,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if recorded != live.fsid {
+            return Err(PlaceChanged::Fsid {
+                pv: name,
+                recorded,
+                live: live.fsid.clone(),
+                monitors: monitors.to_string(),
+            });
+        }
+    }
+    if let Some(recorded) = annotation(&pv.metadata, ANN_POOL_ID)
+        && recorded.parse::<i64>().ok() != Some(live.pool_id)
+    {
+        return Err(PlaceChanged::PoolId {
+            pv: name,
+            pool: pool.to_string(),
+            recorded: recorded.to_string(),
+            live: live.pool_id,
+        });
+    }
+    Ok(())
+}
+
+/// The PV and the claim it is bound to, as a first-sight stamp records them.
+pub fn bound_volume(pv: &PersistentVolume) -> Option<BoundVolume> {
+    let r = pv.spec.as_ref()?.claim_ref.as_ref()?;
+    Some(BoundVolume {
+        pv: pv.metadata.name.clone()?,
+        pv_uid: pv.metadata.uid.clone().unwrap_or_default(),
+        claim_namespace: r.namespace.clone()?,
+        claim_name: r.name.clone()?,
+        claim_uid: r.uid.clone()?,
+    })
 }
 
 /// The (pool, image) a PV's immutable volume source names: `spec.rbd` or `spec.csi`

@@ -21,6 +21,11 @@ pub enum ResizeAction {
         requested: u64,
         current: u64,
     },
+    /// The claim asks for more than its class's `maxSize`: refused, the volume keeps its size.
+    AboveMax {
+        requested: u64,
+        max: u64,
+    },
 }
 
 fn storage(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> Option<u64> {
@@ -35,11 +40,12 @@ pub fn flavor_of(pv: &PersistentVolume) -> Flavor {
     }
 }
 
-/// `allow_expansion` is the class's `allowVolumeExpansion`.
+/// `allow_expansion` is the class's `allowVolumeExpansion`, `max_size` its `maxSize`.
 pub fn decide(
     pvc: &PersistentVolumeClaim,
     pv: &PersistentVolume,
     allow_expansion: bool,
+    max_size: u64,
     provisioner: &str,
 ) -> ResizeAction {
     let ours = provisioned_by(pv) == Some(provisioner);
@@ -66,6 +72,10 @@ pub fn decide(
             .and_then(|c| c.get("storage")),
     );
     match (requested, current) {
+        (Some(r), Some(c)) if r > c && allow_expansion && r > max_size => ResizeAction::AboveMax {
+            requested: r,
+            max: max_size,
+        },
         (Some(r), Some(c)) if r > c && allow_expansion => ResizeAction::Grow {
             from: c,
             to: r,
@@ -154,9 +164,36 @@ mod tests {
     }
 
     #[test]
+    fn never_beyond_the_class_max_size() {
+        assert_eq!(
+            decide(
+                &pvc("2Gi", Some("1Gi")),
+                &pv("1Gi", ME),
+                true,
+                1536 * MIB,
+                ME
+            ),
+            ResizeAction::AboveMax {
+                requested: 2048 * MIB,
+                max: 1536 * MIB
+            }
+        );
+        assert!(matches!(
+            decide(
+                &pvc("2Gi", Some("1Gi")),
+                &pv("1Gi", ME),
+                true,
+                2048 * MIB,
+                ME
+            ),
+            ResizeAction::Grow { .. }
+        ));
+    }
+
+    #[test]
     fn grows_when_allowed() {
         assert_eq!(
-            decide(&pvc("2Gi", Some("1Gi")), &pv("1Gi", ME), true, ME),
+            decide(&pvc("2Gi", Some("1Gi")), &pv("1Gi", ME), true, u64::MAX, ME),
             ResizeAction::Grow {
                 from: 1024 * MIB,
                 to: 2048 * MIB,
@@ -166,7 +203,7 @@ mod tests {
         let mut v = pv("1Gi", ME);
         v.spec.as_mut().unwrap().csi = Some(CSIPersistentVolumeSource::default());
         assert!(matches!(
-            decide(&pvc("2G", None), &v, true, ME),
+            decide(&pvc("2G", None), &v, true, u64::MAX, ME),
             ResizeAction::Grow { to, flavor: Flavor::Csi, .. } if to == 1908 * MIB
         ));
     }
@@ -174,17 +211,17 @@ mod tests {
     #[test]
     fn nothing_without_permission_or_ownership() {
         assert_eq!(
-            decide(&pvc("2Gi", None), &pv("1Gi", ME), false, ME),
+            decide(&pvc("2Gi", None), &pv("1Gi", ME), false, u64::MAX, ME),
             ResizeAction::Nothing
         );
         assert_eq!(
-            decide(&pvc("2Gi", None), &pv("1Gi", "other"), true, ME),
+            decide(&pvc("2Gi", None), &pv("1Gi", "other"), true, u64::MAX, ME),
             ResizeAction::Nothing
         );
         let mut v = pv("1Gi", ME);
         v.spec.as_mut().unwrap().claim_ref.as_mut().unwrap().uid = Some("someone-else".into());
         assert_eq!(
-            decide(&pvc("2Gi", None), &v, true, ME),
+            decide(&pvc("2Gi", None), &v, true, u64::MAX, ME),
             ResizeAction::Nothing
         );
     }
@@ -192,17 +229,29 @@ mod tests {
     #[test]
     fn equal_or_rounded_sizes_are_steady() {
         assert_eq!(
-            decide(&pvc("1Gi", Some("1Gi")), &pv("1Gi", ME), true, ME),
+            decide(&pvc("1Gi", Some("1Gi")), &pv("1Gi", ME), true, u64::MAX, ME),
             ResizeAction::Nothing
         );
         // 1G rounds up to 954Mi, the capacity the PV was given.
         assert_eq!(
-            decide(&pvc("1G", Some("954Mi")), &pv("954Mi", ME), true, ME),
+            decide(
+                &pvc("1G", Some("954Mi")),
+                &pv("954Mi", ME),
+                true,
+                u64::MAX,
+                ME
+            ),
             ResizeAction::Nothing
         );
         // A larger pre-existing volume is not a shrink request.
         assert_eq!(
-            decide(&pvc("500Mi", Some("2Gi")), &pv("2Gi", ME), true, ME),
+            decide(
+                &pvc("500Mi", Some("2Gi")),
+                &pv("2Gi", ME),
+                true,
+                u64::MAX,
+                ME
+            ),
             ResizeAction::Nothing
         );
     }
@@ -210,7 +259,13 @@ mod tests {
     #[test]
     fn shrink_is_reported_not_done() {
         assert_eq!(
-            decide(&pvc("1536Mi", Some("1Gi")), &pv("2Gi", ME), true, ME),
+            decide(
+                &pvc("1536Mi", Some("1Gi")),
+                &pv("2Gi", ME),
+                true,
+                u64::MAX,
+                ME
+            ),
             ResizeAction::Shrink {
                 requested: 1536 * MIB,
                 current: 2048 * MIB

@@ -48,6 +48,10 @@ pub const ANN_IMAGE: &str = "rbd-provisioner.ceph.com/image";
 pub const ANN_ADMIN_ID: &str = "rbd-provisioner.ceph.com/admin-id";
 /// `namespace/name` of the admin Secret (never the key).
 pub const ANN_ADMIN_SECRET: &str = "rbd-provisioner.ceph.com/admin-secret";
+/// Where the image was made: the Ceph cluster's fsid and the pool's id. Written at creation
+/// (or when the volume is first seen bound); they can only stop a deletion, never direct one.
+pub const ANN_FSID: &str = "rbd-provisioner.ceph.com/fsid";
+pub const ANN_POOL_ID: &str = "rbd-provisioner.ceph.com/pool-id";
 
 const MIB: u64 = 1 << 20;
 
@@ -109,6 +113,25 @@ pub enum ClaimError {
     VolumeMode(String),
     #[error("the claim has no uid yet")]
     NoUid,
+    #[error(
+        "the claim asks for {requested} but StorageClass {class} provisions at most {max} (its maxSize); request less, or ask an administrator for a class with a larger maxSize"
+    )]
+    AboveMax {
+        requested: String,
+        class: String,
+        max: String,
+    },
+}
+
+/// A byte count for people: the largest binary unit it is a whole number of, else MiB.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 5] = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20)];
+    for (unit, shift) in UNITS {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{}Mi", bytes.div_ceil(MIB))
 }
 
 /// Extracts and validates what a claim asks for.
@@ -252,6 +275,8 @@ pub struct PvInput<'a> {
     pub source: Source<'a>,
     pub image: &'a str,
     pub provisioner: &'a str,
+    /// Where the image was made, recorded on the PV.
+    pub place: Option<&'a crate::domain::owner::Place>,
 }
 
 pub const FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
@@ -280,6 +305,10 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
     }) = i.source
     {
         annotations.insert(ANN_CLUSTER_ID_SOURCE.to_string(), "ceph-fsid".to_string());
+    }
+    if let Some(place) = i.place {
+        annotations.insert(ANN_FSID.to_string(), place.fsid.clone());
+        annotations.insert(ANN_POOL_ID.to_string(), place.pool_id.to_string());
     }
     let fs_type = (c.volume_mode == VolumeMode::Filesystem).then(|| p.fs_type.clone());
     let user_secret = p.user_secret(&c.namespace);

@@ -160,6 +160,48 @@ impl Rados {
         Ok(c_buf_string(&buf))
     }
 
+    /// Sends one command (JSON) to a monitor; returns its output (what `ceph ... -f json`
+    /// prints). The status text goes into errors only when the command failed.
+    pub(super) fn mon_command(&self, cmd: &str) -> Result<Vec<u8>, (Errno, String)> {
+        let c_cmd = CString::new(cmd).map_err(|_| (Errno(libc::EINVAL), String::new()))?;
+        let cmds = [c_cmd.as_ptr()];
+        let (mut out, mut out_len) = (ptr::null_mut::<c_char>(), 0usize);
+        let (mut status, mut status_len) = (ptr::null_mut::<c_char>(), 0usize);
+        // SAFETY: connected handle; one NUL-terminated command that outlives the call; no
+        // input buffer; the four out-pointers are valid. librados allocates the replies.
+        let r = unsafe {
+            ffi::rados_mon_command(
+                self.0,
+                cmds.as_ptr(),
+                1,
+                ptr::null(),
+                0,
+                &mut out,
+                &mut out_len,
+                &mut status,
+                &mut status_len,
+            )
+        };
+        // SAFETY: each buffer is null or `len` bytes that librados allocated; copied, then
+        // freed once with `rados_buffer_free`.
+        let take = |p: *mut c_char, len: usize| unsafe {
+            if p.is_null() {
+                return Vec::new();
+            }
+            let v = std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec();
+            ffi::rados_buffer_free(p);
+            v
+        };
+        let (out, status) = (take(out, out_len), take(status, status_len));
+        if r < 0 {
+            return Err((
+                Errno::from_ret(r.into()),
+                String::from_utf8_lossy(&status).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
     /// The name of the pool with this id.
     pub(super) fn pool_name(&self, id: i64) -> Option<String> {
         let mut buf = vec![0u8; 512];
@@ -236,6 +278,128 @@ impl IoCtx<'_> {
             )
         };
         check(r).map(|_| ())
+    }
+
+    /// Sets omap pairs on object `oid` (created if missing) in one operation.
+    pub(super) fn omap_set(&self, oid: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), Errno> {
+        let keys: Vec<*const c_char> = pairs.iter().map(|(k, _)| k.as_ptr().cast()).collect();
+        let key_lens: Vec<usize> = pairs.iter().map(|(k, _)| k.len()).collect();
+        let vals: Vec<*const c_char> = pairs.iter().map(|(_, v)| v.as_ptr().cast()).collect();
+        let val_lens: Vec<usize> = pairs.iter().map(|(_, v)| v.len()).collect();
+        self.write_op(oid, |op| {
+            // SAFETY: valid op; four arrays of `pairs.len()` entries pointing into `pairs`,
+            // which outlives the operation (librados copies keys and values when queuing).
+            unsafe {
+                ffi::rados_write_op_omap_set2(
+                    op,
+                    keys.as_ptr(),
+                    vals.as_ptr(),
+                    key_lens.as_ptr(),
+                    val_lens.as_ptr(),
+                    pairs.len(),
+                )
+            }
+        })
+    }
+
+    /// Removes omap keys from object `oid`; a missing object or key is not an error.
+    pub(super) fn omap_remove(&self, oid: &str, keys: &[String]) -> Result<(), Errno> {
+        let ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr().cast()).collect();
+        let lens: Vec<usize> = keys.iter().map(String::len).collect();
+        match self.write_op(oid, |op| {
+            // SAFETY: valid op; two arrays of `keys.len()` entries pointing into `keys`.
+            unsafe {
+                ffi::rados_write_op_omap_rm_keys2(op, ptrs.as_ptr(), lens.as_ptr(), keys.len())
+            }
+        }) {
+            Err(e) if e.0 == libc::ENOENT => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Builds one write operation with `add`, runs it on `oid`, releases it.
+    fn write_op(&self, oid: &str, add: impl FnOnce(ffi::rados_write_op_t)) -> Result<(), Errno> {
+        let c_oid = CString::new(oid).map_err(|_| Errno(libc::EINVAL))?;
+        // SAFETY: returns a new operation (or null when out of memory).
+        let op = unsafe { ffi::rados_create_write_op() };
+        if op.is_null() {
+            return Err(Errno(libc::ENOMEM));
+        }
+        add(op);
+        // SAFETY: valid op and ioctx; NUL-terminated oid; NULL mtime means "now". The op is
+        // released once, after it ran.
+        let r = unsafe {
+            let r = ffi::rados_write_op_operate(op, self.raw, c_oid.as_ptr(), ptr::null_mut(), 0);
+            ffi::rados_release_write_op(op);
+            r
+        };
+        check(r).map(drop)
+    }
+
+    /// Every omap pair of object `oid`, read in pages; a missing object has none.
+    pub(super) fn omap_list(&self, oid: &str) -> Result<Vec<(String, Vec<u8>)>, Errno> {
+        const PAGE: u64 = 1000;
+        let c_oid = CString::new(oid).map_err(|_| Errno(libc::EINVAL))?;
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        loop {
+            let after = CString::new(out.last().map(|(k, _)| k.as_str()).unwrap_or(""))
+                .map_err(|_| Errno(libc::EINVAL))?;
+            let (mut iter, mut more, mut prval): (ffi::rados_omap_iter_t, u8, c_int) =
+                (ptr::null_mut(), 0, 0);
+            // SAFETY: a new op (checked), queued with valid out-pointers that live until it
+            // ran; run once on a valid ioctx with a NUL-terminated oid, then released. The
+            // iterator is read only after a successful run and ended once.
+            let page = unsafe {
+                let op = ffi::rados_create_read_op();
+                if op.is_null() {
+                    return Err(Errno(libc::ENOMEM));
+                }
+                ffi::rados_read_op_omap_get_vals2(
+                    op,
+                    after.as_ptr(),
+                    ptr::null(),
+                    PAGE,
+                    &mut iter,
+                    &mut more,
+                    &mut prval,
+                );
+                let r = ffi::rados_read_op_operate(op, self.raw, c_oid.as_ptr(), 0);
+                ffi::rados_release_read_op(op);
+                if r == -libc::ENOENT {
+                    return Ok(out);
+                }
+                check(r)?;
+                check(prval)?;
+                let mut page = Vec::new();
+                loop {
+                    let (mut k, mut v, mut kl, mut vl) = (
+                        ptr::null_mut::<c_char>(),
+                        ptr::null_mut::<c_char>(),
+                        0usize,
+                        0usize,
+                    );
+                    let r = ffi::rados_omap_get_next2(iter, &mut k, &mut v, &mut kl, &mut vl);
+                    if r < 0 || k.is_null() {
+                        ffi::rados_omap_get_end(iter);
+                        check(r)?;
+                        break;
+                    }
+                    let key = std::slice::from_raw_parts(k.cast::<u8>(), kl);
+                    let val = if v.is_null() {
+                        Vec::new()
+                    } else {
+                        std::slice::from_raw_parts(v.cast::<u8>(), vl).to_vec()
+                    };
+                    page.push((String::from_utf8_lossy(key).into_owned(), val));
+                }
+                page
+            };
+            let done = page.is_empty() || more == 0;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
     }
 
     /// The applications enabled on the pool (`rbd` once `rbd pool init` has run).

@@ -105,7 +105,7 @@ fn rbd_plan() -> Plan {
 
 /// The PV an earlier attempt of ours wrote for the claim.
 fn our_pv() -> PersistentVolume {
-    rbd_plan().pv(&class(), None, PROVISIONER)
+    rbd_plan().pv(&class(), None, PROVISIONER, Some(&place()))
 }
 
 /// A PV under our name that another provisioner wrote.
@@ -295,7 +295,9 @@ async fn a_pv_create_conflicting_with_our_own_pv_counts_as_done() {
         expect(Method::GET, pv_path(), object(&our_pv())),
     ]);
     let plan = rbd_plan();
-    let msg = write_pv(&plan, &class(), None, &ctx).await.unwrap();
+    let msg = write_pv(&plan, &class(), None, &ctx, &place())
+        .await
+        .unwrap();
     assert_eq!(msg, plan.succeeded(None));
     let seen = api.done();
     assert_eq!(seen[0].body["metadata"]["name"], format!("pvc-{UID}"));
@@ -307,7 +309,7 @@ async fn a_pv_create_conflicting_with_a_foreign_pv_is_refused() {
         expect(Method::POST, PVS, conflict()),
         expect(Method::GET, pv_path(), object(&foreign_pv())),
     ]);
-    let err = write_pv(&rbd_plan(), &class(), None, &ctx)
+    let err = write_pv(&rbd_plan(), &class(), None, &ctx, &place())
         .await
         .unwrap_err();
     let Error::PvTaken { pv, claim, why } = &err else {
@@ -333,7 +335,9 @@ async fn a_pv_create_failing_with_5xx_is_reported_and_the_retry_writes_it() {
         expect(Method::POST, PVS, Reply::Echo(StatusCode::CREATED)),
     ]);
     let plan = rbd_plan();
-    let err = write_pv(&plan, &class(), None, &ctx).await.unwrap_err();
+    let err = write_pv(&plan, &class(), None, &ctx, &place())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Kube { verb: "create PersistentVolume", cause, .. }
             if is_status(cause, 503)),
@@ -346,7 +350,9 @@ async fn a_pv_create_failing_with_5xx_is_reported_and_the_retry_writes_it() {
         Action::requeue(Duration::from_secs(1))
     );
     assert_eq!(
-        write_pv(&plan, &class(), None, &ctx).await.unwrap(),
+        write_pv(&plan, &class(), None, &ctx, &place())
+            .await
+            .unwrap(),
         plan.succeeded(None)
     );
     let seen = api.done();
@@ -362,14 +368,18 @@ async fn a_pv_create_lost_in_a_timeout_is_found_as_ours_on_retry() {
         expect(Method::GET, pv_path(), object(&our_pv())),
     ]);
     let plan = rbd_plan();
-    let err = write_pv(&plan, &class(), None, &ctx).await.unwrap_err();
+    let err = write_pv(&plan, &class(), None, &ctx, &place())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Kube { verb: "create PersistentVolume", cause, .. }
             if !matches!(cause, kube::Error::Api(_))),
         "{err:?}"
     );
     assert_eq!(
-        write_pv(&plan, &class(), None, &ctx).await.unwrap(),
+        write_pv(&plan, &class(), None, &ctx, &place())
+            .await
+            .unwrap(),
         plan.succeeded(None)
     );
     api.done();
@@ -431,4 +441,12 @@ async fn a_secret_is_read_once_per_memo_and_failures_are_not_kept() {
     );
     assert_eq!(key().await.unwrap(), first, "a failure was not remembered");
     assert_eq!(api.done().len(), 3);
+}
+
+/// Where the test volumes are made.
+fn place() -> crate::domain::owner::Place {
+    crate::domain::owner::Place {
+        fsid: "f-1".into(),
+        pool_id: 3,
+    }
 }

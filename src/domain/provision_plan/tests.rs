@@ -94,7 +94,7 @@ fn a_broken_claim_is_reported_before_a_broken_class() {
 #[test]
 fn only_our_own_pv_answers_the_claim() {
     let plan = rbd_plan();
-    let ours = plan.pv(&rbd_class(), None, ME);
+    let ours = plan.pv(&rbd_class(), None, ME, None);
     assert_eq!(plan.draft.answered_by(&ours, ME), Ok(()));
 
     let mut foreign = ours.clone();
@@ -119,12 +119,26 @@ fn only_our_own_pv_answers_the_claim() {
 #[test]
 fn the_pv_and_stamp_follow_the_plan() {
     let plan = rbd_plan();
-    let pv = plan.pv(&rbd_class(), None, ME);
+    let place = crate::domain::owner::Place {
+        fsid: "f-1".into(),
+        pool_id: 7,
+    };
+    let pv = plan.pv(&rbd_class(), None, ME, Some(&place));
     assert_eq!(pv.metadata.name.as_deref(), Some(&*format!("pvc-{UID}")));
+    let ann = pv.metadata.annotations.as_ref().unwrap();
+    assert_eq!(
+        (
+            ann[crate::domain::volume::ANN_FSID].as_str(),
+            ann[crate::domain::volume::ANN_POOL_ID].as_str()
+        ),
+        ("f-1", "7")
+    );
     let rbd = pv.spec.as_ref().and_then(|s| s.rbd.as_ref()).unwrap();
     assert_eq!(rbd.pool.as_deref(), Some("kube"));
     assert_eq!(rbd.image, format!("kubernetes-dynamic-pvc-{UID}"));
-    let stamp = plan.stamp(1_700_000_000);
+    let stamp = plan.stamp(1_700_000_000, place.clone());
+    assert_eq!(stamp.place, Some(place));
+    assert_eq!(stamp.pv_state, crate::domain::owner::PvState::None);
     assert_eq!(stamp.pv, format!("pvc-{UID}"));
     assert_eq!(
         (stamp.claim_namespace.as_str(), stamp.claim_name.as_str()),
@@ -171,9 +185,11 @@ fn the_success_message_reads_as_before() {
     );
     let d = draft(&claim(Some("2Gi")), &rbd_class(), Flavor::Csi).unwrap();
     let source = clone::Source {
+        pv: "pvc-src".into(),
         pool: "kube".into(),
         image: "kubernetes-dynamic-pvc-src".into(),
         size: 1 << 30,
+        recorded: None,
     };
     let stage = NodeStage::Companion(SecretRef {
         namespace: "apps".into(),

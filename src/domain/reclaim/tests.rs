@@ -15,6 +15,8 @@ fn ours(policy: &str, phase: &str) -> PersistentVolume {
         (ANN_IMAGE, image),
         (ANN_ADMIN_ID, "admin"),
         (ANN_ADMIN_SECRET, "kube-system/ceph-secret"),
+        (ANN_FSID, "f-1"),
+        (ANN_POOL_ID, "3"),
     ];
     let mut pv = fixtures::rbd_pv("pvc-1", ("kube", image), &annotations, Some(phase));
     pv.metadata.finalizers = Some(vec![FINALIZER.into(), "kubernetes.io/pv-protection".into()]);
@@ -69,7 +71,68 @@ fn kind(a: &VolumeAction) -> &'static str {
         VolumeAction::RemoveFinalizer => "remove finalizer",
         VolumeAction::Delete(_) => "delete",
         VolumeAction::Broken(_) => "broken",
+        VolumeAction::Record(_) => "record",
     }
+}
+
+/// Without records (a volume of the old provisioner, or ours from before them), a bound
+/// volume is recorded while plainly in use, whatever its policy; nothing else changes.
+#[test]
+fn bound_volumes_without_records_are_recorded() {
+    let unrecorded = |policy, phase| {
+        let mut pv = ours(policy, phase);
+        let a = pv.metadata.annotations.as_mut().unwrap();
+        a.remove(ANN_FSID);
+        a.remove(ANN_POOL_ID);
+        pv
+    };
+    for (policy, phase, claim_gone, want) in [
+        ("Delete", "Bound", false, "record"),
+        ("Delete", "Bound", true, "delete"),
+        ("Delete", "Released", false, "delete"),
+        ("Delete", "Pending", false, "ignore"),
+        ("Retain", "Bound", false, "remove finalizer"),
+    ] {
+        let got = kind(&decide(&unrecorded(policy, phase), ME, claim_gone));
+        assert_eq!(got, want, "{policy} {phase}, claim gone: {claim_gone}");
+    }
+    let mut retain = unrecorded("Retain", "Bound");
+    retain.metadata.finalizers = None;
+    assert_eq!(kind(&decide(&retain, ME, false)), "record");
+    assert_eq!(kind(&decide(&legacy("Bound"), ME, false)), "record");
+    let mut deleting = unrecorded("Delete", "Bound");
+    deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
+    assert_eq!(kind(&decide(&deleting, ME, false)), "ignore");
+}
+
+#[test]
+fn recorded_places_must_match_what_is_reached() {
+    let live = Place {
+        fsid: "f-1".into(),
+        pool_id: 3,
+    };
+    let pv = ours("Delete", "Released");
+    assert_eq!(recorded_place(&pv), Some(live.clone()));
+    assert_eq!(check_recorded(&pv, "kube", &live, "m1"), Ok(()));
+    let other_cluster = Place {
+        fsid: "f-2".into(),
+        ..live.clone()
+    };
+    assert!(matches!(
+        check_recorded(&pv, "kube", &other_cluster, "m1"),
+        Err(PlaceChanged::Fsid { .. })
+    ));
+    let replaced = Place {
+        pool_id: 4,
+        ..live.clone()
+    };
+    let e = check_recorded(&pv, "kube", &replaced, "m1").unwrap_err();
+    assert!(e.to_string().contains("renamed and replaced"), "{e}");
+    // Nothing recorded: nothing to contradict.
+    let mut bare = pv.clone();
+    bare.metadata.annotations = None;
+    assert_eq!(check_recorded(&bare, "kube", &replaced, "m1"), Ok(()));
+    assert_eq!(recorded_place(&bare), None);
 }
 
 #[test]
@@ -185,6 +248,25 @@ fn csi_volumes() {
         }
         other => panic!("{other:?}"),
     }
+    // A clusterID that is the fsid (the class gave none) pins the cluster in the immutable
+    // spec: monitors leading to another cluster are refused even without the fsid record.
+    let attrs = pv.spec.as_mut().unwrap().csi.as_mut().unwrap();
+    attrs
+        .volume_attributes
+        .as_mut()
+        .unwrap()
+        .insert("clusterID".into(), "f-9".into());
+    let a = pv.metadata.annotations.as_mut().unwrap();
+    a.remove(ANN_FSID);
+    a.insert(ANN_CLUSTER_ID_SOURCE.into(), "ceph-fsid".into());
+    let live = Place {
+        fsid: "f-1".into(),
+        pool_id: 3,
+    };
+    assert!(matches!(
+        check_recorded(&pv, "kube", &live, "m1"),
+        Err(PlaceChanged::Fsid { recorded, .. }) if recorded == "f-9"
+    ));
 }
 
 #[test]

@@ -68,6 +68,7 @@ fn pv_for(
         source,
         image,
         provisioner: "ceph.com/rbd",
+        place: None,
     })
 }
 

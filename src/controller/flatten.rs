@@ -1,0 +1,69 @@
+//! Flattening clones in the background: before their source is deleted, and when a chain of
+//! clones of clones grows deeper than its class allows. One flatten at a time per image, in
+//! this process (only the leader acts): two at once would each copy the parent's data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Context;
+use crate::ceph::{Cluster, ParentSpec};
+
+/// How long a clone may take to flatten before the attempt is given up (the caller retries).
+const DEADLINE: Duration = Duration::from_secs(3600);
+
+/// Flattens `pool/child` in the background unless that is already under way; then, if given,
+/// drops the parent's snapshot that existed only for this clone.
+pub fn in_background(
+    ctx: &Context,
+    cluster: &Arc<Cluster>,
+    pool: &str,
+    child: &str,
+    then_drop: Option<ParentSpec>,
+) {
+    let key = format!("{pool}/{child}");
+    if !ctx
+        .flattening
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.clone())
+    {
+        return;
+    }
+    let (cluster, pool, child) = (cluster.clone(), pool.to_string(), child.to_string());
+    let flattening = ctx.flattening.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        match tokio::time::timeout(DEADLINE, cluster.flatten(&pool, &child)).await {
+            Ok(Ok(())) => {
+                tracing::info!(%pool, %child, elapsed = ?started.elapsed(), "flattened clone");
+                if let Some(p) = then_drop {
+                    drop_snapshot(&cluster, &p).await;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%pool, %child, error = %e, "flattening clone failed; retried later")
+            }
+            Err(_) => {
+                tracing::warn!(%pool, %child, "flattening clone took longer than {DEADLINE:?}; retried later")
+            }
+        }
+        flattening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    });
+}
+
+/// Unprotects and removes a snapshot no clone needs any more; failures are left for the
+/// source's deletion, which removes such snapshots too.
+pub async fn drop_snapshot(cluster: &Arc<Cluster>, p: &ParentSpec) {
+    if let Err(e) = cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await
+        && !e.is_not_found()
+    {
+        tracing::warn!(snapshot = %p, error = %e, "could not unprotect a snapshot no clone needs; deleting the source removes it");
+        return;
+    }
+    if let Err(e) = cluster.snap_remove(&p.pool, &p.image, &p.snap).await {
+        tracing::warn!(snapshot = %p, error = %e, "could not remove a snapshot no clone needs; deleting the source removes it");
+    }
+}

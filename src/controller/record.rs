@@ -1,0 +1,62 @@
+//! Recording, while a volume is plainly in use, what its later deletion will check: on the
+//! image's stamp (whose PV it is, for volumes of the old provisioner; where it was made; that a
+//! PV has it) and on the PV (where its image was made). Volumes this provisioner makes get all
+//! of it at creation; this is for the others, and for ours from before these records.
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::Context;
+use crate::domain::owner;
+use crate::domain::reclaim::{self, DeleteTarget};
+use crate::domain::volume::{ANN_FSID, ANN_POOL_ID};
+use crate::error::{Error, Refusal, Result, is_status};
+
+pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Result<()> {
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    let Some(seen) = reclaim::bound_volume(pv) else {
+        return Ok(());
+    };
+    let mismatch = |why| Error::Mismatch {
+        action: "record",
+        pv: name.clone(),
+        why,
+    };
+    let creds = ctx.volume_credentials(pv, t).await?;
+    let cluster = ctx.connect(&creds).await?;
+    let object = format!("image {}/{} of volume {name}", t.pool, t.image);
+    let live = ctx.place(&cluster, &t.pool, &object).await?;
+    reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
+        .map_err(|c| mismatch(Refusal::Place(c)))?;
+    let meta = cluster
+        .metadata(&t.pool, &t.image, owner::KEYS)
+        .await
+        .map_err(Error::ceph(&object))?;
+    let pairs = owner::first_sight_pairs(&meta, &ctx.instance, &seen, &live, super::unix_now())
+        .map_err(|m| mismatch(Refusal::Stamp(m)))?;
+    // Without opening the image: it is in use, and nothing that has it open reads these keys.
+    cluster
+        .set_metadata_unopened(&t.pool, &t.image, pairs)
+        .await
+        .map_err(Error::ceph(&object))?;
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": pv.metadata.resource_version,
+        "annotations": {ANN_FSID: live.fsid, ANN_POOL_ID: live.pool_id.to_string()},
+    }});
+    match Api::<PersistentVolume>::all(ctx.client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_status(&e, 404) => return Ok(()),
+        Err(e) if is_status(&e, 409) => {
+            return Err(Error::Conflict {
+                verb: "record on",
+                object: format!("PersistentVolume {name}"),
+            });
+        }
+        Err(e) => return Err(Error::kube("record on PersistentVolume", name)(e)),
+    }
+    tracing::info!(pv = %name, image = %format!("{}/{}", t.pool, t.image), fsid = %live.fsid, pool_id = live.pool_id, "recorded whose the image is and where it was made");
+    Ok(())
+}
