@@ -1,19 +1,20 @@
 //! Kubernetes I/O: Secrets, claims, classes, PersistentVolumes, Events. Narrow functions over
 //! a `kube::Client`.
 
+mod events;
+
+pub use events::Events;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolume, PersistentVolumeClaim, Secret,
-};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::ceph::CephKey;
 use crate::domain::params::SecretRef;
@@ -385,170 +386,6 @@ pub async fn create_pv(client: &Client, pv: &PersistentVolume, provisioner: &str
             cause: e,
         }),
     }
-}
-
-/// Publishes events about our objects. Failures are logged, never fatal: events are for
-/// people, not control flow.
-pub struct Events {
-    recorder: Recorder,
-    client: Client,
-    controller: String,
-    instance: String,
-}
-
-impl Events {
-    pub fn new(client: Client) -> Events {
-        let controller = "rbd-provisioner".to_string();
-        let pod = std::env::var("POD_NAME").ok();
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: controller.clone(),
-                instance: pod.clone(),
-            },
-        );
-        Events {
-            recorder,
-            client,
-            instance: pod.unwrap_or_else(|| controller.clone()),
-            controller,
-        }
-    }
-
-    /// A Normal event: progress or success.
-    pub async fn normal(&self, about: &ObjectReference, reason: &str, action: &str, note: String) {
-        self.publish(about, EventType::Normal, reason, action, note)
-            .await
-    }
-
-    /// A Normal event about a step that happens once per object (provisioning started,
-    /// succeeded), written straight away. kube-runtime's recorder keeps every event it wrote
-    /// for six minutes to count repeats: for one-off events that is only memory (measured:
-    /// about 30 MiB at 16 claims/s) and a scan of that cache per event.
-    pub async fn once(&self, about: &ObjectReference, reason: &str, action: &str, note: String) {
-        let Some(ns) = about.namespace.clone() else {
-            return self.normal(about, reason, action, note).await;
-        };
-        let now = k8s_openapi::jiff::Timestamp::now();
-        let ev = k8s_openapi::api::events::v1::Event {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some(format!(
-                    "{}.{:x}",
-                    about.name.as_deref().unwrap_or("object"),
-                    now.as_nanosecond()
-                )),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            action: Some(action.into()),
-            reason: Some(reason.into()),
-            note: Some(truncated(note)),
-            type_: Some("Normal".into()),
-            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                now,
-            )),
-            regarding: Some(about.clone()),
-            reporting_controller: Some(self.controller.clone()),
-            reporting_instance: Some(self.instance.clone()),
-            ..Default::default()
-        };
-        let events: Api<k8s_openapi::api::events::v1::Event> =
-            Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = events.create(&PostParams::default(), &ev).await {
-            tracing::warn!(reason, object = ?about.name, error = %crate::error::kube_cause(&e), "could not publish event");
-        }
-    }
-
-    /// A Warning event: a failure, with its cause and fix.
-    pub async fn warning(&self, about: &ObjectReference, reason: &str, action: &str, note: String) {
-        self.publish(about, EventType::Warning, reason, action, note)
-            .await
-    }
-
-    pub async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(truncated(note)),
-            action: action.into(),
-            secondary: None,
-        };
-        let published = if regarding.namespace.is_none() {
-            publish_cluster_scoped(&self.client, regarding, ev).await
-        } else {
-            self.recorder.publish(&ev, regarding).await
-        };
-        if let Err(e) = published {
-            tracing::warn!(reason, object = ?regarding.name, error = %crate::error::kube_cause(&e), "could not publish event");
-        }
-    }
-}
-
-/// The API server refuses an event note over 1 kB.
-fn truncated(mut note: String) -> String {
-    if note.len() > 1000 {
-        let mut cut = 1000;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-    }
-    note
-}
-
-/// Events about cluster-scoped objects (PersistentVolumes) go through core/v1 into
-/// "default": Kubernetes before 1.22 accepts an events.k8s.io/v1 event about a cluster-scoped
-/// object only in kube-system, where `kubectl describe pv` would not find it.
-async fn publish_cluster_scoped(
-    client: &Client,
-    regarding: &ObjectReference,
-    ev: Event,
-) -> Result<(), kube::Error> {
-    use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let core = CoreEvent {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}",
-                regarding.name.as_deref().unwrap_or("object"),
-                now.as_nanosecond()
-            )),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        involved_object: regarding.clone(),
-        reason: Some(ev.reason),
-        message: ev.note,
-        action: Some(ev.action),
-        type_: Some(match ev.type_ {
-            EventType::Normal => "Normal".into(),
-            EventType::Warning => "Warning".into(),
-        }),
-        source: Some(EventSource {
-            component: Some("rbd-provisioner".into()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        reporting_component: Some("rbd-provisioner".into()),
-        reporting_instance: Some(
-            std::env::var("POD_NAME").unwrap_or_else(|_| "rbd-provisioner".into()),
-        ),
-        ..Default::default()
-    };
-    Api::<CoreEvent>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &core)
-        .await
-        .map(drop)
 }
 
 #[cfg(test)]

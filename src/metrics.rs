@@ -66,6 +66,7 @@ pub struct Metrics {
     deletions: Outcomes<DeleteLabels>,
     leader: Gauge,
     ceph_clients: Gauge,
+    events_dropped: Counter,
     resident_memory: Gauge,
     open_fds: Gauge,
     threads: Gauge,
@@ -130,6 +131,7 @@ impl Default for Metrics {
             Default::default();
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
         let ceph_clients = Gauge::default();
+        let events_dropped = Counter::default();
         let c = registry.sub_registry_with_prefix("controller");
         let provisions = Outcomes::register(
             c,
@@ -190,6 +192,11 @@ impl Default for Metrics {
                 "Connected Ceph clients kept for reuse (idle ones are closed)",
                 ceph_clients.clone(),
             );
+            r.register(
+                "events_dropped",
+                "Events not written because the namespace of the object they are about had spent its event budget (a repeat is still counted in the next write of its event)",
+                events_dropped.clone(),
+            );
         }
         Metrics {
             operations,
@@ -198,6 +205,7 @@ impl Default for Metrics {
             deletions,
             leader,
             ceph_clients,
+            events_dropped,
             resident_memory,
             open_fds,
             threads,
@@ -254,6 +262,11 @@ impl Metrics {
 
     pub fn set_ceph_clients(&self, n: usize) {
         self.ceph_clients.set(n as i64);
+    }
+
+    /// The counter of events a namespace's event budget kept from being written.
+    pub fn events_dropped(&self) -> Counter {
+        self.events_dropped.clone()
     }
 
     pub fn set_leader(&self, leading: bool) {
@@ -415,6 +428,12 @@ mod tests {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        m.events_dropped().inc();
+        assert!(
+            m.render()
+                .contains("rbd_provisioner_events_dropped_total 1"),
+            "{text}"
+        );
         assert!(text.contains("process_open_fds "), "{text}");
         assert!(text.contains("process_cpu_seconds_total "), "{text}");
     }

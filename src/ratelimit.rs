@@ -31,15 +31,39 @@ impl Bucket {
 
     /// Takes a token at `now`, or says how long until one is there.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.qps;
-        self.tokens = (self.tokens + earned).min(self.burst);
-        self.last = now;
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - self.tokens) / self.qps))
         }
+    }
+
+    /// Takes a token at `now` only if `keep` tokens are left after it.
+    pub fn take_keeping(&mut self, now: Instant, keep: f64) -> bool {
+        self.refill(now);
+        let taken = self.tokens >= 1.0 + keep;
+        if taken {
+            self.tokens -= 1.0;
+        }
+        taken
+    }
+
+    /// The tokens there are at `now`.
+    pub fn available(&self, now: Instant) -> f64 {
+        let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.qps;
+        (self.tokens + earned).min(self.burst)
+    }
+
+    /// Whether the bucket is full at `now`: no different from a new one.
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.available(now) >= self.burst
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.tokens = self.available(now);
+        self.last = self.last.max(now);
     }
 }
 
@@ -132,6 +156,22 @@ mod tests {
         assert_eq!(b.take(later), Ok(()));
         assert_eq!(b.take(later), Ok(()));
         assert!(b.take(later).is_err());
+    }
+
+    #[test]
+    fn take_keeping_leaves_the_reserve() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(1.0, 4, t0);
+        assert!(b.take_keeping(t0, 2.0));
+        assert!(b.take_keeping(t0, 2.0));
+        assert!(!b.take_keeping(t0, 2.0), "two left: kept");
+        assert!(b.take_keeping(t0, 0.0));
+        assert!((b.available(t0) - 1.0).abs() < 1e-9);
+        assert!(!b.is_full(t0 + Duration::from_secs(2)));
+        assert!(b.is_full(t0 + Duration::from_secs(3)));
+        // A clock read earlier than the last one earns nothing and loses nothing.
+        assert!(b.take_keeping(t0 + Duration::from_secs(3), 2.0));
+        assert!((b.available(t0) - 3.0).abs() < 1e-9);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub(crate) use provision::node_stage_secret;
 mod purge;
 mod resize;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -156,7 +156,7 @@ impl Context {
             purger: purge::Purger::start(metrics.clone()),
             flattening: Arc::default(),
             ceph: Connections::with_idle(settings.ceph_timeouts, settings.ceph_idle),
-            events: Events::new(client.clone()),
+            events: Events::new(client.clone(), metrics.events_dropped()),
             secrets: k8s::SecretMemo::new(SECRET_MEMO),
             client,
             settings,

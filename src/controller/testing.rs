@@ -39,12 +39,22 @@ pub struct Step {
     reply: Reply,
 }
 
-/// One step of the script: a request expected next, and its reply.
+/// One step of the script: a request expected next, and its reply. A path ending in `*`
+/// stands for any path it begins, for names the code under test makes up.
 pub fn expect(method: Method, path: impl Into<String>, reply: Reply) -> Step {
     Step {
         method,
         path: path.into(),
         reply,
+    }
+}
+
+impl Step {
+    fn matches(&self, path: &str) -> bool {
+        match self.path.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => self.path == path,
+        }
     }
 }
 
@@ -85,7 +95,7 @@ impl ApiServer {
                 let (method, path) = (parts.method, parts.uri.path().to_string());
                 let mut log = shared.lock().unwrap_or_else(|p| p.into_inner());
                 let reply = match script.get(log.taken) {
-                    Some(step) if step.method == method && step.path == path => {
+                    Some(step) if step.method == method && step.matches(&path) => {
                         log.taken += 1;
                         answer(&step.reply, &body)
                     }
