@@ -17,3 +17,4 @@ pub mod leader;
 pub mod metrics;
 pub mod migrate;
 pub mod ratelimit;
+pub mod text;

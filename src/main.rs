@@ -6,7 +6,10 @@ async fn main() {
     let code = match rbd_provisioner::app::run(rbd_provisioner::app::Cli::parse()).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("Error: {e:?}");
+            // Errors may quote objects (names, parameter values) that others can write.
+            for line in format!("Error: {e:?}").lines() {
+                eprintln!("{}", rbd_provisioner::text::escape(line));
+            }
             1
         }
     };

@@ -1249,3 +1249,74 @@ async fn refuses_a_claim_of_a_generic_ephemeral_volume() {
     assert!(backup_of(&s.admin, &pv_name).await.is_none());
     s.cleanup().await;
 }
+
+/// Names, annotations and image names are printed escaped: a PV's `spec.rbd.image` (any
+/// string) and a claim's annotation (which its owner writes) carrying terminal sequences and
+/// a bidi override reach the operator's terminal as visible escapes, not as control bytes.
+#[tokio::test]
+async fn object_text_is_printed_escaped() {
+    let s = Setup::new("migesc").await;
+    let evil_image = "img\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}gpj.exe";
+    let pv_name = format!("pvc-{}", unique("esc"));
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {
+            "name": pv_name,
+            "annotations": {
+                "pv.kubernetes.io/provisioned-by": "ceph.com/rbd",
+                "rbdProvisionerIdentity": "ceph.com/rbd",
+            },
+        },
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": s.class,
+            "rbd": {
+                "monitors": [s.bed.monitors],
+                "pool": "kube",
+                "image": evil_image,
+                "user": "kube",
+                "secretRef": {"name": format!("{}-user", s.ns), "namespace": "default"},
+            },
+        },
+    }))
+    .unwrap();
+    s.pvs().create(&PostParams::default(), &pv).await.unwrap();
+    // A claim of no class (nothing binds it) whose owner wrote the old backup annotation,
+    // naming a "PV" of the class: the report quotes that name.
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {
+            "name": "noisy", "namespace": s.ns,
+            "annotations": {ANN_BACKUP: serde_json::to_string(&json!({
+                "metadata": {"name": "pv\u{1b}[31mred\u{9b}2J\u{202e}x"},
+                "spec": {"storageClassName": s.class},
+            })).unwrap()},
+        },
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Mi"}}},
+    }))
+    .unwrap();
+    s.pvcs()
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+
+    let (ok, out) = s.migrate(&["--dry-run"]).await;
+    let _ = s.pvs().delete(&pv_name, &DeleteParams::default()).await;
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']),
+        "control characters reached the terminal: {out:?}"
+    );
+    let l = line_of(&out, &pv_name);
+    assert!(
+        l.contains(r"image kube/img\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}gpj.exe)"),
+        "{l}"
+    );
+    let l = line_of(&out, &format!("claim {}/noisy:", s.ns));
+    assert!(
+        l.contains(r"naming PersistentVolume pv\u{1b}[31mred\u{9b}2J\u{202e}x)"),
+        "{l}"
+    );
+    s.cleanup().await;
+}

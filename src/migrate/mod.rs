@@ -34,6 +34,7 @@ use crate::domain::migration::{
 use crate::domain::params::{self, SecretRef};
 use crate::domain::reclaim::spec_image;
 use crate::error::{Error, SecretRole, is_status};
+use crate::text::escape;
 
 mod steps;
 
@@ -364,7 +365,7 @@ pub async fn run(
 
     let (mut refused, mut failed, mut changed) = (0, 0, 0);
     if items.is_empty() {
-        println!("StorageClass {class_name}: no PersistentVolumes");
+        say(&format!("StorageClass {class_name}: no PersistentVolumes"));
     }
     for (name, item) in &items {
         let outcome = handle(&ctx, name, item, &claim_by_key).await;
@@ -376,26 +377,32 @@ pub async fn run(
             }
             Outcome::Skipped(_) => {}
         }
-        println!("{}: {outcome}", item.label(name));
+        say(&format!("{}: {outcome}", item.label(name)));
     }
     for c in &claims.items {
         if let Some(note) = migration::stale_claim_note(c, &class_name) {
-            println!(
+            say(&format!(
                 "claim {}/{}: {note}",
                 c.metadata.namespace.as_deref().unwrap_or_default(),
                 c.metadata.name.as_deref().unwrap_or_default()
-            );
+            ));
         }
     }
     if changed > 0
         && let Some(note) = migration::class_note(&class_name, class_params.as_ref())
     {
-        println!("note: {note}");
+        say(&format!("note: {note}"));
     }
     if refused + failed > 0 {
         return Err(MigrateError::Unfinished { refused, failed });
     }
     Ok(())
+}
+
+/// Prints one line of the report. Whole lines are escaped: names, annotations, images and the
+/// API server's messages about them all come from objects others may write.
+fn say(line: &str) {
+    println!("{}", escape(line));
 }
 
 async fn check_node_stage_secret(client: &Client, secret: &SecretRef) -> Result<(), MigrateError> {
