@@ -330,6 +330,25 @@ impl Drop for Provisioner {
     }
 }
 
+/// Registers CSIDriver `name`, as installing ceph-csi does (an API object only: no plugin
+/// runs here), for `migrate-to-csi`, which writes PVs only for an installed driver. An
+/// existing one is kept: the bed and its CSIDrivers are shared by every test.
+pub async fn csi_driver(client: &Client, name: &str) {
+    let d: k8s_openapi::api::storage::v1::CSIDriver = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"attachRequired": false, "podInfoOnMount": false},
+    }))
+    .unwrap();
+    match Api::<k8s_openapi::api::storage::v1::CSIDriver>::all(client.clone())
+        .create(&PostParams::default(), &d)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create CSIDriver {name}: {e}"),
+    }
+}
+
 /// Creates (or keeps) a namespace.
 pub async fn namespace(client: &Client, name: &str) {
     let ns =
