@@ -787,6 +787,42 @@ impl Provisioner {
             Some(k) => k.to_path_buf(),
             None => service_account_kubeconfig(bed).await,
         };
+        Provisioner::spawn(bed, name, env, extra_args, &kubeconfig, None)
+    }
+
+    /// Like `start`, as user and group `uid` (not root: the test runs as root), with a copy
+    /// of the ServiceAccount's kubeconfig only that user may read, in the directory returned
+    /// (the test removes it).
+    pub async fn start_as(
+        bed: &Bed,
+        name: &str,
+        uid: u32,
+        extra_args: &[&str],
+    ) -> (Provisioner, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let kubeconfig = service_account_kubeconfig(bed).await;
+        let dir = std::env::temp_dir().join(unique("rbdp-uid"));
+        std::fs::create_dir(&dir).unwrap();
+        let copy = dir.join("kubeconfig");
+        std::fs::copy(&kubeconfig, &copy).unwrap();
+        for (path, mode) in [(&dir, 0o700), (&copy, 0o600)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+        }
+        (
+            Provisioner::spawn(bed, name, &[], extra_args, &copy, Some(uid)),
+            dir,
+        )
+    }
+
+    fn spawn(
+        bed: &Bed,
+        name: &str,
+        env: &[(&str, &str)],
+        extra_args: &[&str],
+        kubeconfig: &std::path::Path,
+        uid: Option<u32>,
+    ) -> Provisioner {
         let bin = std::env::var_os("RBD_PROVISIONER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rbd-provisioner")));
@@ -796,7 +832,7 @@ impl Provisioner {
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(bin);
         cmd.arg("--kubeconfig")
-            .arg(&kubeconfig)
+            .arg(kubeconfig)
             .args([
                 "--provisioner-name",
                 name,
@@ -813,6 +849,11 @@ impl Provisioner {
             .stderr(out);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            // std also drops root's supplementary groups.
+            cmd.uid(uid).gid(uid);
         }
         die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("start rbd-provisioner");
