@@ -1324,7 +1324,7 @@ async fn migrates_to_the_class_csi_driver_only_once_it_is_installed() {
             out.contains(&format!(
                 "{ROOK_DRIVER} is the csiDriver of StorageClass {}",
                 s.class
-            )) && out.contains("install ceph-csi's rbd plugin"),
+            )) && out.contains("Install ceph-csi's rbd plugin"),
             "what to install or fix: {out}"
         );
         let now = s.pvs().get(&pv).await.unwrap();

@@ -124,19 +124,21 @@ pub fn csi_settings(
 
 /// What to do when the cluster has no CSIDriver object of the settings' driver name.
 pub fn missing_driver_fix(s: &CsiSettings, class: &str) -> String {
-    let d = &s.driver;
     let install = format!(
-        "install ceph-csi's rbd plugin (it registers CSIDriver {d}; Rook's is rook-ceph.rbd.csi.ceph.com)"
+        "Install ceph-csi's rbd plugin, which registers its CSIDriver (Rook names it rook-ceph.rbd.csi.ceph.com, ceph-csi's own charts {DEFAULT_CSI_DRIVER})"
     );
     let other = "the name kubectl get csidrivers shows";
     match s.driver_source {
         DriverSource::Flag => format!("{install}, or pass {other} as --csi-driver"),
         DriverSource::Class => format!(
-            "{d} is the csiDriver of StorageClass {class} ({DEFAULT_CSI_DRIVER} when it sets none). {install}; if ceph-csi is installed under another name, recreate StorageClass {class} (parameters cannot be edited) with csiDriver set to {other}, or pass that name as --csi-driver"
+            "{} is the csiDriver of StorageClass {class} ({DEFAULT_CSI_DRIVER} when it sets none). {install}; if it is installed under another name, recreate StorageClass {class} (parameters cannot be edited) with csiDriver set to {other}, or pass that name as --csi-driver",
+            s.driver
         ),
-        DriverSource::Default => format!(
-            "{install}; if ceph-csi is installed under another name, pass {other} as --csi-driver"
-        ),
+        DriverSource::Default => {
+            format!(
+                "{install}; if it is installed under another name, pass {other} as --csi-driver"
+            )
+        }
     }
 }
 
