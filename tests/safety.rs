@@ -708,7 +708,15 @@ async fn the_provisioner_is_not_dumpable() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
+    /// The kubeconfig copy holds a token: gone with the test, failed or not.
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let (p, scratch) = Provisioner::start_as(&bed, &name, NOBODY, &["--metrics-addr", &addr]).await;
+    let _scratch = Scratch(scratch);
     // Well past start-up, as that user: it reached the API server and took its Lease.
     common::wait_log(&p, &["became leader"], T).await;
     let pid = p.pid();
@@ -782,7 +790,6 @@ async fn the_provisioner_is_not_dumpable() {
     assert!(metrics.contains("rbd_provisioner_leader 1"), "{metrics}");
 
     drop(p);
-    let _ = std::fs::remove_dir_all(&scratch);
     let admin = bed.admin().await;
     let _ = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, "kube-system")
         .delete(
