@@ -59,8 +59,9 @@ unset token
 step "Starting the provisioner (provisioner name ceph.com/rbd; log: $BED/demo-provisioner.log)"
 if [ -f "$BED/demo-provisioner.pid" ]; then
   old=$(cat "$BED/demo-provisioner.pid")
-  # Only our own earlier demo process (same binary), never whatever reuses the pid.
-  case "$(readlink "/proc/$old/exe" 2>/dev/null)" in "$BIN"|"$BIN (deleted)")
+  # Only our own earlier demo process (same binary), never whatever reuses the pid. Its
+  # argv[0]: /proc/PID/exe of the provisioner, which is not dumpable, only root may read.
+  case "$(tr '\0' '\n' < "/proc/$old/cmdline" 2>/dev/null | head -1)" in "$BIN")
     kill "$old" 2>/dev/null || true
     for _ in $(seq 1 50); do [ -d "/proc/$old" ] || break; sleep 0.1; done ;;
   esac

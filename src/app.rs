@@ -364,12 +364,11 @@ async fn run_provisioner(
     }
 }
 
-/// This replica's identity in the Lease: the pod name, else host and process id.
+/// This replica's identity in the Lease: its pod (else host) name and a random suffix.
 fn identity() -> String {
-    std::env::var("POD_NAME").unwrap_or_else(|_| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    })
+    let pod = std::env::var("POD_NAME").ok();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    crate::leader::replica_identity(pod.as_deref(), &host, crate::leader::random_u64())
 }
 
 async fn terminated() {

@@ -152,6 +152,33 @@ pub fn lease_name(provisioner: &str) -> String {
     format!("rbd-provisioner-{}", s.trim_matches('-'))
 }
 
+/// This replica's identity in the Lease: `<pod name, else host name>_<16 hex digits>`, the
+/// digits random for each process. Two replicas must never share one, or both would take the
+/// Lease for theirs and act at once; a pod name alone is not enough: it may be missing, or
+/// copied into two replicas' environments. The name part is for people.
+pub fn replica_identity(pod_name: Option<&str>, hostname: &str, random: u64) -> String {
+    let name = [pod_name.unwrap_or_default(), hostname]
+        .into_iter()
+        .map(str::trim)
+        .find(|n| !n.is_empty())
+        .unwrap_or("rbd-provisioner");
+    format!("{name}_{random:016x}")
+}
+
+/// 64 bits from the kernel's random source; should /dev/urandom be unreadable, from the
+/// standard library's hasher keys, which it also draws from the kernel once per process.
+pub fn random_u64() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(_) => {
+            use std::hash::BuildHasher as _;
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+        }
+    }
+}
+
 /// What a replica read of the Lease: any write changes the resourceVersion, even one that
 /// repeats the same renewTime (a leader whose clock stands still still renews).
 #[derive(Clone, Debug, PartialEq)]

@@ -18,3 +18,4 @@ pub mod leader;
 pub mod metrics;
 pub mod migrate;
 pub mod ratelimit;
+pub mod text;

@@ -2,11 +2,19 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
+    // Before any key is read: no core file and no same-uid process may read its memory.
+    if let Err(e) = rbd_provisioner::ceph::forbid_dumps() {
+        eprintln!("Error: cannot make the process non-dumpable (prctl PR_SET_DUMPABLE): {e}");
+        rbd_provisioner::ceph::exit_process(1);
+    }
     rbd_provisioner::ceph::release_dead_stack();
     let code = match rbd_provisioner::app::run(rbd_provisioner::app::Cli::parse()).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("Error: {e:?}");
+            // Errors may quote objects (names, parameter values) that others can write.
+            for line in format!("Error: {e:?}").lines() {
+                eprintln!("{}", rbd_provisioner::text::escape(line));
+            }
             1
         }
     };

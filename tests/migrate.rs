@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rbd_provisioner::ceph::{Cluster, ImageSpec, RBD_FEATURE_LAYERING};
-use rbd_provisioner::domain::migration::{self as plan, ANN_BACKUP, ANN_STEP, Admin, CsiSettings};
+use rbd_provisioner::domain::migration::{
+    self as plan, ANN_BACKUP, ANN_STEP, Admin, CsiSettings, DriverSource,
+};
 use rbd_provisioner::domain::params::SecretRef;
 use rbd_provisioner::domain::reclaim::spec_image;
 use rbd_provisioner::domain::volume::{
@@ -53,6 +55,8 @@ struct Setup {
     class: String,
     /// `ns/name` of the ceph-csi node-stage Secret.
     csi_secret: String,
+    /// The CSI driver its csi PVs must name.
+    driver: String,
     /// Images made by hand (pool, name), removed at the end.
     images: Vec<(String, String)>,
     claims: Vec<PersistentVolumeClaim>,
@@ -66,7 +70,15 @@ impl std::ops::Deref for Setup {
 }
 
 impl Setup {
+    /// A class of the default csi driver, which is registered.
     async fn new(prefix: &str) -> Setup {
+        let s = Setup::with(prefix, &[]).await;
+        csi_driver(&s.admin, CSI_DRIVER).await;
+        s
+    }
+
+    /// A class with `extra` parameters too (its `csiDriver` is not registered here).
+    async fn with(prefix: &str, extra: &[(&str, &str)]) -> Setup {
         let stage = Stage::new(prefix, &format!("{}.test/rbd", unique(prefix))).await;
         let ceph = stage.bed.ceph().await;
         let ns = stage.ns.clone();
@@ -79,14 +91,21 @@ impl Setup {
         )
         .await;
         // What ceph-csi volumes of this class are written with.
-        let csi = [
+        let mut params = vec![
             ("clusterID", CLUSTER_ID),
             ("csiNodeStageSecretName", "csi-rbd-node"),
             ("csiNodeStageSecretNamespace", &ns),
         ];
-        let class = stage.class("class", &csi, json!({})).await;
+        params.extend_from_slice(extra);
+        let class = stage.class("class", &params, json!({})).await;
+        let driver = extra
+            .iter()
+            .find(|(k, _)| *k == "csiDriver")
+            .map_or(CSI_DRIVER, |(_, v)| *v)
+            .to_string();
         Setup {
             csi_secret: format!("{ns}/csi-rbd-node"),
+            driver,
             stage,
             ceph,
             class,
@@ -234,6 +253,8 @@ impl Setup {
 
     fn settings(&self) -> CsiSettings {
         CsiSettings {
+            driver: self.driver.clone(),
+            driver_source: DriverSource::Class,
             cluster_id: CLUSTER_ID.into(),
             node_stage_secret: SecretRef {
                 namespace: self.ns.clone(),
@@ -441,7 +462,7 @@ async fn assert_migrated(
     );
     assert!(a.rbd.is_none());
     let csi = a.csi.expect("spec.csi");
-    assert_eq!(csi.driver, CSI_DRIVER);
+    assert_eq!(csi.driver, s.driver);
     assert_eq!(csi.volume_handle, image);
     assert_eq!(csi.fs_type.as_deref(), Some("ext4"));
     let attrs = csi.volume_attributes.unwrap();
@@ -585,7 +606,9 @@ async fn migrates_volumes_of_both_provisioners() {
     assert!(ok, "{out}");
     assert!(line_of(&out, &legacy_pv).ends_with(": migrated"), "{out}");
     assert!(
-        line_of(&out, &our_pv).contains("skipped: already a ceph-csi volume"),
+        line_of(&out, &our_pv).contains(&format!(
+            "skipped: already a csi volume (driver {CSI_DRIVER})"
+        )),
         "{out}"
     );
     assert_migrated(&s, &legacy_before, &legacy_claim, "kube2", &legacy_image).await;
@@ -1247,5 +1270,180 @@ async fn refuses_a_claim_of_a_generic_ephemeral_volume() {
         before.metadata.resource_version
     );
     assert!(backup_of(&s.admin, &pv_name).await.is_none());
+    s.cleanup().await;
+}
+
+/// Rook's driver name, in a class's `csiDriver`.
+const ROOK_DRIVER: &str = "rook-ceph.rbd.csi.ceph.com";
+/// On the CSIDriver this file registers, so that a leftover of a failed run is known as ours.
+const MADE_BY: (&str, &str) = ("rbd-provisioner.test/made-by", "migrate");
+
+/// A class with `csiDriver: rook-ceph.rbd.csi.ceph.com`: while no such CSIDriver is
+/// registered, the run is refused before anything is rewritten; once it is, the volume
+/// migrates to a PV of that driver, and a rerun sees it done.
+#[tokio::test]
+async fn migrates_to_the_class_csi_driver_only_once_it_is_installed() {
+    let mut s = Setup::with("migrook", &[("csiDriver", ROOK_DRIVER)]).await;
+    let drivers = Api::<CSIDriver>::all(s.admin.clone());
+    if let Some(d) = drivers.get_opt(ROOK_DRIVER).await.unwrap() {
+        let labels = d.metadata.labels.unwrap_or_default();
+        assert_eq!(
+            labels.get(MADE_BY.0).map(String::as_str),
+            Some(MADE_BY.1),
+            "CSIDriver {ROOK_DRIVER} exists and was not made by this test, which needs it absent first"
+        );
+        drivers
+            .delete(ROOK_DRIVER, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_for("the leftover CSIDriver gone", T, || async {
+            drivers
+                .get_opt(ROOK_DRIVER)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
+    // The default driver is there: only the class's own counts.
+    csi_driver(&s.admin, CSI_DRIVER).await;
+    let (claim, pv, image) = s.legacy_volume("data", "kube").await;
+    let before = s.pvs().get(&pv).await.unwrap();
+
+    for extra in [&["--dry-run"][..], &[]] {
+        let (ok, out) = s.migrate(extra).await;
+        assert!(!ok, "{extra:?}: {out}");
+        assert!(
+            out.contains(&format!(
+                "CSIDriver {ROOK_DRIVER} does not exist in this cluster"
+            )) && out.contains("nothing was changed"),
+            "{extra:?}: {out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "{ROOK_DRIVER} is the csiDriver of StorageClass {}",
+                s.class
+            )) && out.contains("Install ceph-csi's rbd plugin"),
+            "what to install or fix: {out}"
+        );
+        let now = s.pvs().get(&pv).await.unwrap();
+        assert_eq!(
+            now.metadata.resource_version, before.metadata.resource_version,
+            "{extra:?}: the PV was written"
+        );
+        assert_untouched(&before, &now);
+        assert!(backup_of(&s.admin, &pv).await.is_none(), "{extra:?}");
+    }
+
+    let mut made: CSIDriver = serde_json::from_value(json!({
+        "metadata": {"name": ROOK_DRIVER, "labels": {MADE_BY.0: MADE_BY.1}},
+        "spec": {"attachRequired": true, "podInfoOnMount": false},
+    }))
+    .unwrap();
+    made = drivers.create(&PostParams::default(), &made).await.unwrap();
+    let (ok, out) = s.migrate(&["--dry-run"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        line_of(&out, &pv).contains(&format!("spec.rbd → spec.csi ({ROOK_DRIVER}, clusterID")),
+        "{out}"
+    );
+    let (ok, out) = s.migrate(&[]).await;
+    assert!(ok, "{out}");
+    assert!(line_of(&out, &pv).ends_with(": migrated"), "{out}");
+    // Its csi PV names Rook's driver (assert_migrated compares with the class's).
+    assert_migrated(&s, &before, &claim, "kube", &image).await;
+    let (ok, out) = s.migrate(&[]).await;
+    assert!(ok, "{out}");
+    assert!(
+        line_of(&out, &pv).contains(&format!(
+            "skipped: already a csi volume (driver {ROOK_DRIVER})"
+        )),
+        "{out}"
+    );
+
+    let _ = drivers
+        .delete(
+            ROOK_DRIVER,
+            &DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: made.metadata.uid.take(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            },
+        )
+        .await;
+    s.cleanup().await;
+}
+
+/// Names, annotations and image names are printed escaped: a PV's `spec.rbd.image` (any
+/// string) and a claim's annotation (which its owner writes) carrying terminal sequences and
+/// a bidi override reach the operator's terminal as visible escapes, not as control bytes.
+#[tokio::test]
+async fn object_text_is_printed_escaped() {
+    let s = Setup::new("migesc").await;
+    let evil_image = "img\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}gpj.exe";
+    let pv_name = format!("pvc-{}", unique("esc"));
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {
+            "name": pv_name,
+            "annotations": {
+                "pv.kubernetes.io/provisioned-by": "ceph.com/rbd",
+                "rbdProvisionerIdentity": "ceph.com/rbd",
+            },
+        },
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": s.class,
+            "rbd": {
+                "monitors": [s.bed.monitors],
+                "pool": "kube",
+                "image": evil_image,
+                "user": "kube",
+                "secretRef": {"name": format!("{}-user", s.ns), "namespace": "default"},
+            },
+        },
+    }))
+    .unwrap();
+    s.pvs().create(&PostParams::default(), &pv).await.unwrap();
+    // A claim of no class (nothing binds it) whose owner wrote the old backup annotation,
+    // naming a "PV" of the class: the report quotes that name.
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {
+            "name": "noisy", "namespace": s.ns,
+            "annotations": {ANN_BACKUP: serde_json::to_string(&json!({
+                "metadata": {"name": "pv\u{1b}[31mred\u{9b}2J\u{202e}x"},
+                "spec": {"storageClassName": s.class},
+            })).unwrap()},
+        },
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Mi"}}},
+    }))
+    .unwrap();
+    s.pvcs()
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+
+    let (ok, out) = s.migrate(&["--dry-run"]).await;
+    let _ = s.pvs().delete(&pv_name, &DeleteParams::default()).await;
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']),
+        "control characters reached the terminal: {out:?}"
+    );
+    let l = line_of(&out, &pv_name);
+    assert!(
+        l.contains(r"image kube/img\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}gpj.exe)"),
+        "{l}"
+    );
+    let l = line_of(&out, &format!("claim {}/noisy:", s.ns));
+    assert!(
+        l.contains(r"naming PersistentVolume pv\u{1b}[31mred\u{9b}2J\u{202e}x)"),
+        "{l}"
+    );
     s.cleanup().await;
 }

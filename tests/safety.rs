@@ -691,3 +691,110 @@ async fn idle_and_failed_ceph_clients_are_not_kept() {
     .await;
     cleanup(&c.bed, &c.admin, &c.ns, &[&good, &bad], &["kube"]).await;
 }
+
+/// The provisioner is not dumpable: no core file can hold a key it read, and no other process
+/// of its own user may read its memory, environment or descriptors. It runs as an unprivileged
+/// user here (root, which runs the tests, reads anything): the kernel then gives root its
+/// /proc files, and a process of the same user is refused them, while that user still reads
+/// those of its other, ordinary processes.
+#[tokio::test]
+async fn the_provisioner_is_not_dumpable() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let bed = Bed::load();
+    let name = format!("{}.test/rbd", unique("nodump"));
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    /// The kubeconfig copy holds a token: gone with the test, failed or not.
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let (p, scratch) = Provisioner::start_as(&bed, &name, NOBODY, &["--metrics-addr", &addr]).await;
+    let _scratch = Scratch(scratch);
+    // Well past start-up, as that user: it reached the API server and took its Lease.
+    common::wait_log(&p, &["became leader"], T).await;
+    let pid = p.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with(&format!("Uid:\t{NOBODY}\t"))),
+        "not running as {NOBODY}: {status}"
+    );
+    let as_nobody = |path: String| {
+        Command::new("cat")
+            .arg(path)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap()
+    };
+
+    // The control: the same user reads the environment of an ordinary process of its own.
+    let mut other = Command::new("sleep")
+        .arg("60")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let read = as_nobody(format!("/proc/{}/environ", other.id()));
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(
+        read.status.success(),
+        "{NOBODY} cannot read its own process's environ: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+
+    for f in ["environ", "mem", "maps", "fd"] {
+        let owner = std::fs::metadata(format!("/proc/{pid}/{f}")).unwrap().uid();
+        assert_eq!(owner, 0, "/proc/{pid}/{f} is owned by {owner}: dumpable");
+    }
+    for f in ["environ", "maps", "mem"] {
+        let read = as_nobody(format!("/proc/{pid}/{f}"));
+        assert!(
+            !read.status.success() && String::from_utf8_lossy(&read.stderr).contains("denied"),
+            "{NOBODY} read /proc/{pid}/{f} of its provisioner: {:?}",
+            read.status
+        );
+    }
+
+    // It still reads its own /proc (its metrics), as that user.
+    let metrics = wait_for("metrics of its own /proc", T, || async {
+        let out = Command::new("curl")
+            .args(["-fsS", "--max-time", "3", &format!("http://{addr}/metrics")])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let positive = |name: &str| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .any(|v| v.parse::<f64>().is_ok_and(|v| v > 0.0))
+        };
+        [
+            "process_open_fds",
+            "process_resident_memory_bytes",
+            "rbd_provisioner_threads",
+        ]
+        .iter()
+        .all(|m| positive(m))
+        .then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("rbd_provisioner_leader 1"), "{metrics}");
+
+    drop(p);
+    let admin = bed.admin().await;
+    let _ = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, "kube-system")
+        .delete(
+            &rbd_provisioner::leader::lease_name(&name),
+            &DeleteParams::default(),
+        )
+        .await;
+}

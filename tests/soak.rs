@@ -115,6 +115,11 @@ async fn soak_create_delete_loop_stays_flat() {
     }
     sampler.abort();
     let samples = taken.lock().unwrap().clone();
+    if samples.is_empty() {
+        violations.push(
+            "no sample of the provisioner's /proc was taken: it is not dumpable, so only root (or CAP_SYS_PTRACE) may list its /proc/PID/fd".into(),
+        );
+    }
     if !healthz(&addr) {
         violations.push("/healthz does not answer 200".into());
     }

@@ -155,7 +155,8 @@ async fn volumes_migrated_on_1_20_are_bound_grown_and_deleted_on_1_37() {
         images.push(format!("kubernetes-dynamic-pvc-{}", uid_of(&c)));
     }
 
-    // Before the upgrade: migrate-to-csi on 1.20, as the README says.
+    // Before the upgrade: migrate-to-csi on 1.20, as the README says, with ceph-csi installed.
+    csi_driver(&oa, rbd_provisioner::domain::params::DEFAULT_CSI_DRIVER).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"))
         .arg("--kubeconfig")
         .arg(&old.kubeconfig)

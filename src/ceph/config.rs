@@ -37,11 +37,13 @@ fn looks_like_cephx_key(key: &str) -> bool {
     let Some(bytes) = base64_decode(key) else {
         return false;
     };
-    if bytes.len() < 12 {
-        return false;
-    }
-    let secret_len = usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
-    secret_len > 0 && bytes.len() == 12 + secret_len
+    let shaped = bytes.len() >= 12 && {
+        let secret_len = usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
+        secret_len > 0 && bytes.len() == 12 + secret_len
+    };
+    // The decoded secret itself.
+    super::wipe(bytes);
+    shaped
 }
 
 /// Strict standard base64 (with padding) decoding; `None` when malformed.
@@ -62,18 +64,26 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     };
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
     let chunks = s.len() / 4;
-    for (i, chunk) in s.chunks(4).enumerate() {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != chunks) {
-            return None;
+    let mut decode = || {
+        for (i, chunk) in s.chunks(4).enumerate() {
+            let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+            if pad > 2 || (pad > 0 && i + 1 != chunks) {
+                return None;
+            }
+            let mut n = 0u32;
+            for &c in &chunk[..4 - pad] {
+                n = (n << 6) | val(c)?;
+            }
+            n <<= 6 * pad as u32;
+            let b = n.to_be_bytes();
+            out.extend_from_slice(&b[1..4 - pad]);
         }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | val(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let b = n.to_be_bytes();
-        out.extend_from_slice(&b[1..4 - pad]);
+        Some(())
+    };
+    if decode().is_none() {
+        // What was decoded before the bad character is part of the secret.
+        super::wipe(out);
+        return None;
     }
     Some(out)
 }

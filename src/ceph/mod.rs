@@ -32,7 +32,8 @@ pub use connections::Connections;
 pub use error::{CephError, Errno, Op};
 pub(crate) use handles::wipe;
 pub use handles::{
-    HeldImage, exit_process, library_versions, release_dead_stack, release_free_heap,
+    HeldImage, exit_process, forbid_dumps, is_dumpable, library_versions, release_dead_stack,
+    release_free_heap,
 };
 pub use types::{
     CloneSpec, Created, ImageInfo, ImageSpec, ParentSpec, Removed, SnapInfo, TrashEntry, Watcher,

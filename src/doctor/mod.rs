@@ -13,6 +13,7 @@ use kube::api::Api;
 use crate::ceph::Timeouts;
 use crate::domain::params::Flavor;
 use crate::error::SecretRole;
+use crate::text::escape;
 
 mod ceph;
 mod kernel;
@@ -94,7 +95,8 @@ fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) 
     }
 }
 
-/// The report as printed: one line per check, a `fix:` line under each that has one.
+/// The report as printed: one line per check, a `fix:` line under each that has one. Details
+/// and fixes are escaped: they quote the class, its Secrets, Nodes and Ceph's answers.
 pub fn render(rows: &[Row]) -> String {
     let w = rows.iter().map(|r| r.check.len()).max().unwrap_or(5).max(5);
     let mut out = format!("{:<6} {:<w$}  DETAIL\n", "STATUS", "CHECK");
@@ -103,10 +105,10 @@ pub fn render(rows: &[Row]) -> String {
             "{:<6} {:<w$}  {}\n",
             r.status.label(),
             r.check,
-            r.detail
+            escape(&r.detail)
         ));
         if let Some(f) = &r.fix {
-            out.push_str(&format!("{:<6} {:<w$}  fix: {}\n", "", "", f));
+            out.push_str(&format!("{:<6} {:<w$}  fix: {}\n", "", "", escape(f)));
         }
     }
     out

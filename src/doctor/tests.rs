@@ -53,3 +53,27 @@ fn table_has_fix_lines() {
     assert!(t.contains("FAIL   pool"), "{t}");
     assert!(t.contains("fix: ceph osd pool create x"), "{t}");
 }
+
+#[test]
+fn table_shows_control_characters_of_objects_escaped() {
+    // A class (or a manifest given with --file) may name anything; a Node's kernel version
+    // is whatever its kubelet reports.
+    let t = render(&[fail(
+        "parameters",
+        "pool \u{1b}[2J\u{1b}]0;x\u{7} does not exist\nFAIL fake line",
+        "ceph osd pool create \u{9b}31m\u{202e}",
+    )]);
+    assert!(
+        !t.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']),
+        "{t:?}"
+    );
+    assert!(
+        t.contains("pool \\u{1b}[2J\\u{1b}]0;x\\u{7} does not exist\\nFAIL fake line"),
+        "{t}"
+    );
+    assert!(
+        t.contains("fix: ceph osd pool create \\u{9b}31m\\u{202e}"),
+        "{t}"
+    );
+    assert_eq!(t.lines().count(), 3, "one line per row and fix: {t}");
+}

@@ -363,7 +363,7 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
 }
 
 /// A CSI driver name: at most 63 characters, DNS-1123 labels joined by dots.
-fn valid_driver_name(d: &str) -> bool {
+pub fn valid_driver_name(d: &str) -> bool {
     d.len() <= 63
         && d.split('.').all(|l| {
             !l.is_empty()

@@ -206,3 +206,39 @@ fn transitions_count_changes_of_holder() {
     assert_eq!(taken.lease_transitions, Some(2));
     assert_eq!(taken.holder_identity.as_deref(), Some("b"));
 }
+
+#[test]
+fn identities_carry_a_random_suffix() {
+    assert_eq!(
+        replica_identity(Some("rbd-provisioner-7d9f-x2k"), "node-1", 0xab),
+        "rbd-provisioner-7d9f-x2k_00000000000000ab"
+    );
+    // No (or an empty) POD_NAME: the host name, else a fixed word.
+    assert_eq!(
+        replica_identity(None, "node-1\n", u64::MAX),
+        "node-1_ffffffffffffffff"
+    );
+    assert_eq!(
+        replica_identity(Some(" "), "", 1),
+        "rbd-provisioner_0000000000000001"
+    );
+
+    // Two replicas given one POD_NAME (copied into both) still differ, and judge the Lease
+    // the other holds as not theirs.
+    let a = replica_identity(Some("copied"), "h", random_u64());
+    let b = replica_identity(Some("copied"), "h", random_u64());
+    assert_ne!(a, b);
+    let held_by_a = record(Some(&a), "1");
+    let now = Instant::now();
+    assert_eq!(judge(&held_by_a, &a, now, LEASE, now), Verdict::Mine);
+    assert!(matches!(
+        judge(&held_by_a, &b, now, LEASE, now),
+        Verdict::HeldBy { holder, .. } if holder == a
+    ));
+}
+
+#[test]
+fn random_suffixes_do_not_repeat() {
+    let drawn: std::collections::BTreeSet<u64> = (0..1000).map(|_| random_u64()).collect();
+    assert_eq!(drawn.len(), 1000);
+}

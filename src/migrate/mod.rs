@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
@@ -34,6 +34,7 @@ use crate::domain::migration::{
 use crate::domain::params::{self, SecretRef};
 use crate::domain::reclaim::spec_image;
 use crate::error::{Error, SecretRole, is_status};
+use crate::text::escape;
 
 mod steps;
 
@@ -58,6 +59,12 @@ pub struct MigrateArgs {
     /// nodeStageSecretRef (default: the class's `csiNodeStageSecretNamespace`/`csiNodeStageSecretName`).
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub node_stage_secret: Option<String>,
+
+    /// Name of the ceph-csi driver the new PVs are written for, as kubectl get csidrivers
+    /// shows it (default: the class's `csiDriver`, else rbd.csi.ceph.com; Rook's is
+    /// rook-ceph.rbd.csi.ceph.com). It must be installed: nothing is changed otherwise.
+    #[arg(long)]
+    pub csi_driver: Option<String>,
 
     /// Our provisioner name, to recognise our PVs (default: --provisioner-name before the
     /// subcommand, i.e. ceph.com/rbd unless set).
@@ -86,6 +93,16 @@ pub enum MigrateError {
         "ceph-csi node-stage Secret {secret}: your kubeconfig may not read it; run migrate-to-csi as a cluster administrator"
     )]
     SecretForbidden { secret: SecretRef },
+
+    #[error(
+        "CSIDriver {driver} does not exist in this cluster, so PVs of that driver could not be mounted; nothing was changed. {fix}"
+    )]
+    DriverMissing { driver: String, fix: String },
+
+    #[error(
+        "cannot tell whether CSIDriver {driver} exists: your kubeconfig may not read CSIDriver objects (storage.k8s.io); run migrate-to-csi as a cluster administrator"
+    )]
+    DriverForbidden { driver: String },
 
     #[error(
         "StorageClass {0} not found: pass --cluster-id and --node-stage-secret to migrate its volumes anyway (their image will then not be deletable without the admin Secret)"
@@ -287,7 +304,9 @@ pub async fn run(
         class_params.as_ref(),
         args.cluster_id.as_deref(),
         args.node_stage_secret.as_deref(),
+        args.csi_driver.as_deref(),
     )?;
+    check_driver(&client, &settings, &class_name).await?;
     check_node_stage_secret(&client, &settings.node_stage_secret).await?;
 
     let ctx = Ctx {
@@ -364,7 +383,7 @@ pub async fn run(
 
     let (mut refused, mut failed, mut changed) = (0, 0, 0);
     if items.is_empty() {
-        println!("StorageClass {class_name}: no PersistentVolumes");
+        say(&format!("StorageClass {class_name}: no PersistentVolumes"));
     }
     for (name, item) in &items {
         let outcome = handle(&ctx, name, item, &claim_by_key).await;
@@ -376,26 +395,53 @@ pub async fn run(
             }
             Outcome::Skipped(_) => {}
         }
-        println!("{}: {outcome}", item.label(name));
+        say(&format!("{}: {outcome}", item.label(name)));
     }
     for c in &claims.items {
         if let Some(note) = migration::stale_claim_note(c, &class_name) {
-            println!(
+            say(&format!(
                 "claim {}/{}: {note}",
                 c.metadata.namespace.as_deref().unwrap_or_default(),
                 c.metadata.name.as_deref().unwrap_or_default()
-            );
+            ));
         }
     }
     if changed > 0
         && let Some(note) = migration::class_note(&class_name, class_params.as_ref())
     {
-        println!("note: {note}");
+        say(&format!("note: {note}"));
     }
     if refused + failed > 0 {
         return Err(MigrateError::Unfinished { refused, failed });
     }
     Ok(())
+}
+
+/// Prints one line of the report. Whole lines are escaped: names, annotations, images and the
+/// API server's messages about them all come from objects others may write.
+fn say(line: &str) {
+    println!("{}", escape(line));
+}
+
+/// The target driver must be registered before any PV is rewritten for it: a csi PV of a driver
+/// that is not there cannot be mounted, and moving back is another migration.
+async fn check_driver(
+    client: &Client,
+    settings: &CsiSettings,
+    class: &str,
+) -> Result<(), MigrateError> {
+    let driver = &settings.driver;
+    match Api::<CSIDriver>::all(client.clone()).get_opt(driver).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(MigrateError::DriverMissing {
+            driver: driver.clone(),
+            fix: migration::missing_driver_fix(settings, class),
+        }),
+        Err(e) if is_status(&e, 403) => Err(MigrateError::DriverForbidden {
+            driver: driver.clone(),
+        }),
+        Err(e) => Err(Error::kube("read CSIDriver", driver)(e).into()),
+    }
 }
 
 async fn check_node_stage_secret(client: &Client, secret: &SecretRef) -> Result<(), MigrateError> {
@@ -448,7 +494,7 @@ async fn handle(
                 Ok(id) => id,
                 Err(why) => return Outcome::Refused(fix(&why.to_string())),
             };
-            let step = match id.locate(item.current.as_ref()) {
+            let step = match id.locate(item.current.as_ref(), &ctx.settings.driver) {
                 Ok(s) => s,
                 Err(why) => return Outcome::Refused(fix(&why.to_string())),
             };

@@ -53,7 +53,9 @@ pub(super) async fn recheck(
             backup: ctx.backup_label(&id.pv),
         })
     };
-    let step = id.locate(live.as_ref()).map_err(stop)?;
+    let step = id
+        .locate(live.as_ref(), &ctx.settings.driver)
+        .map_err(stop)?;
     id.check_claim(claim.as_ref()).map_err(stop)?;
     Ok((step, claim.expect("checked")))
 }

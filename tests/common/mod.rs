@@ -330,6 +330,25 @@ impl Drop for Provisioner {
     }
 }
 
+/// Registers CSIDriver `name`, as installing ceph-csi does (an API object only: no plugin
+/// runs here), for `migrate-to-csi`, which writes PVs only for an installed driver. An
+/// existing one is kept: the bed and its CSIDrivers are shared by every test.
+pub async fn csi_driver(client: &Client, name: &str) {
+    let d: k8s_openapi::api::storage::v1::CSIDriver = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"attachRequired": false, "podInfoOnMount": false},
+    }))
+    .unwrap();
+    match Api::<k8s_openapi::api::storage::v1::CSIDriver>::all(client.clone())
+        .create(&PostParams::default(), &d)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create CSIDriver {name}: {e}"),
+    }
+}
+
 /// Creates (or keeps) a namespace.
 pub async fn namespace(client: &Client, name: &str) {
     let ns =
@@ -768,6 +787,42 @@ impl Provisioner {
             Some(k) => k.to_path_buf(),
             None => service_account_kubeconfig(bed).await,
         };
+        Provisioner::spawn(bed, name, env, extra_args, &kubeconfig, None)
+    }
+
+    /// Like `start`, as user and group `uid` (not root: the test runs as root), with a copy
+    /// of the ServiceAccount's kubeconfig only that user may read, in the directory returned
+    /// (the test removes it).
+    pub async fn start_as(
+        bed: &Bed,
+        name: &str,
+        uid: u32,
+        extra_args: &[&str],
+    ) -> (Provisioner, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let kubeconfig = service_account_kubeconfig(bed).await;
+        let dir = std::env::temp_dir().join(unique("rbdp-uid"));
+        std::fs::create_dir(&dir).unwrap();
+        let copy = dir.join("kubeconfig");
+        std::fs::copy(&kubeconfig, &copy).unwrap();
+        for (path, mode) in [(&dir, 0o700), (&copy, 0o600)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+        }
+        (
+            Provisioner::spawn(bed, name, &[], extra_args, &copy, Some(uid)),
+            dir,
+        )
+    }
+
+    fn spawn(
+        bed: &Bed,
+        name: &str,
+        env: &[(&str, &str)],
+        extra_args: &[&str],
+        kubeconfig: &std::path::Path,
+        uid: Option<u32>,
+    ) -> Provisioner {
         let bin = std::env::var_os("RBD_PROVISIONER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rbd-provisioner")));
@@ -777,7 +832,7 @@ impl Provisioner {
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(bin);
         cmd.arg("--kubeconfig")
-            .arg(&kubeconfig)
+            .arg(kubeconfig)
             .args([
                 "--provisioner-name",
                 name,
@@ -794,6 +849,11 @@ impl Provisioner {
             .stderr(out);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            // std also drops root's supplementary groups.
+            cmd.uid(uid).gid(uid);
         }
         die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("start rbd-provisioner");

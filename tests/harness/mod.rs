@@ -699,7 +699,9 @@ impl Daemon {
     }
 }
 
-/// Samples of a process from /proc: resident memory (KiB), open fds, threads.
+/// Samples of a process from /proc: resident memory (KiB), open fds, threads. `None` once the
+/// process is gone, and for a user other than root when the process is the provisioner: it
+/// is not dumpable, so its /proc/PID/fd belongs to root.
 pub fn proc_sample(pid: u32) -> Option<(u64, usize, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |k: &str| {

@@ -19,9 +19,19 @@ pub(super) use image::{Image, ImageOptions};
 
 /// Overwrites a buffer that held a secret before freeing it.
 pub(crate) fn wipe(mut bytes: Vec<u8>) {
+    zero_allocation(&mut bytes);
+}
+
+/// Zeroes the whole allocation, not only the length: an edit in place (a trim that moved the
+/// text to the front, a truncation) leaves bytes of the secret past the end.
+fn zero_allocation(bytes: &mut Vec<u8>) {
+    for b in bytes.spare_capacity_mut() {
+        // SAFETY: `b` points into the vector's own allocation; writing an initialised value
+        // through it is always valid. Volatile, so the stores to memory about to be freed stay.
+        unsafe { ptr::write_volatile(b.as_mut_ptr(), 0) };
+    }
     for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference into the vector. The volatile
-        // write keeps the compiler from eliding the stores to memory about to be freed.
+        // SAFETY: `b` is a valid, aligned, exclusive reference into the vector; volatile as above.
         unsafe { ptr::write_volatile(b, 0) };
     }
 }
@@ -680,6 +690,24 @@ pub fn release_dead_stack() -> usize {
     }
 }
 
+/// Makes the process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`): a crash writes no core file,
+/// which would hold every Ceph key the process has read, and other processes of the same uid
+/// may no longer ptrace it or read its `/proc/PID/mem`, `environ`, `maps` or `fd`. The kernel
+/// then has root own those files; the process still reads its own.
+pub fn forbid_dumps() -> std::io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes one integer and changes a flag of this process only.
+    match unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Whether the process is dumpable (`prctl(PR_GET_DUMPABLE)`).
+pub fn is_dumpable() -> bool {
+    // SAFETY: PR_GET_DUMPABLE takes no argument and only reads a flag of this process.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE) == 1 }
+}
+
 /// Ends the process at once with `code`, after flushing stdout and stderr. The standard
 /// library's `process::exit` would run the C++ static destructors of libceph-common while librados's own threads (one
 /// pool per client) still run, which crashes them: SIGSEGV in `io_context_pool` on a graceful
@@ -712,6 +740,68 @@ mod tests {
         drop(blocks);
         assert!(release_free_heap(), "malloc_trim released nothing");
         assert_eq!(last.map(|b| b.len()), Some(1024));
+    }
+
+    #[test]
+    fn a_wipe_reaches_past_the_length() {
+        let mut v = b"  AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ==".to_vec();
+        // What trimming in place does: the key moves to the front, its tail stays behind.
+        v.drain(..2);
+        let spare = v.capacity() - v.len();
+        assert!(spare >= 2);
+        zero_allocation(&mut v);
+        assert!(v.iter().all(|b| *b == 0));
+        assert!(
+            v.spare_capacity_mut()
+                .iter()
+                // SAFETY: zero_allocation initialised every spare byte.
+                .all(|b| unsafe { b.assume_init() } == 0),
+            "bytes past the length were left"
+        );
+    }
+
+    const CHILD: &str = "RBDP_NOT_DUMPABLE_CHILD";
+
+    /// In a process of its own: the flag belongs to the whole test process.
+    #[test]
+    fn forbid_dumps_makes_the_process_non_dumpable() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "ceph::handles::tests::child_forbids_dumps",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("1 passed"),
+            "the child did not run: {stdout}"
+        );
+    }
+
+    #[test]
+    #[ignore = "run by forbid_dumps_makes_the_process_non_dumpable"]
+    fn child_forbids_dumps() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        assert!(is_dumpable(), "a fresh process is dumpable");
+        forbid_dumps().unwrap();
+        assert!(!is_dumpable());
+        // What the process reads of itself afterwards (release_dead_stack, the metrics).
+        assert!(std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("[stack]")));
+        assert!(std::fs::read_dir("/proc/self/fd").is_ok_and(|d| d.count() > 0));
+        assert!(std::fs::read_to_string("/proc/self/stat").is_ok());
+        assert!(std::fs::read_to_string("/proc/self/statm").is_ok());
     }
 
     #[test]

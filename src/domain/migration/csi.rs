@@ -3,10 +3,10 @@
 use k8s_openapi::api::core::v1::{CSIPersistentVolumeSource, ObjectReference, PersistentVolume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::domain::params::{ClassParams, Flavor, SecretRef};
+use crate::domain::params::{self, ClassParams, DEFAULT_CSI_DRIVER, Flavor, SecretRef};
 use crate::domain::reclaim::spec_image;
 use crate::domain::volume::{
-    self, ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, CSI_DRIVER, FINALIZER,
+    self, ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, FINALIZER,
 };
 
 /// Why the csi settings of a migration are incomplete.
@@ -24,6 +24,22 @@ pub enum SettingsError {
 
     #[error("--node-stage-secret {0:?} is not NAMESPACE/NAME")]
     SecretArg(String),
+
+    #[error(
+        "--csi-driver {0:?} is not a CSI driver name: give the name kubectl get csidrivers shows (a DNS name of at most 63 characters)"
+    )]
+    DriverArg(String),
+}
+
+/// Where the csi driver name of a migration comes from, for the messages that say what to fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverSource {
+    /// `--csi-driver`.
+    Flag,
+    /// The class's `csiDriver` parameter (ceph-csi's default when it sets none).
+    Class,
+    /// No flag and no class: ceph-csi's default.
+    Default,
 }
 
 /// Admin credentials recorded on the new PV so that the image can be deleted without the class.
@@ -36,6 +52,9 @@ pub struct Admin {
 /// What the ceph-csi PVs are written with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CsiSettings {
+    /// The CSI driver that mounts them (`csiDriver`; Rook's is `rook-ceph.rbd.csi.ceph.com`).
+    pub driver: String,
+    pub driver_source: DriverSource,
     pub cluster_id: String,
     /// A Secret in ceph-csi's format (`userID`, `userKey`).
     pub node_stage_secret: SecretRef,
@@ -63,7 +82,17 @@ pub fn csi_settings(
     class: Option<&ClassParams>,
     cluster_id: Option<&str>,
     node_stage_secret: Option<&str>,
+    driver: Option<&str>,
 ) -> Result<CsiSettings, SettingsError> {
+    let (driver, driver_source) = match driver.map(str::trim) {
+        Some(d) if params::valid_driver_name(d) => (d.to_string(), DriverSource::Flag),
+        Some(d) => return Err(SettingsError::DriverArg(d.to_string())),
+        // The class's parser puts the default in when the class names none.
+        None => match class {
+            Some(p) => (p.csi_driver.clone(), DriverSource::Class),
+            None => (DEFAULT_CSI_DRIVER.to_string(), DriverSource::Default),
+        },
+    };
     let cluster_id = cluster_id
         .map(str::trim)
         .filter(|c| !c.is_empty())
@@ -85,10 +114,32 @@ pub fn csi_settings(
         secret: p.admin_secret.clone(),
     });
     Ok(CsiSettings {
+        driver,
+        driver_source,
         cluster_id,
         node_stage_secret,
         admin,
     })
+}
+
+/// What to do when the cluster has no CSIDriver object of the settings' driver name.
+pub fn missing_driver_fix(s: &CsiSettings, class: &str) -> String {
+    let install = format!(
+        "Install ceph-csi's rbd plugin, which registers its CSIDriver (Rook names it rook-ceph.rbd.csi.ceph.com, ceph-csi's own charts {DEFAULT_CSI_DRIVER})"
+    );
+    let other = "the name kubectl get csidrivers shows";
+    match s.driver_source {
+        DriverSource::Flag => format!("{install}, or pass {other} as --csi-driver"),
+        DriverSource::Class => format!(
+            "{} is the csiDriver of StorageClass {class} ({DEFAULT_CSI_DRIVER} when it sets none). {install}; if it is installed under another name, recreate StorageClass {class} (parameters cannot be edited) with csiDriver set to {other}, or pass that name as --csi-driver",
+            s.driver
+        ),
+        DriverSource::Default => {
+            format!(
+                "{install}; if it is installed under another name, pass {other} as --csi-driver"
+            )
+        }
+    }
 }
 
 /// What the PV that a csi PV is built from lacks.
@@ -143,7 +194,7 @@ pub fn csi_pv(old: &PersistentVolume, s: &CsiSettings) -> Result<PersistentVolum
         ..Default::default()
     });
     let csi = CSIPersistentVolumeSource {
-        driver: CSI_DRIVER.into(),
+        driver: s.driver.clone(),
         fs_type: (!block).then(|| {
             rbd.fs_type
                 .clone()
@@ -189,7 +240,8 @@ pub fn describe(new: &PersistentVolume, s: &CsiSettings) -> String {
         .as_ref()
         .is_some_and(|a| a.contains_key(ANN_ADMIN_SECRET));
     format!(
-        "spec.rbd → spec.csi ({CSI_DRIVER}, clusterID {}, node-stage secret {}){}",
+        "spec.rbd → spec.csi ({}, clusterID {}, node-stage secret {}){}",
+        s.driver,
         s.cluster_id,
         s.node_stage_secret,
         if has_admin {

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVo
 
 use super::Step;
 use crate::domain::reclaim::{made_by_old_provisioner, spec_image};
-use crate::domain::volume::{self, CSI_DRIVER};
+use crate::domain::volume;
 
 pub(super) fn claim_ref(pv: &PersistentVolume) -> Option<&ObjectReference> {
     pv.spec.as_ref()?.claim_ref.as_ref()
@@ -16,9 +16,10 @@ pub fn claim_key(pv: &PersistentVolume) -> Option<(String, String)> {
     Some((r.namespace.clone()?, r.name.clone()?))
 }
 
-pub(super) fn csi_handle(pv: &PersistentVolume) -> Option<&str> {
+/// The driver and volume handle of a csi PV.
+pub(super) fn csi_source(pv: &PersistentVolume) -> Option<(&str, &str)> {
     let csi = pv.spec.as_ref()?.csi.as_ref()?;
-    (csi.driver == CSI_DRIVER).then_some(csi.volume_handle.as_str())
+    Some((csi.driver.as_str(), csi.volume_handle.as_str()))
 }
 
 /// What one migration is about, taken from the old rbd PV (live, or its admin-only backup):
@@ -140,9 +141,9 @@ impl Identity {
     }
 
     /// Where the migration stands by the live PV of that name: the same rbd PV object still
-    /// there, gone, or replaced by the csi PV of the same image and claim. Anything else is
-    /// not ours to touch.
-    pub fn locate(&self, live: Option<&PersistentVolume>) -> Result<Step, Mismatch> {
+    /// there, gone, or replaced by the csi PV of `driver` for the same image and claim.
+    /// Anything else is not ours to touch.
+    pub fn locate(&self, live: Option<&PersistentVolume>, driver: &str) -> Result<Step, Mismatch> {
         let Some(pv) = live else {
             return Ok(Step::CreateNew);
         };
@@ -174,10 +175,14 @@ impl Identity {
             }
             return Ok(Step::DeleteOld);
         }
-        if csi_handle(pv) == Some(self.image.as_str()) {
-            return Ok(Step::AwaitBound);
+        match csi_source(pv) {
+            Some((d, handle)) if handle == self.image && d == driver => Ok(Step::AwaitBound),
+            Some((d, handle)) if handle == self.image => changed(PvChange::OtherDriver {
+                found: d.to_string(),
+                expected: driver.to_string(),
+            }),
+            _ => changed(PvChange::Neither),
         }
-        changed(PvChange::Neither)
     }
 }
 
@@ -251,6 +256,10 @@ pub enum PvChange {
     OtherImage { pool: String, image: String },
     #[error("was recreated since (another object uid)")]
     Recreated,
+    #[error(
+        "is a csi volume of driver {found}, where this migration writes {expected} (--csi-driver, or the class's csiDriver)"
+    )]
+    OtherDriver { found: String, expected: String },
     #[error("is neither its rbd volume nor its csi volume")]
     Neither,
 }

@@ -22,11 +22,11 @@ pub use backup::{
     BACKUP_KEY, BACKUP_LABEL, BackupError, backed_up_pv, backup_config_map, backup_name, backup_of,
 };
 pub use csi::{
-    Admin, CsiPvError, CsiSettings, SettingsError, class_note, csi_pv, csi_settings, describe,
-    parse_secret_arg,
+    Admin, CsiPvError, CsiSettings, DriverSource, SettingsError, class_note, csi_pv, csi_settings,
+    describe, missing_driver_fix, parse_secret_arg,
 };
 pub use identity::{Identity, IdentityError, Mismatch, PvChange, claim_key};
-use identity::{claim_ref, csi_handle};
+use identity::{claim_ref, csi_source};
 
 /// On a claim: where earlier versions kept the old PV. Claims are writable by their owners, so
 /// it is never read as a backup any more; a claim carrying it is only reported.
@@ -123,8 +123,8 @@ pub fn plan(
     claim: Option<&PersistentVolumeClaim>,
     provisioner: &str,
 ) -> Plan {
-    if csi_handle(pv).is_some() {
-        return Plan::Skip("already a ceph-csi volume".into());
+    if let Some((driver, _)) = csi_source(pv) {
+        return Plan::Skip(format!("already a csi volume (driver {driver})"));
     }
     if pv.spec.as_ref().and_then(|s| s.rbd.as_ref()).is_none() {
         return Plan::Skip("not an rbd volume (no spec.rbd)".into());

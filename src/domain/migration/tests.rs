@@ -17,11 +17,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 
 const ME: &str = "ceph.com/rbd";
+const DRIVER: &str = "rbd.csi.ceph.com";
 pub(super) const CLAIM_UID: &str = "4c1f0000-aaaa-bbbb-cccc-000000000001";
 pub(super) const LEGACY_IMAGE: &str = "kubernetes-dynamic-pvc-7d9c2f5e-1111-11ee-8888-0242ac110002";
 
 pub(super) fn settings() -> CsiSettings {
     CsiSettings {
+        driver: "rbd.csi.ceph.com".into(),
+        driver_source: DriverSource::Class,
         cluster_id: "c1".into(),
         node_stage_secret: SecretRef {
             namespace: "ceph-csi".into(),
@@ -192,7 +195,7 @@ fn skips_what_is_not_ours_or_not_rbd() {
     let new = csi_pv(&legacy(), &settings()).unwrap();
     assert_eq!(
         skip_reason(plan(&new, Some(&claim("Bound")), ME)),
-        "already a ceph-csi volume"
+        "already a csi volume (driver rbd.csi.ceph.com)"
     );
 
     let mut other = legacy();
@@ -293,7 +296,7 @@ fn locates_each_resume_point() {
     let old = legacy();
     let id = id();
     // Crash after saving the backup: the old PV is still there (maybe being deleted).
-    assert_eq!(id.locate(Some(&old)), Ok(Step::DeleteOld));
+    assert_eq!(id.locate(Some(&old), DRIVER), Ok(Step::DeleteOld));
     let mut deleting = old.clone();
     deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
     deleting
@@ -301,14 +304,30 @@ fn locates_each_resume_point() {
         .as_mut()
         .unwrap()
         .persistent_volume_reclaim_policy = Some("Retain".into());
-    assert_eq!(id.locate(Some(&deleting)), Ok(Step::DeleteOld));
+    assert_eq!(id.locate(Some(&deleting), DRIVER), Ok(Step::DeleteOld));
     // Crash after the old PV went.
-    assert_eq!(id.locate(None), Ok(Step::CreateNew));
+    assert_eq!(id.locate(None, DRIVER), Ok(Step::CreateNew));
     // Crash after the csi PV was created.
     let mut new = csi_pv(&old, &settings()).unwrap();
-    assert_eq!(id.locate(Some(&new)), Ok(Step::AwaitBound));
+    assert_eq!(id.locate(Some(&new), DRIVER), Ok(Step::AwaitBound));
     new.metadata.uid = Some("csi-uid".into());
-    assert_eq!(id.locate(Some(&new)), Ok(Step::AwaitBound));
+    assert_eq!(id.locate(Some(&new), DRIVER), Ok(Step::AwaitBound));
+    // Rook's driver: its csi PV is found when the migration writes that driver, and only then.
+    let mut rook = settings();
+    rook.driver = "rook-ceph.rbd.csi.ceph.com".into();
+    let new = csi_pv(&old, &rook).unwrap();
+    assert_eq!(
+        id.locate(Some(&new), "rook-ceph.rbd.csi.ceph.com"),
+        Ok(Step::AwaitBound)
+    );
+    match id.locate(Some(&new), DRIVER) {
+        Err(e @ Mismatch::PvChanged { .. }) => assert!(
+            e.to_string()
+                .contains("is a csi volume of driver rook-ceph.rbd.csi.ceph.com, where this migration writes rbd.csi.ceph.com"),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -335,7 +354,7 @@ fn refuses_to_go_on_over_something_else() {
             "is bound to claim apps/data (uid tenant-uid)",
         ),
     ] {
-        match id.locate(Some(&live)) {
+        match id.locate(Some(&live), DRIVER) {
             Err(e @ Mismatch::PvChanged { .. }) => assert!(e.to_string().contains(says), "{e}"),
             other => panic!("{other:?}"),
         }

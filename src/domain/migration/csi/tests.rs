@@ -27,22 +27,22 @@ fn settings_from_flags_or_class() {
         ("csiNodeStageSecretName", "csi"),
         ("adminSecretNamespace", "kube-system"),
     ]);
-    let s = csi_settings("rbd", Some(&class), None, None).unwrap();
+    let s = csi_settings("rbd", Some(&class), None, None, None).unwrap();
     assert_eq!(s.cluster_id, "from-class");
     assert_eq!(s.node_stage_secret.to_string(), "default/csi");
     let admin = s.admin.unwrap();
     assert_eq!(admin.id, "admin");
     assert_eq!(admin.secret.to_string(), "kube-system/adm");
-    let s = csi_settings("rbd", Some(&class), Some("flag"), Some("ns/name")).unwrap();
+    let s = csi_settings("rbd", Some(&class), Some("flag"), Some("ns/name"), None).unwrap();
     assert_eq!(s.cluster_id, "flag");
     assert_eq!(s.node_stage_secret.to_string(), "ns/name");
 
     let bare = class_params(&[]);
-    let e = csi_settings("rbd", Some(&bare), None, Some("ns/name")).unwrap_err();
+    let e = csi_settings("rbd", Some(&bare), None, Some("ns/name"), None).unwrap_err();
     assert!(e.to_string().contains("--cluster-id"), "{e}");
-    let e = csi_settings("rbd", None, Some("c"), None).unwrap_err();
+    let e = csi_settings("rbd", None, Some("c"), None, None).unwrap_err();
     assert!(e.to_string().contains("--node-stage-secret"), "{e}");
-    let s = csi_settings("rbd", None, Some("c"), Some("ns/name")).unwrap();
+    let s = csi_settings("rbd", None, Some("c"), Some("ns/name"), None).unwrap();
     assert!(s.admin.is_none());
     for bad in ["name", "/name", "ns/", "a/b/c"] {
         assert!(
@@ -50,6 +50,84 @@ fn settings_from_flags_or_class() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn the_driver_comes_from_the_flag_the_class_or_the_default() {
+    let csi = [("clusterID", "c"), ("csiNodeStageSecretName", "csi")];
+    let plain = class_params(&csi);
+    let rook = class_params(&[csi[0], csi[1], ("csiDriver", "rook-ceph.rbd.csi.ceph.com")]);
+    let driver = |class: Option<&ClassParams>, flag: Option<&str>| {
+        let s = csi_settings("rbd", class, Some("c"), Some("ns/n"), flag).unwrap();
+        (s.driver, s.driver_source)
+    };
+    assert_eq!(
+        driver(Some(&rook), None),
+        ("rook-ceph.rbd.csi.ceph.com".into(), DriverSource::Class)
+    );
+    assert_eq!(
+        driver(Some(&plain), None),
+        ("rbd.csi.ceph.com".into(), DriverSource::Class)
+    );
+    assert_eq!(
+        driver(None, None),
+        ("rbd.csi.ceph.com".into(), DriverSource::Default)
+    );
+    assert_eq!(
+        driver(Some(&plain), Some(" rook-ceph.rbd.csi.ceph.com ")),
+        ("rook-ceph.rbd.csi.ceph.com".into(), DriverSource::Flag)
+    );
+    for bad in ["", "Rook.CSI", "a/b", "-x.io"] {
+        let e = csi_settings("rbd", Some(&plain), None, None, Some(bad)).unwrap_err();
+        assert!(matches!(e, SettingsError::DriverArg(_)), "{bad}: {e}");
+    }
+
+    // The csi PV, and what a dry run says, name that driver.
+    let s = csi_settings("rbd", Some(&rook), None, None, None).unwrap();
+    let new = csi_pv(&legacy(), &s).unwrap();
+    assert_eq!(
+        new.spec.as_ref().unwrap().csi.as_ref().unwrap().driver,
+        "rook-ceph.rbd.csi.ceph.com"
+    );
+    let d = describe(&new, &s);
+    assert!(
+        d.contains("(rook-ceph.rbd.csi.ceph.com, clusterID c,"),
+        "{d}"
+    );
+    assert!(!d.contains("(rbd.csi.ceph.com"), "{d}");
+}
+
+#[test]
+fn a_missing_driver_says_what_to_install_or_fix() {
+    let rook = class_params(&[
+        ("clusterID", "c"),
+        ("csiNodeStageSecretName", "csi"),
+        ("csiDriver", "rook-ceph.rbd.csi.ceph.com"),
+    ]);
+    let s = csi_settings("fast", Some(&rook), None, None, None).unwrap();
+    let fix = missing_driver_fix(&s, "fast");
+    assert!(
+        fix.contains("rook-ceph.rbd.csi.ceph.com is the csiDriver of StorageClass fast"),
+        "{fix}"
+    );
+    assert!(fix.contains("Install ceph-csi's rbd plugin"), "{fix}");
+    assert!(
+        fix.contains("recreate StorageClass fast") && fix.contains("--csi-driver"),
+        "{fix}"
+    );
+    let s = csi_settings("gone", None, Some("c"), Some("ns/n"), None).unwrap();
+    let fix = missing_driver_fix(&s, "gone");
+    assert!(
+        fix.contains("if it is installed under another name, pass the name kubectl get csidrivers shows as --csi-driver"),
+        "{fix}"
+    );
+    assert!(!fix.contains("StorageClass"), "{fix}");
+    let s = csi_settings("c", None, Some("c"), Some("ns/n"), Some("x.csi.io")).unwrap();
+    let fix = missing_driver_fix(&s, "c");
+    assert!(
+        fix.ends_with(", or pass the name kubectl get csidrivers shows as --csi-driver"),
+        "{fix}"
+    );
 }
 
 #[test]
