@@ -18,6 +18,7 @@ use crate::domain::owner::{self, INTENTS_OBJECT, Instance, Intent, PvState, Stam
 use crate::domain::{params, reclaim, volume};
 use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
+use crate::text::escape;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AuditArgs {
@@ -308,7 +309,8 @@ async fn claim_exists(client: &Client, stamp: &Stamp) -> bool {
         .is_some_and(|c| c.metadata.uid.as_deref() == Some(&stamp.claim_uid))
 }
 
-/// The report as plain tables, for a terminal.
+/// The report as plain tables, for a terminal. Names and claims come from objects anyone with
+/// the right to create them chose: escaped, so no control sequence reaches the terminal.
 pub fn table(r: &Report) -> String {
     let mut out = String::new();
     section(
@@ -361,15 +363,49 @@ pub fn table(r: &Report) -> String {
         format!("{}/{}  id={}  {whose}", t.pool, t.image, t.id)
     });
     for u in &r.unreadable {
-        out.push_str(&format!("Unreadable: {u}\n"));
+        out.push_str(&format!("Unreadable: {}\n", escape(u)));
     }
     out
 }
 
-/// `title: count`, then one indented line per item.
+/// `title: count`, then one indented line per item (its text escaped, line breaks kept).
 fn section<T>(out: &mut String, title: &str, items: &[T], line: impl Fn(&T) -> String) {
     out.push_str(&format!("{title}: {}\n", items.len()));
     for item in items {
-        out.push_str(&format!("  {}\n", line(item)));
+        let text = line(item);
+        let lines: Vec<String> = text.split('\n').map(|l| escape(l).into_owned()).collect();
+        out.push_str(&format!("  {}\n", lines.join("\n")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_escapes_what_objects_chose() {
+        let r = Report {
+            orphaned_images: vec![OrphanedImage {
+                pool: "kube".into(),
+                image: "kubernetes-dynamic-pvc-1".into(),
+                pv: "pvc-1".into(),
+                claim: "ns/\u{1b}[2Jdata".into(),
+                claim_uid: "1".into(),
+                claim_exists: false,
+                created: 5,
+                status: "kept: PV gone",
+                remove: Some("rbd rm kube/kubernetes-dynamic-pvc-1".into()),
+            }],
+            unreadable: vec!["pool \u{202e}kube".into()],
+            ..Report::default()
+        };
+        let t = table(&r);
+        assert!(!t.contains('\u{1b}') && !t.contains('\u{202e}'), "{t}");
+        assert!(t.contains("\\u{1b}[2Jdata"), "{t}");
+        assert!(
+            t.contains("\n    remove: rbd rm kube/kubernetes-dynamic-pvc-1"),
+            "{t}"
+        );
+        assert!(t.contains("kept: PV gone"));
     }
 }

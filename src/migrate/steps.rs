@@ -313,10 +313,12 @@ pub(super) async fn await_bound(ctx: &Ctx, id: &Identity) -> Result<(), MigrateE
     }
 }
 
-/// Test-only hook: `RBD_PROVISIONER_MIGRATE_FAILPOINT=exit-after-<step>:<pv>` ends the process
-/// at once (as a crash would: no cleanup, exit code 86) right after `step` (`backup`, `retain`,
-/// `delete` or `create`) of PV `pv`, so that the integration tests interrupt the real step
-/// order. Unset in production; it names one PV so that a run stops where the test wants.
+/// Test-only hook (the `failpoints` feature, see `crate::failpoint`):
+/// `RBD_PROVISIONER_MIGRATE_FAILPOINT=exit-after-<step>:<pv>` ends the process at once (as a
+/// crash would: no cleanup, exit code 86) right after `step` (`backup`, `retain`, `delete` or
+/// `create`) of PV `pv`, so that the integration tests interrupt the real step order. It names
+/// one PV so that a run stops where the test wants.
+#[cfg(feature = "failpoints")]
 pub(super) fn failpoint(step: &str, pv: &str) {
     if std::env::var("RBD_PROVISIONER_MIGRATE_FAILPOINT")
         .is_ok_and(|v| v == format!("exit-after-{step}:{pv}"))
@@ -325,3 +327,7 @@ pub(super) fn failpoint(step: &str, pv: &str) {
         crate::ceph::exit_process(86);
     }
 }
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(super) fn failpoint(_step: &str, _pv: &str) {}
