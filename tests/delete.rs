@@ -319,6 +319,19 @@ async fn legacy_volume(c: &Scenario, class: &str, claim_name: &str) -> (String, 
         .spec(json!({"volumeName": pv_name}))
         .bound()
         .await;
+    // Seen bound, the volume is recorded (its image stamped as this PV's): only then may it be
+    // deleted. tests/trust.rs shows the refusal without it.
+    wait_for("the old volume recorded", T, || async {
+        c.pvs()
+            .get(&pv_name)
+            .await
+            .ok()?
+            .metadata
+            .annotations?
+            .contains_key("rbd-provisioner.ceph.com/pool-id")
+            .then_some(())
+    })
+    .await;
     (pv_name, image)
 }
 
