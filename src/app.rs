@@ -98,7 +98,7 @@ pub struct Cli {
     #[arg(long, env = "CEPH_CLIENT_IDLE", default_value_t = 600)]
     pub ceph_client_idle: u64,
 
-    /// Seconds an image of ours must exist without PV or claim before it is collected.
+    /// Seconds an image of ours that never had a PV must exist (claim gone) before it is collected.
     #[arg(long, env = "ORPHAN_GRACE", default_value_t = 600)]
     pub orphan_grace: u64,
 
