@@ -92,6 +92,12 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
                     tracing::debug!(pv = %name, error = %e, "retrying");
                     Ok(Action::requeue(Duration::from_millis(200)))
                 }
+                // An old volume whose class is gone (common, and harmless while it is bound):
+                // tried again now and then, quietly; its deletion says what to do if it comes.
+                Err(e @ Error::ClassGone { .. }) => {
+                    tracing::debug!(pv = %name, error = %e, "cannot record this volume yet");
+                    Ok(Action::requeue(ctx.settings.retry_max))
+                }
                 Err(e) => {
                     if matches!(e, Error::Mismatch { .. }) {
                         ctx.events
