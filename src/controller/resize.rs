@@ -109,8 +109,10 @@ async fn grow(
     let creds = ctx.volume_credentials(pv, &t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
-    // Grown only where the PV and the image's stamp say it was made, and only if the image is
-    // this PV's: an edited PV or moved monitors must not grow some other volume.
+    // Grown only where the PV and the image's stamp say it was made: an edited PV or moved
+    // monitors must not grow an image in some other cluster or pool. (Not the stamp's
+    // Kubernetes cluster: growing a volume carried over from another cluster harms nothing,
+    // and its deletion still waits for the hand-over.)
     let mismatch = |why| Error::Mismatch {
         action: "grow",
         pv: pv_name.clone(),
@@ -123,8 +125,7 @@ async fn grow(
         .metadata(&t.pool, &t.image, owner::KEYS)
         .await
         .map_err(Error::ceph(&object))?;
-    owner::check_delete(&meta, &ctx.instance, &pv_name, &live, false)
-        .map_err(|m| mismatch(Refusal::Stamp(m)))?;
+    owner::check_place(&meta, &live).map_err(|m| mismatch(Refusal::Stamp(m)))?;
     let info = cluster
         .image_info(&t.pool, &t.image)
         .await
