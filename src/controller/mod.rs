@@ -466,8 +466,8 @@ async fn cluster_uid(client: &Client) -> Result<String, Error> {
 /// list claims at the same time; and a claim's owner chooses its size (up to about 1.5 MiB,
 /// 256 KiB of it annotations). With 1,000 claims of 250 KiB the provisioner peaked at 448–476
 /// MiB with kube's default of 500 per page, 132–146 with 100, 95 with 50 and 60–65 with 20
-/// (51–54 without the annotations); 11,000 small claims took 1.6–2.1 s from start to synced
-/// at 500 and 3.5–4.6 s at 20, a few ms per page (BENCHMARKS.md, "Memory with large claims").
+/// (35 without the annotations); 11,000 small claims took 1.6–2.1 s from start to synced at
+/// 500 and 3.5–4.6 s at 20, a few ms per page (BENCHMARKS.md, "Memory with large claims").
 /// Lists are read from etcd (kube's default, most recent), which honours the limit; the watch
 /// cache (resourceVersion 0) would send everything at once.
 const LIST_PAGE_SIZE: u32 = 20;
