@@ -35,6 +35,28 @@
 //!    provisioner has deleted every PV (each marked for deletion: its own pace), until every
 //!    PV is gone, and until every image is out of the trash.
 //!
+//! With `RBD_BENCH_ANNOTATION_KIB` set, it measures memory with large claims instead:
+//!
+//!     RBD_BENCH_ANNOTATION_KIB=250 cargo bench --bench scale
+//!     RBD_BENCH_ANNOTATION_KIB=250 RBD_BENCH_BEFORE=<an older release binary> \
+//!         RBD_BENCH_SMALL_CLAIMS=10000 RBD_BENCH_PAGE_SIZES=500,100,50,20 cargo bench --bench scale
+//!
+//! N (default 1,000 in this mode) PVs of the peer's class, each pre-bound to a claim of its own
+//! that kube-controller-manager binds; no image behind them and no claim of ours, so both watch
+//! caches hold N objects that no reconcile acts on. The provisioner is started, waited for until
+//! its watches have synced and it is idle (two seconds under 20 ms of CPU each, and at least 12 s
+//! after the sync, so that its 10 s heap trim has run), then its resident memory is read and it
+//! is stopped. That for this build and, with `RBD_BENCH_BEFORE`, for the other binary; then
+//! again once every claim carries an annotation of that many KiB (written after the binding, so
+//! that etcd holds one large revision of each), and the ratios.
+//!
+//! - `RBD_BENCH_SMALL_CLAIMS`: that many small unbound claims (pre-bound to a PV that does not
+//!   exist, so that kube-controller-manager writes nothing) created after the plain runs, present
+//!   during the first page-size sweep, then deleted.
+//! - `RBD_BENCH_PAGE_SIZES`: page sizes of the watches' lists to compare, this build started
+//!   with each (`RBD_PROVISIONER_LIST_PAGE_SIZE`) twice over the plain claims, then twice over
+//!   the annotated ones: start → watches synced, and the peak (VmHWM).
+//!
 //! "Released" (phases 5 and 6): after deleting a claim the harness removes its
 //! `kubernetes.io/pvc-protection` finalizer itself, as kube-controller-manager's pvc-protection
 //! controller would (no pod exists in the bench's namespace) but without waiting for its pace
@@ -163,6 +185,22 @@ struct Ours {
 
 impl Ours {
     async fn start(bed: &Bed, name: &str) -> Ours {
+        Ours::start_with(
+            bed,
+            name,
+            env!("CARGO_BIN_EXE_rbd-provisioner").as_ref(),
+            &[],
+        )
+        .await
+    }
+
+    /// `bin` (another build of the provisioner) with these variables set.
+    async fn start_with(
+        bed: &Bed,
+        name: &str,
+        bin: &std::path::Path,
+        env: &[(&str, String)],
+    ) -> Ours {
         let kubeconfig = service_account_kubeconfig(bed).await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -171,8 +209,9 @@ impl Ours {
         let addr = format!("127.0.0.1:{port}");
         let log = bed.dir.join(format!("{}.log", unique("scale")));
         let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"));
-        cmd.arg("--kubeconfig")
+        let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--provisioner-name", name, "--metrics-addr", &addr])
             .env(
@@ -578,12 +617,30 @@ async fn async_main() -> i32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    let annotation_kib: Option<usize> = std::env::var("RBD_BENCH_ANNOTATION_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut out = Vec::new();
-    let outcome = run(&cx, n, cycles, &mut out).await;
+    let (outcome, what) = match annotation_kib {
+        None => (
+            run(&cx, n, cycles, &mut out).await,
+            format!("N = {n}, {cycles} cycles"),
+        ),
+        Some(kib) => {
+            let n = std::env::var("RBD_BENCH_SCALE_N")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            (
+                large_claims(&cx, n, kib, &mut out).await,
+                format!("memory with {n} claims of {kib} KiB annotations"),
+            )
+        }
+    };
     eprintln!("cleaning up");
     let left = cleanup(&cx).await;
     println!(
-        "## rbd-provisioner scale bench: {} (N = {n}, {cycles} cycles)\n\nAPI server {version}; Ceph pool `kube`; load average before {load_before}, after {}; run took {:.0} s.\n",
+        "## rbd-provisioner scale bench: {} ({what})\n\nAPI server {version}; Ceph pool `kube`; load average before {load_before}, after {}; run took {:.0} s.\n",
         cx.prov_name,
         loadavg(),
         started.elapsed().as_secs_f64()
@@ -1114,6 +1171,379 @@ async fn cycle_phase(cx: &Ctx, ours: &Ours, total: usize, out: &mut Vec<String>)
     }
     for e in &errors {
         out.push(format!("- cycle error: {e}"));
+    }
+    Ok(())
+}
+
+/// CPU time the process has used (user and system), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state is field 3, utime 14 and stime 15.
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Since its watches synced, at least this long before memory is read: its free heap goes back
+/// to the kernel every 10 s.
+const SETTLE: Duration = Duration::from_secs(12);
+
+/// Waits until the provisioner is idle: at least [`SETTLE`] after `ready`, then two seconds in
+/// a row under 20 ms of CPU each (2 ticks); at most a minute.
+async fn until_idle(ours: &Ours, ready: Duration) {
+    let since = ours.started + ready;
+    tokio::time::sleep(SETTLE.saturating_sub(since.elapsed())).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet = 0;
+    let mut last = cpu_ticks(ours.pid());
+    while quiet < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = cpu_ticks(ours.pid());
+        quiet = match (last, now) {
+            (Some(a), Some(b)) if b.saturating_sub(a) <= 2 => quiet + 1,
+            _ => 0,
+        };
+        last = now;
+    }
+}
+
+/// One start of a provisioner binary over what is there: start → watches synced, and its
+/// memory once idle.
+struct Sample {
+    ready: Duration,
+    mem: Mem,
+    /// WARN and ERROR lines of its log.
+    problems: usize,
+}
+
+async fn sample(cx: &Ctx, bin: &std::path::Path, env: &[(&str, String)]) -> Result<Sample> {
+    let ours = Ours::start_with(&cx.bed, &cx.prov_name, bin, env).await;
+    let ready = ours.until_ready(Duration::from_secs(300)).await?;
+    until_idle(&ours, ready).await;
+    let mem = ours.mem();
+    let (warns, errors, first) = ours.log_problems();
+    for l in first {
+        eprintln!("{}: {l}", bin.display());
+    }
+    Ok(Sample {
+        ready,
+        mem,
+        problems: warns + errors,
+    })
+}
+
+/// The binaries compared: this build, and `RBD_BENCH_BEFORE` when set.
+fn binaries() -> Vec<(String, std::path::PathBuf)> {
+    let mut b = vec![(
+        "this build".to_string(),
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_rbd-provisioner")),
+    )];
+    if let Ok(before) = std::env::var("RBD_BENCH_BEFORE") {
+        b.push((format!("`RBD_BENCH_BEFORE` ({before})"), before.into()));
+    }
+    b
+}
+
+/// PVs (of the peer's class, Retain, naming images that do not exist) each pre-bound to a
+/// claim bound to it; 50 creates in flight.
+async fn create_pairs(cx: &Ctx, names: &[String]) -> Result<Duration> {
+    let t = Instant::now();
+    let results: Vec<Result<()>> = stream::iter(names.iter())
+        .map(|name| async move {
+            let pv_name = format!("{}-{name}", cx.ns);
+            let pv: PersistentVolume = serde_json::from_value(json!({
+                "metadata": {"name": pv_name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": cx.peer,
+                    "rbd": {"monitors": ["127.0.0.1:6789"], "pool": "kube", "image": pv_name, "user": "kube"},
+                    "claimRef": {"namespace": cx.ns, "name": name},
+                }
+            }))?;
+            cx.pvs()
+                .create(&PostParams::default(), &pv)
+                .await
+                .with_context(|| format!("create PV {pv_name}"))?;
+            small_claim(cx, name, &cx.peer, &pv_name).await
+        })
+        .buffer_unordered(CREATE_IN_FLIGHT)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(t.elapsed())
+}
+
+/// A 1 GiB claim of `class` pre-bound to the PV `volume`.
+async fn small_claim(cx: &Ctx, name: &str, class: &str, volume: &str) -> Result<()> {
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": cx.ns},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": class,
+            "volumeName": volume,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }))?;
+    cx.pvcs()
+        .create(&PostParams::default(), &pvc)
+        .await
+        .with_context(|| format!("create claim {name}"))?;
+    Ok(())
+}
+
+/// The large annotation's key.
+const BALLAST: &str = "bench.example.com/ballast";
+
+/// Puts an annotation of `kib` KiB (printable, not repetitive) on each claim, 16 in flight;
+/// with 0, takes it off again (so that deleting a claim writes no large revisions to etcd).
+async fn annotate(cx: &Ctx, names: &[String], kib: usize) -> Result<Duration> {
+    let t = Instant::now();
+    let results: Vec<Result<()>> = stream::iter(names.iter().enumerate())
+        .map(|(i, name)| async move {
+            let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let value: String = (0..kib * 1024)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'a' + (x % 26) as u8)
+                })
+                .collect();
+            let value = (kib > 0).then_some(value);
+            let patch = json!({"metadata": {"annotations": {BALLAST: value}}});
+            cx.pvcs()
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("annotate claim {name}"))?;
+            Ok(())
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(t.elapsed())
+}
+
+/// Deletes each PV (released by then), then drops its `kubernetes.io/pv-protection`.
+async fn delete_volumes(cx: &Ctx, names: &[String]) -> Result<()> {
+    let results: Vec<Result<()>> = stream::iter(names.iter())
+        .map(|name| async move {
+            let api = cx.pvs();
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(either::Either::Left(pv)) => {
+                    drop_protection(&api, name, PV_PROTECTION, Some(pv)).await
+                }
+                Ok(either::Either::Right(_)) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("delete PV {name}")),
+            }
+        })
+        .buffer_unordered(DELETE_IN_FLIGHT)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+/// `RBD_BENCH_PAGE_SIZES`, e.g. `500,100,50,20`.
+fn page_sizes() -> Vec<u32> {
+    std::env::var("RBD_BENCH_PAGE_SIZES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
+}
+
+/// Each page size twice, alternating, with this build: rows of a table.
+async fn page_size_sweep(cx: &Ctx, over: &str, out: &mut Vec<String>) -> Result<()> {
+    let sizes = page_sizes();
+    if sizes.is_empty() {
+        return Ok(());
+    }
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_rbd-provisioner"));
+    let mut rows: Vec<(u32, Vec<Sample>)> = sizes.iter().map(|p| (*p, Vec::new())).collect();
+    for _ in 0..2 {
+        for (page, samples) in rows.iter_mut() {
+            let env = [("RBD_PROVISIONER_LIST_PAGE_SIZE", page.to_string())];
+            samples.push(sample(cx, &bin, &env).await?);
+        }
+    }
+    for (page, samples) in rows {
+        let ready: Vec<String> = samples.iter().map(|s| ms(s.ready)).collect();
+        let hwm: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{:.1}", s.mem.hwm))
+            .collect();
+        let rss: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{:.1}", s.mem.rss))
+            .collect();
+        out.push(format!(
+            "| {over} | {page} | {} | {} | {} |",
+            ready.join(" / "),
+            hwm.join(" / "),
+            rss.join(" / ")
+        ));
+    }
+    Ok(())
+}
+
+/// Memory with large claims (see the module documentation).
+async fn large_claims(cx: &Ctx, n: usize, kib: usize, out: &mut Vec<String>) -> Result<()> {
+    until(&cx.seen, "watches listed", Duration::from_secs(30), |g| {
+        g.pv_ready && g.pvc_ready
+    })
+    .await?;
+    let names: Vec<String> = (0..n).map(|i| format!("mem-{i}")).collect();
+    let pvs: Vec<String> = names.iter().map(|c| format!("{}-{c}", cx.ns)).collect();
+    let small_n: usize = std::env::var("RBD_BENCH_SMALL_CLAIMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let small: Vec<String> = (0..small_n).map(|i| format!("small-{i}")).collect();
+    let result = large_claims_phases(cx, &names, &small, kib, out).await;
+    // Claims first (their PVs are then released), then the PVs.
+    let small_left: Vec<String> = {
+        let g = cx.seen.lock().unwrap();
+        small
+            .iter()
+            .filter(|c| !g.claim_gone.contains_key(*c))
+            .cloned()
+            .collect()
+    };
+    let _ = delete_and_release_all(cx, &small_left).await;
+    let _ = annotate(cx, &names, 0).await;
+    let deleted = delete_and_release_all(cx, &names).await;
+    let gone = delete_volumes(cx, &pvs).await;
+    result.and(deleted.map(|_| ())).and(gone)
+}
+
+async fn large_claims_phases(
+    cx: &Ctx,
+    names: &[String],
+    small: &[String],
+    kib: usize,
+    out: &mut Vec<String>,
+) -> Result<()> {
+    let n = names.len();
+    let made = create_pairs(cx, names).await?;
+    let bound = until(
+        &cx.seen,
+        "every claim Bound",
+        scaled(n, Duration::from_millis(200), Duration::from_secs(300)),
+        |g| all_in(&g.bound, names),
+    )
+    .await;
+    let bound_count = {
+        let g = cx.seen.lock().unwrap();
+        names.iter().filter(|c| g.bound.contains_key(*c)).count()
+    };
+    out.push(format!(
+        "### Memory with {n} claims carrying a {kib} KiB annotation each\n"
+    ));
+    out.push(format!(
+        "{n} PVs of the peer's class (`Retain`, no image) each pre-bound to a claim bound to it: created in {}, {bound_count} of the claims Bound{}.\n",
+        secs(made),
+        if bound.is_err() {
+            " (the rest was not, within the wait)"
+        } else {
+            ""
+        }
+    ));
+    let bins = binaries();
+    let mut plain = Vec::new();
+    for (_, bin) in &bins {
+        plain.push(sample(cx, bin, &[]).await?);
+    }
+    let small_n = small.len();
+    if small_n > 0 {
+        let t = Instant::now();
+        let nowhere = format!("{}-nowhere", cx.ns);
+        let results: Vec<Result<()>> = stream::iter(small.iter())
+            .map(|name| small_claim(cx, name, &cx.peer, &nowhere))
+            .buffer_unordered(CREATE_IN_FLIGHT)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        out.push(format!(
+            "Beside them during the first sweep (after the plain runs): {small_n} small claims pre-bound to a PV that does not exist (created in {}).\n",
+            secs(t.elapsed())
+        ));
+    }
+
+    let sizes = !page_sizes().is_empty();
+    let mut sweep = Vec::new();
+    if sizes {
+        sweep.push(
+            "| claims | page size | start → watches synced | VmHWM MiB | VmRSS idle MiB |".into(),
+        );
+        sweep.push("|---|---|---|---|---|".into());
+        let over = if small_n > 0 {
+            format!("{n} plain + {small_n} small")
+        } else {
+            format!("{n} plain")
+        };
+        page_size_sweep(cx, &over, &mut sweep).await?;
+    }
+    if small_n > 0 {
+        delete_and_release_all(cx, small).await?;
+        let gone = until(
+            &cx.seen,
+            "the small claims gone",
+            scaled(small_n, Duration::from_millis(20), Duration::from_secs(120)),
+            |g| all_in(&g.claim_gone, small),
+        )
+        .await;
+        if let Err(e) = gone {
+            out.push(format!("- small claims: {e}"));
+        }
+    }
+    let took = annotate(cx, names, kib).await?;
+    out.push(format!(
+        "Annotating the {n} claims ({} MiB in all, 16 in flight) took {}.\n",
+        n * kib / 1024,
+        secs(took)
+    ));
+    let mut annotated = Vec::new();
+    for (_, bin) in &bins {
+        annotated.push(sample(cx, bin, &[]).await?);
+    }
+    if sizes {
+        page_size_sweep(cx, &format!("{n} annotated"), &mut sweep).await?;
+    }
+
+    out.push("| binary | claims | start → watches synced | VmRSS idle | RssAnon | RssFile | VmHWM | WARN+ERROR lines |".into());
+    out.push("|---|---|---|---|---|---|---|---|".into());
+    for (i, (label, _)) in bins.iter().enumerate() {
+        for (what, s) in [("plain", &plain[i]), ("annotated", &annotated[i])] {
+            out.push(format!(
+                "| {label} | {what} | {} | {} | {:.1} | {} |",
+                ms(s.ready),
+                s.mem.cells(),
+                s.mem.hwm,
+                s.problems
+            ));
+        }
+        out.push(format!(
+            "| {label} | **annotated ÷ plain** | | **{:.2}×** | {:.2}× | | {:.2}× | |",
+            annotated[i].mem.rss / plain[i].mem.rss,
+            annotated[i].mem.anon / plain[i].mem.anon,
+            annotated[i].mem.hwm / plain[i].mem.hwm
+        ));
+    }
+    if sizes {
+        out.push(String::new());
+        out.push("Page sizes of the claims and volumes watches' lists (this build, `RBD_PROVISIONER_LIST_PAGE_SIZE`; each started twice, alternating):\n".into());
+        out.append(&mut sweep);
     }
     Ok(())
 }

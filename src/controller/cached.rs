@@ -3,28 +3,41 @@
 //! A k8s-openapi `PersistentVolume` takes about 6.4 KB of heap for a 1.1 KB object (its spec
 //! has a field for every volume type; every map is a B-tree node), a claim about 3.9 KB. The
 //! caches hold every PV and claim of the cluster, so they keep each one as its JSON instead,
-//! `managedFields` dropped, with the little metadata the watch machinery needs and the facts
-//! that scans over all of them read. A reconcile reads the whole object back from that JSON,
-//! which holds every field the server sent that k8s-openapi knows. Dropping `managedFields`
-//! (server-side-apply bookkeeping, often larger than the rest of the object) loses nothing:
-//! nothing here writes a cached object back whole, only patches of the fields it changes.
+//! with the little metadata the watch machinery needs and the facts that scans over all of
+//! them read.
+//!
+//! That JSON holds only what decisions read ([`Lean::lean`]): a claim's owner writes its
+//! labels, annotations and most of its spec, up to the API server's limits (256 KiB of
+//! annotations, about 1.5 MiB in all), and every replica caches every claim of the cluster.
+//! Kept whole, a few tenants' large claims would push every replica over its memory limit at
+//! once. So the watcher drops what no decision reads: `managedFields`, labels, annotations
+//! outside an allow-list, a claim's selector beyond whether it selects anything. A reconcile
+//! reads the object back from that JSON ([`Cached::object`]); nothing writes a cached object
+//! back whole, only patches of the fields it changes, so what was dropped is never lost.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::Resource;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::claim::Bindable;
+use crate::domain::claim::{self, Bindable};
+use crate::domain::reclaim::ANN_LEGACY_IDENTITY;
+use crate::domain::volume;
 
 /// An object kind the caches keep as [`Cached`], with what scans read of it.
 pub trait Lean:
     Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + Sync + 'static
 {
     type Facts: Clone + fmt::Debug + Send + Sync + 'static;
+    /// The object less what no decision reads: what the cache keeps.
+    fn lean(self) -> Self;
     fn facts(&self) -> Self::Facts;
 }
 
@@ -36,8 +49,90 @@ pub struct VolumeFacts {
     pub bindable: Option<Bindable>,
 }
 
+/// The annotations a decision reads from a PV; the cache drops every other one. PVs are
+/// cluster-scoped (no tenant writes them), but other tools annotate them too
+/// (`kubectl.kubernetes.io/last-applied-configuration` holds the whole object).
+const VOLUME_ANNOTATIONS: &[&str] = &[
+    // Whether the volume is ours: reclaim::decide, delete::reconcile's early path.
+    volume::ANN_PROVISIONED_BY,
+    // Made by the old external provisioner (its image is not named after the PV, its
+    // credentials come from the class): reclaim::is_legacy, reclaim::target.
+    ANN_LEGACY_IDENTITY,
+    // Recorded at provisioning; reclaim::target checks them against the spec and takes the
+    // admin credentials from them.
+    volume::ANN_MONITORS,
+    volume::ANN_POOL,
+    volume::ANN_IMAGE,
+    volume::ANN_ADMIN_ID,
+    volume::ANN_ADMIN_SECRET,
+];
+
+/// The annotations a decision reads from a claim; the cache drops every other one.
+const CLAIM_ANNOTATIONS: &[&str] = &[
+    // kube-controller-manager's hand-over: claim::handed_to (claim::decide, and whether to
+    // provision early in provision::reconcile).
+    claim::ANN_STORAGE_PROVISIONER,
+    claim::ANN_STORAGE_PROVISIONER_BETA,
+    // WaitForFirstConsumer waits for it: claim::decide.
+    claim::ANN_SELECTED_NODE,
+    // The class of claims older than spec.storageClassName: claim::class_name.
+    claim::ANN_STORAGE_CLASS_BETA,
+];
+
+/// The longest value of a kept claim annotation. Its owner may write anything there, but a
+/// value that can match anything is short: a provisioner name has at most 317 bytes, a
+/// StorageClass or node name 253.
+const CLAIM_VALUE_MAX: usize = 512;
+
+/// A kept claim annotation's value, or, past [`CLAIM_VALUE_MAX`], a stand-in that decides the
+/// same: present, and equal to no provisioner, class or node (those names hold no spaces).
+fn bounded(value: String) -> String {
+    if value.len() <= CLAIM_VALUE_MAX {
+        value
+    } else {
+        format!("({} bytes, not kept)", value.len())
+    }
+}
+
+/// The metadata decisions read: the identity (events and log lines name the object by it, the
+/// finalizer patch carries the resourceVersion), the deletionTimestamp and the annotations of
+/// `keep`. No decision reads labels, owner references, managedFields or timestamps.
+fn lean_meta(m: ObjectMeta, keep: &[&str], value: fn(String) -> String) -> ObjectMeta {
+    let annotations: BTreeMap<String, String> = m
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .map(|(k, v)| (k, value(v)))
+        .collect();
+    ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        deletion_timestamp: m.deletion_timestamp,
+        annotations: (!annotations.is_empty()).then_some(annotations),
+        ..ObjectMeta::default()
+    }
+}
+
 impl Lean for PersistentVolume {
     type Facts = VolumeFacts;
+
+    /// Spec and status whole (only administrators and controllers write them); the
+    /// finalizers too, which delete::remove_finalizer writes back less ours.
+    fn lean(mut self) -> PersistentVolume {
+        let finalizers = self.metadata.finalizers.take();
+        PersistentVolume {
+            metadata: ObjectMeta {
+                finalizers,
+                ..lean_meta(self.metadata, VOLUME_ANNOTATIONS, |v| v)
+            },
+            spec: self.spec,
+            status: self.status,
+        }
+    }
+
     fn facts(&self) -> VolumeFacts {
         VolumeFacts {
             image: crate::domain::reclaim::spec_image(self),
@@ -46,8 +141,62 @@ impl Lean for PersistentVolume {
     }
 }
 
+/// A selector of the claim's owner's choosing, as far as decisions read it: claims with one
+/// are never provisioned early (claim::decide: whether there is one), and are refused
+/// (volume::claim_request: whether it selects anything). An empty one is kept as it is; any
+/// other becomes a one-label stand-in.
+fn lean_selector(s: LabelSelector) -> LabelSelector {
+    let selects = s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+        || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty());
+    if selects {
+        LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "rbd-provisioner.ceph.com/selector-not-kept".into(),
+                String::new(),
+            )])),
+            match_expressions: None,
+        }
+    } else {
+        s
+    }
+}
+
+/// The spec fields decisions read, named one by one so that a field added to the API is
+/// dropped until something reads it. The claim's owner chooses them all; those the API server
+/// leaves unbounded are cut to what is read: the selector (see [`lean_selector`]), repeated
+/// access modes (read as a set), resources other than the storage request. Not kept:
+/// `volumeAttributesClassName` and the limits, which nothing reads.
+fn lean_claim_spec(s: PersistentVolumeClaimSpec) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: s.access_modes.map(volume::distinct),
+        data_source: s.data_source,
+        data_source_ref: s.data_source_ref,
+        resources: s.resources.map(|r| VolumeResourceRequirements {
+            limits: None,
+            requests: r
+                .requests
+                .map(|q| q.into_iter().filter(|(k, _)| k == "storage").collect()),
+        }),
+        selector: s.selector.map(lean_selector),
+        storage_class_name: s.storage_class_name,
+        volume_attributes_class_name: None,
+        volume_mode: s.volume_mode,
+        volume_name: s.volume_name,
+    }
+}
+
 impl Lean for PersistentVolumeClaim {
     type Facts = ();
+
+    /// Status whole: controllers write it, and resize::grow writes its conditions back.
+    fn lean(self) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: lean_meta(self.metadata, CLAIM_ANNOTATIONS, bounded),
+            spec: self.spec.map(lean_claim_spec),
+            status: self.status,
+        }
+    }
+
     fn facts(&self) {}
 }
 
@@ -61,11 +210,11 @@ pub struct Cached<K: Lean> {
 }
 
 impl<K: Lean> Cached<K> {
-    pub fn new(mut full: K) -> Result<Cached<K>, serde_json::Error> {
-        full.meta_mut().managed_fields = None;
-        let json = serde_json::to_vec(&full)?.into_boxed_slice();
-        let facts = full.facts();
-        let m = full.meta_mut();
+    pub fn new(full: K) -> Result<Cached<K>, serde_json::Error> {
+        let mut lean = full.lean();
+        let json = serde_json::to_vec(&lean)?.into_boxed_slice();
+        let facts = lean.facts();
+        let m = lean.meta_mut();
         let metadata = ObjectMeta {
             name: m.name.take(),
             namespace: m.namespace.take(),
@@ -81,7 +230,8 @@ impl<K: Lean> Cached<K> {
         })
     }
 
-    /// The whole object, as the watch delivered it (less `managedFields`).
+    /// The object as decisions see it: what the watch delivered, less what [`Lean::lean`]
+    /// drops.
     pub fn object(&self) -> Result<K, serde_json::Error> {
         serde_json::from_slice(&self.json)
     }
@@ -141,135 +291,585 @@ impl<K: Lean> Resource for Cached<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{
-        ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus,
-        PersistentVolumeSpec, PersistentVolumeStatus, RBDPersistentVolumeSource, SecretReference,
+    use crate::domain::claim::{ANN_SELECTED_NODE, ANN_STORAGE_CLASS_BETA, ClaimAction};
+    use crate::domain::params::Flavor;
+    use crate::domain::volume::{
+        ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
+        FINALIZER,
     };
+    use crate::domain::{clone, fixtures, provision_plan, reclaim, resize};
+    use k8s_openapi::api::core::v1::{
+        CSIPersistentVolumeSource, ObjectReference, TypedLocalObjectReference, TypedObjectReference,
+    };
+    use k8s_openapi::api::storage::v1::StorageClass;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        LabelSelectorRequirement, ManagedFieldsEntry, OwnerReference, Time,
+    };
 
-    fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            namespace: ns.map(Into::into),
-            uid: Some(format!("uid-{name}")),
-            resource_version: Some("42".into()),
-            annotations: Some(
-                [(
-                    "pv.kubernetes.io/provisioned-by".into(),
-                    "ceph.com/rbd".into(),
-                )]
-                .into(),
-            ),
-            labels: Some([("app".into(), "db".into())].into()),
-            finalizers: Some(vec!["kubernetes.io/pv-protection".into()]),
-            managed_fields: Some(vec![ManagedFieldsEntry {
-                manager: Some("kube-controller-manager".into()),
-                ..Default::default()
-            }]),
-            deletion_timestamp: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
-            ..Default::default()
-        }
+    const ME: &str = "ceph.com/rbd";
+    const UID: &str = "4f0d2c1e-0b7a-4c3e-9d55-8d1c2a6f1e01";
+    const KIB: usize = 1024;
+
+    fn quantity(q: &str) -> BTreeMap<String, Quantity> {
+        BTreeMap::from([("storage".to_string(), Quantity(q.into()))])
     }
 
-    fn pv() -> PersistentVolume {
-        PersistentVolume {
-            metadata: meta("pvc-1", None),
-            spec: Some(PersistentVolumeSpec {
-                storage_class_name: Some("ceph-rbd".into()),
-                capacity: Some([("storage".into(), Quantity("1Gi".into()))].into()),
-                access_modes: Some(vec!["ReadWriteOnce".into()]),
-                persistent_volume_reclaim_policy: Some("Delete".into()),
-                claim_ref: Some(ObjectReference {
-                    namespace: Some("default".into()),
-                    name: Some("data".into()),
-                    uid: Some("1".into()),
-                    ..Default::default()
-                }),
-                rbd: Some(RBDPersistentVolumeSource {
-                    monitors: vec!["10.0.0.1:6789".into()],
-                    pool: Some("kube".into()),
-                    image: "kubernetes-dynamic-pvc-1".into(),
-                    user: Some("kube".into()),
-                    secret_ref: Some(SecretReference {
-                        name: Some("ceph-user".into()),
-                        namespace: Some("default".into()),
-                    }),
-                    ..Default::default()
-                }),
-                mount_options: Some(vec!["discard".into()]),
-                ..Default::default()
-            }),
-            status: Some(PersistentVolumeStatus {
-                phase: Some("Bound".into()),
-                ..Default::default()
-            }),
-        }
-    }
-
-    fn claim() -> PersistentVolumeClaim {
-        PersistentVolumeClaim {
-            metadata: meta("data", Some("default")),
-            spec: Some(PersistentVolumeClaimSpec {
-                storage_class_name: Some("ceph-rbd".into()),
-                volume_name: Some("pvc-1".into()),
-                ..Default::default()
-            }),
-            status: Some(PersistentVolumeClaimStatus {
-                phase: Some("Bound".into()),
-                capacity: Some([("storage".into(), Quantity("1Gi".into()))].into()),
-                ..Default::default()
-            }),
-        }
-    }
-
-    /// Everything but `managedFields` comes back, whether parsed from the API's JSON or made
-    /// from an object.
-    fn round_trip<K: Lean + PartialEq + fmt::Debug>(full: K) {
-        let mut want = full.clone();
-        want.meta_mut().managed_fields = None;
-        let from_json: Cached<K> =
-            serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
-        assert_eq!(from_json.object().unwrap(), want);
-        let made = Cached::new(full).unwrap();
-        assert_eq!(made.object().unwrap(), want);
-        let m = made.meta();
-        assert_eq!(
-            (&m.name, &m.namespace, &m.uid, &m.resource_version),
+    /// What a claim's owner (or another tool) adds that no decision reads: a 250 KiB
+    /// annotation, 500 labels, owner references, finalizers, managedFields, resource limits
+    /// and a volume attributes class.
+    fn with_ballast<K: Lean>(mut obj: K) -> K {
+        let m = obj.meta_mut();
+        m.annotations.get_or_insert_default().extend([
+            ("example.com/ballast".to_string(), "x".repeat(250 * KIB)),
             (
-                &want.meta().name,
-                &want.meta().namespace,
-                &want.meta().uid,
-                &want.meta().resource_version
-            )
+                "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                "{}".repeat(2 * KIB),
+            ),
+        ]);
+        m.labels = Some(
+            (0..500)
+                .map(|i| (format!("team.example.com/label-{i}"), format!("value-{i}")))
+                .collect(),
         );
-        assert!(m.deletion_timestamp.is_some());
-        assert!(m.annotations.is_none() && m.finalizers.is_none() && m.managed_fields.is_none());
+        m.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: "db".into(),
+            uid: "owner-uid".into(),
+            ..Default::default()
+        }]);
+        m.finalizers
+            .get_or_insert_default()
+            .push("example.com/keep".into());
+        m.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            ..Default::default()
+        }]);
+        m.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        m.generate_name = Some("data-".into());
+        obj
+    }
+
+    fn claim_ballast(mut c: PersistentVolumeClaim) -> PersistentVolumeClaim {
+        let spec = c.spec.get_or_insert_default();
+        spec.volume_attributes_class_name = Some("gold".into());
+        spec.resources.get_or_insert_default().limits = Some(quantity("8Gi"));
+        with_ballast(c)
+    }
+
+    /// Claim default/data, 1Gi ReadWriteOnce of class `fast`, handed over to us.
+    fn claim() -> PersistentVolumeClaim {
+        let mut c = fixtures::claim("default", "data", UID, Some("Pending"));
+        c.metadata.annotations = fixtures::map(&[
+            (claim::ANN_STORAGE_PROVISIONER, ME),
+            (claim::ANN_STORAGE_PROVISIONER_BETA, ME),
+        ]);
+        let spec = c.spec.as_mut().unwrap();
+        spec.storage_class_name = Some("fast".into());
+        spec.access_modes = Some(vec!["ReadWriteOnce".into()]);
+        spec.resources = Some(VolumeResourceRequirements {
+            requests: Some(quantity("1Gi")),
+            limits: None,
+        });
+        c
+    }
+
+    /// Claims each of whose decisions turns on something the cache keeps.
+    fn claims() -> Vec<(&'static str, PersistentVolumeClaim)> {
+        let mut out = vec![("handed over", claim())];
+        let mut c = claim();
+        c.metadata.annotations = None;
+        out.push(("not handed over yet", c));
+        let mut c = claim();
+        c.metadata.annotations = fixtures::map(&[(claim::ANN_STORAGE_PROVISIONER, "x.test/rbd")]);
+        out.push(("handed to another", c));
+        let mut c = claim();
+        c.spec.as_mut().unwrap().storage_class_name = None;
+        c.metadata.annotations = fixtures::map(&[(ANN_STORAGE_CLASS_BETA, "slow")]);
+        out.push(("class by the beta annotation, not handed over", c));
+        for class in ["slow", "theirs", "missing"] {
+            let mut c = claim();
+            c.spec.as_mut().unwrap().storage_class_name = Some(class.into());
+            out.push((class, c));
+        }
+        let mut c = claim();
+        c.spec.as_mut().unwrap().storage_class_name = Some("slow".into());
+        c.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_SELECTED_NODE.into(), "node-1".into());
+        out.push(("waiting for a first consumer, scheduled", c));
+        let mut c = claim();
+        c.spec.as_mut().unwrap().selector = Some(LabelSelector {
+            match_labels: Some(
+                (0..200)
+                    .map(|i| (format!("k{i}"), "v".repeat(60)))
+                    .collect(),
+            ),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some((0..2000).map(|i| format!("value-{i}")).collect()),
+            }]),
+        });
+        out.push(("a large selector", c.clone()));
+        c.metadata.annotations = None;
+        out.push(("a large selector, not handed over", c));
+        let mut c = claim();
+        c.spec.as_mut().unwrap().selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::new()),
+            match_expressions: None,
+        });
+        // Handed over, an empty selector decides nothing.
+        c.metadata.annotations = None;
+        out.push(("an empty selector, not handed over", c));
+        let mut c = claim();
+        c.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        out.push(("being deleted", c));
+        let mut c = claim();
+        let spec = c.spec.as_mut().unwrap();
+        spec.access_modes = Some(
+            std::iter::repeat_n("ReadWriteOnce".to_string(), 5000)
+                .chain(["ReadOnlyMany".to_string(), "ReadWriteOnce".to_string()])
+                .collect(),
+        );
+        out.push(("repeated access modes", c.clone()));
+        c.spec.as_mut().unwrap().access_modes = Some(vec![
+            "ReadWriteOnce".into(),
+            "ReadWriteMany".into(),
+            "ReadWriteMany".into(),
+        ]);
+        out.push(("ReadWriteMany", c.clone()));
+        c.spec.as_mut().unwrap().volume_mode = Some("Block".into());
+        out.push(("ReadWriteMany Block", c));
+        let mut c = claim();
+        c.spec
+            .as_mut()
+            .unwrap()
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests = Some(BTreeMap::from([
+            ("storage".to_string(), Quantity("0".into())),
+            ("example.com/other".to_string(), Quantity("1".into())),
+        ]));
+        out.push(("zero size", c));
+        let mut c = claim();
+        c.spec.as_mut().unwrap().data_source = Some(TypedLocalObjectReference {
+            api_group: None,
+            kind: "PersistentVolumeClaim".into(),
+            name: "source".into(),
+        });
+        out.push(("a clone", c.clone()));
+        c.spec.as_mut().unwrap().data_source = Some(TypedLocalObjectReference {
+            api_group: Some("snapshot.storage.k8s.io".into()),
+            kind: "VolumeSnapshot".into(),
+            name: "snap".into(),
+        });
+        out.push(("from a snapshot", c));
+        let mut c = claim();
+        c.spec.as_mut().unwrap().data_source_ref = Some(TypedObjectReference {
+            api_group: Some("example.com".into()),
+            kind: "Widget".into(),
+            name: "w".into(),
+            namespace: Some("elsewhere".into()),
+        });
+        out.push(("a populator's", c));
+        // Bound to the volume of `ours`, asking for more than it has: a resize.
+        let mut c = claim();
+        c.spec.as_mut().unwrap().volume_name = Some(format!("pvc-{UID}"));
+        c.spec
+            .as_mut()
+            .unwrap()
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests = Some(quantity("2Gi"));
+        c.status.as_mut().unwrap().phase = Some("Bound".into());
+        c.status.as_mut().unwrap().capacity = Some(quantity("1Gi"));
+        out.push(("bound, grown", c.clone()));
+        c.spec
+            .as_mut()
+            .unwrap()
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests = Some(quantity("512Mi"));
+        c.status.as_mut().unwrap().capacity = Some(quantity("512Mi"));
+        out.push(("bound, shrunk", c));
+        out
+    }
+
+    fn class(name: &str, provisioner: &str, mode: Option<&str>) -> StorageClass {
+        let mut c = fixtures::storage_class(provisioner, fixtures::RBD_PARAMS);
+        c.metadata.name = Some(name.into());
+        c.volume_binding_mode = mode.map(Into::into);
+        c.allow_volume_expansion = Some(true);
+        c
+    }
+
+    /// The classes of the cluster the claims are decided in; `missing` is not one of them.
+    fn classes() -> Vec<StorageClass> {
+        vec![
+            class("fast", ME, None),
+            class("slow", ME, Some("WaitForFirstConsumer")),
+            class("theirs", "x.test/rbd", None),
+        ]
+    }
+
+    /// Our PV pvc-<UID>, 1Gi of class `fast`, bound to the claim, with what we record on it.
+    fn ours(phase: &str) -> PersistentVolume {
+        let image = format!("kubernetes-dynamic-pvc-{UID}");
+        let mut pv = fixtures::rbd_pv(
+            &format!("pvc-{UID}"),
+            ("kube", &image),
+            &[
+                (ANN_PROVISIONED_BY, ME),
+                (ANN_MONITORS, "10.0.0.1:6789"),
+                (ANN_POOL, "kube"),
+                (ANN_IMAGE, &image),
+                (ANN_ADMIN_ID, "boss"),
+                (ANN_ADMIN_SECRET, "kube-system/ceph-admin"),
+            ],
+            Some(phase),
+        );
+        pv.metadata.uid = Some("pv-uid".into());
+        pv.metadata.resource_version = Some("42".into());
+        pv.metadata.finalizers = Some(vec![FINALIZER.into(), "kubernetes.io/pv-protection".into()]);
+        let spec = pv.spec.as_mut().unwrap();
+        spec.storage_class_name = Some("fast".into());
+        spec.persistent_volume_reclaim_policy = Some("Delete".into());
+        spec.capacity = Some(quantity("1Gi"));
+        spec.access_modes = Some(vec!["ReadWriteOnce".into()]);
+        spec.rbd.as_mut().unwrap().monitors = vec!["10.0.0.1:6789".into()];
+        spec.claim_ref = Some(ObjectReference {
+            namespace: Some("default".into()),
+            name: Some("data".into()),
+            uid: Some(UID.into()),
+            ..Default::default()
+        });
+        pv
+    }
+
+    /// PVs each of whose decisions turns on something the cache keeps.
+    fn volumes() -> Vec<(&'static str, PersistentVolume)> {
+        let mut out = vec![("bound", ours("Bound")), ("released", ours("Released"))];
+        for (what, key) in [
+            ("pool edited", ANN_POOL),
+            ("image edited", ANN_IMAGE),
+            ("monitors edited", ANN_MONITORS),
+        ] {
+            let mut pv = ours("Released");
+            pv.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(key.into(), "edited".into());
+            out.push((what, pv));
+        }
+        for (what, key) in [
+            ("no admin secret recorded", ANN_ADMIN_SECRET),
+            ("no admin id recorded", ANN_ADMIN_ID),
+            ("not provisioned by anyone", ANN_PROVISIONED_BY),
+        ] {
+            let mut pv = ours("Released");
+            pv.metadata.annotations.as_mut().unwrap().remove(key);
+            out.push((what, pv));
+        }
+        let mut pv = ours("Released");
+        pv.metadata.finalizers = None;
+        pv.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        out.push(("deleted, our finalizer gone", pv));
+        let mut pv = ours("Bound");
+        pv.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Retain".into());
+        out.push(("retained, with our finalizer", pv));
+        let mut pv = ours("Available");
+        pv.spec.as_mut().unwrap().claim_ref = None;
+        out.push(("available", pv));
+        let mut pv = fixtures::rbd_pv(
+            "pvc-0b92a433",
+            ("kube", "kubernetes-dynamic-pvc-5a6c7e52"),
+            &[(ANN_PROVISIONED_BY, ME), (ANN_LEGACY_IDENTITY, ME)],
+            Some("Released"),
+        );
+        let spec = pv.spec.as_mut().unwrap();
+        spec.persistent_volume_reclaim_policy = Some("Delete".into());
+        spec.storage_class_name = Some("fast".into());
+        out.push(("the old provisioner's", pv));
+        let mut pv = ours("Bound");
+        let spec = pv.spec.as_mut().unwrap();
+        let rbd = spec.rbd.take().unwrap();
+        spec.csi = Some(CSIPersistentVolumeSource {
+            driver: "rbd.csi.ceph.com".into(),
+            volume_handle: rbd.image,
+            volume_attributes: Some(BTreeMap::from([("pool".into(), "kube".into())])),
+            ..Default::default()
+        });
+        out.push(("csi", pv));
+        out
+    }
+
+    /// Every decision about a claim, in a cluster of [`classes`] and [`volumes`], as the
+    /// reconcilers make them: the class looked up by the name the claim gives.
+    fn claim_decisions(pvc: &PersistentVolumeClaim) -> Vec<String> {
+        let classes = classes();
+        let class = claim::class_name(pvc).and_then(|n| {
+            classes
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(n))
+        });
+        let mut out = Vec::new();
+        for provisioner in [ME, "x.test/rbd"] {
+            for early in [false, true] {
+                out.push(format!(
+                    "{:?}",
+                    claim::decide(pvc, class, provisioner, early)
+                ));
+            }
+        }
+        out.push(format!("{:?}", claim::handed_to(pvc).is_some()));
+        for flavor in [Flavor::Rbd, Flavor::Csi] {
+            for c in &classes {
+                out.push(format!("{:?}", provision_plan::draft(pvc, c, flavor)));
+            }
+        }
+        out.push(format!(
+            "{:?} {:?}",
+            clone::populator(pvc),
+            clone::source_name(pvc)
+        ));
+        for (_, pv) in volumes() {
+            let could = Bindable::of(&pv).is_some_and(|b| claim::could_bind(pvc, &b));
+            out.push(format!("{could}"));
+            for allow in [false, true] {
+                out.push(format!("{:?}", resize::decide(pvc, &pv, allow, ME)));
+            }
+            out.push(format!(
+                "{:?}",
+                clone::check_source("default", "data", "fast", 1 << 30, Some(pvc), Some(&pv), ME)
+            ));
+        }
+        out
+    }
+
+    fn volume_decisions(pv: &PersistentVolume) -> Vec<String> {
+        let mut out = Vec::new();
+        for provisioner in [ME, "x.test/rbd"] {
+            for gone in [false, true] {
+                out.push(format!("{:?}", reclaim::decide(pv, provisioner, gone)));
+            }
+        }
+        out.push(format!(
+            "{:?} {:?} {:?} {:?} {:?}",
+            reclaim::target(pv),
+            reclaim::has_finalizer(pv),
+            reclaim::is_legacy(pv),
+            reclaim::spec_image(pv),
+            Bindable::of(pv),
+        ));
+        out.push(format!(
+            "{:?}",
+            reclaim::is_volume_of(
+                pv,
+                ME,
+                UID,
+                ("kube", &format!("kubernetes-dynamic-pvc-{UID}"))
+            )
+        ));
+        for (_, c) in claims() {
+            out.push(format!("{:?}", resize::decide(&c, pv, true, ME)));
+            out.push(format!(
+                "{:?}",
+                clone::check_source("default", "data", "fast", 1 << 30, Some(&c), Some(pv), ME)
+            ));
+        }
+        // The finalizer patch writes back the others, with the resourceVersion.
+        out.push(format!(
+            "{:?} {:?}",
+            pv.metadata.finalizers, pv.metadata.resource_version
+        ));
+        out
+    }
+
+    /// The object a reconcile gets from the cache.
+    fn rebuilt<K: Lean>(full: &K) -> K {
+        let from_json: Cached<K> =
+            serde_json::from_value(serde_json::to_value(full).unwrap()).unwrap();
+        from_json.object().unwrap()
     }
 
     #[test]
-    fn volumes_and_claims_come_back_whole() {
-        round_trip(pv());
-        round_trip(claim());
+    fn decisions_on_a_cached_claim_are_those_on_the_claim() {
+        let mut seen = std::collections::HashMap::new();
+        for (what, c) in claims() {
+            let full = claim_ballast(c.clone());
+            let want = claim_decisions(&c);
+            assert_eq!(
+                claim_decisions(&full),
+                want,
+                "{what}: the ballast decides nothing"
+            );
+            assert_eq!(claim_decisions(&rebuilt(&full)), want, "{what}");
+            // Each claim decides otherwise than the others: none of them is there for nothing.
+            if let Some(other) = seen.insert(want, what) {
+                panic!("{what} decides as {other} does");
+            }
+        }
+    }
+
+    #[test]
+    fn decisions_on_a_cached_volume_are_those_on_the_volume() {
+        let mut seen = std::collections::HashMap::new();
+        for (what, pv) in volumes() {
+            let full = with_ballast(pv.clone());
+            let want = volume_decisions(&full);
+            assert_eq!(volume_decisions(&rebuilt(&full)), want, "{what}");
+            if let Some(other) = seen.insert(want, what) {
+                panic!("{what} decides as {other} does");
+            }
+        }
+    }
+
+    #[test]
+    fn every_annotation_a_decision_reads_survives() {
+        let mut c = claim_ballast(claim());
+        let read = [
+            (claim::ANN_STORAGE_PROVISIONER, "a.test/rbd"),
+            (claim::ANN_STORAGE_PROVISIONER_BETA, "b.test/rbd"),
+            (ANN_SELECTED_NODE, "node-1"),
+            (ANN_STORAGE_CLASS_BETA, "fast"),
+        ];
+        c.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .extend(read.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(
+            rebuilt(&c).metadata.annotations,
+            fixtures::map(&read),
+            "exactly those a decision reads"
+        );
+
+        let pv = with_ballast(ours("Released"));
+        let mut kept = ours("Released").metadata.annotations.unwrap();
+        assert_eq!(rebuilt(&pv).metadata.annotations.as_ref(), Some(&kept));
+        let mut legacy = with_ballast(ours("Released"));
+        legacy
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_LEGACY_IDENTITY.into(), ME.into());
+        kept.insert(ANN_LEGACY_IDENTITY.into(), ME.into());
+        assert_eq!(rebuilt(&legacy).metadata.annotations, Some(kept));
+        assert_eq!(
+            rebuilt(&pv).metadata.finalizers,
+            pv.metadata.finalizers,
+            "every finalizer of a PV: remove_finalizer writes them back"
+        );
+    }
+
+    #[test]
+    fn a_claim_with_a_large_annotation_and_many_labels_is_cached_small() {
+        let full = claim_ballast(claim());
+        let sent = serde_json::to_vec(&full).unwrap().len();
+        assert!(sent > 250 * KIB, "{sent}");
+        let c = Cached::new(full).unwrap();
+        assert!(c.json_len() < 512, "{} bytes", c.json_len());
+        let back = c.object().unwrap();
+        assert_eq!(back.metadata.labels, None);
+        assert_eq!(back.metadata.owner_references, None);
+        assert_eq!(back.metadata.finalizers, None);
+        assert_eq!(back.metadata.managed_fields, None);
+
+        // A selector, and repeated access modes, of the owner's choosing.
+        for (what, c) in claims() {
+            let c = Cached::new(claim_ballast(c)).unwrap();
+            assert!(c.json_len() < 1024, "{what}: {} bytes", c.json_len());
+        }
+    }
+
+    #[test]
+    fn an_overlong_value_of_a_kept_annotation_is_not_kept_and_decides_the_same() {
+        let long = "x".repeat(200 * KIB);
+        for key in [
+            claim::ANN_STORAGE_PROVISIONER,
+            claim::ANN_STORAGE_PROVISIONER_BETA,
+            ANN_SELECTED_NODE,
+            ANN_STORAGE_CLASS_BETA,
+        ] {
+            let mut c = claim();
+            c.spec.as_mut().unwrap().storage_class_name = Some("slow".into());
+            if key == ANN_STORAGE_CLASS_BETA {
+                c.spec.as_mut().unwrap().storage_class_name = None;
+            }
+            c.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(key.into(), long.clone());
+            let back = rebuilt(&c);
+            let value = &back.metadata.annotations.as_ref().unwrap()[key];
+            assert_eq!(value, "(204800 bytes, not kept)");
+            assert!(Cached::new(c.clone()).unwrap().json_len() < 1024);
+            if key == ANN_STORAGE_CLASS_BETA {
+                // The same decisions, whose messages may name the class.
+                let kind = |c: &PersistentVolumeClaim| {
+                    claim_decisions(c)
+                        .into_iter()
+                        .map(|d| d.split(['(', '{']).next().unwrap().to_string())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(kind(&back), kind(&c), "{key}");
+            } else {
+                assert_eq!(claim_decisions(&back), claim_decisions(&c), "{key}");
+            }
+        }
+        let mut c = claim();
+        c.spec.as_mut().unwrap().storage_class_name = None;
+        c.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_STORAGE_CLASS_BETA.into(), long);
+        assert!(matches!(
+            claim::decide(&rebuilt(&c), None, ME, false),
+            ClaimAction::Wait(why) if why.contains("(204800 bytes, not kept)")
+        ));
     }
 
     #[test]
     fn volume_facts_are_those_of_the_object() {
-        let c = Cached::new(pv()).unwrap();
+        let pv = with_ballast(ours("Bound"));
+        let c = Cached::new(pv.clone()).unwrap();
         assert_eq!(
             c.facts.image,
-            Some(("kube".into(), "kubernetes-dynamic-pvc-1".into()))
+            Some(("kube".into(), format!("kubernetes-dynamic-pvc-{UID}")))
         );
-        assert_eq!(c.facts.bindable, Bindable::of(&pv()));
+        assert_eq!(c.facts.bindable, Bindable::of(&pv));
         let b = c.facts.bindable.unwrap();
-        assert_eq!((b.capacity, b.class.as_str()), (Some(1 << 30), "ceph-rbd"));
+        assert_eq!((b.capacity, b.class.as_str()), (Some(1 << 30), "fast"));
     }
 
     #[test]
-    fn the_cache_keeps_less_than_the_object() {
-        let full = serde_json::to_vec(&pv()).unwrap();
-        let c = Cached::new(pv()).unwrap();
-        assert!(c.json_len() < full.len(), "managedFields dropped");
+    fn the_store_keeps_identity_and_deletion_only() {
+        let mut pv = with_ballast(ours("Released"));
+        pv.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let c = Cached::new(pv.clone()).unwrap();
+        let m = c.meta();
+        assert_eq!(
+            (&m.name, &m.namespace, &m.uid, &m.resource_version),
+            (
+                &pv.metadata.name,
+                &pv.metadata.namespace,
+                &pv.metadata.uid,
+                &pv.metadata.resource_version
+            )
+        );
+        assert!(m.deletion_timestamp.is_some());
+        assert!(m.annotations.is_none() && m.finalizers.is_none() && m.labels.is_none());
         assert!(std::mem::size_of::<Cached<PersistentVolume>>() < 1024);
         assert!(std::mem::size_of::<PersistentVolume>() > 3 * 1024);
     }

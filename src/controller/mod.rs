@@ -180,8 +180,8 @@ impl Context {
 
     /// Notes a claim the wake-up watch saw going (deletionTimestamp set, or deleted), before
     /// its volume's reconcile is queued.
-    fn claim_going(&self, pvc: &PersistentVolumeClaim) {
-        if let Some(uid) = &pvc.metadata.uid {
+    fn claim_going(&self, claim: &ObjectMeta) {
+        if let Some(uid) = &claim.uid {
             self.dying.note(uid);
         }
     }
@@ -515,6 +515,29 @@ async fn cluster_uid(client: &Client) -> Result<String, Error> {
     ns.metadata.uid.ok_or(Error::NoClusterUid)
 }
 
+/// Objects per page of the claims and volumes watches' lists (the first and every relist).
+/// kube reads a page whole before it parses it, and holds three or four copies of it at once
+/// (body chunks, the joined body, its text), while the claims controller and the wake-up watch
+/// list claims at the same time; and a claim's owner chooses its size (up to about 1.5 MiB,
+/// 256 KiB of it annotations). With 1,000 claims of 250 KiB the provisioner peaked at 448–476
+/// MiB with kube's default of 500 per page, 132–146 with 100, 95 with 50 and 60–65 with 20
+/// (35 without the annotations); 11,000 small claims took 1.6–2.1 s from start to synced at
+/// 500 and 3.5–4.6 s at 20, a few ms per page (BENCHMARKS.md, "Memory with large claims").
+/// Lists are read from etcd (kube's default, most recent), which honours the limit; the watch
+/// cache (resourceVersion 0) would send everything at once.
+const LIST_PAGE_SIZE: u32 = 20;
+
+/// The watch configuration of the claims and volumes watches. `RBD_PROVISIONER_LIST_PAGE_SIZE`
+/// sets another page size, for the scale bench to measure the choice.
+fn lean_watch_config() -> watcher::Config {
+    let page = std::env::var("RBD_PROVISIONER_LIST_PAGE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(LIST_PAGE_SIZE);
+    watcher::Config::default().page_size(page)
+}
+
 /// A controller over every object of `K`, like `Controller::new`, whose cache keeps each
 /// object as [`Cached`] JSON rather than the whole k8s-openapi object.
 fn lean_controller<K: Lean>(client: &Client) -> Controller<Cached<K>>
@@ -522,10 +545,7 @@ where
     K::Scope: Send + Sync,
     Cached<K>: Resource<DynamicType = ()>,
 {
-    Controller::new(
-        Api::<Cached<K>>::all(client.clone()),
-        watcher::Config::default(),
-    )
+    Controller::new(Api::<Cached<K>>::all(client.clone()), lean_watch_config())
 }
 
 /// Runs `reconcile` on the whole object a cached entry holds.
@@ -563,23 +583,26 @@ async fn release_free_heap_every(every: Duration) {
     }
 }
 
-/// Every claim event, for waking volumes; claims seen going are noted in `ctx` first.
+/// Every claim event, for waking volumes; claims seen going are noted in `ctx` first. Each
+/// event is mapped to a volume and dropped at once; the claims are read lean all the same,
+/// since a list page of whole claims would be held until every event of it was handled.
 fn claims_going(
     client: &Client,
     ctx: Arc<Context>,
-) -> impl futures::Stream<Item = Result<PersistentVolumeClaim, watcher::Error>> + Send + 'static {
+) -> impl futures::Stream<Item = Result<Cached<PersistentVolumeClaim>, watcher::Error>> + Send + 'static
+{
     watcher(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        watcher::Config::default(),
+        Api::<Cached<PersistentVolumeClaim>>::all(client.clone()),
+        lean_watch_config(),
     )
     .default_backoff()
     .map(move |event| {
         match &event {
-            Ok(watcher::Event::Delete(pvc)) => ctx.claim_going(pvc),
-            Ok(watcher::Event::Apply(pvc) | watcher::Event::InitApply(pvc))
-                if pvc.metadata.deletion_timestamp.is_some() =>
+            Ok(watcher::Event::Delete(c)) => ctx.claim_going(c.meta()),
+            Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c))
+                if c.meta().deletion_timestamp.is_some() =>
             {
-                ctx.claim_going(pvc)
+                ctx.claim_going(c.meta())
             }
             _ => {}
         }
@@ -646,13 +669,13 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         // binding, the one we would have made for it (a wake-up only; the reconcile checks).
         .watches_stream(
             claims_going(&client, ctx.clone()),
-            move |pvc: PersistentVolumeClaim| {
-                let bound = pvc
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.volume_name.clone())
+            move |c: Cached<PersistentVolumeClaim>| {
+                let bound = c
+                    .object()
+                    .ok()
+                    .and_then(|pvc| pvc.spec?.volume_name)
                     .filter(|v| !v.is_empty());
-                let pv = bound.or_else(|| pvc.metadata.uid.as_deref().map(volume::pv_name));
+                let pv = bound.or_else(|| c.meta().uid.as_deref().map(volume::pv_name));
                 pv.filter(|_| early)
                     .map(|v| ObjectRef::<Cached<PersistentVolume>>::new(&v))
             },
@@ -730,12 +753,12 @@ mod tests {
         .unwrap();
 
         assert!(!ctx.claim_gone(&pv).await, "cached alive, not seen going");
-        ctx.claim_going(&pvc);
+        ctx.claim_going(&pvc.metadata);
         assert!(!ctx.claim_gone(&pv).await, "the API server still has it");
         assert!(ctx.claim_gone(&pv).await);
         // Forgotten once gone: asked again only when seen going again.
         assert!(!ctx.claim_gone(&pv).await);
-        ctx.claim_going(&pvc);
+        ctx.claim_going(&pvc.metadata);
         assert!(ctx.claim_gone(&pv).await);
         assert_eq!(api.done().len(), 3);
     }

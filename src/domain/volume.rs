@@ -160,7 +160,7 @@ pub fn claim_request(pvc: &PersistentVolumeClaim) -> Result<ClaimRequest, ClaimE
         Some("Block") => VolumeMode::Block,
         Some(other) => return Err(ClaimError::VolumeMode(other.into())),
     };
-    let access_modes = spec.access_modes.unwrap_or_default();
+    let access_modes = distinct(spec.access_modes.unwrap_or_default());
     if access_modes.is_empty() {
         return Err(ClaimError::NoAccessModes);
     }
@@ -177,6 +177,18 @@ pub fn claim_request(pvc: &PersistentVolumeClaim) -> Result<ClaimRequest, ClaimE
         volume_mode,
         size,
     })
+}
+
+/// A claim's access modes, each once, in order. They are read as a set (kube-controller-manager's
+/// binder does too), and the API server accepts a mode repeated any number of times.
+pub fn distinct(modes: Vec<String>) -> Vec<String> {
+    let mut once: Vec<String> = Vec::new();
+    for m in modes {
+        if !once.contains(&m) {
+            once.push(m);
+        }
+    }
+    once
 }
 
 /// Access modes an RBD image supports: a filesystem on it can be mounted read/write by one

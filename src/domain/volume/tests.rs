@@ -159,6 +159,18 @@ fn access_modes() {
 }
 
 #[test]
+fn a_repeated_access_mode_is_asked_for_once() {
+    let modes = [
+        "ReadOnlyMany",
+        "ReadWriteOnce",
+        "ReadOnlyMany",
+        "ReadWriteOnce",
+    ];
+    let req = claim_request(&pvc(Some("1Gi"), &modes, None)).unwrap();
+    assert_eq!(req.access_modes, vec!["ReadOnlyMany", "ReadWriteOnce"]);
+}
+
+#[test]
 fn rbd_pv() {
     let req = claim_request(&pvc(
         Some("500Mi"),
