@@ -65,6 +65,11 @@ const VOLUME_ANNOTATIONS: &[&str] = &[
     volume::ANN_IMAGE,
     volume::ANN_ADMIN_ID,
     volume::ANN_ADMIN_SECRET,
+    // Where the image was made: reclaim::recorded_place (whether a bound volume still needs
+    // recording), reclaim::check_recorded (with the csi clusterID's source).
+    volume::ANN_FSID,
+    volume::ANN_POOL_ID,
+    volume::ANN_CLUSTER_ID_SOURCE,
 ];
 
 /// The annotations a decision reads from a claim; the cache drops every other one.
@@ -556,6 +561,17 @@ mod tests {
     /// PVs each of whose decisions turns on something the cache keeps.
     fn volumes() -> Vec<(&'static str, PersistentVolume)> {
         let mut out = vec![("bound", ours("Bound")), ("released", ours("Released"))];
+        // With the records of where its image was made, a bound volume needs no recording;
+        // without them it does (reclaim::decide): the cache must keep them.
+        let mut recorded = ours("Bound");
+        let a = recorded.metadata.annotations.as_mut().unwrap();
+        a.insert(crate::domain::volume::ANN_FSID.into(), "f-1".into());
+        a.insert(crate::domain::volume::ANN_POOL_ID.into(), "3".into());
+        a.insert(
+            crate::domain::volume::ANN_CLUSTER_ID_SOURCE.into(),
+            "ceph-fsid".into(),
+        );
+        out.push(("bound and recorded", recorded));
         for (what, key) in [
             ("pool edited", ANN_POOL),
             ("image edited", ANN_IMAGE),
@@ -644,7 +660,10 @@ mod tests {
             let could = Bindable::of(&pv).is_some_and(|b| claim::could_bind(pvc, &b));
             out.push(format!("{could}"));
             for allow in [false, true] {
-                out.push(format!("{:?}", resize::decide(pvc, &pv, allow, ME)));
+                out.push(format!(
+                    "{:?}",
+                    resize::decide(pvc, &pv, allow, u64::MAX, ME)
+                ));
             }
             out.push(format!(
                 "{:?}",
@@ -679,7 +698,7 @@ mod tests {
             )
         ));
         for (_, c) in claims() {
-            out.push(format!("{:?}", resize::decide(&c, pv, true, ME)));
+            out.push(format!("{:?}", resize::decide(&c, pv, true, u64::MAX, ME)));
             out.push(format!(
                 "{:?}",
                 clone::check_source("default", "data", "fast", 1 << 30, Some(&c), Some(pv), ME)
