@@ -8,6 +8,26 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev uuid-runtime
       golang-go etcd-server openssl curl dpkg-dev ca-certificates python3 jq faketime)
 
+# Two toolchains no Debian package provides in the version needed: a Rust of at least the
+# crate's rust-version (edition 2024), and a Go of at least 1.26 (Kubernetes 1.37's build).
+# Neither can be installed from here (they come from outside the package registries): check and
+# say what is missing, before minutes of installing.
+toolchains() {
+  local ok=1 v
+  v=$(cargo --version 2>/dev/null | awk '{print $2}')
+  if ! printf '%s\n%s\n' 1.89.0 "${v:-0}" | sort -V -C; then
+    echo "install-deps: needs Rust >= 1.89 (cargo --version says: ${v:-no cargo}); install it with rustup, then rerun" >&2
+    ok=0
+  fi
+  v=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+  if ! printf '%s\n%s\n' 1.26 "${v:-0}" | sort -V -C; then
+    echo "install-deps: needs Go >= 1.26 on PATH (go env GOVERSION says: ${v:-no go}); Debian's golang-go is 1.19" >&2
+    ok=0
+  fi
+  [ $ok = 1 ]
+}
+toolchains || exit 1
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -40,14 +40,21 @@ fi
 export RBDP_BED=$BED
 
 # The tests that stand in for the old provisioner run under its name, ceph.com/rbd: a demo's
-# provisioner of that name on the same bed could do their work while they pass. Refuse.
+# provisioner of that name on the same bed could do their work while they pass. It is stopped
+# (gracefully: it releases its Lease), and the demo starts it again when rerun.
 if [ -f "$BED/demo-provisioner.pid" ]; then
   pid=$(cat "$BED/demo-provisioner.pid")
   if [ "$(basename "$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -1)")" = rbd-provisioner ]; then
-    echo "test.sh: hack/demo.sh's provisioner (ceph.com/rbd, pid $pid) runs on $BED; the tests use" >&2
-    echo "that name too. Stop it first: kill $pid (or hack/bed-down.sh for that bed)" >&2
-    exit 1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || break
+      [ "$st" != Z ] || break
+      sleep 0.1
+    done
+    echo "test.sh: stopped hack/demo.sh's provisioner (ceph.com/rbd, pid $pid), which would act on the"
+    echo "tests' claims of that name; \`bash hack/demo.sh\` starts it again"
   fi
+  rm -f "$BED/demo-provisioner.pid"
 fi
 
 echo "== cargo fmt --check"
