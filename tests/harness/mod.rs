@@ -79,6 +79,12 @@ pub fn images(bed: &Bed, pool: &str) -> BTreeSet<String> {
 /// Names of the trash entries of a pool (all sources), by the `rbd` CLI.
 pub fn trash(bed: &Bed, pool: &str) -> BTreeSet<String> {
     let out = rbd(bed, &["trash", "ls", "--all", pool]);
+    // A failed listing must not read as an empty trash.
+    assert!(
+        out.status.success(),
+        "rbd trash ls --all {pool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(_, n)| n.trim().to_string()))
