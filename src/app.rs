@@ -187,13 +187,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // The provisioner runs in-cluster; an operator's command uses their kubeconfig.
     let in_cluster = matches!(cli.command.as_ref().unwrap_or(&Command::Run), Command::Run);
-    let config = config(cli.kubeconfig.as_ref(), in_cluster).await?;
+    let mut config = config(cli.kubeconfig.as_ref(), in_cluster).await?;
+    let me = identity();
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_str(&user_agent(in_cluster.then_some(me.as_str())))?,
+    ));
     let client = client(config.clone(), Some((cli.kube_api_qps, cli.kube_api_burst)))?;
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => {
             // The Lease has a client of its own: renewals never wait behind the rate limit.
             let lease_client = self::client(config, None)?;
-            run_provisioner(cli, client, lease_client).await
+            run_provisioner(cli, client, lease_client, me).await
         }
         Command::Audit(args) => {
             crate::audit::run(client, args.clone(), &cli.provisioner_name).await
@@ -267,6 +272,7 @@ async fn run_provisioner(
     cli: Cli,
     client: kube::Client,
     lease_client: kube::Client,
+    me: String,
 ) -> anyhow::Result<()> {
     let v = client
         .apiserver_version()
@@ -317,8 +323,8 @@ async fn run_provisioner(
         early_provisioning: cli.early_provisioning,
         retry_start: cli.retry_interval_start.max(Duration::from_millis(10)),
         retry_max: cli.retry_interval_max.max(cli.retry_interval_start),
+        replica: me.clone(),
     };
-    let me = identity();
     let elector = cli.leader_elect.then(|| {
         Elector::new(
             lease_client,
@@ -364,6 +370,30 @@ async fn run_provisioner(
     }
 }
 
+/// The API server names a write's field manager (`metadata.managedFields[].manager`) after the
+/// User-Agent up to its first `/`: with the replica's identity there, every PV and Lease write
+/// says which replica made it, which an operator (and the leader tests) can hold against the
+/// Lease's holder at that moment.
+fn user_agent(replica: Option<&str>) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    // A header value must be visible ASCII; pod and host names are, but nothing checks them.
+    let replica = replica.map(|id| {
+        id.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+    });
+    match replica {
+        Some(id) => format!("rbd-provisioner@{id}/{version}"),
+        None => format!("rbd-provisioner/{version}"),
+    }
+}
+
 /// This replica's identity in the Lease: its pod (else host) name and a random suffix.
 fn identity() -> String {
     let pod = std::env::var("POD_NAME").ok();
@@ -383,6 +413,18 @@ async fn terminated() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_are_signed_with_the_replica() {
+        let v = env!("CARGO_PKG_VERSION");
+        // The API server's field manager is the User-Agent up to the first '/'.
+        assert_eq!(
+            user_agent(Some("node-1_00000000000000ab")),
+            format!("rbd-provisioner@node-1_00000000000000ab/{v}")
+        );
+        assert_eq!(user_agent(Some("a b/c")), format!("rbd-provisioner@a-b-c/{v}"));
+        assert_eq!(user_agent(None), format!("rbd-provisioner/{v}"));
+    }
 
     #[test]
     fn flavor_follows_server_version() {

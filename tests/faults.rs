@@ -146,6 +146,7 @@ async fn leader_killed_mid_burst_standby_takes_over() {
     })
     .await;
 
+    let witness = Witness::start(&c.bed, &c.admin, &name, "kube", "kubernetes-dynamic-pvc-").await;
     let names: Vec<String> = (0..claims).map(|i| format!("c-{i}")).collect();
     let creating = burst(&c.admin, &c.ns, &class, &names, Duration::from_millis(50));
     tokio::time::sleep(rng.millis(100, 600)).await;
@@ -162,6 +163,7 @@ async fn leader_killed_mid_burst_standby_takes_over() {
     }
     let logs = vec![c.prov.logs(), second.logs()];
     let mut violations = check_bound(&c, &names, &logs).await;
+    violations.extend(witnessed(witness, &c, claims).await);
     if takeover > Duration::from_secs(4) + Duration::from_millis(1500) {
         violations.push(format!(
             "the standby took over after {takeover:?}, lease is 4 s"
@@ -198,6 +200,7 @@ async fn leader_sigterm_mid_burst_hands_over_in_seconds() {
     let second = Provisioner::start(&c.bed, &name, &[]).await;
     wait_log(&second, &["another replica leads"], Duration::from_secs(30)).await;
 
+    let witness = Witness::start(&c.bed, &c.admin, &name, "kube", "kubernetes-dynamic-pvc-").await;
     let names: Vec<String> = (0..claims).map(|i| format!("h-{i}")).collect();
     let creating = burst(&c.admin, &c.ns, &class, &names, Duration::from_millis(50));
     tokio::time::sleep(rng.millis(200, 800)).await;
@@ -223,6 +226,7 @@ async fn leader_sigterm_mid_burst_hands_over_in_seconds() {
     }
     let logs = vec![c.prov.logs(), second.logs()];
     violations.extend(check_bound(&c, &names, &logs).await);
+    violations.extend(witnessed(witness, &c, claims).await);
     if !status.success() {
         violations.push(format!("the old leader exited with {status} on SIGTERM"));
     }
@@ -609,4 +613,127 @@ async fn image_left_half_created_by_a_killed_process_is_made_again() {
     delete_claim(&c.admin, &c.ns, "half").await;
     let (gone, _) = check_gone(&c, &[uid], Duration::from_secs(60)).await;
     assert!(gone.is_empty(), "{}", gone.join("\n"));
+}
+
+/// The witness's verdict on this scenario's images (one per claim of its namespace), and that
+/// it saw two leaders and a PV write by a replica for every claim: a witness that saw nothing
+/// would pass anything.
+async fn witnessed(w: Witness, c: &Scenario, claims: usize) -> Vec<String> {
+    let images: std::collections::BTreeSet<String> = uids(&c.admin, &c.ns)
+        .await
+        .into_iter()
+        .map(|u| format!("kubernetes-dynamic-pvc-{u}"))
+        .collect();
+    assert_eq!(images.len(), claims, "claims of the scenario");
+    let seen = w.finish(&images).await;
+    let mut v = seen.judge();
+    if seen.holders.len() < 2 {
+        v.push(format!(
+            "the witness saw {} Lease holders, not the two leaders",
+            seen.holders.len()
+        ));
+    }
+    let written: std::collections::BTreeSet<&str> =
+        seen.writes.iter().map(|(pv, _, _)| pv.as_str()).collect();
+    if written.len() < claims {
+        v.push(format!(
+            "the witness saw replica writes on {} PVs of {claims}",
+            written.len()
+        ));
+    }
+    if seen.ids.len() < claims {
+        v.push(format!(
+            "the witness saw {} of the {claims} images appear",
+            seen.ids.len()
+        ));
+    }
+    v
+}
+
+/// The witness's rules can fail: a write by a replica that did not hold the Lease, an image
+/// name with two complete ids, and an image made by a non-holder are each reported.
+#[test]
+fn witness_reports_a_second_writer() {
+    let id = |id: &str, complete, at: f64| ImageId {
+        id: id.into(),
+        complete,
+        appeared: (at - 0.5, at),
+    };
+    let mut s = Seen {
+        holders: vec![(100.0, "a".into()), (110.0, "b".into())],
+        ..Default::default()
+    };
+    s.writes.insert(("pv-1".into(), "a".into(), 105));
+    s.writes.insert(("pv-2".into(), "b".into(), 112));
+    s.ids.insert(
+        "img-1".into(),
+        vec![id("1", false, 101.0), id("2", true, 102.0)],
+    );
+    s.made_by.insert("img-1".into(), "a".into());
+    assert_eq!(s.judge(), Vec::<String>::new());
+    // The hand-over second: either holder may write.
+    s.writes.insert(("pv-3".into(), "a".into(), 109));
+    assert_eq!(s.judge(), Vec::<String>::new());
+
+    let mut late = s.clone();
+    late.writes.insert(("pv-4".into(), "a".into(), 111));
+    assert_eq!(late.judge().len(), 1, "{:?}", late.judge());
+
+    let mut twice = s.clone();
+    twice
+        .ids
+        .get_mut("img-1")
+        .unwrap()
+        .push(id("3", true, 115.0));
+    assert!(twice.judge().iter().any(|v| v.contains("created 2 times")));
+
+    let mut stray = s.clone();
+    stray.made_by.insert("img-1".into(), "b".into());
+    assert!(stray.judge().iter().any(|v| v.contains("made by b")));
+
+    let mut unstamped = s.clone();
+    unstamped.made_by.clear();
+    assert!(unstamped.judge().iter().any(|v| v.contains("no made-by")));
+
+    assert!(!Seen::default().judge().is_empty(), "no Lease holder seen");
+
+    let listing = "id_102d2a2e6697\nvalue (17 bytes) :\n00000000  0d 00 00 00 77 69 74 6e  65 73 73 2d 70 72 6f 62  |....witness-prob|\n00000010  65                                                |e|\n00000011\n\nname_witness-probe\nvalue (16 bytes) :\n00000000  0c 00 00 00 31 30 32 64  32 61 32 65 36 36 39 37  |....102d2a2e6697|\n00000010\n\n";
+    assert_eq!(
+        parse_directory(listing),
+        vec![("102d2a2e6697".to_string(), "witness-probe".to_string())]
+    );
+}
+
+/// The witness sees a second writer on the real bed: a replica started without leader
+/// election beside a leader acts on the same claims, and the witness reports its PV writes
+/// (or images) as made by a replica that did not hold the Lease.
+#[tokio::test]
+async fn witness_sees_a_replica_acting_without_the_lease() {
+    let name = format!("{}.test/rbd", unique("rogue"));
+    let c = Scenario::serving("rogue", &name, &[]).await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    wait_log(&c.prov, &["became leader"], Duration::from_secs(30)).await;
+    let rogue = Provisioner::start(&c.bed, &name, &[("LEADER_ELECT", "false")]).await;
+    let witness = Witness::start(&c.bed, &c.admin, &name, "kube", "kubernetes-dynamic-pvc-").await;
+    let names: Vec<String> = (0..8).map(|i| format!("r-{i}")).collect();
+    burst(&c.admin, &c.ns, &class, &names, Duration::from_millis(50))
+        .await
+        .unwrap();
+    all_bound(&c.admin, &c.ns, &names, Duration::from_secs(90))
+        .await
+        .expect("all Bound");
+    let images: std::collections::BTreeSet<String> = uids(&c.admin, &c.ns)
+        .await
+        .into_iter()
+        .map(|u| format!("kubernetes-dynamic-pvc-{u}"))
+        .collect();
+    let seen = witness.finish(&images).await;
+    let v = seen.judge();
+    drop(rogue);
+    assert!(
+        v.iter().any(|v| v.contains("while the Lease was held by")),
+        "the rogue replica's work went unseen: {v:?}\n{seen:?}"
+    );
 }

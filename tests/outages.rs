@@ -1,8 +1,8 @@
 //! Outages of the parts the provisioner depends on, in the middle of bursts of claims: the Ceph
 //! monitor (scenario 2), the OSD (3), kube-apiserver and etcd (4). Each runs on a bed of this
-//! test's own, which it starts (`hack/bed-up.sh` in a fresh directory: free ports; with
-//! `RBDP_KUBE=1.37` the scenarios run on its Kubernetes 1.37 plane) and stops and purges at the end: the shared bed and the
-//! tests that use it are never disturbed. The scenarios run one after the other.
+//! test's own, which it starts (`hack/bed-up.sh` in a fresh directory: free ports; the plane is
+//! the one `RBDP_BED` names, so `hack/test.sh` runs the scenarios on 1.20 and on 1.37) and stops
+//! and purges at the end: the shared bed and the tests that use it are never disturbed. The scenarios run one after the other.
 //!
 //! Quick mode (the suite): one 12 s monitor outage. `RBDP_FAULT_FULL=1`: 30 s monitor and OSD
 //! outages, an API server restart and an etcd restart, 40-claim bursts. Seeded:

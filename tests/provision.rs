@@ -31,46 +31,53 @@ fn b64(s: &str) -> String {
     out
 }
 
-/// The walkthrough's objects from examples/. The provisioner gets a name of its own (the
-/// class is rewritten to it), so a demo's `ceph.com/rbd` on the same bed cannot do the work.
+/// The walkthrough's objects from examples/, under names of this run only: the provisioner,
+/// the class (not the default class), the Secrets and the claim's namespace, so a demo (whose
+/// objects have the examples' own names) or another test run on the same bed is never touched.
 #[tokio::test]
 async fn examples_provision_and_bind() {
     let bed = Bed::load();
     let admin = bed.admin().await;
     let ceph = bed.ceph().await;
-    let name = format!("{}.test/rbd", unique("examples"));
+    let run = unique("examples");
+    let name = format!("{run}.test/rbd");
+    let (class, admin_secret, user_secret) = (
+        format!("{run}-rbd"),
+        format!("{run}-admin-secret"),
+        format!("{run}-kube-secret"),
+    );
+    let ns = run.clone();
     let p = Provisioner::start(&bed, &name, &[]).await;
-    // The example class is the *default* one: never leave it (or the Secrets) behind.
+    namespace(&admin, &ns).await;
     let _clean = Cleanup::new(&bed)
-        .class("ceph-rbd")
-        .secret("kube-system", "ceph-secret")
-        .secret("default", "ceph-kube-secret")
-        .secret("default", "ceph-kube-secret-csi")
-        .claim("default", "ceph-sc-claim");
+        .namespace(&ns)
+        .class(&class)
+        .secret("kube-system", &admin_secret)
+        .secret("default", &user_secret)
+        .secret("default", &format!("{user_secret}-csi"));
     let subst = [
         ("ADMIN_KEY_BASE64", b64(&bed.admin_key)),
         ("KUBE_KEY_BASE64", b64(&bed.kube_key)),
         ("CEPH_MONITORS", bed.monitors.clone()),
         ("provisioner: ceph.com/rbd", format!("provisioner: {name}")),
+        ("name: ceph-rbd", format!("name: {class}")),
+        (
+            "is-default-class: \"true\"",
+            "is-default-class: \"false\"".into(),
+        ),
+        ("ceph-secret", admin_secret.clone()),
+        ("ceph-kube-secret", user_secret.clone()),
     ];
     let subst: Vec<(&str, &str)> = subst.iter().map(|(a, b)| (*a, b.as_str())).collect();
-    // A leftover claim from an interrupted run would carry another uid: start clean.
-    let pvcs = Api::<PersistentVolumeClaim>::namespaced(admin.clone(), "default");
-    let pods = Api::<Pod>::namespaced(admin.clone(), "default");
-    let _ = pods
-        .delete("ceph-sc-pod", &DeleteParams::default().grace_period(0))
-        .await;
-    if let Ok(old) = pvcs.get("ceph-sc-claim").await {
-        cleanup(&bed, &admin, "default", &[&old], &["kube"]).await;
-        wait_for("old claim gone", T, || async {
-            pvcs.get_opt("ceph-sc-claim")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        })
-        .await;
-    }
+    // The claim and the Pod go to the run's namespace; the Secrets stay where the shipped RBAC
+    // lets the provisioner read them.
+    let ns_line = format!("namespace: {ns}");
+    // examples/pvc.yaml relies on the default class; this run's class is not the default.
+    let class_line = format!("spec:\n  storageClassName: {class}\n  accessModes:");
+    let mut claim_subst = subst.clone();
+    claim_subst.push(("namespace: default", &ns_line));
+    claim_subst.push(("spec:\n  accessModes:", &class_line));
+    let pods = Api::<Pod>::namespaced(admin.clone(), &ns);
     if bed.csi_by_default() {
         // Kubernetes >= 1.31: csi PVs, whose node-stage Secret must be in ceph-csi's format;
         // the walkthrough's user Secret holds only `key`, so the operator adds the one the
@@ -78,7 +85,7 @@ async fn examples_provision_and_bind() {
         csi_secret(
             &admin,
             "default",
-            "ceph-kube-secret-csi",
+            &format!("{user_secret}-csi"),
             "kube",
             &bed.kube_key,
         )
@@ -88,11 +95,11 @@ async fn examples_provision_and_bind() {
         "examples/ceph-secret.yaml",
         "examples/ceph-kube-secret.yaml",
         "examples/storageclass.yaml",
-        "examples/pvc.yaml",
     ] {
         apply_yaml(&admin, &repo_file(f), &subst).await;
     }
-    let bound = wait_bound(&admin, "default", "ceph-sc-claim", T).await;
+    apply_yaml(&admin, &repo_file("examples/pvc.yaml"), &claim_subst).await;
+    let bound = wait_bound(&admin, &ns, "ceph-sc-claim", T).await;
     let uid = uid_of(&bound);
     assert_eq!(
         bound.spec.as_ref().unwrap().volume_name.as_deref(),
@@ -125,7 +132,7 @@ async fn examples_provision_and_bind() {
     let ann = pv.metadata.annotations.clone().unwrap();
     assert_eq!(ann["pv.kubernetes.io/provisioned-by"], name);
     let s = pv.spec.clone().unwrap();
-    assert_eq!(s.storage_class_name.as_deref(), Some("ceph-rbd"));
+    assert_eq!(s.storage_class_name.as_deref(), Some(class.as_str()));
     assert_eq!(
         s.persistent_volume_reclaim_policy.as_deref(),
         Some("Delete")
@@ -143,28 +150,25 @@ async fn examples_provision_and_bind() {
     if let Some(rbd) = s.rbd {
         assert_eq!(rbd.monitors, vec![bed.monitors.clone()]);
         assert_eq!(rbd.user.as_deref(), Some("kube"));
-        assert_eq!(
-            src.secret,
-            ("ceph-kube-secret".to_string(), "default".to_string())
-        );
+        assert_eq!(src.secret, (user_secret.clone(), "default".to_string()));
     } else {
         assert_eq!(
             src.secret,
-            ("ceph-kube-secret-csi".to_string(), "default".to_string())
+            (format!("{user_secret}-csi"), "default".to_string())
         );
     }
 
     // Events that `kubectl describe pvc` shows.
     wait_event(
         &admin,
-        "default",
+        &ns,
         &uid,
         "ProvisioningSucceeded",
         &[&format!("pvc-{uid}")],
         T,
     )
     .await;
-    let reasons: Vec<_> = events_for(&admin, "default", &uid)
+    let reasons: Vec<_> = events_for(&admin, &ns, &uid)
         .await
         .into_iter()
         .filter_map(|e| e.reason)
@@ -172,7 +176,7 @@ async fn examples_provision_and_bind() {
     assert!(reasons.contains(&"Provisioning".to_string()), "{reasons:?}");
 
     // The Pod is accepted (there is no kubelet here to run it).
-    apply_yaml(&admin, &repo_file("examples/pod.yaml"), &[]).await;
+    apply_yaml(&admin, &repo_file("examples/pod.yaml"), &claim_subst).await;
     let pod = pods.get("ceph-sc-pod").await.unwrap();
     assert_eq!(
         pod.spec.unwrap().volumes.unwrap()[0]
@@ -185,8 +189,27 @@ async fn examples_provision_and_bind() {
     let _ = pods
         .delete("ceph-sc-pod", &DeleteParams::default().grace_period(0))
         .await;
-    assert_no_keys(&bed, &admin, &p, &["default"]).await;
-    cleanup(&bed, &admin, "default", &[&bound], &["kube"]).await;
+    assert_no_keys(&bed, &admin, &p, &[&ns]).await;
+    // The scanner sees a leak where there is one: a key planted in an event of the namespace,
+    // and in the environment of a process, is found.
+    plant_key_event(&admin, &ns, &b64(&bed.admin_key)).await;
+    let found = key_leaks(&bed, &admin, p.pid(), &p.logs(), &[&ns]).await;
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("admin key (base64) in events")),
+        "{found:?}"
+    );
+    let mut planted = std::process::Command::new("sleep")
+        .arg("30")
+        .env("PLANTED", &bed.kube_key)
+        .spawn()
+        .unwrap();
+    let found = key_leaks(&bed, &admin, planted.id(), "", &[]).await;
+    let _ = planted.kill();
+    let _ = planted.wait();
+    assert_eq!(found, vec!["user key in the environment".to_string()]);
+    cleanup(&bed, &admin, &ns, &[&bound], &["kube"]).await;
 }
 
 #[tokio::test]
@@ -562,4 +585,25 @@ async fn leader_election() {
     )
     .await;
     cleanup(&bed, &admin, &ns, &[&one, &two], &["kube"]).await;
+}
+
+/// An event carrying `text` in its note, as a leak would.
+async fn plant_key_event(client: &kube::Client, ns: &str, text: &str) {
+    use k8s_openapi::api::events::v1::Event;
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"name": "planted-leak", "namespace": ns},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "test",
+        "reportingInstance": "test",
+        "action": "Test",
+        "reason": "Planted",
+        "note": format!("a leaked key: {text}"),
+        "type": "Normal",
+        "regarding": {"kind": "PersistentVolumeClaim", "name": "ceph-sc-claim", "namespace": ns, "apiVersion": "v1"},
+    }))
+    .unwrap();
+    Api::<Event>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &ev)
+        .await
+        .expect("create the planted event");
 }

@@ -67,6 +67,8 @@ pub struct Settings {
     /// Retry delays after failures: the first, doubling up to the last.
     pub retry_start: Duration,
     pub retry_max: Duration,
+    /// This replica's Lease identity, stamped on the images it makes (`owner::META_MADE_BY`).
+    pub replica: String,
 }
 
 /// Shared by every reconcile.

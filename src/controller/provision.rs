@@ -401,9 +401,9 @@ async fn make_image(
         // Stamped before the PV exists: an image whose claim goes before the PV is written can
         // then be proven ours and collected (see `maintain::collect_orphans`).
         Created::New => {
-            cluster
-                .set_metadata_unopened(pool, image, stamp.pairs(&ctx.instance))
-                .await
+            let mut pairs = stamp.pairs(&ctx.instance);
+            pairs.push((owner::META_MADE_BY.into(), ctx.settings.replica.clone()));
+            cluster.set_metadata_unopened(pool, image, pairs).await
         }
         Created::AlreadyExisted => {
             // A previous attempt created it and then stopped before writing the PV: adopt it,

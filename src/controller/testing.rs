@@ -198,6 +198,7 @@ pub fn settings() -> Settings {
         orphan_grace: Duration::from_secs(3600),
         ceph_idle: Duration::from_secs(600),
         early_provisioning: false,
+        replica: "test-replica_0000000000000001".into(),
         retry_start: Duration::from_secs(1),
         retry_max: Duration::from_secs(300),
     }

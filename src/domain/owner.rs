@@ -31,6 +31,10 @@ pub const META_PV_STATE: &str = "rbd-provisioner.ceph.com/pv-state";
 /// the Unix seconds of the stamp (information for operators; ownership rests on the rest).
 pub const META_PV_UID: &str = "rbd-provisioner.ceph.com/pv-uid";
 pub const META_ADOPTED: &str = "rbd-provisioner.ceph.com/adopted";
+/// The replica (its Lease identity) whose create call made the image: a witness for operators
+/// and the leader tests, which hold it against the Lease's holder at the image's creation time.
+/// Never read for a decision.
+pub const META_MADE_BY: &str = "rbd-provisioner.ceph.com/made-by";
 
 pub const KEYS: &[&str] = &[
     META_PROVISIONER,

@@ -17,6 +17,10 @@ use serde_json::json;
 
 use crate::common::{Bed, Scenario, uid_of};
 
+mod witness;
+#[allow(unused_imports)]
+pub use witness::*;
+
 /// xorshift64*: small, seedable, good enough to pick moments and counts.
 pub struct Rng(u64);
 
@@ -481,7 +485,11 @@ impl OwnBed {
             .unwrap()
             .trim(),
         );
-        let env_dir = if std::env::var("RBDP_KUBE").as_deref() == Ok("1.37") {
+        // The plane of the bed this run was pointed at (hack/test.sh points RBDP_BED at each
+        // plane in turn); RBDP_KUBE=1.37 still selects 1.37 when run by hand.
+        let minor37 =
+            Bed::load().kube_minor == 37 || std::env::var("RBDP_KUBE").as_deref() == Ok("1.37");
+        let env_dir = if minor37 {
             dir.join("k137")
         } else {
             dir.clone()
@@ -496,6 +504,7 @@ impl OwnBed {
             let out = Command::new("bash")
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/bed-up.sh"))
                 .env("RBDP_BED", &bed.dir)
+                .env("RBDP_KUBE", if minor37 { "1.37" } else { "1.20" })
                 .stdin(Stdio::null())
                 .output()
                 .expect("run hack/bed-up.sh");
