@@ -79,8 +79,9 @@ kcm_ok() {
 }
 
 write_env() {  # keys come from the keyrings via short-lived ceph-authtool calls, never argv
-  local kubectl=/usr/bin/kubectl admin_key kube_key tmp
-  [ -x "$kubectl" ] || kubectl=$KUBE_BIN_DIR/kubectl
+  # The plane's own kubectl build, never whatever kubectl the PATH has.
+  local kubectl=$KUBE_BIN_DIR/kubectl admin_key kube_key tmp
+  [ -x "$kubectl" ] || die "no kubectl in $KUBE_BIN_DIR (hack/build-kube.sh builds it)"
   # A monitor on a port other than 6789 needs the v1: prefix, or librados reports a wrong key
   # as a timeout after the connect timeout (beds on free ports: the tests of wrong keys).
   local mons=127.0.0.1:$MON_V1
@@ -121,6 +122,7 @@ k137_write_env() {  # the bed's env with the 1.37 kubeconfig; ceph/ is the bed's
   sed -e "s|^export RBDP_BED=.*|export RBDP_BED='$K137'|" \
       -e "s|^export KUBECONFIG=.*|export KUBECONFIG='$K137/kube/admin.kubeconfig'|" \
       -e "s|^export KUBE_BIN_DIR=.*|export KUBE_BIN_DIR='$K137_BIN_DIR'|" \
+      -e "s|^export KUBECTL=.*|export KUBECTL='$K137_BIN_DIR/kubectl'|" \
       -e '/^export RBDP_KUBE_MINOR=/d' "$BED/env" > "$tmp"
   printf "export RBDP_KUBE_MINOR='37'\nexport RBDP_PEER_BED='%s'\n" "$BED" >> "$tmp"
   chmod 600 "$tmp"

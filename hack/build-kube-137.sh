@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# hack/build-kube-137.sh -- build kube-apiserver and kube-controller-manager 1.37.2 and etcd
-# 3.6.16 from the Go module proxy with the wrapper modules in hack/kube137/, and cache them
-# outside the repo.
+# hack/build-kube-137.sh -- build kube-apiserver, kube-controller-manager and kubectl 1.37.2 and
+# etcd 3.6.16 from the Go module proxy with the wrapper modules in hack/kube137/, and cache them
+# outside the repo. The tests talk to the 1.37 plane with this kubectl, never with whatever
+# kubectl the PATH has.
 #
-# Prints the directory holding the three binaries on its last line.
+# Prints the directory holding the four binaries on its last line.
 # Cache: $RBDP_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner)/kube-1.37.2/bin
 # The Go module and build caches live under $RBDP_CACHE/go137 too, so nothing lands in the repo
 # or in the caller's Go caches. A rerun with a complete cache returns at once.
@@ -16,7 +17,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}
 KVER=1.37.2
 OUT=$CACHE/kube-$KVER/bin
-if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kube-controller-manager" ] && [ -x "$OUT/etcd" ]; then
+if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kube-controller-manager" ] && [ -x "$OUT/etcd" ] &&
+   [ -x "$OUT/kubectl" ]; then
   echo "$OUT"; exit 0
 fi
 
@@ -45,17 +47,23 @@ for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
   LDF+=" -X $p.gitCommit= -X $p.buildDate=1970-01-01T00:00:00Z"
 done
 NICE=(nice -n "${KUBE137_NICE:-19}")
+# Only what is missing (a cache from before kubectl was built here gains just kubectl).
+mkdir -p "$OUT"
 cd "$HERE/kube137"
-for w in kube-apiserver kube-controller-manager; do
+for w in kubectl kube-controller-manager kube-apiserver; do
+  [ -x "$OUT/$w" ] && continue
+  echo "build-kube-137: building $w $KVER" >&2
   "${NICE[@]}" "$GO" build -trimpath -tags selinux,notest -ldflags "$LDF" -o "$TMP/$w" "k8s.io/kubernetes/cmd/$w"
 done
-cd "$HERE/kube137/etcd"
-"${NICE[@]}" "$GO" build -trimpath -ldflags "-s -w -buildid=" -o "$TMP/etcd" .
-
-mkdir -p "$OUT"
-# binaries last-in, so an interrupted build never leaves a cache that looks complete
-mv "$TMP/etcd" "$TMP/kube-controller-manager" "$OUT/"
-mv "$TMP/kube-apiserver" "$OUT/"
+if [ ! -x "$OUT/etcd" ]; then
+  cd "$HERE/kube137/etcd"
+  "${NICE[@]}" "$GO" build -trimpath -ldflags "-s -w -buildid=" -o "$TMP/etcd" .
+fi
+# kube-apiserver last-in (the check above wants all four), so an interrupted build never
+# leaves a cache that looks complete
+for w in kubectl etcd kube-controller-manager kube-apiserver; do
+  if [ -x "$TMP/$w" ]; then mv "$TMP/$w" "$OUT/"; fi
+done
 "$OUT/kube-apiserver" --version >&2
 "$OUT/etcd" --version | head -1 >&2
 echo "build-kube-137: built in $(( $(date +%s) - START ))s" >&2

@@ -422,7 +422,10 @@ mod tests {
             user_agent(Some("node-1_00000000000000ab")),
             format!("rbd-provisioner@node-1_00000000000000ab/{v}")
         );
-        assert_eq!(user_agent(Some("a b/c")), format!("rbd-provisioner@a-b-c/{v}"));
+        assert_eq!(
+            user_agent(Some("a b/c")),
+            format!("rbd-provisioner@a-b-c/{v}")
+        );
         assert_eq!(user_agent(None), format!("rbd-provisioner/{v}"));
     }
 

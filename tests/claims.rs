@@ -575,8 +575,7 @@ async fn first_deletion_after_a_restart_purges_what_an_earlier_process_left() {
 #[tokio::test]
 async fn manifests_pass_a_server_side_dry_run() {
     let bed = Bed::load();
-    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let out = Command::new(kubectl)
+    let out = Command::new(&bed.kubectl)
         .arg("--kubeconfig")
         .arg(&bed.kubeconfig)
         .args(["apply", "--dry-run=server", "-k"])
@@ -597,7 +596,7 @@ async fn manifests_pass_a_server_side_dry_run() {
         "no Deployment in the kustomization:\n{text}"
     );
     // What the README says of the Deployment, as the API server defaults and stores it.
-    let out = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+    let out = Command::new(&bed.kubectl)
         .arg("--kubeconfig")
         .arg(&bed.kubeconfig)
         .args(["apply", "--dry-run=server", "-o", "json", "-k"])

@@ -53,13 +53,7 @@ fn subst(text: &str, pairs: &[(&str, &str)]) -> String {
 /// Runs a command from an event the way an operator pastes it (bash), with the bed's
 /// kubectl as `kubectl` and the admin kubeconfig; returns its output.
 fn run_as_operator(bed: &Bed, command: &str) -> String {
-    let env = std::fs::read_to_string(bed.dir.join("env")).unwrap_or_default();
-    let kubectl = env
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("export KUBECTL="))
-        .map(|v| v.trim_matches('\'').trim_matches('"').to_string())
-        .next()
-        .unwrap_or_else(|| "kubectl".into());
+    let kubectl = bed.kubectl.to_string_lossy().into_owned();
     let bin = std::env::temp_dir().join(unique("compat-bin"));
     std::fs::create_dir_all(&bin).unwrap();
     let link = bin.join("kubectl");

@@ -1,5 +1,6 @@
-//! Early provisioning and early deletion, proven with kube-controller-manager paused. A binary of its own: cargo runs
-//! test binaries one after another, so the pause cannot stall another test's claims.
+//! Early provisioning and early deletion, proven with kube-controller-manager paused. The
+//! scenarios run on a control plane of this binary's own (`hack/plane-up.sh`, on the bed's
+//! Ceph): the pause stalls nobody else's claims, not another test run's nor the demo's.
 
 mod common;
 
@@ -9,11 +10,27 @@ use serde_json::json;
 
 const T: std::time::Duration = std::time::Duration::from_secs(60);
 
+#[test]
+fn early_paths_with_kube_controller_manager_paused() {
+    let plane = OwnPlane::up();
+    // SAFETY: set before the runtime and any other thread of this binary (its only test)
+    // starts; Bed::load() reads it, so every helper works on this plane.
+    unsafe { std::env::set_var("RBDP_BED", &plane.dir) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released().await;
+        a_volume_whose_claim_went_before_binding_is_deleted_at_once().await;
+        a_claim_nothing_else_could_serve_is_provisioned_before_the_hand_over().await;
+    });
+}
+
 /// Once a claim is gone its Delete-policy volume is deleted at once, without waiting for
 /// kube-controller-manager to mark it Released. To prove it was our early path and not the
 /// usual one, kube-controller-manager is paused (SIGSTOP) while the claims go: nothing can mark
 /// the volumes Released, and the claims' pvc-protection finalizer is removed by the test.
-#[tokio::test]
 async fn a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released() {
     let c = Scenario::new("gonepv").await;
     let class = c
@@ -71,7 +88,6 @@ async fn a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released() 
 /// never Bound) is deleted at once too, not left for the Released write. kube-controller-manager
 /// is paused from the claim's creation until our part is done, so only our early paths can
 /// have acted.
-#[tokio::test]
 async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
     let c = Scenario::new("gonenew").await;
     let class = c
@@ -117,7 +133,6 @@ async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
 /// it over. kube-controller-manager is paused (SIGSTOP) while the claim is created, so the
 /// hand-over cannot come: a PV for the claim can only be our early path's. Once resumed, the
 /// binder binds the pre-bound PV.
-#[tokio::test]
 async fn a_claim_nothing_else_could_serve_is_provisioned_before_the_hand_over() {
     let name = format!("{}.test/rbd", unique("early"));
     let c = Scenario::serving(

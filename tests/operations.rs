@@ -13,7 +13,7 @@ fn bin() -> &'static str {
 }
 
 fn kubectl(bed: &Bed) -> Command {
-    let mut c = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
+    let mut c = Command::new(&bed.kubectl);
     c.env("KUBECONFIG", &bed.kubeconfig);
     c
 }

@@ -115,6 +115,24 @@ async fn soak_create_delete_loop_stays_flat() {
     }
     sampler.abort();
     let samples = taken.lock().unwrap().clone();
+    // A soak that ends early (a break above, or the sampler losing the process) is a failure,
+    // not a shorter soak.
+    let ran = started.elapsed();
+    if ran < Duration::from_secs_f64(minutes * 60.0) {
+        violations.push(format!("the soak ended after {ran:?} of {minutes} min"));
+    }
+    if cycles == 0 {
+        violations.push("not one create-delete cycle completed".into());
+    }
+    if let Some(last) = samples.last()
+        && last.0 + 3.0 * every.as_secs_f64() < ran.as_secs_f64()
+    {
+        violations.push(format!(
+            "the last sample of the provisioner's /proc was taken at {:.0} s of {:.0} s",
+            last.0,
+            ran.as_secs_f64()
+        ));
+    }
     if samples.is_empty() {
         violations.push(
             "no sample of the provisioner's /proc was taken: it is not dumpable, so only root (or CAP_SYS_PTRACE) may list its /proc/PID/fd".into(),

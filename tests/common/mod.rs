@@ -18,6 +18,8 @@ pub struct Bed {
     /// The other control plane on the same Ceph, when the env names one (`RBDP_PEER_BED` of a
     /// 1.37 plane, hack/bed-up.sh with `RBDP_KUBE=1.37`) or a 1.37 plane lives in `k137/`.
     pub peer: Option<PathBuf>,
+    /// The plane's own kubectl build (`KUBECTL` of the env file), never the PATH's.
+    pub kubectl: PathBuf,
 }
 
 impl Bed {
@@ -62,6 +64,7 @@ impl Bed {
             kube_key: get("CEPH_KUBE_KEY"),
             kube_minor,
             peer,
+            kubectl: PathBuf::from(get("KUBECTL")),
             dir,
         }
     }
@@ -1148,11 +1151,7 @@ impl Cleanup {
     }
 
     fn kubectl(&self, args: &[&str]) -> Option<String> {
-        let kubectl =
-            parse_env(&std::fs::read_to_string(self.bed.dir.join("env")).unwrap_or_default())
-                .get("KUBECTL")
-                .cloned()
-                .unwrap_or_else(|| "kubectl".into());
+        let kubectl = &self.bed.kubectl;
         let out = Command::new(kubectl)
             .arg("--kubeconfig")
             .arg(&self.bed.kubeconfig)
@@ -1305,5 +1304,45 @@ pub fn volume_source(pv: &PersistentVolume) -> VolumeSource {
             sr.name.unwrap_or_default(),
             sr.namespace.unwrap_or_default(),
         ),
+    }
+}
+
+/// A control plane of this test binary's own (`hack/plane-up.sh`: etcd, kube-apiserver and
+/// kube-controller-manager on free ports, the version of the bed `RBDP_BED` names, on its
+/// Ceph), stopped and purged when dropped. For tests that pause kube-controller-manager: the
+/// bed's own plane, which other runs and the demo use, is never paused.
+pub struct OwnPlane {
+    pub dir: PathBuf,
+}
+
+impl OwnPlane {
+    pub fn up() -> OwnPlane {
+        let dir = std::env::temp_dir().join(unique("rbd-provisioner-plane"));
+        let plane = OwnPlane { dir };
+        let out = Command::new("bash")
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/plane-up.sh"))
+            .arg(&plane.dir)
+            .env("RBDP_BED", Bed::load().dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hack/plane-up.sh");
+        assert!(
+            out.status.success(),
+            "hack/plane-up.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        plane
+    }
+}
+
+impl Drop for OwnPlane {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/kube-down.sh"))
+            .arg(self.dir.join("kube"))
+            .arg("--purge")
+            .stdin(Stdio::null())
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
