@@ -575,13 +575,28 @@ async fn first_deletion_after_a_restart_purges_what_an_earlier_process_left() {
 #[tokio::test]
 async fn manifests_pass_a_server_side_dry_run() {
     let bed = Bed::load();
-    let out = Command::new(&bed.kubectl)
-        .arg("--kubeconfig")
-        .arg(&bed.kubeconfig)
-        .args(["apply", "--dry-run=server", "-k"])
-        .arg(repo_file_path("manifests"))
-        .output()
-        .expect("run kubectl");
+    let rendered = bed.kustomize(&repo_file_path("manifests"));
+    let dry_run = |extra: &[&str]| {
+        use std::io::Write as _;
+        let mut child = Command::new(&bed.kubectl)
+            .arg("--kubeconfig")
+            .arg(&bed.kubeconfig)
+            .args(["apply", "--dry-run=server", "-f", "-"])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rendered.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("kubectl apply")
+    };
+    let out = dry_run(&[]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -589,20 +604,14 @@ async fn manifests_pass_a_server_side_dry_run() {
     );
     assert!(
         out.status.success(),
-        "kubectl apply --dry-run=server -k manifests/:\n{text}"
+        "kubectl apply --dry-run=server (manifests/ rendered):\n{text}"
     );
     assert!(
         text.contains("deployment.apps/rbd-provisioner"),
         "no Deployment in the kustomization:\n{text}"
     );
     // What the README says of the Deployment, as the API server defaults and stores it.
-    let out = Command::new(&bed.kubectl)
-        .arg("--kubeconfig")
-        .arg(&bed.kubeconfig)
-        .args(["apply", "--dry-run=server", "-o", "json", "-k"])
-        .arg(repo_file_path("manifests"))
-        .output()
-        .expect("run kubectl");
+    let out = dry_run(&["-o", "json"]);
     assert!(out.status.success());
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("kubectl -o json");
     let items = list["items"]

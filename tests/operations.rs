@@ -317,13 +317,7 @@ async fn namespace_overlay_renders_and_applies() {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/overlays/example-namespace"
     );
-    let out = kubectl(&bed).args(["kustomize", dir]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = bed.kustomize(std::path::Path::new(dir));
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
     let find = |kind: &str, ns: &str| {
         docs.iter()

@@ -55,6 +55,19 @@ fn outages() {
         "monitor outage",
         rt.block_on(monitor_outage(&mut rng, outage)),
     );
+    // Deletion and expansion asked for while a part is down (quick mode too).
+    run(
+        "deletion and expansion during a monitor outage",
+        rt.block_on(lifecycle_during_outage(&mut rng, "mon.a", quick_outage)),
+    );
+    run(
+        "deletion and expansion during a kube-apiserver outage",
+        rt.block_on(lifecycle_during_outage(
+            &mut rng,
+            "kube-apiserver",
+            quick_outage,
+        )),
+    );
     if full() {
         run(
             "OSD outage",
@@ -416,6 +429,168 @@ async fn control_plane_restart(rng: &mut Rng, daemon: &str) -> Result<(), String
         "{daemon} restart: {n} claims, {affected} not yet Bound when it stopped; API back after {:.1} s; all Bound {:.1} s after that; provisioner restarts (Lease lost) {restarts}; deleted and purged in {:.1} s; violations {}",
         downtime.as_secs_f64(),
         recovery.as_secs_f64(),
+        cleaned.as_secs_f64(),
+        v.len()
+    ));
+    verdict(v)
+}
+
+/// Scenario 5: deletion and expansion while a part is down. Bound claims of an expandable
+/// Delete class; half are deleted and half grown while `part` is stopped: the monitor (the
+/// provisioner is restarted then too, so it must connect anew with no monitor to answer), or
+/// kube-apiserver (stopped right after the requests went in, before the provisioner could act
+/// on most of them). Once the part is back: every deleted claim's PV, image and trash entry
+/// are gone, every grown image (by the `rbd` CLI) and PV has the new size, and nothing else
+/// moved: the grown volumes keep their images, no image is left without a PV.
+async fn lifecycle_during_outage(
+    rng: &mut Rng,
+    part: &str,
+    outage: Duration,
+) -> Result<(), String> {
+    let name = format!("{}.test/rbd", unique("lcout"));
+    let addr = free_addr();
+    let env = [("LEADER_ELECT", "false"), ("MAINTENANCE_INTERVAL", "2")];
+    let args = ["--http-endpoint", addr.as_str()];
+    let mut c = Scenario::serving("lcout", &name, &env).await;
+    c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
+    let class = c
+        .class(
+            "grow",
+            &[],
+            json!({"reclaimPolicy": "Delete", "allowVolumeExpansion": true}),
+        )
+        .await;
+    let n = if full() { 20 } else { 6 };
+    let names: Vec<String> = (0..n).map(|i| format!("l-{i}")).collect();
+    burst(&c.admin, &c.ns, &class, &names, Duration::ZERO)
+        .await
+        .unwrap();
+    all_bound(&c.admin, &c.ns, &names, Duration::from_secs(90))
+        .await
+        .map_err(|left| format!("not Bound before the outage: {left:?}"))?;
+    let uid_of_name: BTreeMap<String, String> = {
+        let list = c.pvcs().list(&ListParams::default()).await.unwrap();
+        list.items
+            .iter()
+            .map(|p| (p.metadata.name.clone().unwrap(), uid_of(p)))
+            .collect()
+    };
+    assert_eq!(uid_of_name.len(), n, "claims of the scenario");
+    let (gone, grown) = names.split_at(n / 2);
+    let request = |c: &Scenario| {
+        let (pvcs, gone, grown) = (c.pvcs(), gone.to_vec(), grown.to_vec());
+        async move {
+            for g in &gone {
+                pvcs.delete(g, &Default::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for g in &grown {
+                pvcs.patch(
+                    g,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(
+                        json!({"spec": {"resources": {"requests": {"storage": "128Mi"}}}}),
+                    ),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }
+    };
+    let d = Daemon::of(&c.bed, part);
+    let mut logs = Vec::new();
+    let mut waited = 0;
+    let stopped = Instant::now();
+    if part == "mon.a" {
+        let d2 = tokio::task::spawn_blocking(move || {
+            d.stop();
+            d
+        })
+        .await
+        .unwrap();
+        c.prov.crash();
+        logs.push(c.prov.logs());
+        c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
+        request(&c).await?;
+        tokio::time::sleep(outage.saturating_sub(stopped.elapsed())).await;
+        // The deletions must wait for Ceph (the stamp is read before anything is deleted):
+        // their PVs are all still there when the monitor comes back.
+        for g in gone {
+            if c.pvs()
+                .get_opt(&format!("pvc-{}", uid_of_name[g]))
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                waited += 1;
+            }
+        }
+        tokio::task::spawn_blocking(move || d2.start())
+            .await
+            .unwrap();
+    } else {
+        request(&c).await?;
+        tokio::time::sleep(rng.millis(0, 200)).await;
+        tokio::task::spawn_blocking(move || {
+            d.stop_within(Duration::from_secs(10));
+            std::thread::sleep(outage);
+            d.start();
+        })
+        .await
+        .unwrap();
+        let pvcs = c.pvcs();
+        wait_for(
+            "the API server answering again",
+            Duration::from_secs(120),
+            || async { pvcs.list(&ListParams::default()).await.ok() },
+        )
+        .await;
+    }
+    let back = Instant::now();
+    let gone_uids: Vec<String> = gone.iter().map(|g| uid_of_name[g].clone()).collect();
+    let (mut v, deleted_in) = check_gone(&c, &gone_uids, Duration::from_secs(120)).await;
+    let mut grown_in = Duration::ZERO;
+    for g in grown {
+        let uid = &uid_of_name[g];
+        let image = format!("kube/kubernetes-dynamic-pvc-{uid}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let size = rbd_json(&c.bed, &["info", &image]).map(|i| i["size"].clone());
+            let pv = c.pvs().get_opt(&format!("pvc-{uid}")).await.ok().flatten();
+            let cap = pv.and_then(|p| p.spec?.capacity?.get("storage").map(|q| q.0.clone()));
+            if size == Some(json!(128u64 << 20)) && cap.as_deref() == Some("128Mi") {
+                grown_in = grown_in.max(back.elapsed());
+                break;
+            }
+            if Instant::now() > deadline {
+                v.push(format!(
+                    "claim {g}: image size {size:?}, PV capacity {cap:?} 120 s after {part} returned, not 128Mi"
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    v.extend(check_consistent(&c).await);
+    if part == "mon.a" && waited != gone.len() {
+        v.push(format!(
+            "{} of {} deletions finished with the monitor down, with no way to read the image's stamp",
+            gone.len() - waited,
+            gone.len()
+        ));
+    }
+    logs.push(c.prov.logs());
+    let cleaned = delete_all_and_check(&c, grown, &mut v).await;
+    report(&format!(
+        "{part} down {:.1} s with {} deletions and {} expansions asked for: deleted and purged {:.1} s, grown {:.1} s after it returned; the rest deleted in {:.1} s; violations {}",
+        back.duration_since(stopped).as_secs_f64(),
+        gone.len(),
+        grown.len(),
+        deleted_in.as_secs_f64(),
+        grown_in.as_secs_f64(),
         cleaned.as_secs_f64(),
         v.len()
     ));

@@ -69,6 +69,41 @@ impl Bed {
         }
     }
 
+    /// A kubectl whose embedded kustomize builds manifests/ (`patches:` with targets needs
+    /// kustomize v3+, kubectl >= 1.21): the plane's own from 1.21 on; for 1.20, whose kubectl
+    /// embeds kustomize v2.0.3, the 1.37 plane's build (`kubectl kustomize` is client-side, and
+    /// its output is then applied with the plane's own kubectl, as README says operators do).
+    pub fn kustomize_kubectl(&self) -> PathBuf {
+        if self.kube_minor >= 21 {
+            return self.kubectl.clone();
+        }
+        let peer = self.peer.as_ref().unwrap_or_else(|| {
+            panic!(
+                "kubectl 1.20 cannot build manifests/ (kustomize v2.0.3); start the bed's 1.37 \
+                 plane for a newer kubectl: RBDP_BED={} RBDP_KUBE=1.37 bash hack/bed-up.sh",
+                self.dir.display()
+            )
+        });
+        Bed::load_from(peer.clone()).kubectl
+    }
+
+    /// Renders a kustomization directory with [`Bed::kustomize_kubectl`]; panics with its
+    /// error output when it fails.
+    pub fn kustomize(&self, dir: &std::path::Path) -> String {
+        let out = Command::new(self.kustomize_kubectl())
+            .arg("kustomize")
+            .arg(dir)
+            .output()
+            .expect("run kubectl kustomize");
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("kustomize output is UTF-8")
+    }
+
     /// Whether classes without `volumeFlavor` get csi PVs here (Kubernetes >= 1.31).
     pub fn csi_by_default(&self) -> bool {
         self.kube_minor >= 31
