@@ -433,9 +433,9 @@ async fn make_image(
                 why: Refusal::Stamp(m),
             })?;
             tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
-            cluster
-                .set_metadata(pool, image, stamp.adoption_pairs(&ctx.instance, &meta))
-                .await
+            let mut pairs = stamp.adoption_pairs(&ctx.instance, &meta);
+            pairs.push((owner::META_ADOPTED_BY.into(), ctx.settings.replica.clone()));
+            cluster.set_metadata(pool, image, pairs).await
         }
     }
     .map_err(Error::ceph(&object))?;

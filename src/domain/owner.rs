@@ -35,6 +35,10 @@ pub const META_ADOPTED: &str = "rbd-provisioner.ceph.com/adopted";
 /// and the leader tests, which hold it against the Lease's holder at the image's creation time.
 /// Never read for a decision.
 pub const META_MADE_BY: &str = "rbd-provisioner.ceph.com/made-by";
+/// The replica that adopted an image an earlier attempt left: a process stopped between the
+/// create call and the stamp leaves no `made-by`, and this says who finished the work. Never
+/// read for a decision.
+pub const META_ADOPTED_BY: &str = "rbd-provisioner.ceph.com/adopted-by";
 
 pub const KEYS: &[&str] = &[
     META_PROVISIONER,
