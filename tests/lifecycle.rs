@@ -49,6 +49,22 @@ fn capacity(pv: &PersistentVolume) -> String {
         .clone()
 }
 
+/// Who last wrote the PV's `spec.capacity`, by the API server's own record (`managedFields`):
+/// the provisioner's writes carry `rbd-provisioner@<identity>`, kube-controller-manager's its
+/// own name. Independent of the provisioner's logs.
+fn capacity_writer(pv: &PersistentVolume) -> Option<String> {
+    pv.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:spec"]["f:capacity"].is_object())
+        })
+        .and_then(|m| m.manager.clone())
+}
+
 /// kube-controller-manager's in-tree expander (Kubernetes <= 1.30) acts on `spec.rbd` PVs too.
 /// With an admin secret of type kubernetes.io/rbd and the rbd CLI at hand (as on this bed) it
 /// races the provisioner and may run `rbd resize` itself, so this test does not show whose
@@ -76,7 +92,14 @@ async fn expansion_ends_the_same_whoever_of_the_two_expanders_resizes() {
     })
     .await;
     let grown = c.wait_condition("data", "FileSystemResizePending").await;
-    assert_eq!(capacity(&c.pv_of(&pvc).await), "128Mi");
+    let pv = c.pv_of(&pvc).await;
+    assert_eq!(capacity(&pv), "128Mi");
+    let writer = capacity_writer(&pv).unwrap_or_default();
+    println!("FIGURES expansion race: spec.capacity last written by {writer}");
+    if c.bed.kube_minor >= 31 {
+        // csi PVs: no in-tree expander, so the PV's growth must be ours.
+        assert!(writer.starts_with("rbd-provisioner@"), "{writer}");
+    }
     if c.bed.kube_minor >= 34 {
         let st = grown.status.unwrap();
         assert_eq!(st.allocated_resources.unwrap()["storage"].0, "128Mi");
@@ -171,7 +194,11 @@ async fn expand_when_the_in_tree_expander_cannot() {
         rbd_json(&c.bed, &["info", &image]).expect("rbd info")["size"],
         json!(128u64 << 20)
     );
-    assert_eq!(capacity(&c.pv_of(&pvc).await), "128Mi");
+    let pv = c.pv_of(&pvc).await;
+    assert_eq!(capacity(&pv), "128Mi");
+    // The API server's record says whose write grew the PV: ours.
+    let writer = capacity_writer(&pv).unwrap_or_default();
+    assert!(writer.starts_with("rbd-provisioner@"), "{writer}");
     let api = c.pvcs();
     wait_for(
         "claim FileSystemResizePending",
