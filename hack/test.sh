@@ -68,6 +68,13 @@ cargo test --lib --bins
 # (tests/faults.rs, tests/outages.rs) and some check the whole pool (doctor's probe images), so
 # a run on the other plane at the same time would make them fail or prove nothing.
 cargo test --no-run --tests -q
+# The previous release, for tests/upgrade_release.rs (upgrade to this build and roll back):
+# built in the background at low priority while the planes' tests (mostly waiting on I/O) run,
+# and tested after them.
+echo "== the previous release's binary (hack/previous-release), building in the background"
+PREV_LOG=$(mktemp /tmp/rbdp-build-previous.XXXXXX)
+(bash hack/build-previous.sh >"$PREV_LOG" 2>&1) &
+prev_job=$!
 declare -A rc secs
 for plane in 1.20 1.37; do
   dir=$BED
@@ -75,7 +82,8 @@ for plane in 1.20 1.37; do
   echo "== integration tests on Kubernetes $plane (real Ceph + Kubernetes, bed $dir)"
   t0=$(date +%s)
   rc[$plane]=0
-  RBDP_BED=$dir cargo test --no-fail-fast --test '*' -- --test-threads=8 || rc[$plane]=$?
+  RBDP_BED=$dir cargo test --no-fail-fast --test '*' -- --test-threads=8 \
+      --skip upgrade_from_the_previous_release_and_roll_back || rc[$plane]=$?
   secs[$plane]=$(( $(date +%s) - t0 ))
 done
 
@@ -105,8 +113,34 @@ for plane in 1.20 1.37; do
       --skip claims_deleted_while_their_images_are_created || rc[release-$plane]=$?
   secs[release-$plane]=$(( $(date +%s) - t0 ))
 done
+prev_rc=0
+wait $prev_job || prev_rc=$?
+upgrade_planes=()
+if [ $prev_rc -eq 0 ]; then
+  RBDP_PREVIOUS_BIN=$(tail -1 "$PREV_LOG")
+  export RBDP_PREVIOUS_BIN
+  grep '^build-previous: built' "$PREV_LOG" || true
+  upgrade_planes=(upgrade-1.20 upgrade-1.37)
+  for plane in 1.20 1.37; do
+    dir=$BED
+    [ $plane = 1.20 ] || dir=$BED/k137
+    echo "== upgrade from the previous release and rollback on Kubernetes $plane"
+    t0=$(date +%s)
+    rc[upgrade-$plane]=0
+    RBDP_BED=$dir cargo test --test upgrade_release || rc[upgrade-$plane]=$?
+    secs[upgrade-$plane]=$(( $(date +%s) - t0 ))
+  done
+elif [ $prev_rc -eq 3 ]; then
+  # Only a checkout without history (shallow, or an exported tree) has no previous release.
+  cat "$PREV_LOG" >&2
+else
+  tail -30 "$PREV_LOG" >&2
+  echo "test.sh: building the previous release failed (exit $prev_rc)" >&2
+  rc[release]=1
+fi
+rm -f "$PREV_LOG"
 failed=0
-for plane in 1.20 1.37 release-1.20 release-1.37; do
+for plane in 1.20 1.37 release-1.20 release-1.37 "${upgrade_planes[@]}"; do
   if [ "${rc[$plane]}" -eq 0 ]; then
     echo "test.sh: integration tests on Kubernetes $plane passed (${secs[$plane]}s)"
   else
@@ -115,5 +149,8 @@ for plane in 1.20 1.37 release-1.20 release-1.37; do
   fi
 done
 if [ "${rc[release]:-0}" -ne 0 ]; then failed=1; fi
+if [ $prev_rc -eq 3 ]; then
+  echo "test.sh: NOT RUN: the upgrade and rollback test; this checkout has no git history to build the previous release from (git fetch --unshallow)" >&2
+fi
 [ $started -eq 1 ] || echo "test.sh: the bed in $BED was already running; left it up (hack/bed-down.sh stops it)"
 exit $failed

@@ -551,12 +551,12 @@ async fn lifecycle_during_outage(
     }
     let back = Instant::now();
     let gone_uids: Vec<String> = gone.iter().map(|g| uid_of_name[g].clone()).collect();
-    let (mut v, deleted_in) = check_gone(&c, &gone_uids, Duration::from_secs(120)).await;
+    let (mut v, deleted_in) = check_gone(&c, &gone_uids, Duration::from_secs(180)).await;
     let mut grown_in = Duration::ZERO;
     for g in grown {
         let uid = &uid_of_name[g];
         let image = format!("kube/kubernetes-dynamic-pvc-{uid}");
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let size = rbd_json(&c.bed, &["info", &image]).map(|i| i["size"].clone());
             let pv = c.pvs().get_opt(&format!("pvc-{uid}")).await.ok().flatten();
@@ -567,7 +567,7 @@ async fn lifecycle_during_outage(
             }
             if Instant::now() > deadline {
                 v.push(format!(
-                    "claim {g}: image size {size:?}, PV capacity {cap:?} 120 s after {part} returned, not 128Mi"
+                    "claim {g}: image size {size:?}, PV capacity {cap:?} 180 s after {part} returned, not 128Mi"
                 ));
                 break;
             }

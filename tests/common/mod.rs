@@ -825,7 +825,7 @@ impl Provisioner {
             Some(k) => k.to_path_buf(),
             None => service_account_kubeconfig(bed).await,
         };
-        Provisioner::spawn(bed, name, env, extra_args, &kubeconfig, None)
+        Provisioner::spawn(bed, name, env, extra_args, &kubeconfig, None, None)
     }
 
     /// Like `start`, as user and group `uid` (not root: the test runs as root), with a copy
@@ -848,9 +848,22 @@ impl Provisioner {
             std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
         }
         (
-            Provisioner::spawn(bed, name, &[], extra_args, &copy, Some(uid)),
+            Provisioner::spawn(bed, name, &[], extra_args, &copy, Some(uid), None),
             dir,
         )
+    }
+
+    /// Like `start_with`, running the binary `bin` (another build, such as the previous
+    /// release's) under the shipped ServiceAccount.
+    pub async fn start_binary(
+        bed: &Bed,
+        name: &str,
+        bin: &std::path::Path,
+        env: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> Provisioner {
+        let kubeconfig = service_account_kubeconfig(bed).await;
+        Provisioner::spawn(bed, name, env, extra_args, &kubeconfig, None, Some(bin))
     }
 
     fn spawn(
@@ -860,10 +873,13 @@ impl Provisioner {
         extra_args: &[&str],
         kubeconfig: &std::path::Path,
         uid: Option<u32>,
+        bin: Option<&std::path::Path>,
     ) -> Provisioner {
-        let bin = std::env::var_os("RBD_PROVISIONER_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rbd-provisioner")));
+        let bin = bin.map(PathBuf::from).unwrap_or_else(|| {
+            std::env::var_os("RBD_PROVISIONER_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rbd-provisioner")))
+        });
         let log = bed
             .dir
             .join(format!("{}.log", unique(&name.replace('/', "_"))));
