@@ -1113,10 +1113,23 @@ pub async fn key_leaks(
     log: &str,
     namespaces: &[&str],
 ) -> Vec<String> {
+    // A process just spawned can be read inside its execve, when the new image's arguments
+    // and environment are not set up yet and both read empty: wait for them, since an empty
+    // read would make the scan pass for want of anything to scan.
     let proc_file = |f: &str| {
-        let raw = std::fs::read(format!("/proc/{pid}/{f}"))
-            .unwrap_or_else(|e| panic!("read /proc/{pid}/{f}: {e}"));
-        String::from_utf8_lossy(&raw).replace('\0', " ")
+        let start = Instant::now();
+        loop {
+            let raw = std::fs::read(format!("/proc/{pid}/{f}"))
+                .unwrap_or_else(|e| panic!("read /proc/{pid}/{f}: {e}"));
+            if !raw.is_empty() {
+                return String::from_utf8_lossy(&raw).replace('\0', " ");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "/proc/{pid}/{f} stayed empty: nothing to scan"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
     let mut places = vec![
         ("the log".to_string(), log.to_string()),
