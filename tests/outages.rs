@@ -161,7 +161,7 @@ async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     let back = Instant::now();
     let _ = mon;
     let made = creating.await.unwrap();
-    let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(60)).await;
+    let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(180)).await;
     let recovery = back.elapsed();
     let _ = failures_seen(&c, &mut failures).await;
     let affected = made
@@ -172,7 +172,7 @@ async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     let mut v = Vec::new();
     if let Err(left) = bound {
         v.push(format!(
-            "not Bound 60 s after the monitor returned: {left:?}"
+            "not Bound 180 s after the monitor returned: {left:?}"
         ));
     }
     logs.push(c.prov.logs());
@@ -286,7 +286,7 @@ async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     .unwrap();
     let back = Instant::now();
     let made = creating.await.unwrap();
-    let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(60)).await;
+    let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(180)).await;
     let recovery = back.elapsed();
     let _ = failures_seen(&c, &mut failures).await;
     let affected = made
@@ -295,7 +295,7 @@ async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
         .count();
     let mut v = Vec::new();
     if let Err(left) = &bound {
-        v.push(format!("not Bound 60 s after the OSD returned: {left:?}"));
+        v.push(format!("not Bound 180 s after the OSD returned: {left:?}"));
     }
     v.extend(check_bound(&c, &names, &[c.prov.logs()]).await);
     // A call blocked on the missing OSD must fail after the op timeout, not hang: the claims
@@ -389,7 +389,7 @@ async fn control_plane_restart(rng: &mut Rng, daemon: &str) -> Result<(), String
     let mut logs = Vec::new();
     let mut restarts = 0;
     let made = creating.await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let bound = loop {
         if !c.prov.is_running() {
             restarts += 1;
@@ -410,7 +410,7 @@ async fn control_plane_restart(rng: &mut Rng, daemon: &str) -> Result<(), String
         Ok(d) => *d,
         Err(left) => {
             v.push(format!(
-                "not Bound 90 s after the API server returned: {left:?}"
+                "not Bound 180 s after the API server returned: {left:?}"
             ));
             back.elapsed()
         }
@@ -465,7 +465,7 @@ async fn lifecycle_during_outage(
     burst(&c.admin, &c.ns, &class, &names, Duration::ZERO)
         .await
         .unwrap();
-    all_bound(&c.admin, &c.ns, &names, Duration::from_secs(90))
+    all_bound(&c.admin, &c.ns, &names, Duration::from_secs(180))
         .await
         .map_err(|left| format!("not Bound before the outage: {left:?}"))?;
     let uid_of_name: BTreeMap<String, String> = {

@@ -234,15 +234,34 @@ impl Witness {
                 let started = now();
                 let dir = directory(&b, &p);
                 let ended = now();
+                // The `rados stat` calls run without the lock: the watch tasks take it on the
+                // test's runtime thread, which a held lock would stall for seconds.
+                let todo: Vec<(String, String)> = {
+                    let s = s.lock().unwrap();
+                    dir.into_iter()
+                        .filter(|(_, n)| n.starts_with(&pre))
+                        .filter(|(id, n)| {
+                            !s.ids
+                                .get(n)
+                                .is_some_and(|v| v.iter().any(|i| i.id == *id && i.complete))
+                        })
+                        .collect()
+                };
+                let checked: Vec<(String, String, bool)> = todo
+                    .into_iter()
+                    .map(|(id, name)| {
+                        let complete = header_exists(&b, &p, &id);
+                        (id, name, complete)
+                    })
+                    .collect();
                 let mut s = s.lock().unwrap();
                 s.polls += 1;
-                for (id, name) in dir.into_iter().filter(|(_, n)| n.starts_with(&pre)) {
+                for (id, name, complete) in checked {
                     let ids = s.ids.entry(name).or_default();
                     match ids.iter_mut().find(|i| i.id == id) {
-                        Some(i) if i.complete => {}
-                        Some(i) => i.complete = header_exists(&b, &p, &id),
+                        Some(i) => i.complete |= complete,
                         None => ids.push(ImageId {
-                            complete: header_exists(&b, &p, &id),
+                            complete,
                             id,
                             appeared: (last, ended),
                         }),
