@@ -12,6 +12,10 @@
 # ProvisioningFailed event with the command that copies the key into a Secret in ceph-csi's
 # format; the demo runs that command, as an operator would, and the claim binds.
 #
+# Only the plane asked for is built and started (RBDP_PLANES of hack/bed-up.sh): a fresh machine
+# waits for one Kubernetes build, not two. The other version's demo later adds its plane to the
+# running bed, beside the first.
+#
 # The bed and the provisioner keep running afterwards; hack/bed-down.sh --purge stops everything.
 # RBDP_BED (default /tmp/rbd-provisioner-bed) puts the bed elsewhere, on free ports.
 set -euo pipefail
@@ -23,9 +27,10 @@ case $KUBE in 1.20|1.37) ;; *) echo "demo: RBDP_KUBE must be 1.37 (default) or 1
 DEMO_START=$(date +%s%N)
 step() { printf '\n\033[1m== [%ss] %s\033[0m\n' "$(( ($(date +%s%N) - DEMO_START) / 1000000000 ))" "$*"; }
 
-step "Installing packages and starting the bed (Ceph + Kubernetes $KUBE: kube-apiserver, kube-controller-manager)"
+if [ "$KUBE" = 1.37 ]; then build="7-10 min: Go module proxy"; else build="3-5 min: Debian's source package"; fi
+step "Installing packages and starting the bed (Ceph + Kubernetes $KUBE: kube-apiserver, kube-controller-manager; the first run builds them, $build)"
 bash hack/install-deps.sh
-RBDP_KUBE=$KUBE bash hack/bed-up.sh
+RBDP_KUBE=$KUBE RBDP_PLANES=$KUBE bash hack/bed-up.sh
 # The 1.37 plane shares the bed's Ceph; its env describes it with the same variables.
 if [ "$KUBE" = 1.37 ]; then ENV=$BED/k137/env; else ENV=$BED/env; fi
 # shellcheck disable=SC1090
@@ -153,6 +158,6 @@ Everything keeps running. Try:
   . $ENV; alias k='\$KUBECTL --kubeconfig \$KUBECONFIG'
   k delete pod ceph-sc-pod --grace-period=0 --force; k delete pvc ceph-sc-claim   # image and PV are deleted
   rbd -c \$CEPH_CONF ls kube${METRICS:+; curl -s $METRICS/metrics}
-Rerun on the other version: RBDP_KUBE=$([ "$KUBE" = 1.37 ] && echo 1.20 || echo 1.37) bash hack/demo.sh
+Rerun on the other version (adds its plane to this bed): RBDP_KUBE=$([ "$KUBE" = 1.37 ] && echo 1.20 || echo 1.37) bash hack/demo.sh
 Stop everything: hack/bed-down.sh --purge
 MSG
