@@ -27,8 +27,7 @@ case $KUBE in 1.20|1.37) ;; *) echo "demo: RBDP_KUBE must be 1.37 (default) or 1
 DEMO_START=$(date +%s%N)
 step() { printf '\n\033[1m== [%ss] %s\033[0m\n' "$(( ($(date +%s%N) - DEMO_START) / 1000000000 ))" "$*"; }
 
-if [ "$KUBE" = 1.37 ]; then build="7-10 min: Go module proxy"; else build="3-5 min: Debian's source package"; fi
-step "Installing packages and starting the bed (Ceph + Kubernetes $KUBE: kube-apiserver, kube-controller-manager; the first run builds them, $build)"
+step "Installing packages and starting the bed (Ceph + Kubernetes $KUBE: kube-apiserver, kube-controller-manager)"
 bash hack/install-deps.sh
 RBDP_KUBE=$KUBE RBDP_PLANES=$KUBE bash hack/bed-up.sh
 # The 1.37 plane shares the bed's Ceph; its env describes it with the same variables.
@@ -45,8 +44,13 @@ BIN=$PWD/target/debug/rbd-provisioner
 step "kubectl apply -f manifests/rbac/ (ServiceAccount kube-system/rbd-provisioner and its rights)"
 K apply -f manifests/rbac/
 # Run as that account, as the Deployment would: a token from the TokenRequest API (1.24 and
-# later no longer make token Secrets; 1.20 serves TokenRequest too).
-token=$(K -n kube-system create token rbd-provisioner --duration=8760h)
+# later no longer make token Secrets; 1.20 serves TokenRequest too). Posted raw: kubectl 1.20,
+# the 1.20 plane's own, has no `create token` (1.24+).
+token=$(echo '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":31536000}}' |
+  K create --raw /api/v1/namespaces/kube-system/serviceaccounts/rbd-provisioner/token -f - | jq -r .status.token)
+if [ -z "$token" ] || [ "$token" = null ]; then
+  echo "demo: the TokenRequest API gave no token for kube-system/rbd-provisioner"; exit 1
+fi
 server=$(K config view --raw -o jsonpath='{.clusters[0].cluster.server}')
 ca=$(K config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
 SA_KC=$BED/demo-sa.kubeconfig
