@@ -190,11 +190,12 @@ k137_ok() {  # all three daemons alive and the API server ready
     --key "$K137/kube/pki/admin.key" "https://127.0.0.1:$K137_APISERVER/readyz" >/dev/null 2>&1
 }
 # ceph/ is the bed's own (a symlink). The 1.20 plane, when the bed has one, is its peer (for the
-# upgrade test); a 1.37 plane not asked for this time keeps the binaries its env already names.
+# upgrade test), named only once its env exists: tests read the peer's env. A 1.37 plane not asked
+# for this time keeps the binaries its env already names.
 k137_write_env() {
   local bin=$K137_BIN_DIR peer=''
   [ -n "$bin" ] || bin=$(sed -n "s/^export KUBE_BIN_DIR='\(.*\)'$/\1/p" "$K137/env")
-  [ ! -d "$KUBE_DIR" ] || peer=$BED
+  [ ! -f "$BED/env" ] || peer=$BED
   ln -sfn ../ceph "$K137/ceph"
   write_plane_env "$K137" "$K137/kube/admin.kubeconfig" "$bin" 37 "$peer"
 }
