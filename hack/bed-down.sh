@@ -3,8 +3,9 @@
 # ${RBDP_BED:-/tmp/rbd-provisioner-bed}. Kills only the pids the bed recorded; removes $RBDP_BED/env
 # (it would point at a dead bed); --purge also deletes the state dir. Safe to run twice.
 # Afterwards checks that no live process mentions the bed dir on its command line.
-# The bed's Kubernetes 1.37 plane (RBDP_KUBE=1.37 hack/bed-up.sh, in $RBDP_BED/k137) is stopped
-# with it; RBDP_BED=<bed>/k137 stops (and with --purge removes) only that plane.
+# Whichever planes the bed has are stopped with it: the 1.20 one in $RBDP_BED/kube (none on a bed
+# started with RBDP_PLANES=1.37) and the 1.37 one in $RBDP_BED/k137; RBDP_BED=<bed>/k137 stops
+# (and with --purge removes) only that plane.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
@@ -48,16 +49,19 @@ if [ -f "$BED/demo-provisioner.pid" ]; then
   fi
   rm -f "$BED/demo-provisioner.pid"
 fi
-# Independent stacks: stop both at once (the OSD takes a few seconds to shut down).
-"$HERE/kube-down.sh" "$BED/kube" 9>&- &
-kd=$!
-k137=
+# Independent stacks: stop them at once (the OSD takes a few seconds to shut down).
+kd=''
+if [ -d "$BED/kube" ]; then
+  "$HERE/kube-down.sh" "$BED/kube" 9>&- &
+  kd=$!
+fi
+k137=''
 if [ -f "$BED/k137/kube/.rbdp-kube137" ]; then
   "$HERE/kube-down.sh" "$BED/k137/kube" 9>&- &
   k137=$!
 fi
 "$HERE/ceph-down.sh" "$BED/ceph" 9>&-
-wait $kd
+[ -z "$kd" ] || wait "$kd"
 [ -z "$k137" ] || wait "$k137"
 
 # Nothing with the bed dir in its command line may survive (zombies aside: PID 1 reaps late).

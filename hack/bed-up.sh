@@ -18,11 +18,30 @@
 # RBDP_PEER_BED, the 1.20 bed, for the upgrade test). The default bed's 1.37 plane uses
 # ports 2479/2480/7443, any other bed's free ones. RBDP_KUBE=1.20 (the default) leaves a running
 # 1.37 plane alone; hack/bed-down.sh stops both.
+#
+# RBDP_PLANES ("1.20", "1.37" or "1.20 1.37") names the planes to build and start instead, and
+# overrides RBDP_KUBE: hack/demo.sh asks for its one plane, so a fresh machine builds only that
+# one. A bed without the 1.20 plane has no $RBDP_BED/env (its 1.37 env names no RBDP_PEER_BED);
+# a later run asking for 1.20 adds it beside the running Ceph and 1.37 plane and then names it
+# in the 1.37 env. Planes not asked for are left as they are.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
 KUBE_WANT=${RBDP_KUBE:-1.20}
 case $KUBE_WANT in 1.20|1.37) ;; *) echo "bed-up: RBDP_KUBE must be 1.20 or 1.37 (got '$KUBE_WANT')" >&2; exit 2 ;; esac
+WANT_120=1 WANT_137=0
+[ "$KUBE_WANT" = 1.20 ] || WANT_137=1
+if [ -n "${RBDP_PLANES:-}" ]; then
+  WANT_120=0 WANT_137=0
+  for p in ${RBDP_PLANES//,/ }; do
+    case $p in
+      1.20) WANT_120=1 ;;
+      1.37) WANT_137=1 ;;
+      *) echo "bed-up: RBDP_PLANES lists 1.20 and/or 1.37 (got '$RBDP_PLANES')" >&2; exit 2 ;;
+    esac
+  done
+  [ "$WANT_120$WANT_137" != 00 ] || { echo "bed-up: RBDP_PLANES names no plane" >&2; exit 2; }
+fi
 START_NS=$(date +%s%N)
 LOG_TAG=bed-up
 # shellcheck source=hack/lib.sh
@@ -35,15 +54,31 @@ exec 9>"$BED.lock"
 flock -w 600 9 || die "another bed-up/bed-down holds $BED.lock"
 
 "$HERE/install-deps.sh" >&2 9>&-
-KUBE_BIN_DIR=$("$HERE/build-kube.sh" 9>&- | tail -1)
-[ -x "$KUBE_BIN_DIR/kube-apiserver" ] || die "hack/build-kube.sh did not yield a bin dir (got '$KUBE_BIN_DIR')"
-
+# Only the planes asked for are built; each build says what it builds while it does.
+PLANES_TXT=$([ $WANT_120 = 0 ] || printf '1.20 ')$([ $WANT_137 = 0 ] || printf 1.37)
+log "planes asked for: ${PLANES_TXT% }"
+KUBE_BIN_DIR='' K137_BIN_DIR=''
+if [ $WANT_120 = 1 ]; then
+  KUBE_BIN_DIR=$("$HERE/build-kube.sh" 9>&- | tail -1)
+  [ -x "$KUBE_BIN_DIR/kube-apiserver" ] || die "hack/build-kube.sh did not yield a bin dir (got '$KUBE_BIN_DIR')"
+  log "Kubernetes 1.20 binaries (hack/build-kube.sh): $KUBE_BIN_DIR"
+fi
+if [ $WANT_137 = 1 ]; then
+  K137_BIN_DIR=$("$HERE/build-kube-137.sh" 9>&- | tail -1)
+  [ -x "$K137_BIN_DIR/kube-apiserver" ] || die "hack/build-kube-137.sh did not yield a bin dir (got '$K137_BIN_DIR')"
+  log "Kubernetes 1.37 binaries (hack/build-kube-137.sh): $K137_BIN_DIR"
+fi
 CEPH_DIR=$BED/ceph KUBE_DIR=$BED/kube
 CONF=$CEPH_DIR/ceph.conf PKI=$KUBE_DIR/pki
 DEFAULT_BED=/tmp/rbd-provisioner-bed
 # Ports: the default bed keeps the standard ones (the walkthrough's "monitors: 127.0.0.1:6789");
 # any other bed takes free ones, so beds of parallel runs never meet. They are kept in $BED/ports
 # while the bed lives, so a healthy bed is found again.
+pick_120_ports() {
+  ETCD_CLIENT=$(free_port 24000 28000 "${K137_ETCD_CLIENT:-} ${K137_ETCD_PEER:-}")
+  ETCD_PEER=$(free_port 24000 28000 "$ETCD_CLIENT ${K137_ETCD_CLIENT:-} ${K137_ETCD_PEER:-}")
+  APISERVER=$(free_port 28000 32000 "${K137_APISERVER:-}")
+}
 load_ports() {
   if [ -f "$BED/ports" ]; then
     # shellcheck disable=SC1091
@@ -54,9 +89,12 @@ load_ports() {
     # Below 32768, where Linux picks the local ports of outgoing connections: a port free when
     # chosen must not become some client's ephemeral port before the daemon binds it.
     MON_V2=$(free_port 20000 24000) MON_V1=$(free_port 20000 24000 "$MON_V2")
-    ETCD_CLIENT=$(free_port 24000 28000) ETCD_PEER=$(free_port 24000 28000 "$ETCD_CLIENT")
-    APISERVER=$(free_port 28000 32000)
+    pick_120_ports
   fi
+}
+save_ports() {
+  printf 'MON_V2=%s MON_V1=%s ETCD_CLIENT=%s ETCD_PEER=%s APISERVER=%s\n' \
+    "$MON_V2" "$MON_V1" "$ETCD_CLIENT" "$ETCD_PEER" "$APISERVER" > "$BED/ports"
 }
 load_ports
 ceph_ok() { [ -f "$CONF" ] && timeout 10 ceph -c "$CONF" --connect-timeout 5 -s >/dev/null 2>&1; }
@@ -78,31 +116,67 @@ kcm_ok() {
   done
 }
 
-write_env() {  # keys come from the keyrings via short-lived ceph-authtool calls, never argv
+# write_plane_env DIR KUBECONFIG BIN_DIR MINOR [PEER_BED]: DIR/env, which tests parse and shells
+# source. Keys come from the keyrings via short-lived ceph-authtool calls, never argv.
+write_plane_env() {
+  local dir=$1 kubeconfig=$2 bin=$3 minor=$4 peer=${5:-} admin_key kube_key tmp
   # The plane's own kubectl build, never whatever kubectl the PATH has.
-  local kubectl=$KUBE_BIN_DIR/kubectl admin_key kube_key tmp
-  [ -x "$kubectl" ] || die "no kubectl in $KUBE_BIN_DIR (hack/build-kube.sh builds it)"
+  [ -x "$bin/kubectl" ] || die "no kubectl in $bin (hack/build-kube.sh and hack/build-kube-137.sh build it)"
   # A monitor on a port other than 6789 needs the v1: prefix, or librados reports a wrong key
   # as a timeout after the connect timeout (beds on free ports: the tests of wrong keys).
   local mons=127.0.0.1:$MON_V1
   [ "$MON_V1" = 6789 ] || mons=v1:$mons
   admin_key=$(ceph-authtool -p -n client.admin "$CEPH_DIR/ceph.client.admin.keyring")
   kube_key=$(ceph-authtool -p -n client.kube "$CEPH_DIR/ceph.client.kube.keyring")
-  tmp=$(mktemp "$BED/.env.XXXXXX")   # mktemp makes it 0600; mv keeps readers from a half file
+  tmp=$(mktemp "$dir/.env.XXXXXX")   # mktemp makes it 0600; mv keeps readers from a half file
   cat > "$tmp" <<EOF
-export RBDP_BED='$BED'
-export KUBECONFIG='$KUBE_DIR/admin.kubeconfig'
-export KUBE_BIN_DIR='$KUBE_BIN_DIR'
-export KUBECTL='$kubectl'
+export RBDP_BED='$dir'
+export KUBECONFIG='$kubeconfig'
+export KUBE_BIN_DIR='$bin'
+export KUBECTL='$bin/kubectl'
 export CEPH_CONF='$CONF'
 export CEPH_MONITORS='$mons'
 export CEPH_MON_HOST='[v2:127.0.0.1:$MON_V2,v1:127.0.0.1:$MON_V1]'
 export CEPH_ADMIN_KEY='$admin_key'
 export CEPH_KUBE_KEY='$kube_key'
-export RBDP_KUBE_MINOR='20'
+export RBDP_KUBE_MINOR='$minor'
 EOF
+  [ -z "$peer" ] || printf "export RBDP_PEER_BED='%s'\n" "$peer" >> "$tmp"
   chmod 600 "$tmp"
-  mv -f "$tmp" "$BED/env"
+  mv -f "$tmp" "$dir/env"
+}
+write_env() { write_plane_env "$BED" "$KUBE_DIR/admin.kubeconfig" "$KUBE_BIN_DIR" 20; }
+
+start_120() {  # in the background; its log in $BED/kube-up.log
+  KUBE_BIN_DIR=$KUBE_BIN_DIR ETCD_CLIENT_PORT=$ETCD_CLIENT ETCD_PEER_PORT=$ETCD_PEER APISERVER_PORT=$APISERVER \
+    "$HERE/kube-up.sh" "$KUBE_DIR" >"$BED/kube-up.log" 2>&1 9>&- &
+}
+# The 1.20 plane asked for on a bed that has none (it was started for 1.37 alone): added beside
+# the running Ceph and 1.37 plane, which it does not touch.
+ensure_120() {
+  [ $WANT_120 = 1 ] && [ ! -d "$KUBE_DIR" ] || return 0
+  # The ports recorded when the bed was made were never bound since: someone may have taken them.
+  local p taken=0
+  for p in "$ETCD_CLIENT" "$ETCD_PEER" "$APISERVER"; do port_in_use "$p" && taken=1; done
+  if [ $taken = 1 ]; then
+    [ "$BED" != "$DEFAULT_BED" ] || die "a port of 127.0.0.1:$ETCD_CLIENT/$ETCD_PEER/$APISERVER (for the 1.20 plane) is already in use"
+    if [ -f "$K137/ports" ]; then
+      # shellcheck disable=SC1091
+      . "$K137/ports"
+    fi
+    pick_120_ports
+    save_ports
+  fi
+  log "adding the Kubernetes 1.20 plane in $KUBE_DIR (etcd $ETCD_CLIENT/$ETCD_PEER, apiserver $APISERVER)"
+  start_120
+  if ! wait $!; then
+    tail -25 "$BED/kube-up.log" >&2
+    # Back to a bed without the 1.20 plane, so a rerun tries again instead of purging the bed.
+    "$HERE/kube-down.sh" "$KUBE_DIR" --purge >&2 9>&- || true
+    die "the 1.20 plane failed to start (log: $BED/kube-up.log)"
+  fi
+  write_env
+  log "1.20 plane ready in $(awk '/^kube-ready-seconds/ {print $2}' "$BED/kube-up.log")s; env: $BED/env"
 }
 
 # ------------------------------------------------------------------ the 1.37 plane (RBDP_KUBE=1.37)
@@ -115,21 +189,18 @@ k137_ok() {  # all three daemons alive and the API server ready
   curl -fsS --max-time 5 --cacert "$K137/kube/pki/ca.crt" --cert "$K137/kube/pki/admin.crt" \
     --key "$K137/kube/pki/admin.key" "https://127.0.0.1:$K137_APISERVER/readyz" >/dev/null 2>&1
 }
-k137_write_env() {  # the bed's env with the 1.37 kubeconfig; ceph/ is the bed's own (a symlink)
-  local tmp
+# ceph/ is the bed's own (a symlink). The 1.20 plane, when the bed has one, is its peer (for the
+# upgrade test), named only once its env exists: tests read the peer's env. A 1.37 plane not asked
+# for this time keeps the binaries its env already names.
+k137_write_env() {
+  local bin=$K137_BIN_DIR peer=''
+  [ -n "$bin" ] || bin=$(sed -n "s/^export KUBE_BIN_DIR='\(.*\)'$/\1/p" "$K137/env")
+  [ ! -f "$BED/env" ] || peer=$BED
   ln -sfn ../ceph "$K137/ceph"
-  tmp=$(mktemp "$K137/.env.XXXXXX")
-  sed -e "s|^export RBDP_BED=.*|export RBDP_BED='$K137'|" \
-      -e "s|^export KUBECONFIG=.*|export KUBECONFIG='$K137/kube/admin.kubeconfig'|" \
-      -e "s|^export KUBE_BIN_DIR=.*|export KUBE_BIN_DIR='$K137_BIN_DIR'|" \
-      -e "s|^export KUBECTL=.*|export KUBECTL='$K137_BIN_DIR/kubectl'|" \
-      -e '/^export RBDP_KUBE_MINOR=/d' "$BED/env" > "$tmp"
-  printf "export RBDP_KUBE_MINOR='37'\nexport RBDP_PEER_BED='%s'\n" "$BED" >> "$tmp"
-  chmod 600 "$tmp"
-  mv -f "$tmp" "$K137/env"
+  write_plane_env "$K137" "$K137/kube/admin.kubeconfig" "$bin" 37 "$peer"
 }
 ensure_k137() {
-  [ "$KUBE_WANT" = 1.37 ] || return 0
+  [ $WANT_137 = 1 ] || return 0
   mkdir -p "$K137"
   chmod 700 "$K137"
   if [ -f "$K137/ports" ]; then
@@ -142,8 +213,6 @@ ensure_k137() {
     K137_ETCD_PEER=$(free_port 24000 28000 "$ETCD_CLIENT $ETCD_PEER $K137_ETCD_CLIENT")
     K137_APISERVER=$(free_port 28000 32000 "$APISERVER")
   fi
-  K137_BIN_DIR=$("$HERE/build-kube-137.sh" 9>&- | tail -1)
-  [ -x "$K137_BIN_DIR/kube-apiserver" ] || die "hack/build-kube-137.sh did not yield a bin dir (got '$K137_BIN_DIR')"
   if k137_ok; then
     k137_write_env
     log "1.37 plane already up in $K137 (apiserver :$K137_APISERVER); env: $K137/env"
@@ -159,7 +228,7 @@ ensure_k137() {
   printf 'K137_ETCD_CLIENT=%s K137_ETCD_PEER=%s K137_APISERVER=%s\n' \
     "$K137_ETCD_CLIENT" "$K137_ETCD_PEER" "$K137_APISERVER" > "$K137/ports"
   log "starting the Kubernetes 1.37 plane in $K137/kube (etcd $K137_ETCD_CLIENT/$K137_ETCD_PEER, apiserver $K137_APISERVER)"
-  if ! KUBE_BIN_DIR=$K137_BIN_DIR ETCD_BIN= ETCD_CLIENT_PORT=$K137_ETCD_CLIENT \
+  if ! KUBE_BIN_DIR=$K137_BIN_DIR ETCD_BIN='' ETCD_CLIENT_PORT=$K137_ETCD_CLIENT \
       ETCD_PEER_PORT=$K137_ETCD_PEER APISERVER_PORT=$K137_APISERVER \
       "$HERE/kube-up.sh" --kube 1.37 "$K137/kube" >"$K137/kube-up.log" 2>&1 9>&-; then
     tail -25 "$K137/kube-up.log" >&2
@@ -168,10 +237,28 @@ ensure_k137() {
   k137_write_env
   log "1.37 plane ready in $(awk '/^kube-ready-seconds/ {print $2}' "$K137/kube-up.log")s; tests: RBDP_BED=$K137"
 }
+# The planes asked for that the bed lacks, 1.20 first so that the 1.37 env can name it; a 1.37
+# plane not asked for learns of a 1.20 plane added beside it.
+ensure_planes() {
+  local had_120=0
+  [ ! -d "$KUBE_DIR" ] || had_120=1
+  ensure_120
+  ensure_k137
+  if [ $WANT_137 = 0 ] && [ $had_120 = 0 ] && [ -d "$KUBE_DIR" ] && [ -f "$K137/env" ]; then
+    k137_write_env
+    log "the 1.37 plane's env now names the 1.20 plane as its peer: $K137/env"
+  fi
+}
 
+# The bed's own daemons: Ceph, and the 1.20 plane when the bed has one (a bed started for 1.37
+# alone has none). A 1.37 plane is judged on its own, in ensure_k137.
 all_daemons_alive() {
   local f
-  for f in "$CEPH_DIR"/pids/{mon.a,mgr.x,osd.0}.pid "$KUBE_DIR"/pids/{etcd,kube-apiserver,kube-controller-manager}.pid; do
+  for f in "$CEPH_DIR"/pids/{mon.a,mgr.x,osd.0}.pid; do
+    [ -f "$f" ] && alive "$(cat "$f")" || return 1
+  done
+  [ -d "$KUBE_DIR" ] || return 0
+  for f in "$KUBE_DIR"/pids/{etcd,kube-apiserver,kube-controller-manager}.pid; do
     [ -f "$f" ] && alive "$(cat "$f")" || return 1
   done
 }
@@ -179,10 +266,14 @@ all_daemons_alive() {
 # broken, since purging it would pull the rug from under whoever is using it.
 if [ -f "$BED/.rbdp-bed" ] && all_daemons_alive; then
   for try in 1 2 3; do
-    if ceph_ok && kube_ok; then
-      [ -f "$BED/env" ] || write_env
-      log "bed already up and healthy in $BED (env: $BED/env)"
-      ensure_k137
+    if ceph_ok && { [ ! -d "$KUBE_DIR" ] || kube_ok; }; then
+      if [ -d "$KUBE_DIR" ]; then
+        [ -f "$BED/env" ] || [ -z "$KUBE_BIN_DIR" ] || write_env
+        log "bed already up and healthy in $BED (Ceph and the 1.20 plane; env: $BED/env)"
+      else
+        log "bed already up and healthy in $BED (Ceph; no 1.20 plane)"
+      fi
+      ensure_planes
       exit 0
     fi
     log "bed daemons alive but not answering (try $try/3)"
@@ -199,9 +290,12 @@ if [ -e "$BED" ]; then
     die "$BED exists, is not empty and is not a test bed; set RBDP_BED elsewhere"
   fi
 fi
-# Fail at once (not after the other half has come up) if a port is taken by someone else.
+# Fail at once (not after the other half has come up) if a port is taken by someone else. The
+# 1.20 plane's ports are recorded even when it is not asked for, so adding it later finds them.
 load_ports
-for p in "$MON_V2" "$MON_V1" "$ETCD_CLIENT" "$ETCD_PEER" "$APISERVER"; do
+check_ports=("$MON_V2" "$MON_V1")
+[ $WANT_120 = 0 ] || check_ports+=("$ETCD_CLIENT" "$ETCD_PEER" "$APISERVER")
+for p in "${check_ports[@]}"; do
   if port_in_use "$p"; then
     ss -ltnp "sport = :$p" 2>/dev/null | tail -n +2 >&2 || true
     die "port 127.0.0.1:$p is already in use (another Ceph / etcd / apiserver?)"
@@ -210,21 +304,23 @@ done
 mkdir -p "$BED"
 chmod 700 "$BED"
 touch "$BED/.rbdp-bed"
-printf 'MON_V2=%s MON_V1=%s ETCD_CLIENT=%s ETCD_PEER=%s APISERVER=%s\n' \
-  "$MON_V2" "$MON_V1" "$ETCD_CLIENT" "$ETCD_PEER" "$APISERVER" > "$BED/ports"
+save_ports
 log "ports: mon $MON_V2/$MON_V1, etcd $ETCD_CLIENT/$ETCD_PEER, apiserver $APISERVER"
 
-# Ceph and the control plane are independent: start them in parallel. Child logs are kept in $BED.
-log "starting Ceph ($CEPH_DIR) and the control plane ($KUBE_DIR) in parallel"
+# Ceph and the 1.20 plane are independent: start them in parallel. Child logs are kept in $BED.
+if [ $WANT_120 = 1 ]; then
+  log "starting Ceph ($CEPH_DIR) and the control plane ($KUBE_DIR) in parallel"
+else
+  log "starting Ceph ($CEPH_DIR)"
+fi
 CEPH_MON_PORT_V2=$MON_V2 CEPH_MON_PORT_V1=$MON_V1 \
   "$HERE/ceph-up.sh" "$CEPH_DIR" >"$BED/ceph-up.log" 2>&1 9>&- &
 cjob=$!
-KUBE_BIN_DIR=$KUBE_BIN_DIR ETCD_CLIENT_PORT=$ETCD_CLIENT ETCD_PEER_PORT=$ETCD_PEER APISERVER_PORT=$APISERVER \
-  "$HERE/kube-up.sh" "$KUBE_DIR" >"$BED/kube-up.log" 2>&1 9>&- &
-kjob=$!
+kjob=''
+if [ $WANT_120 = 1 ]; then start_120; kjob=$!; fi
 crc=0 krc=0
 wait $cjob || crc=$?
-wait $kjob || krc=$?
+[ -z "$kjob" ] || wait "$kjob" || krc=$?
 if [ $crc -ne 0 ] || [ $krc -ne 0 ]; then
   [ $crc -eq 0 ] || { log "Ceph failed (rc=$crc); tail of $BED/ceph-up.log:"; tail -25 "$BED/ceph-up.log" >&2; }
   [ $krc -eq 0 ] || { log "control plane failed (rc=$krc); tail of $BED/kube-up.log:"; tail -25 "$BED/kube-up.log" >&2; }
@@ -233,9 +329,15 @@ if [ $crc -ne 0 ] || [ $krc -ne 0 ]; then
   die "bed-up failed"
 fi
 ceph_s=$(awk '/^ceph-ready-seconds/ {print $2}' "$BED/ceph-up.log")
-kube_s=$(awk '/^kube-ready-seconds/ {print $2}' "$BED/kube-up.log")
-
-write_env
+if [ $WANT_120 = 1 ]; then
+  kube_s=$(awk '/^kube-ready-seconds/ {print $2}' "$BED/kube-up.log")
+  write_env
+fi
 ensure_k137
-log "timings: Ceph ready in ${ceph_s}s, control plane ready in ${kube_s}s (in parallel), bed-up total $(elapsed)s"
-log "bed up in $BED; use: source $BED/env   stop: hack/bed-down.sh [--purge]"
+if [ $WANT_120 = 1 ]; then
+  log "timings: Ceph ready in ${ceph_s}s, control plane ready in ${kube_s}s (in parallel), bed-up total $(elapsed)s"
+  log "bed up in $BED; use: source $BED/env   stop: hack/bed-down.sh [--purge]"
+else
+  log "timings: Ceph ready in ${ceph_s}s, bed-up total $(elapsed)s"
+  log "bed up in $BED, without the 1.20 plane; use: source $K137/env   stop: hack/bed-down.sh [--purge]"
+fi

@@ -5,11 +5,15 @@
 # Prints the directory holding the two binaries (and a 1.20 kubectl) on its last line.
 # Cache: $RBDP_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner)/kube-<debian version>/bin
 # A second run with the same source version finds the cache and returns at once.
+# A build says on stderr what it builds, every 30 s that it still does, and how long each step
+# took; a complete build's duration is kept in $RBDP_CACHE/build-kube.last, so the next cold build
+# can say how long it will take here.
 #
 # Three fixes make 1.20 build and run with Go 1.19: GOPATH mode (GO111MODULE=off); the generated
 # OpenAPI file (absent from the tarball) made with the vendored openapi-gen; the vendored
 # modern-go/reflect2 1.0.1 (segfaults under Go >= 1.18) replaced by Debian's 1.0.2 source.
 set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}
 export DEBIAN_FRONTEND=noninteractive
 
@@ -20,6 +24,22 @@ if [ -x "$OUT/bin/kube-apiserver" ] && [ -x "$OUT/bin/kube-controller-manager" ]
   echo "$OUT/bin"; exit 0
 fi
 
+KVER=1.20.2   # what Debian's source package really is, whatever its version says
+LOG_TAG=build-kube
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
+trap stop_heartbeat EXIT
+START=$(date +%s)
+LAST=$CACHE/build-kube.last
+# "seconds version date" of the last complete build, written below
+read -r last_s last_v last_d 2>/dev/null < "$LAST" || last_s=
+if [ -n "$last_s" ]; then
+  expect="the last build here ($last_v, $last_d) took $(fmt_secs "$last_s")"
+else
+  expect="about 3-5 min on 2 cores, longer on a loaded machine"
+fi
+log "Kubernetes $KVER is not in $CACHE yet: building kube-apiserver and kube-controller-manager once from Debian's source package $VER ($expect)"
+
 WORK=$CACHE/build-$VER
 mkdir -p "$WORK" && cd "$WORK"
 # Kubernetes 1.20 builds with Debian's Go 1.19 in GOPATH mode, not with whatever newer Go is
@@ -29,6 +49,7 @@ GO=${RBDP_GO119:-/usr/lib/go-1.19/bin/go}
 for b in apt-get dpkg-deb; do command -v $b >/dev/null || { echo "build-kube: missing $b (run hack/install-deps.sh)" >&2; exit 1; }; done
 
 SRC=$(ls -d "$WORK"/kubernetes-*/ 2>/dev/null | head -1 || true)
+begin_step "Debian's kubernetes source package and kubectl" fetching fetched
 if [ -z "$SRC" ]; then
   apt-get source -qq kubernetes >/dev/null
   SRC=$(ls -d "$WORK"/kubernetes-*/ | head -1)
@@ -36,6 +57,7 @@ fi
 SRC=${SRC%/}
 ls "$WORK"/golang-github-modern-go-reflect2-dev_*.deb >/dev/null 2>&1 || apt-get download -qq golang-github-modern-go-reflect2-dev
 ls "$WORK"/kubernetes-client_*.deb >/dev/null 2>&1 || apt-get download -qq kubernetes-client
+end_step
 
 R2=$SRC/vendor/github.com/modern-go/reflect2
 if [ ! -f "$R2/go_above_118.go" ]; then
@@ -52,6 +74,7 @@ cd "$GOPATH/src/k8s.io/kubernetes"
 
 OPENAPI_OUT=pkg/generated/openapi/zz_generated.openapi.go
 if [ ! -f "$OPENAPI_OUT" ]; then
+  begin_step "the OpenAPI definitions (openapi-gen) for $KVER"
   "$GO" build -o "$WORK/bin/openapi-gen" k8s.io/kubernetes/vendor/k8s.io/kube-openapi/cmd/openapi-gen
   find -H . \( -not \( \( -path './_*' -o -path './.*' -o -path ./vendor \) -prune \) \) -type f -name '*.go' \
     | sed 's|^./staging/src|vendor|' | sed 's|/[^/]*$||' | sed 's|^./||' | LC_ALL=C sort -u > "$WORK/all_go_dirs.txt"
@@ -64,16 +87,19 @@ if [ ! -f "$OPENAPI_OUT" ]; then
     -p k8s.io/kubernetes/pkg/generated/openapi -O zz_generated.openapi \
     -h vendor/k8s.io/code-generator/hack/boilerplate.go.txt -r "$WORK/openapi_violations.report" 2>"$WORK/openapi-gen.log"
   diff -q "$WORK/openapi_violations.report" api/api-rules/violation_exceptions.list
+  end_step
 fi
 
 V=k8s.io/kubernetes/vendor/k8s.io
 LDF="-s -w -buildid="
 for p in client-go/pkg/version component-base/version; do
-  LDF+=" -X $V/$p.gitVersion=v1.20.2 -X $V/$p.gitMajor=1 -X $V/$p.gitMinor=20"
+  LDF+=" -X $V/$p.gitVersion=v$KVER -X $V/$p.gitMajor=1 -X $V/$p.gitMinor=20"
   LDF+=" -X $V/$p.gitCommit=faecb196815e248d3ecfb03c680a4507229c2a56 -X $V/$p.gitTreeState=archive"
 done
 for w in kube-apiserver kube-controller-manager; do
+  begin_step "$w $KVER"
   "$GO" build -tags selinux,notest -ldflags "$LDF" -o "$WORK/bin/$w" "k8s.io/kubernetes/cmd/$w"
+  end_step
 done
 
 mkdir -p "$OUT/bin"
@@ -83,4 +109,7 @@ cp "$WORK/kc-deb/usr/bin/kubectl" "$OUT/bin/kubectl"
 "$OUT/bin/kube-apiserver" --version >&2
 # The source tree and Go cache are large and only needed to rebuild.
 rm -rf "$WORK"
+took=$(( $(date +%s) - START ))
+echo "$took $KVER $(date -u +%F)" > "$LAST"
+log "built Kubernetes $KVER in $(fmt_secs "$took"), cached in $OUT/bin"
 echo "$OUT/bin"

@@ -12,6 +12,10 @@
 # ProvisioningFailed event with the command that copies the key into a Secret in ceph-csi's
 # format; the demo runs that command, as an operator would, and the claim binds.
 #
+# Only the plane asked for is built and started (RBDP_PLANES of hack/bed-up.sh): a fresh machine
+# waits for one Kubernetes build, not two. The other version's demo later adds its plane to the
+# running bed, beside the first.
+#
 # The bed and the provisioner keep running afterwards; hack/bed-down.sh --purge stops everything.
 # RBDP_BED (default /tmp/rbd-provisioner-bed) puts the bed elsewhere, on free ports.
 set -euo pipefail
@@ -25,7 +29,7 @@ step() { printf '\n\033[1m== [%ss] %s\033[0m\n' "$(( ($(date +%s%N) - DEMO_START
 
 step "Installing packages and starting the bed (Ceph + Kubernetes $KUBE: kube-apiserver, kube-controller-manager)"
 bash hack/install-deps.sh
-RBDP_KUBE=$KUBE bash hack/bed-up.sh
+RBDP_KUBE=$KUBE RBDP_PLANES=$KUBE bash hack/bed-up.sh
 # The 1.37 plane shares the bed's Ceph; its env describes it with the same variables.
 if [ "$KUBE" = 1.37 ]; then ENV=$BED/k137/env; else ENV=$BED/env; fi
 # shellcheck disable=SC1090
@@ -40,8 +44,13 @@ BIN=$PWD/target/debug/rbd-provisioner
 step "kubectl apply -f manifests/rbac/ (ServiceAccount kube-system/rbd-provisioner and its rights)"
 K apply -f manifests/rbac/
 # Run as that account, as the Deployment would: a token from the TokenRequest API (1.24 and
-# later no longer make token Secrets; 1.20 serves TokenRequest too).
-token=$(K -n kube-system create token rbd-provisioner --duration=8760h)
+# later no longer make token Secrets; 1.20 serves TokenRequest too). Posted raw: kubectl 1.20,
+# the 1.20 plane's own, has no `create token` (1.24+).
+token=$(echo '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":31536000}}' |
+  K create --raw /api/v1/namespaces/kube-system/serviceaccounts/rbd-provisioner/token -f - | jq -r .status.token)
+if [ -z "$token" ] || [ "$token" = null ]; then
+  echo "demo: the TokenRequest API gave no token for kube-system/rbd-provisioner"; exit 1
+fi
 server=$(K config view --raw -o jsonpath='{.clusters[0].cluster.server}')
 ca=$(K config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
 SA_KC=$BED/demo-sa.kubeconfig
@@ -153,6 +162,6 @@ Everything keeps running. Try:
   . $ENV; alias k='\$KUBECTL --kubeconfig \$KUBECONFIG'
   k delete pod ceph-sc-pod --grace-period=0 --force; k delete pvc ceph-sc-claim   # image and PV are deleted
   rbd -c \$CEPH_CONF ls kube${METRICS:+; curl -s $METRICS/metrics}
-Rerun on the other version: RBDP_KUBE=$([ "$KUBE" = 1.37 ] && echo 1.20 || echo 1.37) bash hack/demo.sh
+Rerun on the other version (adds its plane to this bed): RBDP_KUBE=$([ "$KUBE" = 1.37 ] && echo 1.20 || echo 1.37) bash hack/demo.sh
 Stop everything: hack/bed-down.sh --purge
 MSG

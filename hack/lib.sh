@@ -29,3 +29,38 @@ stop_pid() {
   for ((i = 0; i < secs * 10; i++)); do alive "$pid" || return 0; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
 }
+
+# seconds -> "45s" / "3m30s"
+fmt_secs() { if [ "$1" -ge 60 ]; then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); else printf '%ds' "$1"; fi; }
+
+# Progress of a long build step, on stderr (the build scripts' stdout is their result): "building
+# WHAT" before, "still building WHAT: 3m30s" every RBDP_HEARTBEAT_SECS (30) while it runs, "built
+# WHAT in 3m40s" after, so a cold build never sits silent for minutes. Bracket the step with
+# begin_step WHAT [VERB PAST] (default: building built) ... end_step; the step's commands stay in
+# the script itself, under its set -e. Call stop_heartbeat from an EXIT trap: a failed step must
+# not leave the heartbeat talking.
+STEP_HB='' STEP_WHAT='' STEP_VERB='' STEP_PAST='' STEP_T0=0
+begin_step() {
+  stop_heartbeat
+  STEP_WHAT=$1 STEP_VERB=${2:-building} STEP_PAST=${3:-built} STEP_T0=$(date +%s)
+  log "$STEP_VERB $STEP_WHAT"
+  # It also ends when this script is gone (kill -0 $$), should the EXIT trap never run; its sleep
+  # holds no fd of ours, so a caller reading our stderr through a pipe is not kept waiting.
+  (
+    while sleep "${RBDP_HEARTBEAT_SECS:-30}" >/dev/null 2>&1; do
+      kill -0 $$ 2>/dev/null || exit 0
+      log "still $STEP_VERB $STEP_WHAT: $(fmt_secs $(($(date +%s) - STEP_T0)))"
+    done
+  ) </dev/null >&2 9>&- &
+  STEP_HB=$!
+}
+end_step() {
+  stop_heartbeat
+  log "$STEP_PAST $STEP_WHAT in $(fmt_secs $(($(date +%s) - STEP_T0)))"
+}
+stop_heartbeat() {
+  [ -n "$STEP_HB" ] || return 0
+  kill "$STEP_HB" 2>/dev/null || true
+  wait "$STEP_HB" 2>/dev/null || true
+  STEP_HB=
+}

@@ -26,7 +26,9 @@ bed_up() {  # $1: bed dir; the same checks as bed-up.sh, kube-controller-manager
   [ -f "$pidf" ] || return 1
   st=$(awk '{print $3}' "/proc/$(cat "$pidf")/stat" 2>/dev/null) && [ "$st" != Z ]
 }
-if ! bed_up "$BED"; then
+# A bed hack/demo.sh started for 1.37 alone is up too when its 1.37 plane is, and it has no 1.20
+# plane (a broken one would make bed-up.sh purge the bed): bed-up.sh then adds the 1.20 plane.
+if ! bed_up "$BED" && ! { [ ! -e "$BED/kube" ] && bed_up "$BED/k137"; }; then
   # A fresh bed of this run's own (free ports are picked by bed-up.sh for a non-default dir).
   BED=$(mktemp -d /tmp/rbd-provisioner-bed-run.XXXXXX)
   trap 'echo "test.sh: stopping the bed it started ($BED)"; RBDP_BED=$BED bash "$HERE/bed-down.sh" --purge; rm -f "$BED.lock"' EXIT
@@ -34,7 +36,7 @@ if ! bed_up "$BED"; then
   started=1
 else
   started=0
-  # The bed is up: add its 1.37 plane if it has none (left up with the bed; bed-down.sh stops it).
+  # The bed is up: add the plane it lacks, if any (left up with the bed; bed-down.sh stops it).
   RBDP_BED=$BED RBDP_KUBE=1.37 bash hack/bed-up.sh
 fi
 export RBDP_BED=$BED
