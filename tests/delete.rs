@@ -294,7 +294,9 @@ async fn legacy_volume(c: &Scenario, class: &str, claim_name: &str) -> (String, 
     let pv: PersistentVolume = serde_json::from_value(json!({
         "metadata": {
             "name": pv_name,
-            "annotations": {"pv.kubernetes.io/provisioned-by": "ceph.com/rbd", "rbdProvisionerIdentity": "ceph.com/rbd"},
+            // As the old provisioner writes them, run under this test's provisioner name (its
+            // PROVISIONER_NAME; ceph.com/rbd by default), which ours then serves.
+            "annotations": {"pv.kubernetes.io/provisioned-by": c.name, "rbdProvisionerIdentity": c.name},
         },
         "spec": {
             "capacity": {"storage": "32Mi"},
@@ -337,10 +339,9 @@ async fn legacy_volume(c: &Scenario, class: &str, claim_name: &str) -> (String, 
 
 #[tokio::test]
 async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
-    // The old provisioner's name is ceph.com/rbd: this provisioner replaces it in place.
-    // hack/test.sh stops a demo's ceph.com/rbd first; the log assertions below prove that this
-    // process, not another of the same name, led and deleted.
-    let c = Scenario::serving("legacy", "ceph.com/rbd", &[]).await;
+    // This provisioner replaces the old one in place, under its name (ceph.com/rbd in the
+    // field): here a name of this run only, so no demo or other run of the same name can act.
+    let c = Scenario::new("legacy").await;
     let (admin, ceph) = (c.admin.clone(), c.bed.ceph().await);
     let class = c
         .class("old", &[], json!({"reclaimPolicy": "Delete"}))
