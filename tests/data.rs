@@ -33,18 +33,18 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// Extents of pseudo-random data for an image of `size` bytes: at 0, at an unaligned offset,
-/// across the 4 MiB object boundary in the middle, and up to the very last byte (so a grown
-/// tail starts right after written data). Each extent has data of its own seed.
+/// Extents of pseudo-random data for an image of `size` bytes: at 0, at unaligned offsets
+/// across boundaries of the 4 MiB objects, and up to the very last byte (so a grown tail
+/// starts right after written data). Each extent has data of its own seed.
 fn extents(seed: u64, size: usize) -> Vec<(usize, Vec<u8>)> {
-    assert!(size >= 16 * MIB, "the layout needs 16 MiB");
+    assert!(size >= 32 * MIB, "the layout needs 32 MiB");
     let layout = [
         (0, MIB),
         (3 * MIB + 4097, 2 * MIB),
         (size / 2 - 4 * MIB - 512, MIB + 1000),
         (size - MIB, MIB),
     ];
-    layout
+    let writes: Vec<(usize, Vec<u8>)> = layout
         .iter()
         .enumerate()
         .map(|(i, &(off, len))| {
@@ -53,7 +53,29 @@ fn extents(seed: u64, size: usize) -> Vec<(usize, Vec<u8>)> {
                 pattern(seed.wrapping_mul(31).wrapping_add(i as u64), len),
             )
         })
-        .collect()
+        .collect();
+    // A pattern of zeros would match a fresh image and prove nothing; overlapping extents
+    // would hide one write under another.
+    for (i, (off, data)) in writes.iter().enumerate() {
+        let nonzero = data.iter().filter(|b| **b != 0).count();
+        assert!(
+            nonzero * 100 > data.len() * 99,
+            "extent {i}: {nonzero} of {} non-zero",
+            data.len()
+        );
+        if let Some((next, _)) = writes.get(i + 1) {
+            assert!(off + data.len() <= *next, "extent {i} overlaps the next");
+        }
+    }
+    let total: usize = writes.iter().map(|(_, d)| d.len()).sum();
+    assert_eq!((writes.len(), total), (4, 5 * MIB + 1000));
+    let (last_off, last) = writes.last().unwrap();
+    assert_eq!(
+        last_off + last.len(),
+        size,
+        "the last extent ends at the last byte"
+    );
+    writes
 }
 
 /// The image's expected contents after `writes` land on `base`.
@@ -377,9 +399,6 @@ async fn clones_hold_every_byte_of_their_source() {
     let src = image_of(&src_uid);
     let size = 32 * MIB;
     let writes = extents(1, size);
-    assert_eq!(writes.len(), 4);
-    let written: usize = writes.iter().map(|(_, d)| d.len()).sum();
-    assert_eq!(written, 5 * MIB + 1000);
     let a = overlay(&vec![0; size], &writes);
     write_extents(&c.bed, &src, &writes);
     let digest = assert_image(&c.bed, &src, &a);
