@@ -326,16 +326,16 @@ async fn request(s: &Stage, claim: &str, size: &str) {
         .expect("expansion allowed by the class");
 }
 
-/// Deletes claims through the provisioner and waits until their PVs and images are gone, so
-/// that nothing the test made (clone snapshots pin their sources) is left for the guard.
+/// Deletes claims through the provisioner, one after the other in the order given (clones
+/// before their sources, so no deletion waits on a flatten), and waits until each PV and
+/// image is gone: nothing the test made is left for the guard, which cannot remove a source
+/// whose snapshots still have clones.
 async fn delete_claims(s: &Stage, claims: &[(&str, &str)]) {
-    for (name, _) in claims {
+    for (name, uid) in claims {
         s.pvcs()
             .delete(name, &DeleteParams::default())
             .await
             .unwrap();
-    }
-    for (_, uid) in claims {
         s.wait_pv_gone(uid).await;
         let image = format!("kubernetes-dynamic-pvc-{uid}");
         assert!(!rbd_exists(&s.bed, "kube", &image), "{image} still listed");
