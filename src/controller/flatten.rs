@@ -36,8 +36,28 @@ pub fn in_background(
         match tokio::time::timeout(DEADLINE, cluster.flatten(&pool, &child)).await {
             Ok(Ok(())) => {
                 tracing::info!(%pool, %child, elapsed = ?started.elapsed(), "flattened clone");
+                // Never while the snapshot's own image is being flattened (a clone of a clone
+                // flattened, then its parent's source deleted): removing a snapshot from an
+                // image in mid-flatten left the source's children list naming the flattened
+                // image, and the source could never be deleted. The image's entry in
+                // `flattening` is the token: held here, a flatten asked for meanwhile waits
+                // for the caller's retry; held there, the snapshot is left for the image's
+                // own deletion, which removes such snapshots.
                 if let Some(p) = then_drop {
-                    drop_snapshot(&cluster, &p).await;
+                    let token = format!("{}/{}", p.pool, p.image);
+                    let mine = flattening
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(token.clone());
+                    if mine {
+                        drop_snapshot(&cluster, &p).await;
+                        flattening
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&token);
+                    } else {
+                        tracing::debug!(snapshot = %p, "its image is being flattened; the snapshot is left for the image's deletion");
+                    }
                 }
             }
             Ok(Err(e)) => {
