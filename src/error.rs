@@ -321,7 +321,7 @@ fn full_fix(pool: &str, cluster: &bool) -> String {
     }
 }
 
-/// Who and where a Ceph call acted, to name in the errors of [`Error::from_ceph`].
+/// Who and where a Ceph call acted, to name in the errors of [`Error::ceph_fault`].
 pub struct CephSide<'a> {
     pub user: &'a str,
     pub role: SecretRole,
@@ -333,7 +333,7 @@ impl Error {
     /// An [`Error::Ceph`] whose cause is a fault an operator fixes in Ceph becomes the error
     /// that names it (user, Secret, pool, quota) and the command that fixes it; others are
     /// returned as they are. `quota` is the pool's, read after an EDQUOT.
-    pub fn from_ceph(self, side: &CephSide<'_>, quota: Option<&PoolQuota>) -> Error {
+    pub fn ceph_fault(self, side: &CephSide<'_>, quota: Option<&PoolQuota>) -> Error {
         let Error::Ceph { object, cause } = self else {
             return self;
         };
@@ -455,7 +455,7 @@ mod tests {
         };
         let full = ceph(libc::EDQUOT);
         assert!(full.is_quota());
-        let full = full.from_ceph(&side(&secret), Some(&quota));
+        let full = full.ceph_fault(&side(&secret), Some(&quota));
         assert_eq!(full.kind(), "pool_full");
         let t = full.to_string();
         for want in [
@@ -472,15 +472,15 @@ mod tests {
             ..quota.clone()
         };
         let t = ceph(libc::EDQUOT)
-            .from_ceph(&side(&secret), Some(&lagging))
+            .ceph_fault(&side(&secret), Some(&lagging))
             .to_string();
         assert!(t.contains("its quota max_objects 12 is reached"), "{t}");
         let t = ceph(libc::EDQUOT)
-            .from_ceph(&side(&secret), None)
+            .ceph_fault(&side(&secret), None)
             .to_string();
         assert!(t.contains("its quota is reached (EDQUOT)"), "{t}");
 
-        let t = ceph(libc::ENOSPC).from_ceph(&side(&secret), None);
+        let t = ceph(libc::ENOSPC).ceph_fault(&side(&secret), None);
         assert_eq!(t.kind(), "pool_full");
         assert!(!t.is_quota());
         let t = t.to_string();
@@ -489,7 +489,7 @@ mod tests {
             "{t}"
         );
 
-        let auth = ceph(libc::EACCES).from_ceph(&side(&secret), None);
+        let auth = ceph(libc::EACCES).ceph_fault(&side(&secret), None);
         assert_eq!(auth.kind(), "ceph_auth");
         let t = auth.to_string();
         for want in [
@@ -500,7 +500,7 @@ mod tests {
             assert!(t.contains(want), "{want:?} not in {t}");
         }
 
-        let denied = ceph(libc::EPERM).from_ceph(&side(&secret), None);
+        let denied = ceph(libc::EPERM).ceph_fault(&side(&secret), None);
         assert_eq!(denied.kind(), "ceph_denied");
         let t = denied.to_string();
         for want in [
@@ -513,10 +513,10 @@ mod tests {
 
         // Blocklisting and the rest stay as they were: the hint says what happens.
         for errno in [libc::ESHUTDOWN, libc::ETIMEDOUT, libc::EEXIST] {
-            assert_eq!(ceph(errno).from_ceph(&side(&secret), None).kind(), "ceph");
+            assert_eq!(ceph(errno).ceph_fault(&side(&secret), None).kind(), "ceph");
         }
         // Not a Ceph error: untouched.
-        let other = Error::NoClusterUid.from_ceph(&side(&secret), None);
+        let other = Error::NoClusterUid.ceph_fault(&side(&secret), None);
         assert_eq!(other.kind(), "invalid");
     }
 }

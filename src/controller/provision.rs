@@ -181,9 +181,9 @@ async fn provision(
     match execute(&plan, creds.clone(), class, ctx, started.elapsed()).await {
         Err(e) if e.is_quota() => {
             let quota = pool_quota(&creds, &p.pool, ctx).await;
-            Err(e.from_ceph(&side, quota.as_ref()))
+            Err(e.ceph_fault(&side, quota.as_ref()))
         }
-        r => r.map_err(|e| e.from_ceph(&side, None)),
+        r => r.map_err(|e| e.ceph_fault(&side, None)),
     }
 }
 
