@@ -98,6 +98,11 @@ pub struct Cli {
     #[arg(long, env = "CEPH_CLIENT_IDLE", default_value_t = 600)]
     pub ceph_client_idle: u64,
 
+    /// Seconds after which a Ceph client, even one in use, is replaced by a freshly
+    /// authenticated one (a rotated key or revoked caps count then); 0 keeps clients.
+    #[arg(long, env = "CEPH_CLIENT_MAX_AGE", default_value_t = 300)]
+    pub ceph_client_max_age: u64,
+
     /// Seconds an image of ours that never had a PV must exist (claim gone) before it is collected.
     #[arg(long, env = "ORPHAN_GRACE", default_value_t = 600)]
     pub orphan_grace: u64,
@@ -320,6 +325,7 @@ async fn run_provisioner(
         maintenance_interval: Duration::from_secs(cli.maintenance_interval),
         orphan_grace: Duration::from_secs(cli.orphan_grace),
         ceph_idle: Duration::from_secs(cli.ceph_client_idle),
+        ceph_max_age: Duration::from_secs(cli.ceph_client_max_age),
         early_provisioning: cli.early_provisioning,
         retry_start: cli.retry_interval_start.max(Duration::from_millis(10)),
         retry_max: cli.retry_interval_max.max(cli.retry_interval_start),
@@ -482,6 +488,21 @@ mod tests {
             assert!(!parse(off).unwrap().leader_elect, "{off:?}");
         }
         assert!(parse(&["--leader-election-lease-duration", "15"]).is_err());
+    }
+
+    #[test]
+    fn ceph_client_max_age_flag() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("rbd-provisioner").chain(args.iter().copied()))
+        };
+        assert_eq!(parse(&[]).unwrap().ceph_client_max_age, 300);
+        assert_eq!(
+            parse(&["--ceph-client-max-age", "30"])
+                .unwrap()
+                .ceph_client_max_age,
+            30
+        );
+        assert!(parse(&["--ceph-client-max-age", "5m"]).is_err());
     }
 
     #[test]

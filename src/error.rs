@@ -6,7 +6,7 @@
 //! named `cause`, never as `source()`: nothing that prints a chain (anyhow at the edge) can
 //! print a cause twice.
 
-use crate::ceph::CephError;
+use crate::ceph::{CephError, Fault, PoolQuota};
 use crate::domain::owner::StampMismatch;
 use crate::domain::params::{ParamErrors, SecretRef};
 use crate::domain::reclaim::{NotTheVolume, PlaceChanged, TargetError};
@@ -74,6 +74,39 @@ pub enum Error {
 
     #[error("{object}: {cause}")]
     Ceph { object: String, cause: CephError },
+
+    /// A write to the pool failed for want of room: its quota, or the whole cluster.
+    #[error("{object}: pool {pool} is full: {}; {cause}. {}", full_why(.quota, .cluster), full_fix(.pool, .cluster))]
+    PoolFull {
+        object: String,
+        pool: String,
+        /// The quota reached, in words (see [`PoolQuota::reached`]), when it could be read.
+        quota: Option<String>,
+        /// ENOSPC: the cluster ran out of space, not the pool out of quota.
+        cluster: bool,
+        cause: CephError,
+    },
+
+    /// The monitors refused the key a Secret holds.
+    #[error("{object}: Ceph refused the key of client.{user} from the {role} {secret}: it was rotated, or the user removed; {cause}. Put the current key in the Secret: kubectl -n {ns} create secret generic {name} --type=kubernetes.io/rbd --from-file=key=<(ceph auth get-key client.{user}) --dry-run=client -o yaml | kubectl apply -f - (or recreate the user); the claim is retried with it", ns = secret.namespace, name = secret.name)]
+    CephAuth {
+        object: String,
+        user: String,
+        role: SecretRole,
+        secret: SecretRef,
+        cause: CephError,
+    },
+
+    /// The user's caps do not allow an operation in the pool.
+    #[error(
+        "{object}: permission denied to client.{user} in pool {pool}: {cause}. Give it the caps: ceph auth caps client.{user} mon 'profile rbd' osd 'profile rbd pool={pool}' (the osd cap must name every pool it serves); the claim is retried"
+    )]
+    CephDenied {
+        object: String,
+        user: String,
+        pool: String,
+        cause: CephError,
+    },
 
     #[error("{verb} {object}: {}", kube_cause(.cause))]
     Kube {
@@ -251,6 +284,9 @@ impl Error {
             | Error::SecretField { .. }
             | Error::NodeStage(_) => "secret",
             Error::Ceph { .. } => "ceph",
+            Error::PoolFull { .. } => "pool_full",
+            Error::CephAuth { .. } => "ceph_auth",
+            Error::CephDenied { .. } => "ceph_denied",
             Error::Kube { .. } => "kube",
             Error::ImageInUse { .. } => "in_use",
             Error::Conflict { .. } => "conflict",
@@ -264,6 +300,71 @@ impl Error {
             | Error::NoClusterUid => "invalid",
             Error::Cached { .. } => "bug",
         }
+    }
+}
+
+fn full_why(quota: &Option<String>, cluster: &bool) -> String {
+    match (quota, cluster) {
+        (_, true) => "the cluster is out of space (ENOSPC)".into(),
+        (Some(q), false) => format!("its quota {q} is reached"),
+        (None, false) => "its quota is reached (EDQUOT)".into(),
+    }
+}
+
+fn full_fix(pool: &str, cluster: &bool) -> String {
+    if *cluster {
+        "Make room: add OSDs or free space (ceph df, ceph health detail); the claim is retried and provisioned once there is room".into()
+    } else {
+        format!(
+            "Make room: raise the quota (ceph osd pool set-quota {pool} max_objects|max_bytes N; 0 lifts it; ceph osd pool get-quota {pool} shows it) or delete volumes of the pool; the claim is retried and provisioned once there is room"
+        )
+    }
+}
+
+/// Who and where a Ceph call acted, to name in the errors of [`Error::ceph_fault`].
+pub struct CephSide<'a> {
+    pub user: &'a str,
+    pub role: SecretRole,
+    pub secret: &'a SecretRef,
+    pub pool: &'a str,
+}
+
+impl Error {
+    /// An [`Error::Ceph`] whose cause is a fault an operator fixes in Ceph becomes the error
+    /// that names it (user, Secret, pool, quota) and the command that fixes it; others are
+    /// returned as they are. `quota` is the pool's, read after an EDQUOT.
+    pub fn ceph_fault(self, side: &CephSide<'_>, quota: Option<&PoolQuota>) -> Error {
+        let Error::Ceph { object, cause } = self else {
+            return self;
+        };
+        match cause.fault() {
+            Some(Fault::PoolFull { quota: q }) => Error::PoolFull {
+                object,
+                pool: side.pool.to_string(),
+                quota: quota.and_then(|p| p.reached().or_else(|| p.set())),
+                cluster: !q,
+                cause,
+            },
+            Some(Fault::Auth) => Error::CephAuth {
+                object,
+                user: side.user.to_string(),
+                role: side.role,
+                secret: side.secret.clone(),
+                cause,
+            },
+            Some(Fault::Denied) => Error::CephDenied {
+                object,
+                user: side.user.to_string(),
+                pool: side.pool.to_string(),
+                cause,
+            },
+            Some(Fault::Blocklisted) | None => Error::Ceph { object, cause },
+        }
+    }
+
+    /// Whether this is a pool's quota reached (EDQUOT), whose figures are worth reading.
+    pub fn is_quota(&self) -> bool {
+        matches!(self, Error::Ceph { cause, .. } if cause.fault() == Some(Fault::PoolFull { quota: true }))
     }
 }
 
@@ -305,5 +406,117 @@ mod tests {
         );
         assert!(!text.contains("Status {"), "{text}");
         assert!(!text.contains('\n'));
+    }
+
+    fn ceph(errno: i32) -> Error {
+        let cause = if errno == libc::EACCES {
+            CephError::Connect {
+                monitors: "v1:127.0.0.1:6789".into(),
+                user: "prov".into(),
+                errno: crate::ceph::Errno(errno),
+                elapsed_ms: 4,
+                hint: None,
+            }
+        } else {
+            CephError::Image {
+                op: crate::ceph::Op::Create,
+                pool: "tank".into(),
+                image: "pvc-1".into(),
+                errno: crate::ceph::Errno(errno),
+                hint: None,
+            }
+        };
+        Error::Ceph {
+            object: "image tank/pvc-1".into(),
+            cause,
+        }
+    }
+
+    fn side(secret: &SecretRef) -> CephSide<'_> {
+        CephSide {
+            user: "prov",
+            role: SecretRole::Admin,
+            secret,
+            pool: "tank",
+        }
+    }
+
+    #[test]
+    fn ceph_faults_name_the_user_the_pool_and_the_fix() {
+        let secret = SecretRef {
+            namespace: "kube-system".into(),
+            name: "ceph-admin".into(),
+        };
+        let quota = PoolQuota {
+            max_objects: Some(12),
+            max_bytes: None,
+            objects: 13,
+            bytes: 197,
+        };
+        let full = ceph(libc::EDQUOT);
+        assert!(full.is_quota());
+        let full = full.ceph_fault(&side(&secret), Some(&quota));
+        assert_eq!(full.kind(), "pool_full");
+        let t = full.to_string();
+        for want in [
+            "image tank/pvc-1: pool tank is full: its quota max_objects 12 (13 objects stored) is reached",
+            "EDQUOT",
+            "ceph osd pool set-quota tank max_objects|max_bytes N; 0 lifts it",
+            "provisioned once there is room",
+        ] {
+            assert!(t.contains(want), "{want:?} not in {t}");
+        }
+        // The figures lag the writes: the quota is named even when none reads as reached.
+        let lagging = PoolQuota {
+            objects: 3,
+            ..quota.clone()
+        };
+        let t = ceph(libc::EDQUOT)
+            .ceph_fault(&side(&secret), Some(&lagging))
+            .to_string();
+        assert!(t.contains("its quota max_objects 12 is reached"), "{t}");
+        let t = ceph(libc::EDQUOT)
+            .ceph_fault(&side(&secret), None)
+            .to_string();
+        assert!(t.contains("its quota is reached (EDQUOT)"), "{t}");
+
+        let t = ceph(libc::ENOSPC).ceph_fault(&side(&secret), None);
+        assert_eq!(t.kind(), "pool_full");
+        assert!(!t.is_quota());
+        let t = t.to_string();
+        assert!(
+            t.contains("the cluster is out of space (ENOSPC)") && t.contains("add OSDs"),
+            "{t}"
+        );
+
+        let auth = ceph(libc::EACCES).ceph_fault(&side(&secret), None);
+        assert_eq!(auth.kind(), "ceph_auth");
+        let t = auth.to_string();
+        for want in [
+            "Ceph refused the key of client.prov from the admin secret (adminSecretName) kube-system/ceph-admin",
+            "EACCES",
+            "kubectl -n kube-system create secret generic ceph-admin --type=kubernetes.io/rbd --from-file=key=<(ceph auth get-key client.prov)",
+        ] {
+            assert!(t.contains(want), "{want:?} not in {t}");
+        }
+
+        let denied = ceph(libc::EPERM).ceph_fault(&side(&secret), None);
+        assert_eq!(denied.kind(), "ceph_denied");
+        let t = denied.to_string();
+        for want in [
+            "permission denied to client.prov in pool tank",
+            "EPERM",
+            "ceph auth caps client.prov mon 'profile rbd' osd 'profile rbd pool=tank'",
+        ] {
+            assert!(t.contains(want), "{want:?} not in {t}");
+        }
+
+        // Blocklisting and the rest stay as they were: the hint says what happens.
+        for errno in [libc::ESHUTDOWN, libc::ETIMEDOUT, libc::EEXIST] {
+            assert_eq!(ceph(errno).ceph_fault(&side(&secret), None).kind(), "ceph");
+        }
+        // Not a Ceph error: untouched.
+        let other = Error::NoClusterUid.ceph_fault(&side(&secret), None);
+        assert_eq!(other.kind(), "invalid");
     }
 }

@@ -19,7 +19,7 @@ use super::error::{
 };
 use super::handles::{HeldImage, ImageOptions, IoCtx, Rados, cstr};
 use super::types::{
-    CloneSpec, Created, ImageInfo, ImageSpec, Removed, SnapInfo, TrashEntry, Watcher,
+    CloneSpec, Created, ImageInfo, ImageSpec, PoolQuota, Removed, SnapInfo, TrashEntry, Watcher,
 };
 use super::{CephError, Credentials, Errno, Timeouts};
 
@@ -38,6 +38,10 @@ pub struct Cluster {
     monitors: String,
     user: String,
     health: Health,
+    /// When `rados_connect` succeeded: cephx checks the key and the caps only then (and at
+    /// ticket renewal), so a client must not outlive a rotation by much (see
+    /// [`super::Connections`]).
+    connected_at: Instant,
     /// Read once: a connected client's fsid never changes.
     fsid: std::sync::OnceLock<String>,
 }
@@ -129,6 +133,7 @@ impl Cluster {
             monitors,
             user,
             health: Health::default(),
+            connected_at: Instant::now(),
             fsid: std::sync::OnceLock::new(),
         })
     }
@@ -158,6 +163,11 @@ impl Cluster {
             tracing::warn!(monitors = %self.monitors, user = %self.user, error = %e, "dropping this Ceph client; the next operation connects afresh");
         }
         r
+    }
+
+    /// How long ago this client authenticated.
+    pub fn age(&self) -> Duration {
+        self.connected_at.elapsed()
     }
 
     /// Whether the cache may hand this client out again: not poisoned, and not failing
@@ -334,6 +344,23 @@ impl Cluster {
                 .mon_command(r#"{"prefix": "osd pool ls", "detail": "detail", "format": "json"}"#)
                 .map_err(|(errno, _)| pool_err(Op::PoolInfo, &pool, errno))?;
             Ok(super::encoding::pool_create_time(&out, &pool))
+        })
+        .await
+    }
+
+    /// A pool's quotas and what it holds (`ceph osd pool get-quota`), to say which quota a
+    /// write that failed with EDQUOT ran into.
+    pub async fn pool_quota(self: &Arc<Self>, pool: &str) -> Result<PoolQuota, CephError> {
+        let pool = pool.to_string();
+        self.run(move |c| {
+            let cmd =
+                serde_json::json!({"prefix": "osd pool get-quota", "pool": pool, "format": "json"});
+            let out = c
+                .rados
+                .mon_command(&cmd.to_string())
+                .map_err(|(errno, _)| pool_err(Op::PoolInfo, &pool, errno))?;
+            super::encoding::pool_quota(&out)
+                .ok_or_else(|| pool_err(Op::PoolInfo, &pool, Errno(libc::EINVAL)))
         })
         .await
     }

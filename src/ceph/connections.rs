@@ -81,6 +81,11 @@ impl Attempts {
 
 /// By default a client unused this long is closed (its key leaves memory with it).
 pub const IDLE_AFTER: Duration = Duration::from_secs(600);
+/// By default a client is replaced after this long, even in use: cephx checks a key and the
+/// caps only when a client authenticates (and renews its tickets, hourly by default), so a
+/// client kept for ever would go on working with a key rotated away or caps revoked, and
+/// then fail all at once at some later ticket renewal.
+pub const MAX_AGE: Duration = Duration::from_secs(300);
 /// At most this many clients are kept; the least recently used goes first.
 pub const MAX_CLIENTS: usize = 16;
 
@@ -92,10 +97,12 @@ struct Entry {
 /// Connected [`Cluster`]s keyed by (monitors, user, key). Concurrent `get`s for the same
 /// credentials share one connect attempt; a failed attempt is not cached (the next `get`
 /// tries again). A client that went bad (rotated key, blocklisted, failing call after call)
-/// is replaced on the next `get`; idle clients are closed; the cache is bounded.
+/// is replaced on the next `get`, and so is one older than the maximum age; idle clients are
+/// closed; the cache is bounded.
 pub struct Connections {
     timeouts: Timeouts,
     idle_after: Duration,
+    max_age: Duration,
     slots: Mutex<HashMap<Key, Entry>>,
 }
 
@@ -110,14 +117,20 @@ impl fmt::Debug for Connections {
 
 impl Connections {
     pub fn new(timeouts: Timeouts) -> Connections {
-        Connections::with_idle(timeouts, IDLE_AFTER)
+        Connections::with_limits(timeouts, IDLE_AFTER, MAX_AGE)
     }
 
-    /// A cache that closes clients unused for `idle_after`.
-    pub fn with_idle(timeouts: Timeouts, idle_after: Duration) -> Connections {
+    /// A cache that closes clients unused for `idle_after` and replaces those connected
+    /// longer than `max_age` ago (a zero `max_age` keeps them for as long as they work).
+    pub fn with_limits(timeouts: Timeouts, idle_after: Duration, max_age: Duration) -> Connections {
         Connections {
             timeouts,
             idle_after,
+            max_age: if max_age.is_zero() {
+                Duration::MAX
+            } else {
+                max_age
+            },
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -129,6 +142,13 @@ impl Connections {
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
         // The map stays consistent even if a holder panicked: entries are whole values.
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            idle: self.idle_after,
+            max_age: self.max_age,
+        }
     }
 
     fn key(c: &Credentials) -> Key {
@@ -143,7 +163,7 @@ impl Connections {
             prune(
                 &mut map,
                 Instant::now(),
-                self.idle_after,
+                self.limits(),
                 MAX_CLIENTS.saturating_sub(1),
             );
             let e = map.entry(key.clone()).or_insert_with(|| Entry {
@@ -191,7 +211,7 @@ impl Connections {
             .lock()
             .get(&Connections::key(c))
             .and_then(|e| e.slot.get().cloned())
-            .filter(|cluster| cluster.healthy());
+            .filter(|cluster| cluster.healthy() && cluster.age() < self.max_age);
         match cached {
             Some(cluster) => Ok(cluster),
             None => Cluster::connect(c, self.timeouts).await,
@@ -203,7 +223,7 @@ impl Connections {
     pub fn close_idle(&self) -> usize {
         let mut map = self.lock();
         let before = map.len();
-        prune(&mut map, Instant::now(), self.idle_after, MAX_CLIENTS);
+        prune(&mut map, Instant::now(), self.limits(), MAX_CLIENTS);
         before - map.len()
     }
 
@@ -226,12 +246,21 @@ impl Connections {
     }
 }
 
-/// Drops unhealthy and idle clients, then the least recently used ones beyond `keep`.
-/// Slots still connecting are kept: someone is waiting on them.
-fn prune(map: &mut HashMap<Key, Entry>, now: Instant, idle: Duration, keep: usize) {
+#[derive(Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    max_age: Duration,
+}
+
+/// Drops unhealthy, idle and too old clients, then the least recently used ones beyond
+/// `keep`. Slots still connecting are kept: someone is waiting on them. A dropped client
+/// shuts down once the operations that hold it end; the next `get` connects afresh.
+fn prune(map: &mut HashMap<Key, Entry>, now: Instant, limits: Limits, keep: usize) {
     map.retain(|_, e| match e.slot.get() {
         None => true,
-        Some(c) => c.healthy() && now.duration_since(e.last_used) < idle,
+        Some(c) => {
+            c.healthy() && now.duration_since(e.last_used) < limits.idle && c.age() < limits.max_age
+        }
     });
     while map.len() > keep {
         let Some(oldest) = map

@@ -32,6 +32,18 @@ pub(super) fn pool_create_time(json: &[u8], pool: &str) -> Option<i64> {
     ceph_time(p["create_time"].as_str()?)
 }
 
+/// `ceph osd pool get-quota --format json`: zero means no quota.
+pub(super) fn pool_quota(json: &[u8]) -> Option<super::PoolQuota> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let set = |k: &str| v[k].as_u64().filter(|n| *n > 0);
+    Some(super::PoolQuota {
+        max_objects: set("quota_max_objects"),
+        max_bytes: set("quota_max_bytes"),
+        objects: v["current_num_objects"].as_u64().unwrap_or(0),
+        bytes: v["current_num_bytes"].as_u64().unwrap_or(0),
+    })
+}
+
 /// `2026-12-06T03:21:32.111197+0000` (Ceph's `utime_t` in UTC) as Unix seconds.
 fn ceph_time(t: &str) -> Option<i64> {
     let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
@@ -63,6 +75,39 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_quotas_as_get_quota_prints_them() {
+        // `ceph osd pool get-quota P --format json` (Ceph 16.2.15) once max_objects 12 was
+        // reached; zero is "no quota".
+        let json = br#"{"pool_name":"p","pool_id":4,"quota_max_objects":12,"current_num_objects":13,"quota_max_bytes":0,"current_num_bytes":197}"#;
+        let q = pool_quota(json).unwrap();
+        assert_eq!(
+            q,
+            super::super::PoolQuota {
+                max_objects: Some(12),
+                max_bytes: None,
+                objects: 13,
+                bytes: 197,
+            }
+        );
+        assert_eq!(
+            q.reached().as_deref(),
+            Some("max_objects 12 (13 objects stored)")
+        );
+        let both = super::super::PoolQuota {
+            max_bytes: Some(100),
+            ..q.clone()
+        };
+        assert_eq!(
+            both.reached().as_deref(),
+            Some("max_objects 12 (13 objects stored) and max_bytes 100 (197 bytes stored)")
+        );
+        let none = pool_quota(br#"{"quota_max_objects":0,"quota_max_bytes":0}"#).unwrap();
+        assert_eq!((none.reached(), none.set()), (None, None));
+        assert_eq!(both.set().as_deref(), Some("max_objects 12, max_bytes 100"));
+        assert!(pool_quota(b"not json").is_none());
+    }
 
     #[test]
     fn pool_creation_times() {

@@ -296,6 +296,28 @@ impl CephError {
         )
     }
 
+    /// What this failure says about the cluster's side, when it is one of the faults an
+    /// operator fixes in Ceph rather than in Kubernetes.
+    pub fn fault(&self) -> Option<Fault> {
+        let errno = self.errno()?;
+        Some(match (self, errno) {
+            (_, libc::EDQUOT) => Fault::PoolFull { quota: true },
+            (_, libc::ENOSPC) => Fault::PoolFull { quota: false },
+            (CephError::Connect { .. }, libc::EACCES | libc::EPERM) => Fault::Auth,
+            // Refused until the entry's deferment ends: not the user's caps.
+            (
+                CephError::PoolOp {
+                    op: Op::TrashRemove,
+                    ..
+                },
+                _,
+            ) => return None,
+            (_, libc::EACCES | libc::EPERM) => Fault::Denied,
+            (_, libc::ESHUTDOWN) => Fault::Blocklisted,
+            _ => return None,
+        })
+    }
+
     /// EEXIST.
     pub fn is_exists(&self) -> bool {
         self.errno() == Some(libc::EEXIST)
@@ -317,6 +339,22 @@ impl CephError {
     }
 }
 
+/// A failure whose cause is on the cluster's side and whose fix is an operator's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// EDQUOT (`quota`: the pool's quota is reached) or ENOSPC (the cluster is full).
+    PoolFull { quota: bool },
+    /// The monitors refused the key at connect: rotated, or the user removed.
+    Auth,
+    /// EACCES/EPERM on an operation: the user's caps do not allow it.
+    Denied,
+    /// ESHUTDOWN: the cluster blocklisted this client.
+    Blocklisted,
+}
+
+const BLOCKLISTED_HINT: &str = "the cluster blocklisted this client (ceph osd blocklist ls): it is \
+     dropped, and the retry connects a fresh one";
+
 /// Hint for a failed `rados_connect`.
 pub(crate) fn connect_hint(e: Errno) -> Option<&'static str> {
     match e.0 {
@@ -331,7 +369,7 @@ pub(crate) fn connect_hint(e: Errno) -> Option<&'static str> {
             "no usable monitor address or key: check the monitors parameter \
              (comma-separated host:port) and that the key is a valid base64 cephx key",
         ),
-        libc::ESHUTDOWN => Some("this client was blocklisted by the cluster"),
+        libc::ESHUTDOWN => Some(BLOCKLISTED_HINT),
         _ => None,
     }
 }
@@ -395,7 +433,7 @@ pub(crate) fn op_hint(op: Op, e: Errno) -> Option<&'static str> {
         libc::EBUSY => Some("the image or snapshot is in use (watchers, children or a lock)"),
         libc::ENOTEMPTY => Some("the image still has snapshots: remove them first"),
         libc::ENOSPC | libc::EDQUOT => Some("the pool is full or its quota is reached"),
-        libc::ESHUTDOWN => Some("this client was blocklisted by the cluster"),
+        libc::ESHUTDOWN => Some(BLOCKLISTED_HINT),
         libc::ENOSYS | libc::EOPNOTSUPP => {
             Some("the cluster does not support this (check Ceph versions and image format)")
         }
@@ -516,6 +554,58 @@ mod tests {
         let e = img_err(Op::Create, "kube", "x", Errno(libc::EEXIST));
         assert!(e.is_exists());
         assert!(!e.to_string().contains("hint"), "no hint for EEXIST: {e}");
+    }
+
+    #[test]
+    fn errnos_map_to_the_faults_an_operator_fixes() {
+        let img = |op, e| img_err(op, "kube", "pvc-1", Errno(e));
+        let connect = |e| CephError::Connect {
+            monitors: "v1:127.0.0.1:6789".into(),
+            user: "kube".into(),
+            errno: Errno(e),
+            elapsed_ms: 3,
+            hint: connect_hint(Errno(e)),
+        };
+        let cases = [
+            (
+                img(Op::Create, libc::EDQUOT),
+                Some(Fault::PoolFull { quota: true }),
+            ),
+            (
+                pool_err(Op::WriteRecords, "kube", Errno(libc::EDQUOT)),
+                Some(Fault::PoolFull { quota: true }),
+            ),
+            (
+                img(Op::SetMetadata, libc::ENOSPC),
+                Some(Fault::PoolFull { quota: false }),
+            ),
+            (connect(libc::EACCES), Some(Fault::Auth)),
+            (connect(libc::EPERM), Some(Fault::Auth)),
+            (connect(libc::ETIMEDOUT), None),
+            (img(Op::Create, libc::EPERM), Some(Fault::Denied)),
+            (img(Op::Open, libc::EACCES), Some(Fault::Denied)),
+            (
+                pool_err(Op::WriteRecords, "kube", Errno(libc::EPERM)),
+                Some(Fault::Denied),
+            ),
+            (pool_err(Op::TrashRemove, "kube", Errno(libc::EPERM)), None),
+            (img(Op::Create, libc::ESHUTDOWN), Some(Fault::Blocklisted)),
+            (img(Op::Create, libc::EEXIST), None),
+            (img(Op::Create, libc::ETIMEDOUT), None),
+            (CephError::Task("x".into()), None),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.fault(), want, "{e}");
+        }
+        // -122 and -28 as librados returns them.
+        assert_eq!(Errno::from_ret(-122).name(), "EDQUOT");
+        assert_eq!(Errno::from_ret(-28).name(), "ENOSPC");
+        assert_eq!(Errno::from_ret(-108).name(), "ESHUTDOWN");
+        let b = img(Op::Create, libc::ESHUTDOWN).to_string();
+        assert!(
+            b.contains("blocklisted") && b.contains("connects a fresh one"),
+            "{b}"
+        );
     }
 
     #[test]

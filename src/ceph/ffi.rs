@@ -179,6 +179,9 @@ unsafe extern "C" {
         ioctx: *mut rados_ioctx_t,
     ) -> c_int;
     pub fn rados_ioctx_destroy(io: rados_ioctx_t);
+    /// Writes of this ioctx to a full pool fail (EDQUOT for a quota, ENOSPC for a full
+    /// cluster) instead of waiting until the pool has room.
+    pub fn rados_set_pool_full_try(io: rados_ioctx_t);
     pub fn rados_ioctx_get_id(io: rados_ioctx_t) -> i64;
     pub fn rados_pool_reverse_lookup(
         cluster: rados_t,

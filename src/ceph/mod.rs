@@ -29,14 +29,15 @@ use std::time::Duration;
 
 pub use cluster::Cluster;
 pub use connections::Connections;
-pub use error::{CephError, Errno, Op};
+pub use error::{CephError, Errno, Fault, Op};
 pub(crate) use handles::wipe;
 pub use handles::{
     HeldImage, exit_process, forbid_dumps, is_dumpable, library_versions, release_dead_stack,
     release_free_heap,
 };
 pub use types::{
-    CloneSpec, Created, ImageInfo, ImageSpec, ParentSpec, Removed, SnapInfo, TrashEntry, Watcher,
+    CloneSpec, Created, ImageInfo, ImageSpec, ParentSpec, PoolQuota, Removed, SnapInfo, TrashEntry,
+    Watcher,
 };
 
 /// `RBD_FEATURE_LAYERING`: the only feature the kernel client of every version supports.

@@ -106,3 +106,43 @@ pub struct SnapInfo {
     pub size: u64,
     pub protected: bool,
 }
+
+/// A pool's quotas (`None`: not set) and what it holds, as `ceph osd pool get-quota` reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolQuota {
+    pub max_objects: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl PoolQuota {
+    /// The quota reached, in words ("max_objects 12 (13 objects stored)"), or None when no
+    /// quota is set or none is reached (then the cluster itself is full).
+    pub fn reached(&self) -> Option<String> {
+        let objects = self
+            .max_objects
+            .filter(|m| self.objects >= *m)
+            .map(|m| format!("max_objects {m} ({} objects stored)", self.objects));
+        let bytes = self
+            .max_bytes
+            .filter(|m| self.bytes >= *m)
+            .map(|m| format!("max_bytes {m} ({} bytes stored)", self.bytes));
+        match (objects, bytes) {
+            (Some(o), Some(b)) => Some(format!("{o} and {b}")),
+            (o, b) => o.or(b),
+        }
+    }
+
+    /// The quotas set, in words, for when none is reached by the figures (they lag writes).
+    pub fn set(&self) -> Option<String> {
+        let q: Vec<String> = [
+            self.max_objects.map(|m| format!("max_objects {m}")),
+            self.max_bytes.map(|m| format!("max_bytes {m}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!q.is_empty()).then(|| q.join(", "))
+    }
+}

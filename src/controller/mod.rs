@@ -61,6 +61,9 @@ pub struct Settings {
     pub orphan_grace: Duration,
     /// Ceph clients unused this long are closed.
     pub ceph_idle: Duration,
+    /// Ceph clients connected this long ago are replaced (re-authenticated), so a rotated key,
+    /// revoked caps or a blocklisting is seen within this time; zero keeps them.
+    pub ceph_max_age: Duration,
     /// Provision claims no existing volume could serve without waiting for
     /// kube-controller-manager's hand-over.
     pub early_provisioning: bool,
@@ -157,7 +160,11 @@ impl Context {
             locks: locks::ImageLocks::default(),
             purger: purge::Purger::start(metrics.clone()),
             flattening: Arc::default(),
-            ceph: Connections::with_idle(settings.ceph_timeouts, settings.ceph_idle),
+            ceph: Connections::with_limits(
+                settings.ceph_timeouts,
+                settings.ceph_idle,
+                settings.ceph_max_age,
+            ),
             events: Events::new(client.clone(), metrics.events_dropped()),
             secrets: k8s::SecretMemo::new(SECRET_MEMO),
             client,

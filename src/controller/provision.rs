@@ -11,7 +11,8 @@ use kube::runtime::controller::Action;
 
 use super::Context;
 use crate::ceph::{
-    CloneSpec, Cluster, Created, Credentials, ImageSpec, ParentSpec, RBD_FEATURE_LAYERING,
+    CloneSpec, Cluster, Created, Credentials, ImageSpec, ParentSpec, PoolQuota,
+    RBD_FEATURE_LAYERING,
 };
 use crate::domain::claim::{self, ClaimAction};
 use crate::domain::clone;
@@ -19,7 +20,7 @@ use crate::domain::owner::{self, INTENTS_OBJECT, Intent, Place, Stamp};
 use crate::domain::params::{self, Flavor};
 use crate::domain::provision_plan::{self, Draft, Invalid, Plan};
 use crate::domain::volume::{self, CsiVolume, NodeStage, NodeStageFacts};
-use crate::error::{Error, Refusal, Result, SecretRole};
+use crate::error::{CephSide, Error, Refusal, Result, SecretRole};
 use crate::k8s;
 
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
@@ -170,7 +171,33 @@ async fn provision(
             .await;
     }
     let (plan, creds) = plan(draft, clone_source, ctx).await?;
-    execute(&plan, creds, class, ctx, started.elapsed()).await
+    let p = &plan.draft.params;
+    let side = CephSide {
+        user: &p.admin_id,
+        role: SecretRole::Admin,
+        secret: &p.admin_secret,
+        pool: &p.pool,
+    };
+    match execute(&plan, creds.clone(), class, ctx, started.elapsed()).await {
+        Err(e) if e.is_quota() => {
+            let quota = pool_quota(&creds, &p.pool, ctx).await;
+            Err(e.ceph_fault(&side, quota.as_ref()))
+        }
+        r => r.map_err(|e| e.ceph_fault(&side, None)),
+    }
+}
+
+/// A pool's quota figures, to name the quota a claim ran into; None when they cannot be read
+/// (the message then says only that a quota is reached).
+async fn pool_quota(creds: &Credentials, pool: &str, ctx: &Context) -> Option<PoolQuota> {
+    let cluster = ctx.borrow(creds).await.ok()?;
+    match cluster.pool_quota(pool).await {
+        Ok(q) => Some(q),
+        Err(e) => {
+            tracing::debug!(%pool, error = %e, "reading the pool's quota failed");
+            None
+        }
+    }
 }
 
 /// The first stage of the plan: the claim checked against its class, its clone source looked

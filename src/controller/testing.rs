@@ -197,6 +197,7 @@ pub fn settings() -> Settings {
         maintenance_interval: Duration::ZERO,
         orphan_grace: Duration::from_secs(3600),
         ceph_idle: Duration::from_secs(600),
+        ceph_max_age: Duration::from_secs(300),
         early_provisioning: false,
         replica: "test-replica_0000000000000001".into(),
         retry_start: Duration::from_secs(1),

@@ -150,6 +150,12 @@ impl Rados {
                 hint: pool_hint(errno),
             });
         }
+        // Without it a write to a pool at its quota waits, unanswered, until the op timeout
+        // and reads as ETIMEDOUT ("check the cluster's health"); with it the OSD answers
+        // EDQUOT at once, which names the actual cause. Removals are unaffected (a full pool
+        // accepts them).
+        // SAFETY: the ioctx was just created and is valid.
+        unsafe { ffi::rados_set_pool_full_try(raw) };
         Ok(IoCtx {
             raw,
             _rados: PhantomData,
