@@ -134,7 +134,8 @@ pub struct Witness {
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    poller: Option<std::thread::JoinHandle<()>>,
+    /// Returns when its last poll started.
+    poller: Option<std::thread::JoinHandle<f64>>,
     bed: Bed,
     pool: String,
     prefix: String,
@@ -231,46 +232,10 @@ impl Witness {
         let poller = std::thread::spawn(move || {
             let mut last = now();
             while !st.load(Ordering::Relaxed) {
-                let started = now();
-                let dir = directory(&b, &p);
-                let ended = now();
-                // The `rados stat` calls run without the lock: the watch tasks take it on the
-                // test's runtime thread, which a held lock would stall for seconds.
-                let todo: Vec<(String, String)> = {
-                    let s = s.lock().unwrap();
-                    dir.into_iter()
-                        .filter(|(_, n)| n.starts_with(&pre))
-                        .filter(|(id, n)| {
-                            !s.ids
-                                .get(n)
-                                .is_some_and(|v| v.iter().any(|i| i.id == *id && i.complete))
-                        })
-                        .collect()
-                };
-                let checked: Vec<(String, String, bool)> = todo
-                    .into_iter()
-                    .map(|(id, name)| {
-                        let complete = header_exists(&b, &p, &id);
-                        (id, name, complete)
-                    })
-                    .collect();
-                let mut s = s.lock().unwrap();
-                s.polls += 1;
-                for (id, name, complete) in checked {
-                    let ids = s.ids.entry(name).or_default();
-                    match ids.iter_mut().find(|i| i.id == id) {
-                        Some(i) => i.complete |= complete,
-                        None => ids.push(ImageId {
-                            complete,
-                            id,
-                            appeared: (last, ended),
-                        }),
-                    }
-                }
-                drop(s);
-                last = started;
+                last = poll_once(&b, &p, &pre, &s, last);
                 std::thread::sleep(Duration::from_millis(300));
             }
+            last
         });
         // The first poll and the watches' initial lists are in before the test acts.
         let t0 = std::time::Instant::now();
@@ -298,9 +263,24 @@ impl Witness {
     pub async fn finish(mut self, images: &BTreeSet<String>) -> Seen {
         tokio::time::sleep(Duration::from_secs(2)).await;
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(p) = self.poller.take() {
-            let _ = tokio::task::spawn_blocking(move || p.join()).await;
-        }
+        let last = match self.poller.take() {
+            Some(p) => tokio::task::spawn_blocking(move || p.join())
+                .await
+                .expect("join the poller")
+                .expect("the witness's poller panicked"),
+            None => now(),
+        };
+        // A last look, so that an image made after the poller's last listing is seen too (its
+        // window then reaches back to that listing).
+        let (b, p, pre, s) = (
+            self.bed.clone(),
+            self.pool.clone(),
+            self.prefix.clone(),
+            self.seen.clone(),
+        );
+        tokio::task::spawn_blocking(move || poll_once(&b, &p, &pre, &s, last))
+            .await
+            .expect("the witness's last poll");
         for t in &self.tasks {
             t.abort();
         }
@@ -346,6 +326,68 @@ impl Witness {
         );
         seen
     }
+}
+
+/// One look at the pool: the directory, and for ids not yet seen complete whether their header
+/// exists. Two `rados` calls whatever the number of new ids (one per id starved the poller on a
+/// loaded machine: two polls in a whole burst). The `rados` calls run without the lock: the
+/// watch tasks take it on the test's runtime thread, which a held lock would stall. Returns
+/// when this poll started, the earliest moment of the next one's window.
+fn poll_once(bed: &Bed, pool: &str, prefix: &str, seen: &Mutex<Seen>, last: f64) -> f64 {
+    let started = now();
+    let dir = directory(bed, pool);
+    let ended = now();
+    let todo: Vec<(String, String)> = {
+        let s = seen.lock().unwrap();
+        dir.into_iter()
+            .filter(|(_, n)| n.starts_with(prefix))
+            .filter(|(id, n)| {
+                !s.ids
+                    .get(n)
+                    .is_some_and(|v| v.iter().any(|i| i.id == *id && i.complete))
+            })
+            .collect()
+    };
+    let headers = if todo.is_empty() {
+        BTreeSet::new()
+    } else {
+        headers(bed, pool)
+    };
+    let mut s = seen.lock().unwrap();
+    s.polls += 1;
+    for (id, name) in todo {
+        let complete = headers.contains(&id);
+        let ids = s.ids.entry(name).or_default();
+        match ids.iter_mut().find(|i| i.id == id) {
+            Some(i) => i.complete |= complete,
+            None => ids.push(ImageId {
+                complete,
+                id,
+                appeared: (last, ended),
+            }),
+        }
+    }
+    started
+}
+
+/// The ids of every image header in the pool (`rbd_header.<id>` objects), by `rados ls`.
+fn headers(bed: &Bed, pool: &str) -> BTreeSet<String> {
+    let out = Command::new("rados")
+        .arg("-c")
+        .arg(bed.dir.join("ceph/ceph.conf"))
+        .args(["-p", pool, "ls"])
+        .output()
+        .expect("run rados ls");
+    assert!(
+        out.status.success(),
+        "rados ls in {pool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rbd_header."))
+        .map(str::to_string)
+        .collect()
 }
 
 /// id → name of every image in the pool's directory, by the `rados` CLI.
@@ -406,15 +448,4 @@ pub fn parse_directory(text: &str) -> Vec<(String, String)> {
     }
     flush(&mut key, &mut bytes);
     out
-}
-
-fn header_exists(bed: &Bed, pool: &str, id: &str) -> bool {
-    Command::new("rados")
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .args(["-p", pool, "stat", &format!("rbd_header.{id}")])
-        .output()
-        .expect("run rados stat")
-        .status
-        .success()
 }
