@@ -519,7 +519,11 @@ mod tests {
         ] {
             assert!(!parse(off).unwrap().leader_elect, "{off:?}");
         }
-        assert!(parse(&["--leader-election-lease-duration", "15"]).is_err());
+        // The refusal names the spelling wanted, so an operator used to seconds sees why.
+        let e = parse(&["--leader-election-lease-duration", "15"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("<DURATION>") && e.contains("15s"), "{e}");
     }
 
     #[test]
@@ -534,7 +538,10 @@ mod tests {
                 .ceph_client_max_age,
             30
         );
-        assert!(parse(&["--ceph-client-max-age", "5m"]).is_err());
+        let e = parse(&["--ceph-client-max-age", "5m"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("<SECONDS>"), "{e}");
     }
 
     /// The "### Flags" table of the README: one row per flag, its cells (flag, env, default,
