@@ -74,37 +74,67 @@ pub struct Cli {
     pub early_provisioning: bool,
 
     /// First retry delay after a failed claim or volume; doubles up to --retry-interval-max.
-    #[arg(long, env = "RETRY_INTERVAL_START", default_value = "1s", value_parser = crate::leader::parse_duration)]
+    #[arg(long, env = "RETRY_INTERVAL_START", value_name = "DURATION", default_value = "1s", value_parser = crate::leader::parse_duration)]
     pub retry_interval_start: Duration,
 
     /// Longest retry delay.
-    #[arg(long, env = "RETRY_INTERVAL_MAX", default_value = "5m", value_parser = crate::leader::parse_duration)]
+    #[arg(long, env = "RETRY_INTERVAL_MAX", value_name = "DURATION", default_value = "5m", value_parser = crate::leader::parse_duration)]
     pub retry_interval_max: Duration,
 
     /// Seconds a Ceph connection may take (monitors unreachable, wrong key) before failing.
-    #[arg(long, env = "CEPH_CONNECT_TIMEOUT", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "CEPH_CONNECT_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
     pub ceph_connect_timeout: u64,
 
     /// Seconds a single Ceph request may take.
-    #[arg(long, env = "CEPH_OP_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "CEPH_OP_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
     pub ceph_op_timeout: u64,
 
     /// Seconds between housekeeping passes (purge what we trashed, collect orphaned images,
     /// close idle Ceph clients); 0 turns them off.
-    #[arg(long, env = "MAINTENANCE_INTERVAL", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "MAINTENANCE_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 300
+    )]
     pub maintenance_interval: u64,
 
     /// Seconds a Ceph client may stay unused before it is closed (and its key forgotten).
-    #[arg(long, env = "CEPH_CLIENT_IDLE", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "CEPH_CLIENT_IDLE",
+        value_name = "SECONDS",
+        default_value_t = 600
+    )]
     pub ceph_client_idle: u64,
 
     /// Seconds after which a Ceph client, even one in use, is replaced by a freshly
     /// authenticated one (a rotated key or revoked caps count then); 0 keeps clients.
-    #[arg(long, env = "CEPH_CLIENT_MAX_AGE", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "CEPH_CLIENT_MAX_AGE",
+        value_name = "SECONDS",
+        default_value_t = 300
+    )]
     pub ceph_client_max_age: u64,
 
     /// Seconds an image of ours that never had a PV must exist (claim gone) before it is collected.
-    #[arg(long, env = "ORPHAN_GRACE", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "ORPHAN_GRACE",
+        value_name = "SECONDS",
+        default_value_t = 600
+    )]
     pub orphan_grace: u64,
 
     /// PV flavour for classes without `volumeFlavor`: auto picks `rbd` below Kubernetes 1.31, `csi` from 1.31.
@@ -121,15 +151,15 @@ pub struct Cli {
     pub leader_election_namespace: String,
 
     /// A standby takes over after seeing the Lease unchanged this long (Go duration: 15s, 2m).
-    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = crate::leader::parse_duration)]
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", value_name = "DURATION", default_value = "15s", value_parser = crate::leader::parse_duration)]
     pub leader_election_lease_duration: Duration,
 
     /// The leader stops (exits) when it could not renew the Lease for this long; shorter than the lease duration.
-    #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = crate::leader::parse_duration)]
+    #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", value_name = "DURATION", default_value = "10s", value_parser = crate::leader::parse_duration)]
     pub leader_election_renew_deadline: Duration,
 
     /// Pause between attempts to acquire or renew the Lease.
-    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = crate::leader::parse_duration)]
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", value_name = "DURATION", default_value = "2s", value_parser = crate::leader::parse_duration)]
     pub leader_election_retry_period: Duration,
 
     /// Our ServiceAccount as namespace:name, named in RBAC hints.
@@ -418,6 +448,8 @@ async fn terminated() {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -487,7 +519,11 @@ mod tests {
         ] {
             assert!(!parse(off).unwrap().leader_elect, "{off:?}");
         }
-        assert!(parse(&["--leader-election-lease-duration", "15"]).is_err());
+        // The refusal names the spelling wanted, so an operator used to seconds sees why.
+        let e = parse(&["--leader-election-lease-duration", "15"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("<DURATION>") && e.contains("15s"), "{e}");
     }
 
     #[test]
@@ -502,7 +538,201 @@ mod tests {
                 .ceph_client_max_age,
             30
         );
-        assert!(parse(&["--ceph-client-max-age", "5m"]).is_err());
+        let e = parse(&["--ceph-client-max-age", "5m"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("<SECONDS>"), "{e}");
+    }
+
+    /// The "### Flags" table of the README: one row per flag, its cells (flag, env, default,
+    /// what it does) without the pipes.
+    fn readme_flag_rows() -> Vec<Vec<String>> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n### Flags (and environment variables)\n")
+            .nth(1)
+            .expect("README has a \"### Flags (and environment variables)\" section");
+        let section = section.split("\n#").next().unwrap_or(section);
+        section
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            // The header and the |---| line.
+            .skip(2)
+            .map(|l| {
+                // A `\|` inside a cell is a pipe of its text, not a column.
+                let l = l.trim_end().replace("\\|", "\u{0}");
+                // One pipe off each end: an empty last cell is still a cell.
+                let l = l.strip_prefix('|').unwrap_or(&l);
+                l.strip_suffix('|')
+                    .unwrap_or(l)
+                    .split('|')
+                    .map(|c| c.replace('\u{0}', "|").trim().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The `code spans` of a Markdown cell, in order.
+    fn code_spans(cell: &str) -> Vec<&str> {
+        cell.split('`').skip(1).step_by(2).collect()
+    }
+
+    /// The README's flag table against clap, which is what the binary accepts: every argument
+    /// of the provisioner's command (the global ones included, which the subcommands share) has
+    /// exactly one row, naming all its spellings, its environment variable and its default as
+    /// clap states them, and no row names a flag clap does not know. The subcommands' own
+    /// arguments (`audit`, `migrate-to-csi`, `doctor`) are not covered: the README shows them
+    /// in prose next to each command, not in this table.
+    #[test]
+    fn readme_flag_table_matches_clap() {
+        use clap::CommandFactory as _;
+        let mut cmd = Cli::command();
+        // Built, clap adds what it adds at parse time (-v's implicit default among it).
+        cmd.build();
+        let rows = readme_flag_rows();
+        let names_of_row = |row: &[String]| -> BTreeSet<String> {
+            code_spans(&row[0])
+                .into_iter()
+                .map(|n| {
+                    // `-v`, `-vv`, `-vvv`: one flag given more than once.
+                    let letters = n.trim_start_matches('-');
+                    let once = letters.get(..1).unwrap_or_default();
+                    if !n.starts_with("--") && letters.chars().all(|c| letters.starts_with(c)) {
+                        format!("-{once}")
+                    } else {
+                        n.to_string()
+                    }
+                })
+                .collect()
+        };
+        let mut matched = vec![false; rows.len()];
+        let mut problems = Vec::new();
+        for arg in cmd.get_arguments() {
+            if matches!(
+                arg.get_action(),
+                clap::ArgAction::Help | clap::ArgAction::Version
+            ) {
+                continue;
+            }
+            let mut names: BTreeSet<String> = BTreeSet::new();
+            names.extend(arg.get_long().map(|l| format!("--{l}")));
+            names.extend(arg.get_short().map(|c| format!("-{c}")));
+            names.extend(
+                arg.get_all_aliases()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| format!("--{a}")),
+            );
+            names.extend(
+                arg.get_all_short_aliases()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| format!("-{c}")),
+            );
+            let shown = names.iter().next().cloned().unwrap_or_default();
+            let hits: Vec<usize> = (0..rows.len())
+                .filter(|&i| !names_of_row(&rows[i]).is_disjoint(&names))
+                .collect();
+            let [i] = hits[..] else {
+                problems.push(format!(
+                    "{shown}: {} rows of the README table name it",
+                    hits.len()
+                ));
+                continue;
+            };
+            matched[i] = true;
+            let row = &rows[i];
+            if row.len() != 4 {
+                problems.push(format!("{shown}: its row has {} cells, not 4", row.len()));
+                continue;
+            }
+            let documented = names_of_row(row);
+            if documented != names {
+                problems.push(format!(
+                    "{shown}: the README names {documented:?}, clap accepts {names:?}"
+                ));
+            }
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let documented_env = code_spans(&row[1]).first().map(|e| e.to_string());
+            if env != documented_env {
+                problems.push(format!(
+                    "{shown}: env {env:?} in clap, {documented_env:?} in the README"
+                ));
+            }
+            let default = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(",");
+            let cell = row[2].as_str();
+            // Two spellings of time, both kept for the arguments operators already pass; the
+            // value name is what --help and clap's errors show, so it must say which.
+            let value_type = arg.get_value_parser().type_id();
+            let value_names: Vec<String> = arg
+                .get_value_names()
+                .unwrap_or_default()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            let is_duration = value_type == std::any::TypeId::of::<Duration>();
+            let in_seconds = value_names == ["SECONDS"];
+            if is_duration != (value_names == ["DURATION"]) {
+                problems.push(format!("{shown}: a Duration is shown as <DURATION>, and only it (value names {value_names:?})"));
+            }
+            if in_seconds && value_type != std::any::TypeId::of::<u64>() {
+                problems.push(format!(
+                    "{shown}: <SECONDS> is a whole number of seconds, a u64"
+                ));
+            }
+            let expected = if !arg.get_action().takes_values() || default.is_empty() {
+                // A counted flag, or one without a default: the cell says in words what
+                // happens when it is not given, and quotes no value.
+                None
+            } else if is_duration {
+                // Go durations carry their unit; a bare number would be refused.
+                if crate::leader::parse_duration(&default).is_err()
+                    || default.chars().all(|c| c.is_ascii_digit())
+                {
+                    problems.push(format!(
+                        "{shown}: default {default:?} is not a duration with a unit"
+                    ));
+                }
+                Some(format!("`{default}`"))
+            } else if in_seconds {
+                Some(format!("`{default}` seconds"))
+            } else {
+                Some(format!("`{default}`"))
+            };
+            match expected {
+                None if !code_spans(cell).is_empty() => problems.push(format!(
+                    "{shown}: clap has no default to quote, the README says {cell:?}"
+                )),
+                Some(e) => {
+                    // Words may follow the value ("(no limit)"), but not for time: there the
+                    // unit is what follows, and nothing else.
+                    let words_may_follow = !is_duration && !in_seconds;
+                    let agrees =
+                        cell == e || (words_may_follow && cell.starts_with(&format!("{e} (")));
+                    if !agrees {
+                        problems.push(format!(
+                            "{shown}: default is {e} by clap, {cell:?} in the README"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (row, seen) in rows.iter().zip(&matched) {
+            if !seen {
+                problems.push(format!("README row {:?} names no flag clap knows", row[0]));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "README flag table vs clap:\n{}",
+            problems.join("\n")
+        );
     }
 
     #[test]
