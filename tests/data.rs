@@ -663,31 +663,7 @@ async fn old_provisioner_volumes_keep_their_bytes_when_taken_over_and_grown() {
     let before = assert_image(&c.bed, &img, &a);
 
     let pv_name = unique("pvc-legacy");
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {
-            "name": pv_name,
-            "annotations": {
-                "pv.kubernetes.io/provisioned-by": c.name,
-                "rbdProvisionerIdentity": c.name,
-            },
-        },
-        "spec": {
-            "capacity": {"storage": "32Mi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Delete",
-            "storageClassName": class,
-            "rbd": {
-                "monitors": [c.bed.monitors],
-                "pool": "kube",
-                "image": image,
-                "user": "kube",
-                "keyring": "/etc/ceph/keyring",
-                "secretRef": {"name": format!("{}-user", c.ns), "namespace": "default"},
-                "fsType": "ext4",
-            },
-        }
-    }))
-    .unwrap();
+    let pv = old_provisioner_pv(&c, &pv_name, &image, &class, "32Mi");
     c.pvs().create(&PostParams::default(), &pv).await.unwrap();
     let (pvc, _) = c
         .claim("data", &class)

@@ -291,30 +291,7 @@ async fn legacy_volume(c: &Scenario, class: &str, claim_name: &str) -> (String, 
     .await
     .unwrap();
     let pv_name = unique("pvc-legacy");
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {
-            "name": pv_name,
-            // As the old provisioner writes them, run under this test's provisioner name (its
-            // PROVISIONER_NAME; ceph.com/rbd by default), which ours then serves.
-            "annotations": {"pv.kubernetes.io/provisioned-by": c.name, "rbdProvisionerIdentity": c.name},
-        },
-        "spec": {
-            "capacity": {"storage": "32Mi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Delete",
-            "storageClassName": class,
-            "rbd": {
-                "monitors": [c.bed.monitors],
-                "pool": "kube",
-                "image": image,
-                "user": "kube",
-                "keyring": "/etc/ceph/keyring",
-                "secretRef": {"name": format!("{}-user", c.ns), "namespace": "default"},
-                "fsType": "ext4",
-            },
-        }
-    }))
-    .unwrap();
+    let pv = old_provisioner_pv(c, &pv_name, &image, class, "32Mi");
     c.pvs().create(&PostParams::default(), &pv).await.unwrap();
     c.claim(claim_name, class)
         .size("32Mi")

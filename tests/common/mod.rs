@@ -1410,3 +1410,37 @@ impl Drop for OwnPlane {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A PV as the old external-storage provisioner wrote it (its `rbdProvisionerIdentity`
+/// annotation, `spec.rbd`, Delete), for `image` in pool `kube`, run under this stage's
+/// provisioner name (the old provisioner's PROVISIONER_NAME; ceph.com/rbd in the field).
+pub fn old_provisioner_pv(
+    s: &Stage,
+    name: &str,
+    image: &str,
+    class: &str,
+    size: &str,
+) -> PersistentVolume {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "annotations": {"pv.kubernetes.io/provisioned-by": s.name, "rbdProvisionerIdentity": s.name},
+        },
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": class,
+            "rbd": {
+                "monitors": [s.bed.monitors],
+                "pool": "kube",
+                "image": image,
+                "user": "kube",
+                "keyring": "/etc/ceph/keyring",
+                "secretRef": {"name": format!("{}-user", s.ns), "namespace": "default"},
+                "fsType": "ext4",
+            },
+        }
+    }))
+    .expect("an old provisioner's PV")
+}
