@@ -67,24 +67,8 @@
 //!
 //! Everything it creates has a unique name and is removed at the end.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-#[allow(dead_code)]
-#[path = "provisioning/bed.rs"]
-mod bed;
-#[allow(dead_code)]
-#[path = "provisioning/cleanup.rs"]
-mod cleanup;
-#[allow(dead_code)]
-#[path = "provisioning/figures.rs"]
-mod figures;
-#[allow(dead_code)]
-#[path = "provisioning/procfs.rs"]
-mod procfs;
-#[allow(dead_code)]
-#[path = "provisioning/watch.rs"]
-mod watch;
+use testbed as common;
+use testbed::bench::{bed, cleanup, figures, procfs, watch};
 
 use std::fmt;
 use std::process::{Child, Command, Stdio};
@@ -92,10 +76,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use ceph::{ImageSpec, RBD_FEATURE_LAYERING};
 use futures::{StreamExt, future, stream};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use rbd_provisioner::ceph::{ImageSpec, RBD_FEATURE_LAYERING};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -106,7 +90,6 @@ use crate::figures::pct;
 use crate::procfs::{loadavg, rss_kib};
 use crate::watch::{Seen, all_in, spawn_pv_watch, spawn_pvc_watch, spawn_trash_poller, until};
 
-pub const TRASH_POLL: Duration = Duration::from_millis(250);
 const IN_FLIGHT: usize = 16;
 const CREATE_IN_FLIGHT: usize = 50;
 /// Claim deletions (each followed by the removal of its pvc-protection finalizer) in flight.
@@ -339,8 +322,8 @@ impl Ours {
 
 impl Drop for Ours {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // Our own child, not yet reaped.
+        common::signal(self.child.id(), libc::SIGTERM);
         for _ in 0..50 {
             if self.child.try_wait().ok().flatten().is_some() {
                 return;

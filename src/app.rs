@@ -9,11 +9,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing::Instrument as _;
 
-use crate::ceph::Timeouts;
 use crate::controller::{self, Settings};
-use crate::domain::params::Flavor;
 use crate::leader::{Elector, Timing};
 use crate::metrics::Metrics;
+use ceph::Timeouts;
+use domain::params::Flavor;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -400,7 +400,7 @@ async fn run_provisioner(
             e.release().await;
             // End now: background work (trash purges on blocking threads) must not outlive
             // the lease, and dropping the runtime would wait for it.
-            crate::ceph::exit_process(if r.is_ok() { 0 } else { 1 })
+            crate::process::exit_process(if r.is_ok() { 0 } else { 1 })
         }
         _ = keep => unreachable!("keep() only ends by ending the process"),
     }
@@ -434,7 +434,7 @@ fn user_agent(replica: Option<&str>) -> String {
 fn identity() -> String {
     let pod = std::env::var("POD_NAME").ok();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    crate::leader::replica_identity(pod.as_deref(), &host, crate::leader::random_u64())
+    domain::lease::replica_identity(pod.as_deref(), &host, crate::leader::random_u64())
 }
 
 async fn terminated() {

@@ -13,12 +13,12 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use crate::ceph::{Cluster, Credentials, Timeouts};
-use crate::domain::owner::{self, INTENTS_OBJECT, Instance, Intent, PvState, Stamp};
-use crate::domain::{params, reclaim, volume};
 use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
 use crate::text::escape;
+use ceph::{Cluster, Credentials, Timeouts};
+use domain::owner::{self, INTENTS_OBJECT, Instance, Intent, PvState, Stamp};
+use domain::{params, reclaim, volume};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AuditArgs {

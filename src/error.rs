@@ -6,11 +6,11 @@
 //! named `cause`, never as `source()`: nothing that prints a chain (anyhow at the edge) can
 //! print a cause twice.
 
-use crate::ceph::{CephError, Fault, PoolQuota};
-use crate::domain::owner::StampMismatch;
-use crate::domain::params::{ParamErrors, SecretRef};
-use crate::domain::reclaim::{NotTheVolume, PlaceChanged, TargetError};
-use crate::domain::volume::ClaimError;
+use ceph::{CephError, Fault, PoolQuota};
+use domain::owner::StampMismatch;
+use domain::params::{ParamErrors, SecretRef};
+use domain::reclaim::{NotTheVolume, PlaceChanged, TargetError};
+use domain::volume::ClaimError;
 
 /// Which Secret a problem concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +43,7 @@ pub enum Error {
     #[error("claim {claim}: {cause}")]
     Clone {
         claim: String,
-        cause: crate::domain::clone::CloneError,
+        cause: domain::clone::CloneError,
     },
 
     #[error("{role} {secret} not found; create it: kubectl -n {ns} create secret generic {name} --type=kubernetes.io/rbd --from-file=key=<(ceph auth get-key client.{user})", ns = secret.namespace, name = secret.name)]
@@ -70,7 +70,7 @@ pub enum Error {
 
     /// The csi flavour found no usable node-stage Secret; the message holds the command.
     #[error("{0}")]
-    NodeStage(#[from] crate::domain::volume::NodeStageError),
+    NodeStage(#[from] domain::volume::NodeStageError),
 
     #[error("{object}: {cause}")]
     Ceph { object: String, cause: CephError },
@@ -413,16 +413,16 @@ mod tests {
             CephError::Connect {
                 monitors: "v1:127.0.0.1:6789".into(),
                 user: "prov".into(),
-                errno: crate::ceph::Errno(errno),
+                errno: ceph::Errno(errno),
                 elapsed_ms: 4,
                 hint: None,
             }
         } else {
             CephError::Image {
-                op: crate::ceph::Op::Create,
+                op: ceph::Op::Create,
                 pool: "tank".into(),
                 image: "pvc-1".into(),
-                errno: crate::ceph::Errno(errno),
+                errno: ceph::Errno(errno),
                 hint: None,
             }
         };

@@ -48,7 +48,7 @@ fn chosen(action: &str, point: Point) -> bool {
 pub async fn hit(point: Point, what: &str) {
     if chosen("exit", point) {
         tracing::error!(%what, "failpoint exit-{}: exiting", point.name());
-        crate::ceph::exit_process(86);
+        crate::process::exit_process(86);
     }
     if chosen("sleep", point) {
         let secs = if point == Point::LargePurge { 30 } else { 5 };

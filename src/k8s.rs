@@ -15,11 +15,12 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use zeroize::Zeroize;
 
-use crate::ceph::CephKey;
-use crate::domain::params::SecretRef;
-use crate::domain::volume::SecretFields;
 use crate::error::{Error, Result, SecretRole, is_status};
+use ceph::CephKey;
+use domain::params::SecretRef;
+use domain::volume::SecretFields;
 
 /// What was read from Secrets moments ago, so that a burst of claims (or deletions) of one
 /// class reads each Secret once per `ttl` rather than once per volume. It keeps only what was
@@ -175,7 +176,7 @@ fn take_field(s: &mut Secret, key: &str) -> Option<String> {
     let mut v = match String::from_utf8(bytes) {
         Ok(v) => v,
         Err(e) => {
-            crate::ceph::wipe(e.into_bytes());
+            e.into_bytes().zeroize();
             return None;
         }
     };
@@ -191,11 +192,11 @@ fn take_field(s: &mut Secret, key: &str) -> Option<String> {
 
 /// Overwrites every value of a Secret we read before it is dropped.
 fn wipe_secret(mut s: Secret) {
-    for (_, b) in s.data.take().into_iter().flatten() {
-        crate::ceph::wipe(b.0);
+    for (_, mut b) in s.data.take().into_iter().flatten() {
+        b.0.zeroize();
     }
     for (_, v) in s.string_data.take().into_iter().flatten() {
-        crate::ceph::wipe(v.into_bytes());
+        v.into_bytes().zeroize();
     }
 }
 
@@ -239,7 +240,7 @@ fn secret_key(
     let want = ceph_user.strip_prefix("client.").unwrap_or(ceph_user);
     match take_field(s, "userID") {
         Some(id) if id.strip_prefix("client.").unwrap_or(&id) != want => {
-            crate::ceph::wipe(k.into_bytes());
+            k.into_bytes().zeroize();
             Err((
                 "data.userID",
                 "userID names another Ceph user than the class's adminId/userId; point the class at the Secret of that user, or set adminId/userId to the Secret's userID",
@@ -262,7 +263,7 @@ pub async fn check_secret(
     let mut missing = None;
     for (key, hint) in fields {
         match take_field(&mut s, key) {
-            Some(v) => crate::ceph::wipe(v.into_bytes()),
+            Some(v) => v.into_bytes().zeroize(),
             None => {
                 missing = Some((*key, *hint));
                 break;
@@ -303,17 +304,17 @@ pub async fn secret_fields(
         Err(e) => return Err(Error::kube("read secret", secret.to_string())(e)),
     };
     let mut names = SecretFields::new();
-    for (k, v) in found.data.into_iter().flatten() {
+    for (k, mut v) in found.data.into_iter().flatten() {
         if !v.0.iter().all(u8::is_ascii_whitespace) {
             names.insert(k);
         }
-        crate::ceph::wipe(v.0);
+        v.0.zeroize();
     }
     for (k, v) in found.string_data.into_iter().flatten() {
         if !v.trim().is_empty() {
             names.insert(k);
         }
-        crate::ceph::wipe(v.into_bytes());
+        v.into_bytes().zeroize();
     }
     Ok(Some(names))
 }
@@ -361,23 +362,21 @@ pub async fn create_pv(client: &Client, pv: &PersistentVolume, provisioner: &str
                 .get(&name)
                 .await
                 .map_err(Error::kube("read PersistentVolume", &name))?;
-            crate::domain::reclaim::same_volume(&existing, pv, provisioner).map_err(|why| {
-                Error::PvTaken {
-                    pv: name.clone(),
-                    claim: pv
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.claim_ref.as_ref())
-                        .map(|c| {
-                            format!(
-                                "{}/{}",
-                                c.namespace.as_deref().unwrap_or_default(),
-                                c.name.as_deref().unwrap_or_default()
-                            )
-                        })
-                        .unwrap_or_default(),
-                    why,
-                }
+            domain::reclaim::same_volume(&existing, pv, provisioner).map_err(|why| Error::PvTaken {
+                pv: name.clone(),
+                claim: pv
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .map(|c| {
+                        format!(
+                            "{}/{}",
+                            c.namespace.as_deref().unwrap_or_default(),
+                            c.name.as_deref().unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default(),
+                why,
             })
         }
         Err(e) => Err(Error::Kube {

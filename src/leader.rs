@@ -20,6 +20,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+use domain::lease::lease_name;
+
 use crate::error::{Error, Result, is_status};
 
 /// How long a lease lasts, how long the leader may try to renew it, and how often replicas try.
@@ -134,35 +136,6 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, DurationError
         total += number * seconds_per_unit;
     }
     Duration::try_from_secs_f64(total).map_err(|_| bad())
-}
-
-/// The Lease name for a provisioner name ("ceph.com/rbd" → "rbd-provisioner-ceph-com-rbd").
-pub fn lease_name(provisioner: &str) -> String {
-    let mut s: String = provisioner
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s.truncate(200);
-    format!("rbd-provisioner-{}", s.trim_matches('-'))
-}
-
-/// This replica's identity in the Lease: `<pod name, else host name>_<16 hex digits>`, the
-/// digits random for each process. Two replicas must never share one, or both would take the
-/// Lease for theirs and act at once; a pod name alone is not enough: it may be missing, or
-/// copied into two replicas' environments. The name part is for people.
-pub fn replica_identity(pod_name: Option<&str>, hostname: &str, random: u64) -> String {
-    let name = [pod_name.unwrap_or_default(), hostname]
-        .into_iter()
-        .map(str::trim)
-        .find(|n| !n.is_empty())
-        .unwrap_or("rbd-provisioner");
-    format!("{name}_{random:016x}")
 }
 
 /// 64 bits from the kernel's random source; should /dev/urandom be unreadable, from the
@@ -310,7 +283,7 @@ fn exit_lost(lease: &str, reason: &str) -> ! {
         reason,
         "lost the lease; exiting at once so that no work continues while another replica may lead"
     );
-    crate::ceph::exit_process(1)
+    crate::process::exit_process(1)
 }
 
 /// A thread that ends the process when the renew deadline passes. It does not depend on the

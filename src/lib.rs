@@ -1,21 +1,20 @@
 //! rbd-provisioner: a Kubernetes external provisioner for Ceph RBD.
 //!
-//! Pure decisions live in [`domain`] (no client, runtime or Ceph imports, no `unsafe`), kept
-//! apart from I/O ([`ceph`], [`k8s`]); [`controller`] wires them together.
-
-#![deny(unsafe_code)]
+//! Decisions live in the `domain` crate (no client, runtime or Ceph, no `unsafe`), Ceph access
+//! in the `ceph` crate (the only FFI); this crate is the Kubernetes side: the controllers that
+//! wire decisions to I/O ([`controller`]), the API calls ([`k8s`]), leader election, metrics,
+//! and the subcommands ([`app`], [`doctor`], [`migrate`], [`audit`]).
 
 pub mod app;
 pub mod audit;
-pub mod ceph;
 pub mod controller;
 pub mod doctor;
-pub mod domain;
 pub mod error;
 pub mod failpoint;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod migrate;
+pub mod process;
 pub mod ratelimit;
 pub mod text;

@@ -3,11 +3,11 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     // Before any key is read: no core file and no same-uid process may read its memory.
-    if let Err(e) = rbd_provisioner::ceph::forbid_dumps() {
+    if let Err(e) = rbd_provisioner::process::forbid_dumps() {
         eprintln!("Error: cannot make the process non-dumpable (prctl PR_SET_DUMPABLE): {e}");
-        rbd_provisioner::ceph::exit_process(1);
+        rbd_provisioner::process::exit_process(1);
     }
-    rbd_provisioner::ceph::release_dead_stack();
+    rbd_provisioner::process::release_dead_stack();
     let code = match rbd_provisioner::app::run(rbd_provisioner::app::Cli::parse()).await {
         Ok(()) => 0,
         Err(e) => {
@@ -19,5 +19,5 @@ async fn main() {
         }
     };
     // Not a return from main: see exit_process.
-    rbd_provisioner::ceph::exit_process(code)
+    rbd_provisioner::process::exit_process(code)
 }

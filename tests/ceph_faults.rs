@@ -6,8 +6,8 @@
 //! that nothing was left half-made and that, once the fault is mended, every claim is
 //! provisioned exactly once.
 
-mod common;
-mod harness;
+use testbed as common;
+use testbed::harness;
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -294,7 +294,7 @@ async fn exactly_once(c: &Scenario, own: &OwnCeph, names: &[String]) -> Vec<Stri
         }
         let image = format!("kubernetes-dynamic-pvc-{uid}");
         let pv = c.pvs().get(&format!("pvc-{uid}")).await.unwrap();
-        match rbd_provisioner::domain::reclaim::spec_image(&pv) {
+        match domain::reclaim::spec_image(&pv) {
             Some((pool, i)) if pool == own.pool && i == image => {}
             other => v.push(format!(
                 "PV pvc-{uid} names {other:?}, not {}/{image}",

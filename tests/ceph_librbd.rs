@@ -1,16 +1,16 @@
-//! Live tests of `rbd_provisioner::ceph` against the test bed's Ceph (hack/bed-up.sh):
+//! Live tests of `ceph` against the test bed's Ceph (hack/bed-up.sh):
 //! `$RBDP_BED/env` gives CEPH_MONITORS and CEPH_ADMIN_KEY; pools `kube` and `kube2` exist.
 //!
 //! Every test uses its own image names (test name + pid + a counter) and removes what it
 //! made, also when it fails, so the tests can run in parallel and repeatedly.
 
-mod common;
+use testbed as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rbd_provisioner::ceph::{
+use ceph::{
     CephError, CephKey, CloneSpec, Cluster, Connections, Created, Credentials, ImageSpec,
     ParentSpec, RBD_FEATURE_DATA_POOL, RBD_FEATURE_LAYERING, Removed, Timeouts,
 };

@@ -5,7 +5,7 @@
 //! claim deleted while its image is created, `tests/delete.rs`; a csi node-stage Secret missing
 //! `userKey`, `tests/lifecycle.rs`.)
 
-mod common;
+use testbed as common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -482,7 +482,7 @@ async fn leader_elect_false_and_pod_namespace() {
     s.name = name.clone();
     let class = s.class("n", &[], json!({})).await;
     let (c, _) = s.bound(&class, "data", "8Mi").await;
-    let lease = rbd_provisioner::leader::lease_name(&name);
+    let lease = domain::lease::lease_name(&name);
     assert!(
         Api::<Lease>::namespaced(admin.clone(), "kube-system")
             .get_opt(&lease)
@@ -501,7 +501,7 @@ async fn leader_elect_false_and_pod_namespace() {
         Some(&bed.kubeconfig),
     )
     .await;
-    let lease = rbd_provisioner::leader::lease_name(&other);
+    let lease = domain::lease::lease_name(&other);
     let leases = Api::<Lease>::namespaced(admin.clone(), &s.ns);
     wait_for(
         &format!("Lease {lease} in {}", s.ns),

@@ -6,7 +6,7 @@
 //! silent Pending. The other tests here set `volumeFlavor: csi`, so they do the same on
 //! every plane.
 
-mod common;
+use testbed as common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! made in between waits, handed over by kube-controller-manager, and is provisioned exactly
 //! once when ours starts, even with two replicas starting at the same moment.
 
-mod common;
+use testbed as common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! provisioner's volumes and growing them), judged by `rbd export … | sha256sum`. The
 //! project's own librbd code is what is under test, so it neither writes nor reads the bytes.
 
-mod common;
+use testbed as common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

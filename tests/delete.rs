@@ -1,20 +1,20 @@
 //! Deletion on the real bed: trash + background purge, watchers, finalizer, policies, classes
 //! deleted after provisioning, and PVs of the old external-storage provisioner.
 
-mod common;
+use testbed as common;
 
 use std::time::Duration;
 
+use ceph::{ImageSpec, RBD_FEATURE_LAYERING};
 use common::*;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use rbd_provisioner::ceph::{ImageSpec, RBD_FEATURE_LAYERING};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
-async fn trash_has(ceph: &std::sync::Arc<rbd_provisioner::ceph::Cluster>, image: &str) -> bool {
+async fn trash_has(ceph: &std::sync::Arc<ceph::Cluster>, image: &str) -> bool {
     ceph.trash_list("kube")
         .await
         .unwrap()

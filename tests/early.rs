@@ -3,7 +3,7 @@
 //! That the early path fires is proven in `tests/early_paused.rs`, with kube-controller-manager
 //! paused so its hand-over cannot win a race.
 
-mod common;
+use testbed as common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! scenarios run on a control plane of this binary's own (`hack/plane-up.sh`, on the bed's
 //! Ceph): the pause stalls nobody else's claims, not another test run's nor the demo's.
 
-mod common;
+use testbed as common;
 
 use common::*;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -13,9 +13,8 @@ const T: std::time::Duration = std::time::Duration::from_secs(60);
 #[test]
 fn early_paths_with_kube_controller_manager_paused() {
     let plane = OwnPlane::up();
-    // SAFETY: set before the runtime and any other thread of this binary (its only test)
-    // starts; Bed::load() reads it, so every helper works on this plane.
-    unsafe { std::env::set_var("RBDP_BED", &plane.dir) };
+    // Every helper works on this plane.
+    common::use_bed(&plane.dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -229,12 +228,8 @@ impl Paused {
     fn new(pid: i32) -> Paused {
         let mut n = PAUSES.lock().unwrap_or_else(|e| e.into_inner());
         if *n == 0 {
-            // SAFETY: a plain signal to the bed's kube-controller-manager, resumed on drop.
-            assert_eq!(
-                unsafe { libc::kill(pid, libc::SIGSTOP) },
-                0,
-                "SIGSTOP {pid}"
-            );
+            // The bed's kube-controller-manager, resumed on drop.
+            assert!(common::signal(pid as u32, libc::SIGSTOP), "SIGSTOP {pid}");
         }
         *n += 1;
         Paused(pid)
@@ -246,8 +241,7 @@ impl Drop for Paused {
         let mut n = PAUSES.lock().unwrap_or_else(|e| e.into_inner());
         *n -= 1;
         if *n == 0 {
-            // SAFETY: a plain signal to the process this binary stopped.
-            unsafe { libc::kill(self.0, libc::SIGCONT) };
+            common::signal(self.0 as u32, libc::SIGCONT);
         }
     }
 }

@@ -7,8 +7,8 @@
 //! `RBDP_FAULT_FULL=1` runs the full sizes (100 claims, 20+ kills) instead of the quick ones
 //! `hack/test.sh` runs.
 
-mod common;
-mod harness;
+use testbed as common;
+use testbed::harness;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -230,8 +230,8 @@ async fn leader_sigterm_mid_burst_hands_over_in_seconds() {
     tokio::time::sleep(rng.millis(200, 800)).await;
     let stopped = Instant::now();
     let signalled = std::time::SystemTime::now();
-    // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-    unsafe { libc::kill(c.prov.pid() as i32, libc::SIGTERM) };
+    // Our own child, not yet reaped.
+    common::signal(c.prov.pid(), libc::SIGTERM);
     // Graceful: in-flight work finishes first (0.2 s idle, 8.4 s seen on a loaded machine).
     let status = c.prov.wait_exit(Duration::from_secs(30)).await;
     let exited = stopped.elapsed();
@@ -802,15 +802,14 @@ async fn witness_sees_a_replica_acting_without_the_lease() {
     // The leader is paused while the claims come, so the rogue surely does the work (racing
     // both, it could lose every race on a loaded machine and the test would prove nothing);
     // the Lease still names the leader.
-    // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-    unsafe { libc::kill(c.prov.pid() as i32, libc::SIGSTOP) };
+    // Our own child, not yet reaped.
+    common::signal(c.prov.pid(), libc::SIGSTOP);
     let names: Vec<String> = (0..8).map(|i| format!("r-{i}")).collect();
     burst(&c.admin, &c.ns, &class, &names, Duration::from_millis(50))
         .await
         .unwrap();
     let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(180)).await;
-    // SAFETY: as above.
-    unsafe { libc::kill(c.prov.pid() as i32, libc::SIGCONT) };
+    common::signal(c.prov.pid(), libc::SIGCONT);
     bound.expect("all Bound");
     let images: std::collections::BTreeSet<String> = uids(&c.admin, &c.ns)
         .await

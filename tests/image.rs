@@ -2,7 +2,7 @@
 //! with podman as the Deployment runs it (user 65532, read-only root, no capabilities), against
 //! the bed, under the shipped RBAC.
 
-mod common;
+use testbed as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -96,8 +96,7 @@ async fn the_image_provisions_and_deletes_on_the_bed() {
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     // The one test of this binary: the harness starts the wrapper instead of the binary.
-    // SAFETY: no other thread of this test process reads the environment concurrently.
-    unsafe { std::env::set_var("RBD_PROVISIONER_BIN", &wrapper) };
+    common::use_binary(&wrapper);
     let prov = Provisioner::start_with(&bed, &name, &[], &[], Some(&kubeconfig)).await;
     let s = Scenario::around("image", &name, prov).await;
     wait_for("the container leading", Duration::from_secs(60), || async {

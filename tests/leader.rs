@@ -9,7 +9,7 @@
 //! unchanged: a replica that only measures elapsed time on its own clock is unaffected, one
 //! that compares another replica's `renewTime` with its own wall clock is 30 s off.
 
-mod common;
+use testbed as common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

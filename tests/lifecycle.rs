@@ -1,6 +1,6 @@
 //! Expansion, block volumes, the ceph-csi flavour and clones, on the real bed.
 
-mod common;
+use testbed as common;
 
 use std::time::Duration;
 

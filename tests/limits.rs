@@ -2,7 +2,7 @@
 //! one huge volume's purge never holds back the others, clone chains stay bounded, and a
 //! failed clone leaves nothing pinned. On the real bed, judged with the `rbd` CLI.
 
-mod common;
+use testbed as common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,27 +1,25 @@
 //! `migrate-to-csi` on the bed: PVs of the old external-storage provisioner and of ours,
 //! rewritten as static ceph-csi PVs; the built binary runs as an operator would run it.
 
-mod common;
+use testbed as common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ceph::{Cluster, ImageSpec, RBD_FEATURE_LAYERING};
 use common::*;
+use domain::migration::{self as plan, ANN_BACKUP, ANN_STEP, Admin, CsiSettings, DriverSource};
+use domain::params::SecretRef;
+use domain::reclaim::spec_image;
+use domain::volume::{
+    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, CSI_DRIVER, FINALIZER,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use rbd_provisioner::ceph::{Cluster, ImageSpec, RBD_FEATURE_LAYERING};
-use rbd_provisioner::domain::migration::{
-    self as plan, ANN_BACKUP, ANN_STEP, Admin, CsiSettings, DriverSource,
-};
-use rbd_provisioner::domain::params::SecretRef;
-use rbd_provisioner::domain::reclaim::spec_image;
-use rbd_provisioner::domain::volume::{
-    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, CSI_DRIVER, FINALIZER,
-};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);

@@ -1,7 +1,7 @@
 //! Operations: `doctor`, Secrets in Rook's / ceph-csi's format, the csi driver name, the
 //! trimmed RBAC and the namespace overlay, on the local bed.
 
-mod common;
+use testbed as common;
 
 use std::process::Command;
 

@@ -8,8 +8,8 @@
 //! outages, an API server restart and an etcd restart, 40-claim bursts. Seeded:
 //! `RBDP_FAULT_SEED=<seed>` replays the moments. `RBDP_FAULT_REPORT=<file>` collects figures.
 
-mod common;
-mod harness;
+use testbed as common;
+use testbed::harness;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,9 +30,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(10);
 #[test]
 fn outages() {
     let own = OwnBed::up();
-    // SAFETY: set before the runtime and any other thread of this binary (its only test)
-    // starts; Bed::load() reads it, so every helper works on this bed.
-    unsafe { std::env::set_var("RBDP_BED", &own.env_dir) };
+    // Every helper works on this bed.
+    common::use_bed(&own.env_dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,7 +1,7 @@
 //! Provisioning end to end: the real bed (Ceph + kube-apiserver + kube-controller-manager),
 //! the built binary running under the ServiceAccount and RBAC of manifests/rbac/.
 
-mod common;
+use testbed as common;
 
 use std::time::Duration;
 

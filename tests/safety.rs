@@ -2,7 +2,7 @@
 //! fault first, then the proof that nothing that is not provably ours was destroyed,
 //! exposed or leaked. Images are checked with the `rbd` CLI, not the code under test.
 
-mod common;
+use testbed as common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -792,9 +792,6 @@ async fn the_provisioner_is_not_dumpable() {
     drop(p);
     let admin = bed.admin().await;
     let _ = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, "kube-system")
-        .delete(
-            &rbd_provisioner::leader::lease_name(&name),
-            &DeleteParams::default(),
-        )
+        .delete(&domain::lease::lease_name(&name), &DeleteParams::default())
         .await;
 }

@@ -6,8 +6,8 @@
 //! run skips it. The samples go to `$RBDP_SOAK_CSV` (default
 //! `target/soak.csv`); `hack/plot-soak.py` draws them.
 
-mod common;
-mod harness;
+use testbed as common;
+use testbed::harness;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ async fn soak_create_delete_loop_stays_flat() {
     let mut violations = Vec::new();
     while Instant::now() < until {
         // One cycle: 5-15 claims, all Bound, all deleted, all gone (image and trash too).
-        let n = 5 + rng.next() % 11;
+        let n = 5 + rng.next_u64() % 11;
         let names: Vec<String> = (0..n).map(|i| format!("s{cycles}-{i}")).collect();
         let mut uids = Vec::new();
         for n in &names {

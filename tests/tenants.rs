@@ -3,7 +3,7 @@
 //! is reported at once; and an event that repeats is one object whose count grows, on claims
 //! (events.k8s.io/v1 `series`) and on PVs (core/v1 `count`) alike.
 
-mod common;
+use testbed as common;
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! the API server rather than the code under test. Crash and stall points come from the
 //! `failpoints` feature, which test builds have (src/failpoint.rs).
 
-mod common;
+use testbed as common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -8,7 +8,7 @@
 //! annotations, finalizers, spec); only the claim's uid is new, so the PV's `claimRef.uid` is
 //! set to it, as the PV binder requires.
 
-mod common;
+use testbed as common;
 
 use std::time::Duration;
 
@@ -156,7 +156,7 @@ async fn volumes_migrated_on_1_20_are_bound_grown_and_deleted_on_1_37() {
     }
 
     // Before the upgrade: migrate-to-csi on 1.20, as the README says, with ceph-csi installed.
-    csi_driver(&oa, rbd_provisioner::domain::params::DEFAULT_CSI_DRIVER).await;
+    csi_driver(&oa, domain::params::DEFAULT_CSI_DRIVER).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"))
         .arg("--kubeconfig")
         .arg(&old.kubeconfig)

@@ -7,7 +7,7 @@
 //! ServiceAccount, one replica at a time, the old one stopped with SIGTERM as a rolling update
 //! stops it. Images are judged with the `rbd` CLI (their ids: an image made again has a new one).
 
-mod common;
+use testbed as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -53,8 +53,8 @@ fn image_size(bed: &Bed, uid: &str) -> Option<u64> {
 
 /// SIGTERM, as a rolling update stops a pod, and the exit status.
 async fn stop(p: &mut Provisioner) -> std::process::ExitStatus {
-    // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-    unsafe { libc::kill(p.pid() as i32, libc::SIGTERM) };
+    // Our own child, not yet reaped.
+    common::signal(p.pid(), libc::SIGTERM);
     p.wait_exit(Duration::from_secs(60)).await
 }
 

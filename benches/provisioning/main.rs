@@ -18,16 +18,11 @@
 //! Everything it creates carries a unique name and is removed at the end (claims, PVs,
 //! images, trash entries, classes, secrets, the namespace), also when a phase fails.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
-mod bed;
-mod cleanup;
-mod figures;
 mod phases;
-mod procfs;
 mod report;
-mod watch;
+
+use testbed as common;
+use testbed::bench::{bed, cleanup, figures, procfs, watch};
 
 use std::time::{Duration, Instant};
 
@@ -48,7 +43,7 @@ const BURST_N: usize = 100;
 const RUN_BUDGET: Duration = Duration::from_secs(14 * 60);
 /// Kept for cleanup out of `RUN_BUDGET`: the phases stop this long before the end.
 const CLEANUP_RESERVE: Duration = Duration::from_secs(150);
-const TRASH_POLL: Duration = Duration::from_millis(250);
+use watch::TRASH_POLL;
 
 fn main() {
     // `cargo bench` passes --bench; accept and ignore harness arguments.

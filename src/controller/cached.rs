@@ -27,9 +27,9 @@ use kube::Resource;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::claim::{self, Bindable};
-use crate::domain::reclaim::ANN_LEGACY_IDENTITY;
-use crate::domain::volume;
+use domain::claim::{self, Bindable};
+use domain::reclaim::ANN_LEGACY_IDENTITY;
+use domain::volume;
 
 /// An object kind the caches keep as [`Cached`], with what scans read of it.
 pub trait Lean:
@@ -140,7 +140,7 @@ impl Lean for PersistentVolume {
 
     fn facts(&self) -> VolumeFacts {
         VolumeFacts {
-            image: crate::domain::reclaim::spec_image(self),
+            image: domain::reclaim::spec_image(self),
             bindable: Bindable::of(self),
         }
     }
@@ -296,13 +296,13 @@ impl<K: Lean> Resource for Cached<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::claim::{ANN_SELECTED_NODE, ANN_STORAGE_CLASS_BETA, ClaimAction};
-    use crate::domain::params::Flavor;
-    use crate::domain::volume::{
+    use domain::claim::{ANN_SELECTED_NODE, ANN_STORAGE_CLASS_BETA, ClaimAction};
+    use domain::params::Flavor;
+    use domain::volume::{
         ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
         FINALIZER,
     };
-    use crate::domain::{clone, fixtures, provision_plan, reclaim, resize};
+    use domain::{clone, fixtures, provision_plan, reclaim, resize};
     use k8s_openapi::api::core::v1::{
         CSIPersistentVolumeSource, ObjectReference, TypedLocalObjectReference, TypedObjectReference,
     };
@@ -565,10 +565,10 @@ mod tests {
         // without them it does (reclaim::decide): the cache must keep them.
         let mut recorded = ours("Bound");
         let a = recorded.metadata.annotations.as_mut().unwrap();
-        a.insert(crate::domain::volume::ANN_FSID.into(), "f-1".into());
-        a.insert(crate::domain::volume::ANN_POOL_ID.into(), "3".into());
+        a.insert(domain::volume::ANN_FSID.into(), "f-1".into());
+        a.insert(domain::volume::ANN_POOL_ID.into(), "3".into());
         a.insert(
-            crate::domain::volume::ANN_CLUSTER_ID_SOURCE.into(),
+            domain::volume::ANN_CLUSTER_ID_SOURCE.into(),
             "ceph-fsid".into(),
         );
         out.push(("bound and recorded", recorded));

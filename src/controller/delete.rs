@@ -17,13 +17,13 @@ use kube::runtime::controller::Action;
 
 use super::Context;
 use super::purge::Job;
-use crate::ceph::Cluster;
-use crate::domain::owner::Place;
-use crate::domain::reclaim::{self, DeleteTarget, VolumeAction};
-use crate::domain::volume::{ANN_FSID, ANN_POOL_ID, FINALIZER};
-use crate::domain::{clone, owner};
 use crate::error::{Error, Refusal, Result, Wait, is_status};
 use crate::k8s;
+use ceph::Cluster;
+use domain::owner::Place;
+use domain::reclaim::{self, DeleteTarget, VolumeAction};
+use domain::volume::{ANN_FSID, ANN_POOL_ID, FINALIZER};
+use domain::{clone, owner};
 
 /// The longest wait between two attempts on an image that has watchers. A process killed while
 /// it had the image open read/write (this provisioner's predecessor, say) leaves a watch that
@@ -51,7 +51,7 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
     let claim_gone = ctx.settings.early_provisioning
         && !matches!(phase, Some("Released") | Some("Failed"))
-        && crate::domain::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
+        && domain::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
         && pv
             .spec
             .as_ref()
@@ -185,7 +185,7 @@ async fn purge_left_in_trash(
         .as_ref()
         .and_then(|s| s.claim_ref.as_ref())
         .and_then(|r| r.uid.as_deref());
-    if claim_uid.map(crate::domain::volume::image_name).as_deref() != Some(t.image.as_str()) {
+    if claim_uid.map(domain::volume::image_name).as_deref() != Some(t.image.as_str()) {
         return;
     }
     match cluster.trash_list(&t.pool).await {
@@ -579,8 +579,8 @@ async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
 mod tests {
     use super::*;
     use crate::controller::testing::{ApiServer, PROVISIONER};
-    use crate::domain::fixtures;
-    use crate::domain::volume::ANN_PROVISIONED_BY;
+    use domain::fixtures;
+    use domain::volume::ANN_PROVISIONED_BY;
 
     /// A late watch event of a volume this process has finished deleting asks nothing of
     /// anyone. Without the record, this Released volume of ours would be acted on (here it

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Context;
-use crate::ceph::{Cluster, ParentSpec};
+use ceph::{Cluster, ParentSpec};
 
 /// How long a clone may take to flatten before the attempt is given up (the caller retries).
 const DEADLINE: Duration = Duration::from_secs(3600);

@@ -1,6 +1,6 @@
 //! Periodic housekeeping while leading: purge what we trashed, collect images orphaned by a
 //! crash, close idle Ceph clients. Everything destructive here requires our stamp on the
-//! image (see [`crate::domain::owner`]) and asks the API server, not a cache, whether its PV or
+//! image (see [`domain::owner`]) and asks the API server, not a cache, whether its PV or
 //! claim still exists.
 
 use std::collections::HashSet;
@@ -12,13 +12,11 @@ use kube::api::Api;
 
 use super::Context;
 use super::purge::Job;
-use crate::ceph::{CephError, Cluster, Credentials};
-use crate::domain::owner::{
-    self, INTENTS_OBJECT, Intent, IntentAction, Liveness, Orphan, PvState, Stamp,
-};
-use crate::domain::{params, volume};
 use crate::error::SecretRole;
 use crate::k8s;
+use ceph::{CephError, Cluster, Credentials};
+use domain::owner::{self, INTENTS_OBJECT, Intent, IntentAction, Liveness, Orphan, PvState, Stamp};
+use domain::{params, volume};
 
 pub async fn run(ctx: Arc<Context>) {
     let every = ctx.settings.maintenance_interval;
@@ -109,10 +107,7 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
             // rm`) interrupted after it had begun destroying the image leaves no usable image to
             // protect, so it is finished. A half-moved entry (also unreadable) still holds a whole
             // image that nothing proves ours: its move is not finished here (`finish_move`).
-            Err(err)
-                if err.is_not_found()
-                    && e.name.starts_with(crate::domain::volume::IMAGE_PREFIX) =>
-            {
+            Err(err) if err.is_not_found() && e.name.starts_with(domain::volume::IMAGE_PREFIX) => {
                 tracing::info!(%pool, image = %e.name, id = %e.id, "finishing the purge of a trash entry whose image is already removed");
                 ctx.purger
                     .submit(Job::trash_entry(cluster, pool, e, 0, false));

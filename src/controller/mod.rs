@@ -32,16 +32,16 @@ use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource};
 
 use self::cached::{Cached, Lean};
-use crate::ceph::{Cluster, Connections, Credentials, Timeouts};
-use crate::domain::owner::{Instance, Place};
-use crate::domain::params;
-use crate::domain::params::Flavor;
-use crate::domain::reclaim::{AdminSource, DeleteTarget};
-use crate::domain::volume;
 use crate::error::{Error, SecretRole};
 use crate::k8s;
 use crate::k8s::Events;
 use crate::metrics::Metrics;
+use ceph::{Cluster, Connections, Credentials, Timeouts};
+use domain::owner::{Instance, Place};
+use domain::params;
+use domain::params::Flavor;
+use domain::reclaim::{AdminSource, DeleteTarget};
+use domain::volume;
 
 /// Settings that do not change while running.
 #[derive(Clone, Debug)]
@@ -253,7 +253,7 @@ impl Context {
             .state()
             .iter()
             .filter_map(|pv| pv.facts.bindable.as_ref())
-            .any(|pv| crate::domain::claim::could_bind(pvc, pv))
+            .any(|pv| domain::claim::could_bind(pvc, pv))
     }
 
     /// Waits until the volumes watch has listed every PV once.
@@ -584,7 +584,7 @@ async fn release_free_heap_every(every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let t = Instant::now();
-        let _ = tokio::task::spawn_blocking(crate::ceph::release_free_heap).await;
+        let _ = tokio::task::spawn_blocking(crate::process::release_free_heap).await;
         tracing::trace!(
             took_us = t.elapsed().as_micros() as u64,
             "free heap returned"
@@ -709,7 +709,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
 mod tests {
     use super::*;
     use crate::controller::testing::{ApiServer, expect, not_found, object};
-    use crate::domain::params::SecretRef;
+    use domain::params::SecretRef;
     use http::Method;
 
     #[test]

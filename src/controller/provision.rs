@@ -10,18 +10,18 @@ use kube::Resource;
 use kube::runtime::controller::Action;
 
 use super::Context;
-use crate::ceph::{
+use crate::error::{CephSide, Error, Refusal, Result, SecretRole};
+use crate::k8s;
+use ceph::{
     CloneSpec, Cluster, Created, Credentials, ImageSpec, ParentSpec, PoolQuota,
     RBD_FEATURE_LAYERING,
 };
-use crate::domain::claim::{self, ClaimAction};
-use crate::domain::clone;
-use crate::domain::owner::{self, INTENTS_OBJECT, Intent, Place, Stamp};
-use crate::domain::params::{self, Flavor};
-use crate::domain::provision_plan::{self, Draft, Invalid, Plan};
-use crate::domain::volume::{self, CsiVolume, NodeStage, NodeStageFacts};
-use crate::error::{CephSide, Error, Refusal, Result, SecretRole};
-use crate::k8s;
+use domain::claim::{self, ClaimAction};
+use domain::clone;
+use domain::owner::{self, INTENTS_OBJECT, Intent, Place, Stamp};
+use domain::params::{self, Flavor};
+use domain::provision_plan::{self, Draft, Invalid, Plan};
+use domain::volume::{self, CsiVolume, NodeStage, NodeStageFacts};
 
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
     let key = super::claim_key(&pvc);
@@ -512,14 +512,14 @@ async fn check_clone_source(
         && recorded != place
     {
         let changed = if recorded.fsid != place.fsid {
-            crate::domain::reclaim::PlaceChanged::Fsid {
+            domain::reclaim::PlaceChanged::Fsid {
                 pv: src.pv.clone(),
                 recorded: recorded.fsid.clone(),
                 live: place.fsid.clone(),
                 monitors: cluster.monitors().to_string(),
             }
         } else {
-            crate::domain::reclaim::PlaceChanged::PoolId {
+            domain::reclaim::PlaceChanged::PoolId {
                 pv: src.pv.clone(),
                 pool: src.pool.clone(),
                 recorded: recorded.pool_id.to_string(),
@@ -612,11 +612,11 @@ async fn clone_image(
     cluster: &Arc<Cluster>,
     src: &clone::Source,
     spec: &ImageSpec,
-) -> Result<Created, crate::ceph::CephError> {
+) -> Result<Created, ceph::CephError> {
     let parent = ParentSpec {
         pool: src.pool.clone(),
         image: src.image.clone(),
-        snap: crate::domain::clone::clone_snapshot(&spec.name),
+        snap: domain::clone::clone_snapshot(&spec.name),
     };
     let snap_created = cluster
         .snap_create(&parent.pool, &parent.image, &parent.snap)
@@ -626,7 +626,7 @@ async fn clone_image(
             .snap_protect(&parent.pool, &parent.image, &parent.snap)
             .await?;
         if crate::failpoint::fails(crate::failpoint::Point::Clone) {
-            return Err(crate::ceph::CephError::InvalidArgument {
+            return Err(ceph::CephError::InvalidArgument {
                 what: "clone",
                 reason: "failpoint fail-clone".into(),
             });
@@ -654,7 +654,7 @@ async fn clone_depth(
     cluster: &Arc<Cluster>,
     pool: &str,
     image: &str,
-) -> Result<u32, crate::ceph::CephError> {
+) -> Result<u32, ceph::CephError> {
     let (mut pool, mut image, mut depth) = (pool.to_string(), image.to_string(), 0);
     // The kernel client maps chains of at most 16; deeper ones are not ours to measure.
     while depth <= 16 {
@@ -684,7 +684,7 @@ async fn bound_clone_depth(cluster: &Arc<Cluster>, plan: &Plan, ctx: &Context) -
         let parent = ParentSpec {
             pool: src.pool.clone(),
             image: src.image.clone(),
-            snap: crate::domain::clone::clone_snapshot(&d.image),
+            snap: domain::clone::clone_snapshot(&d.image),
         };
         super::flatten::in_background(ctx, cluster, &d.params.pool, &d.image, Some(parent));
     }

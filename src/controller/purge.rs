@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::ceph::{CephError, Cluster, ParentSpec, Removed, TrashEntry};
-use crate::domain::clone;
 use crate::metrics::Metrics;
+use ceph::{CephError, Cluster, ParentSpec, Removed, TrashEntry};
+use domain::clone;
 
 /// Purges of ordinary images running at once.
 const WORKERS: usize = 2;

@@ -7,10 +7,10 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, Patch, PatchParams};
 
 use super::Context;
-use crate::domain::owner;
-use crate::domain::reclaim::{self, DeleteTarget};
-use crate::domain::volume::{ANN_FSID, ANN_POOL_ID};
 use crate::error::{Error, Refusal, Result, is_status};
+use domain::owner;
+use domain::reclaim::{self, DeleteTarget};
+use domain::volume::{ANN_FSID, ANN_POOL_ID};
 
 pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Result<()> {
     let name = pv.metadata.name.clone().unwrap_or_default();

@@ -7,11 +7,11 @@ use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 
 use super::Context;
-use crate::domain::params::Flavor;
-use crate::domain::resize::{self, ResizeAction};
-use crate::domain::volume::{capacity_quantity, human_size};
-use crate::domain::{owner, reclaim};
 use crate::error::{Error, Refusal, Result};
+use domain::params::Flavor;
+use domain::resize::{self, ResizeAction};
+use domain::volume::{capacity_quantity, human_size};
+use domain::{owner, reclaim};
 
 /// Handles a bound claim of one of our classes.
 pub async fn reconcile_bound(

@@ -14,10 +14,10 @@ use kube::runtime::reflector;
 use serde_json::{Value, json};
 
 use super::{Context, Settings};
-use crate::ceph::Timeouts;
-use crate::domain::owner::Instance;
-use crate::domain::params::Flavor;
 use crate::metrics::Metrics;
+use ceph::Timeouts;
+use domain::owner::Instance;
+use domain::params::Flavor;
 
 pub const PROVISIONER: &str = "ceph.com/rbd";
 

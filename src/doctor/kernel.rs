@@ -4,15 +4,15 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, ListParams};
 
-use crate::ceph::RBD_FEATURE_LAYERING;
-use crate::domain::params::ClassParams;
+use ceph::RBD_FEATURE_LAYERING;
+use domain::params::ClassParams;
 
 use super::{Row, Status, cannot_ask, fail, row};
 
 /// Oldest kernel whose krbd maps an image with these features (`RBD_FEATURE_*` bits), per
 /// Ceph's krbd documentation; `None` when krbd cannot map it at all (journaling).
 pub fn krbd_minimum(features: u64) -> Option<(u32, u32)> {
-    use crate::ceph::*;
+    use ceph::*;
     if features & RBD_FEATURE_JOURNALING != 0 {
         return None;
     }
@@ -51,7 +51,7 @@ pub(super) async fn kernel_row(client: &Client, p: &ClassParams) -> Row {
     let check = "node kernels";
     let features = RBD_FEATURE_LAYERING
         | if p.data_pool.is_some() {
-            crate::ceph::RBD_FEATURE_DATA_POOL
+            ceph::RBD_FEATURE_DATA_POOL
         } else {
             0
         };

@@ -8,9 +8,9 @@ use k8s_openapi::api::storage::v1::CSIDriver;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
-use crate::ceph::CephKey;
-use crate::domain::params::{ClassParams, Flavor, SecretRef};
 use crate::error::SecretRole;
+use ceph::CephKey;
+use domain::params::{ClassParams, Flavor, SecretRef};
 
 use super::{Row, Status, cannot_ask, fail, row};
 

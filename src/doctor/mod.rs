@@ -10,16 +10,16 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::api::Api;
 
-use crate::ceph::Timeouts;
-use crate::domain::params::Flavor;
 use crate::error::SecretRole;
 use crate::text::escape;
+use ::ceph::Timeouts;
+use domain::params::Flavor;
 
-mod ceph;
+mod ceph_side;
 mod kernel;
 mod kube_side;
 
-use ceph::{admin_rows, monitor_rows, user_row};
+use ceph_side::{admin_rows, monitor_rows, user_row};
 use kernel::kernel_row;
 pub use kernel::{kernel_version, krbd_minimum, old_kernels};
 use kube_side::{flavor_row, rbac_row, secret_row};
@@ -198,7 +198,7 @@ pub async fn check(
     }
 
     let raw: BTreeMap<String, String> = class.parameters.clone().unwrap_or_default();
-    let p = match crate::domain::params::parse(&raw) {
+    let p = match domain::params::parse(&raw) {
         Ok(p) => p,
         Err(e) => {
             rows.push(fail(
@@ -224,7 +224,7 @@ pub async fn check(
         .flavor
         .unwrap_or_else(|| crate::app::default_flavor(flavor_arg, major, minor));
     if flavor == Flavor::Csi
-        && let Err(e) = crate::domain::params::check_csi(&p)
+        && let Err(e) = domain::params::check_csi(&p)
     {
         rows.push(fail(
             "parameters",

@@ -1,7 +1,7 @@
-use super::ceph::monitor_addr;
+use super::ceph_side::monitor_addr;
 use super::kube_side::sa_user;
 use super::*;
-use crate::ceph::*;
+use ceph::*;
 
 #[test]
 fn krbd_feature_kernels() {

@@ -1,4 +1,5 @@
 use super::*;
+use domain::lease::replica_identity;
 
 const LEASE: Duration = Duration::from_secs(15);
 
@@ -13,15 +14,6 @@ fn record(holder: Option<&str>, version: &str) -> Record {
             ..Default::default()
         }),
     }
-}
-
-#[test]
-fn names() {
-    assert_eq!(lease_name("ceph.com/rbd"), "rbd-provisioner-ceph-com-rbd");
-    assert_eq!(
-        lease_name("Example.io/RBD"),
-        "rbd-provisioner-example-io-rbd"
-    );
 }
 
 #[test]

@@ -27,14 +27,14 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 
-use crate::domain::migration::{
+use crate::error::{Error, SecretRole, is_status};
+use crate::text::escape;
+use domain::migration::{
     self, ANN_BACKUP, ANN_STEP, BackupError, CsiSettings, Identity, Mismatch, Plan, SettingsError,
     Step,
 };
-use crate::domain::params::{self, SecretRef};
-use crate::domain::reclaim::spec_image;
-use crate::error::{Error, SecretRole, is_status};
-use crate::text::escape;
+use domain::params::{self, SecretRef};
+use domain::reclaim::spec_image;
 
 mod steps;
 

@@ -324,7 +324,7 @@ pub(super) fn failpoint(step: &str, pv: &str) {
         .is_ok_and(|v| v == format!("exit-after-{step}:{pv}"))
     {
         eprintln!("failpoint exit-after-{step}:{pv}: exiting");
-        crate::ceph::exit_process(86);
+        crate::process::exit_process(86);
     }
 }
 

@@ -19,9 +19,10 @@ use crate::controller::error_policy;
 use crate::controller::testing::{
     ApiServer, PROVISIONER, Reply, Seen, Step, expect, not_found, object,
 };
-use crate::domain::reclaim::NotTheVolume;
-use crate::domain::volume::ANN_PROVISIONED_BY;
 use crate::error::is_status;
+use ceph::CephKey;
+use domain::reclaim::NotTheVolume;
+use domain::volume::ANN_PROVISIONED_BY;
 
 const UID: &str = "4f0e2a57-9a7e-4c55-8b0c-2a1d6c1e0b11";
 const CLASS: &str = "/apis/storage.k8s.io/v1/storageclasses/fast";
@@ -70,7 +71,7 @@ fn cached(pvc: &PersistentVolumeClaim) -> Arc<Cached<PersistentVolumeClaim>> {
 }
 
 fn class() -> StorageClass {
-    crate::domain::fixtures::storage_class(PROVISIONER, crate::domain::fixtures::RBD_PARAMS)
+    domain::fixtures::storage_class(PROVISIONER, domain::fixtures::RBD_PARAMS)
 }
 
 /// The admin Secret's read, answered with the Secret.
@@ -223,10 +224,7 @@ async fn the_plan_keeps_the_admin_key_and_only_checks_the_user_secret() {
     assert_eq!(plan, rbd_plan());
     assert_eq!(creds.user, "admin");
     assert_eq!(creds.monitors, vec!["10.0.0.1:6789"]);
-    assert_eq!(
-        creds.key.expose(),
-        "AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ=="
-    );
+    assert!(creds.key == CephKey::new("AQD3RAdrDpYAMhAA3Ing6p5ucoVHnDmS15WHEQ=="));
     assert_eq!(writes(&api.done()), Vec::<String>::new());
 }
 
@@ -420,7 +418,7 @@ async fn a_secret_is_read_once_per_memo_and_failures_are_not_kept() {
     ]);
     let mut ctx = Context::for_tests(client);
     ctx.secrets = crate::k8s::SecretMemo::new(Duration::from_millis(300));
-    let admin = crate::domain::params::SecretRef {
+    let admin = domain::params::SecretRef {
         namespace: "kube-system".into(),
         name: "ceph-admin".into(),
     };
@@ -444,8 +442,8 @@ async fn a_secret_is_read_once_per_memo_and_failures_are_not_kept() {
 }
 
 /// Where the test volumes are made.
-fn place() -> crate::domain::owner::Place {
-    crate::domain::owner::Place {
+fn place() -> domain::owner::Place {
+    domain::owner::Place {
         fsid: "f-1".into(),
         pool_id: 3,
     }
