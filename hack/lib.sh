@@ -128,7 +128,8 @@ free_port_for() {
 }
 
 # ------------------------------------------------------------------ health checks
-# How hack/bed-up.sh judges a bed: reuse it, or purge and restart it.
+# One set of checks for hack/bed-up.sh (reuse a bed, or purge and restart it) and hack/test.sh
+# (use a bed, or start one of its own), so they never disagree about a bed.
 # A plane's daemons, in start order (hack/kube-up.sh records each in DIR/pids/NAME.pid).
 KUBE_DAEMONS=(etcd kube-apiserver kube-controller-manager)
 # ceph_ok CEPH_DIR: the cluster answers (a busy machine can make one probe slow: callers retry)
@@ -153,6 +154,14 @@ kube_ok() {
     case ",${BASH_REMATCH[1]}," in *",$c,"*) ;; *) return 1 ;; esac
   done
 }
+# plane_ok DIR: RBDP_BED=DIR (a bed, or its k137/) is ready for tests: its env written, its Ceph
+# answering, its plane (of the version the env names) serving. A subshell: the caller's BED stays.
+plane_ok() (
+  bed_layout_at "$1"
+  [ -f "$BED_ENV" ] || exit 1
+  minor=$(env_value "$BED_ENV" RBDP_KUBE_MINOR)
+  ceph_ok "$CEPH_DIR" && kube_ok "$KUBE_DIR" "${minor:-20}"
+)
 
 # ------------------------------------------------------------------ builds
 # seconds -> "45s" / "3m30s"
