@@ -8,24 +8,26 @@
 # (and with --purge removes) only that plane.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
+bed_layout
 PURGE=0 LOCKED=0
 for a in "$@"; do
   case "$a" in
     --purge) PURGE=1 ;;
     --locked) LOCKED=1 ;;   # internal: the caller (bed-up.sh) already holds the lock
-    *) echo "usage: $0 [--purge]" >&2; exit 2 ;;
+    *) usage "[--purge]" ;;
   esac
 done
 if [ $LOCKED -eq 0 ]; then
-  exec 9>"$BED.lock"
-  flock -w 600 9 || { echo "bed-down: another bed-up/bed-down holds $BED.lock" >&2; exit 1; }
+  exec 9>"$BED_LOCK"
+  flock -w 600 9 || fail 1 "another bed-up/bed-down holds $BED_LOCK"
 fi
 
 # A bed's 1.37 plane alone (its dir has the plane in kube/ and a symlink to the bed's ceph/).
-if [ -f "$BED/kube/.rbdp-kube137" ] && [ -L "$BED/ceph" ] && [ ! -f "$BED/.rbdp-bed" ]; then
-  rm -f "$BED/env"
-  "$HERE/kube-down.sh" "$BED/kube" --purge
+if [ -f "$KUBE_DIR/.rbdp-kube137" ] && [ -L "$CEPH_DIR" ] && [ ! -f "$BED_MARK" ]; then
+  rm -f "$BED_ENV"
+  "$HERE/kube-down.sh" "$KUBE_DIR" --purge
   if [ $PURGE -eq 1 ]; then rm -rf -- "$BED"; echo "bed-down: purged $BED"; fi
   echo "bed-down: 1.37 plane stopped"
   exit 0
@@ -35,32 +37,23 @@ if [ ! -d "$BED" ]; then
   echo "bed-down: no bed in $BED; nothing to do"
   exit 0
 fi
-[ -f "$BED/.rbdp-bed" ] || { echo "bed-down: $BED is not a test bed (no .rbdp-bed); leaving it alone" >&2; exit 1; }
+[ -f "$BED_MARK" ] || fail 1 "$BED is not a test bed (no .rbdp-bed); leaving it alone"
 
-rm -f "$BED/env" "$BED/k137/env"
-# The provisioner hack/demo.sh left running, if any (only if it still is that binary).
-if [ -f "$BED/demo-provisioner.pid" ]; then
-  pid=$(cat "$BED/demo-provisioner.pid")
-  # argv[0], not /proc/PID/exe: a rebuilt binary shows there as "rbd-provisioner (deleted)".
-  if [ "$(basename "$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -1)")" = rbd-provisioner ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || break; sleep 0.1; done
-    echo "stopped the demo provisioner (pid $pid)"
-  fi
-  rm -f "$BED/demo-provisioner.pid"
-fi
+rm -f "$BED_ENV" "$K137_ENV"
+# The provisioner hack/demo.sh left running, if any.
+if stop_demo_provisioner 5; then echo "stopped the demo provisioner (pid $DEMO_STOPPED)"; fi
 # Independent stacks: stop them at once (the OSD takes a few seconds to shut down).
 kd=''
-if [ -d "$BED/kube" ]; then
-  "$HERE/kube-down.sh" "$BED/kube" 9>&- &
+if [ -d "$KUBE_DIR" ]; then
+  "$HERE/kube-down.sh" "$KUBE_DIR" 9>&- &
   kd=$!
 fi
 k137=''
-if [ -f "$BED/k137/kube/.rbdp-kube137" ]; then
-  "$HERE/kube-down.sh" "$BED/k137/kube" 9>&- &
+if [ -f "$K137_KUBE/.rbdp-kube137" ]; then
+  "$HERE/kube-down.sh" "$K137_KUBE" 9>&- &
   k137=$!
 fi
-"$HERE/ceph-down.sh" "$BED/ceph" 9>&-
+"$HERE/ceph-down.sh" "$CEPH_DIR" 9>&-
 [ -z "$kd" ] || wait "$kd"
 [ -z "$k137" ] || wait "$k137"
 
@@ -74,8 +67,7 @@ for p in /proc/[0-9]*; do
   case "$ancestors" in *" $pid "*) continue ;; esac
   cmd=$( { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue  # it may just have exited
   case "$cmd" in *"$BED/"*|*"$BED "*) ;; *) continue ;; esac
-  st=$(awk '{print $3}' "$p/stat" 2>/dev/null) || continue
-  [ "$st" = Z ] && continue
+  alive "$pid" || continue
   survivors+=("$pid: $cmd")
   case "$(basename "${cmd%% *}")" in
     ceph-mon|ceph-mgr|ceph-osd|etcd|kube-apiserver|kube-controller-manager) ours=1 ;;
@@ -84,7 +76,7 @@ done
 if [ ${#survivors[@]} -gt 0 ]; then
   echo "bed-down: processes still mention $BED (not started by the bed scripts unless listed as daemons):" >&2
   printf '  %s\n' "${survivors[@]}" >&2
-  [ $ours -eq 0 ] || { echo "bed-down: a bed daemon survived; not purging" >&2; exit 1; }
+  [ $ours -eq 0 ] || fail 1 "a bed daemon survived; not purging"
 fi
 
 if [ $PURGE -eq 1 ]; then

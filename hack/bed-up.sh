@@ -26,9 +26,13 @@
 # in the 1.37 env. Planes not asked for are left as they are.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
+START_NS=$(date +%s%N)
+LOG_TAG=bed-up
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
+bed_layout
 KUBE_WANT=${RBDP_KUBE:-1.20}
-case $KUBE_WANT in 1.20|1.37) ;; *) echo "bed-up: RBDP_KUBE must be 1.20 or 1.37 (got '$KUBE_WANT')" >&2; exit 2 ;; esac
+case $KUBE_WANT in 1.20|1.37) ;; *) fail 2 "RBDP_KUBE must be 1.20 or 1.37 (got '$KUBE_WANT')" ;; esac
 WANT_120=1 WANT_137=0
 [ "$KUBE_WANT" = 1.20 ] || WANT_137=1
 if [ -n "${RBDP_PLANES:-}" ]; then
@@ -37,95 +41,76 @@ if [ -n "${RBDP_PLANES:-}" ]; then
     case $p in
       1.20) WANT_120=1 ;;
       1.37) WANT_137=1 ;;
-      *) echo "bed-up: RBDP_PLANES lists 1.20 and/or 1.37 (got '$RBDP_PLANES')" >&2; exit 2 ;;
+      *) fail 2 "RBDP_PLANES lists 1.20 and/or 1.37 (got '$RBDP_PLANES')" ;;
     esac
   done
-  [ "$WANT_120$WANT_137" != 00 ] || { echo "bed-up: RBDP_PLANES names no plane" >&2; exit 2; }
+  [ "$WANT_120$WANT_137" != 00 ] || fail 2 "RBDP_PLANES names no plane"
 fi
-START_NS=$(date +%s%N)
-LOG_TAG=bed-up
-# shellcheck source=hack/lib.sh
-. "$HERE/lib.sh"
 
 # One bed-up/bed-down at a time (parallel test runs may all call bed-up). The lock lives next to
 # the state dir because a purge deletes the dir; fd 9 is closed for every child that starts
 # daemons, so a daemon never holds the lock.
-exec 9>"$BED.lock"
-flock -w 600 9 || die "another bed-up/bed-down holds $BED.lock"
+exec 9>"$BED_LOCK"
+flock -w 600 9 || die "another bed-up/bed-down holds $BED_LOCK"
 
 "$HERE/install-deps.sh" >&2 9>&-
 # Only the planes asked for are built; each build says what it builds while it does.
 PLANES_TXT=$([ $WANT_120 = 0 ] || printf '1.20 ')$([ $WANT_137 = 0 ] || printf 1.37)
 log "planes asked for: ${PLANES_TXT% }"
+# build_bins VAR VERSION SCRIPT: VAR is the bin dir SCRIPT prints last (its build exit code if it fails)
+build_bins() {
+  local dir
+  dir=$("$HERE/$3" 9>&- | tail -1)
+  [ -x "$dir/kube-apiserver" ] || die "hack/$3 did not yield a bin dir (got '$dir')"
+  log "Kubernetes $2 binaries (hack/$3): $dir"
+  printf -v "$1" %s "$dir"
+}
 KUBE_BIN_DIR='' K137_BIN_DIR=''
-if [ $WANT_120 = 1 ]; then
-  KUBE_BIN_DIR=$("$HERE/build-kube.sh" 9>&- | tail -1)
-  [ -x "$KUBE_BIN_DIR/kube-apiserver" ] || die "hack/build-kube.sh did not yield a bin dir (got '$KUBE_BIN_DIR')"
-  log "Kubernetes 1.20 binaries (hack/build-kube.sh): $KUBE_BIN_DIR"
-fi
-if [ $WANT_137 = 1 ]; then
-  K137_BIN_DIR=$("$HERE/build-kube-137.sh" 9>&- | tail -1)
-  [ -x "$K137_BIN_DIR/kube-apiserver" ] || die "hack/build-kube-137.sh did not yield a bin dir (got '$K137_BIN_DIR')"
-  log "Kubernetes 1.37 binaries (hack/build-kube-137.sh): $K137_BIN_DIR"
-fi
-CEPH_DIR=$BED/ceph KUBE_DIR=$BED/kube
-CONF=$CEPH_DIR/ceph.conf PKI=$KUBE_DIR/pki
-DEFAULT_BED=/tmp/rbd-provisioner-bed
+[ $WANT_120 = 0 ] || build_bins KUBE_BIN_DIR 1.20 build-kube.sh
+[ $WANT_137 = 0 ] || build_bins K137_BIN_DIR 1.37 build-kube-137.sh
+CONF=$CEPH_DIR/ceph.conf
+# The children's logs; hack/ceph-up.sh and hack/kube-up.sh end theirs with "ceph-ready-seconds N"
+# and "kube-ready-seconds N".
+CEPH_LOG=$BED/ceph-up.log KUBE_LOG=$BED/kube-up.log K137_LOG=$K137/kube-up.log
+ready_secs() { awk "/^$1-ready-seconds/ {print \$2}" "$2"; }  # ceph|kube LOG
 # Ports: the default bed keeps the standard ones (the walkthrough's "monitors: 127.0.0.1:6789");
 # any other bed takes free ones, so beds of parallel runs never meet. They are kept in $BED/ports
 # while the bed lives, so a healthy bed is found again.
 pick_120_ports() {
-  ETCD_CLIENT=$(free_port 24000 28000 "${K137_ETCD_CLIENT:-} ${K137_ETCD_PEER:-}")
-  ETCD_PEER=$(free_port 24000 28000 "$ETCD_CLIENT ${K137_ETCD_CLIENT:-} ${K137_ETCD_PEER:-}")
-  APISERVER=$(free_port 28000 32000 "${K137_APISERVER:-}")
+  ETCD_CLIENT=$(free_port_for etcd "${K137_ETCD_CLIENT:-} ${K137_ETCD_PEER:-}")
+  ETCD_PEER=$(free_port_for etcd "$ETCD_CLIENT ${K137_ETCD_CLIENT:-} ${K137_ETCD_PEER:-}")
+  APISERVER=$(free_port_for apiserver "${K137_APISERVER:-}")
 }
 load_ports() {
-  if [ -f "$BED/ports" ]; then
-    # shellcheck disable=SC1091
-    . "$BED/ports"
+  if [ -f "$BED_PORTS" ]; then
+    # shellcheck disable=SC1090
+    . "$BED_PORTS"
   elif [ "$BED" = "$DEFAULT_BED" ]; then
-    MON_V2=3300 MON_V1=6789 ETCD_CLIENT=2379 ETCD_PEER=2380 APISERVER=6443
+    MON_V2=${STD_MON_PORTS[0]} MON_V1=${STD_MON_PORTS[1]}
+    ETCD_CLIENT=${STD_120_PORTS[0]} ETCD_PEER=${STD_120_PORTS[1]} APISERVER=${STD_120_PORTS[2]}
   else
-    # Below 32768, where Linux picks the local ports of outgoing connections: a port free when
-    # chosen must not become some client's ephemeral port before the daemon binds it.
-    MON_V2=$(free_port 20000 24000) MON_V1=$(free_port 20000 24000 "$MON_V2")
+    MON_V2=$(free_port_for mon) MON_V1=$(free_port_for mon "$MON_V2")
     pick_120_ports
   fi
 }
 save_ports() {
   printf 'MON_V2=%s MON_V1=%s ETCD_CLIENT=%s ETCD_PEER=%s APISERVER=%s\n' \
-    "$MON_V2" "$MON_V1" "$ETCD_CLIENT" "$ETCD_PEER" "$APISERVER" > "$BED/ports"
+    "$MON_V2" "$MON_V1" "$ETCD_CLIENT" "$ETCD_PEER" "$APISERVER" > "$BED_PORTS"
 }
 load_ports
-ceph_ok() { [ -f "$CONF" ] && timeout 10 ceph -c "$CONF" --connect-timeout 5 -s >/dev/null 2>&1; }
-kube_ok() {
-  [ -f "$PKI/admin.crt" ] && curl -fsS --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" \
-    --key "$PKI/admin.key" "https://127.0.0.1:$APISERVER/readyz" >/dev/null 2>&1 && kcm_ok
-}
-# kube-controller-manager serves no health port (--secure-port=0); it must run, and with the
-# controllers the tests rely on (a bed started by an older kube-up.sh may lack some).
-KCM_NEEDS="persistentvolume-binder persistentvolume-expander pv-protection pvc-protection serviceaccount-token namespace"
-kcm_ok() {
-  local pidf=$KUBE_DIR/pids/kube-controller-manager.pid cmd c
-  [ -f "$pidf" ] && alive "$(cat "$pidf")" || return 1
-  cmd=$(tr '\0' ' ' < "/proc/$(cat "$pidf")/cmdline" 2>/dev/null) || return 1
-  case "$cmd" in *--use-service-account-credentials=true*) ;; *) return 1 ;; esac
-  for c in $KCM_NEEDS; do
-    [[ "$cmd" =~ --controllers=([^ ]*) ]] || return 1
-    case ",${BASH_REMATCH[1]}," in *",$c,"*) ;; *) return 1 ;; esac
-  done
-}
 
-# write_plane_env DIR KUBECONFIG BIN_DIR MINOR [PEER_BED]: DIR/env, which tests parse and shells
-# source. Keys come from the keyrings via short-lived ceph-authtool calls, never argv.
+# write_plane_env ENV KUBECONFIG BIN_DIR MINOR [PEER_BED]: the env file of the plane whose dir
+# holds ENV, which tests parse and shells source. Keys come from the keyrings via short-lived
+# ceph-authtool calls, never argv.
 write_plane_env() {
-  local dir=$1 kubeconfig=$2 bin=$3 minor=$4 peer=${5:-} admin_key kube_key tmp
+  local env=$1 kubeconfig=$2 bin=$3 minor=$4 peer=${5:-} dir admin_key kube_key tmp
+  dir=$(dirname "$env")
   # The plane's own kubectl build, never whatever kubectl the PATH has.
   [ -x "$bin/kubectl" ] || die "no kubectl in $bin (hack/build-kube.sh and hack/build-kube-137.sh build it)"
   # A monitor on a port other than 6789 needs the v1: prefix, or librados reports a wrong key
   # as a timeout after the connect timeout (beds on free ports: the tests of wrong keys).
   local mons=127.0.0.1:$MON_V1
-  [ "$MON_V1" = 6789 ] || mons=v1:$mons
+  [ "$MON_V1" = "${STD_MON_PORTS[1]}" ] || mons=v1:$mons
   admin_key=$(ceph-authtool -p -n client.admin "$CEPH_DIR/ceph.client.admin.keyring")
   kube_key=$(ceph-authtool -p -n client.kube "$CEPH_DIR/ceph.client.kube.keyring")
   tmp=$(mktemp "$dir/.env.XXXXXX")   # mktemp makes it 0600; mv keeps readers from a half file
@@ -143,13 +128,13 @@ export RBDP_KUBE_MINOR='$minor'
 EOF
   [ -z "$peer" ] || printf "export RBDP_PEER_BED='%s'\n" "$peer" >> "$tmp"
   chmod 600 "$tmp"
-  mv -f "$tmp" "$dir/env"
+  mv -f "$tmp" "$env"
 }
-write_env() { write_plane_env "$BED" "$KUBE_DIR/admin.kubeconfig" "$KUBE_BIN_DIR" 20; }
+write_env() { write_plane_env "$BED_ENV" "$KUBE_DIR/admin.kubeconfig" "$KUBE_BIN_DIR" 20; }
 
 start_120() {  # in the background; its log in $BED/kube-up.log
   KUBE_BIN_DIR=$KUBE_BIN_DIR ETCD_CLIENT_PORT=$ETCD_CLIENT ETCD_PEER_PORT=$ETCD_PEER APISERVER_PORT=$APISERVER \
-    "$HERE/kube-up.sh" "$KUBE_DIR" >"$BED/kube-up.log" 2>&1 9>&- &
+    "$HERE/kube-up.sh" "$KUBE_DIR" >"$KUBE_LOG" 2>&1 9>&- &
 }
 # The 1.20 plane asked for on a bed that has none (it was started for 1.37 alone): added beside
 # the running Ceph and 1.37 plane, which it does not touch.
@@ -160,9 +145,9 @@ ensure_120() {
   for p in "$ETCD_CLIENT" "$ETCD_PEER" "$APISERVER"; do port_in_use "$p" && taken=1; done
   if [ $taken = 1 ]; then
     [ "$BED" != "$DEFAULT_BED" ] || die "a port of 127.0.0.1:$ETCD_CLIENT/$ETCD_PEER/$APISERVER (for the 1.20 plane) is already in use"
-    if [ -f "$K137/ports" ]; then
-      # shellcheck disable=SC1091
-      . "$K137/ports"
+    if [ -f "$K137_PORTS" ]; then
+      # shellcheck disable=SC1090
+      . "$K137_PORTS"
     fi
     pick_120_ports
     save_ports
@@ -170,72 +155,64 @@ ensure_120() {
   log "adding the Kubernetes 1.20 plane in $KUBE_DIR (etcd $ETCD_CLIENT/$ETCD_PEER, apiserver $APISERVER)"
   start_120
   if ! wait $!; then
-    tail -25 "$BED/kube-up.log" >&2
+    tail -25 "$KUBE_LOG" >&2
     # Back to a bed without the 1.20 plane, so a rerun tries again instead of purging the bed.
     "$HERE/kube-down.sh" "$KUBE_DIR" --purge >&2 9>&- || true
-    die "the 1.20 plane failed to start (log: $BED/kube-up.log)"
+    die "the 1.20 plane failed to start (log: $KUBE_LOG)"
   fi
   write_env
-  log "1.20 plane ready in $(awk '/^kube-ready-seconds/ {print $2}' "$BED/kube-up.log")s; env: $BED/env"
+  log "1.20 plane ready in $(ready_secs kube "$KUBE_LOG")s; env: $BED_ENV"
 }
 
 # ------------------------------------------------------------------ the 1.37 plane (RBDP_KUBE=1.37)
-K137=$BED/k137
-k137_ok() {  # all three daemons alive and the API server ready
-  local f
-  for f in "$K137"/kube/pids/{etcd,kube-apiserver,kube-controller-manager}.pid; do
-    [ -f "$f" ] && alive "$(cat "$f")" || return 1
-  done
-  curl -fsS --max-time 5 --cacert "$K137/kube/pki/ca.crt" --cert "$K137/kube/pki/admin.crt" \
-    --key "$K137/kube/pki/admin.key" "https://127.0.0.1:$K137_APISERVER/readyz" >/dev/null 2>&1
-}
 # ceph/ is the bed's own (a symlink). The 1.20 plane, when the bed has one, is its peer (for the
 # upgrade test), named only once its env exists: tests read the peer's env. A 1.37 plane not asked
 # for this time keeps the binaries its env already names.
 k137_write_env() {
   local bin=$K137_BIN_DIR peer=''
-  [ -n "$bin" ] || bin=$(sed -n "s/^export KUBE_BIN_DIR='\(.*\)'$/\1/p" "$K137/env")
-  [ ! -f "$BED/env" ] || peer=$BED
+  [ -n "$bin" ] || bin=$(env_value "$K137_ENV" KUBE_BIN_DIR)
+  [ ! -f "$BED_ENV" ] || peer=$BED
   ln -sfn ../ceph "$K137/ceph"
-  write_plane_env "$K137" "$K137/kube/admin.kubeconfig" "$bin" 37 "$peer"
+  write_plane_env "$K137_ENV" "$K137_KUBE/admin.kubeconfig" "$bin" 37 "$peer"
 }
 ensure_k137() {
   [ $WANT_137 = 1 ] || return 0
   mkdir -p "$K137"
   chmod 700 "$K137"
-  if [ -f "$K137/ports" ]; then
-    # shellcheck disable=SC1091
-    . "$K137/ports"
-  elif [ "$BED" = "$DEFAULT_BED" ] && ! port_in_use 2479 && ! port_in_use 2480 && ! port_in_use 7443; then
-    K137_ETCD_CLIENT=2479 K137_ETCD_PEER=2480 K137_APISERVER=7443
+  if [ -f "$K137_PORTS" ]; then
+    # shellcheck disable=SC1090
+    . "$K137_PORTS"
+  elif [ "$BED" = "$DEFAULT_BED" ] && ! port_in_use "${STD_137_PORTS[0]}" &&
+       ! port_in_use "${STD_137_PORTS[1]}" && ! port_in_use "${STD_137_PORTS[2]}"; then
+    K137_ETCD_CLIENT=${STD_137_PORTS[0]} K137_ETCD_PEER=${STD_137_PORTS[1]} K137_APISERVER=${STD_137_PORTS[2]}
   else  # another bed, or the default ports are taken (say by a hand-started kube-up.sh --kube 1.37)
-    K137_ETCD_CLIENT=$(free_port 24000 28000 "$ETCD_CLIENT $ETCD_PEER")
-    K137_ETCD_PEER=$(free_port 24000 28000 "$ETCD_CLIENT $ETCD_PEER $K137_ETCD_CLIENT")
-    K137_APISERVER=$(free_port 28000 32000 "$APISERVER")
+    K137_ETCD_CLIENT=$(free_port_for etcd "$ETCD_CLIENT $ETCD_PEER")
+    K137_ETCD_PEER=$(free_port_for etcd "$ETCD_CLIENT $ETCD_PEER $K137_ETCD_CLIENT")
+    K137_APISERVER=$(free_port_for apiserver "$APISERVER")
   fi
-  if k137_ok; then
+  if kube_ok "$K137_KUBE" 37; then
     k137_write_env
-    log "1.37 plane already up in $K137 (apiserver :$K137_APISERVER); env: $K137/env"
+    log "1.37 plane already up in $K137 (apiserver :$K137_APISERVER); env: $K137_ENV"
     return 0
   fi
-  if [ -d "$K137/kube" ]; then
-    log "stale 1.37 plane state in $K137/kube: stopping and purging it"
-    "$HERE/kube-down.sh" "$K137/kube" --purge >&2 9>&-
+  if [ -d "$K137_KUBE" ]; then
+    log "stale 1.37 plane state in $K137_KUBE: stopping and purging it"
+    "$HERE/kube-down.sh" "$K137_KUBE" --purge >&2 9>&-
   fi
   for p in "$K137_ETCD_CLIENT" "$K137_ETCD_PEER" "$K137_APISERVER"; do
     port_in_use "$p" && die "port 127.0.0.1:$p (for the 1.37 plane) is already in use"
   done
   printf 'K137_ETCD_CLIENT=%s K137_ETCD_PEER=%s K137_APISERVER=%s\n' \
-    "$K137_ETCD_CLIENT" "$K137_ETCD_PEER" "$K137_APISERVER" > "$K137/ports"
-  log "starting the Kubernetes 1.37 plane in $K137/kube (etcd $K137_ETCD_CLIENT/$K137_ETCD_PEER, apiserver $K137_APISERVER)"
+    "$K137_ETCD_CLIENT" "$K137_ETCD_PEER" "$K137_APISERVER" > "$K137_PORTS"
+  log "starting the Kubernetes 1.37 plane in $K137_KUBE (etcd $K137_ETCD_CLIENT/$K137_ETCD_PEER, apiserver $K137_APISERVER)"
   if ! KUBE_BIN_DIR=$K137_BIN_DIR ETCD_BIN='' ETCD_CLIENT_PORT=$K137_ETCD_CLIENT \
       ETCD_PEER_PORT=$K137_ETCD_PEER APISERVER_PORT=$K137_APISERVER \
-      "$HERE/kube-up.sh" --kube 1.37 "$K137/kube" >"$K137/kube-up.log" 2>&1 9>&-; then
-    tail -25 "$K137/kube-up.log" >&2
-    die "the 1.37 plane failed to start (log: $K137/kube-up.log)"
+      "$HERE/kube-up.sh" --kube 1.37 "$K137_KUBE" >"$K137_LOG" 2>&1 9>&-; then
+    tail -25 "$K137_LOG" >&2
+    die "the 1.37 plane failed to start (log: $K137_LOG)"
   fi
   k137_write_env
-  log "1.37 plane ready in $(awk '/^kube-ready-seconds/ {print $2}' "$K137/kube-up.log")s; tests: RBDP_BED=$K137"
+  log "1.37 plane ready in $(ready_secs kube "$K137_LOG")s; tests: RBDP_BED=$K137"
 }
 # The planes asked for that the bed lacks, 1.20 first so that the 1.37 env can name it; a 1.37
 # plane not asked for learns of a 1.20 plane added beside it.
@@ -244,32 +221,28 @@ ensure_planes() {
   [ ! -d "$KUBE_DIR" ] || had_120=1
   ensure_120
   ensure_k137
-  if [ $WANT_137 = 0 ] && [ $had_120 = 0 ] && [ -d "$KUBE_DIR" ] && [ -f "$K137/env" ]; then
+  if [ $WANT_137 = 0 ] && [ $had_120 = 0 ] && [ -d "$KUBE_DIR" ] && [ -f "$K137_ENV" ]; then
     k137_write_env
-    log "the 1.37 plane's env now names the 1.20 plane as its peer: $K137/env"
+    log "the 1.37 plane's env now names the 1.20 plane as its peer: $K137_ENV"
   fi
 }
 
 # The bed's own daemons: Ceph, and the 1.20 plane when the bed has one (a bed started for 1.37
 # alone has none). A 1.37 plane is judged on its own, in ensure_k137.
 all_daemons_alive() {
-  local f
-  for f in "$CEPH_DIR"/pids/{mon.a,mgr.x,osd.0}.pid; do
-    [ -f "$f" ] && alive "$(cat "$f")" || return 1
-  done
+  local f n
+  for f in "$CEPH_DIR"/pids/{mon.a,mgr.x,osd.0}.pid; do pidfile_alive "$f" || return 1; done
   [ -d "$KUBE_DIR" ] || return 0
-  for f in "$KUBE_DIR"/pids/{etcd,kube-apiserver,kube-controller-manager}.pid; do
-    [ -f "$f" ] && alive "$(cat "$f")" || return 1
-  done
+  for n in "${KUBE_DAEMONS[@]}"; do pidfile_alive "$KUBE_DIR/pids/$n.pid" || return 1; done
 }
 # A busy machine (parallel builds) can make one probe slow: retry before declaring a live bed
 # broken, since purging it would pull the rug from under whoever is using it.
-if [ -f "$BED/.rbdp-bed" ] && all_daemons_alive; then
+if [ -f "$BED_MARK" ] && all_daemons_alive; then
   for try in 1 2 3; do
-    if ceph_ok && { [ ! -d "$KUBE_DIR" ] || kube_ok; }; then
+    if ceph_ok "$CEPH_DIR" && { [ ! -d "$KUBE_DIR" ] || kube_ok "$KUBE_DIR" 20; }; then
       if [ -d "$KUBE_DIR" ]; then
-        [ -f "$BED/env" ] || [ -z "$KUBE_BIN_DIR" ] || write_env
-        log "bed already up and healthy in $BED (Ceph and the 1.20 plane; env: $BED/env)"
+        [ -f "$BED_ENV" ] || [ -z "$KUBE_BIN_DIR" ] || write_env
+        log "bed already up and healthy in $BED (Ceph and the 1.20 plane; env: $BED_ENV)"
       else
         log "bed already up and healthy in $BED (Ceph; no 1.20 plane)"
       fi
@@ -283,7 +256,7 @@ fi
 
 # Anything left is stale or broken: stop recorded pids and purge, tests expect a clean bed.
 if [ -e "$BED" ]; then
-  if [ -f "$BED/.rbdp-bed" ]; then
+  if [ -f "$BED_MARK" ]; then
     log "stale or broken bed state in $BED: stopping and purging it"
     "$HERE/bed-down.sh" --purge --locked >&2 9>&-
   elif [ -n "$(ls -A "$BED" 2>/dev/null)" ]; then
@@ -303,7 +276,7 @@ for p in "${check_ports[@]}"; do
 done
 mkdir -p "$BED"
 chmod 700 "$BED"
-touch "$BED/.rbdp-bed"
+touch "$BED_MARK"
 save_ports
 log "ports: mon $MON_V2/$MON_V1, etcd $ETCD_CLIENT/$ETCD_PEER, apiserver $APISERVER"
 
@@ -314,7 +287,7 @@ else
   log "starting Ceph ($CEPH_DIR)"
 fi
 CEPH_MON_PORT_V2=$MON_V2 CEPH_MON_PORT_V1=$MON_V1 \
-  "$HERE/ceph-up.sh" "$CEPH_DIR" >"$BED/ceph-up.log" 2>&1 9>&- &
+  "$HERE/ceph-up.sh" "$CEPH_DIR" >"$CEPH_LOG" 2>&1 9>&- &
 cjob=$!
 kjob=''
 if [ $WANT_120 = 1 ]; then start_120; kjob=$!; fi
@@ -322,22 +295,22 @@ crc=0 krc=0
 wait $cjob || crc=$?
 [ -z "$kjob" ] || wait "$kjob" || krc=$?
 if [ $crc -ne 0 ] || [ $krc -ne 0 ]; then
-  [ $crc -eq 0 ] || { log "Ceph failed (rc=$crc); tail of $BED/ceph-up.log:"; tail -25 "$BED/ceph-up.log" >&2; }
-  [ $krc -eq 0 ] || { log "control plane failed (rc=$krc); tail of $BED/kube-up.log:"; tail -25 "$BED/kube-up.log" >&2; }
+  [ $crc -eq 0 ] || { log "Ceph failed (rc=$crc); tail of $CEPH_LOG:"; tail -25 "$CEPH_LOG" >&2; }
+  [ $krc -eq 0 ] || { log "control plane failed (rc=$krc); tail of $KUBE_LOG:"; tail -25 "$KUBE_LOG" >&2; }
   log "stopping whatever did come up (state kept for debugging; the next bed-up purges it)"
   "$HERE/bed-down.sh" --locked >&2 9>&-
   die "bed-up failed"
 fi
-ceph_s=$(awk '/^ceph-ready-seconds/ {print $2}' "$BED/ceph-up.log")
+ceph_s=$(ready_secs ceph "$CEPH_LOG")
 if [ $WANT_120 = 1 ]; then
-  kube_s=$(awk '/^kube-ready-seconds/ {print $2}' "$BED/kube-up.log")
+  kube_s=$(ready_secs kube "$KUBE_LOG")
   write_env
 fi
 ensure_k137
 if [ $WANT_120 = 1 ]; then
   log "timings: Ceph ready in ${ceph_s}s, control plane ready in ${kube_s}s (in parallel), bed-up total $(elapsed)s"
-  log "bed up in $BED; use: source $BED/env   stop: hack/bed-down.sh [--purge]"
+  log "bed up in $BED; use: source $BED_ENV   stop: hack/bed-down.sh [--purge]"
 else
   log "timings: Ceph ready in ${ceph_s}s, bed-up total $(elapsed)s"
-  log "bed up in $BED, without the 1.20 plane; use: source $K137/env   stop: hack/bed-down.sh [--purge]"
+  log "bed up in $BED, without the 1.20 plane; use: source $K137_ENV   stop: hack/bed-down.sh [--purge]"
 fi

@@ -17,48 +17,38 @@
 #   KUBE137_NICE [19] niceness of the build (the machines are shared)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CACHE=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}
-KVER=1.37.2
-OUT=$CACHE/kube-$KVER/bin
-if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kube-controller-manager" ] && [ -x "$OUT/etcd" ] &&
-   [ -x "$OUT/kubectl" ]; then
-  echo "$OUT"; exit 0
-fi
-
-GO=${GO:-$(command -v go || true)}
-[ -n "$GO" ] && [ -x "$GO" ] || { echo "build-kube-137: no go on PATH (install Go >= 1.26, or set GO)" >&2; exit 1; }
-gover=$("$GO" env GOVERSION)
-case $gover in
-  go1.2[6-9]*|go1.[3-9][0-9]*) ;;
-  *) echo "build-kube-137: $GO is $gover; Kubernetes $KVER needs Go >= 1.26 (set GO)" >&2; exit 1 ;;
-esac
-
-# Caches under CACHE; GOTOOLCHAIN=local: never fetch another toolchain; -modcacherw so the
-# cache can be deleted with rm -rf; GOWORK=off: ignore any go.work of the caller.
-export GOMODCACHE=$CACHE/go137/mod GOCACHE=$CACHE/go137/build GOTOOLCHAIN=local GOWORK=off \
-  GOFLAGS=-modcacherw CGO_ENABLED=0
-mkdir -p "$GOMODCACHE" "$GOCACHE" "$CACHE/kube-$KVER"
-TMP=$(mktemp -d "$CACHE/kube-$KVER/tmp.XXXXXX")
 LOG_TAG=build-kube-137
 # shellcheck source=hack/lib.sh
 . "$HERE/lib.sh"
+KVER=1.37.2
+OUT=$(kube_bin_cache "$KVER")
+BINS=(kubectl kube-controller-manager kube-apiserver etcd)
+if have_bins "$OUT" "${BINS[@]}"; then echo "$OUT"; exit 0; fi
+
+GO=${GO:-$(command -v go || true)}
+[ -n "$GO" ] && [ -x "$GO" ] || fail 1 "no go on PATH (install Go >= 1.26, or set GO)"
+gover=$("$GO" env GOVERSION)
+case $gover in
+  go1.2[6-9]*|go1.[3-9][0-9]*) ;;
+  *) fail 1 "$GO is $gover; Kubernetes $KVER needs Go >= 1.26 (set GO)" ;;
+esac
+
+# Caches under CACHE_DIR; GOTOOLCHAIN=local: never fetch another toolchain; -modcacherw so the
+# cache can be deleted with rm -rf; GOWORK=off: ignore any go.work of the caller.
+export GOMODCACHE=$CACHE_DIR/go137/mod GOCACHE=$CACHE_DIR/go137/build GOTOOLCHAIN=local GOWORK=off \
+  GOFLAGS=-modcacherw CGO_ENABLED=0
+mkdir -p "$GOMODCACHE" "$GOCACHE" "$(dirname "$OUT")"
+TMP=$(mktemp -d "$(dirname "$OUT")/tmp.XXXXXX")
 trap 'stop_heartbeat; rm -rf "$TMP"' EXIT
 
 START=$(date +%s)
-LAST=$CACHE/build-kube-137.last
 missing=()
-for w in kubectl kube-controller-manager kube-apiserver etcd; do [ -x "$OUT/$w" ] || missing+=("$w"); done
-if [ ${#missing[@]} -eq 4 ]; then
-  # "seconds version date" of the last complete build, written below
-  read -r last_s last_v last_d 2>/dev/null < "$LAST" || last_s=
-  if [ -n "$last_s" ]; then
-    expect="the last build here ($last_v, $last_d) took $(fmt_secs "$last_s")"
-  else
-    expect="about 7-10 min on 2 cores, longer on a loaded machine"
-  fi
-  log "Kubernetes $KVER is not in $CACHE yet: building kubectl, kube-controller-manager, kube-apiserver and etcd once with $gover from the Go module proxy ($expect)"
+for w in "${BINS[@]}"; do [ -x "$OUT/$w" ] || missing+=("$w"); done
+scope=partial; [ ${#missing[@]} -ne ${#BINS[@]} ] || scope=complete
+if [ $scope = complete ]; then
+  log "Kubernetes $KVER is not in $CACHE_DIR yet: building kubectl, kube-controller-manager, kube-apiserver and etcd once with $gover from the Go module proxy ($(build_expect "about 7-10 min on 2 cores, longer on a loaded machine"))"
 else
-  log "Kubernetes $KVER in $CACHE lacks ${missing[*]}: building what is missing"
+  log "Kubernetes $KVER in $CACHE_DIR lacks ${missing[*]}: building what is missing"
 fi
 # kube-apiserver --version and /version report what these say. The module zip carries no git
 # data: gitCommit is set empty rather than left at the "$Format:%H$" placeholder.
@@ -90,8 +80,4 @@ for w in kubectl etcd kube-controller-manager kube-apiserver; do
 done
 "$OUT/kube-apiserver" --version >&2
 "$OUT/etcd" --version | head -1 >&2
-took=$(( $(date +%s) - START ))
-# Only a complete build foretells the next cold one (a cache that lacked one binary builds fast).
-[ ${#missing[@]} -ne 4 ] || echo "$took $KVER $(date -u +%F)" > "$LAST"
-log "built Kubernetes $KVER in $(fmt_secs "$took"), cached in $OUT"
-echo "$OUT"
+build_done "$START" "$KVER" "$OUT" $scope

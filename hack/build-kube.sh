@@ -14,39 +14,28 @@
 # modern-go/reflect2 1.0.1 (segfaults under Go >= 1.18) replaced by Debian's 1.0.2 source.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CACHE=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}
-export DEBIAN_FRONTEND=noninteractive
-
-VER=$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2; exit}')
-[ -n "$VER" ] || { echo "build-kube: no source package 'kubernetes' (run hack/install-deps.sh: it adds deb-src)" >&2; exit 1; }
-OUT=$CACHE/kube-$VER
-if [ -x "$OUT/bin/kube-apiserver" ] && [ -x "$OUT/bin/kube-controller-manager" ] && [ -x "$OUT/bin/kubectl" ]; then
-  echo "$OUT/bin"; exit 0
-fi
-
-KVER=1.20.2   # what Debian's source package really is, whatever its version says
 LOG_TAG=build-kube
 # shellcheck source=hack/lib.sh
 . "$HERE/lib.sh"
+export DEBIAN_FRONTEND=noninteractive
+
+VER=$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2; exit}')
+[ -n "$VER" ] || fail 1 "no source package 'kubernetes' (run hack/install-deps.sh: it adds deb-src)"
+OUT=$(kube_bin_cache "$VER")
+if have_bins "$OUT" kube-apiserver kube-controller-manager kubectl; then echo "$OUT"; exit 0; fi
+
+KVER=1.20.2   # what Debian's source package really is, whatever its version says
 trap stop_heartbeat EXIT
 START=$(date +%s)
-LAST=$CACHE/build-kube.last
-# "seconds version date" of the last complete build, written below
-read -r last_s last_v last_d 2>/dev/null < "$LAST" || last_s=
-if [ -n "$last_s" ]; then
-  expect="the last build here ($last_v, $last_d) took $(fmt_secs "$last_s")"
-else
-  expect="about 3-5 min on 2 cores, longer on a loaded machine"
-fi
-log "Kubernetes $KVER is not in $CACHE yet: building kube-apiserver and kube-controller-manager once from Debian's source package $VER ($expect)"
+log "Kubernetes $KVER is not in $CACHE_DIR yet: building kube-apiserver and kube-controller-manager once from Debian's source package $VER ($(build_expect "about 3-5 min on 2 cores, longer on a loaded machine"))"
 
-WORK=$CACHE/build-$VER
+WORK=$CACHE_DIR/build-$VER
 mkdir -p "$WORK" && cd "$WORK"
 # Kubernetes 1.20 builds with Debian's Go 1.19 in GOPATH mode, not with whatever newer Go is
 # first on PATH.
 GO=${RBDP_GO119:-/usr/lib/go-1.19/bin/go}
-[ -x "$GO" ] || { echo "build-kube: missing Debian's Go 1.19 at $GO (run hack/install-deps.sh)" >&2; exit 1; }
-for b in apt-get dpkg-deb; do command -v $b >/dev/null || { echo "build-kube: missing $b (run hack/install-deps.sh)" >&2; exit 1; }; done
+[ -x "$GO" ] || fail 1 "missing Debian's Go 1.19 at $GO (run hack/install-deps.sh)"
+for b in apt-get dpkg-deb; do command -v $b >/dev/null || fail 1 "missing $b (run hack/install-deps.sh)"; done
 
 SRC=$(ls -d "$WORK"/kubernetes-*/ 2>/dev/null | head -1 || true)
 begin_step "Debian's kubernetes source package and kubectl" fetching fetched
@@ -102,14 +91,11 @@ for w in kube-apiserver kube-controller-manager; do
   end_step
 done
 
-mkdir -p "$OUT/bin"
-cp "$WORK/bin/kube-apiserver" "$WORK/bin/kube-controller-manager" "$OUT/bin/"
+mkdir -p "$OUT"
+cp "$WORK/bin/kube-apiserver" "$WORK/bin/kube-controller-manager" "$OUT/"
 rm -rf "$WORK/kc-deb" && dpkg-deb -x "$WORK"/kubernetes-client_*.deb "$WORK/kc-deb"
-cp "$WORK/kc-deb/usr/bin/kubectl" "$OUT/bin/kubectl"
-"$OUT/bin/kube-apiserver" --version >&2
+cp "$WORK/kc-deb/usr/bin/kubectl" "$OUT/kubectl"
+"$OUT/kube-apiserver" --version >&2
 # The source tree and Go cache are large and only needed to rebuild.
 rm -rf "$WORK"
-took=$(( $(date +%s) - START ))
-echo "$took $KVER $(date -u +%F)" > "$LAST"
-log "built Kubernetes $KVER in $(fmt_secs "$took"), cached in $OUT/bin"
-echo "$OUT/bin"
+build_done "$START" "$KVER" "$OUT"

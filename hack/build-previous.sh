@@ -8,13 +8,12 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
-CACHE=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
 rev=$(grep -v '^#' "$HERE/previous-release" | head -1 | tr -d '[:space:]')
-if ! full=$(git -C "$REPO" rev-parse --verify -q "$rev^{commit}"); then
-  echo "build-previous: commit $rev (hack/previous-release) is not in this checkout's history" >&2
-  exit 3
-fi
-OUT=$CACHE/previous-${full:0:12}
+full=$(git -C "$REPO" rev-parse --verify -q "$rev^{commit}") ||
+  fail 3 "commit $rev (hack/previous-release) is not in this checkout's history"
+OUT=$CACHE_DIR/previous-${full:0:12}
 BIN=$OUT/bin/rbd-provisioner
 if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
 mkdir -p "$OUT"
@@ -24,10 +23,10 @@ git -C "$REPO" archive "$full" | tar -x -C "$OUT/src"
 t0=$(date +%s)
 echo "build-previous: building rbd-provisioner at ${full:0:12} (the previous release)" >&2
 # Its own target dir (outside the repo, kept): the dependencies build once per machine.
-CARGO_TARGET_DIR=$CACHE/previous-target nice -n 19 \
+CARGO_TARGET_DIR=$CACHE_DIR/previous-target nice -n 19 \
   cargo build --locked --manifest-path "$OUT/src/Cargo.toml" --bin rbd-provisioner >&2
 mkdir -p "$OUT/bin"
-cp "$CACHE/previous-target/debug/rbd-provisioner" "$BIN.tmp"
+cp "$CACHE_DIR/previous-target/debug/rbd-provisioner" "$BIN.tmp"
 mv -f "$BIN.tmp" "$BIN"
 echo "build-previous: built in $(( $(date +%s) - t0 ))s" >&2
 echo "$BIN"

@@ -17,14 +17,17 @@
 set -euo pipefail
 set +m  # no job control: background children must not lead a process group (setsid must not fork)
 
-[ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
 START_NS=$(date +%s%N)
-DIR=$(realpath -m -- "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LOG_TAG=ceph-up
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
+[ $# -eq 1 ] || usage DIR
+DIR=$(realpath -m -- "$1")
 
 # The standard mon ports by default (the walkthrough's "monitors: 127.0.0.1:6789"); a second bed
 # on the same host passes others.
-ADDR=127.0.0.1 P2=${CEPH_MON_PORT_V2:-3300} P1=${CEPH_MON_PORT_V1:-6789}
+ADDR=127.0.0.1 P2=${CEPH_MON_PORT_V2:-${STD_MON_PORTS[0]}} P1=${CEPH_MON_PORT_V1:-${STD_MON_PORTS[1]}}
 PMIN=${CEPH_PORT_MIN:-6800} PMAX=${CEPH_PORT_MAX:-7300}
 SIZE_GB=${CEPH_OSD_SIZE_GB:-10}
 POOLS=${CEPH_RBD_POOLS:-kube kube2}
@@ -32,10 +35,6 @@ TMO=${CEPH_READY_TIMEOUT:-120}
 OSD_MEM=${CEPH_OSD_MEMORY_TARGET:-1073741824}
 MON_ID=a MGR_ID=x OSD_ID=0
 MON_HOST="[v2:$ADDR:$P2,v1:$ADDR:$P1]"
-
-LOG_TAG=ceph-up
-# shellcheck source=hack/lib.sh
-. "$HERE/lib.sh"
 
 for b in ceph ceph-mon ceph-mgr ceph-osd ceph-authtool monmaptool rados rbd uuidgen python3 timeout realpath; do
   command -v "$b" >/dev/null || die "missing $b (run hack/install-deps.sh)"
@@ -46,13 +45,13 @@ if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
   [ -f "$DIR/.rbdp-ceph" ] || die "$DIR is not empty and was not made by ceph-up.sh"
   for pf in "$DIR"/pids/*.pid; do
     [ -f "$pf" ] || continue
-    pid=$(cat "$pf"); alive "$pid" && die "pid $pid from $pf still runs; run hack/ceph-down.sh $DIR first"
+    pidfile_alive "$pf" && die "pid $(cat "$pf") from $pf still runs; run hack/ceph-down.sh $DIR first"
   done
   rm -rf -- "${DIR:?}"/* "$DIR"/.rbdp-ceph
 fi
 # the mon ports must be free: a stray mon there would silently answer our clients instead
 for p in "$P2" "$P1"; do
-  if (exec 3<>"/dev/tcp/$ADDR/$p") 2>/dev/null; then die "port $ADDR:$p already in use"; fi
+  if port_in_use "$p"; then die "port $ADDR:$p already in use"; fi
 done
 
 mkdir -p "$DIR"/{log,run,pids,crash,mon.$MON_ID,mgr.$MGR_ID,osd.$OSD_ID}

@@ -20,10 +20,12 @@
 # RBDP_BED (default /tmp/rbd-provisioner-bed) puts the bed elsewhere, on free ports.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
+bed_layout
 export RBDP_BED=$BED
 KUBE=${RBDP_KUBE:-1.37}
-case $KUBE in 1.20|1.37) ;; *) echo "demo: RBDP_KUBE must be 1.37 (default) or 1.20, got '$KUBE'" >&2; exit 2 ;; esac
+case $KUBE in 1.20|1.37) ;; *) fail 2 "RBDP_KUBE must be 1.37 (default) or 1.20, got '$KUBE'" ;; esac
 DEMO_START=$(date +%s%N)
 step() { printf '\n\033[1m== [%ss] %s\033[0m\n' "$(( ($(date +%s%N) - DEMO_START) / 1000000000 ))" "$*"; }
 
@@ -31,7 +33,7 @@ step "Installing packages and starting the bed (Ceph + Kubernetes $KUBE: kube-ap
 bash hack/install-deps.sh
 RBDP_KUBE=$KUBE RBDP_PLANES=$KUBE bash hack/bed-up.sh
 # The 1.37 plane shares the bed's Ceph; its env describes it with the same variables.
-if [ "$KUBE" = 1.37 ]; then ENV=$BED/k137/env; else ENV=$BED/env; fi
+if [ "$KUBE" = 1.37 ]; then ENV=$K137_ENV; else ENV=$BED_ENV; fi
 # shellcheck disable=SC1090
 . "$ENV"
 K() { "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
@@ -65,23 +67,15 @@ current-context: sa
 KC
 unset token
 
-step "Starting the provisioner (provisioner name ceph.com/rbd; log: $BED/demo-provisioner.log)"
-if [ -f "$BED/demo-provisioner.pid" ]; then
-  old=$(cat "$BED/demo-provisioner.pid")
-  # Only our own earlier demo process (same binary), never whatever reuses the pid. Its
-  # argv[0]: /proc/PID/exe of the provisioner, which is not dumpable, only root may read.
-  case "$(tr '\0' '\n' < "/proc/$old/cmdline" 2>/dev/null | head -1)" in "$BIN")
-    kill "$old" 2>/dev/null || true
-    for _ in $(seq 1 50); do [ -d "/proc/$old" ] || break; sleep 0.1; done ;;
-  esac
-fi
+step "Starting the provisioner (provisioner name ceph.com/rbd; log: $DEMO_LOG)"
+stop_demo_provisioner 5 "$BIN" || true   # our own earlier demo process
 METRICS=${DEMO_METRICS_ADDR:-127.0.0.1:8080}
 if (exec 3<>"/dev/tcp/${METRICS%:*}/${METRICS##*:}") 2>/dev/null; then
   echo "port ${METRICS##*:} is taken: metrics off (set DEMO_METRICS_ADDR to choose another)"; METRICS=
 fi
 RUST_LOG=info setsid "$BIN" --kubeconfig "$SA_KC" --metrics-addr "$METRICS" \
-  </dev/null >"$BED/demo-provisioner.log" 2>&1 &
-echo $! > "$BED/demo-provisioner.pid"
+  </dev/null >"$DEMO_LOG" 2>&1 &
+echo $! > "$DEMO_PID"
 
 # A rerun replays the walkthrough from the start: its claim, pod and the csi Secret go first.
 K delete pod ceph-sc-pod --ignore-not-found --grace-period=0 --force >/dev/null 2>&1 || true
@@ -124,7 +118,7 @@ if [ "$(phase)" != Bound ] && [ -n "$msg" ]; then
   # The one command this step may run: the copy of the walkthrough's user Secret into
   # ceph-csi's format, exactly as the provisioner writes it for these objects.
   want="kubectl -n default get secret ceph-kube-secret -o go-template='{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"ceph-kube-secret-csi\",\"namespace\":\"default\"},\"type\":\"Opaque\",\"stringData\":{\"userID\":\"kube\"},\"data\":{\"userKey\":\"{{.data.key}}\"}}' | kubectl create -f -"
-  [ "$cmd" = "$want" ] || { echo "unexpected ProvisioningFailed: $msg"; tail -20 "$BED/demo-provisioner.log"; exit 1; }
+  [ "$cmd" = "$want" ] || { echo "unexpected ProvisioningFailed: $msg"; tail -20 "$DEMO_LOG"; exit 1; }
   step "Running that command, as an operator would (the key goes from Secret to Secret, never shown)"
   echo "$cmd"
   mkdir -p "$tmp/bin"; ln -s "$(command -v "$KUBECTL")" "$tmp/bin/kubectl"
@@ -134,7 +128,7 @@ if [ "$(phase)" != Bound ] && [ -n "$msg" ]; then
 fi
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 [ "$(phase)" = Bound ] || {
-  echo "the claim did not bind; provisioner log:"; tail -20 "$BED/demo-provisioner.log"; exit 1; }
+  echo "the claim did not bind; provisioner log:"; tail -20 "$DEMO_LOG"; exit 1; }
 echo "ceph-sc-claim Bound ${ms} ms after kubectl apply"
 K apply -f "$tmp/pod.yaml"
 

@@ -17,7 +17,7 @@ BIN=$(realpath -- "${1:-target/release/rbd-provisioner}")
 IMAGE=localhost/rbd-provisioner:dev
 BASE=localhost/rbd-provisioner-base:bookworm
 PKGS=librbd1,librados2,ca-certificates
-CACHE=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}/image
+CACHE=$CACHE_DIR/image
 ROOTFS=$CACHE/rootfs-bookworm-$(echo "$PKGS" | md5sum | cut -c1-8).tar
 PODMAN=(bash hack/podman.sh)
 

@@ -23,19 +23,22 @@
 set -euo pipefail
 set +m  # no job control: background children must not lead a process group (setsid must not fork)
 
-usage() { echo "usage: $0 [--kube 1.20|1.37] DIR" >&2; exit 2; }
-KV=1.20
-if [ "${1:-}" = --kube ]; then KV=${2:-}; shift 2 || usage; fi
-[ $# -eq 1 ] || usage
 START_NS=$(date +%s%N)
-DIR=$(realpath -m -- "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
+USAGE="[--kube 1.20|1.37] DIR"
+KV=1.20
+if [ "${1:-}" = --kube ]; then KV=${2:-}; shift 2 || usage "$USAGE"; fi
+[ $# -eq 1 ] || usage "$USAGE"
+DIR=$(realpath -m -- "$1")
+LOG_TAG="kube-up $KV"
 
 case "$KV" in
   1.20)
     : "${KUBE_BIN_DIR:?set KUBE_BIN_DIR to the directory printed by hack/build-kube.sh}"
     ETCD_BIN=${ETCD_BIN:-$(command -v etcd || echo /usr/bin/etcd)}
-    ports=(2379 2380 6443) MARKER=.rbdp-kube NAME=rbdp-bed
+    ports=("${STD_120_PORTS[@]}") MARKER=.rbdp-kube NAME=rbdp-bed
     # What PVC/PV flows need, plus housekeeping tests rely on (clusterrole-aggregation fills the
     # built-in admin/edit/view roles so tests can bind them).
     controllers=persistentvolume-binder,persistentvolume-expander,pvc-protection,pv-protection,serviceaccount,serviceaccount-token,namespace,garbagecollector,clusterrole-aggregation
@@ -43,11 +46,11 @@ case "$KV" in
   1.37)
     KUBE_BIN_DIR=${KUBE_BIN_DIR:-$("$HERE/build-kube-137.sh" | tail -1)}
     ETCD_BIN=${ETCD_BIN:-$KUBE_BIN_DIR/etcd}
-    ports=(2479 2480 7443) MARKER=.rbdp-kube137 NAME=rbdp-bed137
+    ports=("${STD_137_PORTS[@]}") MARKER=.rbdp-kube137 NAME=rbdp-bed137
     # The same set under the names 1.28+ use (the old names are aliases).
     controllers=persistentvolume-binder-controller,persistentvolume-expander-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,serviceaccount-controller,serviceaccount-token-controller,namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller
     ;;
-  *) usage ;;
+  *) usage "$USAGE" ;;
 esac
 APISERVER_BIN=$KUBE_BIN_DIR/kube-apiserver
 KCM_BIN=$KUBE_BIN_DIR/kube-controller-manager
@@ -58,10 +61,6 @@ PV_SYNC_PERIOD=${PV_SYNC_PERIOD:-15s}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
 KCM_CONTROLLERS=${KCM_CONTROLLERS:-$controllers}
 read -r -a APISERVER_EXTRA <<< "${KUBE_APISERVER_EXTRA_ARGS:-}"
-
-LOG_TAG="kube-up $KV"
-# shellcheck source=hack/lib.sh
-. "$HERE/lib.sh"
 
 [ -x "$APISERVER_BIN" ] || die "missing executable: $APISERVER_BIN"
 case "$("$APISERVER_BIN" --version 2>/dev/null)" in
@@ -76,14 +75,14 @@ for b in openssl curl base64 realpath; do command -v $b >/dev/null || die "missi
 PKI=$DIR/pki LOGS=$DIR/logs PIDS=$DIR/pids
 if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
   [ -f "$DIR/$MARKER" ] || die "$DIR is not empty and was not made by kube-up.sh --kube $KV"
-  for n in etcd kube-apiserver kube-controller-manager; do
-    if [ -f "$PIDS/$n.pid" ] && alive "$(cat "$PIDS/$n.pid")"; then
+  for n in "${KUBE_DAEMONS[@]}"; do
+    if pidfile_alive "$PIDS/$n.pid"; then
       die "$n already running (pid $(cat "$PIDS/$n.pid")); run hack/kube-down.sh $DIR first"
     fi
   done
 fi
 for p in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port 127.0.0.1:$p already in use"; fi
+  if port_in_use "$p"; then die "port 127.0.0.1:$p already in use"; fi
 done
 mkdir -p "$PKI" "$LOGS" "$PIDS" "$DIR/etcd"
 chmod 700 "$DIR" "$DIR/etcd" "$PKI"
@@ -252,6 +251,7 @@ fi
 wait_until kube-controller-manager "default/default serviceaccount" sa_ready
 wait_until kube-controller-manager "PV controller synced" pv_synced
 
+# KUBE_CP_SERVER is where hack/lib.sh's health check (kube_ok) finds this plane's API server.
 cat > "$DIR/env" <<EOF
 export KUBECONFIG='$DIR/admin.kubeconfig'
 export KUBE_CP_SERVER='$SERVER'

@@ -1,15 +1,109 @@
-# hack/lib.sh -- helpers shared by the bed scripts; source it, after setting LOG_TAG (and
-# optionally START_NS, which defaults to now).
+# hack/lib.sh -- what the scripts in hack/ share, each fact stated here once: where the bed and
+# the caches are, the standard ports, logging, processes and ports, the bed's health checks, build
+# progress. Source it (`. "$HERE/lib.sh"`) after setting LOG_TAG (default: the script's name) and,
+# optionally, START_NS (default: now).
 # shellcheck shell=bash
 START_NS=${START_NS:-$(date +%s%N)}
 LOG_TAG=${LOG_TAG:-$(basename "$0" .sh)}
 
+# ------------------------------------------------------------------ where things are
+# The bed RBDP_BED names by default, on the standard ports; a bed anywhere else takes free ones.
+DEFAULT_BED=/tmp/rbd-provisioner-bed
+# What is built or fetched once per machine, outside the repo: the Kubernetes binaries, the
+# previous release, the image's root filesystem, podman's settings.
+CACHE_DIR=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}
+# kube_bin_cache VERSION: where hack/build-kube.sh / hack/build-kube-137.sh keep that build's binaries
+kube_bin_cache() { echo "$CACHE_DIR/kube-$1/bin"; }
+# have_bins DIR NAME...: every NAME is an executable in DIR (a complete cache)
+have_bins() { local d=$1 b; shift; for b; do [ -x "$d/$b" ] || return 1; done; }
+
+# bed_layout: BED is the bed RBDP_BED names (else DEFAULT_BED), made absolute, and the other
+# variables name what is in it; bed_layout_at DIR: the same for the bed in DIR. The 1.37 plane's
+# dir K137 has the shape of a bed (env, ports, kube/, ceph -> ../ceph), so that RBDP_BED=$K137
+# points tests at that plane; a plane of hack/plane-up.sh has it too.
+bed_layout() { bed_layout_at "${RBDP_BED:-$DEFAULT_BED}"; }
+# shellcheck disable=SC2034  # for the scripts that source this file
+bed_layout_at() {
+  BED=$(realpath -m -- "$1")
+  BED_LOCK=$BED.lock        # beside the dir, which a purge deletes
+  BED_MARK=$BED/.rbdp-bed   # only a dir hack/bed-up.sh marked is ever purged
+  BED_ENV=$BED/env          # describes the plane: tests parse it, shells source it
+  BED_PORTS=$BED/ports      # the ports picked when the bed was made, kept while it lives
+  CEPH_DIR=$BED/ceph KUBE_DIR=$BED/kube
+  K137=$BED/k137
+  K137_ENV=$K137/env K137_PORTS=$K137/ports K137_KUBE=$K137/kube
+  DEMO_PID=$BED/demo-provisioner.pid DEMO_LOG=$BED/demo-provisioner.log
+}
+# env_value FILE KEY: KEY's value in an env file the bed scripts wrote (export KEY='value')
+env_value() { sed -n "s/^export $2='\(.*\)'\$/\1/p" "$1" 2>/dev/null; }
+
+# ------------------------------------------------------------------ logging, arguments
 # seconds since START_NS, one decimal
 elapsed() { local ms=$(( ($(date +%s%N) - START_NS) / 1000000 )); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
 log() { printf '[%s %5ss] %s\n' "$LOG_TAG" "$(elapsed)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# fail RC MESSAGE: "TAG: MESSAGE" on stderr, exit RC (for the scripts that print plain lines)
+fail() { local rc=$1; shift; echo "$LOG_TAG: $*" >&2; exit "$rc"; }
+# usage ARGS: "usage: SCRIPT ARGS" on stderr, exit 2
+usage() { echo "usage: $0 $*" >&2; exit 2; }
+# down_args ARGS...: the arguments DIR [--purge] of hack/ceph-down.sh and hack/kube-down.sh, into
+# DIR (absolute) and PURGE
+# shellcheck disable=SC2034  # for the scripts that source this file
+down_args() {
+  case $# in 1|2) ;; *) usage "DIR [--purge]" ;; esac
+  DIR=$(realpath -m -- "$1") PURGE=${2:-}
+  [ -z "$PURGE" ] || [ "$PURGE" = --purge ] || usage "DIR [--purge]"
+}
+
+# ------------------------------------------------------------------ processes
 # a pid is alive if it exists and is not a zombie (PID 1 here reaps orphans late)
 alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
+# pidfile_alive FILE: FILE exists and names a live process
+pidfile_alive() { [ -f "$1" ] && alive "$(cat "$1")"; }
+# argv0 PID: the program a process was started as (not /proc/PID/exe: a rebuilt binary shows
+# there as "... (deleted)", and a non-dumpable one only root may read)
+argv0() { tr '\0' '\n' 2>/dev/null < "/proc/$1/cmdline" | head -1 || true; }
+# stop_ours PID NAME CHECK: stop a daemon a bed script started, while `CHECK PID NAME` says it
+# still is that one (pids get reused): SIGTERM, up to 10 s, then SIGKILL and up to 5 s. Says
+# "TAG: stopped NAME (pid PID)"; does nothing if CHECK fails at once.
+stop_ours() {
+  local pid=$1 name=$2 check=$3 i
+  "$check" "$pid" "$name" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do "$check" "$pid" "$name" || break; sleep 0.1; done
+  if "$check" "$pid" "$name"; then
+    echo "$LOG_TAG: $name (pid $pid) ignored SIGTERM for 10s; sending SIGKILL" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do "$check" "$pid" "$name" || break; sleep 0.1; done
+  fi
+  echo "$LOG_TAG: stopped $name (pid $pid)"
+}
+# stop_demo_provisioner SECONDS [BINARY]: the provisioner hack/demo.sh left running on the bed
+# (DEMO_PID), if that pid still is an rbd-provisioner (that very BINARY, if given), never
+# whatever reuses the pid: SIGTERM, then up to SECONDS for it to exit. The pid file goes either
+# way. True when it stopped one, whose pid is then in DEMO_STOPPED.
+stop_demo_provisioner() {
+  local pid i prog
+  DEMO_STOPPED=
+  [ -f "$DEMO_PID" ] || return 1
+  pid=$(cat "$DEMO_PID")
+  prog=$(argv0 "$pid")
+  [ -n "${2:-}" ] || prog=$(basename "$prog")
+  if [ "$prog" = "${2:-rbd-provisioner}" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < $1 * 10; i++)); do alive "$pid" || break; sleep 0.1; done
+    DEMO_STOPPED=$pid
+  fi
+  rm -f "$DEMO_PID"
+  [ -n "$DEMO_STOPPED" ]
+}
+
+# ------------------------------------------------------------------ ports
+# The standard ports, the default bed's: the mon's msgr2 and msgr1 (the walkthrough's "monitors:
+# 127.0.0.1:6789"); etcd client, etcd peer and kube-apiserver of the 1.20 plane, and of the 1.37
+# plane beside it.
+# shellcheck disable=SC2034  # for the scripts that source this file
+STD_MON_PORTS=(3300 6789) STD_120_PORTS=(2379 2380 6443) STD_137_PORTS=(2479 2480 7443)
 # whether something accepts connections on 127.0.0.1:PORT
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # a port in [FROM, TO) nobody listens on and not in the space-separated list TAKEN
@@ -21,15 +115,55 @@ free_port() {
     [ $((++tries)) -lt $((to - from)) ] || return 1
   done
 }
-# stop_pid PID [SECONDS]: SIGTERM, wait up to SECONDS (default 10), then SIGKILL
-stop_pid() {
-  local pid=$1 secs=${2:-10} i
-  alive "$pid" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < secs * 10; i++)); do alive "$pid" || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
+# free_port_for mon|etcd|apiserver [TAKEN]: a free port for such a daemon of a bed elsewhere than
+# the default. Each kind has its range, all below 32768, where Linux picks the local ports of
+# outgoing connections: a port free when chosen must not become some client's ephemeral port
+# before the daemon binds it.
+free_port_for() {
+  case $1 in
+    mon) free_port 20000 24000 "${2:-}" ;;
+    etcd) free_port 24000 28000 "${2:-}" ;;
+    apiserver) free_port 28000 32000 "${2:-}" ;;
+  esac
 }
 
+# ------------------------------------------------------------------ health checks
+# One set of checks for hack/bed-up.sh (reuse a bed, or purge and restart it) and hack/test.sh
+# (use a bed, or start one of its own), so they never disagree about a bed.
+# A plane's daemons, in start order (hack/kube-up.sh records each in DIR/pids/NAME.pid).
+KUBE_DAEMONS=(etcd kube-apiserver kube-controller-manager)
+# ceph_ok CEPH_DIR: the cluster answers (a busy machine can make one probe slow: callers retry)
+ceph_ok() { [ -f "$1/ceph.conf" ] && timeout 10 ceph -c "$1/ceph.conf" --connect-timeout 5 -s >/dev/null 2>&1; }
+# kube_ok KUBE_DIR MINOR: the plane's daemons run and its kube-apiserver is ready, at the address
+# hack/kube-up.sh recorded. kube-controller-manager serves no health port (--secure-port=0); on
+# 1.20 it must also run the controllers the tests rely on (a plane started by an older
+# kube-up.sh may lack some).
+KCM_NEEDS="persistentvolume-binder persistentvolume-expander pv-protection pvc-protection serviceaccount-token namespace"
+kube_ok() {
+  local dir=$1 minor=$2 n server cmd c
+  for n in "${KUBE_DAEMONS[@]}"; do pidfile_alive "$dir/pids/$n.pid" || return 1; done
+  server=$(env_value "$dir/env" KUBE_CP_SERVER)
+  [ -n "$server" ] && [ -f "$dir/pki/admin.crt" ] || return 1
+  curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
+    --key "$dir/pki/admin.key" "$server/readyz" >/dev/null 2>&1 || return 1
+  [ "$minor" = 20 ] || return 0
+  cmd=$(tr '\0' ' ' 2>/dev/null < "/proc/$(cat "$dir/pids/kube-controller-manager.pid")/cmdline") || return 1
+  case "$cmd" in *--use-service-account-credentials=true*) ;; *) return 1 ;; esac
+  [[ "$cmd" =~ --controllers=([^ ]*) ]] || return 1
+  for c in $KCM_NEEDS; do
+    case ",${BASH_REMATCH[1]}," in *",$c,"*) ;; *) return 1 ;; esac
+  done
+}
+# plane_ok DIR: RBDP_BED=DIR (a bed, or its k137/) is ready for tests: its env written, its Ceph
+# answering, its plane (of the version the env names) serving. A subshell: the caller's BED stays.
+plane_ok() (
+  bed_layout_at "$1"
+  [ -f "$BED_ENV" ] || exit 1
+  minor=$(env_value "$BED_ENV" RBDP_KUBE_MINOR)
+  ceph_ok "$CEPH_DIR" && kube_ok "$KUBE_DIR" "${minor:-20}"
+)
+
+# ------------------------------------------------------------------ builds
 # seconds -> "45s" / "3m30s"
 fmt_secs() { if [ "$1" -ge 60 ]; then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); else printf '%ds' "$1"; fi; }
 
@@ -63,4 +197,22 @@ stop_heartbeat() {
   kill "$STEP_HB" 2>/dev/null || true
   wait "$STEP_HB" 2>/dev/null || true
   STEP_HB=
+}
+
+# A Kubernetes build's time: CACHE_DIR/<script>.last holds "seconds version date" of the script's
+# last complete build, so that the next cold build can say how long it will take here.
+# build_expect ESTIMATE: that, else ESTIMATE
+build_expect() {
+  local s v d
+  read -r s v d 2>/dev/null < "$CACHE_DIR/$LOG_TAG.last" || s=
+  if [ -n "$s" ]; then echo "the last build here ($v, $d) took $(fmt_secs "$s")"; else echo "$1"; fi
+}
+# build_done START VERSION BIN_DIR [complete|partial]: says how long the build since START (date
+# +%s) took, keeps that for build_expect, and prints BIN_DIR, the build script's last line.
+build_done() {
+  local took=$(( $(date +%s) - $1 ))
+  # A partial build (a cache that lacked one binary) foretells nothing of a cold one.
+  [ "${4:-complete}" = partial ] || echo "$took $2 $(date -u +%F)" > "$CACHE_DIR/$LOG_TAG.last"
+  log "built Kubernetes $2 in $(fmt_secs "$took"), cached in $3"
+  echo "$3"
 }

@@ -7,34 +7,36 @@
 # Writes DIR/env (the bed's env with this plane's kubeconfig, binaries and kubectl), so
 # RBDP_BED=DIR points tests at it. Stop with: hack/kube-down.sh DIR/kube --purge; rm -rf DIR
 set -euo pipefail
-[ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-DIR=$(realpath -m -- "$1")
-BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
 LOG_TAG=plane-up
 # shellcheck source=hack/lib.sh
 . "$HERE/lib.sh"
-[ -f "$BED/env" ] || die "no bed in $BED (hack/bed-up.sh)"
-minor=$(sed -n "s/^export RBDP_KUBE_MINOR='\([0-9]*\)'/\1/p" "$BED/env")
-bin=$(sed -n "s/^export KUBE_BIN_DIR='\(.*\)'/\1/p" "$BED/env")
-case ${minor:-20} in 20) kv=1.20 ;; 37) kv=1.37 ;; *) die "unknown plane version '$minor' in $BED/env" ;; esac
+[ $# -eq 1 ] || usage DIR
+DIR=$(realpath -m -- "$1")
+bed_layout
+[ -f "$BED_ENV" ] || die "no bed in $BED (hack/bed-up.sh)"
+minor=$(env_value "$BED_ENV" RBDP_KUBE_MINOR)
+bin=$(env_value "$BED_ENV" KUBE_BIN_DIR)
+case ${minor:-20} in 20) kv=1.20 ;; 37) kv=1.37 ;; *) die "unknown plane version '$minor' in $BED_ENV" ;; esac
+SRC=$BED SRC_ENV=$BED_ENV SRC_CEPH=$CEPH_DIR
+bed_layout_at "$DIR"   # this plane's dir has a bed's shape: env, kube/, ceph -> the bed's
 mkdir -p "$DIR"
 chmod 700 "$DIR"
 # The 1.20 plane takes Debian's etcd from the PATH, the 1.37 one its own build.
 etcd=
 [ $kv = 1.20 ] || etcd=$bin/etcd
-ec=$(free_port 24000 28000) ep=$(free_port 24000 28000 "$ec") ap=$(free_port 28000 32000)
+ec=$(free_port_for etcd) ep=$(free_port_for etcd "$ec") ap=$(free_port_for apiserver)
 if ! KUBE_BIN_DIR=$bin ETCD_BIN=$etcd ETCD_CLIENT_PORT=$ec ETCD_PEER_PORT=$ep APISERVER_PORT=$ap \
-    "$HERE/kube-up.sh" --kube $kv "$DIR/kube" >"$DIR/kube-up.log" 2>&1; then
+    "$HERE/kube-up.sh" --kube $kv "$KUBE_DIR" >"$DIR/kube-up.log" 2>&1; then
   tail -25 "$DIR/kube-up.log" >&2
-  "$HERE/kube-down.sh" "$DIR/kube" --purge >&2 || true
+  "$HERE/kube-down.sh" "$KUBE_DIR" --purge >&2 || true
   die "the plane failed to start (log: $DIR/kube-up.log)"
 fi
-ln -sfn "$(realpath "$BED/ceph")" "$DIR/ceph"
+ln -sfn "$(realpath "$SRC_CEPH")" "$CEPH_DIR"
 tmp=$(mktemp "$DIR/.env.XXXXXX")
 sed -e "s|^export RBDP_BED=.*|export RBDP_BED='$DIR'|" \
-    -e "s|^export KUBECONFIG=.*|export KUBECONFIG='$DIR/kube/admin.kubeconfig'|" \
-    -e '/^export RBDP_PEER_BED=/d' "$BED/env" > "$tmp"
+    -e "s|^export KUBECONFIG=.*|export KUBECONFIG='$KUBE_DIR/admin.kubeconfig'|" \
+    -e '/^export RBDP_PEER_BED=/d' "$SRC_ENV" > "$tmp"
 chmod 600 "$tmp"
-mv -f "$tmp" "$DIR/env"
-log "plane $kv up in $DIR (apiserver :$ap), on the Ceph of $BED"
+mv -f "$tmp" "$BED_ENV"
+log "plane $kv up in $DIR (apiserver :$ap), on the Ceph of $SRC"

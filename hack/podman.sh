@@ -3,7 +3,9 @@
 # holding a controller ("hybrid", which crun refuses) and no CAP_SYS_RESOURCE (podman's default
 # ulimits cannot be set). runc with the cgroupfs manager and no default ulimits works.
 set -euo pipefail
-conf=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}/containers.conf
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+conf=$CACHE_DIR/containers.conf
 if [ ! -f "$conf" ]; then
   mkdir -p "$(dirname "$conf")"
   printf '[containers]\ndefault_ulimits = []\n' >"$conf"

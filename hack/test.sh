@@ -10,28 +10,23 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 HERE=$PWD/hack
-BED=$(realpath -m -- "${RBDP_BED:-/tmp/rbd-provisioner-bed}")
+# shellcheck source=hack/lib.sh
+. "$HERE/lib.sh"
+bed_layout
 
 bash hack/install-deps.sh
 # The 1.37 binaries (built once with the machine's current Go, then cached): built here so a
 # fresh machine's first run shows the build on its own, before any bed starts.
 bash hack/build-kube-137.sh >/dev/null
 
-bed_up() {  # $1: bed dir; the same checks as bed-up.sh, kube-controller-manager included
-  [ -f "$1/env" ] || return 1
-  # shellcheck disable=SC1091
-  (. "$1/env" && timeout 10 ceph -c "$CEPH_CONF" --connect-timeout 5 -s >/dev/null 2>&1 &&
-     timeout 10 "$KUBECTL" --kubeconfig "$KUBECONFIG" get --raw /readyz >/dev/null 2>&1) || return 1
-  local pidf=$1/kube/pids/kube-controller-manager.pid st
-  [ -f "$pidf" ] || return 1
-  st=$(awk '{print $3}' "/proc/$(cat "$pidf")/stat" 2>/dev/null) && [ "$st" != Z ]
-}
-# A bed hack/demo.sh started for 1.37 alone is up too when its 1.37 plane is, and it has no 1.20
-# plane (a broken one would make bed-up.sh purge the bed): bed-up.sh then adds the 1.20 plane.
-if ! bed_up "$BED" && ! { [ ! -e "$BED/kube" ] && bed_up "$BED/k137"; }; then
+# Whether the bed is up is judged by hack/bed-up.sh's own checks (plane_ok, hack/lib.sh). A bed
+# hack/demo.sh started for 1.37 alone is up too when its 1.37 plane is, and it has no 1.20 plane
+# (a broken one would make bed-up.sh purge the bed): bed-up.sh then adds the 1.20 plane.
+if ! plane_ok "$BED" && ! { [ ! -e "$KUBE_DIR" ] && plane_ok "$K137"; }; then
   # A fresh bed of this run's own (free ports are picked by bed-up.sh for a non-default dir).
-  BED=$(mktemp -d /tmp/rbd-provisioner-bed-run.XXXXXX)
-  trap 'echo "test.sh: stopping the bed it started ($BED)"; RBDP_BED=$BED bash "$HERE/bed-down.sh" --purge; rm -f "$BED.lock"' EXIT
+  own=$(mktemp -d "$DEFAULT_BED-run.XXXXXX")
+  bed_layout_at "$own"
+  trap 'echo "test.sh: stopping the bed it started ($BED)"; RBDP_BED=$BED bash "$HERE/bed-down.sh" --purge; rm -f "$BED_LOCK"' EXIT
   RBDP_BED=$BED RBDP_KUBE=1.37 bash hack/bed-up.sh
   started=1
 else
@@ -44,19 +39,9 @@ export RBDP_BED=$BED
 # The tests that stand in for the old provisioner run under its name, ceph.com/rbd: a demo's
 # provisioner of that name on the same bed could do their work while they pass. It is stopped
 # (gracefully: it releases its Lease), and the demo starts it again when rerun.
-if [ -f "$BED/demo-provisioner.pid" ]; then
-  pid=$(cat "$BED/demo-provisioner.pid")
-  if [ "$(basename "$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -1)")" = rbd-provisioner ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || break
-      [ "$st" != Z ] || break
-      sleep 0.1
-    done
-    echo "test.sh: stopped hack/demo.sh's provisioner (ceph.com/rbd, pid $pid), which would act on the"
-    echo "tests' claims of that name; \`bash hack/demo.sh\` starts it again"
-  fi
-  rm -f "$BED/demo-provisioner.pid"
+if stop_demo_provisioner 10; then
+  echo "test.sh: stopped hack/demo.sh's provisioner (ceph.com/rbd, pid $DEMO_STOPPED), which would act on the"
+  echo "tests' claims of that name; \`bash hack/demo.sh\` starts it again"
 fi
 
 echo "== cargo fmt --check"
@@ -70,6 +55,25 @@ cargo test --lib --bins
 # (tests/faults.rs, tests/outages.rs) and some check the whole pool (doctor's probe images), so
 # a run on the other plane at the same time would make them fail or prove nothing.
 cargo test --no-run --tests -q
+# on_planes KEY HEADING CMD...: CMD on each plane in turn, with RBDP_BED naming the plane, after
+# the line "== HEADING" ({plane} and {bed} filled in); its exit status in rc[KEY-PLANE] and its
+# seconds in secs[KEY-PLANE] (rc[PLANE] for an empty KEY).
+declare -A rc secs
+on_planes() {
+  local key=$1 heading=$2 plane dir k h t0
+  shift 2
+  for plane in 1.20 1.37; do
+    dir=$BED
+    [ $plane = 1.20 ] || dir=$K137
+    k=${key:+$key-}$plane
+    h=${heading//\{plane\}/$plane}
+    echo "== ${h//\{bed\}/$dir}"
+    t0=$(date +%s)
+    rc[$k]=0
+    RBDP_BED=$dir "$@" || rc[$k]=$?
+    secs[$k]=$(( $(date +%s) - t0 ))
+  done
+}
 # The previous release, for tests/upgrade_release.rs (upgrade to this build and roll back):
 # built in the background at low priority while the planes' tests (mostly waiting on I/O) run,
 # and tested after them.
@@ -77,17 +81,9 @@ echo "== the previous release's binary (hack/previous-release), building in the 
 PREV_LOG=$(mktemp /tmp/rbdp-build-previous.XXXXXX)
 (bash hack/build-previous.sh >"$PREV_LOG" 2>&1) &
 prev_job=$!
-declare -A rc secs
-for plane in 1.20 1.37; do
-  dir=$BED
-  [ $plane = 1.20 ] || dir=$BED/k137
-  echo "== integration tests on Kubernetes $plane (real Ceph + Kubernetes, bed $dir)"
-  t0=$(date +%s)
-  rc[$plane]=0
-  RBDP_BED=$dir cargo test --no-fail-fast --test '*' -- --test-threads=8 \
-      --skip upgrade_from_the_previous_release_and_roll_back || rc[$plane]=$?
-  secs[$plane]=$(( $(date +%s) - t0 ))
-done
+on_planes '' "integration tests on Kubernetes {plane} (real Ceph + Kubernetes, bed {bed})" \
+  cargo test --no-fail-fast --test '*' -- --test-threads=8 \
+    --skip upgrade_from_the_previous_release_and_roll_back
 
 # The binary the Dockerfile ships (release profile, no fail points) against the provisioning,
 # deletion and fail-over tests on both planes: the debug build above is not what operators run.
@@ -102,19 +98,12 @@ if grep -aq -e RBD_PROVISIONER_FAILPOINT -e RBD_PROVISIONER_MIGRATE_FAILPOINT "$
   echo "test.sh: the release binary carries fail points; release builds must leave them out" >&2
   rc[release]=1
 fi
-for plane in 1.20 1.37; do
-  dir=$BED
-  [ $plane = 1.20 ] || dir=$BED/k137
-  echo "== release binary: provisioning, deletion and fail-over tests on Kubernetes $plane"
-  t0=$(date +%s)
-  rc[release-$plane]=0
-  RBD_PROVISIONER_BIN=$REL RBDP_BED=$dir cargo test --no-fail-fast \
-      --test provision --test delete --test leader --test faults -- --test-threads=8 \
-      --skip restart_between_image_and_pv_adopts_the_image \
-      --skip claim_deleted_during_provisioning_leaves_no_image \
-      --skip claims_deleted_while_their_images_are_created || rc[release-$plane]=$?
-  secs[release-$plane]=$(( $(date +%s) - t0 ))
-done
+on_planes release "release binary: provisioning, deletion and fail-over tests on Kubernetes {plane}" \
+  env RBD_PROVISIONER_BIN="$REL" cargo test --no-fail-fast \
+    --test provision --test delete --test leader --test faults -- --test-threads=8 \
+    --skip restart_between_image_and_pv_adopts_the_image \
+    --skip claim_deleted_during_provisioning_leaves_no_image \
+    --skip claims_deleted_while_their_images_are_created
 prev_rc=0
 wait $prev_job || prev_rc=$?
 upgrade_planes=()
@@ -123,15 +112,8 @@ if [ $prev_rc -eq 0 ]; then
   export RBDP_PREVIOUS_BIN
   grep '^build-previous: built' "$PREV_LOG" || true
   upgrade_planes=(upgrade-1.20 upgrade-1.37)
-  for plane in 1.20 1.37; do
-    dir=$BED
-    [ $plane = 1.20 ] || dir=$BED/k137
-    echo "== upgrade from the previous release and rollback on Kubernetes $plane"
-    t0=$(date +%s)
-    rc[upgrade-$plane]=0
-    RBDP_BED=$dir cargo test --test upgrade_release || rc[upgrade-$plane]=$?
-    secs[upgrade-$plane]=$(( $(date +%s) - t0 ))
-  done
+  on_planes upgrade "upgrade from the previous release and rollback on Kubernetes {plane}" \
+    cargo test --test upgrade_release
 elif [ $prev_rc -eq 3 ]; then
   # Only a checkout without history (shallow, or an exported tree) has no previous release.
   cat "$PREV_LOG" >&2
