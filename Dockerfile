@@ -6,7 +6,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# Declared in Cargo.toml, so cargo wants the file even when it builds only the binary.
+COPY crates ./crates
+# Declared in Cargo.toml, so cargo wants the files even when it builds only the binary.
 COPY benches ./benches
 RUN cargo build --release --locked --bin rbd-provisioner \
  && strip target/release/rbd-provisioner

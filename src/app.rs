@@ -14,6 +14,7 @@ use crate::leader::{Elector, Timing};
 use crate::metrics::Metrics;
 use ceph::Timeouts;
 use domain::params::Flavor;
+use domain::server_version::ServerVersion;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -188,6 +189,17 @@ pub enum FlavorArg {
     Csi,
 }
 
+impl FlavorArg {
+    /// The flavour chosen on the command line; `None` for auto (the server's version decides).
+    pub fn chosen(self) -> Option<Flavor> {
+        match self {
+            FlavorArg::Auto => None,
+            FlavorArg::Rbd => Some(Flavor::Rbd),
+            FlavorArg::Csi => Some(Flavor::Csi),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the provisioner (the default).
@@ -247,7 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.clone(),
                 &cli.provisioner_name,
                 &cli.service_account,
-                cli.volume_flavor,
+                cli.volume_flavor.chosen(),
             )
             .await
         }
@@ -287,22 +299,6 @@ fn client(config: kube::Config, limit: Option<(f64, u32)>) -> anyhow::Result<kub
 }
 
 /// The flavour for classes that do not choose: in-tree `spec.rbd` was removed in Kubernetes 1.31.
-pub fn default_flavor(arg: FlavorArg, major: u32, minor: u32) -> Flavor {
-    match arg {
-        FlavorArg::Rbd => Flavor::Rbd,
-        FlavorArg::Csi => Flavor::Csi,
-        FlavorArg::Auto if (major, minor) >= (1, 31) => Flavor::Csi,
-        FlavorArg::Auto => Flavor::Rbd,
-    }
-}
-
-/// "1", "20+" → 20
-fn version_number(s: &str) -> u32 {
-    s.trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .unwrap_or(0)
-}
-
 async fn run_provisioner(
     cli: Cli,
     client: kube::Client,
@@ -313,8 +309,8 @@ async fn run_provisioner(
         .apiserver_version()
         .await
         .context("asking the API server for its version")?;
-    let (major, minor) = (version_number(&v.major), version_number(&v.minor));
-    let default_flavor = default_flavor(cli.volume_flavor, major, minor);
+    let default_flavor =
+        ServerVersion::parse(&v.major, &v.minor).default_flavor(cli.volume_flavor.chosen());
     tracing::info!(
         provisioner = %cli.provisioner_name,
         server = %v.git_version,
@@ -465,16 +461,6 @@ mod tests {
             format!("rbd-provisioner@a-b-c/{v}")
         );
         assert_eq!(user_agent(None), format!("rbd-provisioner/{v}"));
-    }
-
-    #[test]
-    fn flavor_follows_server_version() {
-        assert_eq!(default_flavor(FlavorArg::Auto, 1, 20), Flavor::Rbd);
-        assert_eq!(default_flavor(FlavorArg::Auto, 1, 30), Flavor::Rbd);
-        assert_eq!(default_flavor(FlavorArg::Auto, 1, 31), Flavor::Csi);
-        assert_eq!(default_flavor(FlavorArg::Auto, 2, 0), Flavor::Csi);
-        assert_eq!(default_flavor(FlavorArg::Rbd, 1, 33), Flavor::Rbd);
-        assert_eq!(default_flavor(FlavorArg::Csi, 1, 20), Flavor::Csi);
     }
 
     #[test]
@@ -733,12 +719,5 @@ mod tests {
             "README flag table vs clap:\n{}",
             problems.join("\n")
         );
-    }
-
-    #[test]
-    fn versions_with_plus() {
-        assert_eq!(version_number("20+"), 20);
-        assert_eq!(version_number("1"), 1);
-        assert_eq!(version_number(""), 0);
     }
 }

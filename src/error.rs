@@ -115,18 +115,13 @@ pub enum Error {
         cause: kube::Error,
     },
 
-    /// A write lost a race with another writer (HTTP 409). Retried quietly: not a failure
-    /// anyone needs to see.
-    #[error("{verb} {object}: changed by someone else meanwhile; retrying")]
-    Conflict { verb: &'static str, object: String },
-
     /// A destructive step whose facts disagree: nothing was done.
     #[error("refusing to delete image {pool}/{image} of PersistentVolume {pv}: {why}")]
     Refused {
         pv: String,
         pool: String,
         image: String,
-        why: Refusal,
+        why: FactsDisagree,
     },
 
     #[error(
@@ -137,10 +132,6 @@ pub enum Error {
         claim: String,
         why: NotTheVolume,
     },
-
-    /// Progress, not failure: the step waits for background work.
-    #[error("{0}")]
-    Waiting(Wait),
 
     #[error(
         "image {pool}/{image} is in use by {watchers}; stop the pods using it (or unmap it on that host), deletion will be retried"
@@ -156,7 +147,7 @@ pub enum Error {
     Mismatch {
         action: &'static str,
         pv: String,
-        why: Refusal,
+        why: FactsDisagree,
     },
 
     /// The PV does not say where its image is, or says it in a way that cannot be trusted.
@@ -218,9 +209,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why an image was not deleted.
+/// Why an image was not deleted, or its records not written: facts that disagree.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub enum FactsDisagree {
     #[error("PersistentVolume {other} names the same image; delete or fix one of them by hand")]
     SharedImage { other: String },
     /// The image's stamp names another provisioner, cluster, PV or place.
@@ -238,20 +229,6 @@ pub enum Refusal {
         pool: String,
         /// Said when the pool is younger than the PV.
         younger: String,
-    },
-}
-
-/// What a step waits for.
-#[derive(Debug, thiserror::Error)]
-pub enum Wait {
-    #[error(
-        "flattening clone {pool}/{child} before deleting its source {pool}/{image}; the deletion continues when it is done"
-    )]
-    Flattening {
-        pool: String,
-        child: String,
-        /// The clone's source, which is being deleted.
-        image: String,
     },
 }
 
@@ -289,10 +266,8 @@ impl Error {
             Error::CephDenied { .. } => "ceph_denied",
             Error::Kube { .. } => "kube",
             Error::ImageInUse { .. } => "in_use",
-            Error::Conflict { .. } => "conflict",
             Error::Refused { .. } | Error::Mismatch { .. } => "refused",
             Error::PvTaken { .. } => "pv_taken",
-            Error::Waiting(_) => "waiting",
             Error::Unlocated { .. }
             | Error::ImageTaken { .. }
             | Error::ClassGone { .. }

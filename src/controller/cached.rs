@@ -6,7 +6,7 @@
 //! with the little metadata the watch machinery needs and the facts that scans over all of
 //! them read.
 //!
-//! That JSON holds only what decisions read ([`Lean::lean`]): a claim's owner writes its
+//! That JSON holds only what decisions read ([`CachedKind::trimmed`]): a claim's owner writes its
 //! labels, annotations and most of its spec, up to the API server's limits (256 KiB of
 //! annotations, about 1.5 MiB in all), and every replica caches every claim of the cluster.
 //! Kept whole, a few tenants' large claims would push every replica over its memory limit at
@@ -32,12 +32,12 @@ use domain::reclaim::ANN_LEGACY_IDENTITY;
 use domain::volume;
 
 /// An object kind the caches keep as [`Cached`], with what scans read of it.
-pub trait Lean:
+pub trait CachedKind:
     Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + Sync + 'static
 {
     type Facts: Clone + fmt::Debug + Send + Sync + 'static;
     /// The object less what no decision reads: what the cache keeps.
-    fn lean(self) -> Self;
+    fn trimmed(self) -> Self;
     fn facts(&self) -> Self::Facts;
 }
 
@@ -102,7 +102,7 @@ fn bounded(value: String) -> String {
 /// The metadata decisions read: the identity (events and log lines name the object by it, the
 /// finalizer patch carries the resourceVersion), the deletionTimestamp and the annotations of
 /// `keep`. No decision reads labels, owner references, managedFields or timestamps.
-fn lean_meta(m: ObjectMeta, keep: &[&str], value: fn(String) -> String) -> ObjectMeta {
+fn trim_meta(m: ObjectMeta, keep: &[&str], value: fn(String) -> String) -> ObjectMeta {
     let annotations: BTreeMap<String, String> = m
         .annotations
         .unwrap_or_default()
@@ -121,17 +121,17 @@ fn lean_meta(m: ObjectMeta, keep: &[&str], value: fn(String) -> String) -> Objec
     }
 }
 
-impl Lean for PersistentVolume {
+impl CachedKind for PersistentVolume {
     type Facts = VolumeFacts;
 
     /// Spec and status whole (only administrators and controllers write them); the
     /// finalizers too, which delete::remove_finalizer writes back less ours.
-    fn lean(mut self) -> PersistentVolume {
+    fn trimmed(mut self) -> PersistentVolume {
         let finalizers = self.metadata.finalizers.take();
         PersistentVolume {
             metadata: ObjectMeta {
                 finalizers,
-                ..lean_meta(self.metadata, VOLUME_ANNOTATIONS, |v| v)
+                ..trim_meta(self.metadata, VOLUME_ANNOTATIONS, |v| v)
             },
             spec: self.spec,
             status: self.status,
@@ -150,7 +150,7 @@ impl Lean for PersistentVolume {
 /// are never provisioned early (claim::decide: whether there is one), and are refused
 /// (volume::claim_request: whether it selects anything). An empty one is kept as it is; any
 /// other becomes a one-label stand-in.
-fn lean_selector(s: LabelSelector) -> LabelSelector {
+fn trim_selector(s: LabelSelector) -> LabelSelector {
     let selects = s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
         || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty());
     if selects {
@@ -168,10 +168,10 @@ fn lean_selector(s: LabelSelector) -> LabelSelector {
 
 /// The spec fields decisions read, named one by one so that a field added to the API is
 /// dropped until something reads it. The claim's owner chooses them all; those the API server
-/// leaves unbounded are cut to what is read: the selector (see [`lean_selector`]), repeated
+/// leaves unbounded are cut to what is read: the selector (see [`trim_selector`]), repeated
 /// access modes (read as a set), resources other than the storage request. Not kept:
 /// `volumeAttributesClassName` and the limits, which nothing reads.
-fn lean_claim_spec(s: PersistentVolumeClaimSpec) -> PersistentVolumeClaimSpec {
+fn trim_claim_spec(s: PersistentVolumeClaimSpec) -> PersistentVolumeClaimSpec {
     PersistentVolumeClaimSpec {
         access_modes: s.access_modes.map(volume::distinct),
         data_source: s.data_source,
@@ -182,7 +182,7 @@ fn lean_claim_spec(s: PersistentVolumeClaimSpec) -> PersistentVolumeClaimSpec {
                 .requests
                 .map(|q| q.into_iter().filter(|(k, _)| k == "storage").collect()),
         }),
-        selector: s.selector.map(lean_selector),
+        selector: s.selector.map(trim_selector),
         storage_class_name: s.storage_class_name,
         volume_attributes_class_name: None,
         volume_mode: s.volume_mode,
@@ -190,14 +190,14 @@ fn lean_claim_spec(s: PersistentVolumeClaimSpec) -> PersistentVolumeClaimSpec {
     }
 }
 
-impl Lean for PersistentVolumeClaim {
+impl CachedKind for PersistentVolumeClaim {
     type Facts = ();
 
     /// Status whole: controllers write it, and resize::grow writes its conditions back.
-    fn lean(self) -> PersistentVolumeClaim {
+    fn trimmed(self) -> PersistentVolumeClaim {
         PersistentVolumeClaim {
-            metadata: lean_meta(self.metadata, CLAIM_ANNOTATIONS, bounded),
-            spec: self.spec.map(lean_claim_spec),
+            metadata: trim_meta(self.metadata, CLAIM_ANNOTATIONS, bounded),
+            spec: self.spec.map(trim_claim_spec),
             status: self.status,
         }
     }
@@ -207,19 +207,19 @@ impl Lean for PersistentVolumeClaim {
 
 /// A watched object kept as JSON; see the module documentation.
 #[derive(Clone)]
-pub struct Cached<K: Lean> {
+pub struct Cached<K: CachedKind> {
     /// Name, namespace, uid, resourceVersion and deletionTimestamp only.
     metadata: ObjectMeta,
     json: Box<[u8]>,
     pub facts: K::Facts,
 }
 
-impl<K: Lean> Cached<K> {
+impl<K: CachedKind> Cached<K> {
     pub fn new(full: K) -> Result<Cached<K>, serde_json::Error> {
-        let mut lean = full.lean();
-        let json = serde_json::to_vec(&lean)?.into_boxed_slice();
-        let facts = lean.facts();
-        let m = lean.meta_mut();
+        let mut trimmed = full.trimmed();
+        let json = serde_json::to_vec(&trimmed)?.into_boxed_slice();
+        let facts = trimmed.facts();
+        let m = trimmed.meta_mut();
         let metadata = ObjectMeta {
             name: m.name.take(),
             namespace: m.namespace.take(),
@@ -235,7 +235,7 @@ impl<K: Lean> Cached<K> {
         })
     }
 
-    /// The object as decisions see it: what the watch delivered, less what [`Lean::lean`]
+    /// The object as decisions see it: what the watch delivered, less what [`CachedKind::trimmed`]
     /// drops.
     pub fn object(&self) -> Result<K, serde_json::Error> {
         serde_json::from_slice(&self.json)
@@ -247,7 +247,7 @@ impl<K: Lean> Cached<K> {
     }
 }
 
-impl<K: Lean> fmt::Debug for Cached<K> {
+impl<K: CachedKind> fmt::Debug for Cached<K> {
     // The JSON may be long and says nothing a log line needs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cached")
@@ -260,13 +260,13 @@ impl<K: Lean> fmt::Debug for Cached<K> {
     }
 }
 
-impl<'de, K: Lean> Deserialize<'de> for Cached<K> {
+impl<'de, K: CachedKind> Deserialize<'de> for Cached<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Cached::new(K::deserialize(d)?).map_err(D::Error::custom)
     }
 }
 
-impl<K: Lean> Resource for Cached<K> {
+impl<K: CachedKind> Resource for Cached<K> {
     type DynamicType = ();
     type Scope = K::Scope;
 
@@ -323,7 +323,7 @@ mod tests {
     /// What a claim's owner (or another tool) adds that no decision reads: a 250 KiB
     /// annotation, 500 labels, owner references, finalizers, managedFields, resource limits
     /// and a volume attributes class.
-    fn with_ballast<K: Lean>(mut obj: K) -> K {
+    fn with_ballast<K: CachedKind>(mut obj: K) -> K {
         let m = obj.meta_mut();
         m.annotations.get_or_insert_default().extend([
             ("example.com/ballast".to_string(), "x".repeat(250 * KIB)),
@@ -713,7 +713,7 @@ mod tests {
     }
 
     /// The object a reconcile gets from the cache.
-    fn rebuilt<K: Lean>(full: &K) -> K {
+    fn rebuilt<K: CachedKind>(full: &K) -> K {
         let from_json: Cached<K> =
             serde_json::from_value(serde_json::to_value(full).unwrap()).unwrap();
         from_json.object().unwrap()

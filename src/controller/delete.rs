@@ -5,7 +5,6 @@
 //! at creation, and no other PV naming the same image. When they disagree nothing is
 //! deleted and the PV gets a Warning event saying why.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +15,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 
 use super::Context;
+use super::outcome::{Outcome, Wait, done};
 use super::purge::Job;
-use crate::error::{Error, Refusal, Result, Wait, is_status};
+use crate::error::{Error, FactsDisagree, Result, is_status};
 use crate::k8s;
 use ceph::Cluster;
 use domain::owner::Place;
@@ -49,7 +49,7 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     // not bound yet because the claim went while it was being provisioned. Released and
     // Failed ones take the usual path and need no question to the API server.
     let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
-    let claim_gone = ctx.settings.early_provisioning
+    let claim_deleted = ctx.settings.early_provisioning
         && !matches!(phase, Some("Released") | Some("Failed"))
         && domain::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
         && pv
@@ -57,11 +57,11 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             .as_ref()
             .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
             == Some("Delete")
-        && ctx.claim_gone(&pv).await;
-    if claim_gone {
+        && ctx.bound_claim_deleted(&pv).await;
+    if claim_deleted {
         tracing::info!(pv = %name, "its claim is gone: deleting without waiting for the volume to be marked Released");
     }
-    let outcome = match reclaim::decide(&pv, &ctx.settings.provisioner, claim_gone) {
+    let outcome = match reclaim::decide(&pv, &ctx.settings.provisioner, claim_deleted) {
         VolumeAction::Ignore(why) => {
             // Debug only: every PV of every class passes here.
             let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -70,12 +70,12 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             return Ok(Action::await_change());
         }
         VolumeAction::RemoveFinalizer => match remove_finalizer(&ctx, &pv).await {
-            Ok(()) => {
+            Ok(Outcome::Done(())) => {
                 tracing::info!(pv = %name, "reclaim policy is not Delete: removed our finalizer");
                 ctx.succeeded(&key);
                 return Ok(Action::await_change());
             }
-            Err(e) => Err(e),
+            other => other,
         },
         VolumeAction::Broken(cause) => Err(Error::Unlocated {
             action: "delete",
@@ -84,13 +84,17 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         }),
         VolumeAction::Record(target) => {
             return match super::record::record(&pv, &target, &ctx).await {
-                Ok(()) => {
+                Ok(Outcome::Done(())) => {
                     ctx.succeeded(&key);
                     Ok(Action::await_change())
                 }
-                Err(e @ Error::Conflict { .. }) => {
-                    tracing::debug!(pv = %name, error = %e, "retrying");
+                Ok(Outcome::Changed { verb, object }) => {
+                    tracing::debug!(pv = %name, "{verb} {object}: changed meanwhile; retrying");
                     Ok(Action::requeue(Duration::from_millis(200)))
+                }
+                Ok(Outcome::Waiting(wait)) => {
+                    tracing::info!(pv = %name, "{wait}");
+                    Ok(Action::requeue(Duration::from_secs(5)))
                 }
                 // An old volume whose class is gone (common, and harmless while it is bound):
                 // tried again now and then, quietly; its deletion says what to do if it comes.
@@ -100,7 +104,8 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
                 }
                 Err(e) => {
                     if matches!(e, Error::Mismatch { .. }) {
-                        ctx.events
+                        ctx.kube
+                            .events
                             .warning(&regarding, "VolumeRecordRefused", "Record", e.to_string())
                             .await;
                     }
@@ -111,39 +116,41 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         VolumeAction::Delete(_) => {
             let started = Instant::now();
             crate::failpoint::hit(crate::failpoint::Point::BeforeFreshRead, &name).await;
-            let r = delete_fresh(&pv, claim_gone, &ctx).await;
-            if let Ok(Some(target)) = &r {
+            let r = delete_fresh(&pv, claim_deleted, &ctx).await;
+            if let Ok(Outcome::Done(Some(target))) = &r {
                 if !key.is_empty() {
                     ctx.finished_deleting(&key);
                 }
                 ctx.metrics.delete(class_of(&pv), Ok(started.elapsed()));
                 tracing::info!(pv = %name, image = %format!("{}/{}", target.pool, target.image), elapsed = ?started.elapsed(), "deleted volume");
             }
-            r.map(drop)
+            r.map(|o| o.map(drop))
         }
     };
     match outcome {
-        Ok(()) => {
+        Ok(Outcome::Done(())) => {
             ctx.succeeded(&key);
             Ok(Action::await_change())
         }
         // A lost race on the PV object: the next reconcile sees the new version.
-        Err(e @ Error::Conflict { .. }) => {
-            tracing::debug!(pv = %name, error = %e, "retrying");
+        Ok(Outcome::Changed { verb, object }) => {
+            tracing::debug!(pv = %name, "{verb} {object}: changed meanwhile; retrying");
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Err(e @ Error::ImageInUse { .. }) => {
             ctx.metrics.delete(class_of(&pv), Err(e.kind()));
-            ctx.events
+            ctx.kube
+                .events
                 .warning(&regarding, "VolumeFailedDelete", "Delete", e.to_string())
                 .await;
             let delay = in_use_retry(ctx.backoff(&key));
             tracing::warn!(pv = %name, error = %e, retry_in = ?delay, "volume operation failed");
             Ok(Action::requeue(delay))
         }
-        Err(Error::Waiting(wait)) => {
+        Ok(Outcome::Waiting(wait)) => {
             tracing::info!(pv = %name, "{wait}");
-            ctx.events
+            ctx.kube
+                .events
                 .normal(
                     &regarding,
                     "VolumeDeleteWaiting",
@@ -155,7 +162,8 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         }
         Err(e) => {
             ctx.metrics.delete(class_of(&pv), Err(e.kind()));
-            ctx.events
+            ctx.kube
+                .events
                 .warning(&regarding, "VolumeFailedDelete", "Delete", e.to_string())
                 .await;
             Err(e)
@@ -192,7 +200,8 @@ async fn purge_left_in_trash(
         Ok(entries) => {
             for e in entries.into_iter().filter(|e| e.name == t.image) {
                 tracing::info!(pool = %t.pool, image = %t.image, id = %e.id, "purging a trash entry of this volume's image");
-                ctx.purger
+                ctx.ceph
+                    .purger
                     .submit(Job::trash_entry(cluster, &t.pool, e, 0, true));
             }
         }
@@ -204,37 +213,37 @@ async fn purge_left_in_trash(
 /// have set Retain meanwhile, or the claim come back. Returns what was deleted, if anything.
 async fn delete_fresh(
     cached: &PersistentVolume,
-    claim_gone: bool,
+    claim_deleted: bool,
     ctx: &Arc<Context>,
-) -> Result<Option<DeleteTarget>> {
+) -> Result<Outcome<Option<DeleteTarget>>> {
     let name = cached.metadata.name.clone().unwrap_or_default();
-    let fresh = match k8s::get_pv(&ctx.client, &name).await? {
+    let fresh = match k8s::get_pv(&ctx.kube.client, &name).await? {
         Some(pv) if pv.metadata.uid == cached.metadata.uid => pv,
         // Gone, or another PV of that name: nothing of this one's to do.
-        _ => return Ok(None),
+        _ => return Ok(Outcome::Done(None)),
     };
-    match reclaim::decide(&fresh, &ctx.settings.provisioner, claim_gone) {
-        VolumeAction::Delete(t) => delete(&fresh, &t, ctx).await.map(|()| Some(t)),
+    match reclaim::decide(&fresh, &ctx.settings.provisioner, claim_deleted) {
+        VolumeAction::Delete(t) => Ok(delete(&fresh, &t, ctx).await?.map(|()| Some(t))),
         VolumeAction::RemoveFinalizer => {
-            remove_finalizer(ctx, &fresh).await?;
+            done!(remove_finalizer(ctx, &fresh).await?);
             tracing::info!(pv = %name, "reclaim policy is not Delete: removed our finalizer");
-            Ok(None)
+            Ok(Outcome::Done(None))
         }
         VolumeAction::Broken(cause) => Err(Error::Unlocated {
             action: "delete",
             pv: name,
             cause,
         }),
-        VolumeAction::Ignore(_) | VolumeAction::Record(_) => Ok(None),
+        VolumeAction::Ignore(_) | VolumeAction::Record(_) => Ok(Outcome::Done(None)),
     }
 }
 
 /// Deletes a volume decided on from `pv`, read fresh. Every check reads only; then the PV is
 /// committed to deletion with its resourceVersion as precondition (a PV changed since the read
 /// fails it, and the next pass decides again); only then is the image trashed.
-async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> Result<()> {
+async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> Result<Outcome> {
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
-    let refuse = |why: Refusal| Error::Refused {
+    let refuse = |why: FactsDisagree| Error::Refused {
         pv: pv_name.clone(),
         pool: t.pool.clone(),
         image: t.image.clone(),
@@ -242,7 +251,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
     };
     ctx.volumes_listed().await;
     if let Some(other) = ctx.other_volume_naming(pv, &t.pool, &t.image) {
-        return Err(refuse(Refusal::SharedImage { other }));
+        return Err(refuse(FactsDisagree::SharedImage { other }));
     }
     let creds = ctx.volume_credentials(pv, t).await?;
     let cluster = ctx.connect(&creds).await?;
@@ -250,15 +259,15 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
     // A missing pool is an error here, never "image gone".
     let live = ctx.place(&cluster, &t.pool, &object).await?;
     reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
-        .map_err(|c| refuse(Refusal::Place(c)))?;
-    let _held = ctx.locks.lock(&t.pool, &t.image).await;
+        .map_err(|c| refuse(FactsDisagree::Place(c)))?;
+    let _held = ctx.ceph.locks.lock(&t.pool, &t.image).await;
 
     let image = match cluster.image_info(&t.pool, &t.image).await {
         // Only the image's own ENOENT in the pool the PV records: a pool renamed and replaced
         // by an empty one must not pass for a deleted image.
         Err(e) if e.is_not_found() => {
             if reclaim::recorded_place(pv).is_none() {
-                return Err(refuse(Refusal::Unproven {
+                return Err(refuse(FactsDisagree::Unproven {
                     pv: pv_name.clone(),
                     pool: t.pool.clone(),
                     younger: pool_younger_than(&cluster, &t.pool, pv).await,
@@ -275,7 +284,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                 .map_err(Error::ceph(&object))?;
             let legacy = reclaim::made_by_old_provisioner(pv);
             owner::check_delete(&meta, &ctx.instance, &pv_name, &live, legacy)
-                .map_err(|m| refuse(Refusal::Stamp(m)))?;
+                .map_err(|m| refuse(FactsDisagree::Stamp(m)))?;
             // Read-only open: a read/write open would make us a watcher ourselves.
             let watchers = cluster
                 .watchers(&t.pool, &t.image)
@@ -292,13 +301,13 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
                         .join(", "),
                 });
             }
-            let src = Source {
+            let src = ImageUnderDeletion {
                 cluster: &cluster,
                 pool: &t.pool,
                 image: &t.image,
                 object: &object,
             };
-            detach_clones(ctx, &src).await?;
+            done!(detach_clones(ctx, &src).await?);
             Some((info, meta))
         }
     };
@@ -307,17 +316,32 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
     let committed = match commit(ctx, pv, &live).await? {
         Committed::Held(pv) => Some(pv),
         Committed::Deleted => None,
+        Committed::Changed => {
+            return Ok(Outcome::changed(
+                "delete",
+                format!("PersistentVolume {pv_name}"),
+            ));
+        }
         // Someone else deleted it between the read and the commit: their act, not ours; the
         // image stays (its stamp says a PV had it, so nothing collects it either).
         Committed::Vanished => {
             tracing::info!(pv = %pv_name, "the PV went before our deletion; its image is left alone");
-            return Ok(());
+            return Ok(Outcome::Done(()));
         }
     };
     match image {
         Some((info, meta)) => {
-            trash(ctx, &cluster, &t.pool, &t.image, &pv_name, &meta, &object).await?;
-            ctx.purger.submit(Job {
+            super::purge::trash(
+                &ctx.instance,
+                &cluster,
+                &t.pool,
+                &t.image,
+                &pv_name,
+                &meta,
+                &object,
+            )
+            .await?;
+            ctx.ceph.purger.submit(Job {
                 cluster: cluster.clone(),
                 pool: t.pool.clone(),
                 id: info.id.clone(),
@@ -337,7 +361,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
     }
     match committed {
         Some(pv) => drop_finalizer_of_deleted(ctx, *pv).await,
-        None => Ok(()),
+        None => Ok(Outcome::Done(())),
     }
 }
 
@@ -349,6 +373,8 @@ enum Committed {
     Deleted,
     /// Gone before our commit.
     Vanished,
+    /// Changed since it was read (a 409 on a write with its resourceVersion): not deleted.
+    Changed,
 }
 
 /// The point of no return, taken on the PV exactly as it was read: our finalizer (a volume of
@@ -358,11 +384,7 @@ enum Committed {
 /// pass decides again on what it then reads.
 async fn commit(ctx: &Context, pv: &PersistentVolume, live: &Place) -> Result<Committed> {
     let name = pv.metadata.name.clone().unwrap_or_default();
-    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let conflict = || Error::Conflict {
-        verb: "delete",
-        object: format!("PersistentVolume {name}"),
-    };
+    let pvs: Api<PersistentVolume> = Api::all(ctx.kube.client.clone());
     let mut pv = pv.clone();
     if !reclaim::has_finalizer(&pv) || reclaim::recorded_place(&pv).is_none() {
         let mut finalizers = pv.metadata.finalizers.clone().unwrap_or_default();
@@ -380,7 +402,7 @@ async fn commit(ctx: &Context, pv: &PersistentVolume, live: &Place) -> Result<Co
         {
             Ok(p) => p,
             Err(e) if is_status(&e, 404) => return Ok(Committed::Vanished),
-            Err(e) if is_status(&e, 409) => return Err(conflict()),
+            Err(e) if is_status(&e, 409) => return Ok(Committed::Changed),
             Err(e) => return Err(Error::kube("record the deletion on PersistentVolume", name)(e)),
         };
     }
@@ -395,7 +417,7 @@ async fn commit(ctx: &Context, pv: &PersistentVolume, live: &Place) -> Result<Co
         Ok(Either::Left(held)) => Ok(Committed::Held(Box::new(held))),
         Ok(Either::Right(_)) => Ok(Committed::Deleted),
         Err(e) if is_status(&e, 404) => Ok(Committed::Vanished),
-        Err(e) if is_status(&e, 409) => Err(conflict()),
+        Err(e) if is_status(&e, 409) => Ok(Committed::Changed),
         Err(e) => Err(Error::kube("delete PersistentVolume", name)(e)),
     }
 }
@@ -415,31 +437,8 @@ async fn pool_younger_than(cluster: &Arc<Cluster>, pool: &str, pv: &PersistentVo
     }
 }
 
-/// Marks the image as trashed by us (the trash sweep purges nothing else), then moves it to
-/// the trash: instant whatever the size; the purge runs in the background.
-pub(super) async fn trash(
-    ctx: &Context,
-    cluster: &Arc<Cluster>,
-    pool: &str,
-    image: &str,
-    pv_name: &str,
-    meta: &BTreeMap<String, String>,
-    object: &str,
-) -> Result<()> {
-    let pairs = owner::trash_pairs(meta, &ctx.instance, pv_name, super::unix_now());
-    cluster
-        .set_metadata(pool, image, pairs)
-        .await
-        .map_err(Error::ceph(object))?;
-    cluster
-        .trash_move(pool, image, 0)
-        .await
-        .map_err(Error::ceph(object))?;
-    Ok(())
-}
-
 /// The image being deleted, and how errors name it.
-struct Source<'a> {
+struct ImageUnderDeletion<'a> {
     cluster: &'a Arc<Cluster>,
     pool: &'a str,
     image: &'a str,
@@ -449,8 +448,8 @@ struct Source<'a> {
 /// Clones made from this image (snapshots named after them) become independent first, so
 /// deleting a source never breaks its clones. Flattening can take long: it runs in the
 /// background with its own deadline, and this deletion is retried until it is done.
-async fn detach_clones(ctx: &Context, src: &Source<'_>) -> Result<()> {
-    let Source {
+async fn detach_clones(ctx: &Context, src: &ImageUnderDeletion<'_>) -> Result<Outcome> {
+    let ImageUnderDeletion {
         cluster,
         pool,
         image,
@@ -467,7 +466,7 @@ async fn detach_clones(ctx: &Context, src: &Source<'_>) -> Result<()> {
         match cluster.image_info(pool, child).await {
             Ok(info) if info.parent.as_ref().is_some_and(|p| p.snap == snap.name) => {
                 super::flatten::in_background(ctx, cluster, pool, child, None);
-                return Err(Error::Waiting(Wait::Flattening {
+                return Ok(Outcome::Waiting(Wait::Flattening {
                     pool: pool.to_string(),
                     child: child.to_string(),
                     image: image.to_string(),
@@ -486,14 +485,18 @@ async fn detach_clones(ctx: &Context, src: &Source<'_>) -> Result<()> {
             .await
             .map_err(Error::ceph(object))?;
     }
-    Ok(())
+    Ok(Outcome::Done(()))
 }
 
 /// A clone deleted by us may still sit in the trash (its purge pending or failed), and it
 /// pins the source's snapshot: purge it now. A trashed clone that is not provably ours stops
 /// the deletion instead.
-async fn purge_trashed_child(ctx: &Context, src: &Source<'_>, child: &str) -> Result<()> {
-    let Source {
+async fn purge_trashed_child(
+    ctx: &Context,
+    src: &ImageUnderDeletion<'_>,
+    child: &str,
+) -> Result<()> {
+    let ImageUnderDeletion {
         cluster,
         pool,
         object,
@@ -529,19 +532,19 @@ async fn purge_trashed_child(ctx: &Context, src: &Source<'_>, child: &str) -> Re
 /// Drops our finalizer from a PV we have just deleted (its image already trashed). A 409 here
 /// is usually kube-controller-manager marking the volume Released at the same moment: read the
 /// PV again and retry at once, rather than run the whole deletion a second time.
-async fn drop_finalizer_of_deleted(ctx: &Context, mut pv: PersistentVolume) -> Result<()> {
-    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+async fn drop_finalizer_of_deleted(ctx: &Context, mut pv: PersistentVolume) -> Result<Outcome> {
+    let pvs: Api<PersistentVolume> = Api::all(ctx.kube.client.clone());
     let name = pv.metadata.name.clone().unwrap_or_default();
     let mut attempts = 0;
     loop {
         match remove_finalizer(ctx, &pv).await {
-            Err(Error::Conflict { .. }) if attempts < 3 => attempts += 1,
+            Ok(Outcome::Changed { .. }) if attempts < 3 => attempts += 1,
             done => return done,
         }
         match pvs.get_opt(&name).await {
             Ok(Some(fresh)) if fresh.metadata.uid == pv.metadata.uid => pv = fresh,
             // Gone, or a new PV of that name: nothing of ours to drop.
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Outcome::Done(())),
             Err(e) => return Err(Error::kube("read PersistentVolume", name)(e)),
         }
     }
@@ -549,9 +552,9 @@ async fn drop_finalizer_of_deleted(ctx: &Context, mut pv: PersistentVolume) -> R
 
 /// Drops our finalizer, with the resourceVersion as precondition so that a concurrent
 /// change to the list is not overwritten; a 409 is a race, retried quietly.
-async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
+async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<Outcome> {
     if !reclaim::has_finalizer(pv) {
-        return Ok(());
+        return Ok(Outcome::Done(()));
     }
     let name = pv.metadata.name.clone().unwrap_or_default();
     let mut rest = pv.metadata.finalizers.clone().unwrap_or_default();
@@ -559,16 +562,16 @@ async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
     let patch = serde_json::json!({
         "metadata": {"finalizers": rest, "resourceVersion": pv.metadata.resource_version}
     });
-    match Api::<PersistentVolume>::all(ctx.client.clone())
+    match Api::<PersistentVolume>::all(ctx.kube.client.clone())
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 404) => Ok(()),
-        Err(e) if is_status(&e, 409) => Err(Error::Conflict {
-            verb: "remove finalizer from",
-            object: format!("PersistentVolume {name}"),
-        }),
+        Ok(_) => Ok(Outcome::Done(())),
+        Err(e) if is_status(&e, 404) => Ok(Outcome::Done(())),
+        Err(e) if is_status(&e, 409) => Ok(Outcome::changed(
+            "remove finalizer from",
+            format!("PersistentVolume {name}"),
+        )),
         Err(e) => Err(Error::kube("remove finalizer from PersistentVolume", name)(
             e,
         )),

@@ -22,6 +22,7 @@ pub fn in_background(
 ) {
     let key = format!("{pool}/{child}");
     if !ctx
+        .ceph
         .flattening
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -30,7 +31,7 @@ pub fn in_background(
         return;
     }
     let (cluster, pool, child) = (cluster.clone(), pool.to_string(), child.to_string());
-    let flattening = ctx.flattening.clone();
+    let flattening = ctx.ceph.flattening.clone();
     tokio::spawn(async move {
         let started = Instant::now();
         match tokio::time::timeout(DEADLINE, cluster.flatten(&pool, &child)).await {

@@ -31,15 +31,15 @@ pub async fn run(ctx: Arc<Context>) {
     tracing::info!(every = ?every, grace = ?ctx.settings.orphan_grace, "housekeeping: purge what we trashed, collect orphaned images");
     loop {
         tokio::time::sleep(every).await;
-        let closed = ctx.ceph.close_idle();
-        ctx.metrics.set_ceph_clients(ctx.ceph.len());
+        let closed = ctx.ceph.connections.close_idle();
+        ctx.metrics.set_ceph_clients(ctx.ceph.connections.len());
         if closed > 0 {
             tracing::debug!(closed, "closed idle Ceph clients");
         }
         let pools = pools(&ctx).await;
         tracing::debug!(pools = pools.len(), "housekeeping pass");
         for (creds, pool) in pools {
-            let cluster = match ctx.borrow(&creds).await {
+            let cluster = match ctx.connect_for_housekeeping(&creds).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(%pool, error = %e, "housekeeping skipped this pool");
@@ -56,7 +56,7 @@ pub async fn run(ctx: Arc<Context>) {
 async fn pools(ctx: &Context) -> Vec<(Credentials, String)> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for class in ctx.classes.state() {
+    for class in ctx.caches.classes.state() {
         if class.provisioner != ctx.settings.provisioner {
             continue;
         }
@@ -67,7 +67,7 @@ async fn pools(ctx: &Context) -> Vec<(Credentials, String)> {
             continue;
         }
         let key = match k8s::ceph_key(
-            &ctx.client,
+            &ctx.kube.client,
             SecretRole::Admin,
             &p.admin_secret,
             &p.admin_id,
@@ -109,7 +109,8 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
             // image that nothing proves ours: its move is not finished here (`finish_move`).
             Err(err) if err.is_not_found() && e.name.starts_with(domain::volume::IMAGE_PREFIX) => {
                 tracing::info!(%pool, image = %e.name, id = %e.id, "finishing the purge of a trash entry whose image is already removed");
-                ctx.purger
+                ctx.ceph
+                    .purger
                     .submit(Job::trash_entry(cluster, pool, e, 0, false));
                 continue;
             }
@@ -121,7 +122,8 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
         if owner::purgeable(&meta, &ctx.instance) {
             ours += 1;
             tracing::info!(%pool, image = %e.name, "purging an image we trashed earlier");
-            ctx.purger
+            ctx.ceph
+                .purger
                 .submit(Job::trash_entry(cluster, pool, e, size, true));
         }
     }
@@ -187,7 +189,7 @@ pub async fn settle_intents(ctx: &Context, cluster: &Arc<Cluster>, pool: &str, l
             }
             IntentAction::Drop => done.push(image),
             IntentAction::Stamp(pairs) => {
-                let _held = ctx.locks.lock(pool, &image).await;
+                let _held = ctx.ceph.locks.lock(pool, &image).await;
                 match cluster.set_metadata(pool, &image, pairs).await {
                     Ok(()) => {
                         tracing::warn!(%pool, %image, "stamped an image whose creator stopped before stamping it (from its intent record)");
@@ -222,7 +224,7 @@ async fn remove_half_made(
         // Provisioning removes and recreates it (`provision::recreate_if_half_made`).
         return Ok(());
     }
-    let _held = ctx.locks.lock(pool, &intent.image).await;
+    let _held = ctx.ceph.locks.lock(pool, &intent.image).await;
     cluster
         .remove_image(pool, &intent.image)
         .await
@@ -249,7 +251,7 @@ async fn collect_one(
     use crate::error::Error;
     let object = format!("image {pool}/{image}");
     let referenced = |ctx: &Context| {
-        ctx.volumes.state().iter().any(|pv| {
+        ctx.caches.volumes.state().iter().any(|pv| {
             pv.facts
                 .image
                 .as_ref()
@@ -271,7 +273,7 @@ async fn collect_one(
     else {
         return Ok(());
     };
-    let _held = ctx.locks.lock(pool, image).await;
+    let _held = ctx.ceph.locks.lock(pool, image).await;
     let mut live = Liveness {
         referenced: referenced(ctx),
         ..liveness(ctx, &stamp).await?
@@ -303,8 +305,17 @@ async fn collect_one(
                 .image_info(pool, image)
                 .await
                 .map_err(Error::ceph(&object))?;
-            super::delete::trash(ctx, cluster, pool, image, &stamp.pv, &meta, &object).await?;
-            ctx.purger.submit(Job {
+            super::purge::trash(
+                &ctx.instance,
+                cluster,
+                pool,
+                image,
+                &stamp.pv,
+                &meta,
+                &object,
+            )
+            .await?;
+            ctx.ceph.purger.submit(Job {
                 cluster: cluster.clone(),
                 pool: pool.to_string(),
                 id: info.id,
@@ -323,13 +334,13 @@ async fn collect_one(
 /// Asks the API server (not a cache) whether the stamped PV and claim exist.
 async fn liveness(ctx: &Context, stamp: &Stamp) -> crate::error::Result<Liveness> {
     use crate::error::Error;
-    let pv_exists = Api::<PersistentVolume>::all(ctx.client.clone())
+    let pv_exists = Api::<PersistentVolume>::all(ctx.kube.client.clone())
         .get_opt(&stamp.pv)
         .await
         .map_err(Error::kube("read PersistentVolume", &stamp.pv))?
         .is_some();
     let claim =
-        Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &stamp.claim_namespace)
+        Api::<PersistentVolumeClaim>::namespaced(ctx.kube.client.clone(), &stamp.claim_namespace)
             .get_opt(&stamp.claim_name)
             .await
             .map_err(Error::kube(

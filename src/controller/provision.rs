@@ -10,7 +10,7 @@ use kube::Resource;
 use kube::runtime::controller::Action;
 
 use super::Context;
-use crate::error::{CephSide, Error, Refusal, Result, SecretRole};
+use crate::error::{CephSide, Error, FactsDisagree, Result, SecretRole};
 use crate::k8s;
 use ceph::{
     CloneSpec, Cluster, Created, Credentials, ImageSpec, ParentSpec, PoolQuota,
@@ -77,7 +77,8 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                 ctx.settings.provisioner
             );
             let regarding = pvc.object_ref(&());
-            ctx.events
+            ctx.kube
+                .events
                 .normal(&regarding, "ExternalPopulator", "Provision", note)
                 .await;
             ctx.succeeded(&key);
@@ -96,7 +97,8 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                     ctx.metrics
                         .provision(&class_label, source_kind(&pvc), Ok(started.elapsed()));
                     tracing::info!(claim = %claim_name(&pvc), elapsed = ?started.elapsed(), "{msg}");
-                    ctx.events
+                    ctx.kube
+                        .events
                         .once(&regarding, "ProvisioningSucceeded", "Provision", msg)
                         .await;
                     ctx.succeeded(&key);
@@ -109,7 +111,8 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                 Err(e) => {
                     ctx.metrics
                         .provision(&class_label, source_kind(&pvc), Err(e.kind()));
-                    ctx.events
+                    ctx.kube
+                        .events
                         .warning(&regarding, "ProvisioningFailed", "Provision", e.to_string())
                         .await;
                     Err(e)
@@ -162,11 +165,13 @@ async fn provision(
         ),
     );
     if ctx.failing(&super::claim_key(pvc)) {
-        ctx.events
+        ctx.kube
+            .events
             .normal(&about, "Provisioning", "Provision", note)
             .await;
     } else {
-        ctx.events
+        ctx.kube
+            .events
             .once(&about, "Provisioning", "Provision", note)
             .await;
     }
@@ -190,7 +195,7 @@ async fn provision(
 /// A pool's quota figures, to name the quota a claim ran into; None when they cannot be read
 /// (the message then says only that a quota is reached).
 async fn pool_quota(creds: &Credentials, pool: &str, ctx: &Context) -> Option<PoolQuota> {
-    let cluster = ctx.borrow(creds).await.ok()?;
+    let cluster = ctx.connect_for_housekeeping(creds).await.ok()?;
     match cluster.pool_quota(pool).await {
         Ok(q) => Some(q),
         Err(e) => {
@@ -206,7 +211,7 @@ async fn prepare(
     pvc: &PersistentVolumeClaim,
     class: &StorageClass,
     ctx: &Context,
-) -> Result<Option<(Draft, Option<clone::Source>)>> {
+) -> Result<Option<(Draft, Option<clone::CloneSource>)>> {
     let name = claim_name(pvc);
     let draft =
         provision_plan::draft(pvc, class, ctx.settings.default_flavor).map_err(|invalid| {
@@ -229,7 +234,7 @@ async fn prepare(
         None => None,
         Some(source) => Some(clone_source(&draft, source, ctx).await?),
     };
-    let existing = k8s::get_pv(&ctx.client, &draft.pv_name).await?;
+    let existing = k8s::get_pv(&ctx.kube.client, &draft.pv_name).await?;
     if let Some(existing) = existing {
         return draft
             .answered_by(&existing, &ctx.settings.provisioner)
@@ -244,14 +249,14 @@ async fn prepare(
 }
 
 /// The image a clone is made from, after checking its claim and PV.
-async fn clone_source(draft: &Draft, source: &str, ctx: &Context) -> Result<clone::Source> {
+async fn clone_source(draft: &Draft, source: &str, ctx: &Context) -> Result<clone::CloneSource> {
     let namespace = &draft.claim.namespace;
-    let source_pvc = k8s::get_claim(&ctx.client, namespace, source).await?;
+    let source_pvc = k8s::get_claim(&ctx.kube.client, namespace, source).await?;
     let source_pv = match source_pvc
         .as_ref()
         .and_then(|c| c.spec.as_ref()?.volume_name.clone())
     {
-        Some(v) => k8s::get_pv(&ctx.client, &v).await?,
+        Some(v) => k8s::get_pv(&ctx.kube.client, &v).await?,
         None => None,
     };
     clone::check_source(
@@ -273,16 +278,17 @@ async fn clone_source(draft: &Draft, source: &str, ctx: &Context) -> Result<clon
 /// (or node-stage) Secret is only checked, since the PV names it and nodes read it.
 async fn plan(
     draft: Draft,
-    clone_source: Option<clone::Source>,
+    clone_source: Option<clone::CloneSource>,
     ctx: &Context,
 ) -> Result<(Plan, Credentials)> {
     let sa = &ctx.settings.service_account;
     let params = &draft.params;
     let namespace = &draft.claim.namespace;
     let admin_key = ctx
+        .kube
         .secrets
         .ceph_key(
-            &ctx.client,
+            &ctx.kube.client,
             SecretRole::Admin,
             &params.admin_secret,
             &params.admin_id,
@@ -291,8 +297,8 @@ async fn plan(
         .await?;
     let node_stage = match draft.flavor {
         Flavor::Rbd => {
-            ctx.secrets.check_secret(
-                &ctx.client,
+            ctx.kube.secrets.check_secret(
+                &ctx.kube.client,
                 SecretRole::User,
                 &params.user_secret(namespace),
                 &params.user_id,
@@ -305,9 +311,9 @@ async fn plan(
             .await?;
             None
         }
-        Flavor::Csi => {
-            Some(node_stage_secret(&ctx.client, sa, params, &draft.class_name, namespace).await?)
-        }
+        Flavor::Csi => Some(
+            node_stage_secret(&ctx.kube.client, sa, params, &draft.class_name, namespace).await?,
+        ),
     };
     let creds = Credentials {
         monitors: params.monitors.clone(),
@@ -347,7 +353,7 @@ async fn execute(
     crate::failpoint::hit(crate::failpoint::Point::AfterImageCreate, image).await;
 
     // The claim may have gone while the image was being made: leave nothing behind.
-    if claim_gone(plan, ctx).await? {
+    if claim_withdrawn_meanwhile(plan, ctx).await? {
         tracing::info!(claim = %name, %image, "claim deleted during provisioning; removing its image");
         cluster
             .remove_image(&d.params.pool, image)
@@ -414,7 +420,7 @@ async fn make_image(
         None => cluster.create_image(&spec).await,
         Some(src) => {
             // Not while the source is being deleted (see `delete::detach_clones`).
-            let _source_held = ctx.locks.lock(&src.pool, &src.image).await;
+            let _source_held = ctx.ceph.locks.lock(&src.pool, &src.image).await;
             check_clone_source(cluster, src, place, &object).await?;
             clone_image(cluster, src, &spec).await
         }
@@ -457,7 +463,7 @@ async fn make_image(
             owner::check_place(&meta, place).map_err(|m| Error::Mismatch {
                 action: "adopt the image of",
                 pv: d.pv_name.clone(),
-                why: Refusal::Stamp(m),
+                why: FactsDisagree::Stamp(m),
             })?;
             tracing::info!(claim = %name, %image, "adopting image left by an earlier attempt");
             let mut pairs = stamp.adoption_pairs(&ctx.instance, &meta);
@@ -499,7 +505,7 @@ async fn make_image(
 /// pool, or monitors that now lead to another cluster, would clone some other image.
 async fn check_clone_source(
     cluster: &Arc<Cluster>,
-    src: &clone::Source,
+    src: &clone::CloneSource,
     place: &Place,
     object: &str,
 ) -> Result<()> {
@@ -526,20 +532,20 @@ async fn check_clone_source(
                 live: place.pool_id,
             }
         };
-        return Err(mismatch(Refusal::Place(changed)));
+        return Err(mismatch(FactsDisagree::Place(changed)));
     }
     let meta = cluster
         .metadata(&src.pool, &src.image, owner::KEYS)
         .await
         .map_err(Error::ceph(object))?;
-    owner::check_place(&meta, place).map_err(|m| mismatch(Refusal::Stamp(m)))
+    owner::check_place(&meta, place).map_err(|m| mismatch(FactsDisagree::Stamp(m)))
 }
 
 /// Whether the claim is gone, asked of the API server: the watch cache may lag a deletion.
-async fn claim_gone(plan: &Plan, ctx: &Context) -> Result<bool> {
+async fn claim_withdrawn_meanwhile(plan: &Plan, ctx: &Context) -> Result<bool> {
     let c = &plan.draft.claim;
-    let current = k8s::get_claim(&ctx.client, &c.namespace, &c.name).await?;
-    Ok(provision_plan::claim_gone(current.as_ref(), &c.uid))
+    let current = k8s::get_claim(&ctx.kube.client, &c.namespace, &c.name).await?;
+    Ok(provision_plan::claim_withdrawn(current.as_ref(), &c.uid))
 }
 
 /// Writes the PV of an image that exists; returns the success message.
@@ -551,7 +557,7 @@ async fn write_pv(
     place: &Place,
 ) -> Result<String> {
     let pv = plan.pv(class, csi, &ctx.settings.provisioner, Some(place));
-    k8s::create_pv(&ctx.client, &pv, &ctx.settings.provisioner).await?;
+    k8s::create_pv(&ctx.kube.client, &pv, &ctx.settings.provisioner).await?;
     Ok(plan.succeeded(csi))
 }
 
@@ -610,7 +616,7 @@ pub(crate) async fn node_stage_secret(
 /// that fails leaves no protected snapshot behind: it would pin the source for nothing.
 async fn clone_image(
     cluster: &Arc<Cluster>,
-    src: &clone::Source,
+    src: &clone::CloneSource,
     spec: &ImageSpec,
 ) -> Result<Created, ceph::CephError> {
     let parent = ParentSpec {

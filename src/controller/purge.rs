@@ -6,15 +6,17 @@
 //! 1 PiB one days. Large images (and those of unknown size) therefore have a lane of their own,
 //! so that one tenant's huge volumes never hold back everyone else's purges.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use ceph::{CephError, Cluster, ParentSpec, Removed, TrashEntry};
 use domain::clone;
+use domain::owner::{self, Instance};
 
 /// Purges of ordinary images running at once.
 const WORKERS: usize = 2;
@@ -235,6 +237,29 @@ async fn finish_move(job: &Job) -> Result<(), CephError> {
     }
     job.cluster.trash_move(&job.pool, &job.image, 0).await?;
     tracing::info!(pool = %job.pool, image = %job.image, "finished a trash move that a stopped process had interrupted");
+    Ok(())
+}
+
+/// Marks the image as trashed by us (the trash sweep purges nothing else), then moves it to
+/// the trash: instant whatever the size; the purge runs in the background.
+pub(super) async fn trash(
+    instance: &Instance,
+    cluster: &Arc<Cluster>,
+    pool: &str,
+    image: &str,
+    pv_name: &str,
+    meta: &BTreeMap<String, String>,
+    object: &str,
+) -> Result<()> {
+    let pairs = owner::trash_pairs(meta, instance, pv_name, super::unix_now());
+    cluster
+        .set_metadata(pool, image, pairs)
+        .await
+        .map_err(Error::ceph(object))?;
+    cluster
+        .trash_move(pool, image, 0)
+        .await
+        .map_err(Error::ceph(object))?;
     Ok(())
 }
 

@@ -7,15 +7,16 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, Patch, PatchParams};
 
 use super::Context;
-use crate::error::{Error, Refusal, Result, is_status};
+use super::outcome::Outcome;
+use crate::error::{Error, FactsDisagree, Result, is_status};
 use domain::owner;
 use domain::reclaim::{self, DeleteTarget};
 use domain::volume::{ANN_FSID, ANN_POOL_ID};
 
-pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Result<()> {
+pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> Result<Outcome> {
     let name = pv.metadata.name.clone().unwrap_or_default();
     let Some(seen) = reclaim::bound_volume(pv) else {
-        return Ok(());
+        return Ok(Outcome::Done(()));
     };
     let mismatch = |why| Error::Mismatch {
         action: "record",
@@ -27,13 +28,13 @@ pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> R
     let object = format!("image {}/{} of volume {name}", t.pool, t.image);
     let live = ctx.place(&cluster, &t.pool, &object).await?;
     reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
-        .map_err(|c| mismatch(Refusal::Place(c)))?;
+        .map_err(|c| mismatch(FactsDisagree::Place(c)))?;
     let meta = cluster
         .metadata(&t.pool, &t.image, owner::KEYS)
         .await
         .map_err(Error::ceph(&object))?;
     let pairs = owner::first_sight_pairs(&meta, &ctx.instance, &seen, &live, super::unix_now())
-        .map_err(|m| mismatch(Refusal::Stamp(m)))?;
+        .map_err(|m| mismatch(FactsDisagree::Stamp(m)))?;
     // Without opening the image: it is in use, and nothing that has it open reads these keys.
     cluster
         .set_metadata_unopened(&t.pool, &t.image, pairs)
@@ -43,20 +44,20 @@ pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> R
         "resourceVersion": pv.metadata.resource_version,
         "annotations": {ANN_FSID: live.fsid, ANN_POOL_ID: live.pool_id.to_string()},
     }});
-    match Api::<PersistentVolume>::all(ctx.client.clone())
+    match Api::<PersistentVolume>::all(ctx.kube.client.clone())
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => {}
-        Err(e) if is_status(&e, 404) => return Ok(()),
+        Err(e) if is_status(&e, 404) => return Ok(Outcome::Done(())),
         Err(e) if is_status(&e, 409) => {
-            return Err(Error::Conflict {
-                verb: "record on",
-                object: format!("PersistentVolume {name}"),
-            });
+            return Ok(Outcome::changed(
+                "record on",
+                format!("PersistentVolume {name}"),
+            ));
         }
         Err(e) => return Err(Error::kube("record on PersistentVolume", name)(e)),
     }
     tracing::info!(pv = %name, image = %format!("{}/{}", t.pool, t.image), fsid = %live.fsid, pool_id = live.pool_id, "recorded whose the image is and where it was made");
-    Ok(())
+    Ok(Outcome::Done(()))
 }

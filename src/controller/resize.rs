@@ -7,7 +7,7 @@ use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 
 use super::Context;
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, FactsDisagree, Result};
 use domain::params::Flavor;
 use domain::resize::{self, ResizeAction};
 use domain::volume::{capacity_quantity, human_size};
@@ -23,7 +23,7 @@ pub async fn reconcile_bound(
     let Some(pv_name) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
         return Ok(());
     };
-    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let pvs: Api<PersistentVolume> = Api::all(ctx.kube.client.clone());
     let Some(pv) = pvs
         .get_opt(&pv_name)
         .await
@@ -64,7 +64,8 @@ pub async fn reconcile_bound(
                 human_size(requested),
                 human_size(max)
             );
-            ctx.events
+            ctx.kube
+                .events
                 .warning(&regarding, "VolumeResizeFailed", "Resize", note)
                 .await;
             return Ok(());
@@ -73,7 +74,8 @@ pub async fn reconcile_bound(
             let started = Instant::now();
             if let Err(e) = grow(pvc, &pv, to, flavor, ctx).await {
                 ctx.metrics.record("resize", Err(e.kind()));
-                ctx.events
+                ctx.kube
+                    .events
                     .warning(&regarding, "VolumeResizeFailed", "Resize", e.to_string())
                     .await;
                 return Err(e);
@@ -89,7 +91,10 @@ pub async fn reconcile_bound(
             )
         }
     };
-    ctx.events.normal(&regarding, reason, "Resize", note).await;
+    ctx.kube
+        .events
+        .normal(&regarding, reason, "Resize", note)
+        .await;
     Ok(())
 }
 
@@ -120,12 +125,12 @@ async fn grow(
     };
     let live = ctx.place(&cluster, &t.pool, &object).await?;
     reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
-        .map_err(|c| mismatch(Refusal::Place(c)))?;
+        .map_err(|c| mismatch(FactsDisagree::Place(c)))?;
     let meta = cluster
         .metadata(&t.pool, &t.image, owner::KEYS)
         .await
         .map_err(Error::ceph(&object))?;
-    owner::check_place(&meta, &live).map_err(|m| mismatch(Refusal::Stamp(m)))?;
+    owner::check_place(&meta, &live).map_err(|m| mismatch(FactsDisagree::Stamp(m)))?;
     let info = cluster
         .image_info(&t.pool, &t.image)
         .await
@@ -138,7 +143,7 @@ async fn grow(
             .map_err(Error::ceph(&object))?;
     }
     let patch = serde_json::json!({"spec": {"capacity": {"storage": capacity_quantity(to)}}});
-    Api::<PersistentVolume>::all(ctx.client.clone())
+    Api::<PersistentVolume>::all(ctx.kube.client.clone())
         .patch(&pv_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::kube("update capacity of PersistentVolume", &pv_name))?;
@@ -171,7 +176,7 @@ async fn grow(
             "allocatedResources": {"storage": capacity_quantity(to)},
             "allocatedResourceStatuses": {"storage": "NodeResizePending"},
         }});
-        Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+        Api::<PersistentVolumeClaim>::namespaced(ctx.kube.client.clone(), &ns)
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube(

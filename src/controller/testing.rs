@@ -226,7 +226,7 @@ impl Context {
             },
         );
         // Each scripted read is answered once: nothing read is reused.
-        ctx.secrets = crate::k8s::SecretMemo::new(Duration::ZERO);
+        ctx.kube.secrets = crate::k8s::SecretMemo::new(Duration::ZERO);
         ctx
     }
 }

@@ -14,6 +14,7 @@ use crate::error::SecretRole;
 use crate::text::escape;
 use ::ceph::Timeouts;
 use domain::params::Flavor;
+use domain::server_version::ServerVersion;
 
 mod ceph_side;
 mod kernel;
@@ -147,7 +148,7 @@ pub async fn run(
     args: DoctorArgs,
     provisioner: &str,
     service_account: &str,
-    flavor_arg: crate::app::FlavorArg,
+    chosen_flavor: Option<Flavor>,
 ) -> anyhow::Result<()> {
     let class = load_class(&client, &args).await?;
     let rows = check(
@@ -156,7 +157,7 @@ pub async fn run(
         &args,
         provisioner,
         service_account,
-        flavor_arg,
+        chosen_flavor,
     )
     .await;
     print!("{}", render(&rows));
@@ -177,7 +178,7 @@ pub async fn check(
     args: &DoctorArgs,
     provisioner: &str,
     service_account: &str,
-    flavor_arg: crate::app::FlavorArg,
+    chosen_flavor: Option<Flavor>,
 ) -> Vec<Row> {
     let name = class.metadata.name.clone().unwrap_or_default();
     let mut rows = Vec::new();
@@ -210,19 +211,13 @@ pub async fn check(
         }
     };
 
-    let (major, minor) = match client.apiserver_version().await {
-        Ok(v) => (
-            v.major.parse().unwrap_or(0),
-            v.minor
-                .trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse()
-                .unwrap_or(0),
-        ),
-        Err(_) => (0, 0),
+    let server = match client.apiserver_version().await {
+        Ok(v) => ServerVersion::parse(&v.major, &v.minor),
+        Err(_) => ServerVersion::parse("", ""),
     };
     let flavor = p
         .flavor
-        .unwrap_or_else(|| crate::app::default_flavor(flavor_arg, major, minor));
+        .unwrap_or_else(|| server.default_flavor(chosen_flavor));
     if flavor == Flavor::Csi
         && let Err(e) = domain::params::check_csi(&p)
     {
@@ -244,7 +239,7 @@ pub async fn check(
             p.monitors.len()
         ),
     ));
-    rows.push(flavor_row(client, &p, flavor, (major, minor)).await);
+    rows.push(flavor_row(client, &p, flavor, (server.major, server.minor)).await);
 
     let user_secret = p.user_secret(&args.claim_namespace);
     let mut secrets = vec![

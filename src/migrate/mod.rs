@@ -121,7 +121,7 @@ pub enum MigrateError {
 
     /// The live objects no longer agree with the migration: nothing more is changed.
     #[error("{0}")]
-    Refused(Refusal),
+    Refused(MigrationStopped),
 
     #[error(
         "{refused} volume(s) refused and {failed} failed, see above; fix what they say and rerun (a rerun resumes interrupted migrations)"
@@ -155,7 +155,7 @@ pub enum Conflict {
 
 /// Why a volume's migration does not go on.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub enum MigrationStopped {
     #[error("{0}")]
     Backup(BackupError),
     #[error(

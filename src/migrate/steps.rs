@@ -6,7 +6,7 @@ use super::*;
 pub(super) async fn save_backup(ctx: &Ctx, pv: &PersistentVolume) -> Result<(), MigrateError> {
     let name = pv.metadata.name.clone().unwrap_or_default();
     let cm = migration::backup_config_map(pv, &ctx.backup_namespace)
-        .map_err(|e| MigrateError::Refused(Refusal::Backup(e)))?;
+        .map_err(|e| MigrateError::Refused(MigrationStopped::Backup(e)))?;
     let label = ctx.backup_label(&name);
     match ctx.backups().create(&PostParams::default(), &cm).await {
         Ok(_) => {}
@@ -48,7 +48,7 @@ pub(super) async fn recheck(
         .await
         .map_err(Error::kube("read PersistentVolume", &id.pv))?;
     let stop = |why| {
-        MigrateError::Refused(Refusal::Stopped {
+        MigrateError::Refused(MigrationStopped::Stopped {
             why,
             backup: ctx.backup_label(&id.pv),
         })
@@ -70,9 +70,9 @@ pub(super) async fn refuse_in_use(
     if u.is_empty() {
         return Ok(());
     }
-    Err(MigrateError::Refused(Refusal::InUse(in_use_refusal(
-        claim, u,
-    ))))
+    Err(MigrateError::Refused(MigrationStopped::InUse(
+        in_use_refusal(claim, u),
+    )))
 }
 
 /// Steps 3–6, from `from` on.
@@ -261,7 +261,7 @@ pub(super) async fn await_bound(ctx: &Ctx, id: &Identity) -> Result<(), MigrateE
             .await
             .map_err(Error::kube("read claim", id.claim_label()))?;
         if c.metadata.uid.as_deref() != Some(id.claim_uid.as_str()) {
-            return Err(MigrateError::Refused(Refusal::ClaimRecreated {
+            return Err(MigrateError::Refused(MigrationStopped::ClaimRecreated {
                 claim: id.claim_label(),
                 uid: c.metadata.uid.as_deref().unwrap_or("none").to_string(),
                 backup: ctx.backup_label(pv),

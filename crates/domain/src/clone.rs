@@ -8,7 +8,7 @@ use crate::volume::provisioned_by;
 
 /// The image a clone is made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Source {
+pub struct CloneSource {
     /// The source's PV.
     pub pv: String,
     pub pool: String,
@@ -112,7 +112,7 @@ pub fn check_source(
     source_pvc: Option<&PersistentVolumeClaim>,
     source_pv: Option<&PersistentVolume>,
     provisioner: &str,
-) -> Result<Source, CloneError> {
+) -> Result<CloneSource, CloneError> {
     let full = format!("{namespace}/{source}");
     let pvc = source_pvc
         .filter(|c| c.metadata.deletion_timestamp.is_none())
@@ -151,7 +151,7 @@ pub fn check_source(
         });
     }
     let t = reclaim::target(pv).map_err(|why| CloneError::Broken(full, why))?;
-    Ok(Source {
+    Ok(CloneSource {
         pv: pv.metadata.name.clone().unwrap_or_default(),
         pool: t.pool,
         image: t.image,
@@ -205,12 +205,12 @@ mod tests {
         size: u64,
         pvc: Option<&PersistentVolumeClaim>,
         pv: Option<&PersistentVolume>,
-    ) -> Result<Source, CloneError> {
+    ) -> Result<CloneSource, CloneError> {
         check_source("ns", "src", "fast", size, pvc, pv, ME)
     }
 
     /// A Bound source claim of `class`, whose PV `by` made.
-    fn check_bound(size: u64, class: &str, by: &str) -> Result<Source, CloneError> {
+    fn check_bound(size: u64, class: &str, by: &str) -> Result<CloneSource, CloneError> {
         check(size, Some(&src_claim(class, "Bound")), Some(&src_pv(by)))
     }
 
@@ -219,7 +219,7 @@ mod tests {
         let s = check_bound(64 * MIB, "fast", ME).unwrap();
         assert_eq!(
             s,
-            Source {
+            CloneSource {
                 pv: "pvc-src".into(),
                 pool: "kube".into(),
                 image: "kubernetes-dynamic-pvc-src".into(),

@@ -19,4 +19,5 @@ pub mod provision_plan;
 pub mod quantity;
 pub mod reclaim;
 pub mod resize;
+pub mod server_version;
 pub mod volume;

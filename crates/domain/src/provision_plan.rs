@@ -11,7 +11,7 @@ use crate::owner::{Place, PvState, Stamp};
 use crate::params::{self, ClassParams, Flavor, ParamErrors};
 use crate::reclaim::{self, NotTheVolume};
 use crate::volume::{
-    self, ClaimError, ClaimRequest, ClusterId, CsiVolume, NodeStage, PvInput, Source,
+    self, ClaimError, ClaimRequest, ClusterId, CsiVolume, NodeStage, PvInput, VolumeSourceKind,
 };
 
 /// Why a claim cannot be provisioned with its class as they are. The caller names the
@@ -95,7 +95,11 @@ impl Draft {
 
     /// The second stage: the clone source looked up and, for csi volumes, the Secret the
     /// PV will name for node staging.
-    pub fn plan(self, clone_source: Option<clone::Source>, node_stage: Option<NodeStage>) -> Plan {
+    pub fn plan(
+        self,
+        clone_source: Option<clone::CloneSource>,
+        node_stage: Option<NodeStage>,
+    ) -> Plan {
         Plan {
             draft: self,
             clone_source,
@@ -108,7 +112,7 @@ impl Draft {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub draft: Draft,
-    pub clone_source: Option<clone::Source>,
+    pub clone_source: Option<clone::CloneSource>,
     /// `Some` exactly for csi volumes.
     pub node_stage: Option<NodeStage>,
 }
@@ -160,7 +164,7 @@ impl Plan {
             claim: &self.draft.claim,
             class,
             params: &self.draft.params,
-            source: csi.map_or(Source::Rbd, Source::Csi),
+            source: csi.map_or(VolumeSourceKind::Rbd, VolumeSourceKind::Csi),
             image: &self.draft.image,
             provisioner,
         })
@@ -198,7 +202,7 @@ impl Plan {
 
 /// Whether the claim, read again once its image exists, is gone: deleted, being deleted, or
 /// replaced by another claim of the same name. Its image must then not get a PV.
-pub fn claim_gone(current: Option<&PersistentVolumeClaim>, uid: &str) -> bool {
+pub fn claim_withdrawn(current: Option<&PersistentVolumeClaim>, uid: &str) -> bool {
     match current {
         None => true,
         Some(c) => {

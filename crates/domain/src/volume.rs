@@ -265,16 +265,16 @@ pub struct CsiVolume {
 
 /// The kind of volume source a PV gets.
 #[derive(Clone, Copy, Debug)]
-pub enum Source<'a> {
+pub enum VolumeSourceKind<'a> {
     Rbd,
     Csi(&'a CsiVolume),
 }
 
-impl Source<'_> {
+impl VolumeSourceKind<'_> {
     pub fn flavor(&self) -> Flavor {
         match self {
-            Source::Rbd => Flavor::Rbd,
-            Source::Csi(_) => Flavor::Csi,
+            VolumeSourceKind::Rbd => Flavor::Rbd,
+            VolumeSourceKind::Csi(_) => Flavor::Csi,
         }
     }
 }
@@ -284,7 +284,7 @@ pub struct PvInput<'a> {
     pub claim: &'a ClaimRequest,
     pub class: &'a StorageClass,
     pub params: &'a ClassParams,
-    pub source: Source<'a>,
+    pub source: VolumeSourceKind<'a>,
     pub image: &'a str,
     pub provisioner: &'a str,
     /// Where the image was made, recorded on the PV.
@@ -311,7 +311,7 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
         (ANN_ADMIN_ID.to_string(), p.admin_id.clone()),
         (ANN_ADMIN_SECRET.to_string(), p.admin_secret.to_string()),
     ]);
-    if let Source::Csi(CsiVolume {
+    if let VolumeSourceKind::Csi(CsiVolume {
         cluster_id: ClusterId::Fsid(_),
         ..
     }) = i.source
@@ -351,7 +351,7 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
         ..Default::default()
     };
     match i.source {
-        Source::Rbd => {
+        VolumeSourceKind::Rbd => {
             spec.rbd = Some(RBDPersistentVolumeSource {
                 monitors: p.monitors.clone(),
                 pool: Some(p.pool.clone()),
@@ -362,7 +362,7 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
                 ..Default::default()
             })
         }
-        Source::Csi(csi) => {
+        VolumeSourceKind::Csi(csi) => {
             spec.csi = Some(CSIPersistentVolumeSource {
                 driver: p.csi_driver.clone(),
                 volume_handle: i.image.to_string(),

@@ -885,7 +885,7 @@ impl Provisioner {
     ) -> Provisioner {
         let bin = bin
             .map(PathBuf::from)
-            .unwrap_or_else(|| provisioner_binary());
+            .unwrap_or_else(provisioner_binary);
         let log = bed
             .dir
             .join(format!("{}.log", unique(&name.replace('/', "_"))));

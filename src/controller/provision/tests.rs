@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
 use crate::controller::cached::Cached;
-use crate::controller::error_policy;
+use crate::controller::run::error_policy;
 use crate::controller::testing::{
     ApiServer, PROVISIONER, Reply, Seen, Step, expect, not_found, object,
 };
@@ -394,11 +394,11 @@ async fn the_claim_is_asked_again_at_the_api_server_before_the_pv_is_written() {
         expect(Method::GET, CLAIM, server_error()),
     ]);
     let plan = rbd_plan();
-    assert!(!claim_gone(&plan, &ctx).await.unwrap());
-    assert!(claim_gone(&plan, &ctx).await.unwrap());
-    assert!(claim_gone(&plan, &ctx).await.unwrap());
+    assert!(!claim_withdrawn_meanwhile(&plan, &ctx).await.unwrap());
+    assert!(claim_withdrawn_meanwhile(&plan, &ctx).await.unwrap());
+    assert!(claim_withdrawn_meanwhile(&plan, &ctx).await.unwrap());
     // Not knowing is not "gone": the image must not be removed on a failed read.
-    let err = claim_gone(&plan, &ctx).await.unwrap_err();
+    let err = claim_withdrawn_meanwhile(&plan, &ctx).await.unwrap_err();
     assert!(
         matches!(&err, Error::Kube { verb: "read PersistentVolumeClaim", object, .. }
             if object == "apps/data"),
@@ -417,14 +417,15 @@ async fn a_secret_is_read_once_per_memo_and_failures_are_not_kept() {
         admin_secret_found(),
     ]);
     let mut ctx = Context::for_tests(client);
-    ctx.secrets = crate::k8s::SecretMemo::new(Duration::from_millis(300));
+    ctx.kube.secrets = crate::k8s::SecretMemo::new(Duration::from_millis(300));
     let admin = domain::params::SecretRef {
         namespace: "kube-system".into(),
         name: "ceph-admin".into(),
     };
     let key = || {
-        ctx.secrets
-            .ceph_key(&ctx.client, SecretRole::Admin, &admin, "admin", "sa")
+        ctx.kube
+            .secrets
+            .ceph_key(&ctx.kube.client, SecretRole::Admin, &admin, "admin", "sa")
     };
     let first = key().await.unwrap();
     assert_eq!(

@@ -184,7 +184,7 @@ fn the_success_message_reads_as_before() {
         )
     );
     let d = draft(&claim(Some("2Gi")), &rbd_class(), Flavor::Csi).unwrap();
-    let source = clone::Source {
+    let source = clone::CloneSource {
         pv: "pvc-src".into(),
         pool: "kube".into(),
         image: "kubernetes-dynamic-pvc-src".into(),
@@ -208,10 +208,10 @@ fn the_success_message_reads_as_before() {
 #[test]
 fn a_claim_deleted_replaced_or_being_deleted_is_gone() {
     let c = claim(Some("1Gi"));
-    assert!(!claim_gone(Some(&c), UID));
-    assert!(claim_gone(None, UID));
-    assert!(claim_gone(Some(&c), "the-uid-of-a-newer-claim"));
+    assert!(!claim_withdrawn(Some(&c), UID));
+    assert!(claim_withdrawn(None, UID));
+    assert!(claim_withdrawn(Some(&c), "the-uid-of-a-newer-claim"));
     let mut deleting = c;
     deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-    assert!(claim_gone(Some(&deleting), UID));
+    assert!(claim_withdrawn(Some(&deleting), UID));
 }

@@ -58,7 +58,7 @@ fn pv_for(
     req: &ClaimRequest,
     k: &StorageClass,
     p: &ClassParams,
-    source: Source<'_>,
+    source: VolumeSourceKind<'_>,
     image: &str,
 ) -> PersistentVolume {
     build_pv(&PvInput {
@@ -181,7 +181,7 @@ fn rbd_pv() {
     let k = class(None, Some(vec!["discard"]));
     let p = params(&[]);
     let image = image_name(&req.uid);
-    let pv = pv_for(&req, &k, &p, Source::Rbd, &image);
+    let pv = pv_for(&req, &k, &p, VolumeSourceKind::Rbd, &image);
     assert_eq!(pv.metadata.name.as_deref(), Some(&*pv_name(UID)));
     let ann = pv.metadata.annotations.as_ref().unwrap();
     assert_eq!(ann[ANN_PROVISIONED_BY], "ceph.com/rbd");
@@ -234,7 +234,7 @@ fn retain_block_and_explicit_user_namespace() {
     let req = claim_request(&pvc(Some("1Gi"), &["ReadWriteOnce"], Some("Block"))).unwrap();
     let k = class(Some("Retain"), None);
     let p = params(&[("userSecretNamespace", "ceph"), ("fsType", "xfs")]);
-    let pv = pv_for(&req, &k, &p, Source::Rbd, "img");
+    let pv = pv_for(&req, &k, &p, VolumeSourceKind::Rbd, "img");
     assert_eq!(
         pv.metadata.finalizers, None,
         "Retain volumes are never deleted by us"
@@ -266,7 +266,7 @@ fn csi_pv() {
         cluster_id: ClusterId::Class("ceph-1".into()),
         node_stage_secret: p.csi_secret.clone().unwrap(),
     };
-    let pv = pv_for(&req, &k, &p, Source::Csi(&vol), "img-1");
+    let pv = pv_for(&req, &k, &p, VolumeSourceKind::Csi(&vol), "img-1");
     assert!(
         !pv.metadata
             .annotations
@@ -281,7 +281,7 @@ fn csi_pv() {
     assert_eq!(csi.driver, CSI_DRIVER);
     let mut rook = p.clone();
     rook.csi_driver = "rook-ceph.rbd.csi.ceph.com".into();
-    let pv = pv_for(&req, &k, &rook, Source::Csi(&vol), "img-1");
+    let pv = pv_for(&req, &k, &rook, VolumeSourceKind::Csi(&vol), "img-1");
     assert_eq!(
         pv.spec.unwrap().csi.unwrap().driver,
         "rook-ceph.rbd.csi.ceph.com"
@@ -313,7 +313,7 @@ fn csi_pv_with_fsid_and_companion_secret() {
         cluster_id: ClusterId::Fsid(fsid.into()),
         node_stage_secret: companion_secret(&p.user_secret("apps")),
     };
-    let pv = pv_for(&req, &k, &p, Source::Csi(&csi), "img-2");
+    let pv = pv_for(&req, &k, &p, VolumeSourceKind::Csi(&csi), "img-2");
     assert_eq!(
         pv.metadata.annotations.as_ref().unwrap()[ANN_CLUSTER_ID_SOURCE],
         "ceph-fsid"

@@ -1,0 +1,359 @@
+//! What every reconcile shares, by concern: the Kubernetes side (client, events, Secrets),
+//! Ceph access (connections, per-image locks, the purger, flattens under way), the caches
+//! (the watches' stores and what this process remembers), the settings, and telemetry.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource};
+
+use super::cached::Cached;
+use super::locks::ImageLocks;
+use super::purge::Purger;
+use super::run::wait_listed;
+use super::{Settings, backoff_delay};
+use crate::error::Error;
+use crate::k8s::{self, Events};
+use crate::metrics::Metrics;
+use ceph::Connections;
+use domain::owner::Instance;
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub kube: Kube,
+    pub ceph: CephAccess,
+    pub caches: Caches,
+    pub settings: Settings,
+    /// Who we are, as stamped on images.
+    pub instance: Instance,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The Kubernetes side.
+pub struct Kube {
+    pub client: Client,
+    pub events: Events,
+    /// Secrets read moments ago (see `k8s::SecretMemo`).
+    pub secrets: k8s::SecretMemo,
+}
+
+/// Ceph access, and what keeps two operations from treading on one image.
+pub struct CephAccess {
+    pub connections: Connections,
+    /// One operation at a time per image (cloning from it vs deleting it).
+    pub locks: ImageLocks,
+    pub purger: Purger,
+    /// Clones being flattened in the background, by "pool/image".
+    pub flattening: Arc<Mutex<HashSet<String>>>,
+    /// (monitors, pool) whose trash this process has swept.
+    swept: Mutex<HashSet<(String, String)>>,
+}
+
+/// The watches' stores, and what this process remembers between reconciles.
+pub struct Caches {
+    /// StorageClasses, kept current by a watch so that a burst of claims costs no class reads.
+    pub classes: Store<StorageClass>,
+    /// PersistentVolumes, from the volumes controller's watch.
+    pub volumes: Store<Cached<PersistentVolume>>,
+    /// Claims, from the claims controller's watch.
+    pub claims: Store<Cached<PersistentVolumeClaim>>,
+    /// PVs (by uid) this process has deleted, image and finalizer included: the watch events
+    /// of our own writes still show the volume as it was, and must not start a second
+    /// deletion (which would list the pool's trash for nothing).
+    finished: RecentUids,
+    /// Claims (by uid) the wake-up watch saw being deleted or deleted; see
+    /// [`Context::bound_claim_deleted`].
+    dying: RecentUids,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// How long a finished deletion, or a claim seen going, is remembered: by then the watch
+/// events that followed are long delivered.
+const RECENT_KEPT: Duration = Duration::from_secs(600);
+
+/// uids noted in the last [`RECENT_KEPT`].
+#[derive(Default)]
+struct RecentUids(Mutex<HashMap<String, Instant>>);
+
+impl RecentUids {
+    fn note(&self, uid: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        m.retain(|_, at| now.duration_since(*at) < RECENT_KEPT);
+        m.insert(uid.to_string(), now);
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(uid)
+    }
+
+    fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
+
+/// How long what was read from a Secret is reused: a burst of claims of one class then reads
+/// its Secrets a few times instead of once per claim, and a changed Secret counts within
+/// seconds.
+const SECRET_MEMO: Duration = Duration::from_secs(2);
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        classes: Store<StorageClass>,
+        volumes: Store<Cached<PersistentVolume>>,
+        claims: Store<Cached<PersistentVolumeClaim>>,
+        instance: Instance,
+    ) -> Context {
+        Context {
+            kube: Kube {
+                events: Events::new(client.clone(), metrics.events_dropped()),
+                secrets: k8s::SecretMemo::new(SECRET_MEMO),
+                client,
+            },
+            ceph: CephAccess {
+                connections: Connections::with_limits(
+                    settings.ceph_timeouts,
+                    settings.ceph_idle,
+                    settings.ceph_max_age,
+                ),
+                locks: ImageLocks::default(),
+                purger: Purger::start(metrics.clone()),
+                flattening: Arc::default(),
+                swept: Mutex::default(),
+            },
+            caches: Caches {
+                classes,
+                volumes,
+                claims,
+                finished: RecentUids::default(),
+                dying: RecentUids::default(),
+                failures: Mutex::default(),
+            },
+            settings,
+            instance,
+            metrics,
+        }
+    }
+
+    /// Records that the PV `uid` is deleted and our finalizer dropped.
+    pub(super) fn finished_deleting(&self, uid: &str) {
+        self.caches.finished.note(uid);
+    }
+
+    /// Whether this process has finished deleting the PV `uid`.
+    pub(super) fn deletion_finished(&self, uid: &str) -> bool {
+        self.caches.finished.contains(uid)
+    }
+
+    /// Notes a claim the wake-up watch saw going (deletionTimestamp set, or deleted), before
+    /// its volume's reconcile is queued.
+    pub(super) fn claim_going(&self, claim: &ObjectMeta) {
+        if let Some(uid) = &claim.uid {
+            self.caches.dying.note(uid);
+        }
+    }
+
+    /// Whether the volumes watch has listed every PV once (without waiting).
+    pub(super) fn volumes_ready(&self) -> bool {
+        self.caches
+            .volumes
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|r| r.is_ok())
+    }
+
+    /// Whether the claim a Bound PV names is gone: the API server (not a cache) says so.
+    /// Unknown (watch not listed yet, API error) is "not gone". A claim alive in the claims
+    /// cache is not asked about, unless the wake-up watch saw it going.
+    pub(super) async fn bound_claim_deleted(&self, pv: &PersistentVolume) -> bool {
+        let Some(r) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+            return false;
+        };
+        let (Some(ns), Some(name), Some(uid)) = (&r.namespace, &r.name, &r.uid) else {
+            return false;
+        };
+        let listed = self
+            .caches
+            .claims
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|r| r.is_ok());
+        if !listed {
+            return false;
+        }
+        // The claim watch that wakes this volume and the claims cache are two watches: the
+        // wake-up for a claim's deletion (its last event) may come before the cache has seen
+        // the claim go, and none follows. So what the wake-up saw counts too.
+        let cached_alive = self
+            .caches
+            .claims
+            .get(&ObjectRef::new(name).within(ns))
+            .is_some_and(|c| {
+                c.meta().uid.as_ref() == Some(uid) && c.meta().deletion_timestamp.is_none()
+            });
+        if cached_alive && !self.caches.dying.contains(uid) {
+            return false;
+        }
+        let gone = match Api::<PersistentVolumeClaim>::namespaced(self.kube.client.clone(), ns)
+            .get_opt(name)
+            .await
+        {
+            Ok(None) => true,
+            Ok(Some(c)) => c.metadata.uid.as_ref() != Some(uid),
+            Err(_) => false,
+        };
+        if gone {
+            self.caches.dying.forget(uid);
+        }
+        gone
+    }
+
+    /// Whether some existing PV could be bound to this claim by kube-controller-manager.
+    pub(super) fn volume_could_bind(&self, pvc: &PersistentVolumeClaim) -> bool {
+        self.caches
+            .volumes
+            .state()
+            .iter()
+            .filter_map(|pv| pv.facts.bindable.as_ref())
+            .any(|pv| domain::claim::could_bind(pvc, pv))
+    }
+
+    /// Waits until the volumes watch has listed every PV once.
+    pub(super) async fn volumes_listed(&self) {
+        wait_listed(self.caches.volumes.clone()).await
+    }
+
+    /// Another PV (by uid) whose spec names this pool/image: a copy, or a hand-made static
+    /// volume for the same image. Deleting would destroy that volume's data.
+    pub(super) fn other_volume_naming(
+        &self,
+        pv: &PersistentVolume,
+        pool: &str,
+        image: &str,
+    ) -> Option<String> {
+        self.caches.volumes.state().iter().find_map(|other| {
+            (other.meta().uid != pv.metadata.uid
+                && other
+                    .facts
+                    .image
+                    .as_ref()
+                    .is_some_and(|(p, i)| p == pool && i == image))
+            .then(|| other.meta().name.clone().unwrap_or_default())
+        })
+    }
+
+    /// True the first time it is asked about a pool.
+    pub(super) fn first_delete_in(&self, monitors: &str, pool: &str) -> bool {
+        self.ceph
+            .swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((monitors.to_string(), pool.to_string()))
+    }
+
+    /// A StorageClass from the watch cache; one created a moment ago may not be there yet,
+    /// so a miss asks the API server.
+    pub(super) async fn class(&self, name: &str) -> Result<Option<StorageClass>, Error> {
+        if let Some(c) = self.caches.classes.get(&ObjectRef::new(name)) {
+            return Ok(Some((*c).clone()));
+        }
+        k8s::get_class(&self.kube.client, name).await
+    }
+
+    /// Whether the object `key` has failed since its last success (it is being retried).
+    pub(super) fn failing(&self, key: &str) -> bool {
+        self.caches
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
+    pub(super) fn succeeded(&self, key: &str) {
+        self.caches
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// 1 s, 2 s, 4 s … capped at 5 minutes: retries forever without flooding the API.
+    pub(super) fn backoff(&self, key: &str) -> Duration {
+        let mut f = self
+            .caches
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n, self.settings.retry_start, self.settings.retry_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::testing::{ApiServer, expect, not_found, object};
+    use http::Method;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+
+    /// A claim the claims cache still holds alive is asked about only once the wake-up watch
+    /// has seen it go; the API server's answer decides, and is asked again later if it says
+    /// the claim is still there.
+    #[tokio::test]
+    async fn a_claim_seen_going_is_asked_about_even_while_cached_alive() {
+        let path = "/api/v1/namespaces/ns/persistentvolumeclaims/data";
+        let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": "data", "uid": "claim-uid"}
+        }))
+        .unwrap();
+        let (client, api) = ApiServer::start(vec![
+            expect(Method::GET, path, object(&pvc)),
+            expect(Method::GET, path, not_found()),
+            expect(Method::GET, path, not_found()),
+        ]);
+        let mut ctx = Context::for_tests(client);
+        let (claims, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::InitApply(
+            Cached::new(pvc.clone()).unwrap(),
+        ));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        ctx.caches.claims = claims;
+        let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pvc-claim-uid"},
+            "spec": {"claimRef": {"namespace": "ns", "name": "data", "uid": "claim-uid"}}
+        }))
+        .unwrap();
+
+        assert!(
+            !ctx.bound_claim_deleted(&pv).await,
+            "cached alive, not seen going"
+        );
+        ctx.claim_going(&pvc.metadata);
+        assert!(
+            !ctx.bound_claim_deleted(&pv).await,
+            "the API server still has it"
+        );
+        assert!(ctx.bound_claim_deleted(&pv).await);
+        // Forgotten once gone: asked again only when seen going again.
+        assert!(!ctx.bound_claim_deleted(&pv).await);
+        ctx.claim_going(&pvc.metadata);
+        assert!(ctx.bound_claim_deleted(&pv).await);
+        assert_eq!(api.done().len(), 3);
+    }
+}

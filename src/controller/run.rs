@@ -1,0 +1,253 @@
+//! Running the controllers: the watches (trimmed for the caches, listed in pages), the claims and volumes
+//! controllers with one error policy, and the background tasks beside them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::Api;
+use kube::runtime::Controller;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::watcher::{self, watcher};
+use kube::{Client, Resource};
+
+use super::cached::{Cached, CachedKind};
+use super::{Context, Settings, delete, provision};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use domain::meta::label;
+use domain::owner::Instance;
+use domain::volume;
+
+/// What the error policy says of the objects a reconciler handles.
+pub(super) trait Reconciled {
+    /// The log message of a failed reconcile.
+    const FAILED: &'static str;
+}
+
+impl Reconciled for PersistentVolume {
+    const FAILED: &'static str = "volume operation failed";
+}
+
+impl Reconciled for PersistentVolumeClaim {
+    const FAILED: &'static str = "provisioning failed";
+}
+
+/// Both reconcilers' error policy: retry with the object's backoff (keyed by its uid).
+pub(super) fn error_policy<K: CachedKind + Reconciled>(
+    obj: Arc<Cached<K>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let delay = ctx.backoff(obj.meta().uid.as_deref().unwrap_or_default());
+    tracing::warn!(object = %label(obj.meta()), error = %err, retry_in = ?delay, "{}", K::FAILED);
+    Action::requeue(delay)
+}
+
+/// Waits until a watch's store has listed everything once. Polled in short rounds: a single
+/// long wait on the store was seen to miss its wake-up.
+pub(super) async fn wait_listed<K>(store: Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
+}
+
+/// This Kubernetes cluster's identity for image stamps: the uid of `kube-system`, which no
+/// user can choose and which differs between clusters sharing a Ceph pool.
+async fn cluster_uid(client: &Client) -> Result<String, Error> {
+    let ns = Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .map_err(Error::kube("read Namespace", "kube-system"))?;
+    ns.metadata.uid.ok_or(Error::NoClusterUid)
+}
+
+/// Objects per page of the claims and volumes watches' lists (the first and every relist).
+/// kube reads a page whole before it parses it, and holds three or four copies of it at once
+/// (body chunks, the joined body, its text), while the claims controller and the wake-up watch
+/// list claims at the same time; and a claim's owner chooses its size (up to about 1.5 MiB,
+/// 256 KiB of it annotations). With 1,000 claims of 250 KiB the provisioner peaked at 448–476
+/// MiB with kube's default of 500 per page, 132–146 with 100, 95 with 50 and 60–65 with 20
+/// (35 without the annotations); 11,000 small claims took 1.6–2.1 s from start to synced at
+/// 500 and 3.5–4.6 s at 20, a few ms per page (BENCHMARKS.md, "Memory with large claims").
+/// Lists are read from etcd (kube's default, most recent), which honours the limit; the watch
+/// cache (resourceVersion 0) would send everything at once.
+const LIST_PAGE_SIZE: u32 = 20;
+
+/// The watch configuration of the claims and volumes watches. `RBD_PROVISIONER_LIST_PAGE_SIZE`
+/// sets another page size, for the scale bench to measure the choice.
+fn paged_watch_config() -> watcher::Config {
+    let page = std::env::var("RBD_PROVISIONER_LIST_PAGE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(LIST_PAGE_SIZE);
+    watcher::Config::default().page_size(page)
+}
+
+/// A controller over every object of `K`, like `Controller::new`, whose cache keeps each
+/// object as [`Cached`] JSON rather than the whole k8s-openapi object.
+fn cached_controller<K: CachedKind>(client: &Client) -> Controller<Cached<K>>
+where
+    K::Scope: Send + Sync,
+    Cached<K>: Resource<DynamicType = ()>,
+{
+    Controller::new(Api::<Cached<K>>::all(client.clone()), paged_watch_config())
+}
+
+/// Runs `reconcile` on the object a cached entry holds, decoded from the cache's JSON.
+async fn reconcile_decoded<K, F, Fut>(
+    cached: Arc<Cached<K>>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: CachedKind,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let obj = cached.object().map_err(|cause| Error::Cached {
+        object: format!("{} {}", K::kind(&()), label(cached.meta())),
+        cause,
+    })?;
+    reconcile(Arc::new(obj), ctx).await
+}
+
+/// How often free heap pages go back to the kernel.
+const HEAP_TRIM: Duration = Duration::from_secs(10);
+
+/// Keeps resident memory near what is in use: after a burst glibc would otherwise hold the
+/// freed pages for good. One pass takes about a millisecond.
+async fn release_free_heap_every(every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let t = Instant::now();
+        let _ = tokio::task::spawn_blocking(crate::process::release_free_heap).await;
+        tracing::trace!(
+            took_us = t.elapsed().as_micros() as u64,
+            "free heap returned"
+        );
+    }
+}
+
+/// Every claim event, for waking volumes; claims seen going are noted in `ctx` first. Each
+/// event is mapped to a volume and dropped at once; the claims are read trimmed all the same,
+/// since a list page of whole claims would be held until every event of it was handled.
+fn claims_going(
+    client: &Client,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = Result<Cached<PersistentVolumeClaim>, watcher::Error>> + Send + 'static
+{
+    watcher(
+        Api::<Cached<PersistentVolumeClaim>>::all(client.clone()),
+        paged_watch_config(),
+    )
+    .default_backoff()
+    .map(move |event| {
+        match &event {
+            Ok(watcher::Event::Delete(c)) => ctx.claim_going(c.meta()),
+            Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c))
+                if c.meta().deletion_timestamp.is_some() =>
+            {
+                ctx.claim_going(c.meta())
+            }
+            _ => {}
+        }
+        event
+    })
+    .touched_objects()
+}
+
+/// Runs the controllers until a termination signal.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Result<(), Error> {
+    let workers = settings.workers;
+    let instance = Instance {
+        provisioner: settings.provisioner.clone(),
+        cluster: cluster_uid(&client).await?,
+    };
+    let (classes, writer) = reflector::store();
+    let class_watch = reflector(
+        writer,
+        watcher(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(class_watch);
+    let volumes = cached_controller::<PersistentVolume>(&client);
+    let claims = cached_controller::<PersistentVolumeClaim>(&client);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics,
+        classes,
+        volumes.store(),
+        claims.store(),
+        instance,
+    ));
+    let maintenance = tokio::spawn(super::maintain::run(ctx.clone()));
+    let heap = tokio::spawn(release_free_heap_every(HEAP_TRIM));
+    // /readyz: ready once claims, volumes and classes have all been listed.
+    let synced = {
+        let (ctx, claim_store) = (ctx.clone(), claims.store());
+        tokio::spawn(async move {
+            ctx.volumes_listed().await;
+            wait_listed(claim_store).await;
+            wait_listed(ctx.caches.classes.clone()).await;
+            ctx.metrics.health.watches_synced();
+            tracing::info!("watches synced: claims, volumes and classes listed");
+        })
+    };
+    let claims = claims
+        .with_config(ControllerConfig::default().concurrency(workers))
+        .shutdown_on_signal()
+        .run(
+            |c, ctx| reconcile_decoded(c, ctx, provision::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let early = ctx.settings.early_provisioning;
+    let volumes = volumes
+        // A claim's deletion wakes its volume at once, rather than after
+        // kube-controller-manager marks it Released: the volume it is bound to, or, before
+        // binding, the one we would have made for it (a wake-up only; the reconcile checks).
+        .watches_stream(
+            claims_going(&client, ctx.clone()),
+            move |c: Cached<PersistentVolumeClaim>| {
+                let bound = c
+                    .object()
+                    .ok()
+                    .and_then(|pvc| pvc.spec?.volume_name)
+                    .filter(|v| !v.is_empty());
+                let pv = bound.or_else(|| c.meta().uid.as_deref().map(volume::pv_name));
+                pv.filter(|_| early)
+                    .map(|v| ObjectRef::<Cached<PersistentVolume>>::new(&v))
+            },
+        )
+        .with_config(ControllerConfig::default().concurrency(workers))
+        .shutdown_on_signal()
+        .run(
+            |c, ctx| reconcile_decoded(c, ctx, delete::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(claims, volumes);
+    maintenance.abort();
+    heap.abort();
+    synced.abort();
+    tracing::info!("controllers stopped");
+    Ok(())
+}
