@@ -17,6 +17,7 @@ use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
 use crate::text::escape;
 use ceph::{Cluster, Credentials, Timeouts};
+use domain::meta::qualified;
 use domain::owner::{self, INTENTS_OBJECT, Instance, Intent, PvState, Stamp};
 use domain::{params, reclaim, volume};
 
@@ -241,7 +242,7 @@ async fn pool(
             pool: pool.into(),
             image: image.clone(),
             pv: stamp.pv,
-            claim: format!("{}/{}", stamp.claim_namespace, stamp.claim_name),
+            claim: qualified(Some(&stamp.claim_namespace), &stamp.claim_name),
             claim_uid: stamp.claim_uid,
             claim_exists,
             created: stamp.created,
@@ -269,7 +270,7 @@ async fn pool(
         report.interrupted.push(Interrupted {
             pool: pool.into(),
             image,
-            claim: format!("{}/{}", stamp.claim_namespace, stamp.claim_name),
+            claim: qualified(Some(&stamp.claim_namespace), &stamp.claim_name),
             claim_uid: stamp.claim_uid,
             state,
         });

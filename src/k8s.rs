@@ -5,8 +5,8 @@ mod events;
 
 pub use events::Events;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -70,7 +70,7 @@ impl SecretMemo {
     }
 
     fn recall<T>(&self, key: &MemoKey, f: impl Fn(&Memo) -> Option<T>) -> Option<T> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.lock();
         entries
             .get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
@@ -81,7 +81,7 @@ impl SecretMemo {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock();
         entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
         entries.insert(key, (Instant::now(), memo));
     }
@@ -330,7 +330,7 @@ pub async fn get_claim(
         .await
         .map_err(Error::kube(
             "read PersistentVolumeClaim",
-            format!("{namespace}/{name}"),
+            domain::meta::qualified(Some(namespace), name),
         ))
 }
 

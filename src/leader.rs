@@ -11,7 +11,9 @@
 //! The decisions are pure (`Timing`, `Observer`, `judge`); `Elector` is the few API calls
 //! around them and `Watchdog` the thread that ends the process.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -308,31 +310,25 @@ impl Watchdog {
     }
 
     fn watch(&self, lease: &str) {
-        let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        let mut deadline = self.deadline.lock();
         loop {
-            deadline = match *deadline {
-                None => self
-                    .changed
-                    .wait(deadline)
-                    .unwrap_or_else(|e| e.into_inner()),
+            match *deadline {
+                None => self.changed.wait(&mut deadline),
                 Some(at) => match at.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => {
-                        self.changed
-                            .wait_timeout(deadline, left)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0
+                        self.changed.wait_for(&mut deadline, left);
                     }
                     _ => exit_lost(
                         lease,
                         "the renew deadline passed without a successful renewal",
                     ),
                 },
-            };
+            }
         }
     }
 
     fn set(&self, at: Instant) {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+        *self.deadline.lock() = Some(at);
         self.changed.notify_all();
     }
 }
@@ -405,11 +401,7 @@ impl Elector {
             };
         };
         let record = Record::of(&lease);
-        let changed_at = self
-            .observer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .observe(&record, now);
+        let changed_at = self.observer.lock().observe(&record, now);
         match judge(
             &record,
             &self.me,
@@ -469,7 +461,7 @@ impl Elector {
     }
 
     fn arm(&self, deadline: Instant) {
-        let mut dog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dog = self.watchdog.lock();
         dog.get_or_insert_with(|| Watchdog::start(self.name.clone()))
             .set(deadline);
     }

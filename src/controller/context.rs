@@ -3,7 +3,9 @@
 //! (the watches' stores and what this process remembers), the settings, and telemetry.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -85,21 +87,18 @@ struct RecentUids(Mutex<HashMap<String, Instant>>);
 
 impl RecentUids {
     fn note(&self, uid: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.0.lock();
         let now = Instant::now();
         m.retain(|_, at| now.duration_since(*at) < RECENT_KEPT);
         m.insert(uid.to_string(), now);
     }
 
     fn contains(&self, uid: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(uid)
+        self.0.lock().contains_key(uid)
     }
 
     fn forget(&self, uid: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.0.lock().remove(uid);
     }
 }
 
@@ -261,7 +260,6 @@ impl Context {
         self.ceph
             .swept
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .insert((monitors.to_string(), pool.to_string()))
     }
 
@@ -276,28 +274,16 @@ impl Context {
 
     /// Whether the object `key` has failed since its last success (it is being retried).
     pub(super) fn failing(&self, key: &str) -> bool {
-        self.caches
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(key)
+        self.caches.failures.lock().contains_key(key)
     }
 
     pub(super) fn succeeded(&self, key: &str) {
-        self.caches
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.caches.failures.lock().remove(key);
     }
 
     /// 1 s, 2 s, 4 s … capped at 5 minutes: retries forever without flooding the API.
     pub(super) fn backoff(&self, key: &str) -> Duration {
-        let mut f = self
-            .caches
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut f = self.caches.failures.lock();
         let n = f.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         backoff_delay(*n, self.settings.retry_start, self.settings.retry_max)

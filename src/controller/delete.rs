@@ -45,19 +45,12 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
     // A volume of ours whose claim (by uid) is gone needs no status write from
-    // kube-controller-manager before its image goes (unless early paths are off): Bound, or
-    // not bound yet because the claim went while it was being provisioned. Released and
-    // Failed ones take the usual path and need no question to the API server.
-    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
-    let claim_deleted = ctx.settings.early_provisioning
-        && !matches!(phase, Some("Released") | Some("Failed"))
-        && domain::volume::provisioned_by(&pv) == Some(ctx.settings.provisioner.as_str())
-        && pv
-            .spec
-            .as_ref()
-            .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
-            == Some("Delete")
-        && ctx.bound_claim_deleted(&pv).await;
+    // kube-controller-manager before its image goes (see reclaim::may_delete_before_release).
+    let claim_deleted = reclaim::may_delete_before_release(
+        ctx.settings.early_provisioning,
+        &pv,
+        &ctx.settings.provisioner,
+    ) && ctx.bound_claim_deleted(&pv).await;
     if claim_deleted {
         tracing::info!(pv = %name, "its claim is gone: deleting without waiting for the volume to be marked Released");
     }

@@ -21,13 +21,7 @@ pub fn in_background(
     then_drop: Option<ParentSpec>,
 ) {
     let key = format!("{pool}/{child}");
-    if !ctx
-        .ceph
-        .flattening
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.clone())
-    {
+    if !ctx.ceph.flattening.lock().insert(key.clone()) {
         return;
     }
     let (cluster, pool, child) = (cluster.clone(), pool.to_string(), child.to_string());
@@ -46,16 +40,10 @@ pub fn in_background(
                 // own deletion, which removes such snapshots.
                 if let Some(p) = then_drop {
                     let token = format!("{}/{}", p.pool, p.image);
-                    let mine = flattening
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(token.clone());
+                    let mine = flattening.lock().insert(token.clone());
                     if mine {
                         drop_snapshot(&cluster, &p).await;
-                        flattening
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&token);
+                        flattening.lock().remove(&token);
                     } else {
                         tracing::debug!(snapshot = %p, "its image is being flattened; the snapshot is left for the image's deletion");
                     }
@@ -68,10 +56,7 @@ pub fn in_background(
                 tracing::warn!(%pool, %child, "flattening clone took longer than {DEADLINE:?}; retried later")
             }
         }
-        flattening
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        flattening.lock().remove(&key);
     });
 }
 

@@ -3,7 +3,9 @@
 //! forever).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -15,7 +17,7 @@ impl ImageLocks {
     pub async fn lock(&self, pool: &str, image: &str) -> OwnedMutexGuard<()> {
         let key = format!("{pool}/{image}");
         let m = {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.0.lock();
             map.retain(|_, w| w.strong_count() > 0);
             match map.get(&key).and_then(Weak::upgrade) {
                 Some(m) => m,

@@ -345,7 +345,7 @@ async fn liveness(ctx: &Context, stamp: &Stamp) -> crate::error::Result<Liveness
             .await
             .map_err(Error::kube(
                 "read PersistentVolumeClaim",
-                format!("{}/{}", stamp.claim_namespace, stamp.claim_name),
+                domain::meta::qualified(Some(&stamp.claim_namespace), &stamp.claim_name),
             ))?;
     let claim_exists = claim.is_some_and(|c| c.metadata.uid.as_deref() == Some(&stamp.claim_uid));
     Ok(Liveness {

@@ -50,15 +50,14 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         ctx.succeeded(&key);
         return Ok(Action::await_change());
     }
-    // Early (before kube-controller-manager's hand-over) only when no Available volume could
-    // serve the claim instead; the volumes watch must have listed them all to know that.
-    let early = ctx.settings.early_provisioning
-        && claim::handed_to(&pvc).is_none()
-        && class
-            .as_ref()
-            .is_some_and(|c| c.provisioner == ctx.settings.provisioner)
-        && ctx.volumes_ready()
-        && !ctx.volume_could_bind(&pvc);
+    let early = claim::may_provision_early(
+        ctx.settings.early_provisioning,
+        &pvc,
+        class.as_ref(),
+        &ctx.settings.provisioner,
+        ctx.volumes_ready(),
+        || ctx.volume_could_bind(&pvc),
+    );
     tracing::trace!(claim = %claim_name(&pvc), handed = ?claim::handed_to(&pvc), early, "claim");
     match claim::decide(&pvc, class.as_ref(), &ctx.settings.provisioner, early) {
         ClaimAction::Ignore(why) => {
@@ -131,11 +130,7 @@ fn source_kind(pvc: &PersistentVolumeClaim) -> &str {
 }
 
 fn claim_name(pvc: &PersistentVolumeClaim) -> String {
-    format!(
-        "{}/{}",
-        pvc.metadata.namespace.as_deref().unwrap_or(""),
-        pvc.metadata.name.as_deref().unwrap_or("")
-    )
+    domain::meta::label(&pvc.metadata)
 }
 
 /// Provisions one claim. `Ok(None)` when its PV already exists (nothing new to report).

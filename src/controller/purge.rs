@@ -7,7 +7,9 @@
 //! so that one tenant's huge volumes never hold back everyone else's purges.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -111,12 +113,7 @@ impl Purger {
     /// the trash, marked as ours, and the periodic sweep queues it again.
     pub fn submit(&self, job: Job) {
         let k = key(&job);
-        if !self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(k.clone())
-        {
+        if !self.pending.lock().insert(k.clone()) {
             tracing::debug!(pool = %job.pool, image = %job.image, "already being purged");
             return;
         }
@@ -130,10 +127,7 @@ impl Purger {
                 mpsc::error::TrySendError::Full((j, _))
                 | mpsc::error::TrySendError::Closed((j, _)) => j,
             };
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&k);
+            self.pending.lock().remove(&k);
             tracing::warn!(pool = %job.pool, image = %job.image, "purge queue full; the periodic sweep purges it later");
         }
     }
@@ -165,9 +159,7 @@ fn lane(
                 if failed {
                     tracing::warn!(pool = %job.pool, image = %job.image, "giving up purging for now; the periodic sweep retries");
                 }
-                done.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key(&job));
+                done.lock().remove(&key(&job));
             });
         }
     });

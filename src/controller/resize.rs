@@ -181,7 +181,7 @@ async fn grow(
             .await
             .map_err(Error::kube(
                 "set FileSystemResizePending on claim",
-                format!("{ns}/{name}"),
+                domain::meta::qualified(Some(&ns), &name),
             ))?;
     }
     Ok(())

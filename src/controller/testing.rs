@@ -4,7 +4,9 @@
 //! [`ApiServer::done`] fails on a missing step or an unscripted request (a write that
 //! should not have happened).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
@@ -93,7 +95,7 @@ impl ApiServer {
                 let bytes = body.collect_bytes().await.unwrap_or_default();
                 let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let (method, path) = (parts.method, parts.uri.path().to_string());
-                let mut log = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let mut log = shared.lock();
                 let reply = match script.get(log.taken) {
                     Some(step) if step.method == method && step.matches(&path) => {
                         log.taken += 1;
@@ -133,7 +135,7 @@ impl ApiServer {
     /// Checks that every step was taken and nothing else was asked; the requests seen.
     pub fn done(self) -> Vec<Seen> {
         self.task.abort();
-        let log = std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()));
+        let log = std::mem::take(&mut *self.log.lock());
         let seen: Vec<String> = log
             .seen
             .iter()

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
@@ -43,7 +45,7 @@ struct ConnectFailure {
 impl Attempts {
     /// The failure of an attempt that ended after `since`, if any.
     fn failed_since(&self, since: Instant) -> Option<CephError> {
-        let f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let f = self.failed.lock();
         f.as_ref().filter(|(at, _)| *at >= since).map(|(_, e)| {
             let e = e.clone();
             CephError::Connect {
@@ -65,7 +67,7 @@ impl Attempts {
             hint,
         } = e
         {
-            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+            *self.failed.lock() = Some((
                 Instant::now(),
                 ConnectFailure {
                     monitors: monitors.clone(),
@@ -141,7 +143,7 @@ impl Connections {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
         // The map stays consistent even if a holder panicked: entries are whole values.
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        self.slots.lock()
     }
 
     fn limits(&self) -> Limits {

@@ -36,6 +36,25 @@ pub fn handed_to(pvc: &PersistentVolumeClaim) -> Option<&str> {
         .or_else(|| annotation(&pvc.metadata, ANN_STORAGE_PROVISIONER_BETA))
 }
 
+/// Whether a claim may be provisioned before kube-controller-manager hands it over (the early
+/// path, `enabled` by the flag): not handed to anyone yet, of a class of ours, and only when
+/// every existing PV is known (`volumes_listed`) and none could be bound to the claim instead
+/// (`could_bind_existing`, a scan over every PV, asked last).
+pub fn may_provision_early(
+    enabled: bool,
+    pvc: &PersistentVolumeClaim,
+    class: Option<&StorageClass>,
+    provisioner: &str,
+    volumes_listed: bool,
+    could_bind_existing: impl FnOnce() -> bool,
+) -> bool {
+    enabled
+        && handed_to(pvc).is_none()
+        && class.is_some_and(|c| c.provisioner == provisioner)
+        && volumes_listed
+        && !could_bind_existing()
+}
+
 /// Decides what to do with `pvc`, given its StorageClass (if it exists) and our name.
 /// `early`: the caller allows provisioning before kube-controller-manager hands the claim
 /// over, and knows that no Available PersistentVolume could satisfy it ([`could_bind`]).
@@ -229,6 +248,54 @@ mod tests {
         c.metadata.annotations = fixtures::map(annotations);
         c.spec.as_mut().unwrap().storage_class_name = Some("ceph-rbd".into());
         c
+    }
+
+    #[test]
+    fn early_provisioning_needs_every_fact() {
+        let handed = claim(&[(ANN_STORAGE_PROVISIONER, ME)]);
+        let fresh = claim(&[]);
+        let ours = class(ME, None);
+        let theirs = class("example.com/other", None);
+        // (enabled, claim, class, volumes listed, an existing PV could bind) → early?
+        type Case<'a> = (
+            bool,
+            &'a PersistentVolumeClaim,
+            Option<&'a StorageClass>,
+            bool,
+            bool,
+            bool,
+        );
+        let cases: &[Case] = &[
+            (true, &fresh, Some(&ours), true, false, true),
+            (false, &fresh, Some(&ours), true, false, false),
+            (true, &handed, Some(&ours), true, false, false),
+            (true, &fresh, Some(&theirs), true, false, false),
+            (true, &fresh, None, true, false, false),
+            (true, &fresh, Some(&ours), false, false, false),
+            (true, &fresh, Some(&ours), true, true, false),
+        ];
+        for (i, &(enabled, pvc, class, listed, could_bind, want)) in cases.iter().enumerate() {
+            let got = may_provision_early(enabled, pvc, class, ME, listed, || could_bind);
+            assert_eq!(got, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn the_scan_is_skipped_when_a_cheaper_fact_says_no() {
+        let scanned = std::cell::Cell::new(false);
+        let scan = || {
+            scanned.set(true);
+            false
+        };
+        assert!(!may_provision_early(
+            true,
+            &claim(&[]),
+            Some(&class(ME, None)),
+            ME,
+            false,
+            scan
+        ));
+        assert!(!scanned.get());
     }
 
     #[test]

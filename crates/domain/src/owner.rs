@@ -126,7 +126,7 @@ impl Stamp {
             (META_PV.into(), self.pv.clone()),
             (
                 META_CLAIM.into(),
-                format!("{}/{}", self.claim_namespace, self.claim_name),
+                crate::meta::qualified(Some(&self.claim_namespace), &self.claim_name),
             ),
             (META_CLAIM_UID.into(), self.claim_uid.clone()),
             (META_CREATED.into(), self.created.to_string()),
@@ -310,7 +310,7 @@ pub fn first_sight_pairs(
             (META_PV.to_string(), seen.pv.clone()),
             (
                 META_CLAIM.to_string(),
-                format!("{}/{}", seen.claim_namespace, seen.claim_name),
+                crate::meta::qualified(Some(&seen.claim_namespace), &seen.claim_name),
             ),
             (META_CLAIM_UID.to_string(), seen.claim_uid.clone()),
             (META_CREATED.to_string(), now.to_string()),

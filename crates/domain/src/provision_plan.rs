@@ -75,7 +75,7 @@ pub fn draft(
 impl Draft {
     /// "namespace/name", as logs and errors name the claim.
     pub fn claim_label(&self) -> String {
-        format!("{}/{}", self.claim.namespace, self.claim.name)
+        crate::meta::qualified(Some(&self.claim.namespace), &self.claim.name)
     }
 
     /// Whether a PV found under our name is this claim's, written by an earlier attempt (then

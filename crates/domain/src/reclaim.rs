@@ -66,6 +66,23 @@ pub fn made_by_old_provisioner(pv: &PersistentVolume) -> bool {
     annotation(&pv.metadata, ANN_LEGACY_IDENTITY).is_some()
 }
 
+/// Whether a volume may be deleted before kube-controller-manager marks it Released, once the
+/// API server confirms its claim is gone (the early path, `enabled` by the flag): ours, under
+/// reclaim policy Delete, and not Released or Failed already (those take the usual path and
+/// need no question to the API server). Bound, or not bound yet because the claim went while
+/// it was being provisioned.
+pub fn may_delete_before_release(enabled: bool, pv: &PersistentVolume, provisioner: &str) -> bool {
+    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
+    let policy = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+    enabled
+        && !matches!(phase, Some("Released") | Some("Failed"))
+        && annotation(&pv.metadata, ANN_PROVISIONED_BY) == Some(provisioner)
+        && policy == Some("Delete")
+}
+
 /// What to do with a PV. `claim_gone`: the claim its `claimRef` names no longer exists (by
 /// uid), so the volume is as good as Released (kube-controller-manager marks any volume whose
 /// claimRef uid names a missing claim Released, whatever its phase): it is deleted at once

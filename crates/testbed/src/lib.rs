@@ -883,9 +883,7 @@ impl Provisioner {
         uid: Option<u32>,
         bin: Option<&std::path::Path>,
     ) -> Provisioner {
-        let bin = bin
-            .map(PathBuf::from)
-            .unwrap_or_else(provisioner_binary);
+        let bin = bin.map(PathBuf::from).unwrap_or_else(provisioner_binary);
         let log = bed
             .dir
             .join(format!("{}.log", unique(&name.replace('/', "_"))));

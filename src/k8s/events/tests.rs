@@ -198,7 +198,7 @@ fn events(script: Vec<Step>) -> (Events, ApiServer, Counter, Clock) {
     let mut ev = Events::new(client, dropped.clone());
     let clock = Clock(Arc::new(Mutex::new(Instant::now())));
     let hands = clock.0.clone();
-    ev.now = Box::new(move || *hands.lock().unwrap());
+    ev.now = Box::new(move || *hands.lock());
     (ev, api, dropped, clock)
 }
 
@@ -206,7 +206,7 @@ struct Clock(Arc<Mutex<Instant>>);
 
 impl Clock {
     fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
+        *self.0.lock() += by;
     }
 }
 

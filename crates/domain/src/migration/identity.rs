@@ -87,7 +87,7 @@ impl Identity {
 
     /// `ns/name`
     pub fn claim_label(&self) -> String {
-        format!("{}/{}", self.claim_namespace, self.claim)
+        crate::meta::qualified(Some(&self.claim_namespace), &self.claim)
     }
 
     fn claim_ref_matches(&self, pv: &PersistentVolume) -> bool {

@@ -339,3 +339,31 @@ fn an_existing_pv_counts_only_when_it_is_the_same_volume() {
     other.spec.as_mut().unwrap().rbd.as_mut().unwrap().image = "x".into();
     assert!(same_volume(&other, &wanted, ME).is_err());
 }
+
+#[test]
+fn early_deletion_needs_every_fact() {
+    // (enabled, policy, phase, provisioned by) → may delete before Released?
+    let cases = [
+        (true, "Delete", "Bound", ME, true),
+        (true, "Delete", "Pending", ME, true),
+        (false, "Delete", "Bound", ME, false),
+        (true, "Retain", "Bound", ME, false),
+        (true, "Recycle", "Bound", ME, false),
+        (true, "Delete", "Released", ME, false),
+        (true, "Delete", "Failed", ME, false),
+        (true, "Delete", "Bound", "example.com/other", false),
+    ];
+    for (i, (enabled, policy, phase, by, want)) in cases.into_iter().enumerate() {
+        let mut pv = ours(policy, phase);
+        pv.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_PROVISIONED_BY.into(), by.into());
+        assert_eq!(
+            may_delete_before_release(enabled, &pv, ME),
+            want,
+            "case {i}"
+        );
+    }
+}
