@@ -13,10 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::config::configured;
-use super::error::{
-    AMBIGUOUS_MONITOR_TIMEOUT_HINT, Op, connect_hint, has_ambiguous_monitor, img_err, op_hint,
-    pool_err,
-};
+use super::error::{Op, img_err, pool_err, trash_label};
 use super::handles::{HeldImage, ImageOptions, IoCtx, Rados, cstr};
 use super::types::{
     CloneSpec, Created, ImageInfo, ImageSpec, PoolQuota, Removed, SnapInfo, TrashEntry, Watcher,
@@ -99,16 +96,12 @@ impl Cluster {
             Ok(joined) => joined
                 .map_err(|e| CephError::Task(e.to_string()))?
                 .map(Arc::new),
-            Err(_) => {
-                let errno = Errno(libc::ETIMEDOUT);
-                Err(CephError::Connect {
-                    hint: connect_failure_hint(&monitors, errno),
-                    monitors,
-                    user,
-                    errno,
-                    elapsed_ms: millis(started.elapsed()),
-                })
-            }
+            Err(_) => Err(CephError::connect_failed(
+                &monitors,
+                &user,
+                Errno(libc::ETIMEDOUT),
+                millis(started.elapsed()),
+            )),
         }
     }
 
@@ -119,13 +112,12 @@ impl Cluster {
         let elapsed = started.elapsed();
         if let Err(errno) = r {
             tracing::debug!(%monitors, %user, ?errno, ?elapsed, "ceph connect failed");
-            return Err(CephError::Connect {
-                hint: connect_failure_hint(&monitors, errno),
-                monitors,
-                user,
+            return Err(CephError::connect_failed(
+                &monitors,
+                &user,
                 errno,
-                elapsed_ms: millis(elapsed),
-            });
+                millis(elapsed),
+            ));
         }
         tracing::debug!(%monitors, %user, ?elapsed, "ceph connected");
         Ok(Cluster {
@@ -184,11 +176,9 @@ impl Cluster {
         }
         let fsid = self
             .run(|c| {
-                c.rados.fsid().map_err(|errno| CephError::Cluster {
-                    op: "read the cluster fsid (rados_cluster_fsid)",
-                    monitors: c.monitors.clone(),
-                    errno,
-                })
+                c.rados
+                    .fsid()
+                    .map_err(|errno| CephError::fsid_failed(&c.monitors, errno))
             })
             .await?;
         Ok(self.fsid.get_or_init(|| fsid).clone())
@@ -453,14 +443,8 @@ impl Cluster {
         self.in_image(pool, image, move |_, io, at| {
             let c_snap = cstr("snapshot name", &snap)?;
             let img = io.open(at.image, false).map_err(at.err(Op::Open))?;
-            f(&img, &c_snap).map_err(|errno| CephError::Snapshot {
-                op,
-                pool: at.pool.to_string(),
-                image: at.image.to_string(),
-                snap: snap.clone(),
-                errno,
-                hint: op_hint(op, errno),
-            })
+            f(&img, &c_snap)
+                .map_err(|errno| CephError::snapshot_op(op, at.pool, at.image, &snap, errno))
         })
         .await
     }
@@ -469,13 +453,8 @@ impl Cluster {
     pub async fn clone_image(self: &Arc<Self>, spec: &CloneSpec) -> Result<Created, CephError> {
         let s = spec.clone();
         self.run(move |c| {
-            let err = |errno: Errno| CephError::Clone {
-                parent: s.parent.to_string(),
-                pool: s.pool.clone(),
-                image: s.name.clone(),
-                errno,
-                hint: op_hint(Op::Clone, errno),
-            };
+            let parent = s.parent.to_string();
+            let err = |errno: Errno| CephError::clone_failed(&parent, &s.pool, &s.name, errno);
             let p_io = c.rados.ioctx(&s.parent.pool)?;
             let c_io = c.rados.ioctx(&s.pool)?;
             let opts =
@@ -623,21 +602,8 @@ impl<'a> At<'a> {
     }
 }
 
-/// How an image in the trash, which has no name, is named in errors.
-fn trash_label(id: &str) -> String {
-    format!("(trash id {id})")
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn connect_failure_hint(mon_host: &str, errno: Errno) -> Option<&'static str> {
-    if errno.0 == libc::ETIMEDOUT && has_ambiguous_monitor(mon_host) {
-        Some(AMBIGUOUS_MONITOR_TIMEOUT_HINT)
-    } else {
-        connect_hint(errno)
-    }
 }
 
 #[cfg(test)]

@@ -254,7 +254,77 @@ fn fmt_hint(h: &Option<&'static str>) -> String {
     }
 }
 
+/// Constructors of the errors each operation fails with, hints included: the librbd
+/// implementation builds its errors through the same functions, so another implementation of
+/// [`super::RbdCluster`] (the scripted one of the testbed) fails exactly alike.
 impl CephError {
+    /// Opening an I/O context on `pool` failed (ENOENT: the pool does not exist).
+    pub fn pool_open(pool: &str, errno: Errno) -> CephError {
+        CephError::Pool {
+            pool: pool.to_string(),
+            errno,
+            hint: pool_hint(errno),
+        }
+    }
+
+    /// `op` on image `pool/image` failed.
+    pub fn image_op(op: Op, pool: &str, image: &str, errno: Errno) -> CephError {
+        img_err(op, pool, image, errno)
+    }
+
+    /// `op` on the trash entry `id` (named "(trash id ID)", as it has no name) failed.
+    pub fn trash_op(op: Op, pool: &str, id: &str, errno: Errno) -> CephError {
+        img_err(op, pool, &trash_label(id), errno)
+    }
+
+    /// `op` on snapshot `pool/image@snap` failed.
+    pub fn snapshot_op(op: Op, pool: &str, image: &str, snap: &str, errno: Errno) -> CephError {
+        CephError::Snapshot {
+            op,
+            pool: pool.to_string(),
+            image: image.to_string(),
+            snap: snap.to_string(),
+            errno,
+            hint: op_hint(op, errno),
+        }
+    }
+
+    /// Cloning `parent` (`pool/image@snap`) to `pool/image` failed.
+    pub fn clone_failed(parent: &str, pool: &str, image: &str, errno: Errno) -> CephError {
+        CephError::Clone {
+            parent: parent.to_string(),
+            pool: pool.to_string(),
+            image: image.to_string(),
+            errno,
+            hint: op_hint(Op::Clone, errno),
+        }
+    }
+
+    /// A pool-wide `op` failed.
+    pub fn pool_op(op: Op, pool: &str, errno: Errno) -> CephError {
+        pool_err(op, pool, errno)
+    }
+
+    /// Reading the fsid of the cluster at `monitors` failed.
+    pub fn fsid_failed(monitors: &str, errno: Errno) -> CephError {
+        CephError::Cluster {
+            op: "read the cluster fsid (rados_cluster_fsid)",
+            monitors: monitors.to_string(),
+            errno,
+        }
+    }
+
+    /// Connecting to `monitors` (a `mon_host`) as `client.user` failed after `elapsed_ms`.
+    pub fn connect_failed(monitors: &str, user: &str, errno: Errno, elapsed_ms: u64) -> CephError {
+        CephError::Connect {
+            monitors: monitors.to_string(),
+            user: user.to_string(),
+            errno,
+            elapsed_ms,
+            hint: connect_failure_hint(monitors, errno),
+        }
+    }
+
     /// The positive errno behind this error, when it came from librados/librbd.
     pub fn errno(&self) -> Option<i32> {
         match self {
@@ -397,6 +467,20 @@ pub(crate) fn has_ambiguous_monitor(mon_host: &str) -> bool {
                 .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
                 .is_some_and(|port| port != 6789 && port != 3300)
         })
+}
+
+/// Hint for a failed connect: a timeout with an ambiguous monitor address may be a wrong key.
+pub(crate) fn connect_failure_hint(mon_host: &str, errno: Errno) -> Option<&'static str> {
+    if errno.0 == libc::ETIMEDOUT && has_ambiguous_monitor(mon_host) {
+        Some(AMBIGUOUS_MONITOR_TIMEOUT_HINT)
+    } else {
+        connect_hint(errno)
+    }
+}
+
+/// How an image in the trash, which has no name, is named in errors.
+pub(crate) fn trash_label(id: &str) -> String {
+    format!("(trash id {id})")
 }
 
 /// Hint for failing to open a pool.
@@ -606,6 +690,35 @@ mod tests {
             b.contains("blocklisted") && b.contains("connects a fresh one"),
             "{b}"
         );
+    }
+
+    /// What other implementations of the seam build their errors with: the same variants and
+    /// hints as librbd's path.
+    #[test]
+    fn constructors_name_the_object_and_carry_the_hint() {
+        let e = CephError::trash_op(Op::TrashRemove, "kube", "10ab", Errno(libc::EPERM));
+        assert!(
+            e.to_string()
+                .starts_with("trash remove of image kube/(trash id 10ab) failed: EPERM"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("deferment"), "{e}");
+        let e = CephError::pool_open("nope", Errno(libc::ENOENT));
+        assert!(e.is_pool_missing() && e.to_string().contains("pool does not exist"));
+        let e = CephError::snapshot_op(Op::SnapshotUnprotect, "kube", "a", "s", Errno(libc::EBUSY));
+        assert_eq!(
+            e.to_string(),
+            "snapshot unprotect of snapshot kube/a@s failed: EBUSY (Device or resource busy, \
+             errno 16); hint: the image or snapshot is in use (watchers, children or a lock)"
+        );
+        let e = CephError::clone_failed("kube/a@s", "kube2", "b", Errno(libc::ENOENT));
+        assert!(e.is_not_found() && e.to_string().contains("parent image or snapshot"));
+        let e = CephError::pool_op(Op::ListImages, "kube", Errno(libc::ETIMEDOUT));
+        assert!(e.is_timeout() && e.to_string().contains("ceph -s"), "{e}");
+        let e = CephError::connect_failed("127.0.0.1:16789", "admin", Errno(libc::ETIMEDOUT), 5);
+        assert!(e.to_string().contains("OR a wrong key"), "{e}");
+        let e = CephError::fsid_failed("mon:6789", Errno(libc::EIO));
+        assert_eq!(e.errno(), Some(libc::EIO));
     }
 
     #[test]

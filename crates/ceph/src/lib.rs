@@ -6,7 +6,9 @@
 //! * `config` checks credentials and sets every client's options;
 //! * [`Cluster`] is one connected librados client with an async API (no `unsafe`); every
 //!   operation runs its blocking calls on `tokio::task::spawn_blocking`;
-//! * [`Connections`] caches one [`Cluster`] per (monitors, user, key).
+//! * [`Connections`] caches one [`Cluster`] per (monitors, user, key);
+//! * [`RbdCluster`] and [`Connector`] are what the provisioner asks of those two, as traits,
+//!   so that a scripted cluster can stand in for librbd in tests.
 //!
 //! No raw pointer leaves this module. Keys live in [`CephKey`], whose `Debug` is redacted
 //! and which has no `Display`; keys are handed to librados with `rados_conf_set("key")`,
@@ -22,16 +24,20 @@ mod error;
 mod ffi;
 #[allow(unsafe_code)]
 mod handles;
+mod rbd;
 mod types;
 
 use std::fmt;
 use std::time::Duration;
 
+/// The attribute implementations of [`RbdCluster`] and [`Connector`] need.
+pub use async_trait::async_trait;
 pub use cluster::Cluster;
 pub use connections::Connections;
 pub use error::{CephError, Errno, Fault, Op};
 pub(crate) use handles::wipe;
 pub use handles::{HeldImage, library_versions};
+pub use rbd::{Connector, RbdCluster};
 pub use types::{
     CloneSpec, Created, ImageInfo, ImageSpec, ParentSpec, PoolQuota, Removed, SnapInfo, TrashEntry,
     Watcher,

@@ -3,6 +3,7 @@
 //! independent oracles (the `rbd` CLI), the fault harness and the bench harness.
 
 pub mod bench;
+pub mod fake_ceph;
 pub mod harness;
 mod process;
 

@@ -8,7 +8,6 @@ use std::ptr;
 
 use zeroize::Zeroize;
 
-use super::error::pool_hint;
 use super::ffi;
 use super::types::{Created, Removed, TrashEntry};
 use super::{CephError, Errno};
@@ -131,12 +130,7 @@ impl Rados {
         // SAFETY: connected handle, NUL-terminated pool name, valid out-pointer.
         let r = unsafe { ffi::rados_ioctx_create(self.0, c_pool.as_ptr(), &mut raw) };
         if r < 0 {
-            let errno = Errno::from_ret(r.into());
-            return Err(CephError::Pool {
-                pool: pool.to_string(),
-                errno,
-                hint: pool_hint(errno),
-            });
+            return Err(CephError::pool_open(pool, Errno::from_ret(r.into())));
         }
         // Without it a write to a pool at its quota waits, unanswered, until the op timeout
         // and reads as ETIMEDOUT ("check the cluster's health"); with it the OSD answers
