@@ -47,9 +47,9 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
-echo "== unit tests"
-cargo test --lib --bins
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== unit tests (every crate of the workspace)"
+cargo test --workspace --lib --bins
 # IO-bound tests, each with its own provisioner process, namespace and classes. The planes run
 # one after the other: they share one Ceph cluster, some tests stop its daemons
 # (tests/faults.rs, tests/outages.rs) and some check the whole pool (doctor's probe images), so
