@@ -360,3 +360,6 @@ async fn liveness(ctx: &Context, stamp: &Stamp) -> crate::error::Result<Liveness
         watched: false,
     })
 }
+
+#[cfg(test)]
+mod tests;

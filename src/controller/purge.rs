@@ -266,16 +266,4 @@ pub(super) async fn trash(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_outlast_a_dead_clients_watch() {
-        let total: Duration = (0..ATTEMPTS - 1).map(pause).sum();
-        // osd_client_watch_timeout is 30 s by default; two of them and a margin.
-        assert!(total >= Duration::from_secs(90), "{total:?}");
-        assert_eq!(pause(0), Duration::from_secs(2));
-        assert_eq!(pause(3), MAX_PAUSE);
-        assert_eq!(pause(u32::MAX), MAX_PAUSE);
-    }
-}
+mod tests;

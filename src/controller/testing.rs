@@ -21,6 +21,8 @@ use ceph::{Connector, Timeouts};
 use domain::owner::Instance;
 use domain::params::Flavor;
 
+pub mod scene;
+
 pub const PROVISIONER: &str = "ceph.com/rbd";
 
 /// Who the test contexts are, as stamped on images.
