@@ -5,7 +5,6 @@
 //! and the pool's trash entries (ours or not). Nothing is changed; an operator decides.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -16,7 +15,7 @@ use serde::Serialize;
 use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
 use crate::text::escape;
-use ceph::{Cluster, Credentials, Timeouts};
+use ceph::{Cluster, Credentials, RbdCluster, Timeouts};
 use domain::meta::qualified;
 use domain::owner::{self, INTENTS_OBJECT, Instance, Intent, PvState, Stamp};
 use domain::{params, reclaim, volume};
@@ -180,7 +179,7 @@ pub async fn audit(client: &Client, args: &AuditArgs, provisioner: &str) -> Resu
 
 async fn pool(
     client: &Client,
-    cluster: &Arc<Cluster>,
+    cluster: &dyn RbdCluster,
     pool: &str,
     me: &Instance,
     pvs: &[PersistentVolume],

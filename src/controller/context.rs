@@ -24,7 +24,7 @@ use super::{Settings, backoff_delay};
 use crate::error::Error;
 use crate::k8s::{self, Events};
 use crate::metrics::Metrics;
-use ceph::Connections;
+use ceph::{Connections, Connector};
 use domain::owner::Instance;
 
 /// Shared by every reconcile.
@@ -48,7 +48,9 @@ pub struct Kube {
 
 /// Ceph access, and what keeps two operations from treading on one image.
 pub struct CephAccess {
-    pub connections: Connections,
+    /// Connected clients by credentials: librbd's [`Connections`] when running, a scripted
+    /// cluster in unit tests (see `testing::Context::for_tests_with_ceph`).
+    pub connections: Arc<dyn Connector>,
     /// One operation at a time per image (cloning from it vs deleting it).
     pub locks: ImageLocks,
     pub purger: Purger,
@@ -124,11 +126,11 @@ impl Context {
                 client,
             },
             ceph: CephAccess {
-                connections: Connections::with_limits(
+                connections: Arc::new(Connections::with_limits(
                     settings.ceph_timeouts,
                     settings.ceph_idle,
                     settings.ceph_max_age,
-                ),
+                )),
                 locks: ImageLocks::default(),
                 purger: Purger::start(metrics.clone()),
                 flattening: Arc::default(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Context;
 use crate::error::{Error, SecretRole};
-use ceph::{Cluster, Credentials};
+use ceph::{Credentials, RbdCluster};
 use domain::owner::Place;
 use domain::params;
 use domain::reclaim::{AdminSource, DeleteTarget};
@@ -111,7 +111,7 @@ impl Context {
     /// Where `pool` is, as the cluster reached says: its fsid and the pool's id.
     pub(super) async fn place(
         &self,
-        cluster: &Arc<Cluster>,
+        cluster: &Arc<dyn RbdCluster>,
         pool: &str,
         object: &str,
     ) -> Result<Place, Error> {
@@ -122,7 +122,7 @@ impl Context {
     }
 
     /// The (cached) Ceph connection for these credentials.
-    pub(super) async fn connect(&self, creds: &Credentials) -> Result<Arc<Cluster>, Error> {
+    pub(super) async fn connect(&self, creds: &Credentials) -> Result<Arc<dyn RbdCluster>, Error> {
         let r = self
             .ceph
             .connections
@@ -141,7 +141,7 @@ impl Context {
     pub(super) async fn connect_for_housekeeping(
         &self,
         creds: &Credentials,
-    ) -> Result<Arc<Cluster>, Error> {
+    ) -> Result<Arc<dyn RbdCluster>, Error> {
         self.ceph
             .connections
             .borrow(creds)

@@ -19,7 +19,7 @@ use super::outcome::{Outcome, Wait, done};
 use super::purge::Job;
 use crate::error::{Error, FactsDisagree, Result, is_status};
 use crate::k8s;
-use ceph::Cluster;
+use ceph::RbdCluster;
 use domain::owner::Place;
 use domain::reclaim::{self, DeleteTarget, VolumeAction};
 use domain::volume::{ANN_FSID, ANN_POOL_ID, FINALIZER};
@@ -177,7 +177,7 @@ fn class_of(pv: &PersistentVolume) -> &str {
 /// ours, so such entries are purged (the purge finishes a half-done move first).
 async fn purge_left_in_trash(
     ctx: &Arc<Context>,
-    cluster: &Arc<Cluster>,
+    cluster: &Arc<dyn RbdCluster>,
     pv: &PersistentVolume,
     t: &DeleteTarget,
 ) {
@@ -416,7 +416,11 @@ async fn commit(ctx: &Context, pv: &PersistentVolume, live: &Place) -> Result<Co
 }
 
 /// ", and pool P was created after this PV": said when Ceph can tell, to show a replaced pool.
-async fn pool_younger_than(cluster: &Arc<Cluster>, pool: &str, pv: &PersistentVolume) -> String {
+async fn pool_younger_than(
+    cluster: &Arc<dyn RbdCluster>,
+    pool: &str,
+    pv: &PersistentVolume,
+) -> String {
     let pv_created = pv
         .metadata
         .creation_timestamp
@@ -432,7 +436,7 @@ async fn pool_younger_than(cluster: &Arc<Cluster>, pool: &str, pv: &PersistentVo
 
 /// The image being deleted, and how errors name it.
 struct ImageUnderDeletion<'a> {
-    cluster: &'a Arc<Cluster>,
+    cluster: &'a Arc<dyn RbdCluster>,
     pool: &'a str,
     image: &'a str,
     object: &'a str,
@@ -572,42 +576,4 @@ async fn remove_finalizer(ctx: &Context, pv: &PersistentVolume) -> Result<Outcom
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::testing::{ApiServer, PROVISIONER};
-    use domain::fixtures;
-    use domain::volume::ANN_PROVISIONED_BY;
-
-    /// A late watch event of a volume this process has finished deleting asks nothing of
-    /// anyone. Without the record, this Released volume of ours would be acted on (here it
-    /// names no monitors, so a warning event would be written).
-    #[tokio::test]
-    async fn a_volume_this_process_finished_deleting_is_left_alone() {
-        let (client, api) = ApiServer::start(vec![]);
-        let ctx = Arc::new(Context::for_tests(client));
-        let image = ("kube", "kubernetes-dynamic-pvc-1");
-        let mut pv = fixtures::rbd_pv(
-            "pvc-1",
-            image,
-            &[(ANN_PROVISIONED_BY, PROVISIONER)],
-            Some("Released"),
-        );
-        pv.metadata.uid = Some("uid-1".into());
-        pv.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Delete".into());
-        ctx.finished_deleting("uid-1");
-        let action = reconcile(Arc::new(pv), ctx).await.unwrap();
-        assert_eq!(action, Action::await_change());
-        api.done();
-    }
-
-    #[test]
-    fn images_in_use_are_retried_within_seconds_of_a_stale_watch_expiring() {
-        let backoff =
-            |n| super::super::backoff_delay(n, Duration::from_secs(1), Duration::from_secs(300));
-        assert_eq!(in_use_retry(backoff(1)), Duration::from_secs(1));
-        assert_eq!(in_use_retry(backoff(4)), Duration::from_secs(8));
-        for n in 5..40 {
-            assert_eq!(in_use_retry(backoff(n)), IN_USE_RETRY);
-        }
-    }
-}
+mod tests;

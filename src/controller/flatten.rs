@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Context;
-use ceph::{Cluster, ParentSpec};
+use ceph::{ParentSpec, RbdCluster};
 
 /// How long a clone may take to flatten before the attempt is given up (the caller retries).
 const DEADLINE: Duration = Duration::from_secs(3600);
@@ -15,7 +15,7 @@ const DEADLINE: Duration = Duration::from_secs(3600);
 /// drops the parent's snapshot that existed only for this clone.
 pub fn in_background(
     ctx: &Context,
-    cluster: &Arc<Cluster>,
+    cluster: &Arc<dyn RbdCluster>,
     pool: &str,
     child: &str,
     then_drop: Option<ParentSpec>,
@@ -62,7 +62,7 @@ pub fn in_background(
 
 /// Unprotects and removes a snapshot no clone needs any more; failures are left for the
 /// source's deletion, which removes such snapshots too.
-pub async fn drop_snapshot(cluster: &Arc<Cluster>, p: &ParentSpec) {
+pub async fn drop_snapshot(cluster: &Arc<dyn RbdCluster>, p: &ParentSpec) {
     if let Err(e) = cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await
         && !e.is_not_found()
     {

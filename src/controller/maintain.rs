@@ -14,7 +14,7 @@ use super::Context;
 use super::purge::Job;
 use crate::error::SecretRole;
 use crate::k8s;
-use ceph::{CephError, Cluster, Credentials};
+use ceph::{CephError, Credentials, RbdCluster};
 use domain::owner::{self, INTENTS_OBJECT, Intent, IntentAction, Liveness, Orphan, PvState, Stamp};
 use domain::{params, volume};
 
@@ -95,7 +95,7 @@ async fn pools(ctx: &Context) -> Vec<(Credentials, String)> {
 
 /// Queues for purging every trash entry that this instance put there, and nothing else:
 /// an operator's own `rbd trash mv`, other provisioners' and other clusters' entries stay.
-pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
+pub async fn sweep_trash(ctx: &Context, cluster: &Arc<dyn RbdCluster>, pool: &str) {
     let Some(entries) = listed(cluster.trash_list(pool).await, pool, "the trash") else {
         return;
     };
@@ -135,7 +135,7 @@ pub async fn sweep_trash(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
 /// images whose stamp says no PV was written qualify, and every other fact must agree (see
 /// [`owner::orphan`]). Images created but never stamped are first stamped from their intent
 /// record ([`settle_intents`]).
-pub async fn collect_orphans(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) {
+pub async fn collect_orphans(ctx: &Context, cluster: &Arc<dyn RbdCluster>, pool: &str) {
     let Some(images) = listed(cluster.list_images(pool).await, pool, "images") else {
         return;
     };
@@ -155,7 +155,12 @@ pub async fn collect_orphans(ctx: &Context, cluster: &Arc<Cluster>, pool: &str) 
 /// it) is stamped from its record; a name left without an image header (its creator died
 /// inside the creation: no data can exist) is removed once its claim is gone; records whose
 /// work is done are dropped.
-pub async fn settle_intents(ctx: &Context, cluster: &Arc<Cluster>, pool: &str, listed: &[String]) {
+pub async fn settle_intents(
+    ctx: &Context,
+    cluster: &Arc<dyn RbdCluster>,
+    pool: &str,
+    listed: &[String],
+) {
     let records = match cluster.records(pool, INTENTS_OBJECT).await {
         Ok(r) => r,
         Err(e) => {
@@ -213,7 +218,7 @@ pub async fn settle_intents(ctx: &Context, cluster: &Arc<Cluster>, pool: &str, l
 /// gone: a process killed inside `rbd_create4`. No data can exist without the header.
 async fn remove_half_made(
     ctx: &Context,
-    cluster: &Arc<Cluster>,
+    cluster: &Arc<dyn RbdCluster>,
     pool: &str,
     intent: &Intent,
 ) -> crate::error::Result<()> {
@@ -244,7 +249,7 @@ fn listed<T>(r: Result<Vec<T>, CephError>, pool: &str, what: &str) -> Option<Vec
 
 async fn collect_one(
     ctx: &Context,
-    cluster: &Arc<Cluster>,
+    cluster: &Arc<dyn RbdCluster>,
     pool: &str,
     image: &str,
 ) -> crate::error::Result<()> {
@@ -355,3 +360,6 @@ async fn liveness(ctx: &Context, stamp: &Stamp) -> crate::error::Result<Liveness
         watched: false,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,3 +61,6 @@ pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> R
     tracing::info!(pv = %name, image = %format!("{}/{}", t.pool, t.image), fsid = %live.fsid, pool_id = live.pool_id, "recorded whose the image is and where it was made");
     Ok(Outcome::Done(()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,11 +17,21 @@ use serde_json::{Value, json};
 
 use super::{Context, Settings};
 use crate::metrics::Metrics;
-use ceph::Timeouts;
+use ceph::{Connector, Timeouts};
 use domain::owner::Instance;
 use domain::params::Flavor;
 
+pub mod scene;
+
 pub const PROVISIONER: &str = "ceph.com/rbd";
+
+/// Who the test contexts are, as stamped on images.
+pub fn instance() -> Instance {
+    Instance {
+        provisioner: PROVISIONER.into(),
+        cluster: "6f1c3ef4-kube-system".into(),
+    }
+}
 
 /// What the API server answers to one step.
 pub enum Reply {
@@ -222,13 +232,18 @@ impl Context {
             classes,
             volumes,
             claims,
-            Instance {
-                provisioner: PROVISIONER.into(),
-                cluster: "6f1c3ef4-kube-system".into(),
-            },
+            instance(),
         );
         // Each scripted read is answered once: nothing read is reused.
         ctx.kube.secrets = crate::k8s::SecretMemo::new(Duration::ZERO);
+        ctx
+    }
+
+    /// [`Context::for_tests`] whose Ceph clusters come from `connector` (a
+    /// `testbed::fake_ceph::FakeConnector`) instead of librbd.
+    pub fn for_tests_with_ceph(client: Client, connector: Arc<dyn Connector>) -> Context {
+        let mut ctx = Context::for_tests(client);
+        ctx.ceph.connections = connector;
         ctx
     }
 }

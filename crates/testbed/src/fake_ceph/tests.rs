@@ -1,6 +1,6 @@
 //! The fake's scripting: faults, the call log, watchers, the clock, the states a killed
 //! process leaves, and the connector. (Its librbd semantics are checked against a real
-//! cluster by `tests/ceph_contract.rs`.)
+//! cluster by `tests/ceph_contract/`.)
 
 use super::*;
 
