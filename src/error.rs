@@ -87,6 +87,18 @@ pub enum Error {
         cause: CephError,
     },
 
+    /// librbd's trash move said "no such image" while the image is still there: it does so
+    /// when the pool is at its quota and has no trash object yet (it cannot make one).
+    #[error(
+        "{object}: moving it to the trash of pool {pool} did nothing (librbd reported the image gone, but it is still there){}; nothing was deleted. Make room: raise the quota (ceph osd pool set-quota {pool} max_objects|max_bytes N) or free space; the deletion is retried",
+        .quota.as_ref().map(|q| format!(": the pool's quota {q} is reached")).unwrap_or_default()
+    )]
+    TrashMoveIgnored {
+        object: String,
+        pool: String,
+        quota: Option<String>,
+    },
+
     /// The monitors refused the key a Secret holds.
     #[error("{object}: Ceph refused the key of client.{user} from the {role} {secret}: it was rotated, or the user removed; {cause}. Put the current key in the Secret: kubectl -n {ns} create secret generic {name} --type=kubernetes.io/rbd --from-file=key=<(ceph auth get-key client.{user}) --dry-run=client -o yaml | kubectl apply -f - (or recreate the user); the claim is retried with it", ns = secret.namespace, name = secret.name)]
     CephAuth {
@@ -261,7 +273,7 @@ impl Error {
             | Error::SecretField { .. }
             | Error::NodeStage(_) => "secret",
             Error::Ceph { .. } => "ceph",
-            Error::PoolFull { .. } => "pool_full",
+            Error::PoolFull { .. } | Error::TrashMoveIgnored { .. } => "pool_full",
             Error::CephAuth { .. } => "ceph_auth",
             Error::CephDenied { .. } => "ceph_denied",
             Error::Kube { .. } => "kube",

@@ -258,10 +258,24 @@ pub(super) async fn trash(
         .set_metadata(pool, image, pairs)
         .await
         .map_err(Error::ceph(object))?;
-    cluster
+    let moved = cluster
         .trash_move(pool, image, 0)
         .await
         .map_err(Error::ceph(object))?;
+    // We read the image a moment ago, under its lock: "already gone" needs proof. librbd says
+    // it in a pool at its quota that has no trash object yet, and the image stays.
+    if moved == Removed::AlreadyGone && cluster.image_info(pool, image).await.is_ok() {
+        let quota = cluster
+            .pool_quota(pool)
+            .await
+            .ok()
+            .and_then(|q| q.reached());
+        return Err(Error::TrashMoveIgnored {
+            object: object.to_string(),
+            pool: pool.to_string(),
+            quota,
+        });
+    }
     Ok(())
 }
 

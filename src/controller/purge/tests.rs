@@ -240,12 +240,13 @@ async fn an_image_is_trashed_only_once_marked_ours() {
     assert!(owner::purgeable(&meta, &instance()), "{meta:?}");
 }
 
-/// Known gap (librbd's, measured by `tests/ceph_contract/`; not fixed here): in a pool at
-/// its quota that never had a trash entry, the trash move cannot make the trash object and
-/// reports the image "already gone" while it stays. `trash` then returns Ok, and the
-/// deletion or collection goes on as if the image were gone.
+/// librbd's gap (measured by `tests/ceph_contract/`): in a pool at its quota that never had a
+/// trash entry, the trash move cannot make the trash object and reports the image "already
+/// gone" while it stays. `trash` checks, and fails with the quota in its message: the caller
+/// keeps the PV (its finalizer) and retries, instead of reporting a deletion that left the
+/// image behind.
 #[tokio::test]
-async fn at_a_full_pool_never_trashed_the_move_reports_gone_and_the_image_stays() {
+async fn at_a_full_pool_never_trashed_a_move_that_did_nothing_is_an_error() {
     let scene = Scene::new();
     scene.fake.put_image(POOL, "kubernetes-dynamic-pvc-1", GIB);
     let full = ceph::PoolQuota {
@@ -254,7 +255,11 @@ async fn at_a_full_pool_never_trashed_the_move_reports_gone_and_the_image_stays(
         ..Default::default()
     };
     scene.fake.set_quota(POOL, full);
-    trash_one(&scene).await.unwrap();
+    let err = trash_one(&scene).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::TrashMoveIgnored { quota: Some(q), .. } if q.contains("max_objects 1")),
+        "{err:?}"
+    );
     assert_eq!(scene.fake.images(POOL).len(), 1, "still there");
     assert!(scene.fake.trash(POOL).is_empty());
 }
