@@ -19,7 +19,6 @@ use kube::{Client, Resource};
 use super::cached::Cached;
 use super::locks::ImageLocks;
 use super::purge::Purger;
-use super::run::wait_listed;
 use super::{Settings, backoff_delay};
 use crate::error::Error;
 use crate::k8s::{self, Events};
@@ -290,6 +289,19 @@ impl Context {
         *n = n.saturating_add(1);
         backoff_delay(*n, self.settings.retry_start, self.settings.retry_max)
     }
+}
+
+/// Waits until a watch's store has listed everything once. Polled in short rounds: a single
+/// long wait on the store was seen to miss its wake-up.
+pub(super) async fn wait_listed<K>(store: Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub fn in_background(
                     let token = format!("{}/{}", p.pool, p.image);
                     let mine = flattening.lock().insert(token.clone());
                     if mine {
-                        drop_snapshot(&cluster, &p).await;
+                        super::purge::drop_snapshot(&cluster, &p).await;
                         flattening.lock().remove(&token);
                     } else {
                         tracing::debug!(snapshot = %p, "its image is being flattened; the snapshot is left for the image's deletion");
@@ -58,18 +58,4 @@ pub fn in_background(
         }
         flattening.lock().remove(&key);
     });
-}
-
-/// Unprotects and removes a snapshot no clone needs any more; failures are left for the
-/// source's deletion, which removes such snapshots too.
-pub async fn drop_snapshot(cluster: &Arc<dyn RbdCluster>, p: &ParentSpec) {
-    if let Err(e) = cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await
-        && !e.is_not_found()
-    {
-        tracing::warn!(snapshot = %p, error = %e, "could not unprotect a snapshot no clone needs; deleting the source removes it");
-        return;
-    }
-    if let Err(e) = cluster.snap_remove(&p.pool, &p.image, &p.snap).await {
-        tracing::warn!(snapshot = %p, error = %e, "could not remove a snapshot no clone needs; deleting the source removes it");
-    }
 }

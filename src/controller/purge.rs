@@ -133,6 +133,20 @@ impl Purger {
     }
 }
 
+/// Unprotects and removes a snapshot no clone needs any more; failures are left for the
+/// source's deletion, which removes such snapshots too.
+pub async fn drop_snapshot(cluster: &Arc<dyn RbdCluster>, p: &ParentSpec) {
+    if let Err(e) = cluster.snap_unprotect(&p.pool, &p.image, &p.snap).await
+        && !e.is_not_found()
+    {
+        tracing::warn!(snapshot = %p, error = %e, "could not unprotect a snapshot no clone needs; deleting the source removes it");
+        return;
+    }
+    if let Err(e) = cluster.snap_remove(&p.pool, &p.image, &p.snap).await {
+        tracing::warn!(snapshot = %p, error = %e, "could not remove a snapshot no clone needs; deleting the source removes it");
+    }
+}
+
 #[cfg(test)]
 impl Purger {
     /// Waits until nothing is queued or being purged (retries included).
@@ -199,7 +213,7 @@ async fn purge(job: &Job, metrics: &Metrics) -> bool {
         && clone::clone_of_snapshot(&p.snap) == Some(job.image.as_str())
     {
         // The source's snapshot existed only for this clone.
-        super::flatten::drop_snapshot(&job.cluster, p).await;
+        drop_snapshot(&job.cluster, p).await;
     }
     false
 }

@@ -11,11 +11,12 @@ use kube::api::Api;
 use kube::runtime::Controller;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource};
 
 use super::cached::{Cached, CachedKind};
+use super::context::wait_listed;
 use super::{Context, Settings, delete, provision};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -46,19 +47,6 @@ pub(super) fn error_policy<K: CachedKind + Reconciled>(
     let delay = ctx.backoff(obj.meta().uid.as_deref().unwrap_or_default());
     tracing::warn!(object = %label(obj.meta()), error = %err, retry_in = ?delay, "{}", K::FAILED);
     Action::requeue(delay)
-}
-
-/// Waits until a watch's store has listed everything once. Polled in short rounds: a single
-/// long wait on the store was seen to miss its wake-up.
-pub(super) async fn wait_listed<K>(store: Store<K>)
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
-        .await
-        .is_err()
-    {}
 }
 
 /// This Kubernetes cluster's identity for image stamps: the uid of `kube-system`, which no

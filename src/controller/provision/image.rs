@@ -201,7 +201,7 @@ async fn clone_image(
     }
     .await;
     if cloned.is_err() && snap_created == Created::New {
-        crate::controller::flatten::drop_snapshot(cluster, &parent).await;
+        crate::controller::purge::drop_snapshot(cluster, &parent).await;
     }
     cloned
 }
