@@ -1,0 +1,258 @@
+//! Kubernetes objects as tests make them: YAML applied server-side, namespaces, Secrets,
+//! classes, claims, and PVs as the old provisioner wrote them; what a PV of ours names.
+
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, Secret, ServiceAccount,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+
+use crate::Stage;
+
+pub const FIELD_MANAGER: &str = "rbd-provisioner-tests";
+
+/// A short random suffix for names that must not collide between tests and runs.
+pub fn unique(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("{prefix}-{:08x}", h.finish() as u32)
+}
+
+/// Applies every document of a YAML text (server-side apply), after replacing placeholders.
+pub async fn apply_yaml(client: &Client, text: &str, subst: &[(&str, &str)]) {
+    let mut text = text.to_string();
+    for (from, to) in subst {
+        text = text.replace(from, to);
+    }
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("parse YAML");
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        apply_value(client, doc).await;
+    }
+}
+
+async fn apply_value(client: &Client, doc: serde_json::Value) {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let kind = doc["kind"].as_str().expect("kind").to_string();
+    let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+    let ns = doc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&doc);
+    macro_rules! go {
+        ($api:expr) => {{
+            $api.patch(&name, &pp, &patch)
+                .await
+                .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+        }};
+    }
+    match kind.as_str() {
+        "ServiceAccount" => go!(Api::<ServiceAccount>::namespaced(client.clone(), &ns)),
+        "Secret" => go!(Api::<Secret>::namespaced(client.clone(), &ns)),
+        "PersistentVolumeClaim" => go!(Api::<PersistentVolumeClaim>::namespaced(
+            client.clone(),
+            &ns
+        )),
+        "Pod" => go!(Api::<Pod>::namespaced(client.clone(), &ns)),
+        "RoleBinding" => go!(Api::<RoleBinding>::namespaced(client.clone(), &ns)),
+        "Role" => go!(Api::<Role>::namespaced(client.clone(), &ns)),
+        "ClusterRole" => go!(Api::<ClusterRole>::all(client.clone())),
+        "ClusterRoleBinding" => go!(Api::<ClusterRoleBinding>::all(client.clone())),
+        "StorageClass" => go!(Api::<StorageClass>::all(client.clone())),
+        "Namespace" => go!(Api::<Namespace>::all(client.clone())),
+        other => panic!("apply_yaml: unsupported kind {other}"),
+    }
+}
+
+/// Registers CSIDriver `name`, as installing ceph-csi does (an API object only: no plugin
+/// runs here), for `migrate-to-csi`, which writes PVs only for an installed driver. An
+/// existing one is kept: the bed and its CSIDrivers are shared by every test.
+pub async fn csi_driver(client: &Client, name: &str) {
+    let d: k8s_openapi::api::storage::v1::CSIDriver = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"attachRequired": false, "podInfoOnMount": false},
+    }))
+    .unwrap();
+    match Api::<k8s_openapi::api::storage::v1::CSIDriver>::all(client.clone())
+        .create(&PostParams::default(), &d)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create CSIDriver {name}: {e}"),
+    }
+}
+
+/// Creates (or keeps) a namespace.
+pub async fn namespace(client: &Client, name: &str) {
+    let ns =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    apply_value(client, ns).await;
+}
+
+/// Creates a Secret holding `data.key`.
+pub async fn key_secret(client: &Client, ns: &str, name: &str, key: &str) {
+    let s = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/rbd",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {"key": key}
+    });
+    apply_value(client, s).await;
+}
+
+/// Creates a Secret in ceph-csi's format (`userID`, `userKey`).
+pub async fn csi_secret(client: &Client, ns: &str, name: &str, user: &str, key: &str) {
+    let s = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {"userID": user, "userKey": key}
+    });
+    apply_value(client, s).await;
+}
+
+/// Creates a StorageClass for `provisioner` with the given parameters.
+pub async fn storage_class(
+    client: &Client,
+    name: &str,
+    provisioner: &str,
+    params: &[(&str, &str)],
+    extra: serde_json::Value,
+) {
+    let mut sc = serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": provisioner,
+        "parameters": params.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+    });
+    if let (Some(o), Some(e)) = (sc.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    apply_value(client, sc).await;
+}
+
+/// Creates a claim; returns it as stored (with its uid).
+pub async fn claim(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    class: &str,
+    size: &str,
+    modes: &[&str],
+    extra_spec: serde_json::Value,
+) -> PersistentVolumeClaim {
+    let mut spec = serde_json::json!({
+        "accessModes": modes,
+        "storageClassName": class,
+        "resources": {"requests": {"storage": size}},
+    });
+    if let (Some(o), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pvc)
+        .await
+        .unwrap_or_else(|e| panic!("create claim {ns}/{name}: {e}"))
+}
+
+pub fn uid_of<K: Resource>(o: &K) -> String {
+    o.meta().uid.clone().expect("uid")
+}
+
+/// What a PV of ours names, whichever flavour it has: `spec.rbd` (Kubernetes < 1.31 by
+/// default) or a static ceph-csi `spec.csi` (>= 1.31).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSource {
+    pub csi: bool,
+    pub pool: String,
+    pub image: String,
+    pub fs_type: Option<String>,
+    /// The Secret the node maps with: rbd's `secretRef` (the user Secret) or csi's
+    /// `nodeStageSecretRef`, as (name, namespace).
+    pub secret: (String, String),
+}
+
+pub fn volume_source(pv: &PersistentVolume) -> VolumeSource {
+    let spec = pv.spec.as_ref().expect("PV spec");
+    if let Some(rbd) = &spec.rbd {
+        let sr = rbd.secret_ref.clone().unwrap_or_default();
+        return VolumeSource {
+            csi: false,
+            pool: rbd.pool.clone().unwrap_or_else(|| "rbd".into()),
+            image: rbd.image.clone(),
+            fs_type: rbd.fs_type.clone(),
+            secret: (
+                sr.name.unwrap_or_default(),
+                sr.namespace.unwrap_or_default(),
+            ),
+        };
+    }
+    let csi = spec.csi.as_ref().expect("a PV with spec.rbd or spec.csi");
+    let sr = csi.node_stage_secret_ref.clone().unwrap_or_default();
+    VolumeSource {
+        csi: true,
+        pool: csi
+            .volume_attributes
+            .as_ref()
+            .and_then(|a| a.get("pool").cloned())
+            .unwrap_or_default(),
+        image: csi.volume_handle.clone(),
+        fs_type: csi.fs_type.clone(),
+        secret: (
+            sr.name.unwrap_or_default(),
+            sr.namespace.unwrap_or_default(),
+        ),
+    }
+}
+
+/// A PV as the old external-storage provisioner wrote it (its `rbdProvisionerIdentity`
+/// annotation, `spec.rbd`, Delete), for `image` in pool `kube`, run under this stage's
+/// provisioner name (the old provisioner's PROVISIONER_NAME; ceph.com/rbd in the field).
+pub fn old_provisioner_pv(
+    s: &Stage,
+    name: &str,
+    image: &str,
+    class: &str,
+    size: &str,
+) -> PersistentVolume {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "annotations": {"pv.kubernetes.io/provisioned-by": s.name, "rbdProvisionerIdentity": s.name},
+        },
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": class,
+            "rbd": {
+                "monitors": [s.bed.monitors],
+                "pool": "kube",
+                "image": image,
+                "user": "kube",
+                "keyring": "/etc/ceph/keyring",
+                "secretRef": {"name": format!("{}-user", s.ns), "namespace": "default"},
+                "fsType": "ext4",
+            },
+        }
+    }))
+    .expect("an old provisioner's PV")
+}

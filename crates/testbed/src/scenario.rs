@@ -1,0 +1,252 @@
+//! A test's world: a namespace, Secrets and classes for one provisioner name ([`Stage`]),
+//! with that provisioner running ([`Scenario`]), and claims made in it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::Client;
+use kube::api::Api;
+
+use crate::{
+    Bed, Cleanup, Provisioner, claim, csi_secret, key_secret, namespace, storage_class, uid_of,
+    unique, wait_bound, wait_for,
+};
+
+/// One test's world without its provisioner: a namespace, admin and user Secrets (in
+/// kube-system and default, where the shipped RBAC lets it read them) for provisioner `name`.
+/// On its own for tests that must make objects before any provisioner runs.
+pub struct Stage {
+    /// First field, so it is dropped first: the namespace, the PVs of its claims, classes and
+    /// copied Secrets go on success and on failure, whatever the test did.
+    pub cleanup: Cleanup,
+    pub bed: Bed,
+    pub admin: Client,
+    pub ns: String,
+    pub name: String,
+}
+
+/// A [`Stage`] with its provisioner running.
+pub struct Scenario {
+    /// First, so the cleanup runs before the provisioner is stopped.
+    pub stage: Stage,
+    pub prov: Provisioner,
+}
+
+impl std::ops::Deref for Scenario {
+    type Target = Stage;
+    fn deref(&self) -> &Stage {
+        &self.stage
+    }
+}
+
+impl std::ops::DerefMut for Scenario {
+    fn deref_mut(&mut self) -> &mut Stage {
+        &mut self.stage
+    }
+}
+
+impl Scenario {
+    pub async fn new(prefix: &str) -> Scenario {
+        Self::serving(prefix, &format!("{}.test/rbd", unique(prefix)), &[]).await
+    }
+
+    /// A provisioner named `name`, started with extra environment.
+    pub async fn serving(prefix: &str, name: &str, env: &[(&str, &str)]) -> Scenario {
+        let bed = Bed::load();
+        let prov = Provisioner::start(&bed, name, env).await;
+        Self::around(prefix, name, prov).await
+    }
+
+    /// A namespace, Secrets and the cleanup for provisioner `name`, already started as `prov`.
+    pub async fn around(prefix: &str, name: &str, prov: Provisioner) -> Scenario {
+        Scenario {
+            stage: Stage::new(prefix, name).await,
+            prov,
+        }
+    }
+}
+
+impl Stage {
+    pub async fn new(prefix: &str, name: &str) -> Stage {
+        let bed = Bed::load();
+        let admin = bed.admin().await;
+        let ns = unique(prefix);
+        namespace(&admin, &ns).await;
+        key_secret(
+            &admin,
+            "kube-system",
+            &format!("{ns}-admin"),
+            &bed.admin_key,
+        )
+        .await;
+        key_secret(&admin, "default", &format!("{ns}-user"), &bed.kube_key).await;
+        // ceph-csi's format, for the csi flavour's nodeStageSecretRef.
+        csi_secret(
+            &admin,
+            "default",
+            &format!("{ns}-node-stage"),
+            "kube",
+            &bed.kube_key,
+        )
+        .await;
+        Stage {
+            cleanup: Cleanup::new(&bed).namespace(&ns).prefix(&format!("{ns}-")),
+            bed,
+            admin,
+            ns,
+            name: name.to_string(),
+        }
+    }
+
+    /// Good parameters, overridden by `over` (an empty value removes the key).
+    pub fn params(&self, over: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = vec![
+            ("monitors".into(), self.bed.monitors.clone()),
+            ("adminId".into(), "admin".into()),
+            ("adminSecretName".into(), format!("{}-admin", self.ns)),
+            ("adminSecretNamespace".into(), "kube-system".into()),
+            ("pool".into(), "kube".into()),
+            ("userId".into(), "kube".into()),
+            ("userSecretName".into(), format!("{}-user", self.ns)),
+            ("userSecretNamespace".into(), "default".into()),
+        ];
+        for (k, v) in over {
+            p.retain(|(pk, _)| pk != k);
+            if !v.is_empty() {
+                p.push((k.to_string(), v.to_string()));
+            }
+        }
+        // Kubernetes >= 1.31: a class without volumeFlavor gets csi PVs, which need these.
+        let given = |k: &str| over.iter().any(|(o, _)| o.eq_ignore_ascii_case(k));
+        if self.bed.csi_by_default() && !given("volumeFlavor") {
+            for (k, v) in self.csi_params() {
+                if !given(k) {
+                    p.push((k.to_string(), v));
+                }
+            }
+        }
+        p
+    }
+
+    /// The csi flavour's parameters: a clusterID, and the node-stage Secret in ceph-csi's
+    /// format this scenario made.
+    pub fn csi_params(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("clusterID", "rbdp-test-cluster".to_string()),
+            ("csiNodeStageSecretName", format!("{}-node-stage", self.ns)),
+            ("csiNodeStageSecretNamespace", "default".to_string()),
+        ]
+    }
+
+    /// A StorageClass `<ns>-<suffix>` of this provisioner; `extra` adds top-level fields
+    /// (reclaimPolicy, allowVolumeExpansion, ...).
+    pub async fn class(
+        &self,
+        suffix: &str,
+        over: &[(&str, &str)],
+        extra: serde_json::Value,
+    ) -> String {
+        let name = format!("{}-{suffix}", self.ns);
+        let p = self.params(over);
+        let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        storage_class(&self.admin, &name, &self.name, &p, extra).await;
+        name
+    }
+
+    pub fn pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    pub fn pvs(&self) -> Api<PersistentVolume> {
+        Api::all(self.admin.clone())
+    }
+
+    pub async fn pv_of(&self, c: &PersistentVolumeClaim) -> PersistentVolume {
+        self.pvs().get(&format!("pvc-{}", uid_of(c))).await.unwrap()
+    }
+
+    /// A claim `name` of `class` in this namespace, to be made by the admin: ReadWriteOnce
+    /// and 64Mi, the most common, unless the builder says otherwise.
+    pub fn claim<'a>(&'a self, name: &'a str, class: &'a str) -> ClaimBuilder<'a> {
+        ClaimBuilder {
+            stage: self,
+            name,
+            class,
+            size: "64Mi",
+            modes: &["ReadWriteOnce"],
+            spec: serde_json::json!({}),
+        }
+    }
+
+    /// Creates a claim and waits until it is Bound; returns it (as created) and its uid.
+    pub async fn bound(
+        &self,
+        class: &str,
+        name: &str,
+        size: &str,
+    ) -> (PersistentVolumeClaim, String) {
+        self.claim(name, class).size(size).bound().await
+    }
+
+    pub async fn wait_pv_gone(&self, uid: &str) {
+        let pvs = self.pvs();
+        wait_for(
+            &format!("PV pvc-{uid} deleted"),
+            Duration::from_secs(60),
+            || async {
+                pvs.get_opt(&format!("pvc-{uid}"))
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// A claim to make, from [`Stage::claim`].
+pub struct ClaimBuilder<'a> {
+    stage: &'a Stage,
+    name: &'a str,
+    class: &'a str,
+    size: &'a str,
+    modes: &'a [&'a str],
+    spec: serde_json::Value,
+}
+
+impl<'a> ClaimBuilder<'a> {
+    pub fn size(mut self, size: &'a str) -> Self {
+        self.size = size;
+        self
+    }
+
+    pub fn modes(mut self, modes: &'a [&'a str]) -> Self {
+        self.modes = modes;
+        self
+    }
+
+    /// More `spec` fields (volumeMode, dataSource, volumeName, ...).
+    pub fn spec(mut self, extra: serde_json::Value) -> Self {
+        self.spec = extra;
+        self
+    }
+
+    /// Creates the claim; returns it as stored (with its uid).
+    pub async fn create(self) -> PersistentVolumeClaim {
+        let s = self.stage;
+        claim(
+            &s.admin, &s.ns, self.name, self.class, self.size, self.modes, self.spec,
+        )
+        .await
+    }
+
+    /// Creates the claim and waits until it is Bound; returns it (as created) and its uid.
+    pub async fn bound(self) -> (PersistentVolumeClaim, String) {
+        let (s, name) = (self.stage, self.name);
+        let c = self.create().await;
+        wait_bound(&s.admin, &s.ns, name, Duration::from_secs(60)).await;
+        let uid = uid_of(&c);
+        (c, uid)
+    }
+}
