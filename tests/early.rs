@@ -62,8 +62,7 @@ async fn wait_log(p: &Provisioner, needle: &str) {
 
 #[tokio::test]
 async fn with_early_provisioning_off_the_claim_waits_for_the_hand_over() {
-    let name = format!("{}.test/rbd", unique("late"));
-    let c = Scenario::serving("late", &name, &[("EARLY_PROVISIONING", "false")]).await;
+    let c = Scenario::with_env("late", &[("EARLY_PROVISIONING", "false")]).await;
     let class = c.class("fast", &[], json!({})).await;
     settled(&c.prov).await;
     let (claim, _uid) = c.bound(&class, "data", "64Mi").await;
@@ -79,13 +78,7 @@ async fn a_matching_available_volume_is_left_to_the_binder() {
     // Trace: a line for every reconcile of a claim, whatever it decides. Kubernetes 1.37's
     // binder is often done before the provisioner first sees the claim, which then only
     // logs "bound claim"; 1.20's usually lets it see the claim still waiting.
-    let name = format!("{}.test/rbd", unique("static"));
-    let c = Scenario::serving(
-        "static",
-        &name,
-        &[("RUST_LOG", "info,rbd_provisioner=trace")],
-    )
-    .await;
+    let c = Scenario::with_env("static", &[("RUST_LOG", "info,rbd_provisioner=trace")]).await;
     let class = c
         .class("fast", &[], json!({"reclaimPolicy": "Retain"}))
         .await;
@@ -133,10 +126,7 @@ async fn a_matching_available_volume_is_left_to_the_binder() {
             .unwrap()
             .is_none()
     );
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("data").await;
     c.pvs()
         .delete(&static_name, &DeleteParams::default())
         .await
@@ -147,10 +137,8 @@ async fn a_matching_available_volume_is_left_to_the_binder() {
 /// is left behind.
 #[tokio::test]
 async fn a_claim_deleted_during_early_provisioning_leaves_nothing() {
-    let name = format!("{}.test/rbd", unique("gone"));
-    let c = Scenario::serving(
+    let c = Scenario::with_env(
         "gone",
-        &name,
         &[("RBD_PROVISIONER_FAILPOINT", "sleep-after-image-create")],
     )
     .await;
@@ -159,10 +147,7 @@ async fn a_claim_deleted_during_early_provisioning_leaves_nothing() {
     let claim = c.claim("data", &class).create().await;
     let uid = uid_of(&claim);
     wait_log(&c.prov, "failpoint sleep-after-image-create").await;
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("data").await;
     wait_log(
         &c.prov,
         "claim deleted during provisioning; removing its image",

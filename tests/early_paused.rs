@@ -5,7 +5,7 @@
 use testbed as common;
 
 use common::*;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const T: std::time::Duration = std::time::Duration::from_secs(60);
@@ -49,10 +49,7 @@ async fn a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released() 
         let _paused = Paused::new(pid);
         for i in 0..3 {
             let name = format!("data-{i}");
-            c.pvcs()
-                .delete(&name, &DeleteParams::default())
-                .await
-                .unwrap();
+            c.delete_claim(&name).await;
             c.pvcs()
                 .patch(
                     &name,
@@ -102,10 +99,7 @@ async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
             c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap()
         })
         .await;
-        c.pvcs()
-            .delete("data", &DeleteParams::default())
-            .await
-            .unwrap();
+        c.delete_claim("data").await;
         c.pvcs()
             .patch(
                 "data",
@@ -133,13 +127,7 @@ async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
 /// hand-over cannot come: a PV for the claim can only be our early path's. Once resumed, the
 /// binder binds the pre-bound PV.
 async fn a_claim_nothing_else_could_serve_is_provisioned_before_the_hand_over() {
-    let name = format!("{}.test/rbd", unique("early"));
-    let c = Scenario::serving(
-        "early",
-        &name,
-        &[("RUST_LOG", "info,rbd_provisioner=trace")],
-    )
-    .await;
+    let c = Scenario::with_env("early", &[("RUST_LOG", "info,rbd_provisioner=trace")]).await;
     let class = c.class("fast", &[], json!({})).await;
     wait_log(&c.prov, &["watches synced"], T).await;
     let pid = kcm_pid(&c);

@@ -215,8 +215,8 @@ async fn leader_killed_mid_burst_standby_takes_over() {
 async fn leader_sigterm_mid_burst_hands_over_in_seconds() {
     let mut rng = Rng::from_env("leader_sigterm_mid_burst_hands_over_in_seconds");
     let claims = if full() { 100 } else { 12 };
-    let name = format!("{}.test/rbd", unique("handover"));
-    let mut c = Scenario::serving("handover", &name, &[]).await;
+    let mut c = Scenario::with_env("handover", &[]).await;
+    let name = c.name.clone();
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
@@ -359,8 +359,7 @@ async fn claims_deleted_while_their_images_are_created() {
 async fn storage_class_deleted_while_its_claims_are_pending() {
     let mut rng = Rng::from_env("storage_class_deleted_while_its_claims_are_pending");
     let claims = if full() { 40 } else { 10 };
-    let name = format!("{}.test/rbd", unique("classgone"));
-    let c = Scenario::serving("classgone", &name, &[]).await;
+    let c = Scenario::with_env("classgone", &[]).await;
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
@@ -466,10 +465,7 @@ async fn namespace_deleted_mid_burst() {
     let deleted = Instant::now();
     let uids = made.await.unwrap();
     let nss = Api::<Namespace>::all(c.admin.clone());
-    wait_for("the namespace gone", Duration::from_secs(120), || async {
-        nss.get_opt(&ns2).await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_absent(&nss, &ns2, "the namespace gone", Duration::from_secs(120)).await;
     let ns_gone = deleted.elapsed();
     let (mut violations, _) = check_gone(&c, &uids, Duration::from_secs(120)).await;
     if uids.is_empty() {
@@ -605,8 +601,8 @@ with rados.Rados(conffile=conf) as cluster:
 /// bind the claim.
 #[tokio::test]
 async fn image_left_half_created_by_a_killed_process_is_made_again() {
-    let name = format!("{}.test/rbd", unique("halfmade"));
-    let mut c = Scenario::serving("halfmade", &name, &[]).await;
+    let mut c = Scenario::with_env("halfmade", &[]).await;
+    let name = c.name.clone();
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
@@ -791,8 +787,8 @@ fn witness_reports_a_second_writer() {
 /// (or images) as made by a replica that did not hold the Lease.
 #[tokio::test]
 async fn witness_sees_a_replica_acting_without_the_lease() {
-    let name = format!("{}.test/rbd", unique("rogue"));
-    let c = Scenario::serving("rogue", &name, &[]).await;
+    let c = Scenario::with_env("rogue", &[]).await;
+    let name = c.name.clone();
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;

@@ -594,10 +594,7 @@ async fn migrates_volumes_of_both_provisioners() {
     pods.delete("app-0", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    wait_for("pod gone", T, || async {
-        pods.get_opt("app-0").await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_absent(&pods, "app-0", "pod gone", T).await;
     let started = Instant::now();
     let (ok, out) = s.migrate(&[]).await;
     let second_run = started.elapsed();
@@ -651,19 +648,8 @@ async fn migrates_volumes_of_both_provisioners() {
         .delete(&s.class, &DeleteParams::default())
         .await
         .unwrap();
-    s.pvcs()
-        .delete("ours", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("the migrated PV deleted", T, || async {
-        s.pvs()
-            .get_opt(&our_pv)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    s.delete_claim("ours").await;
+    wait_absent(&s.pvs(), &our_pv, "the migrated PV deleted", T).await;
     assert!(
         !image_exists(&s.ceph, "kube", &our_image).await,
         "image removed (or in the trash)"
@@ -722,10 +708,7 @@ async fn resumes_after_a_crash_at_each_step() {
             )
             .await
             .unwrap();
-            wait_for("old PV gone", T, || async {
-                pvs.get_opt(&name).await.unwrap().is_none().then_some(())
-            })
-            .await;
+            wait_absent(&pvs, &name, "old PV gone", T).await;
         }
     };
 
@@ -1294,15 +1277,7 @@ async fn migrates_to_the_class_csi_driver_only_once_it_is_installed() {
             .delete(ROOK_DRIVER, &DeleteParams::default())
             .await
             .unwrap();
-        wait_for("the leftover CSIDriver gone", T, || async {
-            drivers
-                .get_opt(ROOK_DRIVER)
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        })
-        .await;
+        wait_absent(&drivers, ROOK_DRIVER, "the leftover CSIDriver gone", T).await;
     }
     // The default driver is there: only the class's own counts.
     csi_driver(&s.admin, CSI_DRIVER).await;

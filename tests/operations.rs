@@ -396,8 +396,8 @@ async fn namespace_overlay_renders_and_applies() {
 /// where without a limit they take a fraction of one; they are still all provisioned.
 #[tokio::test]
 async fn kube_api_qps_limits_the_provisioners_calls() {
-    let name = format!("{}.test/rbd", unique("qps"));
-    let mut s = Scenario::serving("qps", &name, &[]).await;
+    let mut s = Scenario::with_env("qps", &[]).await;
+    let name = s.name.clone();
     s.prov = Provisioner::start_with(
         &s.bed,
         &name,

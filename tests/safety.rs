@@ -4,97 +4,29 @@
 
 use testbed as common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, PersistentVolume};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 const FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
+/// Housekeeping passes, each at most a few seconds apart here.
+const PASSES: Duration = Duration::from_secs(90);
 
-/// Runs a Ceph CLI (`rbd`, `ceph`) against the bed as client.admin; panics on failure.
-fn cli(bed: &Bed, tool: &str, args: &[&str]) -> String {
-    let out = try_cli(bed, tool, args);
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn try_cli(bed: &Bed, tool: &str, args: &[&str]) -> std::process::Output {
-    let conf = bed.dir.join("ceph/ceph.conf");
-    Command::new(tool)
-        .arg("-c")
-        .arg(&conf)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {tool}: {e}"))
-}
-
-fn rbd_ls(bed: &Bed, pool: &str) -> Vec<String> {
-    cli(bed, "rbd", &["ls", pool])
+/// How many times the provisioner has tried to delete PV `pv`, failed or not, by its log.
+fn deletion_attempts(c: &Scenario, pv: &str) -> usize {
+    c.prov
+        .logs()
         .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// (id, name) of the trash entries of a pool.
-fn trash_ls(bed: &Bed, pool: &str) -> Vec<(String, String)> {
-    cli(bed, "rbd", &["trash", "ls", pool])
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(id, name)| (id.to_string(), name.trim().to_string()))
-        .collect()
-}
-
-fn image_meta(bed: &Bed, spec: &str) -> BTreeMap<String, String> {
-    let text = cli(
-        bed,
-        "rbd",
-        &["image-meta", "list", spec, "--format", "json"],
-    );
-    serde_json::from_str(&text).unwrap_or_default()
-}
-
-/// core/v1 events about a PersistentVolume (they live in "default").
-async fn pv_events(client: &kube::Client, pv: &str) -> Vec<CoreEvent> {
-    Api::<CoreEvent>::namespaced(client.clone(), "default")
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(pv))
-        .collect()
-}
-
-async fn wait_pv_event(client: &kube::Client, pv: &str, reason: &str, needle: &str) -> String {
-    wait_for(
-        &format!("event {reason} on PV {pv} containing {needle:?}"),
-        T,
-        || async {
-            pv_events(client, pv).await.into_iter().find_map(|e| {
-                let msg = e.message.unwrap_or_default();
-                (e.reason.as_deref() == Some(reason) && msg.contains(needle)).then_some(msg)
-            })
-        },
-    )
-    .await
-}
-
-async fn wait_log(c: &Scenario, needle: &str, times: usize) {
-    wait_for(
-        &format!("{times}× {needle:?} in the provisioner's log"),
-        Duration::from_secs(90),
-        || async { (c.prov.logs().matches(needle).count() >= times).then_some(()) },
-    )
-    .await;
+        .filter(|l| {
+            l.contains(pv)
+                && (l.contains("volume operation failed") || l.contains("deleted volume"))
+        })
+        .count()
 }
 
 async fn drop_finalizers(c: &Scenario, pv: &str) {
@@ -106,13 +38,6 @@ async fn drop_finalizers(c: &Scenario, pv: &str) {
             &Patch::Merge(json!({"metadata": {"finalizers": null}})),
         )
         .await;
-}
-
-async fn delete_claim(c: &Scenario, name: &str) {
-    c.pvcs()
-        .delete(name, &DeleteParams::default())
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -153,41 +78,39 @@ async fn the_trash_sweep_purges_only_what_we_trashed() {
     )
     .await;
     let theirs = format!("kubernetes-dynamic-pvc-{}", unique("operator"));
-    cli(
-        &c.bed,
-        "rbd",
-        &[
-            "create",
-            &format!("kube/{theirs}"),
-            "--size",
-            "8M",
-            "--image-feature",
-            "layering",
-        ],
-    );
+    rbd_create(&c.bed, &format!("kube/{theirs}"), "8M");
     cli(&c.bed, "rbd", &["trash", "mv", &format!("kube/{theirs}")]);
-    assert!(trash_ls(&c.bed, "kube").iter().any(|(_, n)| *n == theirs));
+    assert!(
+        rbd_trash_entries(&c.bed, "kube")
+            .iter()
+            .any(|(_, n)| *n == theirs)
+    );
 
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
     let (_claim, uid) = c.bound(&class, "data", "64Mi").await;
-    delete_claim(&c, "data").await;
+    c.delete_claim("data").await;
     c.wait_pv_gone(&uid).await;
     let ours = format!("kubernetes-dynamic-pvc-{uid}");
     wait_for("our image purged from the trash", T, || async {
-        (!trash_ls(&c.bed, "kube").iter().any(|(_, n)| *n == ours)).then_some(())
+        (!rbd_trash_entries(&c.bed, "kube")
+            .iter()
+            .any(|(_, n)| *n == ours))
+        .then_some(())
     })
     .await;
     // The sweep after the first deletion, then at least one periodic pass (or, in a build
     // that sweeps by name, the operator's entry vanishing).
     wait_for("two trash sweeps", Duration::from_secs(90), || async {
         let swept = c.prov.logs().matches("trash sweep done").count() >= 2;
-        let gone = !trash_ls(&c.bed, "kube").iter().any(|(_, n)| *n == theirs);
+        let gone = !rbd_trash_entries(&c.bed, "kube")
+            .iter()
+            .any(|(_, n)| *n == theirs);
         (swept || gone).then_some(())
     })
     .await;
-    let entry = trash_ls(&c.bed, "kube")
+    let entry = rbd_trash_entries(&c.bed, "kube")
         .into_iter()
         .find(|(_, n)| *n == theirs);
     let Some((id, _)) = entry else {
@@ -202,8 +125,7 @@ async fn a_missing_pool_never_counts_as_a_deleted_image() {
     let c = Scenario::new("poolgone").await;
     let pool = unique("rbdp-pool");
     let renamed = format!("{pool}-renamed");
-    cli(&c.bed, "ceph", &["osd", "pool", "create", &pool, "8"]);
-    cli(&c.bed, "rbd", &["pool", "init", &pool]);
+    create_pool(&c.bed, &pool);
     let class = c
         .class(
             "delete",
@@ -216,18 +138,11 @@ async fn a_missing_pool_never_counts_as_a_deleted_image() {
     let image = format!("kubernetes-dynamic-pvc-{uid}");
     cli(&c.bed, "ceph", &["osd", "pool", "rename", &pool, &renamed]);
 
-    delete_claim(&c, "data").await;
+    c.delete_claim("data").await;
     // Handled twice (the first attempt and a retry): time enough to have deleted the PV.
     wait_for("two attempts at the deletion", T, || async {
-        let logs = c.prov.logs();
-        let tries = logs
-            .lines()
-            .filter(|l| {
-                l.contains(&pv)
-                    && (l.contains("volume operation failed") || l.contains("deleted volume"))
-            })
-            .count();
-        (tries >= 2 || logs.contains("deleted volume")).then_some(())
+        let deleted = c.prov.logs().contains("deleted volume");
+        (deletion_attempts(&c, &pv) >= 2 || deleted).then_some(())
     })
     .await;
     let still = c.pvs().get_opt(&pv).await.unwrap();
@@ -239,30 +154,14 @@ async fn a_missing_pool_never_counts_as_a_deleted_image() {
         rbd_ls(&c.bed, &renamed).contains(&image),
         "the image was not touched"
     );
-    let msg = wait_pv_event(&c.admin, &pv, "VolumeFailedDelete", "pool").await;
+    let msg = wait_pv_event(&c.admin, &pv, "VolumeFailedDelete", "pool", T).await;
     assert!(msg.contains("does not exist"), "{msg}");
 
     // Once the pool is back the deletion completes by itself.
     cli(&c.bed, "ceph", &["osd", "pool", "rename", &renamed, &pool]);
     c.wait_pv_gone(&uid).await;
     assert!(!rbd_ls(&c.bed, &pool).contains(&image));
-    let _ = try_cli(
-        &c.bed,
-        "ceph",
-        &["config", "set", "mon", "mon_allow_pool_delete", "true"],
-    );
-    let _ = try_cli(
-        &c.bed,
-        "ceph",
-        &[
-            "osd",
-            "pool",
-            "rm",
-            &pool,
-            &pool,
-            "--yes-i-really-really-mean-it",
-        ],
-    );
+    remove_pool(&c.bed, &pool);
 }
 
 /// Our annotations are mutable; someone who can edit a PV must not be able to point its
@@ -287,23 +186,16 @@ async fn edited_annotations_cannot_redirect_a_deletion() {
         )
         .await
         .unwrap();
-    delete_claim(&c, "attacker").await;
+    c.delete_claim("attacker").await;
     wait_for("the deletion handled", T, || async {
-        c.prov
-            .logs()
-            .lines()
-            .any(|l| {
-                l.contains(&a_pv)
-                    && (l.contains("volume operation failed") || l.contains("deleted volume"))
-            })
-            .then_some(())
+        (deletion_attempts(&c, &a_pv) > 0).then_some(())
     })
     .await;
     assert!(
         rbd_ls(&c.bed, "kube").contains(&victim_image),
         "victim's image destroyed"
     );
-    let msg = wait_pv_event(&c.admin, &a_pv, "VolumeFailedDelete", "edited").await;
+    let msg = wait_pv_event(&c.admin, &a_pv, "VolumeFailedDelete", "edited", T).await;
     assert!(msg.contains(&victim_image), "{msg}");
     assert!(c.pvs().get_opt(&a_pv).await.unwrap().is_some());
 
@@ -320,7 +212,7 @@ async fn edited_annotations_cannot_redirect_a_deletion() {
         .unwrap();
     c.wait_pv_gone(&a_uid).await;
     assert!(rbd_ls(&c.bed, "kube").contains(&victim_image));
-    delete_claim(&c, "victim").await;
+    c.delete_claim("victim").await;
     c.wait_pv_gone(&b_uid).await;
 }
 
@@ -356,21 +248,14 @@ async fn a_copied_pv_cannot_delete_the_original_image() {
         .await
         .unwrap();
     wait_for("the copy's deletion handled", T, || async {
-        c.prov
-            .logs()
-            .lines()
-            .any(|l| {
-                l.contains(&copy_name)
-                    && (l.contains("volume operation failed") || l.contains("deleted volume"))
-            })
-            .then_some(())
+        (deletion_attempts(&c, &copy_name) > 0).then_some(())
     })
     .await;
     assert!(
         rbd_ls(&c.bed, "kube").contains(&image),
         "the original's image was destroyed"
     );
-    let msg = wait_pv_event(&c.admin, &copy_name, "VolumeFailedDelete", &image).await;
+    let msg = wait_pv_event(&c.admin, &copy_name, "VolumeFailedDelete", &image, T).await;
     assert!(msg.contains("refusing") || msg.contains("copied"), "{msg}");
     let bound = wait_bound(&c.admin, &c.ns, "data", T).await;
     assert_eq!(bound.spec.unwrap().volume_name, Some(format!("pvc-{uid}")));
@@ -436,13 +321,12 @@ async fn a_pv_squatting_on_our_name_is_not_taken_for_ours() {
 /// removed by the next process; an image that is not provably ours is left alone.
 #[tokio::test]
 async fn images_orphaned_by_a_crash_are_collected_and_nothing_else() {
-    let name = format!("{}.test/rbd", unique("orphan"));
-    let mut c = Scenario::serving(
+    let mut c = Scenario::with_env(
         "orphan",
-        &name,
         &[("RBD_PROVISIONER_FAILPOINT", "exit-after-image-create")],
     )
     .await;
+    let name = c.name.clone();
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
@@ -452,21 +336,10 @@ async fn images_orphaned_by_a_crash_are_collected_and_nothing_else() {
     let st = c.prov.wait_exit(T).await;
     assert_eq!(st.code(), Some(86), "{}", c.prov.logs());
     assert!(rbd_ls(&c.bed, "kube").contains(&orphan));
-    delete_claim(&c, "data").await;
+    c.delete_claim("data").await;
 
     let not_ours = format!("kubernetes-dynamic-pvc-{}", unique("manual"));
-    cli(
-        &c.bed,
-        "rbd",
-        &[
-            "create",
-            &format!("kube/{not_ours}"),
-            "--size",
-            "8M",
-            "--image-feature",
-            "layering",
-        ],
-    );
+    rbd_create(&c.bed, &format!("kube/{not_ours}"), "8M");
     c.prov = Provisioner::start(
         &c.bed,
         &name,
@@ -477,14 +350,16 @@ async fn images_orphaned_by_a_crash_are_collected_and_nothing_else() {
         (!rbd_ls(&c.bed, "kube").contains(&orphan)).then_some(())
     })
     .await;
-    wait_log(&c, "removed an image orphaned", 1).await;
+    wait_log_count(&c.prov, "removed an image orphaned", 1, PASSES).await;
     wait_for("the orphan purged from the trash", T, || async {
-        (!trash_ls(&c.bed, "kube").iter().any(|(_, n)| *n == orphan)).then_some(())
+        (!rbd_trash_entries(&c.bed, "kube")
+            .iter()
+            .any(|(_, n)| *n == orphan))
+        .then_some(())
     })
     .await;
     // Later passes ran too, and kept what is not ours.
-    let passes = c.prov.logs().matches("trash sweep done").count();
-    wait_log(&c, "trash sweep done", passes + 2).await;
+    more_passes(&c.prov, 2, PASSES).await;
     assert!(rbd_ls(&c.bed, "kube").contains(&not_ours));
     cli(&c.bed, "rbd", &["rm", &format!("kube/{not_ours}")]);
 }
@@ -493,8 +368,8 @@ async fn images_orphaned_by_a_crash_are_collected_and_nothing_else() {
 /// snapshot; deleting the source must purge it rather than stay stuck forever.
 #[tokio::test]
 async fn a_trashed_clone_does_not_pin_its_source() {
-    let name = format!("{}.test/rbd", unique("pin"));
-    let mut c = Scenario::serving("pin", &name, &[("MAINTENANCE_INTERVAL", "0")]).await;
+    let mut c = Scenario::with_env("pin", &[("MAINTENANCE_INTERVAL", "0")]).await;
+    let name = c.name.clone();
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
@@ -509,28 +384,8 @@ async fn a_trashed_clone_does_not_pin_its_source() {
 
     // What our delete path does before its purge, then the process dies.
     c.prov.crash();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    cli(
-        &c.bed,
-        "rbd",
-        &[
-            "image-meta",
-            "set",
-            &format!("kube/{clone_image}"),
-            "rbd-provisioner.ceph.com/trashed",
-            &now,
-        ],
-    );
-    cli(
-        &c.bed,
-        "rbd",
-        &["trash", "mv", &format!("kube/{clone_image}")],
-    );
-    delete_claim(&c, "copy").await;
+    trash_as_ours(&c.bed, &format!("kube/{clone_image}"));
+    c.delete_claim("copy").await;
     drop_finalizers(&c, &format!("pvc-{copy_uid}")).await;
     let _ = c
         .pvs()
@@ -539,11 +394,11 @@ async fn a_trashed_clone_does_not_pin_its_source() {
     c.wait_pv_gone(&copy_uid).await;
 
     c.prov = Provisioner::start(&c.bed, &name, &[("MAINTENANCE_INTERVAL", "0")]).await;
-    delete_claim(&c, "src").await;
+    c.delete_claim("src").await;
     c.wait_pv_gone(&src_uid).await;
     let src_image = format!("kubernetes-dynamic-pvc-{src_uid}");
     wait_for("source and clone purged", T, || async {
-        let t = trash_ls(&c.bed, "kube");
+        let t = rbd_trash_entries(&c.bed, "kube");
         (!t.iter().any(|(_, n)| *n == src_image || *n == clone_image)).then_some(())
     })
     .await;
@@ -568,14 +423,11 @@ async fn audit_reports_leaks_read_only() {
     // An image of ours whose PV and claim are gone (Retain, then both deleted by hand).
     let (_b, b_uid) = c.bound(&class, "left", "64Mi").await;
     let left_image = format!("kubernetes-dynamic-pvc-{b_uid}");
-    delete_claim(&c, "left").await;
+    c.delete_claim("left").await;
     // The claim lingers until kube-controller-manager drops its protection finalizer; the
     // audit below must see it gone, as an operator would after deleting it.
     let pvcs = c.pvcs();
-    wait_for("claim left deleted", T, || async {
-        pvcs.get_opt("left").await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_absent(&pvcs, "left", "claim left deleted", T).await;
     drop_finalizers(&c, &format!("pvc-{b_uid}")).await;
     c.pvs()
         .delete(&format!("pvc-{b_uid}"), &DeleteParams::default())
@@ -583,26 +435,8 @@ async fn audit_reports_leaks_read_only() {
         .unwrap();
     c.wait_pv_gone(&b_uid).await;
 
-    let out = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"))
-        .arg("--kubeconfig")
-        .arg(&c.bed.kubeconfig)
-        .args([
-            "--provisioner-name",
-            &c.name,
-            "audit",
-            "--json",
-            "--storage-class",
-            &class,
-        ])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bin = env!("CARGO_BIN_EXE_rbd-provisioner").as_ref();
+    let report = audit(&c.bed, bin, &c.name, &class);
     let orphans = report["orphaned_images"].as_array().unwrap();
     let o = orphans
         .iter()
@@ -624,19 +458,15 @@ async fn audit_reports_leaks_read_only() {
     assert!(rbd_ls(&c.bed, "kube").contains(&left_image));
     cli(&c.bed, "rbd", &["rm", &format!("kube/{left_image}")]);
     drop_finalizers(&c, &format!("pvc-{a_uid}")).await;
-    delete_claim(&c, "lost").await;
+    c.delete_claim("lost").await;
 }
 
 /// Keys do not stay in memory for ever: a Ceph client unused for `--ceph-client-idle` is
 /// closed, and one that failed to connect is never kept.
 #[tokio::test]
 async fn idle_and_failed_ceph_clients_are_not_kept() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let name = format!("{}.test/rbd", unique("idle"));
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut c = Scenario::serving("idle", &name, &[]).await;
     c.prov = Provisioner::start_with(
         &c.bed,
@@ -647,11 +477,7 @@ async fn idle_and_failed_ceph_clients_are_not_kept() {
     )
     .await;
     let clients = || async {
-        let out = Command::new("curl")
-            .args(["-fsS", &format!("http://{addr}/metrics")])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
+        metrics(&addr)
             .lines()
             .find_map(|l| l.strip_prefix("rbd_provisioner_ceph_clients "))
             .and_then(|v| v.trim().parse::<i64>().ok())
@@ -704,10 +530,7 @@ async fn the_provisioner_is_not_dumpable() {
     const NOBODY: u32 = 65534;
     let bed = Bed::load();
     let name = format!("{}.test/rbd", unique("nodump"));
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let addr = free_addr();
     /// The kubeconfig copy holds a token: gone with the test, failed or not.
     struct Scratch(std::path::PathBuf);
     impl Drop for Scratch {
@@ -767,11 +590,7 @@ async fn the_provisioner_is_not_dumpable() {
 
     // It still reads its own /proc (its metrics), as that user.
     let metrics = wait_for("metrics of its own /proc", T, || async {
-        let out = Command::new("curl")
-            .args(["-fsS", "--max-time", "3", &format!("http://{addr}/metrics")])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = metrics(&addr);
         let positive = |name: &str| {
             text.lines()
                 .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 
 /// The provisioner's event budget per namespace (src/k8s/events.rs): this many writes at once,
@@ -202,10 +202,7 @@ async fn a_repeating_event_is_one_object_whose_count_grows() {
         .await
         .unwrap();
     let pv_uid = uid_of(&pv);
-    c.pvcs()
-        .delete("kept", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("kept").await;
     let refusals = || async {
         let evs: Vec<CoreEvent> = Api::<CoreEvent>::namespaced(c.admin.clone(), "default")
             .list(&ListParams::default())

@@ -1,8 +1,10 @@
 //! Kubernetes objects as tests make them: YAML applied server-side, namespaces, Secrets,
 //! classes, claims, and PVs as the old provisioner wrote them; what a PV of ours names.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolume, PersistentVolumeClaim, Secret, ServiceAccount,
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -38,7 +40,6 @@ pub async fn apply_yaml(client: &Client, text: &str, subst: &[(&str, &str)]) {
 }
 
 async fn apply_value(client: &Client, doc: serde_json::Value) {
-    use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let kind = doc["kind"].as_str().expect("kind").to_string();
     let name = doc["metadata"]["name"].as_str().expect("name").to_string();
@@ -99,24 +100,62 @@ pub async fn namespace(client: &Client, name: &str) {
     apply_value(client, ns).await;
 }
 
+/// Creates (or updates) Secret `ns/name` of `type_` (Opaque when `None`) from `string_data`.
+pub async fn secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: Option<&str>,
+    string_data: serde_json::Value,
+) {
+    let mut s = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": string_data,
+    });
+    if let Some(t) = type_ {
+        s["type"] = t.into();
+    }
+    apply_value(client, s).await;
+}
+
 /// Creates a Secret holding `data.key`.
 pub async fn key_secret(client: &Client, ns: &str, name: &str, key: &str) {
-    let s = serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/rbd",
-        "metadata": {"name": name, "namespace": ns},
-        "stringData": {"key": key}
-    });
-    apply_value(client, s).await;
+    let data = serde_json::json!({"key": key});
+    secret(client, ns, name, Some("kubernetes.io/rbd"), data).await;
 }
 
 /// Creates a Secret in ceph-csi's format (`userID`, `userKey`).
 pub async fn csi_secret(client: &Client, ns: &str, name: &str, user: &str, key: &str) {
-    let s = serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    let data = serde_json::json!({"userID": user, "userKey": key});
+    secret(client, ns, name, Some("Opaque"), data).await;
+}
+
+/// An admin Secret `kube-system/<ns>-opaque` of type Opaque: kube-controller-manager's in-tree
+/// expander (Kubernetes <= 1.30) cannot read it ("Cannot get secret of type
+/// kubernetes.io/rbd"), so only the provisioner can grow images of a class naming it.
+/// Returns its name.
+pub async fn opaque_admin_secret(s: &Stage) -> String {
+    let name = format!("{}-opaque", s.ns);
+    let data = serde_json::json!({"key": s.bed.admin_key});
+    secret(&s.admin, "kube-system", &name, Some("Opaque"), data).await;
+    name
+}
+
+/// Pod `name` of namespace `ns` using claim `claim` (an API object: no kubelet runs it here).
+pub async fn pod_using(client: &Client, ns: &str, name: &str, claim: &str) -> Pod {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "namespace": ns},
-        "stringData": {"userID": user, "userKey": key}
-    });
-    apply_value(client, s).await;
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create pod {ns}/{name}: {e}"))
 }
 
 /// Creates a StorageClass for `provisioner` with the given parameters.
@@ -139,6 +178,11 @@ pub async fn storage_class(
         }
     }
     apply_value(client, sc).await;
+}
+
+/// A claim's `spec.dataSource` naming claim `source`: a clone of it.
+pub fn data_source(source: &str) -> serde_json::Value {
+    serde_json::json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": source}})
 }
 
 /// Creates a claim; returns it as stored (with its uid).
@@ -255,4 +299,45 @@ pub fn old_provisioner_pv(
         }
     }))
     .expect("an old provisioner's PV")
+}
+
+/// Binds claim `claim` of `class` to an old provisioner's PV `pv_name` for `image` (which must
+/// exist in pool `kube`), and waits until the provisioner has recorded the volume (its image
+/// stamped as this PV's, the PV annotated with the pool's id): only then may it be deleted
+/// or grown. Returns the claim as created.
+pub async fn bind_old_volume(
+    s: &Stage,
+    claim: &str,
+    pv_name: &str,
+    image: &str,
+    class: &str,
+    size: &str,
+) -> PersistentVolumeClaim {
+    let pv = old_provisioner_pv(s, pv_name, image, class, size);
+    s.pvs()
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap_or_else(|e| panic!("create PV {pv_name}: {e}"));
+    let (pvc, _) = s
+        .claim(claim, class)
+        .size(size)
+        .spec(serde_json::json!({"volumeName": pv_name}))
+        .bound()
+        .await;
+    crate::wait_for(
+        "the old volume recorded",
+        Duration::from_secs(60),
+        || async {
+            s.pvs()
+                .get(pv_name)
+                .await
+                .ok()?
+                .metadata
+                .annotations?
+                .contains_key("rbd-provisioner.ceph.com/pool-id")
+                .then_some(())
+        },
+    )
+    .await;
+    pvc
 }

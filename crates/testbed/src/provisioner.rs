@@ -230,3 +230,37 @@ pub fn provisioner_binary() -> PathBuf {
         .expect("tests run from target/<profile>/deps");
     profile.join("rbd-provisioner")
 }
+
+/// A free address on 127.0.0.1 (`127.0.0.1:<port>`) for a provisioner's HTTP endpoint.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+/// The text of `http://<addr>/metrics`, by `curl` (empty when nothing answers 200).
+pub fn metrics(addr: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-fsS", "--max-time", "5", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `<bin> audit --json --storage-class <class>` as an operator runs it (the admin kubeconfig,
+/// provisioner `name`); its report. `bin`: the test's own build of the provisioner.
+pub fn audit(bed: &Bed, bin: &std::path::Path, name: &str, class: &str) -> serde_json::Value {
+    let out = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(&bed.kubeconfig)
+        .args(["--provisioner-name", name])
+        .args(["audit", "--json", "--storage-class", class])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
 
 use crate::{
-    Bed, Cleanup, Provisioner, claim, csi_secret, key_secret, namespace, storage_class, uid_of,
-    unique, wait_bound, wait_for,
+    Bed, Cleanup, Provisioner, claim, csi_secret, image_exists, image_of, key_secret, namespace,
+    storage_class, uid_of, unique, wait_bound, wait_event, wait_for,
 };
 
 /// One test's world without its provisioner: a namespace, admin and user Secrets (in
@@ -48,6 +50,12 @@ impl std::ops::DerefMut for Scenario {
 impl Scenario {
     pub async fn new(prefix: &str) -> Scenario {
         Self::serving(prefix, &format!("{}.test/rbd", unique(prefix)), &[]).await
+    }
+
+    /// A provisioner of a name of its own (`<prefix>-<random>.test/rbd`, in `name`), started
+    /// with extra environment.
+    pub async fn with_env(prefix: &str, env: &[(&str, &str)]) -> Scenario {
+        Self::serving(prefix, &format!("{}.test/rbd", unique(prefix)), env).await
     }
 
     /// A provisioner named `name`, started with extra environment.
@@ -153,6 +161,18 @@ impl Stage {
         name
     }
 
+    /// A class `<ns>-<suffix>` of the csi flavour, its node-stage Secret `default/<secret>`
+    /// (in ceph-csi's format), clusterID `bed-ceph`; `extra` as for [`Stage::class`].
+    pub async fn csi_class(&self, suffix: &str, secret: &str, extra: serde_json::Value) -> String {
+        let over = [
+            ("volumeFlavor", "csi"),
+            ("clusterID", "bed-ceph"),
+            ("csiNodeStageSecretName", secret),
+            ("csiNodeStageSecretNamespace", "default"),
+        ];
+        self.class(suffix, &over, extra).await
+    }
+
     pub fn pvcs(&self) -> Api<PersistentVolumeClaim> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
@@ -202,6 +222,108 @@ impl Stage {
             },
         )
         .await;
+    }
+
+    /// Deletes claim `name` (as `kubectl delete pvc` would: the API server's default
+    /// propagation); panics when the API server refuses.
+    pub async fn delete_claim(&self, name: &str) {
+        self.pvcs()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete claim {}/{name}: {e}", self.ns));
+    }
+
+    /// Asks for claim `name` to be `size` (expansion, or a lower request).
+    pub async fn request(
+        &self,
+        name: &str,
+        size: &str,
+    ) -> Result<PersistentVolumeClaim, kube::Error> {
+        self.pvcs()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": size}}}})),
+            )
+            .await
+    }
+
+    /// Waits until claim `name` has condition `cond` True; returns the claim.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        cond: &str,
+        timeout: Duration,
+    ) -> PersistentVolumeClaim {
+        let api = self.pvcs();
+        wait_for(
+            &format!("claim {name} condition {cond}"),
+            timeout,
+            || async {
+                let c = api.get(name).await.ok()?;
+                c.status
+                    .as_ref()?
+                    .conditions
+                    .as_ref()?
+                    .iter()
+                    .any(|x| x.type_ == cond && x.status == "True")
+                    .then_some(c)
+            },
+        )
+        .await
+    }
+
+    /// A merge patch of PV `pv`.
+    pub async fn patch_pv(&self, pv: &str, patch: serde_json::Value) {
+        self.pvs()
+            .patch(pv, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch PV {pv}: {e}"));
+    }
+
+    /// Waits until PV `pv` is in `phase` (Released, say).
+    pub async fn wait_pv_phase(&self, pv: &str, phase: &str, timeout: Duration) {
+        let pvs = self.pvs();
+        wait_for(&format!("PV {pv} {phase}"), timeout, || async {
+            (pvs.get(pv).await.ok()?.status?.phase.as_deref() == Some(phase)).then_some(())
+        })
+        .await
+    }
+
+    /// Whether PV `pvc-<uid>` exists.
+    pub async fn has_pv(&self, uid: &str) -> bool {
+        self.pvs()
+            .get_opt(&format!("pvc-{uid}"))
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// Waits for claim `pvc`'s ProvisioningFailed event with every needle, then checks that
+    /// no image was made for it (by librbd's listing of pool `kube`); returns the event.
+    pub async fn wait_refused(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Event {
+        let uid = uid_of(pvc);
+        let ev = wait_event(
+            &self.admin,
+            &self.ns,
+            &uid,
+            "ProvisioningFailed",
+            needles,
+            timeout,
+        )
+        .await;
+        let ceph = self.bed.ceph().await;
+        assert!(
+            !image_exists(&ceph, "kube", &image_of(&uid)).await,
+            "an image was made for refused claim {}",
+            pvc.metadata.name.as_deref().unwrap_or_default()
+        );
+        ev
     }
 }
 

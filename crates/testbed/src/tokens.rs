@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Client;
 use kube::api::{Api, PostParams};
 
 use crate::{Bed, apply_yaml, repo_root, unique, wait_for};
@@ -53,4 +54,15 @@ pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     path
+}
+
+/// A client that acts as user `user` (impersonated by the bed's admin), with only the rights
+/// RBAC gives that user.
+pub async fn client_as(bed: &Bed, user: &str) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(&bed.kubeconfig).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    cfg.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(cfg).unwrap()
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams};
@@ -25,6 +25,17 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until `api` no longer holds an object named `name`.
+pub async fn wait_absent<K>(api: &Api<K>, name: &str, what: &str, timeout: Duration)
+where
+    K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(what, timeout, || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await
 }
 
 /// Waits until the claim is Bound; returns it.
@@ -81,6 +92,40 @@ pub async fn wait_event(
     .await
 }
 
+/// core/v1 events about a PersistentVolume (they live in "default").
+pub async fn pv_events(client: &Client, pv: &str) -> Vec<CoreEvent> {
+    Api::<CoreEvent>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(pv))
+        .collect()
+}
+
+/// Waits for a core/v1 event with `reason` about PV `pv` whose message contains `needle`;
+/// returns the message.
+pub async fn wait_pv_event(
+    client: &Client,
+    pv: &str,
+    reason: &str,
+    needle: &str,
+    timeout: Duration,
+) -> String {
+    wait_for(
+        &format!("event {reason} on PV {pv} containing {needle:?}"),
+        timeout,
+        || async {
+            pv_events(client, pv).await.into_iter().find_map(|e| {
+                let msg = e.message.unwrap_or_default();
+                (e.reason.as_deref() == Some(reason) && msg.contains(needle)).then_some(msg)
+            })
+        },
+    )
+    .await
+}
+
 /// Waits until `needle` appears in the provisioner's log (ANSI colour codes removed),
 /// proof that it handled an object before a test asserts that nothing happened.
 pub async fn wait_log(p: &Provisioner, needle: &[&str], timeout: Duration) {
@@ -91,6 +136,33 @@ pub async fn wait_log(p: &Provisioner, needle: &[&str], timeout: Duration) {
             .then_some(())
     })
     .await
+}
+
+/// The lines of the provisioner's log (ANSI colour codes removed) that contain every needle.
+pub fn log_lines(p: &Provisioner, needles: &[&str]) -> Vec<String> {
+    strip_ansi(&p.logs())
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until the provisioner's log holds `needle` at least `times` times.
+pub async fn wait_log_count(p: &Provisioner, needle: &str, times: usize, timeout: Duration) {
+    wait_for(
+        &format!("{times}× {needle:?} in the provisioner's log"),
+        timeout,
+        || async { (p.logs().matches(needle).count() >= times).then_some(()) },
+    )
+    .await
+}
+
+/// Waits until the provisioner has finished `n` more housekeeping passes than it had (each
+/// pass ends with its trash sweep).
+pub async fn more_passes(p: &Provisioner, n: usize, timeout: Duration) {
+    const DONE: &str = "trash sweep done";
+    let before = p.logs().matches(DONE).count();
+    wait_log_count(p, DONE, before + n, timeout).await
 }
 
 /// `text` without ANSI escape sequences (the provisioner's log is coloured).
@@ -116,4 +188,12 @@ pub fn strip_ansi(text: &str) -> String {
 pub async fn assert_led_and_acted(p: &Provisioner, acted: &[&str], timeout: Duration) {
     wait_log(p, &["became leader"], timeout).await;
     wait_log(p, acted, timeout).await;
+}
+
+/// Seconds since the Unix epoch, as the provisioner's stamps record time.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

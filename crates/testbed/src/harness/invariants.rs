@@ -2,7 +2,6 @@
 //! Bound to its own image made once, nothing left without a PV, nothing left once deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kube::api::ListParams;
@@ -11,12 +10,7 @@ use crate::harness::{delete_claim, uids};
 use crate::{Bed, Scenario, uid_of};
 
 fn rbd(bed: &Bed, args: &[&str]) -> std::process::Output {
-    Command::new("rbd")
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .args(args)
-        .output()
-        .expect("run rbd")
+    crate::try_cli(bed, "rbd", args)
 }
 
 /// Images in a pool, by the `rbd` CLI.

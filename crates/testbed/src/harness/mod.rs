@@ -17,6 +17,8 @@ pub use claims::*;
 pub use daemons::*;
 pub use invariants::*;
 pub use own_bed::*;
+// The harness's endpoints are the provisioner's: one function, named from either place.
+pub use crate::free_addr;
 #[allow(unused_imports)]
 pub use witness::*;
 
@@ -70,11 +72,6 @@ pub fn healthz(addr: &str) -> bool {
         .args(["-fsS", "--max-time", "3", &format!("http://{addr}/healthz")])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
 }
 
 /// p50 and max of some durations, in seconds.
