@@ -47,6 +47,21 @@ async fn wait_http_ok(addr: &str, path: &str) -> String {
     .await
 }
 
+/// Claim `name` (8Mi) of `class`, once it has failed with a ProvisioningFailed event naming
+/// every needle.
+async fn failed_claim(
+    s: &Scenario,
+    name: &str,
+    class: &str,
+    needles: &[&str],
+) -> PersistentVolumeClaim {
+    let c = s.claim(name, class).size("8Mi").create().await;
+    let (uid, failed) = (uid_of(&c), "ProvisioningFailed");
+    let t = Duration::from_secs(30);
+    wait_event(&s.admin, &s.ns, &uid, failed, needles, t).await;
+    c
+}
+
 /// Removes at once what the stage's guard would remove at its end: the claims' PVs and images
 /// (pool `kube`), the classes, a Secret `(namespace, name)` of the test's, the namespace.
 async fn tidy(
@@ -102,16 +117,7 @@ async fn metrics_and_probes_answer_after_a_provision() {
     let broken = s
         .class("b", &[("adminSecretName", "no-such-secret")], json!({}))
         .await;
-    let bad = s.claim("bad", &broken).size("8Mi").create().await;
-    wait_event(
-        &s.admin,
-        &s.ns,
-        &uid_of(&bad),
-        "ProvisioningFailed",
-        &["no-such-secret"],
-        Duration::from_secs(30),
-    )
-    .await;
+    let bad = failed_claim(&s, "bad", &broken, &["no-such-secret"]).await;
     let text = wait_http_ok(&addr, "/metrics").await;
     let metrics = wait_for(
         "provision counted in /metrics",
@@ -266,17 +272,8 @@ async fn a_failed_claim_is_retried_with_backoff_and_succeeds_once_fixed() {
     let class = s
         .class("r", &[("adminSecretName", missing.as_str())], json!({}))
         .await;
-    let c = s.claim("data", &class).size("8Mi").create().await;
+    let c = failed_claim(&s, "data", &class, &[&missing]).await;
     let uid = uid_of(&c);
-    wait_event(
-        &s.admin,
-        &s.ns,
-        &uid,
-        "ProvisioningFailed",
-        &[&missing],
-        Duration::from_secs(30),
-    )
-    .await;
     let started = Instant::now();
     let needle = format!("{}/data", s.ns);
     let failures = || log_lines(&s.prov, &["provisioning failed", &needle]);
@@ -331,17 +328,7 @@ async fn user_secret_namespace_defaults_to_the_claims() {
             json!({}),
         )
         .await;
-    let c = s.claim("data", &class).size("8Mi").create().await;
-    let uid = uid_of(&c);
-    wait_event(
-        &s.admin,
-        &s.ns,
-        &uid,
-        "ProvisioningFailed",
-        &["create rolebinding", &s.ns],
-        Duration::from_secs(30),
-    )
-    .await;
+    let c = failed_claim(&s, "data", &class, &["create rolebinding", &s.ns]).await;
     apply_yaml(
         &s.admin,
         &serde_json::to_string(&json!({

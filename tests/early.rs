@@ -5,7 +5,6 @@
 
 use testbed as common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -18,29 +17,11 @@ const EARLY_LINE: &str = "provisioning before kube-controller-manager's hand-ove
 /// Logged once the provisioner has listed every claim, volume and class.
 const SYNCED: &str = "watches synced";
 
-fn rbd_ls(bed: &Bed, pool: &str) -> Vec<String> {
-    let out = Command::new("rbd")
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .args(["ls", pool])
-        .output()
-        .expect("run rbd");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// Waits until the provisioner has listed everything and worked through what it found at
 /// start (its log quiet for a moment), so that a claim created now is seen at once, before
 /// kube-controller-manager's hand-over ~50 ms later.
 async fn settled(p: &Provisioner) {
-    wait_log(p, SYNCED).await;
+    wait_log_count(p, SYNCED, 1, T).await;
     let mut last = p.logs().len();
     wait_for("the provisioner's start-up work done", T, || {
         let now = p.logs().len();
@@ -48,15 +29,6 @@ async fn settled(p: &Provisioner) {
         last = now;
         async move { quiet.then_some(()) }
     })
-    .await;
-}
-
-async fn wait_log(p: &Provisioner, needle: &str) {
-    wait_for(
-        &format!("{needle:?} in the provisioner's log"),
-        T,
-        || async { p.logs().contains(needle).then_some(()) },
-    )
     .await;
 }
 
@@ -113,19 +85,13 @@ async fn a_matching_available_volume_is_left_to_the_binder() {
         Some(static_name.as_str()),
         "the claim binds to the existing volume"
     );
-    wait_log(&c.prov, &format!("{}/data", c.ns)).await;
+    wait_log_count(&c.prov, &format!("{}/data", c.ns), 1, T).await;
     assert!(!c.prov.logs().contains(EARLY_LINE), "{}", c.prov.logs());
     assert!(
         !rbd_ls(&c.bed, "kube").contains(&format!("kubernetes-dynamic-pvc-{uid}")),
         "no image was made for a claim an existing volume serves"
     );
-    assert!(
-        c.pvs()
-            .get_opt(&format!("pvc-{uid}"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!c.has_pv(&uid).await);
     c.delete_claim("data").await;
     c.pvs()
         .delete(&static_name, &DeleteParams::default())
@@ -146,23 +112,14 @@ async fn a_claim_deleted_during_early_provisioning_leaves_nothing() {
     settled(&c.prov).await;
     let claim = c.claim("data", &class).create().await;
     let uid = uid_of(&claim);
-    wait_log(&c.prov, "failpoint sleep-after-image-create").await;
+    wait_log_count(&c.prov, "failpoint sleep-after-image-create", 1, T).await;
     c.delete_claim("data").await;
-    wait_log(
-        &c.prov,
-        "claim deleted during provisioning; removing its image",
-    )
-    .await;
+    let removing = "claim deleted during provisioning; removing its image";
+    wait_log_count(&c.prov, removing, 1, T).await;
     let image = format!("kubernetes-dynamic-pvc-{uid}");
     wait_for("the image removed", T, || async {
         (!rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
     })
     .await;
-    assert!(
-        c.pvs()
-            .get_opt(&format!("pvc-{uid}"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!c.has_pv(&uid).await);
 }

@@ -127,25 +127,9 @@ async fn expansion_ends_the_same_whoever_of_the_two_expanders_resizes() {
 #[tokio::test]
 async fn expand_when_the_in_tree_expander_cannot() {
     let c = Scenario::new("grow2").await;
-    let opaque = opaque_admin_secret(&c).await;
-    let class = c
-        .class(
-            "grow",
-            &[("adminSecretName", &opaque)],
-            json!({"allowVolumeExpansion": true}),
-        )
-        .await;
+    let class = c.grown_by_us_class("grow", &[], json!({})).await;
     let (pvc, _) = c.claim("data", &class).bound().await;
-    c.request("data", "128Mi").await.unwrap();
-    wait_event(
-        &c.admin,
-        &c.ns,
-        &uid_of(&pvc),
-        "FileSystemResizeRequired",
-        &["from 64 MiB to 128 MiB"],
-        T,
-    )
-    .await;
+    c.grow(&pvc, "128Mi", &["from 64 MiB to 128 MiB"], T).await;
     let image = format!("kube/kubernetes-dynamic-pvc-{}", uid_of(&pvc));
     assert_eq!(
         rbd_json(&c.bed, &["info", &image]).expect("rbd info")["size"],

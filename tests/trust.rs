@@ -240,16 +240,8 @@ async fn a_pv_changed_after_the_checks_is_not_deleted() {
 #[tokio::test]
 async fn a_replaced_pool_never_passes_for_a_deleted_image() {
     let c = Scenario::new("poolswap").await;
-    let pool = unique("rbdp-swap");
+    let (pool, class) = c.own_pool("rbdp-swap").await;
     let old = format!("{pool}-old");
-    create_pool(&c.bed, &pool);
-    let class = c
-        .class(
-            "delete",
-            &[("pool", &pool)],
-            json!({"reclaimPolicy": "Delete"}),
-        )
-        .await;
     let (_a, a_uid) = c.bound(&class, "recorded", "64Mi").await;
     let (_b, b_uid) = c.bound(&class, "unrecorded", "64Mi").await;
     let (a_pv, b_pv) = (format!("pvc-{a_uid}"), format!("pvc-{b_uid}"));

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use testbed::{Bed, rbd_json, try_cli};
+use testbed::{Bed, assert_success, rbd_json, try_cli};
 
 pub const MIB: usize = 1 << 20;
 
@@ -103,11 +103,7 @@ pub fn rbd_stdin(bed: &Bed, args: &[&str], input: &[u8]) {
         .write_all(input)
         .expect("feed rbd");
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "rbd {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&format!("rbd {args:?}"), &out);
 }
 
 /// Writes `writes` into the existing image `spec` (pool/image) with `rbd import-diff`: an
@@ -183,22 +179,14 @@ pub fn image_sha256(bed: &Bed, spec: &str) -> String {
         .arg(spec)
         .output()
         .expect("run rbd export | sha256sum");
-    assert!(
-        out.status.success(),
-        "rbd export {spec} | sha256sum failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&format!("rbd export {spec} | sha256sum"), &out);
     digest_field(&out.stdout)
 }
 
 /// Every byte of image `spec`, as `rbd export` streams it.
 pub fn export(bed: &Bed, spec: &str) -> Vec<u8> {
     let out = try_cli(bed, "rbd", &["export", "--no-progress", spec, "-"]);
-    assert!(
-        out.status.success(),
-        "rbd export {spec} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&format!("rbd export {spec}"), &out);
     out.stdout
 }
 

@@ -150,14 +150,7 @@ async fn clones_hold_every_byte_of_their_source() {
 #[tokio::test]
 async fn expansion_keeps_the_bytes_and_adds_zeros() {
     let c = Scenario::new("dgrow").await;
-    let opaque = opaque_admin_secret(&c).await;
-    let class = c
-        .class(
-            "grow",
-            &[("adminSecretName", &opaque)],
-            json!({"allowVolumeExpansion": true}),
-        )
-        .await;
+    let class = c.grown_by_us_class("grow", &[], json!({})).await;
     let (pvc, uid) = c.claim("data", &class).size("32Mi").bound().await;
     let img = spec_of(&uid);
     let (old, new) = (32 * MIB, 64 * MIB);
@@ -170,18 +163,7 @@ async fn expansion_keeps_the_bytes_and_adds_zeros() {
         "data up to the last bytes"
     );
 
-    c.request("data", "64Mi")
-        .await
-        .expect("expansion allowed by the class");
-    wait_event(
-        &c.admin,
-        &c.ns,
-        &uid_of(&pvc),
-        "FileSystemResizeRequired",
-        &["from 32 MiB to 64 MiB"],
-        T,
-    )
-    .await;
+    c.grow(&pvc, "64Mi", &["from 32 MiB to 64 MiB"], T).await;
     assert_eq!(image_size(&c.bed, &img), new as u64);
     let mut grown = a.clone();
     grown.resize(new, 0);
@@ -342,14 +324,9 @@ async fn migrate_to_csi_keeps_the_bytes() {
 #[tokio::test]
 async fn old_provisioner_volumes_keep_their_bytes_when_taken_over_and_grown() {
     let c = Scenario::new("dold").await;
-    let opaque = opaque_admin_secret(&c).await;
-    let class = c
-        .class(
-            "old",
-            &[("adminSecretName", &opaque), ("volumeFlavor", "rbd")],
-            json!({"allowVolumeExpansion": true, "reclaimPolicy": "Delete"}),
-        )
-        .await;
+    let rbd = [("volumeFlavor", "rbd")];
+    let delete = json!({"reclaimPolicy": "Delete"});
+    let class = c.grown_by_us_class("old", &rbd, delete).await;
     let (old, new) = (32 * MIB, 48 * MIB);
     // The old provisioner named images after a time uuid, not after the claim.
     let image = format!(
@@ -377,18 +354,8 @@ async fn old_provisioner_volumes_keep_their_bytes_when_taken_over_and_grown() {
         "recording wrote no data"
     );
 
-    c.request("data", "48Mi")
-        .await
-        .expect("expansion allowed by the class");
-    wait_event(
-        &c.admin,
-        &c.ns,
-        &uid_of(&pvc),
-        "FileSystemResizeRequired",
-        &["from 32 MiB to 48 MiB", &pv_name],
-        T,
-    )
-    .await;
+    c.grow(&pvc, "48Mi", &["from 32 MiB to 48 MiB", &pv_name], T)
+        .await;
     assert_eq!(image_size(&c.bed, &img), new as u64);
     let mut grown = a.clone();
     grown.resize(new, 0);

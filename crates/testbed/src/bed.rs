@@ -102,12 +102,7 @@ impl Bed {
             .arg(dir)
             .output()
             .expect("run kubectl kustomize");
-        assert!(
-            out.status.success(),
-            "kubectl kustomize {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::assert_success(&format!("kubectl kustomize {}", dir.display()), &out);
         String::from_utf8(out.stdout).expect("kustomize output is UTF-8")
     }
 

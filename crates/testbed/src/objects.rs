@@ -93,6 +93,15 @@ pub async fn csi_driver(client: &Client, name: &str) {
     }
 }
 
+/// The cluster's identity, as the provisioner stamps it on images: kube-system's uid.
+pub async fn cluster_uid(client: &Client) -> String {
+    let ns = Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .expect("read namespace kube-system");
+    ns.metadata.uid.expect("kube-system's uid")
+}
+
 /// Creates (or keeps) a namespace.
 pub async fn namespace(client: &Client, name: &str) {
     let ns =

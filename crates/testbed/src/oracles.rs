@@ -37,12 +37,18 @@ pub fn try_cli(bed: &Bed, tool: &str, args: &[&str]) -> Output {
 /// [`try_cli`] that panics with the tool's stderr when it fails; returns its stdout.
 pub fn cli(bed: &Bed, tool: &str, args: &[&str]) -> String {
     let out = try_cli(bed, tool, args);
+    assert_success(&format!("{tool} {args:?}"), &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Panics with `what` and the process's stderr unless it exited with success.
+pub fn assert_success(what: &str, out: &Output) {
     assert!(
         out.status.success(),
-        "{tool} {args:?} failed: {}",
+        "{what} failed ({}): {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The `rbd` CLI (not the code under test) as an independent oracle: runs

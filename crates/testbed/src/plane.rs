@@ -24,11 +24,7 @@ impl OwnPlane {
             .stdin(Stdio::null())
             .output()
             .expect("run hack/plane-up.sh");
-        assert!(
-            out.status.success(),
-            "hack/plane-up.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::assert_success("hack/plane-up.sh", &out);
         plane
     }
 }

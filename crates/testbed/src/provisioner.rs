@@ -58,22 +58,27 @@ impl Provisioner {
 }
 
 impl Drop for Provisioner {
-    /// SIGTERM first, as kubelet does: a graceful stop releases the Lease at once.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
+        terminate(&mut self.child);
+    }
+}
+
+/// Stops a provisioner process of ours: SIGTERM first, as kubelet does (a graceful stop
+/// releases the Lease at once), SIGKILL after 5 s.
+pub fn terminate(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    // Our own child, not reaped yet: its pid is still its own.
+    signal(child.id(), libc::SIGTERM);
+    for _ in 0..50 {
+        if child.try_wait().ok().flatten().is_some() {
             return;
         }
-        // Our own child, not reaped yet: its pid is still its own.
-        signal(self.child.id(), libc::SIGTERM);
-        for _ in 0..50 {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Provisioner {
@@ -141,14 +146,8 @@ impl Provisioner {
         uid: Option<u32>,
         bin: Option<&std::path::Path>,
     ) -> Provisioner {
-        let bin = bin
-            .map(PathBuf::from)
-            .unwrap_or_else(|| provisioner_binary());
-        let log = bed
-            .dir
-            .join(format!("{}.log", unique(&name.replace('/', "_"))));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(bin);
+        let bin = bin.map(PathBuf::from).unwrap_or_else(provisioner_binary);
+        let (mut cmd, log) = command(bed, &bin, &name.replace('/', "_"));
         cmd.arg("--kubeconfig")
             .arg(kubeconfig)
             .args([
@@ -159,19 +158,19 @@ impl Provisioner {
                 "--ceph-connect-timeout",
                 "5",
             ])
-            .args(extra_args)
-            .env("RUST_LOG", "info,rbd_provisioner=debug")
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+            .args(extra_args);
         if let Some(uid) = uid {
             use std::os::unix::process::CommandExt;
             // std also drops root's supplementary groups.
             cmd.uid(uid).gid(uid);
+        }
+        Provisioner::launch(cmd, env, name, log)
+    }
+
+    /// Starts `cmd` with `env` on top, dying with the test, as provisioner `name`.
+    fn launch(mut cmd: Command, env: &[(&str, &str)], name: &str, log: PathBuf) -> Provisioner {
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("start rbd-provisioner");
@@ -189,28 +188,25 @@ impl Provisioner {
     /// environment forms of the flags are what the process sees.
     pub async fn start_bare(bed: &Bed, env: &[(&str, &str)], args: &[&str]) -> Provisioner {
         let kubeconfig = service_account_kubeconfig(bed).await;
-        let bin = provisioner_binary();
-        let log = bed.dir.join(format!("{}.log", unique("bare")));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .env("KUBECONFIG_PATH", &kubeconfig)
-            .env("RUST_LOG", "info,rbd_provisioner=debug")
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().expect("start rbd-provisioner");
-        Provisioner {
-            name: String::new(),
-            child,
-            log,
-        }
+        let (mut cmd, log) = command(bed, &provisioner_binary(), "bare");
+        cmd.args(args).env("KUBECONFIG_PATH", &kubeconfig);
+        Provisioner::launch(cmd, env, "", log)
     }
+}
+
+/// Binary `bin` as a process of the test's: the provisioner's debug logs, written to a new
+/// log `<bed>/<log_name>-<random>.log`; no `KUBECONFIG` or stdin of the test's. The caller
+/// adds arguments, then [`Provisioner::launch`]es it. The command, and the log's path.
+fn command(bed: &Bed, bin: &std::path::Path, log_name: &str) -> (Command, PathBuf) {
+    let log = bed.dir.join(format!("{}.log", unique(log_name)));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.env("RUST_LOG", "info,rbd_provisioner=debug")
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    (cmd, log)
 }
 
 /// The provisioner binary: `RBD_PROVISIONER_BIN`, else the one cargo built beside the test or
@@ -257,10 +253,6 @@ pub fn audit(bed: &Bed, bin: &std::path::Path, name: &str, class: &str) -> serde
         .env_remove("KUBECONFIG")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::assert_success("audit", &out);
     serde_json::from_slice(&out.stdout).unwrap()
 }

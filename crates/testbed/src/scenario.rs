@@ -10,8 +10,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::{
-    Bed, Cleanup, Provisioner, claim, csi_secret, image_exists, image_of, key_secret, namespace,
-    storage_class, uid_of, unique, wait_bound, wait_event, wait_for,
+    Bed, Cleanup, Provisioner, claim, create_pool, csi_secret, image_exists, image_of, key_secret,
+    namespace, opaque_admin_secret, storage_class, uid_of, unique, wait_bound, wait_event,
+    wait_for,
 };
 
 /// One test's world without its provisioner: a namespace, admin and user Secrets (in
@@ -56,6 +57,14 @@ impl Scenario {
     /// with extra environment.
     pub async fn with_env(prefix: &str, env: &[(&str, &str)]) -> Scenario {
         Self::serving(prefix, &format!("{}.test/rbd", unique(prefix)), env).await
+    }
+
+    /// A provisioner of a name of its own, started with extra environment and arguments.
+    pub async fn serving_with(prefix: &str, env: &[(&str, &str)], args: &[&str]) -> Scenario {
+        let bed = Bed::load();
+        let name = format!("{}.test/rbd", unique(prefix));
+        let prov = Provisioner::start_with(&bed, &name, env, args, None).await;
+        Self::around(prefix, &name, prov).await
     }
 
     /// A provisioner named `name`, started with extra environment.
@@ -173,6 +182,33 @@ impl Stage {
         self.class(suffix, &over, extra).await
     }
 
+    /// A class `<ns>-<suffix>` whose volumes only the provisioner can grow: expansion allowed,
+    /// and an admin Secret of type Opaque ([`opaque_admin_secret`]), which
+    /// kube-controller-manager's in-tree expander cannot read. `over` and `extra` as for
+    /// [`Stage::class`].
+    pub async fn grown_by_us_class(
+        &self,
+        suffix: &str,
+        over: &[(&str, &str)],
+        mut extra: serde_json::Value,
+    ) -> String {
+        let opaque = opaque_admin_secret(self).await;
+        let mut over = over.to_vec();
+        over.push(("adminSecretName", &opaque));
+        extra["allowVolumeExpansion"] = true.into();
+        self.class(suffix, &over, extra).await
+    }
+
+    /// A pool of the test's own (`<prefix>-<random>`, initialised for RBD) and a class of
+    /// reclaim policy Delete on it: (pool, class).
+    pub async fn own_pool(&self, prefix: &str) -> (String, String) {
+        let pool = unique(prefix);
+        create_pool(&self.bed, &pool);
+        let delete = json!({"reclaimPolicy": "Delete"});
+        let class = self.class("delete", &[("pool", &pool)], delete).await;
+        (pool, class)
+    }
+
     pub fn pvcs(&self) -> Api<PersistentVolumeClaim> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
@@ -246,6 +282,24 @@ impl Stage {
                 &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": size}}}})),
             )
             .await
+    }
+
+    /// Grows claim `pvc` to `size` (its class allows it) and waits for the provisioner's
+    /// FileSystemResizeRequired event with every needle: image and PV are grown by then.
+    pub async fn grow(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        size: &str,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Event {
+        let name = pvc.metadata.name.as_deref().unwrap_or_default();
+        self.request(name, size)
+            .await
+            .expect("expansion allowed by the class");
+        let uid = uid_of(pvc);
+        let reason = "FileSystemResizeRequired";
+        wait_event(&self.admin, &self.ns, &uid, reason, needles, timeout).await
     }
 
     /// Waits until claim `name` has condition `cond` True; returns the claim.

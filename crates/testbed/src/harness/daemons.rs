@@ -102,6 +102,23 @@ impl Daemon {
         Self::read_pid(&self.pidfile)
     }
 
+    /// [`Daemon::stop`] off the async runtime's threads: how long it took, and the daemon.
+    pub async fn stopped(self) -> (Duration, Daemon) {
+        tokio::task::spawn_blocking(move || (self.stop(), self))
+            .await
+            .unwrap()
+    }
+
+    /// [`Daemon::start`] off the async runtime's threads.
+    pub async fn started(self) -> Daemon {
+        tokio::task::spawn_blocking(move || {
+            self.start();
+            self
+        })
+        .await
+        .unwrap()
+    }
+
     /// SIGTERM, then waits until the process has exited (SIGKILL after 60 s); returns how
     /// long it took to go.
     pub fn stop(&self) -> Duration {

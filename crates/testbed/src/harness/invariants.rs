@@ -15,13 +15,7 @@ fn rbd(bed: &Bed, args: &[&str]) -> std::process::Output {
 
 /// Images in a pool, by the `rbd` CLI.
 pub fn images(bed: &Bed, pool: &str) -> BTreeSet<String> {
-    let out = rbd(bed, &["ls", pool]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    crate::cli(bed, "rbd", &["ls", pool])
         .lines()
         .map(str::to_string)
         .collect()
@@ -29,14 +23,8 @@ pub fn images(bed: &Bed, pool: &str) -> BTreeSet<String> {
 
 /// Names of the trash entries of a pool (all sources), by the `rbd` CLI.
 pub fn trash(bed: &Bed, pool: &str) -> BTreeSet<String> {
-    let out = rbd(bed, &["trash", "ls", "--all", pool]);
-    // A failed listing must not read as an empty trash.
-    assert!(
-        out.status.success(),
-        "rbd trash ls --all {pool}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    // A failed listing must not read as an empty trash: `cli` fails loudly.
+    crate::cli(bed, "rbd", &["trash", "ls", "--all", pool])
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(_, n)| n.trim().to_string()))
         .collect()

@@ -58,6 +58,15 @@ pub fn full() -> bool {
     std::env::var_os("RBDP_FAULT_FULL").is_some()
 }
 
+/// Fails the test with its violations, one per line, unless there are none.
+pub fn assert_no_violations(violations: &[String]) {
+    assert!(
+        violations.is_empty(),
+        "violations:\n{}",
+        violations.join("\n")
+    );
+}
+
 /// A scenario's verdict: its violations, one per line.
 pub fn verdict(v: Vec<String>) -> Result<(), String> {
     if v.is_empty() {
