@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ceph::{
     CephError, CephKey, CloneSpec, Cluster, Connections, Created, Credentials, ImageSpec,
-    ParentSpec, RBD_FEATURE_DATA_POOL, RBD_FEATURE_LAYERING, Removed, Timeouts,
+    ParentSpec, RBD_FEATURE_DATA_POOL, RBD_FEATURE_LAYERING, Removed, Timeouts, TrashEntry,
 };
 
 const POOL: &str = "kube";
@@ -59,6 +59,29 @@ fn spec(pool: &str, name: &str, size: u64) -> ImageSpec {
         data_pool: None,
         features: RBD_FEATURE_LAYERING,
     }
+}
+
+/// A connection, a name of the test's own for an image in [`POOL`], and the guard that
+/// removes that image.
+async fn fresh(test: &str) -> (Arc<Cluster>, String, Cleanup) {
+    let c = connect().await;
+    let name = unique(test);
+    let mut cleanup = Cleanup::new(&c);
+    cleanup.add(POOL, &name);
+    (c, name, cleanup)
+}
+
+/// [`fresh`], with the image made (`size` bytes, layering only).
+async fn made(test: &str, size: u64) -> (Arc<Cluster>, String, Cleanup) {
+    let (c, name, cleanup) = fresh(test).await;
+    c.create_image(&spec(POOL, &name, size)).await.unwrap();
+    (c, name, cleanup)
+}
+
+/// The trash entry of image `name` in [`POOL`], if it has one.
+async fn trash_entry(c: &Arc<Cluster>, name: &str) -> Option<TrashEntry> {
+    let trash = c.trash_list(POOL).await.unwrap();
+    trash.into_iter().find(|t| t.name == name)
 }
 
 /// Removes the listed images (last registered first) with all their snapshots when dropped,
@@ -110,10 +133,7 @@ impl Drop for Cleanup {
 
 #[tokio::test]
 async fn create_reads_back_and_is_idempotent() {
-    let c = connect().await;
-    let name = unique("create");
-    let mut cleanup = Cleanup::new(&c);
-    cleanup.add(POOL, &name);
+    let (c, name, _cleanup) = fresh("create").await;
 
     let started = Instant::now();
     let created = c.create_image(&spec(POOL, &name, 64 * MIB)).await.unwrap();
@@ -142,11 +162,7 @@ async fn create_reads_back_and_is_idempotent() {
 /// back through librbd and through the `rbd` CLI exactly as one written key by key.
 #[tokio::test]
 async fn a_new_image_stamped_unopened_reads_back_everywhere() {
-    let c = connect().await;
-    let name = unique("stamp");
-    let mut cleanup = Cleanup::new(&c);
-    cleanup.add(POOL, &name);
-    c.create_image(&spec(POOL, &name, 64 * MIB)).await.unwrap();
+    let (c, name, _cleanup) = made("stamp", 64 * MIB).await;
     let pairs = vec![
         (
             "rbd-provisioner.ceph.com/pv".to_string(),
@@ -198,10 +214,7 @@ async fn a_new_image_stamped_unopened_reads_back_everywhere() {
 
 #[tokio::test]
 async fn create_with_data_pool() {
-    let c = connect().await;
-    let name = unique("datapool");
-    let mut cleanup = Cleanup::new(&c);
-    cleanup.add(POOL, &name);
+    let (c, name, _cleanup) = fresh("datapool").await;
 
     let mut s = spec(POOL, &name, 16 * MIB);
     s.data_pool = Some(POOL2.into());
@@ -213,11 +226,7 @@ async fn create_with_data_pool() {
 
 #[tokio::test]
 async fn resize_grows_and_refuses_to_shrink() {
-    let c = connect().await;
-    let name = unique("resize");
-    let mut cleanup = Cleanup::new(&c);
-    cleanup.add(POOL, &name);
-    c.create_image(&spec(POOL, &name, 32 * MIB)).await.unwrap();
+    let (c, name, _cleanup) = made("resize", 32 * MIB).await;
 
     c.resize(POOL, &name, 96 * MIB).await.unwrap();
     assert_eq!(c.image_info(POOL, &name).await.unwrap().size, 96 * MIB);
@@ -237,11 +246,7 @@ async fn resize_grows_and_refuses_to_shrink() {
 
 #[tokio::test]
 async fn watchers_remove_and_remove_again() {
-    let c = connect().await;
-    let name = unique("watch");
-    let mut cleanup = Cleanup::new(&c);
-    cleanup.add(POOL, &name);
-    c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
+    let (c, name, _cleanup) = made("watch", 16 * MIB).await;
 
     // image_info and watchers open read-only: they must not count themselves.
     assert_eq!(c.watchers(POOL, &name).await.unwrap(), vec![]);
@@ -274,11 +279,7 @@ async fn watchers_remove_and_remove_again() {
 
 #[tokio::test]
 async fn trash_move_list_remove() {
-    let c = connect().await;
-    let name = unique("trash");
-    let mut cleanup = Cleanup::new(&c);
-    cleanup.add(POOL, &name);
-    c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
+    let (c, name, _cleanup) = made("trash", 16 * MIB).await;
     let id = c.image_info(POOL, &name).await.unwrap().id;
 
     assert_eq!(
@@ -286,8 +287,7 @@ async fn trash_move_list_remove() {
         Removed::Removed
     );
     assert!(!c.list_images(POOL).await.unwrap().contains(&name));
-    let trash = c.trash_list(POOL).await.unwrap();
-    let entry = trash.iter().find(|t| t.name == name).expect("in trash");
+    let entry = trash_entry(&c, &name).await.expect("in trash");
     assert_eq!(entry.id, id);
 
     assert_eq!(
@@ -298,13 +298,7 @@ async fn trash_move_list_remove() {
         c.trash_remove(POOL, &id, false).await.unwrap(),
         Removed::Removed
     );
-    assert!(
-        !c.trash_list(POOL)
-            .await
-            .unwrap()
-            .iter()
-            .any(|t| t.name == name)
-    );
+    assert!(trash_entry(&c, &name).await.is_none());
     assert_eq!(
         c.trash_remove(POOL, &id, false).await.unwrap(),
         Removed::AlreadyGone
@@ -313,22 +307,13 @@ async fn trash_move_list_remove() {
 
 #[tokio::test]
 async fn trash_deferment_needs_force() {
-    let c = connect().await;
-    let name = unique("trashdelay");
-    let mut cleanup = Cleanup::new(&c);
-    cleanup.add(POOL, &name);
-    c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
+    let (c, name, _cleanup) = made("trashdelay", 16 * MIB).await;
 
     assert_eq!(
         c.trash_move(POOL, &name, 3600).await.unwrap(),
         Removed::Removed
     );
-    let trash = c.trash_list(POOL).await.unwrap();
-    let entry = trash
-        .iter()
-        .find(|t| t.name == name)
-        .expect("in trash")
-        .clone();
+    let entry = trash_entry(&c, &name).await.expect("in trash");
     assert!(entry.deferment_end_time >= entry.deletion_time + 3600);
 
     let e = c.trash_remove(POOL, &entry.id, false).await.unwrap_err();
@@ -337,13 +322,8 @@ async fn trash_deferment_needs_force() {
         c.trash_remove(POOL, &entry.id, true).await.unwrap(),
         Removed::Removed
     );
-    assert!(
-        !c.trash_list(POOL)
-            .await
-            .unwrap()
-            .iter()
-            .any(|t| t.id == entry.id)
-    );
+    // The entry of this (uniquely named) image is gone.
+    assert!(trash_entry(&c, &name).await.is_none());
 }
 
 #[tokio::test]

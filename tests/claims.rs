@@ -12,14 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
 
 /// `curl` of one path: (HTTP status, body); status 0 when nothing answers.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
@@ -51,26 +47,43 @@ async fn wait_http_ok(addr: &str, path: &str) -> String {
     .await
 }
 
-async fn delete_class(s: &Scenario, class: &str) {
-    let _ = Api::<StorageClass>::all(s.admin.clone())
-        .delete(class, &DeleteParams::default())
-        .await;
+/// Claim `name` (8Mi) of `class`, once it has failed with a ProvisioningFailed event naming
+/// every needle.
+async fn failed_claim(
+    s: &Scenario,
+    name: &str,
+    class: &str,
+    needles: &[&str],
+) -> PersistentVolumeClaim {
+    let c = s.claim(name, class).size("8Mi").create().await;
+    let (uid, failed) = (uid_of(&c), "ProvisioningFailed");
+    let t = Duration::from_secs(30);
+    wait_event(&s.admin, &s.ns, &uid, failed, needles, t).await;
+    c
 }
 
-async fn delete_namespace(s: &Scenario) {
-    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(s.admin.clone())
+/// Removes at once what the stage's guard would remove at its end: the claims' PVs and images
+/// (pool `kube`), the classes, a Secret `(namespace, name)` of the test's, the namespace.
+async fn tidy(
+    s: &Scenario,
+    claims: &[&PersistentVolumeClaim],
+    classes: &[&str],
+    secret: Option<(&str, &str)>,
+) {
+    cleanup(&s.bed, &s.admin, &s.ns, claims, &["kube"]).await;
+    for class in classes {
+        let _ = Api::<StorageClass>::all(s.admin.clone())
+            .delete(class, &DeleteParams::default())
+            .await;
+    }
+    if let Some((ns, name)) = secret {
+        let _ = Api::<Secret>::namespaced(s.admin.clone(), ns)
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
+    let _ = Api::<Namespace>::all(s.admin.clone())
         .delete(&s.ns, &DeleteParams::default())
         .await;
-}
-
-fn rbd(bed: &Bed, args: &[&str]) -> bool {
-    Command::new("rbd")
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .args(args)
-        .status()
-        .expect("run the rbd CLI")
-        .success()
 }
 
 /// `--http-endpoint` (alias of `--metrics-addr`) given last wins over the harness's empty
@@ -99,24 +112,12 @@ async fn metrics_and_probes_answer_after_a_provision() {
     let class = s.class("m", &[], json!({})).await;
     let (c, _) = s.bound(&class, "data", "8Mi").await;
     // Labelled families appear with their first series: also a deletion and a failure.
-    s.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
+    s.delete_claim("data").await;
     s.wait_pv_gone(&uid_of(&c)).await;
     let broken = s
         .class("b", &[("adminSecretName", "no-such-secret")], json!({}))
         .await;
-    let bad = s.claim("bad", &broken).size("8Mi").create().await;
-    wait_event(
-        &s.admin,
-        &s.ns,
-        &uid_of(&bad),
-        "ProvisioningFailed",
-        &["no-such-secret"],
-        Duration::from_secs(30),
-    )
-    .await;
+    let bad = failed_claim(&s, "bad", &broken, &["no-such-secret"]).await;
     let text = wait_http_ok(&addr, "/metrics").await;
     let metrics = wait_for(
         "provision counted in /metrics",
@@ -169,10 +170,7 @@ async fn metrics_and_probes_answer_after_a_provision() {
         metrics.lines().any(|l| l == "rbd_provisioner_leader 1"),
         "the only replica does not report itself leader:\n{metrics}"
     );
-    cleanup(&s.bed, &s.admin, &s.ns, &[&c, &bad], &["kube"]).await;
-    delete_class(&s, &class).await;
-    delete_class(&s, &broken).await;
-    delete_namespace(&s).await;
+    tidy(&s, &[&c, &bad], &[&class, &broken], None).await;
 }
 
 /// Defaults and the environment forms: no `--provisioner-name` means `ceph.com/rbd`,
@@ -234,20 +232,9 @@ async fn defaults_and_environment_forms_of_the_flags() {
 /// (1.20) gets `spec.rbd`.
 #[tokio::test]
 async fn volume_flavor_env_sets_the_default_flavour() {
-    let name = format!("{}.test/rbd", unique("vflav"));
-    let s = Scenario::serving("vflav", &name, &[("VOLUME_FLAVOR", "csi")]).await;
+    let s = Scenario::with_env("vflav", &[("VOLUME_FLAVOR", "csi")]).await;
     let secret = format!("{}-csi", s.ns);
-    apply_yaml(
-        &s.admin,
-        &serde_json::to_string(&json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": secret, "namespace": "default"},
-            "stringData": {"userID": "kube", "userKey": s.bed.kube_key},
-        }))
-        .unwrap(),
-        &[],
-    )
-    .await;
+    csi_secret(&s.admin, "default", &secret, "kube", &s.bed.kube_key).await;
     let class = s
         .class(
             "c",
@@ -271,12 +258,7 @@ async fn volume_flavor_env_sets_the_default_flavour() {
         "rbd.csi.ceph.com",
         "csi driver"
     );
-    cleanup(&s.bed, &s.admin, &s.ns, &[&c], &["kube"]).await;
-    delete_class(&s, &class).await;
-    let _ = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.admin.clone(), "default")
-        .delete(&secret, &DeleteParams::default())
-        .await;
-    delete_namespace(&s).await;
+    tidy(&s, &[&c], &[&class], Some(("default", &secret))).await;
 }
 
 /// A claim failing because its admin Secret is missing gets `ProvisioningFailed`, is retried
@@ -290,26 +272,11 @@ async fn a_failed_claim_is_retried_with_backoff_and_succeeds_once_fixed() {
     let class = s
         .class("r", &[("adminSecretName", missing.as_str())], json!({}))
         .await;
-    let c = s.claim("data", &class).size("8Mi").create().await;
+    let c = failed_claim(&s, "data", &class, &[&missing]).await;
     let uid = uid_of(&c);
-    wait_event(
-        &s.admin,
-        &s.ns,
-        &uid,
-        "ProvisioningFailed",
-        &[&missing],
-        Duration::from_secs(30),
-    )
-    .await;
     let started = Instant::now();
     let needle = format!("{}/data", s.ns);
-    let failures = || {
-        strip_ansi(&s.prov.logs())
-            .lines()
-            .filter(|l| l.contains("provisioning failed") && l.contains(&needle))
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-    };
+    let failures = || log_lines(&s.prov, &["provisioning failed", &needle]);
     wait_for("three failed attempts", Duration::from_secs(30), || async {
         (failures().len() >= 3).then_some(())
     })
@@ -342,12 +309,7 @@ async fn a_failed_claim_is_retried_with_backoff_and_succeeds_once_fixed() {
         )
         .await
     );
-    cleanup(&s.bed, &s.admin, &s.ns, &[&c], &["kube"]).await;
-    let _ = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.admin.clone(), "kube-system")
-        .delete(&missing, &DeleteParams::default())
-        .await;
-    delete_class(&s, &class).await;
-    delete_namespace(&s).await;
+    tidy(&s, &[&c], &[&class], Some(("kube-system", &missing))).await;
 }
 
 /// Without `userSecretNamespace` the user Secret is looked up in the claim's namespace. The
@@ -366,17 +328,7 @@ async fn user_secret_namespace_defaults_to_the_claims() {
             json!({}),
         )
         .await;
-    let c = s.claim("data", &class).size("8Mi").create().await;
-    let uid = uid_of(&c);
-    wait_event(
-        &s.admin,
-        &s.ns,
-        &uid,
-        "ProvisioningFailed",
-        &["create rolebinding", &s.ns],
-        Duration::from_secs(30),
-    )
-    .await;
+    let c = failed_claim(&s, "data", &class, &["create rolebinding", &s.ns]).await;
     apply_yaml(
         &s.admin,
         &serde_json::to_string(&json!({
@@ -394,9 +346,7 @@ async fn user_secret_namespace_defaults_to_the_claims() {
     let secret_ref = pv.spec.unwrap().rbd.expect("spec.rbd").secret_ref.unwrap();
     assert_eq!(secret_ref.name.as_deref(), Some(user.as_str()));
     assert_eq!(secret_ref.namespace.as_deref(), Some(s.ns.as_str()));
-    cleanup(&s.bed, &s.admin, &s.ns, &[&c], &["kube"]).await;
-    delete_class(&s, &class).await;
-    delete_namespace(&s).await;
+    tidy(&s, &[&c], &[&class], None).await;
 }
 
 /// The class's `mountOptions` and `reclaimPolicy: Retain` reach the PV; a released Retain
@@ -422,33 +372,18 @@ async fn mount_options_and_retain_come_from_the_class() {
         spec.mount_options,
         Some(vec!["discard".to_string(), "noatime".to_string()])
     );
-    s.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
+    s.delete_claim("data").await;
     let pvs = s.pvs();
     let pv_name = format!("pvc-{uid}");
-    wait_for("PV Released", Duration::from_secs(60), || async {
-        let pv = pvs.get(&pv_name).await.ok()?;
-        (pv.status?.phase.as_deref() == Some("Released")).then_some(())
-    })
-    .await;
+    s.wait_pv_phase(&pv_name, "Released", Duration::from_secs(60))
+        .await;
     // The provisioner has seen the Released PV and left it alone.
-    wait_for(
-        "the provisioner handled the Retain PV",
-        Duration::from_secs(60),
-        || async {
-            strip_ansi(&s.prov.logs())
-                .lines()
-                .any(|l| {
-                    l.contains(&pv_name)
-                        && l.contains("phase=\"Released\"")
-                        && l.contains("volume left alone: reclaim policy is not Delete")
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    let left_alone = [
+        pv_name.as_str(),
+        "phase=\"Released\"",
+        "volume left alone: reclaim policy is not Delete",
+    ];
+    wait_log(&s.prov, &left_alone, Duration::from_secs(60)).await;
     assert!(
         pvs.get_opt(&pv_name).await.unwrap().is_some(),
         "Retain PV deleted"
@@ -458,9 +393,7 @@ async fn mount_options_and_retain_come_from_the_class() {
         rbd_json(&s.bed, &["info", &image]).is_some(),
         "Retain volume's image {image} is gone"
     );
-    cleanup(&s.bed, &s.admin, &s.ns, &[&c], &["kube"]).await;
-    delete_class(&s, &class).await;
-    delete_namespace(&s).await;
+    tidy(&s, &[&c], &[&class], None).await;
 }
 
 /// `--leader-elect=false` acts without a Lease; with election, `POD_NAMESPACE` is where the
@@ -509,35 +442,22 @@ async fn leader_elect_false_and_pod_namespace() {
         || async { leases.get_opt(&lease).await.ok().flatten() },
     )
     .await;
-    cleanup(&s.bed, &s.admin, &s.ns, &[&c], &["kube"]).await;
-    delete_class(&s, &class).await;
-    delete_namespace(&s).await;
+    tidy(&s, &[&c], &[&class], None).await;
 }
 
 /// The first deletion in a pool after a restart purges trash entries an earlier process of
 /// this provisioner left (trashed, stamped, not yet purged), with periodic housekeeping off.
 #[tokio::test]
 async fn first_deletion_after_a_restart_purges_what_an_earlier_process_left() {
-    let name = format!("{}.test/rbd", unique("restart"));
-    let mut s = Scenario::serving("restart", &name, &[("MAINTENANCE_INTERVAL", "0")]).await;
+    let mut s = Scenario::with_env("restart", &[("MAINTENANCE_INTERVAL", "0")]).await;
+    let name = s.name.clone();
     let class = s.class("p", &[], json!({})).await;
     let (old, old_uid) = s.bound(&class, "old", "8Mi").await;
     let old_image = format!("kubernetes-dynamic-pvc-{old_uid}");
     // What a process killed between "moved to the trash" and "purged" leaves: the image
     // stamped as trashed by us, in the trash, its PV gone.
     s.prov.crash();
-    let now = format!("{}", rbd_provisioner::controller::unix_now());
-    assert!(rbd(
-        &s.bed,
-        &[
-            "image-meta",
-            "set",
-            &format!("kube/{old_image}"),
-            "rbd-provisioner.ceph.com/trashed",
-            &now
-        ]
-    ));
-    assert!(rbd(&s.bed, &["trash", "mv", &format!("kube/{old_image}")]));
+    trash_as_ours(&s.bed, &format!("kube/{old_image}"));
     cleanup(&s.bed, &s.admin, &s.ns, &[&old], &[]).await;
     // One trash_list call that fails loudly: `--long` opens each entry, and skips or fails on
     // those other tests purge meanwhile, which read as "not in the trash".
@@ -554,10 +474,7 @@ async fn first_deletion_after_a_restart_purges_what_an_earlier_process_left() {
         in_trash(&s.bed),
         "purged before any deletion (housekeeping is off)"
     );
-    s.pvcs()
-        .delete("new", &DeleteParams::default())
-        .await
-        .unwrap();
+    s.delete_claim("new").await;
     s.wait_pv_gone(&new_uid).await;
     let bed = s.bed.clone();
     wait_for(
@@ -566,16 +483,14 @@ async fn first_deletion_after_a_restart_purges_what_an_earlier_process_left() {
         || async { (!in_trash(&bed)).then_some(()) },
     )
     .await;
-    cleanup(&s.bed, &s.admin, &s.ns, &[&new], &["kube"]).await;
-    delete_class(&s, &class).await;
-    delete_namespace(&s).await;
+    tidy(&s, &[&new], &[&class], None).await;
 }
 
 /// The shipped kustomization (ServiceAccount, RBAC, Deployment) is accepted by the API server.
 #[tokio::test]
 async fn manifests_pass_a_server_side_dry_run() {
     let bed = Bed::load();
-    let rendered = bed.kustomize(&repo_file_path("manifests"));
+    let rendered = bed.kustomize(&repo_root().join("manifests"));
     let dry_run = |extra: &[&str]| {
         use std::io::Write as _;
         let mut child = Command::new(&bed.kubectl)
@@ -639,69 +554,21 @@ async fn manifests_pass_a_server_side_dry_run() {
     assert_eq!(liveness, Some("/healthz"), "liveness probe");
 }
 
-fn repo_file_path(p: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
 /// A csi node-stage Secret without `userKey` fails the claim with an event naming the missing
 /// key; once the key is added the claim is provisioned on the next retry.
 #[tokio::test]
 async fn a_csi_node_stage_secret_without_user_key_is_refused_until_fixed() {
     let s = Scenario::new("nokey").await;
-    let secret = format!("{}-csi", s.ns);
-    let csi_secret = |data: serde_json::Value| {
-        serde_json::to_string(&json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": secret, "namespace": "default"},
-            "stringData": data,
-        }))
-        .unwrap()
-    };
-    apply_yaml(&s.admin, &csi_secret(json!({"userID": "kube"})), &[]).await;
-    let class = s
-        .class(
-            "c",
-            &[
-                ("volumeFlavor", "csi"),
-                ("clusterID", "bed-ceph"),
-                ("csiNodeStageSecretName", &secret),
-                ("csiNodeStageSecretNamespace", "default"),
-            ],
-            json!({}),
-        )
-        .await;
+    let secret_name = format!("{}-csi", s.ns);
+    let no_key = json!({"userID": "kube"});
+    secret(&s.admin, "default", &secret_name, None, no_key).await;
+    let class = s.csi_class("c", &secret_name, json!({})).await;
     let c = s.claim("data", &class).size("8Mi").create().await;
-    let uid = uid_of(&c);
-    wait_event(
-        &s.admin,
-        &s.ns,
-        &uid,
-        "ProvisioningFailed",
-        &["has no userKey", &secret],
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(
-        !image_exists(
-            &s.bed.ceph().await,
-            "kube",
-            &format!("kubernetes-dynamic-pvc-{uid}")
-        )
-        .await,
-        "an image was created for a claim whose node-stage Secret lacks userKey"
-    );
-    apply_yaml(
-        &s.admin,
-        &csi_secret(json!({"userID": "kube", "userKey": s.bed.kube_key})),
-        &[],
-    )
-    .await;
+    // No image is made for a claim whose node-stage Secret lacks userKey.
+    let needles = ["has no userKey", secret_name.as_str()];
+    s.wait_refused(&c, &needles, Duration::from_secs(30)).await;
+    csi_secret(&s.admin, "default", &secret_name, "kube", &s.bed.kube_key).await;
     wait_bound(&s.admin, &s.ns, "data", Duration::from_secs(60)).await;
     assert!(s.pv_of(&c).await.spec.unwrap().csi.is_some());
-    cleanup(&s.bed, &s.admin, &s.ns, &[&c], &["kube"]).await;
-    delete_class(&s, &class).await;
-    let _ = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.admin.clone(), "default")
-        .delete(&secret, &DeleteParams::default())
-        .await;
-    delete_namespace(&s).await;
+    tidy(&s, &[&c], &[&class], Some(("default", &secret_name))).await;
 }

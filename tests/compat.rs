@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
@@ -190,10 +190,7 @@ async fn csi_pv(c: &Scenario, uid: &str, node_stage: (&str, &str), fsid: &str) -
 
 /// Deletes a claim and waits until the provisioner has deleted its PV and image.
 async fn delete_claim(c: &Scenario, name: &str, uid: &str) {
-    c.pvcs()
-        .delete(name, &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim(name).await;
     c.wait_pv_gone(uid).await;
     let image = format!("kubernetes-dynamic-pvc-{uid}");
     assert!(!rbd_exists(&c.bed, "kube", &image), "{image} still in kube");

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use ceph::{ImageSpec, RBD_FEATURE_LAYERING};
 use common::*;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -44,13 +43,8 @@ async fn released_volume_is_deleted_and_purged_even_without_its_class() {
         .await
         .unwrap();
     for (claim, uid) in [(&small, &small_uid), (&big, &big_uid)] {
-        c.pvcs()
-            .delete(
-                claim.metadata.name.as_deref().unwrap(),
-                &DeleteParams::default(),
-            )
-            .await
-            .unwrap();
+        c.delete_claim(claim.metadata.name.as_deref().unwrap())
+            .await;
         c.wait_pv_gone(uid).await;
         let image = format!("kubernetes-dynamic-pvc-{uid}");
         assert!(
@@ -82,10 +76,7 @@ async fn watched_image_is_not_deleted_until_released() {
     let held = ceph.open_read_write("kube", &image).await.unwrap();
     let watchers = ceph.watchers("kube", &image).await.unwrap();
     assert_eq!(watchers.len(), 1);
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("data").await;
     let pv = format!("pvc-{uid}");
     let pv_uid = uid_of(&c.pvs().get(&pv).await.unwrap());
     let ev = wait_event(
@@ -158,10 +149,7 @@ async fn finalizer_guards_bound_volumes_and_follows_the_policy() {
         .expect("remove pv-protection");
     // Barrier: a later event on the same PV watch (another volume deleted) that the
     // provisioner logs, so it has seen this one before we check that nothing happened.
-    c.pvcs()
-        .delete("barrier", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("barrier").await;
     wait_log(
         &c.prov,
         &["deleted volume", &format!("pvc-{barrier_uid}")],
@@ -179,10 +167,7 @@ async fn finalizer_guards_bound_volumes_and_follows_the_policy() {
     assert!(image_exists(&ceph, "kube", &image).await);
     assert!(rbd_exists(&c.bed, "kube", &image), "the rbd CLI agrees");
     // Releasing the claim lets the provisioner finish the job.
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("data").await;
     c.wait_pv_gone(&uid).await;
     assert!(!image_exists(&ceph, "kube", &image).await);
     assert!(!rbd_exists(&c.bed, "kube", &image));
@@ -191,14 +176,11 @@ async fn finalizer_guards_bound_volumes_and_follows_the_policy() {
     // Switching a volume to Retain drops our finalizer; releasing it then keeps the image.
     let (claim2, uid2) = c.bound(&class, "kept", "32Mi").await;
     let pv2 = format!("pvc-{uid2}");
-    c.pvs()
-        .patch(
-            &pv2,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
-        )
-        .await
-        .unwrap();
+    c.patch_pv(
+        &pv2,
+        json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
+    )
+    .await;
     wait_for("finalizer removed", T, || async {
         let pv = c.pvs().get(&pv2).await.ok()?;
         (!pv.metadata
@@ -209,21 +191,12 @@ async fn finalizer_guards_bound_volumes_and_follows_the_policy() {
         .then_some(())
     })
     .await;
-    c.pvcs()
-        .delete("kept", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("kept").await;
     wait_log(&c.prov, &["removed our finalizer", &pv2], T).await;
-    wait_for("PV Released", T, || async {
-        (c.pvs().get(&pv2).await.ok()?.status?.phase.as_deref() == Some("Released")).then_some(())
-    })
-    .await;
+    c.wait_pv_phase(&pv2, "Released", T).await;
     // Barrier, as above: a later volume's deletion, logged.
     let (_b2, b2_uid) = c.bound(&class, "barrier2", "8Mi").await;
-    c.pvcs()
-        .delete("barrier2", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("barrier2").await;
     wait_log(&c.prov, &["deleted volume", &format!("pvc-{b2_uid}")], T).await;
     assert!(
         c.pvs().get_opt(&pv2).await.unwrap().is_some(),
@@ -240,14 +213,12 @@ async fn finalizer_guards_bound_volumes_and_follows_the_policy() {
 
 #[tokio::test]
 async fn claim_deleted_during_provisioning_leaves_no_image() {
-    let name = format!("{}.test/rbd", unique("race"));
-    let s = Scenario::serving(
+    let s = Scenario::with_env(
         "race",
-        &name,
         &[("RBD_PROVISIONER_FAILPOINT", "sleep-after-image-create")],
     )
     .await;
-    let (admin, ns, prov) = (s.admin.clone(), s.ns.clone(), &s.prov);
+    let prov = &s.prov;
     let ceph = s.bed.ceph().await;
     let class = s.class("class", &[], json!({})).await;
     let c = s.claim("data", &class).size("16Mi").create().await;
@@ -256,20 +227,12 @@ async fn claim_deleted_during_provisioning_leaves_no_image() {
         image_exists(&ceph, "kube", &image).await.then_some(())
     })
     .await;
-    let pvcs = Api::<PersistentVolumeClaim>::namespaced(admin.clone(), &ns);
-    pvcs.delete("data", &DeleteParams::default()).await.unwrap();
+    s.delete_claim("data").await;
     wait_for("image removed after the claim went", T, || async {
         (!image_exists(&ceph, "kube", &image).await).then_some(())
     })
     .await;
-    let pvs = Api::<PersistentVolume>::all(admin.clone());
-    assert!(
-        pvs.get_opt(&format!("pvc-{}", uid_of(&c)))
-            .await
-            .unwrap()
-            .is_none(),
-        "no PV written"
-    );
+    assert!(!s.has_pv(&uid_of(&c)).await, "no PV written");
     assert!(!rbd_exists(&s.bed, "kube", &image), "the rbd CLI agrees");
     assert_led_and_acted(prov, &["claim deleted during provisioning", &image], T).await;
 }
@@ -291,26 +254,9 @@ async fn legacy_volume(c: &Scenario, class: &str, claim_name: &str) -> (String, 
     .await
     .unwrap();
     let pv_name = unique("pvc-legacy");
-    let pv = old_provisioner_pv(c, &pv_name, &image, class, "32Mi");
-    c.pvs().create(&PostParams::default(), &pv).await.unwrap();
-    c.claim(claim_name, class)
-        .size("32Mi")
-        .spec(json!({"volumeName": pv_name}))
-        .bound()
-        .await;
     // Seen bound, the volume is recorded (its image stamped as this PV's): only then may it be
     // deleted. tests/trust.rs shows the refusal without it.
-    wait_for("the old volume recorded", T, || async {
-        c.pvs()
-            .get(&pv_name)
-            .await
-            .ok()?
-            .metadata
-            .annotations?
-            .contains_key("rbd-provisioner.ceph.com/pool-id")
-            .then_some(())
-    })
-    .await;
+    bind_old_volume(c, claim_name, &pv_name, &image, class, "32Mi").await;
     (pv_name, image)
 }
 
@@ -326,14 +272,8 @@ async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
     let (pv1, image1) = legacy_volume(&c, &class, "one").await;
     let (pv2, image2) = legacy_volume(&c, &class, "two").await;
 
-    c.pvcs()
-        .delete("one", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("legacy PV deleted", T, || async {
-        c.pvs().get_opt(&pv1).await.unwrap().is_none().then_some(())
-    })
-    .await;
+    c.delete_claim("one").await;
+    wait_absent(&c.pvs(), &pv1, "legacy PV deleted", T).await;
     assert!(!image_exists(&ceph, "kube", &image1).await);
     assert!(!rbd_exists(&c.bed, "kube", &image1), "the rbd CLI agrees");
     assert_led_and_acted(&c.prov, &["deleted volume", &pv1], T).await;
@@ -343,10 +283,7 @@ async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
         .delete(&class, &DeleteParams::default())
         .await
         .unwrap();
-    c.pvcs()
-        .delete("two", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("two").await;
     let pv2_uid = uid_of(&c.pvs().get(&pv2).await.unwrap());
     wait_event(
         &admin,
@@ -364,12 +301,8 @@ async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
     // Recreating the class unblocks it (the retry comes with backoff).
     c.class("old", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
-    wait_for(
-        "legacy PV deleted after the class came back",
-        Duration::from_secs(120),
-        || async { c.pvs().get_opt(&pv2).await.unwrap().is_none().then_some(()) },
-    )
-    .await;
+    let why = "legacy PV deleted after the class came back";
+    wait_absent(&c.pvs(), &pv2, why, Duration::from_secs(120)).await;
     assert!(!image_exists(&ceph, "kube", &image2).await);
     assert!(!rbd_exists(&c.bed, "kube", &image2));
     wait_log(&c.prov, &["deleted volume", &pv2], T).await;
@@ -379,31 +312,19 @@ async fn volumes_of_the_old_provisioner_are_deleted_through_their_class() {
         .class("old-retain", &[], json!({"reclaimPolicy": "Retain"}))
         .await;
     let (pv3, image3) = legacy_volume(&c, &class, "three").await;
-    c.pvs()
-        .patch(
-            &pv3,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
-        )
-        .await
-        .unwrap();
-    c.pvcs()
-        .delete("three", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("PV Released", T, || async {
-        (c.pvs().get(&pv3).await.ok()?.status?.phase.as_deref() == Some("Released")).then_some(())
-    })
+    c.patch_pv(
+        &pv3,
+        json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
+    )
     .await;
+    c.delete_claim("three").await;
+    c.wait_pv_phase(&pv3, "Released", T).await;
     // Barrier: a later legacy volume of the Delete class, deleted and logged.
     let delete_class = c
         .class("old", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
     let (pv4, _image4) = legacy_volume(&c, &delete_class, "four").await;
-    c.pvcs()
-        .delete("four", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("four").await;
     wait_log(&c.prov, &["deleted volume", &pv4], T).await;
     assert!(c.pvs().get_opt(&pv3).await.unwrap().is_some());
     assert!(image_exists(&ceph, "kube", &image3).await);

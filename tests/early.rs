@@ -5,7 +5,6 @@
 
 use testbed as common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -18,29 +17,11 @@ const EARLY_LINE: &str = "provisioning before kube-controller-manager's hand-ove
 /// Logged once the provisioner has listed every claim, volume and class.
 const SYNCED: &str = "watches synced";
 
-fn rbd_ls(bed: &Bed, pool: &str) -> Vec<String> {
-    let out = Command::new("rbd")
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .args(["ls", pool])
-        .output()
-        .expect("run rbd");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// Waits until the provisioner has listed everything and worked through what it found at
 /// start (its log quiet for a moment), so that a claim created now is seen at once, before
 /// kube-controller-manager's hand-over ~50 ms later.
 async fn settled(p: &Provisioner) {
-    wait_log(p, SYNCED).await;
+    wait_log_count(p, SYNCED, 1, T).await;
     let mut last = p.logs().len();
     wait_for("the provisioner's start-up work done", T, || {
         let now = p.logs().len();
@@ -51,19 +32,9 @@ async fn settled(p: &Provisioner) {
     .await;
 }
 
-async fn wait_log(p: &Provisioner, needle: &str) {
-    wait_for(
-        &format!("{needle:?} in the provisioner's log"),
-        T,
-        || async { p.logs().contains(needle).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn with_early_provisioning_off_the_claim_waits_for_the_hand_over() {
-    let name = format!("{}.test/rbd", unique("late"));
-    let c = Scenario::serving("late", &name, &[("EARLY_PROVISIONING", "false")]).await;
+    let c = Scenario::with_env("late", &[("EARLY_PROVISIONING", "false")]).await;
     let class = c.class("fast", &[], json!({})).await;
     settled(&c.prov).await;
     let (claim, _uid) = c.bound(&class, "data", "64Mi").await;
@@ -79,13 +50,7 @@ async fn a_matching_available_volume_is_left_to_the_binder() {
     // Trace: a line for every reconcile of a claim, whatever it decides. Kubernetes 1.37's
     // binder is often done before the provisioner first sees the claim, which then only
     // logs "bound claim"; 1.20's usually lets it see the claim still waiting.
-    let name = format!("{}.test/rbd", unique("static"));
-    let c = Scenario::serving(
-        "static",
-        &name,
-        &[("RUST_LOG", "info,rbd_provisioner=trace")],
-    )
-    .await;
+    let c = Scenario::with_env("static", &[("RUST_LOG", "info,rbd_provisioner=trace")]).await;
     let class = c
         .class("fast", &[], json!({"reclaimPolicy": "Retain"}))
         .await;
@@ -120,23 +85,14 @@ async fn a_matching_available_volume_is_left_to_the_binder() {
         Some(static_name.as_str()),
         "the claim binds to the existing volume"
     );
-    wait_log(&c.prov, &format!("{}/data", c.ns)).await;
+    wait_log_count(&c.prov, &format!("{}/data", c.ns), 1, T).await;
     assert!(!c.prov.logs().contains(EARLY_LINE), "{}", c.prov.logs());
     assert!(
         !rbd_ls(&c.bed, "kube").contains(&format!("kubernetes-dynamic-pvc-{uid}")),
         "no image was made for a claim an existing volume serves"
     );
-    assert!(
-        c.pvs()
-            .get_opt(&format!("pvc-{uid}"))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
+    assert!(!c.has_pv(&uid).await);
+    c.delete_claim("data").await;
     c.pvs()
         .delete(&static_name, &DeleteParams::default())
         .await
@@ -147,10 +103,8 @@ async fn a_matching_available_volume_is_left_to_the_binder() {
 /// is left behind.
 #[tokio::test]
 async fn a_claim_deleted_during_early_provisioning_leaves_nothing() {
-    let name = format!("{}.test/rbd", unique("gone"));
-    let c = Scenario::serving(
+    let c = Scenario::with_env(
         "gone",
-        &name,
         &[("RBD_PROVISIONER_FAILPOINT", "sleep-after-image-create")],
     )
     .await;
@@ -158,26 +112,14 @@ async fn a_claim_deleted_during_early_provisioning_leaves_nothing() {
     settled(&c.prov).await;
     let claim = c.claim("data", &class).create().await;
     let uid = uid_of(&claim);
-    wait_log(&c.prov, "failpoint sleep-after-image-create").await;
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_log(
-        &c.prov,
-        "claim deleted during provisioning; removing its image",
-    )
-    .await;
+    wait_log_count(&c.prov, "failpoint sleep-after-image-create", 1, T).await;
+    c.delete_claim("data").await;
+    let removing = "claim deleted during provisioning; removing its image";
+    wait_log_count(&c.prov, removing, 1, T).await;
     let image = format!("kubernetes-dynamic-pvc-{uid}");
     wait_for("the image removed", T, || async {
         (!rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
     })
     .await;
-    assert!(
-        c.pvs()
-            .get_opt(&format!("pvc-{uid}"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!c.has_pv(&uid).await);
 }

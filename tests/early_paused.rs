@@ -5,7 +5,7 @@
 use testbed as common;
 
 use common::*;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const T: std::time::Duration = std::time::Duration::from_secs(60);
@@ -40,27 +40,11 @@ async fn a_volume_whose_claim_is_gone_is_deleted_without_waiting_for_released() 
         let (_claim, uid) = c.bound(&class, &format!("data-{i}"), "64Mi").await;
         uids.push(uid);
     }
-    let pid = std::fs::read_to_string(c.bed.dir.join("kube/pids/kube-controller-manager.pid"))
-        .expect("kube-controller-manager's pid file")
-        .trim()
-        .parse::<i32>()
-        .unwrap();
+    let pid = kcm_pid(&c);
     {
         let _paused = Paused::new(pid);
         for i in 0..3 {
-            let name = format!("data-{i}");
-            c.pvcs()
-                .delete(&name, &DeleteParams::default())
-                .await
-                .unwrap();
-            c.pvcs()
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await
-                .unwrap();
+            release(&c, &format!("data-{i}")).await;
         }
         // Our part done: image removed, PV deleted and our finalizer dropped (pv-protection,
         // kube-controller-manager's, holds the object until it runs again).
@@ -92,28 +76,13 @@ async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
-    wait_log(&c.prov, &["watches synced"], T).await;
-    let pid = kcm_pid(&c);
     let uid = {
-        let _paused = Paused::new(pid);
-        let made = c.claim("data", &class).create().await;
-        let uid = uid_of(&made);
+        let (_paused, uid) = paused_claim(&c, &class).await;
         wait_for(&format!("pvc-{uid} made early"), T, || async {
             c.pvs().get_opt(&format!("pvc-{uid}")).await.unwrap()
         })
         .await;
-        c.pvcs()
-            .delete("data", &DeleteParams::default())
-            .await
-            .unwrap();
-        c.pvcs()
-            .patch(
-                "data",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await
-            .unwrap();
+        release(&c, "data").await;
         wait_deleted_by_us(&c, &uid, true).await;
         uid
     };
@@ -133,20 +102,10 @@ async fn a_volume_whose_claim_went_before_binding_is_deleted_at_once() {
 /// hand-over cannot come: a PV for the claim can only be our early path's. Once resumed, the
 /// binder binds the pre-bound PV.
 async fn a_claim_nothing_else_could_serve_is_provisioned_before_the_hand_over() {
-    let name = format!("{}.test/rbd", unique("early"));
-    let c = Scenario::serving(
-        "early",
-        &name,
-        &[("RUST_LOG", "info,rbd_provisioner=trace")],
-    )
-    .await;
+    let c = Scenario::with_env("early", &[("RUST_LOG", "info,rbd_provisioner=trace")]).await;
     let class = c.class("fast", &[], json!({})).await;
-    wait_log(&c.prov, &["watches synced"], T).await;
-    let pid = kcm_pid(&c);
     let uid = {
-        let _paused = Paused::new(pid);
-        let made = c.claim("data", &class).create().await;
-        let uid = uid_of(&made);
+        let (_paused, uid) = paused_claim(&c, &class).await;
         let pv = wait_for(
             &format!("pvc-{uid} made while the hand-over cannot come"),
             T,
@@ -206,6 +165,26 @@ async fn wait_deleted_by_us(c: &Scenario, uid: &str, never_bound: bool) {
         (ours_done && !rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
     })
     .await;
+}
+
+/// Once the provisioner has listed everything, kube-controller-manager paused and claim `data`
+/// of `class` made: the pause (held until dropped) and the claim's uid.
+async fn paused_claim(c: &Scenario, class: &str) -> (Paused, String) {
+    wait_log(&c.prov, &["watches synced"], T).await;
+    let paused = Paused::new(kcm_pid(c));
+    let made = c.claim("data", class).create().await;
+    (paused, uid_of(&made))
+}
+
+/// Deletes claim `name` and drops its finalizers, as kube-controller-manager's pvc-protection
+/// would (it is paused, and no pod uses the claim).
+async fn release(c: &Scenario, name: &str) {
+    c.delete_claim(name).await;
+    let no_finalizers = json!({"metadata": {"finalizers": null}});
+    c.pvcs()
+        .patch(name, &PatchParams::default(), &Patch::Merge(no_finalizers))
+        .await
+        .unwrap();
 }
 
 fn kcm_pid(c: &Scenario) -> i32 {

@@ -44,11 +44,7 @@ async fn the_image_provisions_and_deletes_on_the_bed() {
         .arg(env!("CARGO_BIN_EXE_rbd-provisioner"))
         .output()
         .expect("run hack/image.sh");
-    assert!(
-        out.status.success(),
-        "hack/image.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success("hack/image.sh", &out);
     let image = String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()

@@ -5,43 +5,11 @@ use testbed as common;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-
-trait Resizing {
-    async fn request(&self, name: &str, size: &str) -> Result<PersistentVolumeClaim, kube::Error>;
-    async fn wait_condition(&self, name: &str, cond: &str) -> PersistentVolumeClaim;
-}
-
-impl Resizing for Scenario {
-    async fn request(&self, name: &str, size: &str) -> Result<PersistentVolumeClaim, kube::Error> {
-        self.pvcs()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": size}}}})),
-            )
-            .await
-    }
-
-    async fn wait_condition(&self, name: &str, cond: &str) -> PersistentVolumeClaim {
-        let api = self.pvcs();
-        wait_for(&format!("claim {name} condition {cond}"), T, || async {
-            let c = api.get(name).await.ok()?;
-            c.status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|x| x.type_ == cond && x.status == "True")
-                .then_some(c)
-        })
-        .await
-    }
-}
 
 fn capacity(pv: &PersistentVolume) -> String {
     pv.spec.as_ref().unwrap().capacity.as_ref().unwrap()["storage"]
@@ -91,7 +59,7 @@ async fn expansion_ends_the_same_whoever_of_the_two_expanders_resizes() {
             .then_some(())
     })
     .await;
-    let grown = c.wait_condition("data", "FileSystemResizePending").await;
+    let grown = c.wait_condition("data", "FileSystemResizePending", T).await;
     let pv = c.pv_of(&pvc).await;
     assert_eq!(capacity(&pv), "128Mi");
     let writer = capacity_writer(&pv).unwrap_or_default();
@@ -159,36 +127,9 @@ async fn expansion_ends_the_same_whoever_of_the_two_expanders_resizes() {
 #[tokio::test]
 async fn expand_when_the_in_tree_expander_cannot() {
     let c = Scenario::new("grow2").await;
-    let opaque = format!("{}-opaque", c.ns);
-    apply_yaml(
-        &c.admin,
-        &serde_json::to_string(&json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": opaque, "namespace": "kube-system"},
-            "stringData": {"key": c.bed.admin_key},
-        }))
-        .unwrap(),
-        &[],
-    )
-    .await;
-    let class = c
-        .class(
-            "grow",
-            &[("adminSecretName", &opaque)],
-            json!({"allowVolumeExpansion": true}),
-        )
-        .await;
+    let class = c.grown_by_us_class("grow", &[], json!({})).await;
     let (pvc, _) = c.claim("data", &class).bound().await;
-    c.request("data", "128Mi").await.unwrap();
-    wait_event(
-        &c.admin,
-        &c.ns,
-        &uid_of(&pvc),
-        "FileSystemResizeRequired",
-        &["from 64 MiB to 128 MiB"],
-        T,
-    )
-    .await;
+    c.grow(&pvc, "128Mi", &["from 64 MiB to 128 MiB"], T).await;
     let image = format!("kube/kubernetes-dynamic-pvc-{}", uid_of(&pvc));
     assert_eq!(
         rbd_json(&c.bed, &["info", &image]).expect("rbd info")["size"],
@@ -199,22 +140,9 @@ async fn expand_when_the_in_tree_expander_cannot() {
     // The API server's record says whose write grew the PV: ours.
     let writer = capacity_writer(&pv).unwrap_or_default();
     assert!(writer.starts_with("rbd-provisioner@"), "{writer}");
-    let api = c.pvcs();
-    wait_for(
-        "claim FileSystemResizePending",
-        Duration::from_secs(180),
-        || async {
-            let cl = api.get("data").await.ok()?;
-            cl.status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|x| x.type_ == "FileSystemResizePending")
-                .then_some(())
-        },
-    )
-    .await;
+    let pending = Duration::from_secs(180);
+    c.wait_condition("data", "FileSystemResizePending", pending)
+        .await;
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
 }
 
@@ -231,42 +159,14 @@ async fn expansion_needs_allow_volume_expansion() {
     cleanup(&c.bed, &c.admin, &c.ns, &[&pvc], &["kube"]).await;
 }
 
-async fn csi_secret(c: &Scenario, name: &str, data: serde_json::Value) {
-    apply_yaml(
-        &c.admin,
-        &serde_json::to_string(&json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": "default"},
-            "stringData": data,
-        }))
-        .unwrap(),
-        &[],
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn csi_flavour_provisions_expands_and_deletes() {
     let c = Scenario::new("csi").await;
     let ceph = c.bed.ceph().await;
     let secret = format!("{}-csi", c.ns);
-    csi_secret(
-        &c,
-        &secret,
-        json!({"userID": "kube", "userKey": c.bed.kube_key}),
-    )
-    .await;
+    csi_secret(&c.admin, "default", &secret, "kube", &c.bed.kube_key).await;
     let class = c
-        .class(
-            "csi",
-            &[
-                ("volumeFlavor", "csi"),
-                ("clusterID", "bed-ceph"),
-                ("csiNodeStageSecretName", &secret),
-                ("csiNodeStageSecretNamespace", "default"),
-            ],
-            json!({"allowVolumeExpansion": true}),
-        )
+        .csi_class("csi", &secret, json!({"allowVolumeExpansion": true}))
         .await;
     let (pvc, _) = c.claim("data", &class).size("32Mi").bound().await;
     let pv = c.pv_of(&pvc).await;
@@ -295,7 +195,7 @@ async fn csi_flavour_provisions_expands_and_deletes() {
 
     // Nothing in Kubernetes hands a static csi claim to a resizer: the provisioner acts as one.
     c.request("data", "64Mi").await.unwrap();
-    let grown = c.wait_condition("data", "FileSystemResizePending").await;
+    let grown = c.wait_condition("data", "FileSystemResizePending", T).await;
     assert_eq!(
         ceph.image_info("kube", &image).await.unwrap().size,
         64 << 20
@@ -303,28 +203,17 @@ async fn csi_flavour_provisions_expands_and_deletes() {
     assert_eq!(capacity(&c.pv_of(&grown).await), "64Mi");
 
     // Deletion works the same for csi volumes.
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
-    let pvs = Api::<PersistentVolume>::all(c.admin.clone());
-    wait_for("csi PV deleted", T, || async {
-        pvs.get_opt(&format!("pvc-{}", uid_of(&pvc)))
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    c.delete_claim("data").await;
+    c.wait_pv_gone(&uid_of(&pvc)).await;
     assert!(!image_exists(&ceph, "kube", &image).await);
 }
 
 #[tokio::test]
 async fn csi_flavour_refuses_bad_settings() {
     let mut c = Scenario::new("csibad").await;
-    let ceph = c.bed.ceph().await;
     let wrong = format!("{}-wrong", c.ns);
-    csi_secret(&c, &wrong, json!({"key": c.bed.kube_key})).await;
+    let in_tree_format = json!({"key": c.bed.kube_key});
+    secret(&c.admin, "default", &wrong, None, in_tree_format).await;
     // (class parameters, access modes, what the event must say)
     type Refusal<'a> = (Vec<(&'a str, &'a str)>, &'a [&'a str], Vec<&'a str>);
     let cases: Vec<Refusal> = vec![
@@ -360,23 +249,7 @@ async fn csi_flavour_refuses_bad_settings() {
             .modes(modes)
             .create()
             .await;
-        wait_event(
-            &c.admin,
-            &c.ns,
-            &uid_of(&pvc),
-            "ProvisioningFailed",
-            &needles,
-            T,
-        )
-        .await;
-        assert!(
-            !image_exists(
-                &ceph,
-                "kube",
-                &format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc))
-            )
-            .await
-        );
+        c.wait_refused(&pvc, &needles, T).await;
     }
     assert!(c.prov.is_running());
 }
@@ -385,26 +258,10 @@ async fn csi_flavour_refuses_bad_settings() {
 async fn block_volumes() {
     let c = Scenario::new("block").await;
     let secret = format!("{}-csi", c.ns);
-    csi_secret(
-        &c,
-        &secret,
-        json!({"userID": "kube", "userKey": c.bed.kube_key}),
-    )
-    .await;
+    csi_secret(&c.admin, "default", &secret, "kube", &c.bed.kube_key).await;
     // The in-tree flavour by name (1.37 accepts spec.rbd PVs), next to csi.
     let rbd = c.class("rbd", &[("volumeFlavor", "rbd")], json!({})).await;
-    let csi = c
-        .class(
-            "csi",
-            &[
-                ("volumeFlavor", "csi"),
-                ("clusterID", "bed-ceph"),
-                ("csiNodeStageSecretName", &secret),
-                ("csiNodeStageSecretNamespace", "default"),
-            ],
-            json!({}),
-        )
-        .await;
+    let csi = c.csi_class("csi", &secret, json!({})).await;
     let mut made = Vec::new();
     for (name, class, modes) in [
         ("rbd-block", &rbd, &["ReadWriteOnce"]),
@@ -440,10 +297,6 @@ async fn block_volumes() {
     cleanup(&c.bed, &c.admin, &c.ns, &[&a, &b], &["kube"]).await;
 }
 
-fn from(name: &str) -> serde_json::Value {
-    json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": name}})
-}
-
 #[tokio::test]
 async fn clones_are_copy_on_write_and_survive_their_source() {
     let c = Scenario::new("clone").await;
@@ -457,7 +310,7 @@ async fn clones_are_copy_on_write_and_survive_their_source() {
         clones.push(
             c.claim(name, &class)
                 .size(size)
-                .spec(from("src"))
+                .spec(data_source("src"))
                 .create()
                 .await,
         );
@@ -486,10 +339,7 @@ async fn clones_are_copy_on_write_and_survive_their_source() {
     assert!(big.parent.is_some());
 
     // Deleting a clone drops its snapshot on the source.
-    c.pvcs()
-        .delete("bigger", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("bigger").await;
     wait_for("clone snapshot removed from the source", T, || async {
         let snaps = ceph.snap_list("kube", &src_image).await.ok()?;
         (snaps.len() == 1).then_some(())
@@ -497,19 +347,8 @@ async fn clones_are_copy_on_write_and_survive_their_source() {
     .await;
 
     // Deleting the source flattens the remaining clone first: it keeps working.
-    c.pvcs()
-        .delete("src", &DeleteParams::default())
-        .await
-        .unwrap();
-    let pvs = Api::<PersistentVolume>::all(c.admin.clone());
-    wait_for("source PV deleted", T, || async {
-        pvs.get_opt(&format!("pvc-{}", uid_of(&src)))
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    c.delete_claim("src").await;
+    c.wait_pv_gone(&uid_of(&src)).await;
     assert!(!image_exists(&ceph, "kube", &src_image).await);
     let info = ceph
         .image_info("kube", &same_image)
@@ -539,18 +378,8 @@ async fn clones_are_copy_on_write_and_survive_their_source() {
             .as_deref(),
         Some("Bound")
     );
-    c.pvcs()
-        .delete("same", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("clone deleted", T, || async {
-        pvs.get_opt(&format!("pvc-{}", uid_of(&same)))
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    c.delete_claim("same").await;
+    c.wait_pv_gone(&uid_of(&same)).await;
 }
 
 #[tokio::test]
@@ -600,32 +429,16 @@ async fn clone_refusals() {
         let pvc = c
             .claim(name, class)
             .size(size)
-            .spec(from(source))
+            .spec(data_source(source))
             .create()
             .await;
-        wait_event(
-            &c.admin,
-            &c.ns,
-            &uid_of(&pvc),
-            "ProvisioningFailed",
-            needles,
-            T,
-        )
-        .await;
-        assert!(
-            !image_exists(
-                &ceph,
-                "kube",
-                &format!("kubernetes-dynamic-pvc-{}", uid_of(&pvc))
-            )
-            .await
-        );
+        c.wait_refused(&pvc, needles, T).await;
     }
     // An unbound source is refused (and retried with backoff until it is bound).
     let pvc = c
         .claim("unbound", &class)
         .size("32Mi")
-        .spec(from("pending"))
+        .spec(data_source("pending"))
         .create()
         .await;
     wait_event(

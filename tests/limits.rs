@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
@@ -120,10 +120,8 @@ async fn sizes_beyond_the_class_max_size_are_refused() {
 /// volumes deleted after them are still purged at once.
 #[tokio::test]
 async fn huge_purges_never_hold_back_the_others() {
-    let name = format!("{}.test/rbd", unique("lanes"));
-    let c = Scenario::serving(
+    let c = Scenario::with_env(
         "lanes",
-        &name,
         &[
             ("RBD_PROVISIONER_PURGE_LARGE_MIB", "100"),
             ("RBD_PROVISIONER_FAILPOINT", "sleep-large-purge"),
@@ -143,12 +141,12 @@ async fn huge_purges_never_hold_back_the_others() {
         small.push(c.bound(&class, n, "64Mi").await.1);
     }
     for n in ["big-1", "big-2"] {
-        c.pvcs().delete(n, &DeleteParams::default()).await.unwrap();
+        c.delete_claim(n).await;
     }
     wait_log(&c.prov, &["failpoint sleep-large-purge"], T).await;
     let started = Instant::now();
     for n in ["small-1", "small-2", "small-3"] {
-        c.pvcs().delete(n, &DeleteParams::default()).await.unwrap();
+        c.delete_claim(n).await;
     }
     wait_for("the small volumes purged", T, || async {
         let names = rbd_ls(&c.bed, "kube");
@@ -220,13 +218,7 @@ async fn clone_chains_are_bounded() {
 /// source is never pinned by a clone that does not exist.
 #[tokio::test]
 async fn a_failed_clone_leaves_no_snapshot_behind() {
-    let name = format!("{}.test/rbd", unique("clonefail"));
-    let c = Scenario::serving(
-        "clonefail",
-        &name,
-        &[("RBD_PROVISIONER_FAILPOINT", "fail-clone")],
-    )
-    .await;
+    let c = Scenario::with_env("clonefail", &[("RBD_PROVISIONER_FAILPOINT", "fail-clone")]).await;
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;

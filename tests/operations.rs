@@ -42,17 +42,6 @@ fn doctor(s: &Scenario, class: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// A Secret in ceph-csi's (and Rook's) format.
-async fn csi_secret(s: &Scenario, ns: &str, name: &str, user: &str, key: &str) {
-    let v = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns},
-        "stringData": {"userID": user, "userKey": key}
-    });
-    let text = serde_json::to_string(&v).unwrap();
-    apply_yaml(&s.admin, &text, &[]).await;
-}
-
 #[tokio::test]
 async fn doctor_passes_a_good_class_and_names_fixes_for_bad_ones() {
     let s = Scenario::new("doc").await;
@@ -135,19 +124,11 @@ async fn doctor_passes_a_good_class_and_names_fixes_for_bad_ones() {
 }
 
 /// Removes a pool the test made, also when the test fails.
-struct PoolRemover {
-    conf: std::path::PathBuf,
-    pool: String,
-}
+struct PoolRemover(Bed, String);
 
 impl Drop for PoolRemover {
     fn drop(&mut self) {
-        let p = self.pool.as_str();
-        let _ = std::process::Command::new("ceph")
-            .arg("-c")
-            .arg(&self.conf)
-            .args(["osd", "pool", "rm", p, p, "--yes-i-really-really-mean-it"])
-            .output();
+        remove_pool(&self.0, &self.1);
     }
 }
 
@@ -156,25 +137,8 @@ impl Drop for PoolRemover {
 async fn doctor_fails_a_pool_not_initialised_for_rbd() {
     let s = Scenario::new("docpool").await;
     let pool = unique("untagged");
-    let conf = s.bed.dir.join("ceph/ceph.conf");
-    let ceph = |args: &[&str]| {
-        let out = std::process::Command::new("ceph")
-            .arg("-c")
-            .arg(&conf)
-            .args(args)
-            .output()
-            .expect("run ceph");
-        assert!(
-            out.status.success(),
-            "ceph {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    ceph(&["osd", "pool", "create", &pool, "8"]);
-    let _rm = PoolRemover {
-        conf: conf.clone(),
-        pool: pool.clone(),
-    };
+    cli(&s.bed, "ceph", &["osd", "pool", "create", &pool, "8"]);
+    let _rm = PoolRemover(s.bed.clone(), pool.clone());
     let class = s.class("untagged", &[("pool", &pool)], json!({})).await;
     let (ok, text) = doctor(&s, &class);
     assert!(!ok, "doctor passed a pool not initialised for RBD:\n{text}");
@@ -224,7 +188,7 @@ async fn doctor_checks_a_class_file_before_it_is_applied() {
 async fn secrets_in_ceph_csi_format_provision() {
     let s = Scenario::new("csifmt").await;
     let admin = format!("{}-csi-admin", s.ns);
-    csi_secret(&s, "kube-system", &admin, "admin", &s.bed.admin_key).await;
+    csi_secret(&s.admin, "kube-system", &admin, "admin", &s.bed.admin_key).await;
     let class = s
         .class("csifmt", &[("adminSecretName", &admin)], json!({}))
         .await;
@@ -236,7 +200,7 @@ async fn secrets_in_ceph_csi_format_provision() {
 
     // A userID naming another user is refused, not used for the wrong user.
     let other = format!("{}-csi-other", s.ns);
-    csi_secret(&s, "kube-system", &other, "kube", &s.bed.admin_key).await;
+    csi_secret(&s.admin, "kube-system", &other, "kube", &s.bed.admin_key).await;
     let class = s
         .class("csiother", &[("adminSecretName", &other)], json!({}))
         .await;
@@ -249,7 +213,7 @@ async fn secrets_in_ceph_csi_format_provision() {
 async fn csi_driver_name_comes_from_the_class() {
     let s = Scenario::new("drv").await;
     let node = format!("{}-node", s.ns);
-    csi_secret(&s, "default", &node, "kube", &s.bed.kube_key).await;
+    csi_secret(&s.admin, "default", &node, "kube", &s.bed.kube_key).await;
     let class = s
         .class(
             "rook",
@@ -396,8 +360,8 @@ async fn namespace_overlay_renders_and_applies() {
 /// where without a limit they take a fraction of one; they are still all provisioned.
 #[tokio::test]
 async fn kube_api_qps_limits_the_provisioners_calls() {
-    let name = format!("{}.test/rbd", unique("qps"));
-    let mut s = Scenario::serving("qps", &name, &[]).await;
+    let mut s = Scenario::with_env("qps", &[]).await;
+    let name = s.name.clone();
     s.prov = Provisioner::start_with(
         &s.bed,
         &name,

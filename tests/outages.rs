@@ -11,8 +11,10 @@
 use testbed as common;
 use testbed::harness;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use common::*;
 use harness::*;
@@ -90,6 +92,26 @@ fn claims() -> usize {
     if full() { 40 } else { 10 }
 }
 
+/// Claims `<letter>-<i>` of a new Delete class made in a burst that spans an outage of
+/// `outage` (spread over about 1.5 outages), under way for 0.5–2.5 s by the time this returns:
+/// the claims' names, and the burst.
+async fn burst_across(
+    c: &Scenario,
+    rng: &mut Rng,
+    letter: &str,
+    outage: Duration,
+) -> (Vec<String>, JoinHandle<Vec<(String, Instant)>>) {
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let n = claims();
+    let names: Vec<String> = (0..n).map(|i| format!("{letter}-{i}")).collect();
+    let gap = outage.mul_f64(1.5) / n as u32;
+    let creating = burst(&c.admin, &c.ns, &class, &names, gap);
+    tokio::time::sleep(rng.millis(500, 2500)).await;
+    (names, creating)
+}
+
 /// ProvisioningFailed notes per claim uid, with the time this test first saw each.
 async fn failures_seen(
     c: &Scenario,
@@ -111,62 +133,96 @@ async fn failures_seen(
     Ok(())
 }
 
+/// Claim uids by claim name, in `c`'s namespace.
+async fn uids_by_name(c: &Scenario) -> BTreeMap<String, String> {
+    let list = c.pvcs().list(&ListParams::default()).await.unwrap();
+    list.items
+        .iter()
+        .map(|p| (p.metadata.name.clone().unwrap(), uid_of(p)))
+        .collect()
+}
+
+/// [`failures_seen`] every 300 ms until `end`.
+async fn failures_until(
+    c: &Scenario,
+    failures: &mut BTreeMap<String, (Instant, String)>,
+    end: Instant,
+) {
+    while Instant::now() < end {
+        let _ = failures_seen(c, failures).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Of the claims `made` (name, when), how many waited in the outage that began at `down`:
+/// made after it, or not yet Bound (`waiting`) when it began.
+fn waited_in(made: &[(String, Instant)], down: Instant, waiting: &BTreeSet<String>) -> usize {
+    made.iter()
+        .filter(|(n, at)| *at >= down || waiting.contains(n))
+        .count()
+}
+
+/// Waits until the API server answers a list of claims again.
+async fn api_back(c: &Scenario) {
+    let pvcs = c.pvcs();
+    wait_for(
+        "the API server answering again",
+        Duration::from_secs(120),
+        || async { pvcs.list(&ListParams::default()).await.ok() },
+    )
+    .await;
+}
+
+/// The end of an outage scenario: /healthz answers, and every claim of `names` deleted
+/// leaves nothing behind (violations added to `v`). The failure events' latencies' p50 and
+/// max, and how long the deletion took.
+async fn wrap_up(
+    c: &Scenario,
+    names: &[String],
+    addr: &str,
+    latencies: Vec<Duration>,
+    v: &mut Vec<String>,
+) -> ((f64, f64), Duration) {
+    if !healthz(addr) {
+        v.push("/healthz does not answer 200".into());
+    }
+    let cleaned = delete_all_and_check(c, names, v).await;
+    (p50_max(latencies), cleaned)
+}
+
 /// Scenario 2: the only monitor stopped for `outage` in the middle of a burst. A connected
 /// client needs the monitor only for map changes, so the provisioner is restarted right after
 /// the monitor stops: every Ceph client must connect anew during the outage. No call may hang
 /// past the configured timeouts, the claims made meanwhile get an event saying Ceph is
 /// unreachable, and all are Bound within 60 s after the monitor is back.
 async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
-    let name = format!("{}.test/rbd", unique("mon"));
     let addr = free_addr();
     let env = [("LEADER_ELECT", "false")];
     let args = ["--http-endpoint", addr.as_str()];
-    let mut c = Scenario::serving("mon", &name, &env).await;
-    c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
-    let class = c
-        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
+    let mut c = Scenario::serving_with("mon", &env, &args).await;
+    let name = c.name.clone();
     let mon = Daemon::of(&c.bed, "mon.a");
-    let n = claims();
-    let names: Vec<String> = (0..n).map(|i| format!("m-{i}")).collect();
-    // The burst spans the outage: the gap spreads it over about 1.5 outages.
-    let gap = outage.mul_f64(1.5) / n as u32;
-    let creating = burst(&c.admin, &c.ns, &class, &names, gap);
-    tokio::time::sleep(rng.millis(500, 2500)).await;
+    let (names, creating) = burst_across(&c, rng, "m", outage).await;
+    let n = names.len();
     let mut logs = Vec::new();
 
-    let took = tokio::task::spawn_blocking(move || (mon.stop(), mon))
-        .await
-        .unwrap();
-    let (stop_took, mon) = took;
+    let (stop_took, mon) = mon.stopped().await;
     let down = Instant::now();
-    let waiting: std::collections::BTreeSet<String> =
-        unbound(&c.admin, &c.ns, &names).await.into_iter().collect();
+    let waiting: BTreeSet<String> = unbound(&c.admin, &c.ns, &names).await.into_iter().collect();
     c.prov.crash();
     logs.push(c.prov.logs());
     c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
     let restarted = Instant::now();
     let mut failures = BTreeMap::new();
-    while down.elapsed() < outage {
-        let _ = failures_seen(&c, &mut failures).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let mon = tokio::task::spawn_blocking(move || {
-        mon.start();
-        mon
-    })
-    .await
-    .unwrap();
+    failures_until(&c, &mut failures, down + outage).await;
+    let mon = mon.started().await;
     let back = Instant::now();
     let _ = mon;
     let made = creating.await.unwrap();
     let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(180)).await;
     let recovery = back.elapsed();
     let _ = failures_seen(&c, &mut failures).await;
-    let affected = made
-        .iter()
-        .filter(|(n, at)| *at >= down || waiting.contains(n))
-        .count();
+    let affected = waited_in(&made, down, &waiting);
 
     let mut v = Vec::new();
     if let Err(left) = bound {
@@ -181,13 +237,7 @@ async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     // is unreachable, within the connect timeout (plus the time to notice the claim and
     // write the event) of the restart or of its creation, whichever came later; those
     // whose attempt could not end before the monitor returned are not judged.
-    let uid_of_name: BTreeMap<String, String> = {
-        let list = c.pvcs().list(&ListParams::default()).await.unwrap();
-        list.items
-            .iter()
-            .map(|p| (p.metadata.name.clone().unwrap(), uid_of(p)))
-            .collect()
-    };
+    let uid_of_name = uids_by_name(&c).await;
     let mut during = 0;
     let mut latencies = Vec::new();
     let slack = Duration::from_secs(5);
@@ -224,12 +274,8 @@ async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     if during == 0 {
         v.push("no claim waited during the outage: the burst missed it".into());
     }
-    if !healthz(&addr) {
-        v.push("/healthz does not answer 200".into());
-    }
-    let (lat50, latmax) = p50_max(latencies);
     // Then all of them go, and nothing stays behind.
-    let cleaned = delete_all_and_check(&c, &names, &mut v).await;
+    let ((lat50, latmax), cleaned) = wrap_up(&c, &names, &addr, latencies, &mut v).await;
     report(&format!(
         "monitor outage: {} s, {n} claims, {affected} waiting in it (not yet Bound when it began, or made during it), {during} of them judged; monitor stopped in {:.1} s; failure events {lat50:.1}/{latmax:.1} s (p50/max) after the restart or the claim; all Bound {:.1} s after the monitor returned; deleted and purged in {:.1} s; violations {}",
         outage.as_secs(),
@@ -245,7 +291,6 @@ async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
 /// again: a frozen OSD wedges this Ceph). Calls fail after the op timeout instead of hanging,
 /// and everything is Bound within 60 s after the OSD is back.
 async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
-    let name = format!("{}.test/rbd", unique("osd"));
     let addr = free_addr();
     let env = [("LEADER_ELECT", "false")];
     let op = OP_TIMEOUT.as_secs().to_string();
@@ -255,43 +300,22 @@ async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
         "--ceph-op-timeout",
         op.as_str(),
     ];
-    let mut c = Scenario::serving("osd", &name, &env).await;
-    c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
-    let class = c
-        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
+    let c = Scenario::serving_with("osd", &env, &args).await;
     let osd = Daemon::of(&c.bed, "osd.0");
-    let n = claims();
-    let names: Vec<String> = (0..n).map(|i| format!("o-{i}")).collect();
-    let gap = outage.mul_f64(1.5) / n as u32;
-    let creating = burst(&c.admin, &c.ns, &class, &names, gap);
-    tokio::time::sleep(rng.millis(500, 2500)).await;
-    let (stop_took, osd) = tokio::task::spawn_blocking(move || (osd.stop(), osd))
-        .await
-        .unwrap();
+    let (names, creating) = burst_across(&c, rng, "o", outage).await;
+    let n = names.len();
+    let (stop_took, osd) = osd.stopped().await;
     let down = Instant::now();
-    let waiting: std::collections::BTreeSet<String> =
-        unbound(&c.admin, &c.ns, &names).await.into_iter().collect();
+    let waiting: BTreeSet<String> = unbound(&c.admin, &c.ns, &names).await.into_iter().collect();
     let mut failures = BTreeMap::new();
-    while down.elapsed() < outage {
-        let _ = failures_seen(&c, &mut failures).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let _osd = tokio::task::spawn_blocking(move || {
-        osd.start();
-        osd
-    })
-    .await
-    .unwrap();
+    failures_until(&c, &mut failures, down + outage).await;
+    let _osd = osd.started().await;
     let back = Instant::now();
     let made = creating.await.unwrap();
     let bound = all_bound(&c.admin, &c.ns, &names, Duration::from_secs(180)).await;
     let recovery = back.elapsed();
     let _ = failures_seen(&c, &mut failures).await;
-    let affected = made
-        .iter()
-        .filter(|(n, at)| *at >= down || waiting.contains(n))
-        .count();
+    let affected = waited_in(&made, down, &waiting);
     let mut v = Vec::new();
     if let Err(left) = &bound {
         v.push(format!("not Bound 180 s after the OSD returned: {left:?}"));
@@ -299,13 +323,7 @@ async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     v.extend(check_bound(&c, &names, &[c.prov.logs()]).await);
     // A call blocked on the missing OSD must fail after the op timeout, not hang: the claims
     // made early in the outage must have their failure event before the OSD returned.
-    let uid_of_name: BTreeMap<String, String> = {
-        let list = c.pvcs().list(&ListParams::default()).await.unwrap();
-        list.items
-            .iter()
-            .map(|p| (p.metadata.name.clone().unwrap(), uid_of(p)))
-            .collect()
-    };
+    let uid_of_name = uids_by_name(&c).await;
     let slack = Duration::from_secs(10);
     let mut latencies = Vec::new();
     let mut during = 0;
@@ -327,11 +345,7 @@ async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     if during == 0 {
         v.push("no claim was made early enough in the outage: the burst missed it".into());
     }
-    if !healthz(&addr) {
-        v.push("/healthz does not answer 200".into());
-    }
-    let (lat50, latmax) = p50_max(latencies);
-    let cleaned = delete_all_and_check(&c, &names, &mut v).await;
+    let ((lat50, latmax), cleaned) = wrap_up(&c, &names, &addr, latencies, &mut v).await;
     report(&format!(
         "OSD outage: {} s, {n} claims, {affected} waiting in it, {during} made early enough in it to time out (op timeout {} s) and judged; OSD stopped in {:.1} s; failure events {lat50:.1}/{latmax:.1} s (p50/max) after the claim; all Bound {:.1} s after the OSD returned; deleted and purged in {:.1} s; violations {}",
         outage.as_secs(),
@@ -349,11 +363,10 @@ async fn osd_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
 /// or provisioned twice. A leader that could not renew its Lease exits, as designed; the
 /// harness restarts it, as kubelet would, and counts it.
 async fn control_plane_restart(rng: &mut Rng, daemon: &str) -> Result<(), String> {
-    let name = format!("{}.test/rbd", unique("api"));
     let addr = free_addr();
     let args = ["--http-endpoint", addr.as_str()];
-    let mut c = Scenario::serving("api", &name, &[]).await;
-    c.prov = Provisioner::start_with(&c.bed, &name, &[], &args, None).await;
+    let mut c = Scenario::serving_with("api", &[], &args).await;
+    let name = c.name.clone();
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
@@ -376,13 +389,7 @@ async fn control_plane_restart(rng: &mut Rng, daemon: &str) -> Result<(), String
     .unwrap();
     let _ = d;
     // Back when the API server answers a list of claims again.
-    let pvcs = c.pvcs();
-    wait_for(
-        "the API server answering again",
-        Duration::from_secs(120),
-        || async { pvcs.list(&ListParams::default()).await.ok() },
-    )
-    .await;
+    api_back(&c).await;
     let back = Instant::now();
     let downtime = back - stopped;
     let mut logs = Vec::new();
@@ -446,12 +453,11 @@ async fn lifecycle_during_outage(
     part: &str,
     outage: Duration,
 ) -> Result<(), String> {
-    let name = format!("{}.test/rbd", unique("lcout"));
     let addr = free_addr();
     let env = [("LEADER_ELECT", "false"), ("MAINTENANCE_INTERVAL", "2")];
     let args = ["--http-endpoint", addr.as_str()];
-    let mut c = Scenario::serving("lcout", &name, &env).await;
-    c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
+    let mut c = Scenario::serving_with("lcout", &env, &args).await;
+    let name = c.name.clone();
     let class = c
         .class(
             "grow",
@@ -467,13 +473,7 @@ async fn lifecycle_during_outage(
     all_bound(&c.admin, &c.ns, &names, Duration::from_secs(180))
         .await
         .map_err(|left| format!("not Bound before the outage: {left:?}"))?;
-    let uid_of_name: BTreeMap<String, String> = {
-        let list = c.pvcs().list(&ListParams::default()).await.unwrap();
-        list.items
-            .iter()
-            .map(|p| (p.metadata.name.clone().unwrap(), uid_of(p)))
-            .collect()
-    };
+    let uid_of_name = uids_by_name(&c).await;
     assert_eq!(uid_of_name.len(), n, "claims of the scenario");
     let (gone, grown) = names.split_at(n / 2);
     let request = |c: &Scenario| {
@@ -503,12 +503,7 @@ async fn lifecycle_during_outage(
     let mut waited = 0;
     let stopped = Instant::now();
     if part == "mon.a" {
-        let d2 = tokio::task::spawn_blocking(move || {
-            d.stop();
-            d
-        })
-        .await
-        .unwrap();
+        let (_, d2) = d.stopped().await;
         c.prov.crash();
         logs.push(c.prov.logs());
         c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
@@ -527,9 +522,7 @@ async fn lifecycle_during_outage(
                 waited += 1;
             }
         }
-        tokio::task::spawn_blocking(move || d2.start())
-            .await
-            .unwrap();
+        d2.started().await;
     } else {
         request(&c).await?;
         tokio::time::sleep(rng.millis(0, 200)).await;
@@ -540,13 +533,7 @@ async fn lifecycle_during_outage(
         })
         .await
         .unwrap();
-        let pvcs = c.pvcs();
-        wait_for(
-            "the API server answering again",
-            Duration::from_secs(120),
-            || async { pvcs.list(&ListParams::default()).await.ok() },
-        )
-        .await;
+        api_back(&c).await;
     }
     let back = Instant::now();
     let gone_uids: Vec<String> = gone.iter().map(|g| uid_of_name[g].clone()).collect();

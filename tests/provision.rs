@@ -12,25 +12,6 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
-fn b64(s: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The walkthrough's objects from examples/, under names of this run only: the provisioner,
 /// the class (not the default class), the Secrets and the claim's namespace, so a demo (whose
 /// objects have the examples' own names) or another test run on the same bed is never touched.
@@ -56,8 +37,8 @@ async fn examples_provision_and_bind() {
         .secret("default", &user_secret)
         .secret("default", &format!("{user_secret}-csi"));
     let subst = [
-        ("ADMIN_KEY_BASE64", b64(&bed.admin_key)),
-        ("KUBE_KEY_BASE64", b64(&bed.kube_key)),
+        ("ADMIN_KEY_BASE64", base64_of(&bed.admin_key)),
+        ("KUBE_KEY_BASE64", base64_of(&bed.kube_key)),
         ("CEPH_MONITORS", bed.monitors.clone()),
         ("provisioner: ceph.com/rbd", format!("provisioner: {name}")),
         ("name: ceph-rbd", format!("name: {class}")),
@@ -192,7 +173,7 @@ async fn examples_provision_and_bind() {
     assert_no_keys(&bed, &admin, &p, &[&ns]).await;
     // The scanner sees a leak where there is one: a key planted in an event of the namespace,
     // and in the environment of a process, is found.
-    plant_key_event(&admin, &ns, &b64(&bed.admin_key)).await;
+    plant_key_event(&admin, &ns, &base64_of(&bed.admin_key)).await;
     let found = key_leaks(&bed, &admin, p.pid(), &p.logs(), &[&ns]).await;
     assert!(
         found
@@ -268,13 +249,12 @@ async fn claim_in_another_namespace_and_other_pools() {
 /// the image instead of making a second one.
 #[tokio::test]
 async fn restart_between_image_and_pv_adopts_the_image() {
-    let name = format!("{}.test/rbd", unique("crash"));
-    let mut s = Scenario::serving(
+    let mut s = Scenario::with_env(
         "crash",
-        &name,
         &[("RBD_PROVISIONER_FAILPOINT", "exit-after-image-create")],
     )
     .await;
+    let name = s.name.clone();
     let (bed, admin, ns) = (s.bed.clone(), s.admin.clone(), s.ns.clone());
     let ceph = bed.ceph().await;
     let class = s.class("class", &[], json!({})).await;
@@ -292,14 +272,7 @@ async fn restart_between_image_and_pv_adopts_the_image() {
         .await
         .expect("image made before the crash")
         .id;
-    let pvs = Api::<PersistentVolume>::all(admin.clone());
-    assert!(
-        pvs.get_opt(&format!("pvc-{}", uid_of(&c)))
-            .await
-            .unwrap()
-            .is_none(),
-        "no PV yet"
-    );
+    assert!(!s.has_pv(&uid_of(&c)).await, "no PV yet");
 
     let second = Provisioner::start(&bed, &name, &[]).await;
     wait_bound(&admin, &ns, "data", T).await;
@@ -356,8 +329,7 @@ async fn refused(
         "kube",
         &format!("kubernetes-dynamic-pvc-{uid}")
     ));
-    let pvs = Api::<PersistentVolume>::all(c.admin.clone());
-    assert!(pvs.get_opt(&format!("pvc-{uid}")).await.unwrap().is_none());
+    assert!(!c.has_pv(&uid).await);
     assert!(c.prov.is_running(), "provisioner died:\n{}", c.prov.logs());
     let _ = Api::<PersistentVolumeClaim>::namespaced(c.admin.clone(), &c.ns)
         .delete(&name, &DeleteParams::default())
@@ -540,8 +512,8 @@ async fn bad_claims() {
 /// over once the Lease expires, and a graceful stop hands over at once.
 #[tokio::test]
 async fn leader_election() {
-    let name = format!("{}.test/rbd", unique("leader"));
-    let mut s = Scenario::serving("leader", &name, &[]).await;
+    let mut s = Scenario::with_env("leader", &[]).await;
+    let name = s.name.clone();
     let (bed, admin, ns) = (s.bed.clone(), s.admin.clone(), s.ns.clone());
     wait_for("first replica leads", T, || async {
         s.prov.logs().contains("became leader").then_some(())

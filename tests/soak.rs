@@ -39,12 +39,10 @@ async fn soak_create_delete_loop_stays_flat() {
     }
     let every = Duration::from_secs(if minutes >= 5.0 { 10 } else { 2 });
     let mut rng = Rng::from_env("soak_create_delete_loop_stays_flat");
-    let name = format!("{}.test/rbd", unique("soak"));
     let addr = free_addr();
     let env = [("MAINTENANCE_INTERVAL", "10"), ("CEPH_CLIENT_IDLE", "20")];
     let args = ["--http-endpoint", addr.as_str()];
-    let mut c = Scenario::serving("soak", &name, &env).await;
-    c.prov = Provisioner::start_with(&c.bed, &name, &env, &args, None).await;
+    let mut c = Scenario::serving_with("soak", &env, &args).await;
     let class = c
         .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
         .await;
@@ -203,9 +201,5 @@ async fn soak_create_delete_loop_stays_flat() {
         }
     }
     println!("soak samples in {}", csv.display());
-    assert!(
-        violations.is_empty(),
-        "violations:\n{}",
-        violations.join("\n")
-    );
+    assert_no_violations(&violations);
 }

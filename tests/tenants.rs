@@ -6,13 +6,12 @@
 use testbed as common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 
 /// The provisioner's event budget per namespace (src/k8s/events.rs): this many writes at once,
@@ -39,20 +38,24 @@ fn regarding(e: &Event) -> Option<&str> {
     e.regarding.as_ref().and_then(|r| r.uid.as_deref())
 }
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
 /// The value of an unlabelled metric on the provisioner's /metrics.
 fn metric(addr: &str, name: &str) -> Option<f64> {
-    let out = Command::new("curl")
-        .args(["-sS", &format!("http://{addr}/metrics")])
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
+    metrics(addr)
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Two classes of `c`'s provisioner: one whose claims all fail at once (its admin Secret does
+/// not exist) and are retried 1, 2, 4 … s later, and a good one.
+async fn broken_and_good(c: &Scenario) -> (String, String) {
+    let missing = format!("{}-missing", c.ns);
+    let broken = c
+        .class("broken", &[("adminSecretName", &missing)], json!({}))
+        .await;
+    let good = c
+        .class("good", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    (broken, good)
 }
 
 #[tokio::test]
@@ -65,15 +68,9 @@ async fn a_namespace_of_failing_claims_is_rate_limited_and_others_are_served_at_
     let neighbour = unique("neighbour");
     namespace(&c.admin, &neighbour).await;
     let _neighbour_cleanup = Cleanup::new(&c.bed).namespace(&neighbour);
-    // Every claim of this class fails at once (its admin Secret does not exist) and is retried
-    // 1, 2, 4 … s later: three events each on the first attempts, repeats after that.
-    let missing = format!("{}-missing", c.ns);
-    let broken = c
-        .class("broken", &[("adminSecretName", &missing)], json!({}))
-        .await;
-    let good = c
-        .class("good", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
+    // Every claim of the broken class fails at once and is retried 1, 2, 4 … s later: three
+    // events each on the first attempts, repeats after that.
+    let (broken, good) = broken_and_good(&c).await;
 
     let start = Instant::now();
     let mut tenant = BTreeSet::new();
@@ -160,13 +157,7 @@ async fn a_namespace_of_failing_claims_is_rate_limited_and_others_are_served_at_
 #[tokio::test]
 async fn a_repeating_event_is_one_object_whose_count_grows() {
     let c = Scenario::new("series").await;
-    let missing = format!("{}-missing", c.ns);
-    let broken = c
-        .class("broken", &[("adminSecretName", &missing)], json!({}))
-        .await;
-    let good = c
-        .class("good", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
+    let (broken, good) = broken_and_good(&c).await;
 
     // A claim retried 1, 2, 4 … s apart: one ProvisioningFailed object, its series counting.
     let failing = uid_of(&c.claim("failing", &broken).size("8Mi").create().await);
@@ -202,10 +193,7 @@ async fn a_repeating_event_is_one_object_whose_count_grows() {
         .await
         .unwrap();
     let pv_uid = uid_of(&pv);
-    c.pvcs()
-        .delete("kept", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("kept").await;
     let refusals = || async {
         let evs: Vec<CoreEvent> = Api::<CoreEvent>::namespaced(c.admin.clone(), "default")
             .list(&ListParams::default())

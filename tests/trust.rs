@@ -5,130 +5,70 @@
 
 use testbed as common;
 
-use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolume};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
 
-/// Runs `rbd`/`ceph` as client.admin; panics on failure.
-fn cli(bed: &Bed, tool: &str, args: &[&str]) -> String {
-    let out = try_cli(bed, tool, args);
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn try_cli(bed: &Bed, tool: &str, args: &[&str]) -> std::process::Output {
-    Command::new(tool)
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {tool}: {e}"))
-}
-
-fn image_meta(bed: &Bed, spec: &str) -> BTreeMap<String, String> {
-    let text = cli(
-        bed,
-        "rbd",
-        &["image-meta", "list", spec, "--format", "json"],
-    );
-    serde_json::from_str(&text).unwrap_or_default()
-}
-
-/// Names in the pool's trash (one listing, which fails loudly).
-fn trash_names(bed: &Bed, pool: &str) -> Vec<String> {
-    cli(bed, "rbd", &["trash", "ls", pool])
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(_, n)| n.trim().to_string()))
-        .collect()
-}
-
-fn image_of(uid: &str) -> String {
-    format!("kubernetes-dynamic-pvc-{uid}")
-}
-
-/// core/v1 events about a PersistentVolume (they live in "default").
-async fn wait_pv_event(client: &kube::Client, pv: &str, reason: &str, needle: &str) -> String {
-    wait_for(
-        &format!("event {reason} on PV {pv} containing {needle:?}"),
-        T,
-        || async {
-            Api::<CoreEvent>::namespaced(client.clone(), "default")
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .filter(|e| e.involved_object.name.as_deref() == Some(pv))
-                .find_map(|e| {
-                    let msg = e.message.unwrap_or_default();
-                    (e.reason.as_deref() == Some(reason) && msg.contains(needle)).then_some(msg)
-                })
-        },
-    )
-    .await
-}
-
 async fn delete_claim_and_wait(c: &Scenario, name: &str) {
-    c.pvcs()
-        .delete(name, &DeleteParams::default())
-        .await
-        .unwrap();
-    let pvcs = c.pvcs();
-    wait_for(&format!("claim {name} gone"), T, || async {
-        pvcs.get_opt(name).await.unwrap().is_none().then_some(())
-    })
-    .await;
+    c.delete_claim(name).await;
+    wait_absent(&c.pvcs(), name, &format!("claim {name} gone"), T).await;
 }
 
-/// Waits until the provisioner has finished `n` more housekeeping passes than it had.
-async fn more_passes(p: &Provisioner, n: usize) {
-    let before = p.logs().matches("trash sweep done").count();
-    wait_for(&format!("{n} more housekeeping passes"), T, || async {
-        (p.logs().matches("trash sweep done").count() >= before + n).then_some(())
-    })
-    .await;
+/// `audit --json` of this scenario's provisioner and `class`.
+fn audit_of(c: &Scenario, class: &str) -> serde_json::Value {
+    audit(
+        &c.bed,
+        env!("CARGO_BIN_EXE_rbd-provisioner").as_ref(),
+        &c.name,
+        class,
+    )
 }
 
-async fn patch_pv(c: &Scenario, pv: &str, patch: serde_json::Value) {
-    c.pvs()
-        .patch(pv, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+/// The audit's entry for orphaned image `image`, if it has one.
+fn orphan_entry(report: &serde_json::Value, image: &str) -> Option<serde_json::Value> {
+    report["orphaned_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["image"] == image)
+        .cloned()
 }
 
-/// `rbd-provisioner audit --json` for this scenario's provisioner.
-fn audit(c: &Scenario, class: &str) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"))
-        .arg("--kubeconfig")
-        .arg(&c.bed.kubeconfig)
-        .args([
-            "--provisioner-name",
-            &c.name,
-            "audit",
-            "--json",
-            "--storage-class",
-            class,
-        ])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+/// A provisioner that exits (code 86) at `failpoint` while it provisions claim `data` of a
+/// Delete class; the scenario, the class, and the claim's uid and image.
+async fn died_at(prefix: &str, failpoint: &str) -> (Scenario, String, String, String) {
+    let mut c = Scenario::with_env(prefix, &[("RBD_PROVISIONER_FAILPOINT", failpoint)]).await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let uid = uid_of(&c.claim("data", &class).create().await);
+    let st = c.prov.wait_exit(T).await;
+    assert_eq!(st.code(), Some(86), "{}", c.prov.logs());
+    let image = image_of(&uid);
+    (c, class, uid, image)
+}
+
+/// A claim of a Delete class deleted while the provisioner stalls at `failpoint`, deciding
+/// on its PV's deletion; meanwhile the PV is set to Retain, and the provisioner says it kept
+/// the volume. The scenario, the PV and the image.
+async fn retained_while_stalled_at(prefix: &str, failpoint: &str) -> (Scenario, String, String) {
+    let c = Scenario::with_env(prefix, &[("RBD_PROVISIONER_FAILPOINT", failpoint)]).await;
+    let class = c
+        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
+        .await;
+    let (_claim, uid) = c.bound(&class, "data", "64Mi").await;
+    let (pv, image) = (format!("pvc-{uid}"), image_of(&uid));
+    c.delete_claim("data").await;
+    wait_log(&c.prov, &[&format!("failpoint {failpoint}"), &pv], T).await;
+    let retain = json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
+    c.patch_pv(&pv, retain).await;
+    let kept = "reclaim policy is not Delete: removed our finalizer";
+    wait_log(&c.prov, &[kept, &pv], T).await;
+    (c, pv, image)
 }
 
 fn housekeeping_every_second() -> [(&'static str, &'static str); 2] {
@@ -140,8 +80,7 @@ fn housekeeping_every_second() -> [(&'static str, &'static str); 2] {
 /// lists it as kept, with the command that would remove it.
 #[tokio::test]
 async fn a_retain_volume_whose_pv_an_operator_deleted_is_kept() {
-    let name = format!("{}.test/rbd", unique("keep"));
-    let c = Scenario::serving("keep", &name, &housekeeping_every_second()).await;
+    let c = Scenario::with_env("keep", &housekeeping_every_second()).await;
     let class = c
         .class("retain", &[], json!({"reclaimPolicy": "Retain"}))
         .await;
@@ -151,25 +90,19 @@ async fn a_retain_volume_whose_pv_an_operator_deleted_is_kept() {
     // As the operator would: the Released PV goes, the data stays.
     c.pvs().delete(&pv, &DeleteParams::default()).await.unwrap();
     c.wait_pv_gone(&uid).await;
-    more_passes(&c.prov, 3).await;
+    more_passes(&c.prov, 3, T).await;
     assert!(
         rbd_ls(&c.bed, "kube").contains(&image),
         "the image was kept"
     );
-    assert!(!trash_names(&c.bed, "kube").contains(&image));
+    assert!(!rbd_trash_ls(&c.bed, "kube").contains(&image));
     assert_eq!(
         image_meta(&c.bed, &format!("kube/{image}"))["rbd-provisioner.ceph.com/pv-state"],
         "written"
     );
 
-    let report = audit(&c, &class);
-    let kept = report["orphaned_images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["image"] == image.as_str())
-        .unwrap_or_else(|| panic!("{report:#}"))
-        .clone();
+    let report = audit_of(&c, &class);
+    let kept = orphan_entry(&report, &image).unwrap_or_else(|| panic!("{report:#}"));
     assert_eq!(kept["status"], "kept: PV gone", "{kept:#}");
     assert!(
         kept["remove"]
@@ -186,20 +119,7 @@ async fn a_retain_volume_whose_pv_an_operator_deleted_is_kept() {
 /// PV ever written, collects it.
 #[tokio::test]
 async fn an_image_created_but_never_stamped_is_found_and_collected() {
-    let name = format!("{}.test/rbd", unique("nostamp"));
-    let mut c = Scenario::serving(
-        "nostamp",
-        &name,
-        &[("RBD_PROVISIONER_FAILPOINT", "exit-before-stamp")],
-    )
-    .await;
-    let class = c
-        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
-    let claim = c.claim("data", &class).create().await;
-    let image = image_of(&uid_of(&claim));
-    let st = c.prov.wait_exit(T).await;
-    assert_eq!(st.code(), Some(86), "{}", c.prov.logs());
+    let (mut c, _, _, image) = died_at("nostamp", "exit-before-stamp").await;
     assert!(rbd_ls(&c.bed, "kube").contains(&image));
     assert!(
         image_meta(&c.bed, &format!("kube/{image}")).is_empty(),
@@ -207,7 +127,7 @@ async fn an_image_created_but_never_stamped_is_found_and_collected() {
     );
     delete_claim_and_wait(&c, "data").await;
 
-    c.prov = Provisioner::start(&c.bed, &name, &housekeeping_every_second()).await;
+    c.prov = Provisioner::start(&c.bed, &c.name, &housekeeping_every_second()).await;
     wait_for("the unstamped image collected", T, || async {
         (!rbd_ls(&c.bed, "kube").contains(&image)).then_some(())
     })
@@ -220,7 +140,7 @@ async fn an_image_created_but_never_stamped_is_found_and_collected() {
     .await;
     wait_log(&c.prov, &["removed an image orphaned", &image], T).await;
     wait_for("the collected image purged", T, || async {
-        (!trash_names(&c.bed, "kube").contains(&image)).then_some(())
+        (!rbd_trash_ls(&c.bed, "kube").contains(&image)).then_some(())
     })
     .await;
 }
@@ -229,22 +149,9 @@ async fn an_image_created_but_never_stamped_is_found_and_collected() {
 /// as this claim's, and binds the claim to it.
 #[tokio::test]
 async fn an_unstamped_image_whose_claim_remains_is_adopted() {
-    let name = format!("{}.test/rbd", unique("adopt"));
-    let mut c = Scenario::serving(
-        "adopt",
-        &name,
-        &[("RBD_PROVISIONER_FAILPOINT", "exit-before-stamp")],
-    )
-    .await;
-    let class = c
-        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
-    let claim = c.claim("data", &class).create().await;
-    let uid = uid_of(&claim);
-    let image = image_of(&uid);
-    assert_eq!(c.prov.wait_exit(T).await.code(), Some(86));
+    let (mut c, _, uid, image) = died_at("adopt", "exit-before-stamp").await;
     let id_before = rbd_info(&c.bed, "kube", &image).unwrap()["id"].clone();
-    c.prov = Provisioner::start(&c.bed, &name, &[]).await;
+    c.prov = Provisioner::start(&c.bed, &c.name, &[]).await;
     wait_bound(&c.admin, &c.ns, "data", T).await;
     let meta = image_meta(&c.bed, &format!("kube/{image}"));
     assert_eq!(meta["rbd-provisioner.ceph.com/claim-uid"], uid);
@@ -260,34 +167,18 @@ async fn an_unstamped_image_whose_claim_remains_is_adopted() {
 /// can no longer be known from Ceph, so the image is kept (and reported), never collected.
 #[tokio::test]
 async fn a_crash_just_before_the_pv_is_written_keeps_the_image() {
-    let name = format!("{}.test/rbd", unique("prepv"));
-    let mut c = Scenario::serving(
-        "prepv",
-        &name,
-        &[("RBD_PROVISIONER_FAILPOINT", "exit-before-pv-write")],
-    )
-    .await;
-    let class = c
-        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
-    let claim = c.claim("data", &class).create().await;
-    let image = image_of(&uid_of(&claim));
-    assert_eq!(c.prov.wait_exit(T).await.code(), Some(86));
+    let (mut c, class, _, image) = died_at("prepv", "exit-before-pv-write").await;
     assert_eq!(
         image_meta(&c.bed, &format!("kube/{image}"))["rbd-provisioner.ceph.com/pv-state"],
         "written"
     );
     delete_claim_and_wait(&c, "data").await;
-    c.prov = Provisioner::start(&c.bed, &name, &housekeeping_every_second()).await;
-    more_passes(&c.prov, 3).await;
+    c.prov = Provisioner::start(&c.bed, &c.name, &housekeeping_every_second()).await;
+    more_passes(&c.prov, 3, T).await;
     assert!(rbd_ls(&c.bed, "kube").contains(&image), "kept");
-    let report = audit(&c, &class);
+    let report = audit_of(&c, &class);
     assert!(
-        report["orphaned_images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|o| o["image"] == image.as_str() && o["status"] == "kept: PV gone"),
+        orphan_entry(&report, &image).is_some_and(|o| o["status"] == "kept: PV gone"),
         "{report:#}"
     );
     cli(&c.bed, "rbd", &["rm", &format!("kube/{image}")]);
@@ -297,19 +188,7 @@ async fn a_crash_just_before_the_pv_is_written_keeps_the_image() {
 /// while it is open, and collected once it is not.
 #[tokio::test]
 async fn a_mapped_orphan_is_never_collected() {
-    let name = format!("{}.test/rbd", unique("mapped"));
-    let mut c = Scenario::serving(
-        "mapped",
-        &name,
-        &[("RBD_PROVISIONER_FAILPOINT", "exit-after-image-create")],
-    )
-    .await;
-    let class = c
-        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
-    let claim = c.claim("data", &class).create().await;
-    let image = image_of(&uid_of(&claim));
-    assert_eq!(c.prov.wait_exit(T).await.code(), Some(86));
+    let (mut c, _, _, image) = died_at("mapped", "exit-after-image-create").await;
     delete_claim_and_wait(&c, "data").await;
     // A client that has it open read/write, as a node that mapped it.
     let held = c
@@ -319,8 +198,8 @@ async fn a_mapped_orphan_is_never_collected() {
         .open_read_write("kube", &image)
         .await
         .unwrap();
-    c.prov = Provisioner::start(&c.bed, &name, &housekeeping_every_second()).await;
-    more_passes(&c.prov, 3).await;
+    c.prov = Provisioner::start(&c.bed, &c.name, &housekeeping_every_second()).await;
+    more_passes(&c.prov, 3, T).await;
     assert!(rbd_ls(&c.bed, "kube").contains(&image), "kept while open");
     assert!(!c.prov.logs().contains("removed an image orphaned"));
     drop(held);
@@ -334,35 +213,7 @@ async fn a_mapped_orphan_is_never_collected() {
 /// the PV again before anything destructive, and keeps the image.
 #[tokio::test]
 async fn a_deletion_decides_on_the_pv_as_it_is_now() {
-    let name = format!("{}.test/rbd", unique("fresh"));
-    let c = Scenario::serving(
-        "fresh",
-        &name,
-        &[("RBD_PROVISIONER_FAILPOINT", "sleep-before-fresh-read")],
-    )
-    .await;
-    let class = c
-        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
-    let (_claim, uid) = c.bound(&class, "data", "64Mi").await;
-    let (pv, image) = (format!("pvc-{uid}"), image_of(&uid));
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_log(&c.prov, &["failpoint sleep-before-fresh-read", &pv], T).await;
-    patch_pv(
-        &c,
-        &pv,
-        json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
-    )
-    .await;
-    wait_log(
-        &c.prov,
-        &["reclaim policy is not Delete: removed our finalizer", &pv],
-        T,
-    )
-    .await;
+    let (c, pv, image) = retained_while_stalled_at("fresh", "sleep-before-fresh-read").await;
     assert!(c.pvs().get_opt(&pv).await.unwrap().is_some());
     assert!(rbd_ls(&c.bed, "kube").contains(&image));
     assert!(!c.prov.logs().contains("deleted volume"));
@@ -374,39 +225,11 @@ async fn a_deletion_decides_on_the_pv_as_it_is_now() {
 /// The commit carries the resourceVersion read, so it fails, and the next pass keeps the image.
 #[tokio::test]
 async fn a_pv_changed_after_the_checks_is_not_deleted() {
-    let name = format!("{}.test/rbd", unique("commit"));
-    let c = Scenario::serving(
-        "commit",
-        &name,
-        &[("RBD_PROVISIONER_FAILPOINT", "sleep-before-commit")],
-    )
-    .await;
-    let class = c
-        .class("delete", &[], json!({"reclaimPolicy": "Delete"}))
-        .await;
-    let (_claim, uid) = c.bound(&class, "data", "64Mi").await;
-    let (pv, image) = (format!("pvc-{uid}"), image_of(&uid));
-    c.pvcs()
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_log(&c.prov, &["failpoint sleep-before-commit", &pv], T).await;
-    patch_pv(
-        &c,
-        &pv,
-        json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
-    )
-    .await;
-    wait_log(
-        &c.prov,
-        &["reclaim policy is not Delete: removed our finalizer", &pv],
-        T,
-    )
-    .await;
+    let (c, pv, image) = retained_while_stalled_at("commit", "sleep-before-commit").await;
     let kept = c.pvs().get(&pv).await.unwrap();
     assert!(kept.metadata.deletion_timestamp.is_none(), "never deleted");
     assert!(rbd_ls(&c.bed, "kube").contains(&image));
-    assert!(!trash_names(&c.bed, "kube").contains(&image));
+    assert!(!rbd_trash_ls(&c.bed, "kube").contains(&image));
     c.pvs().delete(&pv, &DeleteParams::default()).await.unwrap();
     cli(&c.bed, "rbd", &["rm", &format!("kube/{image}")]);
 }
@@ -417,85 +240,53 @@ async fn a_pv_changed_after_the_checks_is_not_deleted() {
 #[tokio::test]
 async fn a_replaced_pool_never_passes_for_a_deleted_image() {
     let c = Scenario::new("poolswap").await;
-    let pool = unique("rbdp-swap");
+    let (pool, class) = c.own_pool("rbdp-swap").await;
     let old = format!("{pool}-old");
-    cli(&c.bed, "ceph", &["osd", "pool", "create", &pool, "8"]);
-    cli(&c.bed, "rbd", &["pool", "init", &pool]);
-    let class = c
-        .class(
-            "delete",
-            &[("pool", &pool)],
-            json!({"reclaimPolicy": "Delete"}),
-        )
-        .await;
     let (_a, a_uid) = c.bound(&class, "recorded", "64Mi").await;
     let (_b, b_uid) = c.bound(&class, "unrecorded", "64Mi").await;
     let (a_pv, b_pv) = (format!("pvc-{a_uid}"), format!("pvc-{b_uid}"));
     cli(&c.bed, "ceph", &["osd", "pool", "rename", &pool, &old]);
-    cli(&c.bed, "ceph", &["osd", "pool", "create", &pool, "8"]);
-    cli(&c.bed, "rbd", &["pool", "init", &pool]);
+    create_pool(&c.bed, &pool);
     // As a PV written before the records existed.
-    patch_pv(
-        &c,
+    c.patch_pv(
         &b_pv,
         json!({"metadata": {"annotations": {
             "rbd-provisioner.ceph.com/pool-id": null, "rbd-provisioner.ceph.com/fsid": null}}}),
     )
     .await;
     for claim in ["recorded", "unrecorded"] {
-        c.pvcs()
-            .delete(claim, &DeleteParams::default())
-            .await
-            .unwrap();
+        c.delete_claim(claim).await;
     }
     let msg = wait_pv_event(
         &c.admin,
         &a_pv,
         "VolumeFailedDelete",
         "renamed and replaced",
+        T,
     )
     .await;
     assert!(msg.contains(&pool), "{msg}");
-    let msg = wait_pv_event(&c.admin, &b_pv, "VolumeFailedDelete", "records no pool id").await;
+    let msg = wait_pv_event(
+        &c.admin,
+        &b_pv,
+        "VolumeFailedDelete",
+        "records no pool id",
+        T,
+    )
+    .await;
     assert!(msg.contains("created after this PV"), "{msg}");
     for (pv, uid) in [(&a_pv, &a_uid), (&b_pv, &b_uid)] {
         assert!(c.pvs().get_opt(pv).await.unwrap().is_some(), "{pv} kept");
         assert!(rbd_ls(&c.bed, &old).contains(&image_of(uid)));
     }
 
-    // The operator puts the pool back: both deletions finish by themselves.
-    let _ = try_cli(
-        &c.bed,
-        "ceph",
-        &["config", "set", "mon", "mon_allow_pool_delete", "true"],
-    );
-    cli(
-        &c.bed,
-        "ceph",
-        &[
-            "osd",
-            "pool",
-            "rm",
-            &pool,
-            &pool,
-            "--yes-i-really-really-mean-it",
-        ],
-    );
+    // The operator puts the pool back (the rename fails unless the new pool went): both
+    // deletions finish by themselves.
+    remove_pool(&c.bed, &pool);
     cli(&c.bed, "ceph", &["osd", "pool", "rename", &old, &pool]);
     c.wait_pv_gone(&a_uid).await;
     c.wait_pv_gone(&b_uid).await;
-    let _ = try_cli(
-        &c.bed,
-        "ceph",
-        &[
-            "osd",
-            "pool",
-            "rm",
-            &pool,
-            &pool,
-            "--yes-i-really-really-mean-it",
-        ],
-    );
+    remove_pool(&c.bed, &pool);
 }
 
 /// csi volumes: the monitors come from the current StorageClass, not the PV's editable
@@ -513,24 +304,19 @@ async fn csi_volumes_are_deleted_through_the_current_class_and_the_recorded_clus
     let (_a, a_uid) = c.bound(&class, "moved", "64Mi").await;
     let (_b, b_uid) = c.bound(&class, "elsewhere", "64Mi").await;
     let (a_pv, b_pv) = (format!("pvc-{a_uid}"), format!("pvc-{b_uid}"));
-    patch_pv(
-        &c,
+    c.patch_pv(
         &a_pv,
         json!({"metadata": {"annotations": {"rbd-provisioner.ceph.com/monitors": "127.0.0.1:1"}}}),
     )
     .await;
-    patch_pv(
-        &c,
+    c.patch_pv(
         &b_pv,
         json!({"metadata": {"annotations": {
             "rbd-provisioner.ceph.com/fsid": "00000000-0000-0000-0000-000000000000"}}}),
     )
     .await;
     for claim in ["moved", "elsewhere"] {
-        c.pvcs()
-            .delete(claim, &DeleteParams::default())
-            .await
-            .unwrap();
+        c.delete_claim(claim).await;
     }
     c.wait_pv_gone(&a_uid).await;
     assert!(!rbd_ls(&c.bed, "kube").contains(&image_of(&a_uid)));
@@ -539,15 +325,15 @@ async fn csi_volumes_are_deleted_through_the_current_class_and_the_recorded_clus
         &b_pv,
         "VolumeFailedDelete",
         "records its image as made in Ceph cluster 00000000",
+        T,
     )
     .await;
     assert!(msg.contains("nothing was changed"), "{msg}");
     assert!(c.pvs().get_opt(&b_pv).await.unwrap().is_some());
     assert!(rbd_ls(&c.bed, "kube").contains(&image_of(&b_uid)));
     // The record put right (the real fsid), the deletion completes.
-    let fsid = cli(&c.bed, "ceph", &["fsid"]).trim().to_string();
-    patch_pv(
-        &c,
+    let fsid = ceph_fsid(&c.bed);
+    c.patch_pv(
         &b_pv,
         json!({"metadata": {"annotations": {"rbd-provisioner.ceph.com/fsid": fsid}}}),
     )
@@ -562,41 +348,14 @@ async fn legacy_image_and_pv(
     claim_ref: serde_json::Value,
 ) -> (String, String) {
     let image = format!("kubernetes-dynamic-pvc-{}", unique("5a6c7e52-1c8b-11e9"));
-    cli(
-        &c.bed,
-        "rbd",
-        &[
-            "create",
-            &format!("kube/{image}"),
-            "--size",
-            "32M",
-            "--image-feature",
-            "layering",
-        ],
-    );
+    rbd_create(&c.bed, &format!("kube/{image}"), "32M");
     let pv_name = unique("pvc-legacy");
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {
-            "name": pv_name,
-            "annotations": {"pv.kubernetes.io/provisioned-by": c.name, "rbdProvisionerIdentity": c.name},
-        },
-        "spec": {
-            "capacity": {"storage": "32Mi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Delete",
-            "storageClassName": class,
-            "claimRef": claim_ref,
-            "rbd": {
-                "monitors": [c.bed.monitors],
-                "pool": "kube",
-                "image": image,
-                "user": "kube",
-                "keyring": "/etc/ceph/keyring",
-                "secretRef": {"name": format!("{}-user", c.ns), "namespace": "default"},
-            },
-        }
-    }))
-    .unwrap();
+    let mut pv = old_provisioner_pv(c, &pv_name, &image, class, "32Mi");
+    // Bound as `claim_ref` says (Null: not bound), and without a fsType, as the old
+    // provisioner wrote for classes that named none.
+    let spec = pv.spec.as_mut().unwrap();
+    spec.claim_ref = serde_json::from_value(claim_ref).unwrap();
+    spec.rbd.as_mut().unwrap().fs_type = None;
     c.pvs().create(&PostParams::default(), &pv).await.unwrap();
     (pv_name, image)
 }
@@ -620,6 +379,7 @@ async fn old_volumes_are_deleted_only_on_their_stamp() {
         &ghost_pv,
         "VolumeFailedDelete",
         "carries no stamp confirming",
+        T,
     )
     .await;
     assert!(msg.contains("rbd image-meta set"), "{msg}");
@@ -646,19 +406,8 @@ async fn old_volumes_are_deleted_only_on_their_stamp() {
             .unwrap()
             .contains_key("rbd-provisioner.ceph.com/pool-id")
     );
-    c.pvcs()
-        .delete("one", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("the recorded old volume deleted", T, || async {
-        c.pvs()
-            .get_opt(&bound_pv)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    c.delete_claim("one").await;
+    wait_absent(&c.pvs(), &bound_pv, "the recorded old volume deleted", T).await;
     assert!(!rbd_ls(&c.bed, "kube").contains(&bound_image));
 
     // Stamped by another Kubernetes cluster sharing the pool: neither recorded nor deleted.
@@ -687,23 +436,23 @@ async fn old_volumes_are_deleted_only_on_their_stamp() {
         &theirs_pv,
         "VolumeRecordRefused",
         "another Kubernetes cluster",
+        T,
     )
     .await;
-    c.pvcs()
-        .delete("two", &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_claim("two").await;
     wait_pv_event(
         &c.admin,
         &theirs_pv,
         "VolumeFailedDelete",
         "another Kubernetes cluster",
+        T,
     )
     .await;
     assert!(rbd_ls(&c.bed, "kube").contains(&theirs_image));
 
     for (pv, image) in [(ghost_pv, ghost_image), (theirs_pv, theirs_image)] {
-        patch_pv(&c, &pv, json!({"metadata": {"finalizers": null}})).await;
+        c.patch_pv(&pv, json!({"metadata": {"finalizers": null}}))
+            .await;
         let _ = c.pvs().delete(&pv, &DeleteParams::default()).await;
         cli(&c.bed, "rbd", &["rm", &format!("kube/{image}")]);
     }

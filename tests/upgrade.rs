@@ -330,13 +330,7 @@ async fn volumes_migrated_on_1_20_are_bound_grown_and_deleted_on_1_37() {
     // and with it the stamp's match; this bed's 1.37 plane is another cluster (objects carried
     // over as from a backup), so the provisioner first refuses, says how to hand the image
     // over, and deletes once the operator has.
-    let cluster = Api::<k8s_openapi::api::core::v1::Namespace>::all(na.clone())
-        .get("kube-system")
-        .await
-        .unwrap()
-        .metadata
-        .uid
-        .unwrap();
+    let cluster = cluster_uid(&na).await;
     for (i, ((c, pv), image)) in carried.iter().zip(&images).enumerate() {
         let pv_name = pv.metadata.name.clone().unwrap();
         let hand_over = || {

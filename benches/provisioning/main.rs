@@ -26,7 +26,7 @@ use testbed::bench::{bed, cleanup, figures, procfs, watch};
 
 use std::time::{Duration, Instant};
 
-use common::{Bed, Provisioner};
+use common::Provisioner;
 
 use crate::bed::Ctx;
 use crate::cleanup::cleanup;
@@ -34,7 +34,6 @@ use crate::figures::Figures;
 use crate::phases::run;
 use crate::procfs::loadavg;
 use crate::report::report;
-use crate::watch::{spawn_pv_watch, spawn_pvc_watch, spawn_trash_poller, until};
 
 const SEQ_N: usize = 20;
 const DEL_N: usize = 5;
@@ -46,39 +45,20 @@ const CLEANUP_RESERVE: Duration = Duration::from_secs(150);
 use watch::TRASH_POLL;
 
 fn main() {
-    // `cargo bench` passes --bench; accept and ignore harness arguments.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let code = rt.block_on(async_main());
-    std::process::exit(code);
+    testbed::bench::run_main(async_main());
 }
 
 async fn async_main() -> i32 {
     let started = Instant::now();
-    let bed = Bed::load();
-    let admin = bed.admin().await;
-    let ceph = bed.ceph().await;
-    let version = admin
-        .apiserver_version()
-        .await
-        .map(|v| v.git_version)
-        .unwrap_or_else(|e| format!("unknown ({e})"));
-    let cx = Ctx::new(bed, admin, ceph);
+    let (cx, version) = Ctx::connect().await;
     let load_before = loadavg();
 
     // The provisioner: release build, shipped ServiceAccount and RBAC.
     let prov = Provisioner::start(&cx.bed, &cx.prov_name, &[("RUST_LOG", "info")]).await;
     cx.prepare().await;
 
-    spawn_pv_watch(cx.admin.clone(), cx.ns.clone(), cx.seen.clone());
-    spawn_pvc_watch(cx.admin.clone(), cx.ns.clone(), cx.seen.clone());
-    spawn_trash_poller(cx.ceph.clone(), cx.seen.clone());
-    let ready = until(&cx.seen, "watches listed", Duration::from_secs(30), |g| {
-        g.pv_ready && g.pvc_ready
-    })
-    .await;
+    cx.watch();
+    let ready = cx.until_listed().await;
 
     let mut figs = Figures::default();
     let outcome = match ready {

@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::bench::watch::{Seen, Shared, all_in, latest, until};
+use crate::bench::watch::{
+    Seen, Shared, all_in, latest, spawn_pv_watch, spawn_pvc_watch, spawn_trash_poller, until,
+};
 use crate::{Bed, apply_yaml, csi_secret, key_secret, namespace, storage_class, unique};
 
 pub struct Ctx {
@@ -45,6 +47,35 @@ impl Ctx {
             ns,
             seen: Arc::new(Mutex::new(Seen::default())),
         }
+    }
+
+    /// A context on the bed `RBDP_BED` names, and the API server's version (for the report).
+    pub async fn connect() -> (Ctx, String) {
+        let bed = Bed::load();
+        let admin = bed.admin().await;
+        let ceph = bed.ceph().await;
+        let version = admin
+            .apiserver_version()
+            .await
+            .map(|v| v.git_version)
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        (Ctx::new(bed, admin, ceph), version)
+    }
+
+    /// Starts what fills [`Ctx::seen`]: the watches of the run's PVs and claims, and the trash
+    /// poller.
+    pub fn watch(&self) {
+        spawn_pv_watch(self.admin.clone(), self.ns.clone(), self.seen.clone());
+        spawn_pvc_watch(self.admin.clone(), self.ns.clone(), self.seen.clone());
+        spawn_trash_poller(self.ceph.clone(), self.seen.clone());
+    }
+
+    /// Waits until both watches have listed what exists.
+    pub async fn until_listed(&self) -> Result<()> {
+        until(&self.seen, "watches listed", Duration::from_secs(30), |g| {
+            g.pv_ready && g.pvc_ready
+        })
+        .await
     }
 
     /// The namespace, the key secrets, the RoleBinding and a StorageClass for each provisioner.

@@ -6,3 +6,14 @@ pub mod cleanup;
 pub mod figures;
 pub mod procfs;
 pub mod watch;
+
+/// A bench's `main`: runs `run` on a multi-threaded runtime and exits with the code it returns
+/// (`cargo bench` passes harness arguments such as `--bench`; they are ignored).
+pub fn run_main(run: impl std::future::Future<Output = i32>) -> ! {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(run);
+    std::process::exit(code);
+}

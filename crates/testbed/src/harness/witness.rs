@@ -378,11 +378,7 @@ fn headers(bed: &Bed, pool: &str) -> BTreeSet<String> {
         .args(["-p", pool, "ls"])
         .output()
         .expect("run rados ls");
-    assert!(
-        out.status.success(),
-        "rados ls in {pool}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::assert_success(&format!("rados ls in {pool}"), &out);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().strip_prefix("rbd_header."))
@@ -402,11 +398,7 @@ fn directory(bed: &Bed, pool: &str) -> Vec<(String, String)> {
     if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("(2) No such file") {
         return Vec::new();
     }
-    assert!(
-        out.status.success(),
-        "rados listomapvals rbd_directory in {pool}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::assert_success(&format!("rados listomapvals rbd_directory in {pool}"), &out);
     parse_directory(&String::from_utf8_lossy(&out.stdout))
 }
 
