@@ -64,52 +64,45 @@ fn code(text: &str) -> String {
 /// Every `crate::`/`super::`/`self::` path in `code`, with the items of grouped imports
 /// (`use super::{a::B, c}`) joined to their prefix.
 fn paths(code: &str) -> Vec<Vec<String>> {
+    let b = code.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
     let mut out = Vec::new();
-    let bytes: Vec<char> = code.chars().collect();
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
     let mut i = 0;
-    while i < bytes.len() {
-        if (i == 0 || !word(bytes[i - 1]))
+    while i < b.len() {
+        let starts = (i == 0 || !word(b[i - 1]))
             && ["crate::", "super::", "self::"]
                 .iter()
-                .any(|p| code[byte_index(code, i)..].starts_with(p))
-        {
-            let start = i;
-            while i < bytes.len() && word(bytes[i]) {
-                i += 1;
-            }
-            let path: String = bytes[start..i].iter().collect();
-            let prefix: Vec<String> = path
-                .split("::")
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-            if i < bytes.len() && bytes[i] == '{' {
-                let end = (i..bytes.len()).find(|&j| bytes[j] == '}').unwrap_or(i);
-                let group: String = bytes[i + 1..end].iter().collect();
-                for item in group.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let mut p = prefix.clone();
-                    p.extend(
-                        item.split(" as ")
-                            .next()
-                            .unwrap_or("")
-                            .split("::")
-                            .map(String::from),
-                    );
-                    out.push(p);
-                }
-                i = end;
-            } else {
-                out.push(prefix);
-            }
+                .any(|p| b[i..].starts_with(p.as_bytes()));
+        if !starts {
+            i += 1;
+            continue;
         }
-        i += 1;
+        let start = i;
+        while i < b.len() && word(b[i]) {
+            i += 1;
+        }
+        let prefix: Vec<String> = code[start..i]
+            .split("::")
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if i < b.len() && b[i] == b'{' {
+            let end = code[i..].find('}').map_or(b.len(), |e| i + e);
+            for item in code[i + 1..end].split(',').map(str::trim) {
+                let item = item.split(" as ").next().unwrap_or("");
+                if item.is_empty() {
+                    continue;
+                }
+                let mut p = prefix.clone();
+                p.extend(item.split("::").map(String::from));
+                out.push(p);
+            }
+            i = end;
+        } else {
+            out.push(prefix);
+        }
     }
     out
-}
-
-fn byte_index(s: &str, char_index: usize) -> usize {
-    s.char_indices().nth(char_index).map_or(s.len(), |(b, _)| b)
 }
 
 /// `pub use child::Item` (and groups) of each module: item → the child defining it.

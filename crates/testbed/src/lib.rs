@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod fake_ceph;
 pub mod harness;
+mod layout;
 mod process;
 
 mod bed;
