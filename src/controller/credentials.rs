@@ -1,32 +1,38 @@
 //! Credentials and connections for acting on a volume's image, and where its pool is.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::Context;
-use crate::error::{Error, SecretRole};
-use ceph::{Credentials, RbdCluster};
-use domain::owner::Place;
-use domain::params;
-use domain::reclaim::{AdminSource, DeleteTarget};
+use crate::error::{Error, FactsDisagree, SecretRole};
+use ceph::{CephKey, Credentials, RbdCluster};
+use domain::owner::{self, Place};
+use domain::params::{self, SecretRef};
+use domain::reclaim::{self, AdminSource, DeleteTarget};
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 impl Context {
+    /// The key of Ceph user `admin_id` from the admin Secret `secret` (read moments ago, or
+    /// now).
+    async fn admin_key(&self, secret: &SecretRef, admin_id: &str) -> Result<CephKey, Error> {
+        let sa = &self.settings.service_account;
+        self.kube
+            .secrets
+            .ceph_key(&self.kube.client, SecretRole::Admin, secret, admin_id, sa)
+            .await
+    }
+
     /// Admin credentials for a volume: recorded on the PV, or from its StorageClass (old PVs).
     pub(super) async fn admin_credentials(
         &self,
         pv_name: &str,
         t: &DeleteTarget,
     ) -> Result<Credentials, Error> {
-        let sa = &self.settings.service_account;
         match &t.admin {
             AdminSource::Recorded { admin_id, secret } => Ok(Credentials {
                 monitors: t.monitors.clone(),
                 user: admin_id.clone(),
-                key: self
-                    .kube
-                    .secrets
-                    .ceph_key(&self.kube.client, SecretRole::Admin, secret, admin_id, sa)
-                    .await?,
+                key: self.admin_key(secret, admin_id).await?,
             }),
             AdminSource::FromClass(class_name) => {
                 let class = self
@@ -51,17 +57,7 @@ impl Context {
                         t.monitors.clone()
                     },
                     user: p.admin_id.clone(),
-                    key: self
-                        .kube
-                        .secrets
-                        .ceph_key(
-                            &self.kube.client,
-                            SecretRole::Admin,
-                            &p.admin_secret,
-                            &p.admin_id,
-                            sa,
-                        )
-                        .await?,
+                    key: self.admin_key(&p.admin_secret, &p.admin_id).await?,
                 })
             }
         }
@@ -88,17 +84,7 @@ impl Context {
             && let Ok(p) = params::parse(&class.parameters.clone().unwrap_or_default())
             && p.pool == t.pool
         {
-            let key = self
-                .kube
-                .secrets
-                .ceph_key(
-                    &self.kube.client,
-                    SecretRole::Admin,
-                    &p.admin_secret,
-                    &p.admin_id,
-                    &self.settings.service_account,
-                )
-                .await?;
+            let key = self.admin_key(&p.admin_secret, &p.admin_id).await?;
             return Ok(Credentials {
                 monitors: p.monitors,
                 user: p.admin_id,
@@ -128,11 +114,7 @@ impl Context {
             .connections
             .get(creds)
             .await
-            .map_err(Error::ceph(format!(
-                "Ceph cluster {} as client.{}",
-                creds.monitors.join(","),
-                creds.user
-            )));
+            .map_err(Error::ceph(cluster_label(creds)));
         self.metrics.set_ceph_clients(self.ceph.connections.len());
         r
     }
@@ -146,11 +128,44 @@ impl Context {
             .connections
             .borrow(creds)
             .await
-            .map_err(Error::ceph(format!(
-                "Ceph cluster {} as client.{}",
-                creds.monitors.join(","),
-                creds.user
-            )))
+            .map_err(Error::ceph(cluster_label(creds)))
+    }
+}
+
+/// How errors name a Ceph cluster reached with these credentials (never the key).
+fn cluster_label(creds: &Credentials) -> String {
+    format!(
+        "Ceph cluster {} as client.{}",
+        creds.monitors.join(","),
+        creds.user
+    )
+}
+
+/// What record and grow check before they write to an image: where its pool is, as the
+/// cluster reached says, against what the PV records, and the image's stamp. Facts that
+/// disagree are a [`Error::Mismatch`] for `action`.
+impl Context {
+    pub(super) async fn checked_place_and_stamp(
+        &self,
+        cluster: &Arc<dyn RbdCluster>,
+        pv: &PersistentVolume,
+        t: &DeleteTarget,
+        object: &str,
+        action: &'static str,
+    ) -> Result<(Place, BTreeMap<String, String>), Error> {
+        let mismatch = |why| Error::Mismatch {
+            action,
+            pv: pv.metadata.name.clone().unwrap_or_default(),
+            why,
+        };
+        let live = self.place(cluster, &t.pool, object).await?;
+        reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
+            .map_err(|c| mismatch(FactsDisagree::Place(c)))?;
+        let meta = cluster
+            .metadata(&t.pool, &t.image, owner::KEYS)
+            .await
+            .map_err(Error::ceph(object))?;
+        Ok((live, meta))
     }
 }
 

@@ -75,37 +75,25 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
             pv: name.clone(),
             cause,
         }),
-        VolumeAction::Record(target) => {
-            return match super::record::record(&pv, &target, &ctx).await {
-                Ok(Outcome::Done(())) => {
-                    ctx.succeeded(&key);
-                    Ok(Action::await_change())
+        // Done and a lost race end as a deletion's would; failures are the recording's own.
+        VolumeAction::Record(target) => match super::record::record(&pv, &target, &ctx).await {
+            // An old volume whose class is gone (common, and harmless while it is bound):
+            // tried again now and then, quietly; its deletion says what to do if it comes.
+            Err(e @ Error::ClassGone { .. }) => {
+                tracing::debug!(pv = %name, error = %e, "cannot record this volume yet");
+                return Ok(Action::requeue(ctx.settings.retry_max));
+            }
+            Err(e) => {
+                if matches!(e, Error::Mismatch { .. }) {
+                    ctx.kube
+                        .events
+                        .warning(&regarding, "VolumeRecordRefused", "Record", e.to_string())
+                        .await;
                 }
-                Ok(Outcome::Changed { verb, object }) => {
-                    tracing::debug!(pv = %name, "{verb} {object}: changed meanwhile; retrying");
-                    Ok(Action::requeue(Duration::from_millis(200)))
-                }
-                Ok(Outcome::Waiting(wait)) => {
-                    tracing::info!(pv = %name, "{wait}");
-                    Ok(Action::requeue(Duration::from_secs(5)))
-                }
-                // An old volume whose class is gone (common, and harmless while it is bound):
-                // tried again now and then, quietly; its deletion says what to do if it comes.
-                Err(e @ Error::ClassGone { .. }) => {
-                    tracing::debug!(pv = %name, error = %e, "cannot record this volume yet");
-                    Ok(Action::requeue(ctx.settings.retry_max))
-                }
-                Err(e) => {
-                    if matches!(e, Error::Mismatch { .. }) {
-                        ctx.kube
-                            .events
-                            .warning(&regarding, "VolumeRecordRefused", "Record", e.to_string())
-                            .await;
-                    }
-                    Err(e)
-                }
-            };
-        }
+                return Err(e);
+            }
+            done => done,
+        },
         VolumeAction::Delete(_) => {
             let started = Instant::now();
             crate::failpoint::hit(crate::failpoint::Point::BeforeFreshRead, &name).await;

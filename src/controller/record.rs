@@ -26,13 +26,9 @@ pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> R
     let creds = ctx.volume_credentials(pv, t).await?;
     let cluster = ctx.connect(&creds).await?;
     let object = format!("image {}/{} of volume {name}", t.pool, t.image);
-    let live = ctx.place(&cluster, &t.pool, &object).await?;
-    reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
-        .map_err(|c| mismatch(FactsDisagree::Place(c)))?;
-    let meta = cluster
-        .metadata(&t.pool, &t.image, owner::KEYS)
-        .await
-        .map_err(Error::ceph(&object))?;
+    let (live, meta) = ctx
+        .checked_place_and_stamp(&cluster, pv, t, &object, "record")
+        .await?;
     let pairs = owner::first_sight_pairs(&meta, &ctx.instance, &seen, &live, super::unix_now())
         .map_err(|m| mismatch(FactsDisagree::Stamp(m)))?;
     // Without opening the image: it is in use, and nothing that has it open reads these keys.

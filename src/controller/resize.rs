@@ -123,13 +123,9 @@ async fn grow(
         pv: pv_name.clone(),
         why,
     };
-    let live = ctx.place(&cluster, &t.pool, &object).await?;
-    reclaim::check_recorded(pv, &t.pool, &live, cluster.monitors())
-        .map_err(|c| mismatch(FactsDisagree::Place(c)))?;
-    let meta = cluster
-        .metadata(&t.pool, &t.image, owner::KEYS)
-        .await
-        .map_err(Error::ceph(&object))?;
+    let (live, meta) = ctx
+        .checked_place_and_stamp(&cluster, pv, &t, &object, "grow")
+        .await?;
     owner::check_place(&meta, &live).map_err(|m| mismatch(FactsDisagree::Stamp(m)))?;
     let info = cluster
         .image_info(&t.pool, &t.image)

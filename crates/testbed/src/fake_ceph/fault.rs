@@ -2,76 +2,63 @@
 
 use super::*;
 
-/// A method of [`RbdCluster`], as the call log and [`Fault`]s name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Method {
-    Fsid,
-    PoolId,
-    PoolCreated,
-    PoolQuota,
-    PoolApplications,
-    ListImages,
-    RecordsSet,
-    RecordsRemove,
-    Records,
-    CreateImage,
-    CloneImage,
-    ImageInfo,
-    Resize,
-    RemoveImage,
-    Watchers,
-    Flatten,
-    SetMetadata,
-    SetMetadataUnopened,
-    Metadata,
-    SnapCreate,
-    SnapProtect,
-    SnapUnprotect,
-    SnapRemove,
-    SnapList,
-    TrashMove,
-    TrashList,
-    TrashRemove,
-    TrashMetadata,
-    TrashImage,
+/// The methods of [`RbdCluster`], as the call log and [`Fault`]s name them: the enum, its
+/// names and the list of all, from one table.
+macro_rules! methods {
+    ($($variant:ident => $name:literal,)*) => {
+        /// A method of [`RbdCluster`], as the call log and [`Fault`]s name it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Method {
+            $($variant,)*
+        }
+
+        impl Method {
+            /// Every method, in the trait's order.
+            pub const ALL: &'static [Method] = &[$(Method::$variant,)*];
+
+            /// The trait method's name (`trash_move`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Method::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+methods! {
+    Fsid => "fsid",
+    PoolId => "pool_id",
+    PoolCreated => "pool_created",
+    PoolQuota => "pool_quota",
+    PoolApplications => "pool_applications",
+    ListImages => "list_images",
+    RecordsSet => "records_set",
+    RecordsRemove => "records_remove",
+    Records => "records",
+    CreateImage => "create_image",
+    CloneImage => "clone_image",
+    ImageInfo => "image_info",
+    Resize => "resize",
+    RemoveImage => "remove_image",
+    Watchers => "watchers",
+    Flatten => "flatten",
+    SetMetadata => "set_metadata",
+    SetMetadataUnopened => "set_metadata_unopened",
+    Metadata => "metadata",
+    SnapCreate => "snap_create",
+    SnapProtect => "snap_protect",
+    SnapUnprotect => "snap_unprotect",
+    SnapRemove => "snap_remove",
+    SnapList => "snap_list",
+    TrashMove => "trash_move",
+    TrashList => "trash_list",
+    TrashRemove => "trash_remove",
+    TrashMetadata => "trash_metadata",
+    TrashImage => "trash_image",
 }
 
 impl Method {
-    /// The trait method's name (`trash_move`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Fsid => "fsid",
-            Method::PoolId => "pool_id",
-            Method::PoolCreated => "pool_created",
-            Method::PoolQuota => "pool_quota",
-            Method::PoolApplications => "pool_applications",
-            Method::ListImages => "list_images",
-            Method::RecordsSet => "records_set",
-            Method::RecordsRemove => "records_remove",
-            Method::Records => "records",
-            Method::CreateImage => "create_image",
-            Method::CloneImage => "clone_image",
-            Method::ImageInfo => "image_info",
-            Method::Resize => "resize",
-            Method::RemoveImage => "remove_image",
-            Method::Watchers => "watchers",
-            Method::Flatten => "flatten",
-            Method::SetMetadata => "set_metadata",
-            Method::SetMetadataUnopened => "set_metadata_unopened",
-            Method::Metadata => "metadata",
-            Method::SnapCreate => "snap_create",
-            Method::SnapProtect => "snap_protect",
-            Method::SnapUnprotect => "snap_unprotect",
-            Method::SnapRemove => "snap_remove",
-            Method::SnapList => "snap_list",
-            Method::TrashMove => "trash_move",
-            Method::TrashList => "trash_list",
-            Method::TrashRemove => "trash_remove",
-            Method::TrashMetadata => "trash_metadata",
-            Method::TrashImage => "trash_image",
-        }
-    }
-
     /// Whether the method changes the cluster (what "did nothing" assertions look for).
     pub fn writes(self) -> bool {
         matches!(

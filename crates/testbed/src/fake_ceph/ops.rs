@@ -4,6 +4,41 @@
 use super::*;
 
 impl State {
+    /// Whether clones depend on snapshot `at` of `pool/image`.
+    fn snap_has_children(
+        &mut self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+        at: usize,
+    ) -> Result<bool, CephError> {
+        let (img, _) = self.snap_op(pool, image, snap)?;
+        let parent = ParentRef {
+            pool: pool.to_string(),
+            image_id: img.id.clone(),
+            snap_id: img.snaps[at].id,
+        };
+        Ok(self.has_children(&parent))
+    }
+
+    /// Before a new image: `Some(AlreadyExisted)` when the name is taken (librbd's create is
+    /// idempotent that way), EDQUOT when the pool is at its quota.
+    fn name_taken(
+        &self,
+        pool: &str,
+        name: &str,
+        err: impl Fn(Errno) -> CephError,
+    ) -> Result<Option<Created>, CephError> {
+        let pool = self.pool(pool)?;
+        if pool.images.contains_key(name) {
+            return Ok(Some(Created::AlreadyExisted));
+        }
+        if pool.over_quota() {
+            return Err(err(Errno(libc::EDQUOT)));
+        }
+        Ok(None)
+    }
+
     pub(super) fn create_image(&mut self, spec: &ImageSpec) -> Result<Created, CephError> {
         let err = |e| CephError::image_op(Op::Create, &spec.pool, &spec.name, e);
         self.pool(&spec.pool)?;
@@ -11,12 +46,8 @@ impl State {
         let (data_pool_id, features) = self
             .data_pool(&spec.pool, spec.data_pool.as_deref(), features)
             .map_err(err)?;
-        let pool = self.pool(&spec.pool)?;
-        if pool.images.contains_key(&spec.name) {
-            return Ok(Created::AlreadyExisted);
-        }
-        if pool.over_quota() {
-            return Err(err(Errno(libc::EDQUOT)));
+        if let Some(taken) = self.name_taken(&spec.pool, &spec.name, err)? {
+            return Ok(taken);
         }
         let img = self.new_image(spec.size, features, data_pool_id);
         self.pool_mut(&spec.pool)?
@@ -64,12 +95,8 @@ impl State {
         let (data_pool_id, features) = self
             .data_pool(&s.pool, s.data_pool.as_deref(), features)
             .map_err(err)?;
-        let pool = self.pool(&s.pool)?;
-        if pool.images.contains_key(&s.name) {
-            return Ok(Created::AlreadyExisted);
-        }
-        if pool.over_quota() {
-            return Err(err(Errno(libc::EDQUOT)));
+        if let Some(taken) = self.name_taken(&s.pool, &s.name, err)? {
+            return Ok(taken);
         }
         let mut img = self.new_image(size, features, data_pool_id);
         img.obj_size = obj_size;
@@ -310,12 +337,7 @@ impl State {
         if !img.snaps[at].protected {
             return Ok(());
         }
-        let parent = ParentRef {
-            pool: pool.to_string(),
-            image_id: img.id.clone(),
-            snap_id: img.snaps[at].id,
-        };
-        if self.has_children(&parent) {
+        if self.snap_has_children(pool, image, snap, at)? {
             return Err(err(libc::EBUSY));
         }
         let (img, _) = self.snap_op(pool, image, snap)?;
@@ -337,14 +359,9 @@ impl State {
         if img.snaps[at].protected {
             return Err(err(libc::EBUSY));
         }
-        let parent = ParentRef {
-            pool: pool.to_string(),
-            image_id: img.id.clone(),
-            snap_id: img.snaps[at].id,
-        };
         // Clones of format 2 of an unprotected snapshot (librbd would move it to the trash
         // namespace instead).
-        if self.has_children(&parent) {
+        if self.snap_has_children(pool, image, snap, at)? {
             return Err(err(libc::EBUSY));
         }
         let (img, _) = self.snap_op(pool, image, snap)?;

@@ -150,38 +150,7 @@ async fn a_delayed_call_takes_its_time_and_is_logged_when_it_returns() {
 #[test]
 fn default_errors_carry_the_errno_in_the_real_variant() {
     use Method::*;
-    let all = [
-        Fsid,
-        PoolId,
-        PoolCreated,
-        PoolQuota,
-        PoolApplications,
-        ListImages,
-        RecordsSet,
-        RecordsRemove,
-        Records,
-        CreateImage,
-        CloneImage,
-        ImageInfo,
-        Resize,
-        RemoveImage,
-        Watchers,
-        Flatten,
-        SetMetadata,
-        SetMetadataUnopened,
-        Metadata,
-        SnapCreate,
-        SnapProtect,
-        SnapUnprotect,
-        SnapRemove,
-        SnapList,
-        TrashMove,
-        TrashList,
-        TrashRemove,
-        TrashMetadata,
-        TrashImage,
-    ];
-    for method in all {
+    for &method in Method::ALL {
         let call = Call {
             method,
             pool: "kube".into(),
