@@ -44,6 +44,7 @@ impl Errno {
             ENOTCONN => "ENOTCONN",
             // Ceph reuses ESHUTDOWN for "client blocklisted".
             ESHUTDOWN => "ESHUTDOWN",
+            EUCLEAN => "EUCLEAN",
             ETIMEDOUT => "ETIMEDOUT",
             ECONNREFUSED => "ECONNREFUSED",
             EHOSTUNREACH => "EHOSTUNREACH",

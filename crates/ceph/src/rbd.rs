@@ -5,7 +5,7 @@
 //!
 //! The librbd implementations only delegate to [`Cluster`] and [`Connections`]: same calls,
 //! same results, same errors. Any other implementation must keep to what these document, and
-//! to what `tests/ceph_contract.rs` checks against a real cluster.
+//! to what `tests/ceph_contract/` checks against a real cluster.
 
 use std::collections::BTreeMap;
 use std::fmt;
