@@ -93,6 +93,57 @@ async fn pool_quota_reached_during_a_burst() {
     ));
 }
 
+/// A deletion while the pool is at its quota. librbd's trash move then does nothing and says
+/// the image is gone (a pool that never had a trash entry cannot make its trash object), so
+/// "gone" must be proved: the PV stays, held by our finalizer, with an event naming the quota,
+/// and the image stays with it; once the quota is lifted the deletion finishes.
+#[tokio::test]
+async fn a_deletion_at_a_full_pool_keeps_the_volume_until_there_is_room() {
+    let started = Instant::now();
+    let (c, _addr, own, class) = scenario("cfdelq", None).await;
+    let doomed = provisioned_first(&c, &class, names("doomed", 1)).await;
+    let uid = uid_of(&c.pvcs().get(&doomed[0]).await.unwrap());
+    let (pv, image) = (format!("pvc-{uid}"), image_of(&uid));
+    assert!(rbd_ls(&c.bed, &own.pool).contains(&image), "made: {image}");
+
+    ceph(
+        &c.bed,
+        &["osd", "pool", "set-quota", &own.pool, "max_objects", "1"],
+    );
+    wait_for("the pool flagged full_quota", T, || async {
+        own.flags().contains("full_quota").then_some(())
+    })
+    .await;
+    c.delete_claim(&doomed[0]).await;
+    let note = wait_pv_event(&c.admin, &pv, "VolumeFailedDelete", "did nothing", T).await;
+    println!("event: {note}");
+    assert!(note.contains("max_objects 1"), "the quota is named: {note}");
+    // Retried meanwhile, and still kept.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        rbd_ls(&c.bed, &own.pool).contains(&image),
+        "the image stays while the deletion cannot trash it"
+    );
+    assert!(
+        c.pvs().get_opt(&pv).await.unwrap().is_some(),
+        "the PV is held until its image is trashed"
+    );
+
+    ceph(
+        &c.bed,
+        &["osd", "pool", "set-quota", &own.pool, "max_objects", "0"],
+    );
+    c.wait_pv_gone(&uid).await;
+    wait_for("the image out of the pool", T, || async {
+        (!rbd_ls(&c.bed, &own.pool).contains(&image)).then_some(())
+    })
+    .await;
+    report(&format!(
+        "ceph_faults deletion at quota: kept until the quota was lifted, test {:.0}s",
+        started.elapsed().as_secs_f64()
+    ));
+}
+
 /// The admin key rotated (the user removed and made again, with a new key) while claims wait:
 /// the cached client is re-authenticated within `--ceph-client-max-age`, the claims get an
 /// event naming the user, the Secret and the command that updates it, and once the Secret
