@@ -82,61 +82,67 @@ pub struct Cli {
     #[arg(long, env = "RETRY_INTERVAL_MAX", value_name = "DURATION", default_value = "5m", value_parser = crate::leader::parse_duration)]
     pub retry_interval_max: Duration,
 
-    /// Seconds a Ceph connection may take (monitors unreachable, wrong key) before failing.
+    /// How long a Ceph connection may take (monitors unreachable, wrong key) before failing.
     #[arg(
         long,
         env = "CEPH_CONNECT_TIMEOUT",
-        value_name = "SECONDS",
-        default_value_t = 10
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = crate::leader::parse_duration_or_seconds
     )]
-    pub ceph_connect_timeout: u64,
+    pub ceph_connect_timeout: Duration,
 
-    /// Seconds a single Ceph request may take.
+    /// How long a single Ceph request may take.
     #[arg(
         long,
         env = "CEPH_OP_TIMEOUT",
-        value_name = "SECONDS",
-        default_value_t = 30
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = crate::leader::parse_duration_or_seconds
     )]
-    pub ceph_op_timeout: u64,
+    pub ceph_op_timeout: Duration,
 
-    /// Seconds between housekeeping passes (purge what we trashed, collect orphaned images,
+    /// Time between housekeeping passes (purge what we trashed, collect orphaned images,
     /// close idle Ceph clients); 0 turns them off.
     #[arg(
         long,
         env = "MAINTENANCE_INTERVAL",
-        value_name = "SECONDS",
-        default_value_t = 300
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = crate::leader::parse_duration_or_seconds
     )]
-    pub maintenance_interval: u64,
+    pub maintenance_interval: Duration,
 
-    /// Seconds a Ceph client may stay unused before it is closed (and its key forgotten).
+    /// How long a Ceph client may stay unused before it is closed (and its key forgotten).
     #[arg(
         long,
         env = "CEPH_CLIENT_IDLE",
-        value_name = "SECONDS",
-        default_value_t = 600
+        value_name = "DURATION",
+        default_value = "10m",
+        value_parser = crate::leader::parse_duration_or_seconds
     )]
-    pub ceph_client_idle: u64,
+    pub ceph_client_idle: Duration,
 
-    /// Seconds after which a Ceph client, even one in use, is replaced by a freshly
+    /// Age after which a Ceph client, even one in use, is replaced by a freshly
     /// authenticated one (a rotated key or revoked caps count then); 0 keeps clients.
     #[arg(
         long,
         env = "CEPH_CLIENT_MAX_AGE",
-        value_name = "SECONDS",
-        default_value_t = 300
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = crate::leader::parse_duration_or_seconds
     )]
-    pub ceph_client_max_age: u64,
+    pub ceph_client_max_age: Duration,
 
-    /// Seconds an image of ours that never had a PV must exist (claim gone) before it is collected.
+    /// How long an image of ours that never had a PV must exist (claim gone) before it is collected.
     #[arg(
         long,
         env = "ORPHAN_GRACE",
-        value_name = "SECONDS",
-        default_value_t = 600
+        value_name = "DURATION",
+        default_value = "10m",
+        value_parser = crate::leader::parse_duration_or_seconds
     )]
-    pub orphan_grace: u64,
+    pub orphan_grace: Duration,
 
     /// PV flavour for classes without `volumeFlavor`: auto picks `rbd` below Kubernetes 1.31, `csi` from 1.31.
     #[arg(long, env = "VOLUME_FLAVOR", value_enum, default_value_t = FlavorArg::Auto)]
@@ -345,13 +351,13 @@ async fn run_provisioner(
         default_flavor,
         workers: cli.workers.max(1),
         ceph_timeouts: Timeouts {
-            connect: Duration::from_secs(cli.ceph_connect_timeout.max(1)),
-            op: Duration::from_secs(cli.ceph_op_timeout.max(1)),
+            connect: cli.ceph_connect_timeout.max(Duration::from_secs(1)),
+            op: cli.ceph_op_timeout.max(Duration::from_secs(1)),
         },
-        maintenance_interval: Duration::from_secs(cli.maintenance_interval),
-        orphan_grace: Duration::from_secs(cli.orphan_grace),
-        ceph_idle: Duration::from_secs(cli.ceph_client_idle),
-        ceph_max_age: Duration::from_secs(cli.ceph_client_max_age),
+        maintenance_interval: cli.maintenance_interval,
+        orphan_grace: cli.orphan_grace,
+        ceph_idle: cli.ceph_client_idle,
+        ceph_max_age: cli.ceph_client_max_age,
         early_provisioning: cli.early_provisioning,
         retry_start: cli.retry_interval_start.max(Duration::from_millis(10)),
         retry_max: cli.retry_interval_max.max(cli.retry_interval_start),

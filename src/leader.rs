@@ -104,6 +104,15 @@ impl Timing {
 )]
 pub struct DurationError(String);
 
+/// A Go duration, or, for the flags that took whole seconds before durations were the one
+/// spelling, a bare number of seconds (`300` = `5m`), so existing arguments keep working.
+pub fn parse_duration_or_seconds(text: &str) -> std::result::Result<Duration, DurationError> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => parse_duration(text),
+    }
+}
+
 /// Parses a Go-style duration ("15s", "500ms", "2m", "1m30s", "1.5s", "0").
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, DurationError> {
     let bad = || DurationError(text.to_string());

@@ -1,6 +1,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn writes_are_signed_with_the_replica() {
@@ -71,17 +72,17 @@ fn ceph_client_max_age_flag() {
     let parse = |args: &[&str]| {
         Cli::try_parse_from(std::iter::once("rbd-provisioner").chain(args.iter().copied()))
     };
-    assert_eq!(parse(&[]).unwrap().ceph_client_max_age, 300);
-    assert_eq!(
-        parse(&["--ceph-client-max-age", "30"])
-            .unwrap()
-            .ceph_client_max_age,
-        30
-    );
-    let e = parse(&["--ceph-client-max-age", "5m"])
+    let secs = Duration::from_secs;
+    assert_eq!(parse(&[]).unwrap().ceph_client_max_age, secs(300));
+    // A bare number is seconds, as this flag always took; a duration is the one spelling.
+    for (arg, want) in [("30", secs(30)), ("5m", secs(300)), ("1m30s", secs(90))] {
+        let got = parse(&["--ceph-client-max-age", arg]).unwrap();
+        assert_eq!(got.ceph_client_max_age, want, "{arg}");
+    }
+    let e = parse(&["--ceph-client-max-age", "5 minutes"])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("<SECONDS>"), "{e}");
+    assert!(e.contains("<DURATION>"), "{e}");
 }
 
 /// The "### Flags" table of the README: one row per flag, its cells (flag, env, default,
@@ -206,8 +207,8 @@ fn readme_flag_table_matches_clap() {
             .collect::<Vec<_>>()
             .join(",");
         let cell = row[2].as_str();
-        // Two spellings of time, both kept for the arguments operators already pass; the
-        // value name is what --help and clap's errors show, so it must say which.
+        // One spelling of time: every time is a Duration, shown as <DURATION> in --help and
+        // clap's errors (some also read a bare number as seconds, for old arguments).
         let value_type = arg.get_value_parser().type_id();
         let value_names: Vec<String> = arg
             .get_value_names()
@@ -216,14 +217,8 @@ fn readme_flag_table_matches_clap() {
             .map(|n| n.to_string())
             .collect();
         let is_duration = value_type == std::any::TypeId::of::<Duration>();
-        let in_seconds = value_names == ["SECONDS"];
         if is_duration != (value_names == ["DURATION"]) {
             problems.push(format!("{shown}: a Duration is shown as <DURATION>, and only it (value names {value_names:?})"));
-        }
-        if in_seconds && value_type != std::any::TypeId::of::<u64>() {
-            problems.push(format!(
-                "{shown}: <SECONDS> is a whole number of seconds, a u64"
-            ));
         }
         let expected = if !arg.get_action().takes_values() || default.is_empty() {
             // A counted flag, or one without a default: the cell says in words what
@@ -239,8 +234,6 @@ fn readme_flag_table_matches_clap() {
                 ));
             }
             Some(format!("`{default}`"))
-        } else if in_seconds {
-            Some(format!("`{default}` seconds"))
         } else {
             Some(format!("`{default}`"))
         };
@@ -251,7 +244,7 @@ fn readme_flag_table_matches_clap() {
             Some(e) => {
                 // Words may follow the value ("(no limit)"), but not for time: there the
                 // unit is what follows, and nothing else.
-                let words_may_follow = !is_duration && !in_seconds;
+                let words_may_follow = !is_duration;
                 let agrees = cell == e || (words_may_follow && cell.starts_with(&format!("{e} (")));
                 if !agrees {
                     problems.push(format!(

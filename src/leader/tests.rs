@@ -167,6 +167,9 @@ fn timing_rules() {
 fn go_durations() {
     let ms = Duration::from_millis;
     assert_eq!(parse_duration("15s"), Ok(ms(15_000)));
+    assert_eq!(parse_duration_or_seconds("300"), Ok(ms(300_000)));
+    assert_eq!(parse_duration_or_seconds("5m"), Ok(ms(300_000)));
+    assert!(parse_duration_or_seconds("5 minutes").is_err());
     assert_eq!(parse_duration("500ms"), Ok(ms(500)));
     assert_eq!(parse_duration("2m"), Ok(ms(120_000)));
     assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
