@@ -5,14 +5,15 @@
 //! made, also when it fails, so the tests can run in parallel and repeatedly.
 
 use testbed as common;
+use testbed::layering_spec;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ceph::{
-    CephError, CephKey, CloneSpec, Cluster, Connections, Created, Credentials, ImageSpec,
-    ParentSpec, RBD_FEATURE_DATA_POOL, RBD_FEATURE_LAYERING, Removed, Timeouts, TrashEntry,
+    CephError, CephKey, CloneSpec, Cluster, Connections, Created, Credentials, ParentSpec,
+    RBD_FEATURE_DATA_POOL, RBD_FEATURE_LAYERING, Removed, Timeouts, TrashEntry,
 };
 
 const POOL: &str = "kube";
@@ -51,16 +52,6 @@ fn unique(test: &str) -> String {
     )
 }
 
-fn spec(pool: &str, name: &str, size: u64) -> ImageSpec {
-    ImageSpec {
-        pool: pool.into(),
-        name: name.into(),
-        size,
-        data_pool: None,
-        features: RBD_FEATURE_LAYERING,
-    }
-}
-
 /// A connection, a name of the test's own for an image in [`POOL`], and the guard that
 /// removes that image.
 async fn fresh(test: &str) -> (Arc<Cluster>, String, Cleanup) {
@@ -74,7 +65,9 @@ async fn fresh(test: &str) -> (Arc<Cluster>, String, Cleanup) {
 /// [`fresh`], with the image made (`size` bytes, layering only).
 async fn made(test: &str, size: u64) -> (Arc<Cluster>, String, Cleanup) {
     let (c, name, cleanup) = fresh(test).await;
-    c.create_image(&spec(POOL, &name, size)).await.unwrap();
+    c.create_image(&layering_spec(POOL, &name, size))
+        .await
+        .unwrap();
     (c, name, cleanup)
 }
 
@@ -136,7 +129,10 @@ async fn create_reads_back_and_is_idempotent() {
     let (c, name, _cleanup) = fresh("create").await;
 
     let started = Instant::now();
-    let created = c.create_image(&spec(POOL, &name, 64 * MIB)).await.unwrap();
+    let created = c
+        .create_image(&layering_spec(POOL, &name, 64 * MIB))
+        .await
+        .unwrap();
     eprintln!("create_image took {:?}", started.elapsed());
     assert_eq!(created, Created::New);
 
@@ -149,7 +145,10 @@ async fn create_reads_back_and_is_idempotent() {
     assert_eq!(info.parent, None);
     assert_eq!(info.obj_size, 4 * MIB);
 
-    let again = c.create_image(&spec(POOL, &name, 128 * MIB)).await.unwrap();
+    let again = c
+        .create_image(&layering_spec(POOL, &name, 128 * MIB))
+        .await
+        .unwrap();
     assert_eq!(again, Created::AlreadyExisted);
     let info2 = c.image_info(POOL, &name).await.unwrap();
     assert_eq!(info2.id, info.id, "the existing image was not replaced");
@@ -216,7 +215,7 @@ async fn a_new_image_stamped_unopened_reads_back_everywhere() {
 async fn create_with_data_pool() {
     let (c, name, _cleanup) = fresh("datapool").await;
 
-    let mut s = spec(POOL, &name, 16 * MIB);
+    let mut s = layering_spec(POOL, &name, 16 * MIB);
     s.data_pool = Some(POOL2.into());
     assert_eq!(c.create_image(&s).await.unwrap(), Created::New);
     let info = c.image_info(POOL, &name).await.unwrap();
@@ -336,7 +335,7 @@ async fn clone_from_protected_snapshot_and_flatten() {
     cleanup.add(POOL, &parent);
     cleanup.add(POOL2, &child);
 
-    c.create_image(&spec(POOL, &parent, 32 * MIB))
+    c.create_image(&layering_spec(POOL, &parent, 32 * MIB))
         .await
         .unwrap();
     assert_eq!(

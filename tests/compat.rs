@@ -27,18 +27,6 @@ async fn server_minor(c: &Scenario) -> u32 {
         .expect("numeric minor version")
 }
 
-/// `ceph fsid` through the CLI: an oracle independent of our librados bindings.
-fn ceph_fsid(bed: &Bed) -> String {
-    let out = Command::new("ceph")
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .arg("fsid")
-        .output()
-        .expect("run the ceph CLI");
-    assert!(out.status.success(), "ceph fsid: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Replaces `from` by `to` in `text`, failing when `from` is absent, so an edit of
 /// examples/ cannot silently turn this into a test of something else.
 fn subst(text: &str, pairs: &[(&str, &str)]) -> String {

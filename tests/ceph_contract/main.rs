@@ -14,6 +14,7 @@
 //! (a pool of the scenario's own, `ceph osd pool set-quota`, removed at the end).
 
 use testbed as common;
+use testbed::layering_spec;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

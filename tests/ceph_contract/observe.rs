@@ -165,16 +165,6 @@ impl Observe for String {
     }
 }
 
-pub(crate) fn spec(pool: &str, name: &str, size: u64) -> ImageSpec {
-    ImageSpec {
-        pool: pool.into(),
-        name: name.into(),
-        size,
-        data_pool: None,
-        features: RBD_FEATURE_LAYERING,
-    }
-}
-
 pub(crate) fn clone_spec(parent: (&str, &str, &str), pool: &str, name: &str) -> CloneSpec {
     CloneSpec {
         parent: ParentSpec {

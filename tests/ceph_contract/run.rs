@@ -92,7 +92,7 @@ impl Run {
         match &self.side {
             Side::Fake(f) => f.half_made(pool, name),
             Side::Real { .. } => {
-                let spec = spec(pool, name, MIB);
+                let spec = layering_spec(pool, name, MIB);
                 self.c.create_image(&spec).await.expect("create");
                 let id = self.c.image_info(pool, name).await.expect("info").id;
                 let bed = common::Bed::load();
@@ -117,7 +117,7 @@ impl Run {
             }
             Side::Real { .. } => {
                 let bed = common::Bed::load();
-                ceph_cli(&bed, &["osd", "pool", "create", &pool, "8"]);
+                common::ceph_cli(&bed, &["osd", "pool", "create", &pool, "8"]);
                 self._pool = Some(OwnPool(pool.clone()));
                 let out = std::process::Command::new("rbd")
                     .arg("-c")
@@ -148,13 +148,13 @@ impl Run {
             Side::Real { .. } => {
                 let bed = common::Bed::load();
                 let n = max_objects.unwrap_or(0).to_string();
-                ceph_cli(&bed, &["osd", "pool", "set-quota", pool, "max_objects", &n]);
+                common::ceph_cli(&bed, &["osd", "pool", "set-quota", pool, "max_objects", &n]);
                 let full = max_objects.is_some();
                 common::wait_for(
                     "the pool's full_quota flag",
                     std::time::Duration::from_secs(90),
                     || async {
-                        let v: serde_json::Value = serde_json::from_str(&ceph_cli(
+                        let v: serde_json::Value = serde_json::from_str(&common::ceph_cli(
                             &bed,
                             &["osd", "pool", "ls", "detail", "--format", "json"],
                         ))
@@ -218,24 +218,6 @@ impl Run {
     }
 }
 
-/// `ceph -c <bed conf> <args>`; panics with its stderr when it fails.
-pub(crate) fn ceph_cli(bed: &common::Bed, args: &[&str]) -> String {
-    let out = std::process::Command::new("timeout")
-        .arg("60")
-        .arg("ceph")
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .args(args)
-        .output()
-        .expect("run the ceph CLI");
-    assert!(
-        out.status.success(),
-        "ceph {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A pool made for one scenario on the bed, deleted when dropped.
 pub(crate) struct OwnPool(pub(crate) String);
 
@@ -243,11 +225,10 @@ impl Drop for OwnPool {
     fn drop(&mut self) {
         let bed = common::Bed::load();
         let p = self.0.as_str();
-        let _ = std::process::Command::new("ceph")
-            .arg("-c")
-            .arg(bed.dir.join("ceph/ceph.conf"))
-            .args(["osd", "pool", "rm", p, p, "--yes-i-really-really-mean-it"])
-            .output();
+        let _ = common::try_ceph_cli(
+            &bed,
+            &["osd", "pool", "rm", p, p, "--yes-i-really-really-mean-it"],
+        );
     }
 }
 

@@ -39,7 +39,7 @@ async fn pool_quota_reached_during_a_burst() {
     let before = provisioned_first(&c, &class, names("before", 3)).await;
 
     // Already exceeded (the pool holds more than one object): reached at the next statistics.
-    ceph(
+    ceph_cli(
         &c.bed,
         &["osd", "pool", "set-quota", &own.pool, "max_objects", "1"],
     );
@@ -74,7 +74,7 @@ async fn pool_quota_reached_during_a_burst() {
         after.len()
     );
 
-    ceph(
+    ceph_cli(
         &c.bed,
         &["osd", "pool", "set-quota", &own.pool, "max_objects", "0"],
     );
@@ -106,7 +106,7 @@ async fn a_deletion_at_a_full_pool_keeps_the_volume_until_there_is_room() {
     let (pv, image) = (format!("pvc-{uid}"), image_of(&uid));
     assert!(rbd_ls(&c.bed, &own.pool).contains(&image), "made: {image}");
 
-    ceph(
+    ceph_cli(
         &c.bed,
         &["osd", "pool", "set-quota", &own.pool, "max_objects", "1"],
     );
@@ -129,7 +129,7 @@ async fn a_deletion_at_a_full_pool_keeps_the_volume_until_there_is_room() {
         "the PV is held until its image is trashed"
     );
 
-    ceph(
+    ceph_cli(
         &c.bed,
         &["osd", "pool", "set-quota", &own.pool, "max_objects", "0"],
     );
@@ -155,7 +155,7 @@ async fn admin_key_rotated_while_claims_wait() {
     let old_key = own.key();
     let first = provisioned_first(&c, &class, names("first", 1)).await;
 
-    ceph(&c.bed, &["auth", "del", &own.client()]);
+    ceph_cli(&c.bed, &["auth", "del", &own.client()]);
     own.grant();
     let new_key = own.key();
     assert_ne!(old_key, new_key, "the user was made again with a new key");
@@ -223,7 +223,7 @@ async fn caps_revoked_while_claims_wait() {
     let (c, addr, own, class) = scenario("cfcaps", Some(MAX_AGE)).await;
     let first = provisioned_first(&c, &class, names("first", 1)).await;
 
-    ceph(&c.bed, &["auth", "caps", &own.client(), "mon", "allow r"]);
+    ceph_cli(&c.bed, &["auth", "caps", &own.client(), "mon", "allow r"]);
     tokio::time::sleep(Duration::from_secs(MAX_AGE + 1)).await;
     let pending = names("pending", 4);
     let uids = claims(&c, &class, &pending).await;

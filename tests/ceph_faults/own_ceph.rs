@@ -3,28 +3,6 @@
 
 use super::*;
 
-/// `ceph -c <bed conf> <args>`; panics with its stderr when it fails.
-pub fn ceph(bed: &Bed, args: &[&str]) -> String {
-    let out = ceph_try(bed, args);
-    assert!(
-        out.status.success(),
-        "ceph {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn ceph_try(bed: &Bed, args: &[&str]) -> std::process::Output {
-    Command::new("timeout")
-        .arg("60")
-        .arg("ceph")
-        .arg("-c")
-        .arg(bed.dir.join("ceph/ceph.conf"))
-        .args(args)
-        .output()
-        .expect("run the ceph CLI")
-}
-
 /// A pool (initialised for RBD) and a Ceph user whose caps allow RBD on it alone, both
 /// removed when dropped, with the blocklist entries a scenario added.
 pub struct OwnCeph {
@@ -38,7 +16,7 @@ pub struct OwnCeph {
 impl OwnCeph {
     pub fn new(bed: &Bed, prefix: &str) -> OwnCeph {
         let pool = unique(prefix);
-        ceph(bed, &["osd", "pool", "create", &pool, "8"]);
+        ceph_cli(bed, &["osd", "pool", "create", &pool, "8"]);
         let own = OwnCeph {
             bed: bed.clone(),
             user: pool.clone(),
@@ -58,16 +36,16 @@ impl OwnCeph {
     pub fn grant(&self) {
         let osd = format!("profile rbd pool={}", self.pool);
         let args = ["mon", "profile rbd", "osd", osd.as_str()];
-        if ceph_try(&self.bed, &["auth", "get", &self.client()])
+        if try_ceph_cli(&self.bed, &["auth", "get", &self.client()])
             .status
             .success()
         {
-            ceph(
+            ceph_cli(
                 &self.bed,
                 &[&["auth", "caps", &self.client()][..], &args].concat(),
             );
         } else {
-            ceph(
+            ceph_cli(
                 &self.bed,
                 &[&["auth", "get-or-create", &self.client()][..], &args].concat(),
             );
@@ -75,7 +53,7 @@ impl OwnCeph {
     }
 
     pub fn key(&self) -> String {
-        ceph(&self.bed, &["auth", "get-key", &self.client()])
+        ceph_cli(&self.bed, &["auth", "get-key", &self.client()])
             .trim()
             .to_string()
     }
@@ -104,7 +82,7 @@ impl OwnCeph {
 
     /// The pool's flags as the OSD map has them (`full_quota` once a quota is reached).
     pub fn flags(&self) -> String {
-        let v: serde_json::Value = serde_json::from_str(&ceph(
+        let v: serde_json::Value = serde_json::from_str(&ceph_cli(
             &self.bed,
             &["osd", "pool", "ls", "detail", "--format", "json"],
         ))
@@ -121,11 +99,12 @@ impl OwnCeph {
     /// sessions with: one per connected librados client.
     pub fn sessions(&self) -> Vec<String> {
         let mons: serde_json::Value =
-            serde_json::from_str(&ceph(&self.bed, &["mon", "dump", "--format", "json"])).unwrap();
+            serde_json::from_str(&ceph_cli(&self.bed, &["mon", "dump", "--format", "json"]))
+                .unwrap();
         let mut addrs = Vec::new();
         for m in mons["mons"].as_array().unwrap() {
             let target = format!("mon.{}", m["name"].as_str().unwrap());
-            let s: serde_json::Value = serde_json::from_str(&ceph(
+            let s: serde_json::Value = serde_json::from_str(&ceph_cli(
                 &self.bed,
                 &["tell", &target, "sessions", "--format", "json"],
             ))
@@ -149,7 +128,7 @@ impl OwnCeph {
     }
 
     pub fn blocklist(&mut self, addr: &str) {
-        ceph(&self.bed, &["osd", "blocklist", "add", addr]);
+        ceph_cli(&self.bed, &["osd", "blocklist", "add", addr]);
         self.blocklisted.push(addr.to_string());
     }
 
@@ -166,13 +145,13 @@ impl OwnCeph {
 impl Drop for OwnCeph {
     fn drop(&mut self) {
         for a in &self.blocklisted {
-            let _ = ceph_try(&self.bed, &["osd", "blocklist", "rm", a]);
+            let _ = try_ceph_cli(&self.bed, &["osd", "blocklist", "rm", a]);
         }
         let p = self.pool.as_str();
-        let _ = ceph_try(
+        let _ = try_ceph_cli(
             &self.bed,
             &["osd", "pool", "rm", p, p, "--yes-i-really-really-mean-it"],
         );
-        let _ = ceph_try(&self.bed, &["auth", "del", &self.client()]);
+        let _ = try_ceph_cli(&self.bed, &["auth", "del", &self.client()]);
     }
 }

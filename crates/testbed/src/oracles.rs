@@ -51,6 +51,25 @@ pub fn assert_success(what: &str, out: &Output) {
     );
 }
 
+/// The `ceph` CLI, bounded to 60 s: with its monitors down it would wait for ever.
+pub fn try_ceph_cli(bed: &Bed, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg("ceph")
+        .arg("-c")
+        .arg(bed.dir.join("ceph/ceph.conf"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run ceph: {e}"))
+}
+
+/// [`try_ceph_cli`] that panics with the CLI's stderr when it fails; returns its stdout.
+pub fn ceph_cli(bed: &Bed, args: &[&str]) -> String {
+    let out = try_ceph_cli(bed, args);
+    assert_success(&format!("ceph {args:?}"), &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The `rbd` CLI (not the code under test) as an independent oracle: runs
 /// `rbd -c <bed>/ceph/ceph.conf <args> --format json` and returns the parsed output, or
 /// `None` when `rbd` fails (for example `rbd info` of an image that does not exist).
@@ -179,4 +198,15 @@ pub fn rbd_create(bed: &Bed, spec: &str, size: &str) {
         "layering",
     ];
     cli(bed, "rbd", &args);
+}
+
+/// A new image of `size` bytes with layering only, as the provisioner makes them.
+pub fn layering_spec(pool: &str, name: &str, size: u64) -> ceph::ImageSpec {
+    ceph::ImageSpec {
+        pool: pool.into(),
+        name: name.into(),
+        size,
+        data_pool: None,
+        features: ceph::RBD_FEATURE_LAYERING,
+    }
 }

@@ -48,7 +48,8 @@ pub async fn pools(r: &mut Run) {
     let e = r
         .see(
             "create in a missing pool",
-            c.create_image(&spec(NO_POOL, &r.name("x"), MIB)).await,
+            c.create_image(&layering_spec(NO_POOL, &r.name("x"), MIB))
+                .await,
         )
         .unwrap_err();
     assert!(e.is_pool_missing(), "{e}");
@@ -85,7 +86,10 @@ pub async fn pools(r: &mut Run) {
 pub async fn images(r: &mut Run) {
     let c = r.c.clone();
     let name = r.name("img");
-    let created = r.see("create", c.create_image(&spec(POOL, &name, 64 * MIB)).await);
+    let created = r.see(
+        "create",
+        c.create_image(&layering_spec(POOL, &name, 64 * MIB)).await,
+    );
     assert_eq!(created.unwrap(), Created::New);
     let info = r
         .see("image_info", c.image_info(POOL, &name).await)
@@ -93,7 +97,7 @@ pub async fn images(r: &mut Run) {
     assert_eq!((info.size, info.features), (64 * MIB, RBD_FEATURE_LAYERING));
     let again = r.see(
         "create again, larger",
-        c.create_image(&spec(POOL, &name, 128 * MIB)).await,
+        c.create_image(&layering_spec(POOL, &name, 128 * MIB)).await,
     );
     assert_eq!(again.unwrap(), Created::AlreadyExisted);
     let info2 = r.see("unchanged", c.image_info(POOL, &name).await).unwrap();
@@ -136,7 +140,7 @@ pub async fn images(r: &mut Run) {
     assert!(e.is_not_found(), "{e}");
     let created = r.see(
         "create a zero-sized image",
-        c.create_image(&spec(POOL, &name, 0)).await,
+        c.create_image(&layering_spec(POOL, &name, 0)).await,
     );
     assert_eq!(created.unwrap(), Created::New);
     r.see("zero-sized", c.image_info(POOL, &name).await)
@@ -204,7 +208,7 @@ pub async fn features_and_data_pools(r: &mut Run) {
         let s = ImageSpec {
             data_pool: data_pool.map(str::to_string),
             features: *features,
-            ..spec(POOL, &name, 16 * MIB)
+            ..layering_spec(POOL, &name, 16 * MIB)
         };
         if r.see(&format!("create, {what}"), c.create_image(&s).await)
             .is_ok()
@@ -225,7 +229,9 @@ pub async fn features_and_data_pools(r: &mut Run) {
 pub async fn image_meta(r: &mut Run) {
     let c = r.c.clone();
     let name = r.name("meta");
-    c.create_image(&spec(POOL, &name, MIB)).await.unwrap();
+    c.create_image(&layering_spec(POOL, &name, MIB))
+        .await
+        .unwrap();
     r.see("none set", c.metadata(POOL, &name, KEYS).await)
         .unwrap();
     r.see(
@@ -368,7 +374,9 @@ pub async fn records(r: &mut Run) {
 pub async fn watchers(r: &mut Run) {
     let c = r.c.clone();
     let name = r.name("w");
-    c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
+    c.create_image(&layering_spec(POOL, &name, 16 * MIB))
+        .await
+        .unwrap();
     let w = r.see("none", c.watchers(POOL, &name).await).unwrap();
     assert!(w.is_empty(), "reading does not make us a watcher: {w:?}");
     r.see("info does not watch", c.image_info(POOL, &name).await)
@@ -410,7 +418,9 @@ pub async fn watchers(r: &mut Run) {
         .unwrap_err();
     assert!(e.is_not_found(), "{e}");
     // Snapshots are checked before watchers.
-    c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
+    c.create_image(&layering_spec(POOL, &name, 16 * MIB))
+        .await
+        .unwrap();
     c.snap_create(POOL, &name, "s").await.unwrap();
     let held = r.hold_open(POOL, &name).await;
     r.see(

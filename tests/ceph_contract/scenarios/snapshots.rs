@@ -7,7 +7,9 @@ use crate::*;
 pub async fn snapshots(r: &mut Run) {
     let c = r.c.clone();
     let name = r.name("snaps");
-    c.create_image(&spec(POOL, &name, 32 * MIB)).await.unwrap();
+    c.create_image(&layering_spec(POOL, &name, 32 * MIB))
+        .await
+        .unwrap();
     let s = r.see("create", c.snap_create(POOL, &name, "one").await);
     assert_eq!(s.unwrap(), Created::New);
     let s = r.see("create again", c.snap_create(POOL, &name, "one").await);
@@ -104,7 +106,7 @@ pub async fn snapshots(r: &mut Run) {
     let plain = r.name("plain");
     let s = ImageSpec {
         features: 0,
-        ..spec(POOL, &plain, MIB)
+        ..layering_spec(POOL, &plain, MIB)
     };
     c.create_image(&s).await.unwrap();
     r.see(
@@ -127,7 +129,7 @@ pub async fn snapshots(r: &mut Run) {
 pub async fn clones(r: &mut Run) {
     let c = r.c.clone();
     let (parent, child) = (r.name("parent"), r.name("child"));
-    c.create_image(&spec(POOL, &parent, 32 * MIB))
+    c.create_image(&layering_spec(POOL, &parent, 32 * MIB))
         .await
         .unwrap();
     c.set_metadata(POOL, &parent, pairs(&[(KEYS[0], "parent")]))
@@ -240,7 +242,7 @@ pub async fn clones(r: &mut Run) {
 pub async fn flatten(r: &mut Run) {
     let c = r.c.clone();
     let (parent, child) = (r.name("parent"), r.name("child"));
-    c.create_image(&spec(POOL, &parent, 16 * MIB))
+    c.create_image(&layering_spec(POOL, &parent, 16 * MIB))
         .await
         .unwrap();
     c.snap_create(POOL, &parent, "base").await.unwrap();

@@ -7,7 +7,9 @@ use crate::*;
 pub async fn trash(r: &mut Run) {
     let c = r.c.clone();
     let name = r.name("t");
-    c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
+    c.create_image(&layering_spec(POOL, &name, 16 * MIB))
+        .await
+        .unwrap();
     c.set_metadata_unopened(POOL, &name, pairs(&[(KEYS[0], "a"), (KEYS[2], "c")]))
         .await
         .unwrap();
@@ -34,7 +36,7 @@ pub async fn trash(r: &mut Run) {
         .unwrap();
     let made = r.see(
         "a new image of the name",
-        c.create_image(&spec(POOL, &name, 8 * MIB)).await,
+        c.create_image(&layering_spec(POOL, &name, 8 * MIB)).await,
     );
     assert_eq!(made.unwrap(), Created::New);
     r.see("the new one", c.image_info(POOL, &name).await)
@@ -78,7 +80,9 @@ pub async fn trash(r: &mut Run) {
 pub async fn trash_deferment(r: &mut Run) {
     let c = r.c.clone();
     let name = r.name("d");
-    c.create_image(&spec(POOL, &name, 16 * MIB)).await.unwrap();
+    c.create_image(&layering_spec(POOL, &name, 16 * MIB))
+        .await
+        .unwrap();
     let id = c.image_info(POOL, &name).await.unwrap().id;
     r.see("move for an hour", c.trash_move(POOL, &name, 3600).await)
         .unwrap();
@@ -126,12 +130,18 @@ pub async fn half_made_image(r: &mut Run) {
         .unwrap_err();
     r.see("metadata after that", c.metadata(POOL, &name, KEYS).await)
         .unwrap_err();
-    let again = r.see("create", c.create_image(&spec(POOL, &name, MIB)).await);
+    let again = r.see(
+        "create",
+        c.create_image(&layering_spec(POOL, &name, MIB)).await,
+    );
     assert_eq!(again.unwrap(), Created::AlreadyExisted);
     let gone = r.see("remove", c.remove_image(POOL, &name).await);
     assert_eq!(gone.unwrap(), Removed::Removed);
     r.see("not listed", c.list_images(POOL).await).unwrap();
-    let made = r.see("create anew", c.create_image(&spec(POOL, &name, MIB)).await);
+    let made = r.see(
+        "create anew",
+        c.create_image(&layering_spec(POOL, &name, MIB)).await,
+    );
     assert_eq!(made.unwrap(), Created::New);
     r.see("whole", c.image_info(POOL, &name).await).unwrap();
     c.remove_image(POOL, &name).await.unwrap();
@@ -147,7 +157,9 @@ pub async fn quota_reached(r: &mut Run) {
     let pool = r.own_pool("quota").await;
     let [a, b, e, f, g] = ["a", "b", "e", "f", "g"].map(|n| r.name(n));
     for name in [&a, &b, &e, &f, &g] {
-        c.create_image(&spec(&pool, name, 16 * MIB)).await.unwrap();
+        c.create_image(&layering_spec(&pool, name, 16 * MIB))
+            .await
+            .unwrap();
     }
     c.snap_create(&pool, &a, "base").await.unwrap();
     c.snap_protect(&pool, &a, "base").await.unwrap();
@@ -164,13 +176,14 @@ pub async fn quota_reached(r: &mut Run) {
     let err = r
         .see(
             "create",
-            c.create_image(&spec(&pool, &r.name("c"), MIB)).await,
+            c.create_image(&layering_spec(&pool, &r.name("c"), MIB))
+                .await,
         )
         .unwrap_err();
     assert_eq!(err.errno(), Some(libc::EDQUOT), "{err}");
     let again = r.see(
         "create an existing name",
-        c.create_image(&spec(&pool, &a, MIB)).await,
+        c.create_image(&layering_spec(&pool, &a, MIB)).await,
     );
     assert_eq!(again.unwrap(), Created::AlreadyExisted);
     let err = r
