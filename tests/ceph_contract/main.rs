@@ -48,7 +48,9 @@ macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $scenario() {
-            let prefix = format!("ct{}-{}", std::process::id(), stringify!($scenario));
+            // The trailing dot keeps one scenario's prefix from being another's
+            // (`trash` and `trash_deferment` run at once in the same pool).
+            let prefix = format!("ct{}-{}.", std::process::id(), stringify!($scenario));
             let mut fake = Run::fake(&prefix);
             fake.learn_pools().await;
             scenarios::$scenario(&mut fake).await;
