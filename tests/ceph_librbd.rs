@@ -353,6 +353,7 @@ async fn clone_from_protected_snapshot_and_flatten() {
     assert_eq!(snaps[0].name, snap);
     assert!(snaps[0].protected);
     assert_eq!(snaps[0].size, 32 * MIB);
+    assert!(snaps[0].timestamp > 1_500_000_000, "{snaps:?}");
 
     let cs = CloneSpec {
         parent: ParentSpec {

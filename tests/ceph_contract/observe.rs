@@ -48,11 +48,42 @@ impl Observe for Vec<SnapInfo> {
             self.windows(2).all(|w| w[0].id < w[1].id),
             "snapshots are listed by id: {self:?}"
         );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        // The time itself differs from run to run; that it is this run's does not.
+        let taken = |t: i64| match t {
+            0 => "at no time",
+            t if (now - t).abs() <= 60 => "within a minute",
+            _ => "at another time",
+        };
         let snaps: Vec<String> = self
             .iter()
-            .map(|s| format!("{} size={} protected={}", s.name, s.size, s.protected))
+            .map(|s| {
+                format!(
+                    "{} size={} protected={} taken {}",
+                    s.name,
+                    s.size,
+                    s.protected,
+                    taken(s.timestamp)
+                )
+            })
             .collect();
         format!("[{}]", snaps.join(", "))
+    }
+}
+
+/// `snap_children`, in the order listed.
+impl Observe for Vec<Child> {
+    fn observe(&self, run: &mut Run) -> String {
+        let kids: Vec<String> = self
+            .iter()
+            .map(|k| {
+                let id = run.token("id", &k.id);
+                format!("{}/{} id={id} in_trash={}", k.pool, k.image, k.in_trash)
+            })
+            .collect();
+        format!("[{}]", kids.join(", "))
     }
 }
 

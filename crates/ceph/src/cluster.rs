@@ -16,7 +16,8 @@ use super::config::configured;
 use super::error::{Op, img_err, pool_err, trash_label};
 use super::handles::{HeldImage, ImageOptions, IoCtx, Rados, cstr};
 use super::types::{
-    CloneSpec, Created, ImageInfo, ImageSpec, PoolQuota, Removed, SnapInfo, TrashEntry, Watcher,
+    Child, CloneSpec, Created, ImageInfo, ImageSpec, PoolQuota, Removed, SnapInfo, TrashEntry,
+    Watcher,
 };
 use super::{CephError, Credentials, Errno, Timeouts};
 
@@ -445,6 +446,29 @@ impl Cluster {
             let img = io.open(at.image, false).map_err(at.err(Op::Open))?;
             f(&img, &c_snap)
                 .map_err(|errno| CephError::snapshot_op(op, at.pool, at.image, &snap, errno))
+        })
+        .await
+    }
+
+    /// Runs `f` on an image opened read-only and set to the snapshot; a missing image fails as
+    /// an [`Op::Open`] of it, anything after as `op` of the snapshot.
+    async fn at_snap<T: Send + 'static>(
+        self: &Arc<Self>,
+        pool: &str,
+        image: &str,
+        snap: &str,
+        op: Op,
+        f: fn(&super::handles::Image<'_>) -> Result<T, Errno>,
+    ) -> Result<T, CephError> {
+        let snap = snap.to_string();
+        self.in_image(pool, image, move |_, io, at| {
+            let c_snap = cstr("snapshot name", &snap)?;
+            // Not opened with the snapshot's name: then a missing snapshot would read as a
+            // missing image.
+            let img = io.open(at.image, true).map_err(at.err(Op::Open))?;
+            let err = |errno| CephError::snapshot_op(op, at.pool, at.image, &snap, errno);
+            img.snap_set(&c_snap).map_err(err)?;
+            f(&img).map_err(err)
         })
         .await
     }

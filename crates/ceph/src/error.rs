@@ -94,6 +94,7 @@ pub enum Op {
     SnapshotUnprotect,
     SnapshotRemove,
     ListSnapshots,
+    ListChildren,
     Clone,
     Flatten,
     Stat,
@@ -128,6 +129,7 @@ impl Op {
             Op::SnapshotUnprotect => "snapshot unprotect",
             Op::SnapshotRemove => "snapshot remove",
             Op::ListSnapshots => "list snapshots",
+            Op::ListChildren => "list children",
             Op::Clone => "clone",
             Op::Flatten => "flatten",
             Op::Stat => "stat",
@@ -508,6 +510,10 @@ pub(crate) fn op_hint(op: Op, e: Errno) -> Option<&'static str> {
         libc::EACCES | libc::EPERM if op == Op::TrashRemove => Some(
             "the trash entry's deferment time has not expired (use force) or the user's caps \
              forbid it",
+        ),
+        libc::EACCES | libc::EPERM if op == Op::ListChildren => Some(
+            "listing a snapshot's clones reads every pool: the user needs read access to all \
+             of them",
         ),
         libc::EACCES | libc::EPERM => Some(
             "the user's caps do not allow this: give it e.g. \

@@ -305,6 +305,10 @@ unsafe extern "C" {
 
     pub fn rbd_image_spec_list_cleanup(images: *mut rbd_image_spec_t, num_images: usize);
     pub fn rbd_linked_image_spec_cleanup(image: *mut rbd_linked_image_spec_t);
+    pub fn rbd_linked_image_spec_list_cleanup(
+        images: *mut rbd_linked_image_spec_t,
+        num_images: usize,
+    );
     pub fn rbd_snap_spec_cleanup(snap: *mut rbd_snap_spec_t);
 
     pub fn rbd_list2(io: rados_ioctx_t, images: *mut rbd_image_spec_t, max: *mut usize) -> c_int;
@@ -392,8 +396,23 @@ unsafe extern "C" {
         snap_name: *const c_char,
         is_protected: *mut c_int,
     ) -> c_int;
+    pub fn rbd_snap_get_timestamp(
+        image: rbd_image_t,
+        snap_id: u64,
+        timestamp: *mut libc::timespec,
+    ) -> c_int;
+    /// Reads of the image then see the snapshot; `snapname` NULL goes back to the head.
+    pub fn rbd_snap_set(image: rbd_image_t, snapname: *const c_char) -> c_int;
 
     pub fn rbd_flatten(image: rbd_image_t) -> c_int;
+
+    /// The clones of the snapshot set with `rbd_snap_set` (of every snapshot when none is),
+    /// from every pool; -ERANGE with `max_images` set to the count needed when it does not fit.
+    pub fn rbd_list_children3(
+        image: rbd_image_t,
+        images: *mut rbd_linked_image_spec_t,
+        max_images: *mut usize,
+    ) -> c_int;
 
     pub fn rbd_watchers_list(
         image: rbd_image_t,

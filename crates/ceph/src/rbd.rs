@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    CephError, CloneSpec, Cluster, Connections, Created, Credentials, ImageInfo, ImageSpec,
+    CephError, Child, CloneSpec, Cluster, Connections, Created, Credentials, ImageInfo, ImageSpec,
     PoolQuota, Removed, SnapInfo, Timeouts, TrashEntry, Watcher,
 };
 
@@ -144,6 +144,15 @@ pub trait RbdCluster: Send + Sync + fmt::Debug {
 
     /// The snapshots of an image ([`Cluster::snap_list`]).
     async fn snap_list(&self, pool: &str, image: &str) -> Result<Vec<SnapInfo>, CephError>;
+
+    /// The clones of `pool/image@snap` (their pools may differ), including clones in the
+    /// trash ([`Cluster::snap_children`]).
+    async fn snap_children(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+    ) -> Result<Vec<Child>, CephError>;
 
     // ---- trash --------------------------------------------------------------------------
 
@@ -338,6 +347,15 @@ impl RbdCluster for Arc<Cluster> {
 
     async fn snap_list(&self, pool: &str, image: &str) -> Result<Vec<SnapInfo>, CephError> {
         Cluster::snap_list(self, pool, image).await
+    }
+
+    async fn snap_children(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+    ) -> Result<Vec<Child>, CephError> {
+        Cluster::snap_children(self, pool, image, snap).await
     }
 
     async fn trash_move(

@@ -105,6 +105,19 @@ pub struct SnapInfo {
     pub name: String,
     pub size: u64,
     pub protected: bool,
+    /// When it was taken, Unix seconds; 0 when librbd does not say.
+    pub timestamp: i64,
+}
+
+/// A clone of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    pub pool: String,
+    pub image: String,
+    /// Its image id.
+    pub id: String,
+    /// Moved to its pool's trash (an image `remove_image` is deleting right then is not).
+    pub in_trash: bool,
 }
 
 /// A pool's quotas (`None`: not set) and what it holds, as `ceph osd pool get-quota` reports.

@@ -1,4 +1,4 @@
-//! Snapshots, clones, flatten.
+//! Snapshots, clones, their listing, flatten.
 
 use crate::*;
 
@@ -20,7 +20,11 @@ pub async fn snapshots(r: &mut Run) {
         c.snap_create(POOL, &name, "two").await,
     )
     .unwrap();
-    r.see("list", c.snap_list(POOL, &name).await).unwrap();
+    let snaps = r.see("list", c.snap_list(POOL, &name).await).unwrap();
+    assert!(
+        snaps.iter().all(|s| s.timestamp > 1_500_000_000),
+        "{snaps:?}"
+    );
     r.see("protect", c.snap_protect(POOL, &name, "one").await)
         .unwrap();
     r.see("protect again", c.snap_protect(POOL, &name, "one").await)
@@ -236,6 +240,96 @@ pub async fn clones(r: &mut Run) {
     .unwrap();
     c.snap_remove(POOL, &parent, "base").await.unwrap();
     c.remove_image(POOL, &parent).await.unwrap();
+}
+
+/// The clones of a snapshot: from both pools, a trashed one flagged, a flattened one no
+/// longer; a missing image, snapshot or pool.
+pub async fn children(r: &mut Run) {
+    let c = r.c.clone();
+    let (parent, a, b) = (r.name("parent"), r.name("a"), r.name("b"));
+    c.create_image(&layering_spec(POOL, &parent, 16 * MIB))
+        .await
+        .unwrap();
+    c.snap_create(POOL, &parent, "base").await.unwrap();
+    let kids = r
+        .see("none yet", c.snap_children(POOL, &parent, "base").await)
+        .unwrap();
+    assert!(kids.is_empty(), "{kids:?}");
+    c.snap_protect(POOL, &parent, "base").await.unwrap();
+    c.clone_image(&clone_spec((POOL, &parent, "base"), POOL2, &a))
+        .await
+        .unwrap();
+    c.clone_image(&clone_spec((POOL, &parent, "base"), POOL, &b))
+        .await
+        .unwrap();
+    let a_id = r.see("a", c.image_info(POOL2, &a).await).unwrap().id;
+    let b_id = r.see("b", c.image_info(POOL, &b).await).unwrap().id;
+    let kids = r
+        .see("two clones", c.snap_children(POOL, &parent, "base").await)
+        .unwrap();
+    let want = |pool: &str, image: &str, id: &str, in_trash| Child {
+        pool: pool.into(),
+        image: image.into(),
+        id: id.into(),
+        in_trash,
+    };
+    assert_eq!(
+        kids,
+        [want(POOL, &b, &b_id, false), want(POOL2, &a, &a_id, false)]
+    );
+    r.see("trash b", c.trash_move(POOL, &b, 0).await).unwrap();
+    let kids = r
+        .see(
+            "b in the trash",
+            c.snap_children(POOL, &parent, "base").await,
+        )
+        .unwrap();
+    assert_eq!(
+        kids,
+        [want(POOL, &b, &b_id, true), want(POOL2, &a, &a_id, false)]
+    );
+    r.see("flatten a", c.flatten(POOL2, &a).await).unwrap();
+    let kids = r
+        .see("a flattened", c.snap_children(POOL, &parent, "base").await)
+        .unwrap();
+    assert_eq!(kids, [want(POOL, &b, &b_id, true)]);
+    let missing = r.name("missing");
+    for e in [
+        r.see(
+            "of a missing snapshot",
+            c.snap_children(POOL, &parent, "none").await,
+        )
+        .unwrap_err(),
+        r.see(
+            "of a missing image",
+            c.snap_children(POOL, &missing, "base").await,
+        )
+        .unwrap_err(),
+    ] {
+        assert!(e.is_not_found(), "{e}");
+    }
+    let e = r
+        .see(
+            "in a missing pool",
+            c.snap_children(NO_POOL, &parent, "base").await,
+        )
+        .unwrap_err();
+    assert!(e.is_pool_missing(), "{e}");
+    r.see(
+        "a NUL in the snapshot name",
+        c.snap_children(POOL, &parent, "a\0b").await,
+    )
+    .unwrap_err();
+    r.see("purge b", c.trash_remove(POOL, &b_id, true).await)
+        .unwrap();
+    let kids = r
+        .see("none left", c.snap_children(POOL, &parent, "base").await)
+        .unwrap();
+    assert!(kids.is_empty(), "{kids:?}");
+    c.snap_unprotect(POOL, &parent, "base").await.unwrap();
+    c.snap_remove(POOL, &parent, "base").await.unwrap();
+    c.remove_image(POOL, &parent).await.unwrap();
+    c.remove_image(POOL2, &a).await.unwrap();
 }
 
 /// Flatten cuts a clone loose: no parent, and the snapshot may then be unprotected.

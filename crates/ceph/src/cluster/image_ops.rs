@@ -1,11 +1,12 @@
-//! The operations on one image by name, each a few lines over `in_image`, `with_image` or
-//! `with_snap`.
+//! The operations on one image by name, each a few lines over `in_image`, `with_image`,
+//! `with_snap` or `at_snap`.
 
 use super::*;
 
 /// The operations on one image by name: each runs its body through `in_image`, or on the image
 /// opened by `with_image` (read-only where that is enough, so that we do not become a watcher)
-/// or `with_snap`; errors name the image (and snapshot) and the operation.
+/// or `with_snap` (`at_snap`: read-only at the snapshot); errors name the image (and snapshot)
+/// and the operation.
 macro_rules! image_ops {
     ($(
         $(#[$doc:meta])*
@@ -96,6 +97,11 @@ image_ops! {
 
     /// The snapshots of an image, with whether each is protected.
     fn snap_list() -> Vec<SnapInfo> = with_image(true, Op::ListSnapshots) |img| img.snap_list();
+
+    /// The clones of a snapshot, from every pool (so the user needs read access to all),
+    /// those in a trash included; sorted by pool, then name, as librbd sorts them.
+    fn snap_children(snap: &str) -> Vec<Child>
+        = at_snap(snap, Op::ListChildren) |img| img.children();
 
     /// Copies the parent's data into a clone so it no longer depends on it. No-op for an
     /// image without parent.

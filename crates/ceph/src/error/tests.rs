@@ -180,3 +180,17 @@ fn errors_without_errno() {
     );
     assert_eq!(CephError::Task("x".into()).errno(), None);
 }
+
+#[test]
+fn listing_children_fails_on_the_snapshot_and_needs_every_pool() {
+    let e = CephError::snapshot_op(Op::ListChildren, "kube", "a", "s", Errno(libc::EPERM));
+    let s = e.to_string();
+    assert!(
+        s.starts_with("list children of snapshot kube/a@s failed: EPERM"),
+        "{s}"
+    );
+    assert!(s.contains("reads every pool"), "{s}");
+    assert_eq!(e.fault(), Some(Fault::Denied));
+    let e = CephError::snapshot_op(Op::ListChildren, "kube", "a", "s", Errno(libc::ENOENT));
+    assert!(e.is_not_found(), "a missing snapshot is not found: {e}");
+}

@@ -9,7 +9,7 @@ use super::{IoCtx, c_buf_string, check, fill_array, list_array, owned, removed};
 use crate::Errno;
 use crate::error::Op;
 use crate::ffi;
-use crate::types::{Created, ImageInfo, ParentSpec, Removed, SnapInfo, Watcher};
+use crate::types::{Child, Created, ImageInfo, ParentSpec, Removed, SnapInfo, Watcher};
 
 /// An open `rbd_image_t`, closed on drop.
 pub(crate) struct Image<'io> {
@@ -234,6 +234,47 @@ impl Image<'_> {
         removed(unsafe { ffi::rbd_snap_remove(self.raw, snap.as_ptr()) })
     }
 
+    /// Unix seconds; 0 when librbd has none (the snapshot went meanwhile), not an error: the
+    /// listing itself succeeded.
+    fn snap_timestamp(&self, snap_id: u64) -> i64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: open image; valid out-pointer.
+        match check(unsafe { ffi::rbd_snap_get_timestamp(self.raw, snap_id, &mut ts) }) {
+            Ok(_) => ts.tv_sec,
+            Err(_) => 0,
+        }
+    }
+
+    /// Makes the image read as of `snap` (ENOENT when there is no such snapshot).
+    pub(crate) fn snap_set(&self, snap: &CStr) -> Result<(), Errno> {
+        // SAFETY: open image; NUL-terminated snapshot name.
+        check(unsafe { ffi::rbd_snap_set(self.raw, snap.as_ptr()) }).map(drop)
+    }
+
+    /// The clones of the snapshot set with [`Self::snap_set`], sorted by pool and name.
+    pub(crate) fn children(&self) -> Result<Vec<Child>, Errno> {
+        list_array(
+            |p: *mut ffi::rbd_linked_image_spec_t, n| {
+                // SAFETY: open image; `p` points to at least `*n` zeroed entries.
+                unsafe { ffi::rbd_list_children3(self.raw, p, n) }
+            },
+            |c| Child {
+                // SAFETY: filled by librbd: NUL-terminated or null.
+                pool: unsafe { owned(c.pool_name) },
+                // SAFETY: as above.
+                image: unsafe { owned(c.image_name) },
+                // SAFETY: as above.
+                id: unsafe { owned(c.image_id) },
+                in_trash: c.trash,
+            },
+            // SAFETY: the first `n` entries were filled by rbd_list_children3.
+            |p, n| unsafe { ffi::rbd_linked_image_spec_list_cleanup(p, n) },
+        )
+    }
+
     pub(crate) fn snap_list(&self) -> Result<Vec<SnapInfo>, Errno> {
         let (mut v, _, count) = fill_array(|p: *mut ffi::rbd_snap_info_t, n| {
             let mut max = c_int::try_from(*n).unwrap_or(c_int::MAX);
@@ -256,6 +297,7 @@ impl Image<'_> {
                 name,
                 size: s.size,
                 protected,
+                timestamp: self.snap_timestamp(s.id),
             });
         }
         // SAFETY: the array was filled by rbd_snap_list, which terminates it with an entry

@@ -234,6 +234,18 @@ impl RbdCluster for FakeCeph {
         .await
     }
 
+    async fn snap_children(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+    ) -> Result<Vec<Child>, CephError> {
+        self.call(Method::SnapChildren, pool, image, Some(snap), |s| {
+            s.snap_children(pool, image, snap)
+        })
+        .await
+    }
+
     async fn trash_move(
         &self,
         pool: &str,

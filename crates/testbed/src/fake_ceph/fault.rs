@@ -51,6 +51,7 @@ methods! {
     SnapUnprotect => "snap_unprotect",
     SnapRemove => "snap_remove",
     SnapList => "snap_list",
+    SnapChildren => "snap_children",
     TrashMove => "trash_move",
     TrashList => "trash_list",
     TrashRemove => "trash_remove",
@@ -300,6 +301,7 @@ pub fn default_error(call: &Call, monitors: &str, errno: i32) -> CephError {
             CephError::snapshot_op(Op::SnapshotUnprotect, pool, image, snap, e)
         }
         Method::SnapRemove => CephError::snapshot_op(Op::SnapshotRemove, pool, image, snap, e),
+        Method::SnapChildren => CephError::snapshot_op(Op::ListChildren, pool, image, snap, e),
         Method::TrashRemove => CephError::trash_op(Op::TrashRemove, pool, image, e),
         Method::TrashMetadata | Method::TrashImage => {
             CephError::trash_op(Op::ReadMetadata, pool, image, e)

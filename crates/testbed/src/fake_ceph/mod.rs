@@ -3,10 +3,11 @@
 //! without a cluster and a test can assert what it did to Ceph (and what it did not).
 //!
 //! It keeps pools (id, creation time, quota, applications, omap objects), images (size,
-//! features, id, data pool, image-meta, parent, snapshots with protection, watchers) and a
-//! trash (ids, deferment). Its answers are librbd's as [`ceph::Cluster`] reports them, down
-//! to the error variant, the operation named in it and its hint; `tests/ceph_contract/`
-//! runs the same scenarios against this and a real cluster and compares the results.
+//! features, id, data pool, image-meta, parent, snapshots with protection and creation time,
+//! watchers) and a trash (ids, deferment). Its answers are librbd's as [`ceph::Cluster`]
+//! reports them, down to the error variant, the operation named in it and its hint;
+//! `tests/ceph_contract/` runs the same scenarios against this and a real cluster and compares
+//! the results.
 //!
 //! Scripting:
 //! * [`FakeCeph::inject`] makes calls fail (an errno, on every call, the n-th, or the first
@@ -37,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ceph::{
-    CephError, CloneSpec, Connector, Created, Credentials, Errno, ImageInfo, ImageSpec, Op,
+    CephError, Child, CloneSpec, Connector, Created, Credentials, Errno, ImageInfo, ImageSpec, Op,
     ParentSpec, PoolQuota, RBD_FEATURE_DATA_POOL, RBD_FEATURE_EXCLUSIVE_LOCK,
     RBD_FEATURE_FAST_DIFF, RBD_FEATURE_JOURNALING, RBD_FEATURE_LAYERING, RBD_FEATURE_OBJECT_MAP,
     RbdCluster, Removed, SnapInfo, Timeouts, TrashEntry, Watcher, async_trait,

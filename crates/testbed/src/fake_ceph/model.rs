@@ -33,6 +33,8 @@ pub(super) struct Snap {
     pub(super) name: String,
     pub(super) size: u64,
     pub(super) protected: bool,
+    /// The cluster's clock at its creation.
+    pub(super) timestamp: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -196,6 +198,36 @@ impl State {
         })
     }
 
+    /// The clones of this snapshot, as `rbd_list_children3` reports them: sorted by pool, then
+    /// name; an image both in the directory and in the trash (a move interrupted) counts as in
+    /// the directory.
+    pub(super) fn children(&self, parent: &ParentRef) -> Vec<Child> {
+        let mut out = Vec::new();
+        for (pool_name, p) in &self.pools {
+            let of = |i: &Img| i.parent.as_ref() == Some(parent);
+            for (name, i) in p.images.iter().filter(|(_, i)| of(i)) {
+                out.push(Child {
+                    pool: pool_name.clone(),
+                    image: name.clone(),
+                    id: i.id.clone(),
+                    in_trash: false,
+                });
+            }
+            for (id, t) in &p.trash {
+                if of(&t.img) && !p.images.values().any(|i| i.id == *id) {
+                    out.push(Child {
+                        pool: pool_name.clone(),
+                        image: t.name.clone(),
+                        id: id.clone(),
+                        in_trash: true,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.pool, &a.image, &a.id).cmp(&(&b.pool, &b.image, &b.id)));
+        out
+    }
+
     pub(super) fn pool_name_of_id(&self, id: i64) -> Option<String> {
         self.pools
             .iter()
@@ -285,6 +317,7 @@ pub(super) fn snap_info(s: &Snap) -> SnapInfo {
         name: s.name.clone(),
         size: s.size,
         protected: s.protected,
+        timestamp: s.timestamp,
     }
 }
 

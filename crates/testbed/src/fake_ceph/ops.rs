@@ -291,6 +291,7 @@ impl State {
         snap: &str,
     ) -> Result<Created, CephError> {
         let id = self.next_snap_id + 1;
+        let now = self.now();
         let (img, at) = self.snap_op(pool, image, snap)?;
         if at.is_some() {
             return Ok(Created::AlreadyExisted);
@@ -301,6 +302,7 @@ impl State {
             name: snap.to_string(),
             size,
             protected: false,
+            timestamp: now,
         });
         self.next_snap_id = id;
         Ok(Created::New)
@@ -367,6 +369,27 @@ impl State {
         let (img, _) = self.snap_op(pool, image, snap)?;
         img.snaps.remove(at);
         Ok(Removed::Removed)
+    }
+
+    /// As librbd: the image opened read-only, then set to the snapshot.
+    pub(super) fn snap_children(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+    ) -> Result<Vec<Child>, CephError> {
+        self.pool(pool)?;
+        check_snap_name(snap)?;
+        let img = self.open(pool, image, Op::Open)?;
+        let s =
+            img.snaps.iter().find(|s| s.name == snap).ok_or_else(|| {
+                CephError::snapshot_op(Op::ListChildren, pool, image, snap, enoent())
+            })?;
+        Ok(self.children(&ParentRef {
+            pool: pool.to_string(),
+            image_id: img.id.clone(),
+            snap_id: s.id,
+        }))
     }
 
     pub(super) fn flatten(&mut self, pool: &str, image: &str) -> Result<(), CephError> {

@@ -174,7 +174,7 @@ fn default_errors_carry_the_errno_in_the_real_variant() {
             PoolId => "pool",
             PoolCreated | PoolQuota | PoolApplications | ListImages | RecordsSet
             | RecordsRemove | Records | TrashList => "pool op",
-            SnapCreate | SnapProtect | SnapUnprotect | SnapRemove => "snapshot",
+            SnapCreate | SnapProtect | SnapUnprotect | SnapRemove | SnapChildren => "snapshot",
             CloneImage => "clone",
             _ => "image",
         };
@@ -229,6 +229,88 @@ async fn the_log_tells_what_a_caller_did_and_did_not_do() {
     assert_eq!(fake.writes().len(), 2);
     fake.clear_calls();
     assert!(fake.calls().is_empty());
+}
+
+/// `rbd_list_children3`: clones in any pool, trashed ones flagged, sorted by pool and name.
+#[tokio::test]
+async fn the_children_of_a_snapshot() {
+    let fake = FakeCeph::with_pools(&["kube", "other"]);
+    let c = fake.cluster();
+    fake.put_image("kube", "p", MIB);
+    c.snap_create("kube", "p", "s").await.unwrap();
+    c.snap_protect("kube", "p", "s").await.unwrap();
+    for (pool, name) in [("other", "a"), ("kube", "c"), ("kube", "b")] {
+        let spec = CloneSpec {
+            parent: ParentSpec {
+                pool: "kube".into(),
+                image: "p".into(),
+                snap: "s".into(),
+            },
+            pool: pool.into(),
+            data_pool: None,
+            name: name.into(),
+            features: RBD_FEATURE_LAYERING,
+            clone_format: Some(1),
+        };
+        c.clone_image(&spec).await.unwrap();
+    }
+    c.trash_move("kube", "c", 0).await.unwrap();
+    let seen = |kids: Vec<Child>| -> Vec<String> {
+        kids.iter()
+            .map(|k| format!("{}/{} trash={}", k.pool, k.image, k.in_trash))
+            .collect()
+    };
+    let kids = c.snap_children("kube", "p", "s").await.unwrap();
+    assert_eq!(kids[0].id, fake.image("kube", "b").unwrap().id);
+    assert_eq!(
+        seen(kids),
+        [
+            "kube/b trash=false",
+            "kube/c trash=true",
+            "other/a trash=false"
+        ]
+    );
+    c.flatten("other", "a").await.unwrap();
+    let kids = c.snap_children("kube", "p", "s").await.unwrap();
+    assert_eq!(seen(kids), ["kube/b trash=false", "kube/c trash=true"]);
+    let e = c.snap_children("kube", "p", "none").await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(
+        matches!(
+            e,
+            CephError::Snapshot {
+                op: Op::ListChildren,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = c.snap_children("kube", "none", "s").await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(matches!(e, CephError::Image { op: Op::Open, .. }), "{e:?}");
+    fake.inject(Fault::on(Method::SnapChildren).nth(1).errno(libc::EPERM));
+    let e = c.snap_children("kube", "p", "s").await.unwrap_err();
+    assert!(e.to_string().contains("reads every pool"), "{e}");
+    let calls = fake.calls_of(Method::SnapChildren);
+    assert_eq!(
+        calls.last().unwrap().to_string(),
+        "snap_children kube/p@s (EPERM)"
+    );
+    assert!(!Method::SnapChildren.writes());
+}
+
+/// A snapshot's timestamp is the fake's clock when it was taken.
+#[tokio::test]
+async fn snapshots_are_stamped_with_the_clock() {
+    let (fake, c) = kube();
+    fake.put_image("kube", "a", MIB);
+    c.snap_create("kube", "a", "one").await.unwrap();
+    fake.advance(3600);
+    c.snap_create("kube", "a", "two").await.unwrap();
+    let snaps = c.snap_list("kube", "a").await.unwrap();
+    let (one, two) = (snaps[0].timestamp, snaps[1].timestamp);
+    assert!((fake.now() - two).abs() <= 1, "{two}");
+    assert!((3600..=3601).contains(&(two - one)), "{one} {two}");
 }
 
 #[tokio::test]
