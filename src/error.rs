@@ -162,6 +162,41 @@ pub enum Error {
         why: FactsDisagree,
     },
 
+    /// A VolumeSnapshot (or its content) that is not cut, checked or deleted.
+    #[error("{object}: {cause}")]
+    Snapshot {
+        object: String,
+        cause: domain::snapshot::SnapshotError,
+    },
+
+    /// A snapshot whose place (fsid, pool id) in its handle is not where its pool is now.
+    #[error(
+        "cannot {action} snapshot {handle}: {why}; nothing was changed. Check the monitors of the StorageClass that uses pool {pool}, or delete the VolumeSnapshotContent with deletionPolicy Retain"
+    )]
+    SnapshotMoved {
+        action: &'static str,
+        handle: String,
+        pool: String,
+        why: String,
+    },
+
+    /// No StorageClass of this provisioner reaches a snapshot's pool.
+    #[error(
+        "{object}: no StorageClass of provisioner {provisioner} with csiDriver {driver} uses pool {pool}; create one (its monitors and admin Secret are used to reach the snapshot)"
+    )]
+    NoClassForPool {
+        object: String,
+        provisioner: String,
+        driver: String,
+        pool: String,
+    },
+
+    /// A snapshot's RBD snapshot is not there.
+    #[error(
+        "{object}: RBD snapshot {handle} does not exist; fix spec.source.snapshotHandle (rbd snap ls <pool>/<image> lists them)"
+    )]
+    SnapshotGone { object: String, handle: String },
+
     /// The PV does not say where its image is, or says it in a way that cannot be trusted.
     #[error("cannot {action} volume {pv}: {cause}")]
     Unlocated {
@@ -286,6 +321,10 @@ impl Error {
             | Error::ForeignClone { .. }
             | Error::NoClusterUid => "invalid",
             Error::Cached { .. } => "bug",
+            Error::Snapshot { .. } | Error::NoClassForPool { .. } | Error::SnapshotGone { .. } => {
+                "snapshot"
+            }
+            Error::SnapshotMoved { .. } => "refused",
         }
     }
 }

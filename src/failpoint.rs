@@ -19,6 +19,10 @@ pub enum Point {
     BeforeCommit,
     /// A clone, after its source's snapshot is protected.
     Clone,
+    /// A VolumeSnapshot's RBD snapshot is about to be cut.
+    BeforeSnapshot,
+    /// The RBD snapshot is cut; the content's status is not written yet.
+    BeforeSnapshotStatus,
     /// A purge in the large lane, before it removes the image (`sleep-` only: 30 s).
     LargePurge,
 }
@@ -33,6 +37,8 @@ impl Point {
             Point::BeforeFreshRead => "before-fresh-read",
             Point::BeforeCommit => "before-commit",
             Point::Clone => "clone",
+            Point::BeforeSnapshot => "before-snapshot",
+            Point::BeforeSnapshotStatus => "before-snapshot-status",
             Point::LargePurge => "large-purge",
         }
     }

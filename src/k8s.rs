@@ -2,6 +2,7 @@
 //! a `kube::Client`.
 
 mod events;
+pub mod snapshot;
 
 pub use events::Events;
 

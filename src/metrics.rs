@@ -54,6 +54,13 @@ pub struct DeleteLabels {
     pub class: String,
 }
 
+/// Labels for VolumeSnapshot operations, in the style of the provisioning ones.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SnapshotLabels {
+    /// The VolumeSnapshotClass ("" for a pre-provisioned content without one).
+    pub class: String,
+}
+
 /// Prometheus' default buckets, which the sig-storage library uses.
 const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -64,6 +71,8 @@ pub struct Metrics {
     pub duration: Family<OpKind, Histogram>,
     provisions: Outcomes<ProvisionLabels>,
     deletions: Outcomes<DeleteLabels>,
+    snapshot_creations: Outcomes<SnapshotLabels>,
+    snapshot_deletions: Outcomes<SnapshotLabels>,
     leader: Gauge,
     ceph_clients: Gauge,
     events_dropped: Counter,
@@ -151,6 +160,24 @@ impl Default for Metrics {
                 "Latency in seconds to delete persistent volumes. Failed deletion attempts are ignored. Broken down by storage class name.",
             ],
         );
+        let snapshot_creations = Outcomes::register(
+            c,
+            "volumesnapshot_create",
+            [
+                "Total number of volume snapshots cut (or pre-provisioned ones checked) successfully. Broken down by snapshot class name.",
+                "Total number of volume snapshot create failed attempts. Broken down by snapshot class name.",
+                "Latency in seconds to cut volume snapshots. Failed attempts are ignored. Broken down by snapshot class name.",
+            ],
+        );
+        let snapshot_deletions = Outcomes::register(
+            c,
+            "volumesnapshot_delete",
+            [
+                "Total number of volume snapshots deleted (or released under Retain) successfully. Broken down by snapshot class name.",
+                "Total number of volume snapshot delete failed attempts. Broken down by snapshot class name.",
+                "Latency in seconds to delete volume snapshots. Failed attempts are ignored. Broken down by snapshot class name.",
+            ],
+        );
         {
             let p = registry.sub_registry_with_prefix("process");
             p.register(
@@ -202,6 +229,8 @@ impl Default for Metrics {
             operations,
             duration,
             provisions,
+            snapshot_creations,
+            snapshot_deletions,
             deletions,
             leader,
             ceph_clients,
@@ -258,6 +287,22 @@ impl Metrics {
             class: class.into(),
         };
         self.deletions.observe(&labels, result);
+    }
+
+    /// A snapshot cut or checked (`create`), or deleted (`delete`).
+    pub fn snapshot(&self, create: bool, class: &str, result: Result<Duration, &'static str>) {
+        let (op, outcomes) = if create {
+            ("snapshot_create", &self.snapshot_creations)
+        } else {
+            ("snapshot_delete", &self.snapshot_deletions)
+        };
+        self.record(op, result);
+        outcomes.observe(
+            &SnapshotLabels {
+                class: class.into(),
+            },
+            result,
+        );
     }
 
     pub fn set_ceph_clients(&self, n: usize) {

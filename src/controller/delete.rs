@@ -139,7 +139,13 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
                     wait.to_string(),
                 )
                 .await;
-            Ok(Action::requeue(Duration::from_secs(5)))
+            // Snapshots go when their owners delete them: no need to look often.
+            let secs = if matches!(wait, Wait::Snapshots { .. }) {
+                30
+            } else {
+                5
+            };
+            Ok(Action::requeue(Duration::from_secs(secs)))
         }
         Err(e) => {
             ctx.metrics.delete(class_of(&pv), Err(e.kind()));
@@ -444,6 +450,20 @@ async fn detach_clones(ctx: &Context, src: &ImageUnderDeletion<'_>) -> Result<Ou
         .snap_list(pool, image)
         .await
         .map_err(Error::ceph(object))?;
+    // A volume's VolumeSnapshots outlive neither it nor its deletion: the image stays until
+    // they are deleted (a restore may still be made from them).
+    let kept: Vec<&str> = snaps
+        .iter()
+        .filter(|s| domain::snapshot::is_volume_snapshot(&s.name))
+        .map(|s| s.name.as_str())
+        .collect();
+    if !kept.is_empty() {
+        return Ok(Outcome::Waiting(Wait::Snapshots {
+            pool: pool.to_string(),
+            image: image.to_string(),
+            snapshots: kept.join(", "),
+        }));
+    }
     for snap in snaps {
         let Some(child) = clone::clone_of_snapshot(&snap.name) else {
             continue;

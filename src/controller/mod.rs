@@ -6,7 +6,9 @@
 //!   connections for a volume;
 //! * `provision`, `resize`: the claims' reconciles; `delete`, `record`: the volumes';
 //! * housekeeping beside them: `purge` (the purge queue), `maintain` (trash sweeps, orphans),
-//!   `flatten`, `trash`, `locks`.
+//!   `flatten`, `trash`, `locks`;
+//! * `snapshot`: VolumeSnapshotContents of csi-flavour volumes (what csi-snapshotter does for a
+//!   CSI driver).
 
 mod cached;
 mod context;
@@ -21,6 +23,7 @@ mod purge;
 mod record;
 mod resize;
 mod run;
+mod snapshot;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -28,6 +28,14 @@ pub enum Wait {
         /// The clone's source, which is being deleted.
         image: String,
     },
+    #[error(
+        "volume image {pool}/{image} has VolumeSnapshots ({snapshots}); it is deleted once they are: delete them (kubectl get volumesnapshotcontents shows which), or for a content kept under deletionPolicy Retain remove its RBD snapshot by hand (rbd snap unprotect / rbd snap rm)"
+    )]
+    Snapshots {
+        pool: String,
+        image: String,
+        snapshots: String,
+    },
 }
 
 impl<T> Outcome<T> {

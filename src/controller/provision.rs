@@ -240,8 +240,17 @@ async fn prepare(
     Ok(Some((draft, clone_source)))
 }
 
-/// The image a clone is made from, after checking its claim and PV.
-async fn clone_source(draft: &Draft, source: &str, ctx: &Context) -> Result<clone::CloneSource> {
+/// The image a clone is made from, after checking its claim and PV, or the snapshot a
+/// restore is made from, after checking its VolumeSnapshot and content.
+async fn clone_source(
+    draft: &Draft,
+    source: &clone::DataSource,
+    ctx: &Context,
+) -> Result<clone::CloneSource> {
+    let source = match source {
+        clone::DataSource::Claim(name) => name,
+        clone::DataSource::Snapshot(name) => return restore_source(draft, name, ctx).await,
+    };
     let namespace = &draft.claim.namespace;
     let source_pvc = k8s::get_claim(&ctx.kube.client, namespace, source).await?;
     let source_pv = match source_pvc
@@ -259,6 +268,55 @@ async fn clone_source(draft: &Draft, source: &str, ctx: &Context) -> Result<clon
         source_pvc.as_ref(),
         source_pv.as_ref(),
         &ctx.settings.provisioner,
+    )
+    .map_err(|cause| Error::Clone {
+        claim: draft.claim_label(),
+        cause,
+    })
+}
+
+/// The snapshot a restore clones: its VolumeSnapshot ready, its content of the claim's
+/// class's driver, with a handle of ours, and no larger than the claim.
+async fn restore_source(draft: &Draft, name: &str, ctx: &Context) -> Result<clone::CloneSource> {
+    use crate::k8s::snapshot::{VolumeSnapshot, VolumeSnapshotContent};
+    let namespace = &draft.claim.namespace;
+    let object = domain::meta::qualified(Some(namespace), name);
+    let snapshot = kube::Api::<VolumeSnapshot>::namespaced(ctx.kube.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("read VolumeSnapshot", object.clone()))?;
+    let facts = snapshot
+        .as_ref()
+        .map(VolumeSnapshot::facts)
+        .unwrap_or_default();
+    let content = match &facts.content {
+        Some(c) => kube::Api::<VolumeSnapshotContent>::all(ctx.kube.client.clone())
+            .get_opt(c)
+            .await
+            .map_err(Error::kube("read VolumeSnapshotContent", c.clone()))?
+            // Only a content bound back to this very VolumeSnapshot.
+            .filter(|c| {
+                let r = &c.spec.volume_snapshot_ref;
+                r.uid.is_some() && r.uid == snapshot.as_ref().and_then(|s| s.metadata.uid.clone())
+            }),
+        None => None,
+    };
+    let content_facts = content.map(|c| domain::snapshot::ContentFacts {
+        driver: c.spec.driver.clone(),
+        handle: c.status.as_ref().and_then(|s| s.snapshot_handle.clone()),
+        restore_size: c
+            .status
+            .as_ref()
+            .and_then(|s| s.restore_size)
+            .and_then(|n| u64::try_from(n).ok()),
+    });
+    domain::snapshot::check_restore(
+        namespace,
+        name,
+        &draft.params.csi_driver,
+        draft.claim.size,
+        &facts,
+        content_facts.as_ref(),
     )
     .map_err(|cause| Error::Clone {
         claim: draft.claim_label(),

@@ -232,7 +232,10 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
+    // Its own task: without the snapshot CRDs it waits for them, and must not hold up shutdown.
+    let snapshots = tokio::spawn(super::snapshot::run(ctx.clone()));
     futures::join!(claims, volumes);
+    snapshots.abort();
     maintenance.abort();
     heap.abort();
     synced.abort();

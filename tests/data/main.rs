@@ -4,6 +4,7 @@
 //! project's own librbd code is what is under test, so it neither writes nor reads the bytes.
 
 mod bytes;
+mod snapshots;
 
 use testbed as common;
 

@@ -14,16 +14,49 @@ pub struct CloneSource {
     pub pool: String,
     pub image: String,
     pub size: u64,
-    /// Where the source PV records its image was made.
+    /// Where the source PV records its image was made (a restore: where its handle says).
     pub recorded: Option<crate::owner::Place>,
+    /// A restore: the existing snapshot to clone from, shared with other restores and kept
+    /// when the clone goes. `None`: a clone of a claim, through a snapshot of its own.
+    pub snap: Option<String>,
+}
+
+/// The API group of VolumeSnapshots.
+pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
+
+/// What a claim's data source names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    Claim(String),
+    Snapshot(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CloneError {
     #[error(
-        "dataSource kind {0:?} is not supported; clone from a PersistentVolumeClaim (VolumeSnapshots are not supported)"
+        "dataSource kind {0:?} is not supported; give a PersistentVolumeClaim, or a VolumeSnapshot (apiGroup snapshot.storage.k8s.io)"
     )]
     Kind(String),
+    #[error(
+        "VolumeSnapshot {0} does not exist (or is being deleted); create it first or fix spec.dataSource.name"
+    )]
+    SnapshotMissing(String),
+    #[error("VolumeSnapshot {0} is not ready to use yet; the restore is retried once it is")]
+    SnapshotNotReady(String),
+    #[error(
+        "VolumeSnapshot {snapshot} was taken by CSI driver {driver:?}, but this claim's StorageClass mounts with {ours:?}; restore it with a StorageClass of that driver"
+    )]
+    OtherDriver {
+        snapshot: String,
+        driver: String,
+        ours: String,
+    },
+    #[error(
+        "cloning {image} would make a chain of {depth} clones, more than the StorageClass's hardMaxCloneDepth {max}; restore or clone from a flattened volume, or raise hardMaxCloneDepth (at most 16)"
+    )]
+    TooDeep { image: String, depth: u32, max: u32 },
+    #[error("VolumeSnapshotContent {content}: {why}")]
+    BadHandle { content: String, why: String },
     #[error(
         "dataSourceRef names a claim in namespace {0:?}; cross-namespace data sources are not supported: clone from a claim in the claim's own namespace"
     )]
@@ -64,7 +97,7 @@ pub fn populator(pvc: &PersistentVolumeClaim) -> Option<String> {
     let r = pvc.spec.as_ref()?.data_source_ref.as_ref()?;
     let group = r.api_group.as_deref().unwrap_or_default();
     let core_claim = r.kind == "PersistentVolumeClaim" && group.is_empty();
-    let snapshot = r.kind == "VolumeSnapshot" && group == "snapshot.storage.k8s.io";
+    let snapshot = r.kind == "VolumeSnapshot" && group == SNAPSHOT_GROUP;
     (!core_claim && !snapshot).then(|| {
         if group.is_empty() {
             format!("{} {}", r.kind, r.name)
@@ -76,7 +109,7 @@ pub fn populator(pvc: &PersistentVolumeClaim) -> Option<String> {
 
 /// The claim to clone from, if any: `dataSourceRef` when set (it supersedes `dataSource`
 /// and may name another namespace), else `dataSource`. Other kinds are errors.
-pub fn source_name(pvc: &PersistentVolumeClaim) -> Result<Option<String>, CloneError> {
+pub fn source_name(pvc: &PersistentVolumeClaim) -> Result<Option<DataSource>, CloneError> {
     let spec = pvc.spec.as_ref();
     let own_ns = pvc.metadata.namespace.as_deref().unwrap_or_default();
     let (kind, group, name) = match (
@@ -96,11 +129,12 @@ pub fn source_name(pvc: &PersistentVolumeClaim) -> Result<Option<String>, CloneE
         (None, Some(ds)) => (&ds.kind, &ds.api_group, &ds.name),
         (None, None) => return Ok(None),
     };
-    let group_ok = group.as_deref().is_none_or(str::is_empty);
-    if kind != "PersistentVolumeClaim" || !group_ok {
-        return Err(CloneError::Kind(kind.clone()));
+    let group = group.as_deref().unwrap_or_default();
+    match (kind.as_str(), group) {
+        ("PersistentVolumeClaim", "") => Ok(Some(DataSource::Claim(name.clone()))),
+        ("VolumeSnapshot", SNAPSHOT_GROUP) => Ok(Some(DataSource::Snapshot(name.clone()))),
+        _ => Err(CloneError::Kind(kind.clone())),
     }
-    Ok(Some(name.clone()))
 }
 
 /// Checks the source claim and its volume, and says which image to clone.
@@ -157,6 +191,7 @@ pub fn check_source(
         image: t.image,
         size,
         recorded: reclaim::recorded_place(pv),
+        snap: None,
     })
 }
 
@@ -225,6 +260,7 @@ mod tests {
                 image: "kubernetes-dynamic-pvc-src".into(),
                 size: 64 * MIB,
                 recorded: None,
+                snap: None,
             }
         );
         assert!(
@@ -268,14 +304,23 @@ mod tests {
             name: "src".into(),
             api_group: None,
         });
-        assert_eq!(source_name(&c), Ok(Some("src".into())));
+        assert_eq!(source_name(&c), Ok(Some(DataSource::Claim("src".into()))));
         c.spec.as_mut().unwrap().data_source = Some(TypedLocalObjectReference {
             kind: "VolumeSnapshot".into(),
             name: "s".into(),
             api_group: Some("snapshot.storage.k8s.io".into()),
         });
-        assert!(matches!(source_name(&c), Err(CloneError::Kind(_))));
+        assert_eq!(source_name(&c), Ok(Some(DataSource::Snapshot("s".into()))));
         assert_eq!(populator(&c), None);
+        // The kind without its group is someone else's.
+        c.spec
+            .as_mut()
+            .unwrap()
+            .data_source
+            .as_mut()
+            .unwrap()
+            .api_group = None;
+        assert!(matches!(source_name(&c), Err(CloneError::Kind(_))));
     }
 
     #[test]
@@ -293,9 +338,9 @@ mod tests {
                 });
             };
         set(&mut c, "PersistentVolumeClaim", None, None);
-        assert_eq!(source_name(&c), Ok(Some("src".into())));
+        assert_eq!(source_name(&c), Ok(Some(DataSource::Claim("src".into()))));
         set(&mut c, "PersistentVolumeClaim", None, Some("ns"));
-        assert_eq!(source_name(&c), Ok(Some("src".into())));
+        assert_eq!(source_name(&c), Ok(Some(DataSource::Claim("src".into()))));
         // Another tenant's claim must never be cloned.
         set(&mut c, "PersistentVolumeClaim", None, Some("victim"));
         assert_eq!(

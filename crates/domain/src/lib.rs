@@ -20,4 +20,5 @@ pub mod quantity;
 pub mod reclaim;
 pub mod resize;
 pub mod server_version;
+pub mod snapshot;
 pub mod volume;

@@ -60,6 +60,12 @@ pub struct ClassParams {
     /// The longest chain of clones of clones (`maxCloneDepth`): a clone deeper than this is
     /// flattened once made.
     pub max_clone_depth: u32,
+    /// The longest chain a clone or restore may start (`hardMaxCloneDepth`): a deeper one is
+    /// refused, since flattening it later would be too late for the kernels that map it.
+    pub hard_max_clone_depth: u32,
+    /// The most RBD snapshots one image may have (`maxSnapshotsPerImage`); a VolumeSnapshot
+    /// beyond it is refused.
+    pub max_snapshots: u32,
 }
 
 /// `maxSize` when a class gives none: far above the volumes people use (hundreds of TiB,
@@ -71,6 +77,12 @@ pub const DEFAULT_MAX_SIZE: u64 = 1 << 50;
 pub const DEFAULT_MAX_CLONE_DEPTH: u32 = 4;
 /// The deepest chain a class may allow: the kernel client's own limit.
 const MAX_CLONE_DEPTH_LIMIT: u32 = 16;
+/// `hardMaxCloneDepth` when a class gives none: ceph-csi's hard limit.
+pub const DEFAULT_HARD_MAX_CLONE_DEPTH: u32 = 8;
+/// `maxSnapshotsPerImage` when a class gives none: ceph-csi's limit.
+pub const DEFAULT_MAX_SNAPSHOTS: u32 = 450;
+/// The kernel client maps images of at most 510 snapshots.
+const MAX_SNAPSHOTS_LIMIT: u32 = 510;
 
 impl ClassParams {
     /// Namespace of the user Secret for a claim in `claim_namespace`.
@@ -129,6 +141,12 @@ pub enum ParamError {
     MaxSize { value: String, reason: String },
     #[error("maxCloneDepth {value:?} is not valid: give a whole number from 1 to 16")]
     MaxCloneDepth { value: String },
+    #[error(
+        "hardMaxCloneDepth {value:?} is not valid: give a whole number from maxCloneDepth ({soft}) to 16"
+    )]
+    HardMaxCloneDepth { value: String, soft: u32 },
+    #[error("maxSnapshotsPerImage {value:?} is not valid: give a whole number from 1 to 510")]
+    MaxSnapshots { value: String },
 }
 
 /// All problems found in one StorageClass, so an operator can fix them in one pass.
@@ -157,6 +175,8 @@ pub const KNOWN: &[&str] = &[
     "csiDriver",
     "maxSize",
     "maxCloneDepth",
+    "hardMaxCloneDepth",
+    "maxSnapshotsPerImage",
 ];
 
 /// ceph-csi's default driver name, used when a class has no `csiDriver`.
@@ -206,6 +226,8 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
     let csi_driver = opt("csiDriver", &mut errors);
     let max_size_raw = opt("maxSize", &mut errors);
     let max_clone_depth_raw = opt("maxCloneDepth", &mut errors);
+    let hard_max_clone_depth_raw = opt("hardMaxCloneDepth", &mut errors);
+    let max_snapshots_raw = opt("maxSnapshotsPerImage", &mut errors);
     let max_size = match &max_size_raw {
         None => DEFAULT_MAX_SIZE,
         Some(v) => match crate::quantity::to_bytes(v) {
@@ -233,6 +255,29 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
             _ => {
                 errors.push(ParamError::MaxCloneDepth { value: v.clone() });
                 DEFAULT_MAX_CLONE_DEPTH
+            }
+        },
+    };
+    let hard_max_clone_depth = match &hard_max_clone_depth_raw {
+        None => DEFAULT_HARD_MAX_CLONE_DEPTH.max(max_clone_depth),
+        Some(v) => match v.parse::<u32>() {
+            Ok(d) if (max_clone_depth..=MAX_CLONE_DEPTH_LIMIT).contains(&d) => d,
+            _ => {
+                errors.push(ParamError::HardMaxCloneDepth {
+                    value: v.clone(),
+                    soft: max_clone_depth,
+                });
+                DEFAULT_HARD_MAX_CLONE_DEPTH
+            }
+        },
+    };
+    let max_snapshots = match &max_snapshots_raw {
+        None => DEFAULT_MAX_SNAPSHOTS,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_SNAPSHOTS_LIMIT).contains(&n) => n,
+            _ => {
+                errors.push(ParamError::MaxSnapshots { value: v.clone() });
+                DEFAULT_MAX_SNAPSHOTS
             }
         },
     };
@@ -359,6 +404,8 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
         csi_driver: csi_driver.unwrap_or_else(|| DEFAULT_CSI_DRIVER.into()),
         max_size,
         max_clone_depth,
+        hard_max_clone_depth,
+        max_snapshots,
     })
 }
 

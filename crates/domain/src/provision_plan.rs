@@ -31,8 +31,8 @@ pub struct Draft {
     pub class_name: String,
     pub params: ClassParams,
     pub flavor: Flavor,
-    /// The claim to clone from, still to be looked up.
-    pub clone_of: Option<String>,
+    /// The claim to clone from, or the VolumeSnapshot to restore, still to be looked up.
+    pub clone_of: Option<clone::DataSource>,
     pub pv_name: String,
     pub image: String,
 }

@@ -43,6 +43,7 @@ pub(super) async fn make_image(
             // Not while the source is being deleted (see `delete::detach_clones`).
             let _source_held = ctx.ceph.locks.lock(&src.pool, &src.image).await;
             check_clone_source(cluster, src, place, &object).await?;
+            check_chain(cluster, plan, src, &object).await?;
             clone_image(cluster, src, &spec).await
         }
     };
@@ -66,7 +67,12 @@ pub(super) async fn make_image(
                 .metadata(pool, image, owner::KEYS)
                 .await
                 .map_err(Error::ceph(&object))?;
+            let inherited = match &plan.clone_source {
+                Some(src) => is_own_clone(cluster, plan, ctx, src).await?,
+                None => false,
+            };
             if let Some(theirs) = Stamp::read(&meta)
+                && !inherited
                 && (theirs.claim_uid != d.claim.uid || !owner::stamped_by(&meta, &ctx.instance))
             {
                 return Err(Error::ImageTaken {
@@ -170,14 +176,16 @@ async fn clone_image(
     src: &clone::CloneSource,
     spec: &ImageSpec,
 ) -> Result<Created, ceph::CephError> {
-    let parent = ParentSpec {
-        pool: src.pool.clone(),
-        image: src.image.clone(),
-        snap: domain::clone::clone_snapshot(&spec.name),
+    let parent = parent_of(src, &spec.name);
+    // A restore clones the VolumeSnapshot's own snapshot, which is never made here.
+    let snap_created = match &src.snap {
+        Some(_) => Created::AlreadyExisted,
+        None => {
+            cluster
+                .snap_create(&parent.pool, &parent.image, &parent.snap)
+                .await?
+        }
     };
-    let snap_created = cluster
-        .snap_create(&parent.pool, &parent.image, &parent.snap)
-        .await?;
     let cloned = async {
         cluster
             .snap_protect(&parent.pool, &parent.image, &parent.snap)
@@ -204,6 +212,77 @@ async fn clone_image(
         crate::controller::purge::drop_snapshot(cluster, &parent).await;
     }
     cloned
+}
+
+/// The snapshot a clone is made from: the VolumeSnapshot's for a restore, else one of the
+/// clone's own, named after it.
+fn parent_of(src: &clone::CloneSource, child: &str) -> ParentSpec {
+    ParentSpec {
+        pool: src.pool.clone(),
+        image: src.image.clone(),
+        snap: src
+            .snap
+            .clone()
+            .unwrap_or_else(|| domain::clone::clone_snapshot(child)),
+    }
+}
+
+/// A clone would start a chain deeper than its class's `hardMaxCloneDepth`: refused, since
+/// flattening it afterwards would leave kernels that map it meanwhile unable to.
+async fn check_chain(
+    cluster: &Arc<dyn RbdCluster>,
+    plan: &Plan,
+    src: &clone::CloneSource,
+    object: &str,
+) -> Result<()> {
+    let depth = clone_depth(cluster, &src.pool, &src.image)
+        .await
+        .map_err(Error::ceph(object))?
+        + 1;
+    let max = plan.draft.params.hard_max_clone_depth;
+    if depth > max {
+        return Err(Error::Clone {
+            claim: plan.draft.claim_label(),
+            cause: clone::CloneError::TooDeep {
+                image: format!("{}/{}", src.pool, src.image),
+                depth,
+                max,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Whether an existing image of the clone's name is this claim's clone from an earlier
+/// attempt stopped before its stamp: librbd copies the source's image-meta into a clone, so
+/// such a clone carries its source's stamp. Proven by the clone's parent being the snapshot
+/// this claim clones, and the intent record (written before the clone, by this provisioner)
+/// naming this claim.
+async fn is_own_clone(
+    cluster: &Arc<dyn RbdCluster>,
+    plan: &Plan,
+    ctx: &Context,
+    src: &clone::CloneSource,
+) -> Result<bool> {
+    let d = &plan.draft;
+    let object = image_object(plan);
+    let info = cluster
+        .image_info(&d.params.pool, &d.image)
+        .await
+        .map_err(Error::ceph(&object))?;
+    if info.parent.as_ref() != Some(&parent_of(src, &d.image)) {
+        return Ok(false);
+    }
+    let records = cluster
+        .records(&d.params.pool, INTENTS_OBJECT)
+        .await
+        .map_err(Error::ceph(&object))?;
+    Ok(records
+        .iter()
+        .filter(|(k, _)| k == &d.image)
+        .filter_map(|(_, v)| Intent::read(&d.image, v, &ctx.instance))
+        .filter_map(|i| i.stamp())
+        .any(|s| s.claim_uid == d.claim.uid))
 }
 
 /// How many clones deep `pool/image` is: 0 for an image without a parent.
@@ -242,17 +321,14 @@ async fn bound_clone_depth(
         .map_err(Error::ceph(image_object(plan)))?;
     if depth > d.params.max_clone_depth {
         tracing::info!(image = %d.image, depth, max = d.params.max_clone_depth, "clone chain deeper than maxCloneDepth: flattening the new clone");
-        let parent = ParentSpec {
-            pool: src.pool.clone(),
-            image: src.image.clone(),
-            snap: domain::clone::clone_snapshot(&d.image),
-        };
+        // A clone's own snapshot goes with the flattening; a VolumeSnapshot's stays.
+        let then_drop = src.snap.is_none().then(|| parent_of(src, &d.image));
         crate::controller::flatten::in_background(
             ctx,
             cluster,
             &d.params.pool,
             &d.image,
-            Some(parent),
+            then_drop,
         );
     }
     Ok(())

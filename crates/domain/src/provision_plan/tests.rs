@@ -80,7 +80,7 @@ fn a_broken_claim_is_reported_before_a_broken_class() {
     let mut from_elsewhere = claim(Some("1Gi"));
     if let Some(s) = from_elsewhere.spec.as_mut() {
         s.data_source = Some(k8s_openapi::api::core::v1::TypedLocalObjectReference {
-            api_group: Some("snapshot.storage.k8s.io".into()),
+            api_group: Some("snapshot.example.io".into()),
             kind: "VolumeSnapshot".into(),
             name: "snap".into(),
         });
@@ -190,6 +190,7 @@ fn the_success_message_reads_as_before() {
         image: "kubernetes-dynamic-pvc-src".into(),
         size: 1 << 30,
         recorded: None,
+        snap: None,
     };
     let stage = NodeStage::Companion(SecretRef {
         namespace: "apps".into(),
