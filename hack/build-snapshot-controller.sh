@@ -4,7 +4,7 @@
 # hack/snapshot-controller/go.mod requires) from the Go module proxy with that wrapper module, and
 # cache it outside the repo together with the three snapshot.storage.k8s.io/v1 CRDs of the
 # matching client module (its config/crd/; not the group-snapshot ones). hack/bed-up.sh installs
-# the CRDs on the 1.37 plane and runs the controller against it.
+# the CRDs on each plane of the bed and runs the controller against it.
 #
 # Prints the directory holding snapshot-controller and the CRD files on its last line.
 # Cache: $RBDP_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner)/snapshot-controller-<version>/bin

@@ -167,13 +167,30 @@ kube_ok() {
     case ",${BASH_REMATCH[1]}," in *",$c,"*) ;; *) return 1 ;; esac
   done
 }
+# snapshot_controller_running KUBE_DIR: the version of the snapshot-controller hack/bed-up.sh
+# started against the plane in KUBE_DIR (its pid file is beside the plane's daemons'), read from
+# the path of its binary (snapshot_bin_cache's); false if none runs.
+snapshot_controller_running() {
+  local f=$1/pids/snapshot-controller.pid pid prog v
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+  prog=$(argv0 "$pid")
+  [ "$(basename "$prog")" = snapshot-controller ] || return 1
+  v=${prog%/bin/snapshot-controller}
+  echo "${v##*/snapshot-controller-}"
+}
+# snapshot_controller_ok KUBE_DIR: that snapshot-controller runs
+snapshot_controller_ok() { snapshot_controller_running "$1" >/dev/null; }
 # plane_ok DIR: RBDP_BED=DIR (a bed, or its k137/) is ready for tests: its env written, its Ceph
-# answering, its plane (of the version the env names) serving. A subshell: the caller's BED stays.
+# answering, its plane (of the version the env names) serving, and the snapshot-controller the
+# env names (RBDP_SNAPSHOT_CONTROLLER) running. A subshell: the caller's BED stays.
 plane_ok() (
   bed_layout_at "$1"
   [ -f "$BED_ENV" ] || exit 1
   minor=$(env_value "$BED_ENV" RBDP_KUBE_MINOR)
-  ceph_ok "$CEPH_DIR" && kube_ok "$KUBE_DIR" "${minor:-20}"
+  ceph_ok "$CEPH_DIR" && kube_ok "$KUBE_DIR" "${minor:-20}" || exit 1
+  [ -z "$(env_value "$BED_ENV" RBDP_SNAPSHOT_CONTROLLER)" ] || snapshot_controller_ok "$KUBE_DIR"
 )
 
 # ------------------------------------------------------------------ builds
