@@ -70,7 +70,7 @@ for p in /proc/[0-9]*; do
   alive "$pid" || continue
   survivors+=("$pid: $cmd")
   case "$(basename "${cmd%% *}")" in
-    ceph-mon|ceph-mgr|ceph-osd|etcd|kube-apiserver|kube-controller-manager) ours=1 ;;
+    ceph-mon|ceph-mgr|ceph-osd|etcd|kube-apiserver|kube-controller-manager|snapshot-controller) ours=1 ;;
   esac
 done
 if [ ${#survivors[@]} -gt 0 ]; then

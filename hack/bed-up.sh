@@ -8,7 +8,7 @@
 # state is stopped and purged first, so tests always get a clean bed (fresh Ceph, empty etcd).
 # On success writes $RBDP_BED/env (mode 600), which tests parse and shells can source:
 #   RBDP_BED KUBECONFIG KUBE_BIN_DIR KUBECTL CEPH_CONF CEPH_MONITORS CEPH_MON_HOST
-#   CEPH_ADMIN_KEY CEPH_KUBE_KEY
+#   CEPH_ADMIN_KEY CEPH_KUBE_KEY RBDP_KUBE_MINOR RBDP_SNAPSHOT_CONTROLLER
 # Stop with hack/bed-down.sh [--purge].
 #
 # RBDP_KUBE=1.37 also starts a Kubernetes 1.37.2 control plane (hack/kube-up.sh --kube 1.37,
@@ -18,6 +18,13 @@
 # RBDP_PEER_BED, the 1.20 bed, for the upgrade test). The default bed's 1.37 plane uses
 # ports 2479/2480/7443, any other bed's free ones. RBDP_KUBE=1.20 (the default) leaves a running
 # 1.37 plane alone; hack/bed-down.sh stops both.
+#
+# Each plane also runs the upstream snapshot-controller (binary and snapshot.storage.k8s.io/v1 CRDs
+# from hack/build-snapshot-controller.sh): the CRDs are applied with the plane's kubectl and
+# Established before it starts (admin kubeconfig, no leader election; log and pid file in the
+# plane's logs/ and pids/, where hack/kube-down.sh stops it), the plane's env names its version
+# (RBDP_SNAPSHOT_CONTROLLER), and a rerun starts it again if it died. On 1.20 the API server drops
+# the CRDs' validation rules (x-kubernetes-validations, see the README).
 #
 # RBDP_PLANES ("1.20", "1.37" or "1.20 1.37") names the planes to build and start instead, and
 # overrides RBDP_KUBE: hack/demo.sh asks for its one plane, so a fresh machine builds only that
@@ -65,9 +72,15 @@ build_bins() {
   log "Kubernetes $2 binaries (hack/$3): $dir"
   printf -v "$1" %s "$dir"
 }
-KUBE_BIN_DIR='' K137_BIN_DIR=''
+KUBE_BIN_DIR='' K137_BIN_DIR='' SNAP_DIR='' SNAP_VER=''
 [ $WANT_120 = 0 ] || build_bins KUBE_BIN_DIR 1.20 build-kube.sh
 [ $WANT_137 = 0 ] || build_bins K137_BIN_DIR 1.37 build-kube-137.sh
+if [ $WANT_120$WANT_137 != 00 ]; then
+  SNAP_DIR=$("$HERE/build-snapshot-controller.sh" 9>&- | tail -1)
+  [ -x "$SNAP_DIR/snapshot-controller" ] || die "hack/build-snapshot-controller.sh did not yield a bin dir (got '$SNAP_DIR')"
+  SNAP_VER=$(snapshot_controller_version)
+  log "snapshot-controller $SNAP_VER (hack/build-snapshot-controller.sh): $SNAP_DIR"
+fi
 CONF=$CEPH_DIR/ceph.conf
 # The children's logs; hack/ceph-up.sh and hack/kube-up.sh end theirs with "ceph-ready-seconds N"
 # and "kube-ready-seconds N".
@@ -99,11 +112,12 @@ save_ports() {
 }
 load_ports
 
-# write_plane_env ENV KUBECONFIG BIN_DIR MINOR [PEER_BED]: the env file of the plane whose dir
-# holds ENV, which tests parse and shells source. Keys come from the keyrings via short-lived
+# write_plane_env ENV KUBECONFIG BIN_DIR MINOR [PEER_BED [SNAPSHOT_VERSION]]: the env file of the
+# plane whose dir holds ENV, which tests parse and shells source; SNAPSHOT_VERSION: the version of
+# the snapshot-controller the plane runs, if any. Keys come from the keyrings via short-lived
 # ceph-authtool calls, never argv.
 write_plane_env() {
-  local env=$1 kubeconfig=$2 bin=$3 minor=$4 peer=${5:-} dir admin_key kube_key tmp
+  local env=$1 kubeconfig=$2 bin=$3 minor=$4 peer=${5:-} snap=${6:-} dir admin_key kube_key tmp
   dir=$(dirname "$env")
   # The plane's own kubectl build, never whatever kubectl the PATH has.
   [ -x "$bin/kubectl" ] || die "no kubectl in $bin (hack/build-kube.sh and hack/build-kube-137.sh build it)"
@@ -127,10 +141,15 @@ export CEPH_KUBE_KEY='$kube_key'
 export RBDP_KUBE_MINOR='$minor'
 EOF
   [ -z "$peer" ] || printf "export RBDP_PEER_BED='%s'\n" "$peer" >> "$tmp"
+  [ -z "$snap" ] || printf "export RBDP_SNAPSHOT_CONTROLLER='%s'\n" "$snap" >> "$tmp"
   chmod 600 "$tmp"
   mv -f "$tmp" "$env"
 }
-write_env() { write_plane_env "$BED_ENV" "$KUBE_DIR/admin.kubeconfig" "$KUBE_BIN_DIR" 20; }
+# The env names the snapshot-controller that runs against the plane, if one does.
+write_env() {
+  write_plane_env "$BED_ENV" "$KUBE_DIR/admin.kubeconfig" "$KUBE_BIN_DIR" 20 "" \
+    "$(snapshot_controller_running "$KUBE_DIR" || true)"
+}
 
 start_120() {  # in the background; its log in $BED/kube-up.log
   KUBE_BIN_DIR=$KUBE_BIN_DIR ETCD_CLIENT_PORT=$ETCD_CLIENT ETCD_PEER_PORT=$ETCD_PEER APISERVER_PORT=$APISERVER \
@@ -160,20 +179,76 @@ ensure_120() {
     "$HERE/kube-down.sh" "$KUBE_DIR" --purge >&2 9>&- || true
     die "the 1.20 plane failed to start (log: $KUBE_LOG)"
   fi
+  ensure_snapshot_controller "$KUBE_DIR" "$KUBE_BIN_DIR" 20
   write_env
   log "1.20 plane ready in $(ready_secs kube "$KUBE_LOG")s; env: $BED_ENV"
+}
+
+# ------------------------------------------------------------------ snapshot-controller
+# ensure_snapshot_controller KUBE_DIR KUBE_BIN_DIR MINOR: the upstream snapshot-controller runs
+# against the plane in KUBE_DIR: unless the one recorded in KUBE_DIR/pids runs SNAP_DIR's binary
+# (one of another build, say an older version, is stopped), the CRDs of SNAP_DIR are applied with the plane's own kubectl, waited for until Established, and a new one
+# is started (log in KUBE_DIR/logs, the previous one kept as .prev; pid file in KUBE_DIR/pids,
+# where hack/kube-down.sh stops it). Ready once it has found the CRDs and its informers have
+# synced ("controller initialized", logged at --v=4).
+# On 1.20 the CRDs' x-kubernetes-validations (CEL rules, Kubernetes >= 1.23) fail kubectl 1.20's
+# client-side validation and server-side apply ("field not declared in schema"); a client-side
+# apply without validation loads them, and the API server drops the rules.
+SNAP_READY_TIMEOUT=${SNAP_READY_TIMEOUT:-60}
+# is_prog PID NAME: PID is alive and runs the program NAME (stop_ours' check)
+is_prog() { alive "$1" && [ "$(basename "$(argv0 "$1")")" = "$2" ]; }
+ensure_snapshot_controller() {
+  local dir=$1 bin=$2 minor=$3 kc=$1/admin.kubeconfig pidf=$1/pids/snapshot-controller.pid
+  local slog=$1/logs/snapshot-controller.log c files=() names=() pid deadline out
+  if snapshot_controller_ok "$dir"; then
+    pid=$(cat "$pidf")
+    if [ "$(argv0 "$pid")" = "$SNAP_DIR/snapshot-controller" ]; then
+      log "snapshot-controller already running against $dir (pid $pid)"
+      return 0
+    fi
+    log "snapshot-controller of $dir is another build ($(argv0 "$pid")): replacing it"
+    stop_ours "$pid" snapshot-controller is_prog >&2
+  elif [ -f "$pidf" ]; then
+    log "snapshot-controller of $dir is not running (log: $slog.prev): starting it again"
+  fi
+  for c in "${SNAPSHOT_CRDS[@]}"; do
+    files+=(-f "$SNAP_DIR/$(snapshot_crd_file "$c")") names+=("crd/$c.snapshot.storage.k8s.io")
+  done
+  [ "$minor" != 20 ] || files+=(--validate=false)
+  out=$("$bin/kubectl" --kubeconfig "$kc" apply "${files[@]}" 2>&1) ||
+    { echo "$out" >&2; die "applying the snapshot CRDs to $dir failed"; }
+  out=$("$bin/kubectl" --kubeconfig "$kc" wait --for=condition=Established --timeout=60s "${names[@]}" 2>&1) ||
+    { echo "$out" >&2; die "the snapshot CRDs of $dir did not become Established"; }
+  log "snapshot CRDs applied to $dir and Established (${SNAPSHOT_CRDS[*]})"
+  [ ! -s "$slog" ] || mv -f "$slog" "$slog.prev"
+  # The group-snapshot CRDs are not installed: without the gate the controller would wait 30 s
+  # for them at every start before it goes on without them.
+  setsid nohup "$SNAP_DIR/snapshot-controller" --kubeconfig="$kc" --leader-election=false \
+    --feature-gates=CSIVolumeGroupSnapshot=false --v=4 >"$slog" 2>&1 </dev/null 9>&- &
+  pid=$!
+  echo "$pid" > "$pidf"
+  deadline=$(( $(date +%s) + SNAP_READY_TIMEOUT ))
+  until grep -q 'controller initialized' "$slog" 2>/dev/null; do
+    alive "$pid" || { tail -20 "$slog" >&2; die "snapshot-controller exited at start (log: $slog)"; }
+    [ "$(date +%s)" -lt "$deadline" ] ||
+      { tail -20 "$slog" >&2; die "snapshot-controller did not start within ${SNAP_READY_TIMEOUT}s (log: $slog)"; }
+    sleep 0.2
+  done
+  log "snapshot-controller $SNAP_VER started against $dir (pid $pid, log $slog)"
 }
 
 # ------------------------------------------------------------------ the 1.37 plane (RBDP_KUBE=1.37)
 # ceph/ is the bed's own (a symlink). The 1.20 plane, when the bed has one, is its peer (for the
 # upgrade test), named only once its env exists: tests read the peer's env. A 1.37 plane not asked
-# for this time keeps the binaries its env already names.
+# for this time keeps the binaries its env already names; the env names the snapshot-controller
+# that runs against the plane, if one does.
 k137_write_env() {
-  local bin=$K137_BIN_DIR peer=''
+  local bin=$K137_BIN_DIR peer='' snap
   [ -n "$bin" ] || bin=$(env_value "$K137_ENV" KUBE_BIN_DIR)
+  snap=$(snapshot_controller_running "$K137_KUBE" || true)
   [ ! -f "$BED_ENV" ] || peer=$BED
   ln -sfn ../ceph "$K137/ceph"
-  write_plane_env "$K137_ENV" "$K137_KUBE/admin.kubeconfig" "$bin" 37 "$peer"
+  write_plane_env "$K137_ENV" "$K137_KUBE/admin.kubeconfig" "$bin" 37 "$peer" "$snap"
 }
 ensure_k137() {
   [ $WANT_137 = 1 ] || return 0
@@ -191,6 +266,7 @@ ensure_k137() {
     K137_APISERVER=$(free_port_for apiserver "$APISERVER")
   fi
   if kube_ok "$K137_KUBE" 37; then
+    ensure_snapshot_controller "$K137_KUBE" "$K137_BIN_DIR" 37
     k137_write_env
     log "1.37 plane already up in $K137 (apiserver :$K137_APISERVER); env: $K137_ENV"
     return 0
@@ -211,6 +287,7 @@ ensure_k137() {
     tail -25 "$K137_LOG" >&2
     die "the 1.37 plane failed to start (log: $K137_LOG)"
   fi
+  ensure_snapshot_controller "$K137_KUBE" "$K137_BIN_DIR" 37
   k137_write_env
   log "1.37 plane ready in $(ready_secs kube "$K137_LOG")s; tests: RBDP_BED=$K137"
 }
@@ -241,8 +318,12 @@ if [ -f "$BED_MARK" ] && all_daemons_alive; then
   for try in 1 2 3; do
     if ceph_ok "$CEPH_DIR" && { [ ! -d "$KUBE_DIR" ] || kube_ok "$KUBE_DIR" 20; }; then
       if [ -d "$KUBE_DIR" ]; then
-        [ -f "$BED_ENV" ] || [ -z "$KUBE_BIN_DIR" ] || write_env
         log "bed already up and healthy in $BED (Ceph and the 1.20 plane; env: $BED_ENV)"
+        # The 1.20 plane asked for: its snapshot-controller too (started again if it died).
+        if [ $WANT_120 = 1 ]; then
+          ensure_snapshot_controller "$KUBE_DIR" "$KUBE_BIN_DIR" 20
+          write_env
+        fi
       else
         log "bed already up and healthy in $BED (Ceph; no 1.20 plane)"
       fi
@@ -304,6 +385,7 @@ fi
 ceph_s=$(ready_secs ceph "$CEPH_LOG")
 if [ $WANT_120 = 1 ]; then
   kube_s=$(ready_secs kube "$KUBE_LOG")
+  ensure_snapshot_controller "$KUBE_DIR" "$KUBE_BIN_DIR" 20
   write_env
 fi
 ensure_k137

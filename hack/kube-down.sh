@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # hack/kube-down.sh DIR [--purge] -- stop the processes hack/kube-up.sh (either version) recorded
-# in DIR/pids, each only while it is alive (not a zombie) and still the expected program (guards
-# against pid reuse). --purge then deletes DIR. Only a DIR kube-up.sh made (its marker file): any
+# in DIR/pids, and the snapshot-controller hack/bed-up.sh recorded there, each only while it is
+# alive (not a zombie) and still the expected program (guards against pid reuse). --purge then deletes DIR. Only a DIR kube-up.sh made (its marker file): any
 # other DIR may hold pid files of the same program names. Safe to run twice.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
@@ -26,7 +26,9 @@ stop_one() { # name
   rm -f "$f"
 }
 
-# reverse start order: nothing talks to a dead apiserver or etcd for long
+# The snapshot-controller hack/bed-up.sh runs against the plane (a client of it) first, then the
+# daemons in reverse start order: nothing talks to a dead apiserver or etcd for long.
+stop_one snapshot-controller
 for ((i = ${#KUBE_DAEMONS[@]} - 1; i >= 0; i--)); do stop_one "${KUBE_DAEMONS[i]}"; done
 
 if [ "$PURGE" = --purge ]; then rm -rf -- "$DIR"; echo "kube-down: purged $DIR"; fi

@@ -16,6 +16,19 @@ CACHE_DIR=${RBDP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rbd-provisioner}
 kube_bin_cache() { echo "$CACHE_DIR/kube-$1/bin"; }
 # have_bins DIR NAME...: every NAME is an executable in DIR (a complete cache)
 have_bins() { local d=$1 b; shift; for b; do [ -x "$d/$b" ] || return 1; done; }
+# The upstream snapshot-controller (kubernetes-csi/external-snapshotter) the bed's planes run, and
+# the snapshot.storage.k8s.io/v1 CRDs of its client module, which hack/build-snapshot-controller.sh
+# keeps beside it. Its version is the one hack/snapshot-controller/go.mod requires.
+# shellcheck disable=SC2034  # for the scripts that source this file
+SNAPSHOT_CRDS=(volumesnapshotclasses volumesnapshotcontents volumesnapshots)
+snapshot_controller_version() {
+  sed -n 's#^[[:space:]]*github.com/kubernetes-csi/external-snapshotter/v8 \(v[^ ]*\).*#\1#p' \
+    "$(dirname "${BASH_SOURCE[0]}")/snapshot-controller/go.mod"
+}
+# snapshot_bin_cache VERSION: where that build's binary and CRD files are kept
+snapshot_bin_cache() { echo "$CACHE_DIR/snapshot-controller-$1/bin"; }
+# snapshot_crd_file NAME: the file of that CRD (one of SNAPSHOT_CRDS), as the client module names it
+snapshot_crd_file() { echo "snapshot.storage.k8s.io_$1.yaml"; }
 
 # bed_layout: BED is the bed RBDP_BED names (else DEFAULT_BED), made absolute, and the other
 # variables name what is in it; bed_layout_at DIR: the same for the bed in DIR. The 1.37 plane's
@@ -154,13 +167,30 @@ kube_ok() {
     case ",${BASH_REMATCH[1]}," in *",$c,"*) ;; *) return 1 ;; esac
   done
 }
+# snapshot_controller_running KUBE_DIR: the version of the snapshot-controller hack/bed-up.sh
+# started against the plane in KUBE_DIR (its pid file is beside the plane's daemons'), read from
+# the path of its binary (snapshot_bin_cache's); false if none runs.
+snapshot_controller_running() {
+  local f=$1/pids/snapshot-controller.pid pid prog v
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+  prog=$(argv0 "$pid")
+  [ "$(basename "$prog")" = snapshot-controller ] || return 1
+  v=${prog%/bin/snapshot-controller}
+  echo "${v##*/snapshot-controller-}"
+}
+# snapshot_controller_ok KUBE_DIR: that snapshot-controller runs
+snapshot_controller_ok() { snapshot_controller_running "$1" >/dev/null; }
 # plane_ok DIR: RBDP_BED=DIR (a bed, or its k137/) is ready for tests: its env written, its Ceph
-# answering, its plane (of the version the env names) serving. A subshell: the caller's BED stays.
+# answering, its plane (of the version the env names) serving, and the snapshot-controller the
+# env names (RBDP_SNAPSHOT_CONTROLLER) running. A subshell: the caller's BED stays.
 plane_ok() (
   bed_layout_at "$1"
   [ -f "$BED_ENV" ] || exit 1
   minor=$(env_value "$BED_ENV" RBDP_KUBE_MINOR)
-  ceph_ok "$CEPH_DIR" && kube_ok "$KUBE_DIR" "${minor:-20}"
+  ceph_ok "$CEPH_DIR" && kube_ok "$KUBE_DIR" "${minor:-20}" || exit 1
+  [ -z "$(env_value "$BED_ENV" RBDP_SNAPSHOT_CONTROLLER)" ] || snapshot_controller_ok "$KUBE_DIR"
 )
 
 # ------------------------------------------------------------------ builds
@@ -199,7 +229,7 @@ stop_heartbeat() {
   STEP_HB=
 }
 
-# A Kubernetes build's time: CACHE_DIR/<script>.last holds "seconds version date" of the script's
+# A build's time: CACHE_DIR/<script>.last holds "seconds version date" of the script's
 # last complete build, so that the next cold build can say how long it will take here.
 # build_expect ESTIMATE: that, else ESTIMATE
 build_expect() {
@@ -208,11 +238,12 @@ build_expect() {
   if [ -n "$s" ]; then echo "the last build here ($v, $d) took $(fmt_secs "$s")"; else echo "$1"; fi
 }
 # build_done START VERSION BIN_DIR [complete|partial]: says how long the build since START (date
-# +%s) took, keeps that for build_expect, and prints BIN_DIR, the build script's last line.
+# +%s) took, keeps that for build_expect, and prints BIN_DIR, the build script's last line. What
+# was built is named BUILD_WHAT (default: Kubernetes) and VERSION.
 build_done() {
   local took=$(( $(date +%s) - $1 ))
   # A partial build (a cache that lacked one binary) foretells nothing of a cold one.
   [ "${4:-complete}" = partial ] || echo "$took $2 $(date -u +%F)" > "$CACHE_DIR/$LOG_TAG.last"
-  log "built Kubernetes $2 in $(fmt_secs "$took"), cached in $3"
+  log "built ${BUILD_WHAT:-Kubernetes} $2 in $(fmt_secs "$took"), cached in $3"
   echo "$3"
 }

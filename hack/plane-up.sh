@@ -4,8 +4,8 @@
 # names and sharing that bed's Ceph. For tests that pause or stop kube-controller-manager: on
 # their own plane they never stall the claims of another test run, or of the demo, on the bed.
 #
-# Writes DIR/env (the bed's env with this plane's kubeconfig, binaries and kubectl), so
-# RBDP_BED=DIR points tests at it. Stop with: hack/kube-down.sh DIR/kube --purge; rm -rf DIR
+# Writes DIR/env (the bed's env with this plane's kubeconfig, binaries and kubectl; no
+# snapshot-controller runs here, so the env names none), so RBDP_BED=DIR points tests at it. Stop with: hack/kube-down.sh DIR/kube --purge; rm -rf DIR
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LOG_TAG=plane-up
@@ -36,7 +36,7 @@ ln -sfn "$(realpath "$SRC_CEPH")" "$CEPH_DIR"
 tmp=$(mktemp "$DIR/.env.XXXXXX")
 sed -e "s|^export RBDP_BED=.*|export RBDP_BED='$DIR'|" \
     -e "s|^export KUBECONFIG=.*|export KUBECONFIG='$KUBE_DIR/admin.kubeconfig'|" \
-    -e '/^export RBDP_PEER_BED=/d' "$SRC_ENV" > "$tmp"
+    -e '/^export RBDP_PEER_BED=/d' -e '/^export RBDP_SNAPSHOT_CONTROLLER=/d' "$SRC_ENV" > "$tmp"
 chmod 600 "$tmp"
 mv -f "$tmp" "$BED_ENV"
 log "plane $kv up in $DIR (apiserver :$ap), on the Ceph of $SRC"

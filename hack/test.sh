@@ -18,6 +18,8 @@ bash hack/install-deps.sh
 # The 1.37 binaries (built once with the machine's current Go, then cached): built here so a
 # fresh machine's first run shows the build on its own, before any bed starts.
 bash hack/build-kube-137.sh >/dev/null
+# Likewise the upstream snapshot-controller both planes run (hack/bed-up.sh), and its CRDs.
+bash hack/build-snapshot-controller.sh >/dev/null
 
 # Whether the bed is up is judged by hack/bed-up.sh's own checks (plane_ok, hack/lib.sh). A bed
 # hack/demo.sh started for 1.37 alone is up too when its 1.37 plane is, and it has no 1.20 plane
