@@ -17,10 +17,10 @@ const SNAP_T: Duration = Duration::from_secs(90);
 /// Whether this plane runs a snapshot-controller (hack/bed-up.sh says so in its env file).
 /// Only the 1.37 plane does: see the README's testing section.
 fn planes_with_snapshots() -> bool {
-    let on = std::env::var("RBDP_SNAPSHOT_CONTROLLER").is_ok_and(|v| !v.is_empty());
+    let on = Bed::load().snapshot_controller.is_some();
     if !on {
         eprintln!(
-            "NOT RUN here: this plane has no snapshot-controller (only the 1.37 plane runs one)"
+            "NOT RUN here: this plane runs no snapshot-controller (hack/bed-up.sh starts one)"
         );
     }
     on
@@ -176,7 +176,7 @@ async fn snapshot_and_restore_keep_the_bytes_of_their_moment() {
     let c = Scenario::new("dsnap").await;
     let (driver, class) = csi_setup(&c).await;
     let vsc = snapshot_class(&c, "snap", &driver, "Delete", json!({})).await;
-    let _vsc = ClusterObjects(classes(&c), vec![vsc.clone()]);
+    let _vsc = ClusterObjects(vec![format!("volumesnapshotclass/{vsc}")]);
     let (_, src_uid) = c.claim("src", &class).size("32Mi").bound().await;
     let src = spec_of(&src_uid);
     let size = 32 * MIB;
@@ -274,16 +274,16 @@ async fn retained_and_pre_provisioned_snapshots() {
     let c = Scenario::new("dretain").await;
     let (driver, class) = csi_setup(&c).await;
     let keep = snapshot_class(&c, "keep", &driver, "Retain", json!({})).await;
-    let _vsc = ClusterObjects(classes(&c), vec![keep.clone()]);
-    let (_, src_uid) = c.claim("src", &class).size("16Mi").bound().await;
+    let _vsc = ClusterObjects(vec![format!("volumesnapshotclass/{keep}")]);
+    let (_, src_uid) = c.claim("src", &class).size("32Mi").bound().await;
     let src = spec_of(&src_uid);
-    let writes = extents(21, 16 * MIB);
-    let a = overlay(&vec![0; 16 * MIB], &writes);
+    let writes = extents(21, 32 * MIB);
+    let a = overlay(&vec![0; 32 * MIB], &writes);
     write_extents(&c.bed, &src, &writes);
 
     take(&c, "kept", "src", &keep).await;
     let (vs_uid, content, _) = wait_ready(&c, "kept").await;
-    let _contents = ClusterObjects(contents(&c), vec![content.clone()]);
+    let _contents = ClusterObjects(vec![format!("volumesnapshotcontent/{content}")]);
     let snap_name = format!("snapshot-{vs_uid}");
     delete_snapshot(&c, "kept").await;
     assert!(
@@ -294,7 +294,7 @@ async fn retained_and_pre_provisioned_snapshots() {
 
     // The operator's own handle for it.
     let stat = format!("{}-static", c.ns);
-    let _static = ClusterObjects(contents(&c), vec![stat.clone()]);
+    let _static = ClusterObjects(vec![format!("volumesnapshotcontent/{stat}")]);
     create(
         &contents(&c),
         json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
@@ -312,10 +312,10 @@ async fn retained_and_pre_provisioned_snapshots() {
     )
     .await;
     let (_, _, status) = wait_ready(&c, "imported").await;
-    assert_eq!(status["restoreSize"], json!(16 * MIB));
+    assert_eq!(status["restoreSize"], json!(32 * MIB));
     let restored = c
         .claim("restored", &class)
-        .size("16Mi")
+        .size("32Mi")
         .spec(from_snapshot("imported"));
     let restored_uid = uid_of(&restored.create().await);
     wait_bound(&c.admin, &c.ns, "restored", T).await;
@@ -323,12 +323,12 @@ async fn retained_and_pre_provisioned_snapshots() {
 
     // A content of another driver, whose handle names the same snapshot: left alone.
     let foreign = format!("{}-foreign", c.ns);
-    let _foreign = ClusterObjects(contents(&c), vec![foreign.clone()]);
+    let _foreign = ClusterObjects(vec![format!("volumesnapshotcontent/{foreign}")]);
     create(
         &contents(&c),
         json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
                "metadata": {"name": foreign},
-               "spec": {"driver": "other.csi.example.com", "deletionPolicy": "Delete",
+               "spec": {"driver": format!("{}.other.example.com", c.ns), "deletionPolicy": "Delete",
                         "source": {"snapshotHandle": format!("{src}@{snap_name}")},
                         "volumeSnapshotRef": {"name": "nobody", "namespace": c.ns}}}),
     )
@@ -361,28 +361,36 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
     let (driver, class) = csi_setup(&c).await;
     let vsc = snapshot_class(&c, "snap", &driver, "Delete", json!({})).await;
     let odd = snapshot_class(&c, "odd", &driver, "Delete", json!({"pool": "kube"})).await;
-    let _vsc = ClusterObjects(classes(&c), vec![vsc.clone(), odd.clone()]);
+    let _vsc = ClusterObjects(vec![
+        format!("volumesnapshotclass/{vsc}"),
+        format!("volumesnapshotclass/{odd}"),
+    ]);
     let (_, src_uid) = c.claim("src", &class).size("16Mi").bound().await;
     let src = spec_of(&src_uid);
 
-    let refused = |name: &'static str, needle: &'static str| {
+    let event = |name: &'static str, reason: &'static str, needle: &'static str| {
         let c = &c;
         async move {
             let vs = snapshots(c).get(name).await.unwrap();
-            wait_event(
-                &c.admin,
-                &c.ns,
-                &uid_of(&vs),
-                "SnapshotRefused",
-                &[needle],
-                T,
-            )
-            .await;
+            wait_event(&c.admin, &c.ns, &uid_of(&vs), reason, &[needle], T).await;
         }
     };
-    // A class with parameters the provisioner does not know.
+    let refused = |name, needle| event(name, "SnapshotRefused", needle);
+    // A class with parameters the provisioner does not know: its content fails, and says so
+    // on the VolumeSnapshot, in an event and (copied by the snapshot-controller) its status.
     take(&c, "odd", "src", &odd).await;
-    refused("odd", "unknown parameters [\"pool\"]").await;
+    event(
+        "odd",
+        "SnapshotCreationFailed",
+        "unknown parameters [\"pool\"]",
+    )
+    .await;
+    wait_for("the error in the VolumeSnapshot's status", T, || async {
+        let vs = snapshots(&c).get("odd").await.ok()?;
+        let msg = vs.data["status"]["error"]["message"].as_str()?.to_string();
+        msg.contains("unknown parameters").then_some(())
+    })
+    .await;
     // A claim not bound: a class nobody serves keeps it Pending.
     storage_class(
         &c.admin,
@@ -430,7 +438,7 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
                 ("clusterID", "bed-ceph"),
                 ("csiNodeStageSecretName", &format!("{}-node-stage", c.ns)),
                 ("csiNodeStageSecretNamespace", "default"),
-                ("csiDriver", "other.csi.example.com"),
+                ("csiDriver", &format!("{}.other.example.com", c.ns)),
             ],
             json!({}),
         )
@@ -442,7 +450,12 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
     let cross = cross.create().await;
     c.wait_refused(&cross, &["was taken by CSI driver"], T)
         .await;
-    for (name, _) in [("odd", 0), ("of-pending", 0), ("of-intree", 0), ("good", 0)] {
+    // The refused restores first: the snapshot-controller keeps a snapshot that a Pending
+    // claim restores from.
+    for claim in ["early", "small", "cross"] {
+        c.delete_claim(claim).await;
+    }
+    for name in ["odd", "of-pending", "of-intree", "good"] {
         delete_snapshot(&c, name).await;
     }
     assert!(
@@ -467,12 +480,12 @@ async fn killed_in_the_middle_of_a_snapshot_and_of_a_restore() {
     let name = s.name.clone();
     let (driver, class) = csi_setup(&s).await;
     let vsc = snapshot_class(&s, "snap", &driver, "Delete", json!({})).await;
-    let _vsc = ClusterObjects(classes(&s), vec![vsc.clone()]);
+    let _vsc = ClusterObjects(vec![format!("volumesnapshotclass/{vsc}")]);
     // Bound before the snapshot: the failpoint is on snapshots only.
-    let (_, src_uid) = s.claim("src", &class).size("16Mi").bound().await;
+    let (_, src_uid) = s.claim("src", &class).size("32Mi").bound().await;
     let src = spec_of(&src_uid);
-    let writes = extents(31, 16 * MIB);
-    let a = overlay(&vec![0; 16 * MIB], &writes);
+    let writes = extents(31, 32 * MIB);
+    let a = overlay(&vec![0; 32 * MIB], &writes);
     write_extents(&s.bed, &src, &writes);
     let vs = take(&s, "snap", "src", &vsc).await;
     let st = s.prov.wait_exit(T).await;
@@ -504,7 +517,7 @@ async fn killed_in_the_middle_of_a_snapshot_and_of_a_restore() {
 
     let r = s
         .claim("restored", &class)
-        .size("16Mi")
+        .size("32Mi")
         .spec(from_snapshot("snap"));
     let r_uid = uid_of(&r.create().await);
     let st = second.wait_exit(T).await;
@@ -533,30 +546,30 @@ async fn killed_in_the_middle_of_a_snapshot_and_of_a_restore() {
     delete_claims(&s, &[("src", &src_uid)]).await;
 }
 
-/// Cluster-scoped snapshot objects of one test, deleted when it ends (finalizers dropped).
-struct ClusterObjects(Api<DynamicObject>, Vec<String>);
+/// Cluster-scoped snapshot objects of one test (`kind/name`), deleted when it ends, their
+/// finalizers dropped. With kubectl: a Drop cannot reach the test's runtime, which its kube
+/// client needs.
+struct ClusterObjects(Vec<String>);
 
 impl Drop for ClusterObjects {
     fn drop(&mut self) {
-        let (api, names) = (self.0.clone(), self.1.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                for n in names {
-                    let _ = api.delete(&n, &DeleteParams::default()).await;
-                    let _ = api
-                        .patch(
-                            &n,
-                            &kube::api::PatchParams::default(),
-                            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                        )
-                        .await;
-                }
-            });
-        })
-        .join();
+        let bed = Bed::load();
+        let kubectl = |args: &[&str]| {
+            let _ = std::process::Command::new(&bed.kubectl)
+                .arg("--kubeconfig")
+                .arg(&bed.kubeconfig)
+                .args(args)
+                .output();
+        };
+        for o in &self.0 {
+            kubectl(&["delete", o, "--wait=false", "--ignore-not-found"]);
+            kubectl(&[
+                "patch",
+                o,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+        }
     }
 }

@@ -78,7 +78,7 @@ pub enum CloneError {
     )]
     NotOurs(String),
     #[error(
-        "the clone asks for {want} MiB but its source {source_claim} has {have} MiB; request at least the source's size"
+        "the claim asks for {want} MiB but its source {source_claim} has {have} MiB; request at least the source's size"
     )]
     TooSmall {
         source_claim: String,

@@ -251,7 +251,7 @@ pub fn check_restore(
         .ok_or_else(|| CloneError::NoCapacity(full.clone()))?;
     if want_size < size {
         return Err(CloneError::TooSmall {
-            source_claim: full,
+            source_claim: format!("VolumeSnapshot {full}"),
             want: want_size.div_ceil(1 << 20),
             have: size.div_ceil(1 << 20),
         });

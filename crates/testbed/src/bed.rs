@@ -25,6 +25,9 @@ pub struct Bed {
     pub peer: Option<PathBuf>,
     /// The plane's own kubectl build (`KUBECTL` of the env file), never the PATH's.
     pub kubectl: PathBuf,
+    /// The version of the snapshot-controller the plane runs (`RBDP_SNAPSHOT_CONTROLLER`),
+    /// if it runs one.
+    pub snapshot_controller: Option<String>,
 }
 
 impl Bed {
@@ -72,6 +75,10 @@ impl Bed {
             kube_minor,
             peer,
             kubectl: PathBuf::from(get("KUBECTL")),
+            snapshot_controller: vars
+                .get("RBDP_SNAPSHOT_CONTROLLER")
+                .filter(|v| !v.is_empty())
+                .cloned(),
             dir,
         }
     }

@@ -1,7 +1,8 @@
-//! A VolumeSnapshot of our driver that will not be taken, and why, in an event on it: a class
-//! with parameters this provisioner does not know, a claim not bound yet, one of another
-//! provisioner, or an in-tree `spec.rbd` volume (which the snapshot-controller never
-//! snapshots). Nothing is made; the event is written once per cause.
+//! A VolumeSnapshot of our driver that will not be taken, and why, in an event on it: a claim
+//! not bound yet, one of another provisioner, or an in-tree `spec.rbd` volume (which the
+//! snapshot-controller never snapshots). These never reach a content of ours; a content that
+//! fails (a class with unknown parameters, too many snapshots) is reported by `content`.
+//! Nothing is made; a repeated cause counts in its event's series.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use kube::runtime::controller::Action;
 use super::{Context, our_drivers, snapshot_class, snapshot_ref};
 use crate::error::Error;
 use crate::k8s::snapshot::VolumeSnapshot;
-use domain::snapshot::{self as snap, SnapshotError};
+use domain::snapshot::SnapshotError;
 
 /// How often a VolumeSnapshot waiting on its claim is looked at again.
 const RECHECK: Duration = Duration::from_secs(30);
@@ -48,7 +49,7 @@ pub(super) async fn reconcile(s: Arc<VolumeSnapshot>, ctx: Arc<Context>) -> Resu
     let note = Error::Snapshot { object, cause }.to_string();
     ctx.kube
         .events
-        .once(&about, "SnapshotRefused", "CreateSnapshot", note)
+        .warning(&about, "SnapshotRefused", "CreateSnapshot", note)
         .await;
     Ok(if again {
         Action::requeue(RECHECK)
@@ -71,10 +72,6 @@ async fn problem(
     claim: &str,
     class: &crate::k8s::snapshot::VolumeSnapshotClass,
 ) -> Result<Option<(SnapshotError, bool)>, Error> {
-    let class_name = class.metadata.name.as_deref().unwrap_or_default();
-    if let Err(e) = snap::class_params(class_name, &class.parameters.clone().unwrap_or_default()) {
-        return Ok(Some((e.into(), false)));
-    }
     let pvc_label = domain::meta::qualified(Some(ns), claim);
     let Some(pvc) = crate::k8s::get_claim(&ctx.kube.client, ns, claim).await? else {
         return Ok(None);
