@@ -460,6 +460,8 @@ mod tests {
         m.provision("fast", "PersistentVolumeClaim", Err("ceph"));
         m.delete("fast", Ok(Duration::from_millis(200)));
         m.delete("fast", Err("in_use"));
+        m.snapshot(true, "snaps", Ok(Duration::from_millis(40)));
+        m.snapshot(false, "snaps", Err("refused"));
         let text = m.render();
         for line in [
             "controller_persistentvolumeclaim_provision_total{class=\"fast\",source=\"\"} 1",
@@ -469,6 +471,10 @@ mod tests {
             "controller_persistentvolume_delete_failed_total{class=\"fast\"} 1",
             "controller_persistentvolume_delete_duration_seconds_bucket{le=\"0.25\",class=\"fast\"} 1",
             "rbd_provisioner_operations_total{operation=\"provision\",result=\"success\"} 1",
+            "controller_volumesnapshot_create_total{class=\"snaps\"} 1",
+            "controller_volumesnapshot_create_duration_seconds_bucket{le=\"0.05\",class=\"snaps\"} 1",
+            "controller_volumesnapshot_delete_failed_total{class=\"snaps\"} 1",
+            "rbd_provisioner_operations_total{operation=\"snapshot_delete\",result=\"refused\"} 1",
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }

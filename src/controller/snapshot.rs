@@ -5,6 +5,8 @@
 
 mod check;
 mod content;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,0 +1,315 @@
+//! VolumeSnapshot benchmark against the real bed (hack/bed-up.sh, which runs the upstream
+//! snapshot-controller beside each control plane), the release-built provisioner in its own
+//! process under the shipped ServiceAccount and RBAC:
+//!
+//!     RBDP_BED=<plane> cargo bench --bench snapshots
+//!
+//! What it measures, from the client's side (polling the API server every 10 ms):
+//!  1. 20 snapshots of one 1 GiB volume, one at a time: VolumeSnapshot created -> readyToUse;
+//!  2. 20 restores from one snapshot, one at a time: claim created -> Bound; beside them, in
+//!     the same run, 20 empty claims of the same class (created -> Bound), the floor a restore
+//!     is compared with;
+//!  3. 50 VolumeSnapshots of one volume created at once: until all are readyToUse.
+//!
+//! Everything it makes is deleted at the end (restores, snapshots, the volume, the classes,
+//! the namespace), also when a phase fails.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::Api;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
+use serde_json::{Value, json};
+use testbed::bench::figures::pct;
+use testbed::{Provisioner, Stage, unique};
+
+const SEQ_N: usize = 20;
+const BURST_N: usize = 50;
+const POLL: Duration = Duration::from_millis(10);
+const WAIT: Duration = Duration::from_secs(120);
+
+fn main() {
+    testbed::bench::run_main(async_main());
+}
+
+struct Bench {
+    stage: Stage,
+    class: String,
+    vsc: String,
+}
+
+fn ar(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "snapshot.storage.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "snapshot.storage.k8s.io/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+impl Bench {
+    fn snapshots(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.stage.admin.clone(),
+            &self.stage.ns,
+            &ar("VolumeSnapshot", "volumesnapshots"),
+        )
+    }
+
+    fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.stage.admin.clone(), &self.stage.ns)
+    }
+
+    async fn snapshot(&self, name: &str, claim: &str) {
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": name, "namespace": self.stage.ns},
+            "spec": {"volumeSnapshotClassName": self.vsc,
+                     "source": {"persistentVolumeClaimName": claim}}}))
+        .unwrap();
+        self.snapshots()
+            .create(&PostParams::default(), &o)
+            .await
+            .expect("create VolumeSnapshot");
+    }
+
+    async fn ready(&self, name: &str) -> bool {
+        self.snapshots()
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|o| o.data["status"]["readyToUse"] == json!(true))
+    }
+
+    async fn claim(&self, name: &str, source: Option<&str>) {
+        let mut spec = json!({"storageClassName": self.class, "accessModes": ["ReadWriteOnce"],
+                              "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(s) = source {
+            spec["dataSource"] =
+                json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": s});
+        }
+        let c: PersistentVolumeClaim = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": self.stage.ns}, "spec": spec}))
+        .unwrap();
+        self.claims()
+            .create(&PostParams::default(), &c)
+            .await
+            .expect("create claim");
+    }
+
+    async fn bound(&self, name: &str) -> bool {
+        self.claims()
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.status?.phase)
+            .as_deref()
+            == Some("Bound")
+    }
+}
+
+/// Polls `done` until it holds; the time it took.
+async fn until<F, Fut>(what: &str, mut done: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !done().await {
+        if t.elapsed() > WAIT {
+            anyhow::bail!("{what}: not done within {WAIT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(t.elapsed())
+}
+
+fn line(what: &str, v: &[Duration]) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "{what:<44} n={:<3} p50 {:>7.1} ms  p90 {:>7.1} ms  max {:>7.1} ms",
+        v.len(),
+        ms(pct(v, 50.0)),
+        ms(pct(v, 90.0)),
+        ms(v.iter().copied().max().unwrap_or_default())
+    )
+}
+
+async fn phases(b: &Bench) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    b.claim("src", None).await;
+    until("the source Bound", || b.bound("src")).await?;
+
+    let mut snaps = Vec::new();
+    for i in 0..SEQ_N {
+        let name = format!("seq-{i}");
+        let t = Instant::now();
+        b.snapshot(&name, "src").await;
+        until(&name, || b.ready(&name)).await?;
+        snaps.push(t.elapsed());
+    }
+    out.push(line("VolumeSnapshot created -> readyToUse", &snaps));
+
+    let (mut restores, mut empties) = (Vec::new(), Vec::new());
+    for i in 0..SEQ_N {
+        // Interleaved, so both see the same machine.
+        let name = format!("empty-{i}");
+        let t = Instant::now();
+        b.claim(&name, None).await;
+        until(&name, || b.bound(&name)).await?;
+        empties.push(t.elapsed());
+        let name = format!("restore-{i}");
+        let t = Instant::now();
+        b.claim(&name, Some("seq-0")).await;
+        until(&name, || b.bound(&name)).await?;
+        restores.push(t.elapsed());
+    }
+    out.push(line("restore claim created -> Bound", &restores));
+    out.push(line("empty claim created -> Bound (same class)", &empties));
+    out.push(format!(
+        "restore / empty claim, p50: {:.2}x",
+        pct(&restores, 50.0).as_secs_f64() / pct(&empties, 50.0).as_secs_f64()
+    ));
+
+    let t = Instant::now();
+    for i in 0..BURST_N {
+        b.snapshot(&format!("burst-{i}"), "src").await;
+    }
+    let created = t.elapsed();
+    let mut pending: Vec<String> = (0..BURST_N).map(|i| format!("burst-{i}")).collect();
+    while !pending.is_empty() {
+        if t.elapsed() > WAIT * 3 {
+            anyhow::bail!("{} of the burst not ready", pending.len());
+        }
+        let mut still = Vec::new();
+        for n in pending {
+            if !b.ready(&n).await {
+                still.push(n);
+            }
+        }
+        pending = still;
+        tokio::time::sleep(POLL).await;
+    }
+    out.push(format!(
+        "{BURST_N} VolumeSnapshots of one volume at once: all created in {:.0} ms, all readyToUse after {:.0} ms ({:.1}/s)",
+        created.as_secs_f64() * 1000.0,
+        t.elapsed().as_secs_f64() * 1000.0,
+        BURST_N as f64 / t.elapsed().as_secs_f64()
+    ));
+    Ok(out)
+}
+
+/// Deletes the restores and empty claims, then the snapshots (their RBD snapshots go first),
+/// then the source; waits for the images to go.
+async fn clean(b: &Bench) {
+    let dp = DeleteParams::default();
+    for c in b
+        .claims()
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        if c.metadata.name.as_deref() != Some("src") {
+            let _ = b
+                .claims()
+                .delete(c.metadata.name.as_deref().unwrap(), &dp)
+                .await;
+        }
+    }
+    let _ = b
+        .snapshots()
+        .delete_collection(&dp, &Default::default())
+        .await;
+    let _ = until("the snapshots gone", || async {
+        b.snapshots()
+            .list(&Default::default())
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+    let _ = b.claims().delete("src", &dp).await;
+    let _ = until("the claims gone", || async {
+        b.claims()
+            .list(&Default::default())
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+}
+
+async fn async_main() -> i32 {
+    let name = format!("{}.bench/rbd", unique("snapbench"));
+    let bed = testbed::Bed::load();
+    if bed.snapshot_controller.is_none() {
+        eprintln!("this plane runs no snapshot-controller: start the bed with hack/bed-up.sh");
+        return 2;
+    }
+    let prov = Provisioner::start(&bed, &name, &[("RUST_LOG", "info")]).await;
+    let stage = Stage::new("snapbench", &name).await;
+    let driver = format!("{}.rbd.csi.ceph.com", stage.ns);
+    let class = stage
+        .class(
+            "csi",
+            &[
+                ("volumeFlavor", "csi"),
+                ("clusterID", "bed-ceph"),
+                (
+                    "csiNodeStageSecretName",
+                    &format!("{}-node-stage", stage.ns),
+                ),
+                ("csiNodeStageSecretNamespace", "default"),
+                ("csiDriver", &driver),
+            ],
+            json!({}),
+        )
+        .await;
+    let vsc = format!("{}-snap", stage.ns);
+    let classes: Api<DynamicObject> = Api::all_with(
+        stage.admin.clone(),
+        &ar("VolumeSnapshotClass", "volumesnapshotclasses"),
+    );
+    let o: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+        "metadata": {"name": vsc}, "driver": driver, "deletionPolicy": "Delete"}))
+    .unwrap();
+    classes
+        .create(&PostParams::default(), &o)
+        .await
+        .expect("create VolumeSnapshotClass");
+    let b = Bench { stage, class, vsc };
+    let started = Instant::now();
+    let r = phases(&b).await;
+    let took = started.elapsed();
+    eprintln!("cleaning up");
+    clean(&b).await;
+    let _ = classes.delete(&b.vsc, &DeleteParams::default()).await;
+    let minor = b.stage.bed.kube_minor;
+    drop(b);
+    drop(prov);
+    match r {
+        Ok(lines) => {
+            println!(
+                "snapshots bench, Kubernetes 1.{minor}, snapshot-controller {}, phases {:.0} s",
+                bed.snapshot_controller.unwrap_or_default(),
+                took.as_secs_f64()
+            );
+            for l in lines {
+                println!("  {l}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("snapshots bench failed: {e:#}");
+            let v: Value = json!({"error": e.to_string()});
+            eprintln!("{v}");
+            1
+        }
+    }
+}
