@@ -299,3 +299,36 @@ fn csi_driver_name() {
     m.push(("csiDriver", "rbd.csi.ceph.com"));
     assert_eq!(errs(&m), vec![ParamError::CsiOnly { key: "csiDriver" }]);
 }
+
+#[test]
+fn snapshot_and_chain_limits() {
+    let p = parse(&map(&minimal())).unwrap();
+    assert_eq!(
+        (p.max_clone_depth, p.hard_max_clone_depth, p.max_snapshots),
+        (4, 8, 450),
+        "ceph-csi's defaults"
+    );
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut v = minimal();
+        v.extend_from_slice(extra);
+        v
+    };
+    let p = parse(&map(&with(&[
+        ("maxCloneDepth", "10"),
+        ("maxSnapshotsPerImage", "510"),
+    ])))
+    .unwrap();
+    assert_eq!(p.hard_max_clone_depth, 10, "never below the soft limit");
+    assert_eq!(p.max_snapshots, 510);
+    for (k, v) in [
+        ("hardMaxCloneDepth", "17"),
+        ("hardMaxCloneDepth", "3"),
+        ("maxSnapshotsPerImage", "0"),
+        ("maxSnapshotsPerImage", "511"),
+        ("maxSnapshotsPerImage", "many"),
+    ] {
+        let e = errs(&with(&[(k, v)]));
+        assert_eq!(e.len(), 1, "{k}={v}: {e:?}");
+        assert!(e[0].to_string().starts_with(k), "{k}={v}: {}", e[0]);
+    }
+}
