@@ -200,6 +200,16 @@ async fn cut(
         object: object.to_string(),
         cause,
     };
+    // The watch may be behind this process's own status write (a reconcile queued by the
+    // annotation patch before it would cut again, harmlessly but for nothing): read it fresh.
+    let fresh = contents(ctx)
+        .get_opt(name_of(c))
+        .await
+        .map_err(Error::kube("read VolumeSnapshotContent", name_of(c)))?;
+    match fresh.map(|f| f.facts()) {
+        Some(f) if !(f.ready && f.status_handle.is_some()) => {}
+        _ => return Ok(Some(Action::await_change())),
+    }
     let class_params = match class {
         Some(k) => snap::class_params(
             k.metadata.name.as_deref().unwrap_or_default(),
