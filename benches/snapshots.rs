@@ -11,7 +11,9 @@
 //!     and 20 clones of the source claim (dataSource PersistentVolumeClaim: a snapshot of the
 //!     source and a clone of it, the other copy-on-write path);
 //!  3. 50 VolumeSnapshots of one volume created at once: until all are readyToUse;
-//!  4. the provisioner's own share, from its `/metrics`: the mean time of its snapshot cuts
+//!  4. the floor Ceph sets: `rbd snap create` of the rbd CLI, 5 times on an image of its own
+//!     (each snapshot takes a new OSD map epoch from the monitors);
+//!  5. the provisioner's own share, from its `/metrics`: the mean time of its snapshot cuts
 //!     (content seen -> RBD snapshot cut -> status written), apart from the snapshot-controller's
 //!     work around it (which runs at its default client rate of 5 requests/s, burst 10).
 //!
@@ -25,7 +27,7 @@ use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
 use testbed::bench::figures::pct;
-use testbed::{Provisioner, Stage, free_addr, metrics, unique};
+use testbed::{Bed, Provisioner, Stage, cli, free_addr, metrics, unique};
 
 const SEQ_N: usize = 20;
 const BURST_N: usize = 50;
@@ -160,8 +162,37 @@ fn cuts(addr: &str) -> (f64, f64) {
     (if n > 0.0 { sum / n } else { 0.0 }, n)
 }
 
+/// `rbd snap create` by the CLI, timed: the floor for any snapshot on this cluster.
+fn cli_snapshots(bed: &Bed) -> Vec<Duration> {
+    let spec = format!("kube/{}", unique("snapfloor"));
+    cli(
+        bed,
+        "rbd",
+        &[
+            "create",
+            &spec,
+            "--size",
+            "1G",
+            "--image-feature",
+            "layering",
+        ],
+    );
+    let times = (0..5)
+        .map(|i| {
+            let t = Instant::now();
+            cli(bed, "rbd", &["snap", "create", &format!("{spec}@s{i}")]);
+            t.elapsed()
+        })
+        .collect();
+    cli(bed, "rbd", &["snap", "purge", &spec, "--no-progress"]);
+    cli(bed, "rbd", &["rm", &spec, "--no-progress"]);
+    times
+}
+
 async fn phases(b: &Bench) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
+    let floor = cli_snapshots(&b.stage.bed);
+    out.push(line("rbd snap create (the rbd CLI, the floor)", &floor));
     b.claim("src", None).await;
     until("the source Bound", || b.bound("src")).await?;
 
@@ -176,8 +207,9 @@ async fn phases(b: &Bench) -> anyhow::Result<Vec<String>> {
     out.push(line("VolumeSnapshot created -> readyToUse", &snaps));
     let (seq_mean, seq_n) = cuts(&b.addr);
     out.push(format!(
-        "  of which the provisioner's cut (its metrics): mean {:.1} ms over {seq_n} cuts",
-        seq_mean * 1000.0
+        "  of which the provisioner's cut (its metrics): mean {:.1} ms over {seq_n} cuts, {:.2}x the CLI's p50",
+        seq_mean * 1000.0,
+        seq_mean / pct(&floor, 50.0).as_secs_f64()
     ));
 
     let (mut restores, mut empties, mut clones) = (Vec::new(), Vec::new(), Vec::new());
