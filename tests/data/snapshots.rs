@@ -410,6 +410,30 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
     c.claim("intree", &rbd).size("16Mi").bound().await;
     take(&c, "of-intree", "intree", &vsc).await;
     refused("of-intree", "migrate-to-csi").await;
+    // A claim of another provisioner (a static volume of another CSI driver).
+    let pv_name = format!("{}-foreign", c.ns);
+    let pv: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": pv_name,
+                     "annotations": {"pv.kubernetes.io/provisioned-by": "other.example.com/nfs"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "csi": {"driver": "nfs.example.com", "volumeHandle": "share-1"},
+                 "claimRef": {"namespace": c.ns, "name": "foreign"}}}))
+    .unwrap();
+    c.pvs().create(&PostParams::default(), &pv).await.unwrap();
+    let foreign: k8s_openapi::api::core::v1::PersistentVolumeClaim =
+        serde_json::from_value(json!({
+        "metadata": {"name": "foreign", "namespace": c.ns},
+        "spec": {"storageClassName": "", "volumeName": pv_name, "accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap();
+    c.pvcs()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    wait_bound(&c.admin, &c.ns, "foreign", T).await;
+    take(&c, "of-foreign", "foreign", &vsc).await;
+    refused("of-foreign", "not by this provisioner").await;
     assert!(rbd_snaps(&c.bed, &src).is_empty(), "nothing cut");
 
     // Restores: from a snapshot that is not ready, and smaller than its snapshot.
@@ -455,7 +479,7 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
     for claim in ["early", "small", "cross"] {
         c.delete_claim(claim).await;
     }
-    for name in ["odd", "of-pending", "of-intree", "good"] {
+    for name in ["odd", "of-pending", "of-intree", "of-foreign", "good"] {
         delete_snapshot(&c, name).await;
     }
     assert!(
