@@ -24,10 +24,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::api::{DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
 use testbed::bench::figures::pct;
-use testbed::{Bed, Provisioner, Stage, cli, free_addr, metrics, unique};
+use testbed::{
+    Bed, Provisioner, Stage, cli, csi_snapshot_setup, free_addr, metrics, snapshot_class,
+    snapshot_classes, take_snapshot, unique, volume_snapshots,
+};
 
 const SEQ_N: usize = 20;
 const BURST_N: usize = 50;
@@ -45,23 +48,9 @@ struct Bench {
     vsc: String,
 }
 
-fn ar(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "snapshot.storage.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "snapshot.storage.k8s.io/v1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
 impl Bench {
     fn snapshots(&self) -> Api<DynamicObject> {
-        Api::namespaced_with(
-            self.stage.admin.clone(),
-            &self.stage.ns,
-            &ar("VolumeSnapshot", "volumesnapshots"),
-        )
+        volume_snapshots(&self.stage)
     }
 
     fn claims(&self) -> Api<PersistentVolumeClaim> {
@@ -69,16 +58,7 @@ impl Bench {
     }
 
     async fn snapshot(&self, name: &str, claim: &str) {
-        let o: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-            "metadata": {"name": name, "namespace": self.stage.ns},
-            "spec": {"volumeSnapshotClassName": self.vsc,
-                     "source": {"persistentVolumeClaimName": claim}}}))
-        .unwrap();
-        self.snapshots()
-            .create(&PostParams::default(), &o)
-            .await
-            .expect("create VolumeSnapshot");
+        take_snapshot(&self.stage, name, claim, &self.vsc).await;
     }
 
     async fn ready(&self, name: &str) -> bool {
@@ -338,36 +318,9 @@ async fn async_main() -> i32 {
     )
     .await;
     let stage = Stage::new("snapbench", &name).await;
-    let driver = format!("{}.rbd.csi.ceph.com", stage.ns);
-    let class = stage
-        .class(
-            "csi",
-            &[
-                ("volumeFlavor", "csi"),
-                ("clusterID", "bed-ceph"),
-                (
-                    "csiNodeStageSecretName",
-                    &format!("{}-node-stage", stage.ns),
-                ),
-                ("csiNodeStageSecretNamespace", "default"),
-                ("csiDriver", &driver),
-            ],
-            json!({}),
-        )
-        .await;
-    let vsc = format!("{}-snap", stage.ns);
-    let classes: Api<DynamicObject> = Api::all_with(
-        stage.admin.clone(),
-        &ar("VolumeSnapshotClass", "volumesnapshotclasses"),
-    );
-    let o: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
-        "metadata": {"name": vsc}, "driver": driver, "deletionPolicy": "Delete"}))
-    .unwrap();
-    classes
-        .create(&PostParams::default(), &o)
-        .await
-        .expect("create VolumeSnapshotClass");
+    let (driver, class) = csi_snapshot_setup(&stage).await;
+    let vsc = snapshot_class(&stage, "snap", &driver, "Delete", json!({})).await;
+    let classes = snapshot_classes(&stage);
     let b = Bench {
         addr,
         stage,

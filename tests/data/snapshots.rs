@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::api::{DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
 use super::*;
@@ -26,91 +26,10 @@ fn planes_with_snapshots() -> bool {
     on
 }
 
-fn api(s: &Stage, kind: &str, plural: &str, ns: Option<&str>) -> Api<DynamicObject> {
-    let ar = ApiResource {
-        group: "snapshot.storage.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "snapshot.storage.k8s.io/v1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    };
-    match ns {
-        Some(ns) => Api::namespaced_with(s.admin.clone(), ns, &ar),
-        None => Api::all_with(s.admin.clone(), &ar),
-    }
-}
-
-fn snapshots(s: &Stage) -> Api<DynamicObject> {
-    api(s, "VolumeSnapshot", "volumesnapshots", Some(&s.ns))
-}
-
-fn contents(s: &Stage) -> Api<DynamicObject> {
-    api(s, "VolumeSnapshotContent", "volumesnapshotcontents", None)
-}
-
-fn classes(s: &Stage) -> Api<DynamicObject> {
-    api(s, "VolumeSnapshotClass", "volumesnapshotclasses", None)
-}
-
-async fn create(a: &Api<DynamicObject>, v: Value) -> DynamicObject {
-    let o: DynamicObject = serde_json::from_value(v).unwrap();
-    a.create(&PostParams::default(), &o).await.expect("create")
-}
-
-/// This test's CSI driver name and a csi-flavour StorageClass that mounts with it.
-async fn csi_setup(s: &Stage) -> (String, String) {
-    let driver = format!("{}.rbd.csi.ceph.com", s.ns);
-    let class = s
-        .class(
-            "csi",
-            &[
-                ("volumeFlavor", "csi"),
-                ("clusterID", "bed-ceph"),
-                ("csiNodeStageSecretName", &format!("{}-node-stage", s.ns)),
-                ("csiNodeStageSecretNamespace", "default"),
-                ("csiDriver", &driver),
-            ],
-            json!({}),
-        )
-        .await;
-    (driver, class)
-}
-
-/// A VolumeSnapshotClass `<ns>-<suffix>` (cluster-scoped: the test removes it with a
-/// [`ClusterObjects`] guard).
-async fn snapshot_class(
-    s: &Stage,
-    suffix: &str,
-    driver: &str,
-    policy: &str,
-    params: Value,
-) -> String {
-    let name = format!("{}-{suffix}", s.ns);
-    create(
-        &classes(s),
-        json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
-               "metadata": {"name": name}, "driver": driver, "deletionPolicy": policy,
-               "parameters": params}),
-    )
-    .await;
-    name
-}
-
-async fn take(s: &Stage, name: &str, claim: &str, class: &str) -> DynamicObject {
-    create(
-        &snapshots(s),
-        json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-               "metadata": {"name": name, "namespace": s.ns},
-               "spec": {"volumeSnapshotClassName": class,
-                        "source": {"persistentVolumeClaimName": claim}}}),
-    )
-    .await
-}
-
 /// Waits for VolumeSnapshot `name` to be ready; returns (its uid, its content's name, the
 /// content's status).
 async fn wait_ready(s: &Stage, name: &str) -> (String, String, Value) {
-    let api = snapshots(s);
+    let api = volume_snapshots(s);
     let vs = wait_for(&format!("VolumeSnapshot {name} ready"), SNAP_T, || async {
         let o = api.get_opt(name).await.ok()??;
         (o.data["status"]["readyToUse"] == json!(true)).then_some(o)
@@ -120,7 +39,7 @@ async fn wait_ready(s: &Stage, name: &str) -> (String, String, Value) {
         .as_str()
         .expect("bound")
         .to_string();
-    let c = contents(s).get(&content).await.unwrap();
+    let c = snapshot_contents(s).get(&content).await.unwrap();
     (uid_of(&vs), content, c.data["status"].clone())
 }
 
@@ -139,14 +58,12 @@ fn rbd_snaps(bed: &Bed, spec: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-fn from_snapshot(name: &str) -> Value {
-    json!({"dataSource": {"kind": "VolumeSnapshot", "apiGroup": "snapshot.storage.k8s.io", "name": name}})
-}
-
 async fn delete_snapshot(s: &Stage, name: &str) {
-    let _ = snapshots(s).delete(name, &DeleteParams::default()).await;
+    let _ = volume_snapshots(s)
+        .delete(name, &DeleteParams::default())
+        .await;
     wait_for(&format!("VolumeSnapshot {name} gone"), SNAP_T, || async {
-        snapshots(s)
+        volume_snapshots(s)
             .get_opt(name)
             .await
             .ok()
@@ -174,7 +91,7 @@ async fn snapshot_and_restore_keep_the_bytes_of_their_moment() {
         return;
     }
     let c = Scenario::new("dsnap").await;
-    let (driver, class) = csi_setup(&c).await;
+    let (driver, class) = csi_snapshot_setup(&c).await;
     let vsc = snapshot_class(&c, "snap", &driver, "Delete", json!({})).await;
     let _vsc = ClusterObjects(vec![format!("volumesnapshotclass/{vsc}")]);
     let (_, src_uid) = c.claim("src", &class).size("32Mi").bound().await;
@@ -185,7 +102,7 @@ async fn snapshot_and_restore_keep_the_bytes_of_their_moment() {
     write_extents(&c.bed, &src, &writes);
     let digest = assert_image(&c.bed, &src, &a);
 
-    take(&c, "before", "src", &vsc).await;
+    take_snapshot(&c, "before", "src", &vsc).await;
     let (vs_uid, content, status) = wait_ready(&c, "before").await;
     let snap_name = format!("snapshot-{vs_uid}");
     assert_eq!(
@@ -200,6 +117,15 @@ async fn snapshot_and_restore_keep_the_bytes_of_their_moment() {
         "{handle}"
     );
     assert!(status["creationTime"].as_i64().unwrap() > 1_700_000_000_000_000_000);
+    // The being-created annotation goes once the status is written: left, it would hold the
+    // content's deletion for ever.
+    wait_for("the being-created annotation removed", T, || async {
+        let o = snapshot_contents(&c).get(&content).await.ok()?;
+        let ann = o.metadata.annotations.unwrap_or_default();
+        (!ann.contains_key("snapshot.storage.kubernetes.io/volumesnapshot-being-created"))
+            .then_some(())
+    })
+    .await;
 
     // The source moves on.
     let b = overlay(
@@ -251,7 +177,7 @@ async fn snapshot_and_restore_keep_the_bytes_of_their_moment() {
 
     // Deleting the snapshot with restores alive: they are made independent, and keep their bytes.
     delete_snapshot(&c, "before").await;
-    wait_gone(&contents(&c), &content).await;
+    wait_gone(&snapshot_contents(&c), &content).await;
     for img in [&same_img, &bigger_img] {
         assert_eq!(parent_of(&c.bed, img), None, "{img} flattened");
     }
@@ -272,7 +198,7 @@ async fn retained_and_pre_provisioned_snapshots() {
         return;
     }
     let c = Scenario::new("dretain").await;
-    let (driver, class) = csi_setup(&c).await;
+    let (driver, class) = csi_snapshot_setup(&c).await;
     let keep = snapshot_class(&c, "keep", &driver, "Retain", json!({})).await;
     let _vsc = ClusterObjects(vec![format!("volumesnapshotclass/{keep}")]);
     let (_, src_uid) = c.claim("src", &class).size("32Mi").bound().await;
@@ -281,13 +207,17 @@ async fn retained_and_pre_provisioned_snapshots() {
     let a = overlay(&vec![0; 32 * MIB], &writes);
     write_extents(&c.bed, &src, &writes);
 
-    take(&c, "kept", "src", &keep).await;
+    take_snapshot(&c, "kept", "src", &keep).await;
     let (vs_uid, content, _) = wait_ready(&c, "kept").await;
     let _contents = ClusterObjects(vec![format!("volumesnapshotcontent/{content}")]);
     let snap_name = format!("snapshot-{vs_uid}");
     delete_snapshot(&c, "kept").await;
     assert!(
-        contents(&c).get_opt(&content).await.unwrap().is_some(),
+        snapshot_contents(&c)
+            .get_opt(&content)
+            .await
+            .unwrap()
+            .is_some(),
         "Retain keeps the content"
     );
     assert_eq!(rbd_snaps(&c.bed, &src), vec![(snap_name.clone(), true)]);
@@ -295,8 +225,8 @@ async fn retained_and_pre_provisioned_snapshots() {
     // The operator's own handle for it.
     let stat = format!("{}-static", c.ns);
     let _static = ClusterObjects(vec![format!("volumesnapshotcontent/{stat}")]);
-    create(
-        &contents(&c),
+    create_object(
+        &snapshot_contents(&c),
         json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
                "metadata": {"name": stat},
                "spec": {"driver": driver, "deletionPolicy": "Delete",
@@ -304,8 +234,8 @@ async fn retained_and_pre_provisioned_snapshots() {
                         "volumeSnapshotRef": {"name": "imported", "namespace": c.ns}}}),
     )
     .await;
-    create(
-        &snapshots(&c),
+    create_object(
+        &volume_snapshots(&c),
         json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
                "metadata": {"name": "imported", "namespace": c.ns},
                "spec": {"source": {"volumeSnapshotContentName": stat}}}),
@@ -324,8 +254,8 @@ async fn retained_and_pre_provisioned_snapshots() {
     // A content of another driver, whose handle names the same snapshot: left alone.
     let foreign = format!("{}-foreign", c.ns);
     let _foreign = ClusterObjects(vec![format!("volumesnapshotcontent/{foreign}")]);
-    create(
-        &contents(&c),
+    create_object(
+        &snapshot_contents(&c),
         json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
                "metadata": {"name": foreign},
                "spec": {"driver": format!("{}.other.example.com", c.ns), "deletionPolicy": "Delete",
@@ -337,12 +267,12 @@ async fn retained_and_pre_provisioned_snapshots() {
     // The restore first, then the imported snapshot (Delete: the RBD snapshot goes).
     delete_claims(&c, &[("restored", &restored_uid)]).await;
     delete_snapshot(&c, "imported").await;
-    wait_gone(&contents(&c), &stat).await;
+    wait_gone(&snapshot_contents(&c), &stat).await;
     wait_for("the RBD snapshot removed", SNAP_T, || async {
         rbd_snaps(&c.bed, &src).is_empty().then_some(())
     })
     .await;
-    let f = contents(&c).get(&foreign).await.unwrap();
+    let f = snapshot_contents(&c).get(&foreign).await.unwrap();
     assert!(
         f.data.get("status").is_none_or(Value::is_null),
         "another driver's content got a status: {}",
@@ -358,7 +288,7 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
         return;
     }
     let c = Scenario::new("dsnapbad").await;
-    let (driver, class) = csi_setup(&c).await;
+    let (driver, class) = csi_snapshot_setup(&c).await;
     let vsc = snapshot_class(&c, "snap", &driver, "Delete", json!({})).await;
     let odd = snapshot_class(&c, "odd", &driver, "Delete", json!({"pool": "kube"})).await;
     let _vsc = ClusterObjects(vec![
@@ -371,14 +301,14 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
     let event = |name: &'static str, reason: &'static str, needle: &'static str| {
         let c = &c;
         async move {
-            let vs = snapshots(c).get(name).await.unwrap();
+            let vs = volume_snapshots(c).get(name).await.unwrap();
             wait_event(&c.admin, &c.ns, &uid_of(&vs), reason, &[needle], T).await;
         }
     };
     let refused = |name, needle| event(name, "SnapshotRefused", needle);
     // A class with parameters the provisioner does not know: its content fails, and says so
     // on the VolumeSnapshot, in an event and (copied by the snapshot-controller) its status.
-    take(&c, "odd", "src", &odd).await;
+    take_snapshot(&c, "odd", "src", &odd).await;
     event(
         "odd",
         "SnapshotCreationFailed",
@@ -386,7 +316,7 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
     )
     .await;
     wait_for("the error in the VolumeSnapshot's status", T, || async {
-        let vs = snapshots(&c).get("odd").await.ok()?;
+        let vs = volume_snapshots(&c).get("odd").await.ok()?;
         let msg = vs.data["status"]["error"]["message"].as_str()?.to_string();
         msg.contains("unknown parameters").then_some(())
     })
@@ -403,12 +333,12 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
     c.claim("pending", &format!("{}-nobody", c.ns))
         .create()
         .await;
-    take(&c, "of-pending", "pending", &vsc).await;
+    take_snapshot(&c, "of-pending", "pending", &vsc).await;
     refused("of-pending", "is not bound yet").await;
     // An in-tree (spec.rbd) volume of ours.
     let rbd = c.class("rbd", &[("volumeFlavor", "rbd")], json!({})).await;
     c.claim("intree", &rbd).size("16Mi").bound().await;
-    take(&c, "of-intree", "intree", &vsc).await;
+    take_snapshot(&c, "of-intree", "intree", &vsc).await;
     refused("of-intree", "migrate-to-csi").await;
     // A claim of another provisioner (a static volume of another CSI driver).
     let pv_name = format!("{}-foreign", c.ns);
@@ -432,7 +362,7 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
         .await
         .unwrap();
     wait_bound(&c.admin, &c.ns, "foreign", T).await;
-    take(&c, "of-foreign", "foreign", &vsc).await;
+    take_snapshot(&c, "of-foreign", "foreign", &vsc).await;
     refused("of-foreign", "not by this provisioner").await;
     assert!(rbd_snaps(&c.bed, &src).is_empty(), "nothing cut");
 
@@ -444,7 +374,7 @@ async fn bad_snapshots_and_restores_are_refused_with_events() {
     let early = early.create().await;
     c.wait_refused(&early, &["is not ready to use yet"], T)
         .await;
-    take(&c, "good", "src", &vsc).await;
+    take_snapshot(&c, "good", "src", &vsc).await;
     wait_ready(&c, "good").await;
     let small = c
         .claim("small", &class)
@@ -502,7 +432,7 @@ async fn killed_in_the_middle_of_a_snapshot_and_of_a_restore() {
     )
     .await;
     let name = s.name.clone();
-    let (driver, class) = csi_setup(&s).await;
+    let (driver, class) = csi_snapshot_setup(&s).await;
     let vsc = snapshot_class(&s, "snap", &driver, "Delete", json!({})).await;
     let _vsc = ClusterObjects(vec![format!("volumesnapshotclass/{vsc}")]);
     // Bound before the snapshot: the failpoint is on snapshots only.
@@ -511,7 +441,7 @@ async fn killed_in_the_middle_of_a_snapshot_and_of_a_restore() {
     let writes = extents(31, 32 * MIB);
     let a = overlay(&vec![0; 32 * MIB], &writes);
     write_extents(&s.bed, &src, &writes);
-    let vs = take(&s, "snap", "src", &vsc).await;
+    let vs = take_snapshot(&s, "snap", "src", &vsc).await;
     let st = s.prov.wait_exit(T).await;
     assert_eq!(
         st.code(),
@@ -568,32 +498,4 @@ async fn killed_in_the_middle_of_a_snapshot_and_of_a_restore() {
     delete_claims(&s, &[("restored", &r_uid)]).await;
     delete_snapshot(&s, "snap").await;
     delete_claims(&s, &[("src", &src_uid)]).await;
-}
-
-/// Cluster-scoped snapshot objects of one test (`kind/name`), deleted when it ends, their
-/// finalizers dropped. With kubectl: a Drop cannot reach the test's runtime, which its kube
-/// client needs.
-struct ClusterObjects(Vec<String>);
-
-impl Drop for ClusterObjects {
-    fn drop(&mut self) {
-        let bed = Bed::load();
-        let kubectl = |args: &[&str]| {
-            let _ = std::process::Command::new(&bed.kubectl)
-                .arg("--kubeconfig")
-                .arg(&bed.kubeconfig)
-                .args(args)
-                .output();
-        };
-        for o in &self.0 {
-            kubectl(&["delete", o, "--wait=false", "--ignore-not-found"]);
-            kubectl(&[
-                "patch",
-                o,
-                "--type=merge",
-                "-p",
-                r#"{"metadata":{"finalizers":null}}"#,
-            ]);
-        }
-    }
 }

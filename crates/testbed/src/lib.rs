@@ -19,6 +19,7 @@ mod oracles;
 mod plane;
 mod provisioner;
 mod scenario;
+mod snapshots;
 mod tokens;
 mod waits;
 
@@ -31,5 +32,6 @@ pub use plane::*;
 pub use process::{die_with_parent, signal};
 pub use provisioner::*;
 pub use scenario::*;
+pub use snapshots::*;
 pub use tokens::*;
 pub use waits::*;

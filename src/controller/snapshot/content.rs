@@ -127,14 +127,16 @@ fn name_of(c: &VolumeSnapshotContent) -> &str {
     c.metadata.name.as_deref().unwrap_or_default()
 }
 
-/// Sets or removes the being-created annotation.
-async fn being_created(c: &VolumeSnapshotContent, ctx: &Context, on: bool) -> Result<(), Error> {
-    let has = c
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(snap::ANN_BEING_CREATED));
-    if has == on {
+/// Sets or removes the being-created annotation. `had`: whether the content as read fresh
+/// carries it (never the cached copy, which may predate this process's own patch: a removal
+/// judged on it was skipped, and the annotation then held the content's deletion for ever).
+async fn being_created(
+    c: &VolumeSnapshotContent,
+    ctx: &Context,
+    had: bool,
+    on: bool,
+) -> Result<(), Error> {
+    if had == on {
         return Ok(());
     }
     let value = on.then_some("yes");
@@ -206,10 +208,10 @@ async fn cut(
         .get_opt(name_of(c))
         .await
         .map_err(Error::kube("read VolumeSnapshotContent", name_of(c)))?;
-    match fresh.map(|f| f.facts()) {
-        Some(f) if !(f.ready && f.status_handle.is_some()) => {}
+    let had = match fresh.map(|f| f.facts()) {
+        Some(f) if !(f.ready && f.status_handle.is_some()) => f.being_created,
         _ => return Ok(Some(Action::await_change())),
-    }
+    };
     let class_params = match class {
         Some(k) => snap::class_params(
             k.metadata.name.as_deref().unwrap_or_default(),
@@ -270,7 +272,7 @@ async fn cut(
         .await?;
     let uid = c.spec.volume_snapshot_ref.uid.clone().unwrap_or_default();
     let name = snap::rbd_snap_name(&uid);
-    being_created(c, ctx, true).await?;
+    being_created(c, ctx, had, true).await?;
     let ceph = Error::ceph(format!("{object} (image {}/{})", t.pool, t.image));
     {
         // Not while the volume is deleted or cloned.
@@ -281,7 +283,7 @@ async fn cut(
             .map_err(Error::ceph(object))?;
         if !snaps.iter().any(|s| s.name == name) && snaps.len() >= max as usize {
             // Nothing cut: the annotation must not hold a deletion back.
-            being_created(c, ctx, false).await.ok();
+            being_created(c, ctx, true, false).await.ok();
             return Err(fail(SnapshotError::TooMany {
                 image: format!("{}/{}", t.pool, t.image),
                 class: storage_class,
@@ -315,7 +317,7 @@ async fn cut(
         snap: name,
     };
     ready(c, ctx, handle.to_string(), &info).await?;
-    being_created(c, ctx, false).await?;
+    being_created(c, ctx, true, false).await?;
     tracing::info!(%object, snapshot = %handle, pv = %pv_name, "snapshot ready");
     Ok(None)
 }
