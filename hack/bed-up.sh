@@ -222,13 +222,9 @@ ensure_snapshot_controller() {
   log "snapshot CRDs applied to $dir and Established (${SNAPSHOT_CRDS[*]})"
   [ ! -s "$slog" ] || mv -f "$slog" "$slog.prev"
   # The group-snapshot CRDs are not installed: without the gate the controller would wait 30 s
-  # for them at every start before it goes on without them. Its retries back off to 10 s
-  # rather than 5 min: a VolumeSnapshot whose updates met conflicts while it was made (every
-  # test makes several at once) otherwise waited minutes for its deletion to be processed,
-  # longer than the tests wait. What it does is unchanged; only how soon it tries again.
+  # for them at every start before it goes on without them.
   setsid nohup "$SNAP_DIR/snapshot-controller" --kubeconfig="$kc" --leader-election=false \
-    --feature-gates=CSIVolumeGroupSnapshot=false --retry-interval-max=10s --v=4 \
-    >"$slog" 2>&1 </dev/null 9>&- &
+    --feature-gates=CSIVolumeGroupSnapshot=false --v=4 >"$slog" 2>&1 </dev/null 9>&- &
   pid=$!
   echo "$pid" > "$pidf"
   deadline=$(( $(date +%s) + SNAP_READY_TIMEOUT ))
