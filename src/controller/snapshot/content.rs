@@ -123,6 +123,17 @@ fn contents(ctx: &Context) -> Api<VolumeSnapshotContent> {
     Api::all(ctx.kube.client.clone())
 }
 
+/// The content as the API server holds it now (`None`: gone).
+async fn read_fresh(
+    c: &VolumeSnapshotContent,
+    ctx: &Context,
+) -> Result<Option<VolumeSnapshotContent>, Error> {
+    contents(ctx)
+        .get_opt(name_of(c))
+        .await
+        .map_err(Error::kube("read VolumeSnapshotContent", name_of(c)))
+}
+
 fn name_of(c: &VolumeSnapshotContent) -> &str {
     c.metadata.name.as_deref().unwrap_or_default()
 }
@@ -204,11 +215,7 @@ async fn cut(
     };
     // The watch may be behind this process's own status write (a reconcile queued by the
     // annotation patch before it would cut again, harmlessly but for nothing): read it fresh.
-    let fresh = contents(ctx)
-        .get_opt(name_of(c))
-        .await
-        .map_err(Error::kube("read VolumeSnapshotContent", name_of(c)))?;
-    let had = match fresh.map(|f| f.facts()) {
+    let had = match read_fresh(c, ctx).await?.map(|f| f.facts()) {
         Some(f) if !(f.ready && f.status_handle.is_some()) => f.being_created,
         _ => return Ok(Some(Action::await_change())),
     };
@@ -407,7 +414,16 @@ async fn delete(
     h: &Handle,
     object: &str,
 ) -> Result<Option<Action>, Error> {
-    let cluster = reach(c, ctx, h, object, "delete").await?;
+    // Decided on the watch's copy; the removal rests on the content as it is now: an operator
+    // may have set Retain a moment ago, or a restored etcd brought back an old copy.
+    let Some(now) = read_fresh(c, ctx).await? else {
+        return Ok(Some(Action::await_change()));
+    };
+    if snap::decide(&now.facts()).ok() != Some(ContentAction::DeleteSnapshot(h.clone())) {
+        tracing::info!(%object, "the content changed since the watch saw it; decided again");
+        return Ok(Some(Action::await_change()));
+    }
+    let cluster = reach(&now, ctx, h, object, "delete").await?;
     {
         let _held = ctx.ceph.locks.lock(&h.pool, &h.image).await;
         let children = match cluster.snap_children(&h.pool, &h.image, &h.snap).await {
@@ -443,7 +459,7 @@ async fn delete(
         }
     }
     tracing::info!(%object, snapshot = %h, "snapshot deleted");
-    release(c, ctx, object).await?;
+    release(&now, ctx, object).await?;
     Ok(None)
 }
 

@@ -98,6 +98,11 @@ fn finalizer_dropped() -> Step {
     expect(Http::PATCH, CONTENT, object(&after))
 }
 
+/// The content read fresh before its RBD snapshot is removed.
+fn read(c: &VolumeSnapshotContent) -> Step {
+    expect(Http::GET, CONTENT, object(c))
+}
+
 fn snapshot_event() -> Step {
     expect(Http::POST, EVENTS, Reply::Echo(StatusCode::CREATED))
 }
@@ -109,10 +114,10 @@ async fn a_snapshot_without_restores_is_removed_then_its_finalizer_dropped() {
     let scene = Scene::new();
     cut(&scene).await;
     scene.fake.clear_calls();
-    let (client, api) = ApiServer::start(vec![admin_secret_read(), finalizer_dropped()]);
-    let ctx = context(&scene, client);
     let h = handle(FSID, scene.place().pool_id);
     let c = Arc::new(deleting(&h, "Delete"));
+    let (client, api) = ApiServer::start(vec![read(&c), admin_secret_read(), finalizer_dropped()]);
+    let ctx = context(&scene, client);
     let action = content::reconcile(c, ctx).await.unwrap();
     assert_eq!(action, Action::await_change());
     assert_eq!(
@@ -139,12 +144,11 @@ async fn a_snapshot_with_a_live_restore_is_kept_until_the_restore_is_flattened()
     let c = cut(&scene).await;
     restore(&c, "kubernetes-dynamic-pvc-restored").await;
     scene.fake.clear_calls();
-    let (client, api) = ApiServer::start(vec![admin_secret_read()]);
-    let ctx = context(&scene, client);
     let h = handle(FSID, scene.place().pool_id);
-    let action = content::reconcile(Arc::new(deleting(&h, "Delete")), ctx.clone())
-        .await
-        .unwrap();
+    let content = deleting(&h, "Delete");
+    let (client, api) = ApiServer::start(vec![read(&content), admin_secret_read()]);
+    let ctx = context(&scene, client);
+    let action = content::reconcile(Arc::new(content), ctx.clone()).await.unwrap();
     assert_ne!(action, Action::await_change(), "retried");
     // The flatten runs in the background.
     for _ in 0..200 {
@@ -174,12 +178,11 @@ async fn a_snapshot_somewhere_else_is_never_deleted() {
         let scene = Scene::new();
         cut(&scene).await;
         scene.fake.clear_calls();
-        let (client, api) = ApiServer::start(vec![admin_secret_read(), snapshot_event()]);
-        let ctx = context(&scene, client);
         let h = handle(fsid, scene.place().pool_id + pool_id_delta);
-        let e = content::reconcile(Arc::new(deleting(&h, "Delete")), ctx)
-            .await
-            .unwrap_err();
+        let c = deleting(&h, "Delete");
+        let (client, api) = ApiServer::start(vec![read(&c), admin_secret_read(), snapshot_event()]);
+        let ctx = context(&scene, client);
+        let e = content::reconcile(Arc::new(c), ctx).await.unwrap_err();
         assert!(matches!(e, Error::SnapshotMoved { .. }), "{what}: {e}");
         assert!(e.to_string().contains("nothing was changed"), "{e}");
         assert!(scene.writes().is_empty(), "{what}: {:?}", scene.writes());
@@ -189,6 +192,25 @@ async fn a_snapshot_somewhere_else_is_never_deleted() {
             json!("SnapshotDeleteError")
         );
     }
+}
+
+/// The watch's copy says Delete, the content now says Retain (an operator changed it just
+/// before deleting the VolumeSnapshot, or the watch lags): the removal rests on the content as
+/// read now, so nothing is removed and nothing else is read.
+#[tokio::test]
+async fn a_stale_delete_policy_never_removes_the_snapshot() {
+    let scene = Scene::new();
+    cut(&scene).await;
+    scene.fake.clear_calls();
+    let h = handle(FSID, scene.place().pool_id);
+    let (client, api) = ApiServer::start(vec![read(&deleting(&h, "Retain"))]);
+    let ctx = context(&scene, client);
+    let action = content::reconcile(Arc::new(deleting(&h, "Delete")), ctx)
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(scene.fake.calls().is_empty(), "{:?}", scene.fake.calls());
+    api.done();
 }
 
 /// Under Retain only the finalizer goes: no Secret read, no Ceph call.
@@ -214,7 +236,10 @@ async fn a_deletion_interrupted_after_the_removal_finishes() {
     let scene = Scene::new();
     scene.fake.put_image(POOL, IMAGE, GIB);
     scene.fake.clear_calls();
+    let h = handle(FSID, scene.place().pool_id);
+    let c = deleting(&h, "Delete");
     let (client, api) = ApiServer::start(vec![
+        read(&c),
         admin_secret_read(),
         expect(
             Http::PATCH,
@@ -223,10 +248,7 @@ async fn a_deletion_interrupted_after_the_removal_finishes() {
         ),
     ]);
     let ctx = context(&scene, client);
-    let h = handle(FSID, scene.place().pool_id);
-    let action = content::reconcile(Arc::new(deleting(&h, "Delete")), ctx)
-        .await
-        .unwrap();
+    let action = content::reconcile(Arc::new(c), ctx).await.unwrap();
     assert_eq!(action, Action::await_change());
     assert!(
         scene.fake.image(POOL, IMAGE).is_some(),
