@@ -19,6 +19,13 @@ use domain::snapshot::SnapshotError;
 const RECHECK: Duration = Duration::from_secs(30);
 
 pub(super) async fn reconcile(s: Arc<VolumeSnapshot>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let action = check(&s, &ctx).await?;
+    // Its backoff starts anew after a pass that worked.
+    ctx.succeeded(s.metadata.uid.as_deref().unwrap_or_default());
+    Ok(action)
+}
+
+async fn check(s: &VolumeSnapshot, ctx: &Context) -> Result<Action, Error> {
     let ready = s.status.as_ref().and_then(|st| st.ready_to_use) == Some(true);
     let Some(claim) = s.spec.source.persistent_volume_claim_name.as_deref() else {
         return Ok(Action::await_change());
@@ -29,15 +36,15 @@ pub(super) async fn reconcile(s: Arc<VolumeSnapshot>, ctx: Arc<Context>) -> Resu
     let Some(class_name) = s.spec.volume_snapshot_class_name.as_deref() else {
         return Ok(Action::await_change());
     };
-    let Some(class) = snapshot_class(&ctx, class_name).await? else {
+    let Some(class) = snapshot_class(ctx, class_name).await? else {
         return Ok(Action::await_change());
     };
-    if !our_drivers(&ctx).contains(&class.driver) {
+    if !our_drivers(ctx).contains(&class.driver) {
         return Ok(Action::await_change());
     }
     let ns = s.metadata.namespace.clone().unwrap_or_default();
     let object = format!("VolumeSnapshot {}", domain::meta::label(s.meta()));
-    let (cause, again) = match problem(&ctx, &ns, claim, &class).await? {
+    let (cause, again) = match problem(ctx, &ns, claim, &class).await? {
         None => return Ok(Action::await_change()),
         Some(p) => p,
     };

@@ -26,6 +26,18 @@ pub(super) async fn reconcile(
     if !our_drivers(&ctx).contains(&c.spec.driver) {
         return Ok(Action::await_change());
     }
+    let object = format!(
+        "VolumeSnapshotContent {}",
+        c.metadata.name.as_deref().unwrap_or_default()
+    );
+    let action = snap::decide(&c.facts()).map_err(|e| Error::Snapshot {
+        object: object.clone(),
+        cause: e.into(),
+    });
+    // Most events are of contents already done: they cost no read of their class.
+    if matches!(action, Ok(ContentAction::Nothing)) {
+        return Ok(Action::await_change());
+    }
     let class = match c.spec.volume_snapshot_class_name.as_deref() {
         Some(n) if !n.is_empty() => snapshot_class(&ctx, n).await?,
         _ => None,
@@ -34,18 +46,10 @@ pub(super) async fn reconcile(
     if class.as_ref().is_some_and(|k| k.driver != c.spec.driver) {
         return Ok(Action::await_change());
     }
-    let object = format!(
-        "VolumeSnapshotContent {}",
-        c.metadata.name.as_deref().unwrap_or_default()
-    );
     let class_name = class
         .as_ref()
         .and_then(|k| k.metadata.name.clone())
         .unwrap_or_default();
-    let action = snap::decide(&c.facts()).map_err(|e| Error::Snapshot {
-        object: object.clone(),
-        cause: e.into(),
-    });
     let started = Instant::now();
     let (create, r) = match action {
         Err(e) => (true, Err(e)),
@@ -60,13 +64,18 @@ pub(super) async fn reconcile(
             (false, release(&c, &ctx, &object).await.map(|()| None))
         }
     };
+    let key = c.metadata.uid.as_deref().unwrap_or_default();
     match r {
         Ok(None) => {
             ctx.metrics
                 .snapshot(create, &class_name, Ok(started.elapsed()));
+            ctx.succeeded(key);
             Ok(Action::await_change())
         }
-        Ok(Some(wait)) => Ok(wait),
+        Ok(Some(wait)) => {
+            ctx.succeeded(key);
+            Ok(wait)
+        }
         Err(e) => {
             ctx.metrics.snapshot(create, &class_name, Err(e.kind()));
             report(&c, &ctx, create, &e).await;

@@ -148,7 +148,9 @@ async fn a_snapshot_with_a_live_restore_is_kept_until_the_restore_is_flattened()
     let content = deleting(&h, "Delete");
     let (client, api) = ApiServer::start(vec![read(&content), admin_secret_read()]);
     let ctx = context(&scene, client);
-    let action = content::reconcile(Arc::new(content), ctx.clone()).await.unwrap();
+    let action = content::reconcile(Arc::new(content), ctx.clone())
+        .await
+        .unwrap();
     assert_ne!(action, Action::await_change(), "retried");
     // The flatten runs in the background.
     for _ in 0..200 {
