@@ -37,14 +37,15 @@ pub(super) async fn make_image(
         .records_set(pool, INTENTS_OBJECT, vec![(image.clone(), intent.value())])
         .await
         .map_err(Error::ceph(&object))?;
-    let created = match &plan.clone_source {
-        None => cluster.create_image(&spec).await,
+    // The clone's chain depth, measured once on its source before cloning.
+    let (created, depth) = match &plan.clone_source {
+        None => (cluster.create_image(&spec).await, 0),
         Some(src) => {
             // Not while the source is being deleted (see `delete::detach_clones`).
             let _source_held = ctx.ceph.locks.lock(&src.pool, &src.image).await;
             check_clone_source(cluster, src, place, &object).await?;
-            check_chain(cluster, plan, src, &object).await?;
-            clone_image(cluster, src, &spec).await
+            let depth = check_chain(cluster, plan, src, &object).await?;
+            (clone_image(cluster, src, &spec).await, depth)
         }
     };
     let mut created = created.map_err(Error::ceph(&object))?;
@@ -125,7 +126,8 @@ pub(super) async fn make_image(
                 .map_err(Error::ceph(&object))?;
         }
     }
-    bound_clone_depth(cluster, plan, ctx).await
+    bound_clone_depth(cluster, plan, ctx, depth);
+    Ok(())
 }
 
 /// A clone's source must be where its PV and stamp say it was made: a renamed and replaced
@@ -227,14 +229,15 @@ fn parent_of(src: &clone::CloneSource, child: &str) -> ParentSpec {
     }
 }
 
-/// A clone would start a chain deeper than its class's `hardMaxCloneDepth`: refused, since
-/// flattening it afterwards would leave kernels that map it meanwhile unable to.
+/// The depth the clone of `src` has (its source's plus one), refused beyond the class's
+/// `hardMaxCloneDepth`: flattening it afterwards would leave kernels that map it meanwhile
+/// unable to.
 async fn check_chain(
     cluster: &Arc<dyn RbdCluster>,
     plan: &Plan,
     src: &clone::CloneSource,
     object: &str,
-) -> Result<()> {
+) -> Result<u32> {
     let depth = clone_depth(cluster, &src.pool, &src.image)
         .await
         .map_err(Error::ceph(object))?
@@ -250,7 +253,7 @@ async fn check_chain(
             },
         });
     }
-    Ok(())
+    Ok(depth)
 }
 
 /// Whether an existing image of the clone's name is this claim's clone from an earlier
@@ -307,18 +310,11 @@ async fn clone_depth(
 
 /// A clone deeper than its class's `maxCloneDepth` is flattened in the background (it is
 /// usable meanwhile), and then no longer depends on its source's snapshot.
-async fn bound_clone_depth(
-    cluster: &Arc<dyn RbdCluster>,
-    plan: &Plan,
-    ctx: &Context,
-) -> Result<()> {
+fn bound_clone_depth(cluster: &Arc<dyn RbdCluster>, plan: &Plan, ctx: &Context, depth: u32) {
     let Some(src) = &plan.clone_source else {
-        return Ok(());
+        return;
     };
     let d = &plan.draft;
-    let depth = clone_depth(cluster, &d.params.pool, &d.image)
-        .await
-        .map_err(Error::ceph(image_object(plan)))?;
     if depth > d.params.max_clone_depth {
         tracing::info!(image = %d.image, depth, max = d.params.max_clone_depth, "clone chain deeper than maxCloneDepth: flattening the new clone");
         // A clone's own snapshot goes with the flattening; a VolumeSnapshot's stays.
@@ -331,7 +327,6 @@ async fn bound_clone_depth(
             then_drop,
         );
     }
-    Ok(())
 }
 
 /// An image whose name exists but which cannot be opened (ENOENT) is what a process killed
