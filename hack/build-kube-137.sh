@@ -25,19 +25,9 @@ OUT=$(kube_bin_cache "$KVER")
 BINS=(kubectl kube-controller-manager kube-apiserver etcd)
 if have_bins "$OUT" "${BINS[@]}"; then echo "$OUT"; exit 0; fi
 
-GO=${GO:-$(command -v go || true)}
-[ -n "$GO" ] && [ -x "$GO" ] || fail 1 "no go on PATH (install Go >= 1.26, or set GO)"
-gover=$("$GO" env GOVERSION)
-case $gover in
-  go1.2[6-9]*|go1.[3-9][0-9]*) ;;
-  *) fail 1 "$GO is $gover; Kubernetes $KVER needs Go >= 1.26 (set GO)" ;;
-esac
-
-# Caches under CACHE_DIR; GOTOOLCHAIN=local: never fetch another toolchain; -modcacherw so the
-# cache can be deleted with rm -rf; GOWORK=off: ignore any go.work of the caller.
-export GOMODCACHE=$CACHE_DIR/go137/mod GOCACHE=$CACHE_DIR/go137/build GOTOOLCHAIN=local GOWORK=off \
-  GOFLAGS=-modcacherw CGO_ENABLED=0
-mkdir -p "$GOMODCACHE" "$GOCACHE" "$(dirname "$OUT")"
+go_for_build "Kubernetes $KVER"
+go_build_env
+mkdir -p "$(dirname "$OUT")"
 TMP=$(mktemp -d "$(dirname "$OUT")/tmp.XXXXXX")
 trap 'stop_heartbeat; rm -rf "$TMP"' EXIT
 

@@ -33,20 +33,9 @@ complete() {
 }
 if complete; then echo "$OUT"; exit 0; fi
 
-GO=${GO:-$(command -v go || true)}
-if [ -z "$GO" ] || [ ! -x "$GO" ]; then fail 1 "no go on PATH (install Go >= 1.26, or set GO)"; fi
-gover=$("$GO" env GOVERSION)
-case $gover in
-  go1.2[6-9]*|go1.[3-9][0-9]*) ;;
-  *) fail 1 "$GO is $gover; external-snapshotter $VER needs Go >= 1.26 (set GO)" ;;
-esac
-
-# The same Go settings as hack/build-kube-137.sh: its caches, GOTOOLCHAIN=local (never fetch
-# another toolchain), -modcacherw (the cache can be deleted with rm -rf), GOWORK=off (ignore any
-# go.work of the caller).
-export GOMODCACHE=$CACHE_DIR/go137/mod GOCACHE=$CACHE_DIR/go137/build GOTOOLCHAIN=local GOWORK=off \
-  GOFLAGS=-modcacherw CGO_ENABLED=0
-mkdir -p "$GOMODCACHE" "$GOCACHE" "$(dirname "$OUT")"
+go_for_build "external-snapshotter $VER"
+go_build_env
+mkdir -p "$(dirname "$OUT")"
 # One build at a time (parallel test runs on a fresh machine): the second finds the first's.
 exec 8>"$(dirname "$OUT").lock"
 flock 8

@@ -30,6 +30,35 @@ snapshot_bin_cache() { echo "$CACHE_DIR/snapshot-controller-$1/bin"; }
 # snapshot_crd_file NAME: the file of that CRD (one of SNAPSHOT_CRDS), as the client module names it
 snapshot_crd_file() { echo "snapshot.storage.k8s.io_$1.yaml"; }
 
+# The helm binary hack/build-helm.sh builds (helm.sh/helm/v4, at the version hack/helm/go.mod
+# requires), for the chart's tests (tests/helm.rs) and the README's install.
+helm_version() {
+  sed -n 's#^\(require\)\{0,1\}[[:space:]]*helm.sh/helm/v4 \(v[^ ]*\).*#\2#p' "$(dirname "${BASH_SOURCE[0]}")/helm/go.mod"
+}
+# helm_bin_cache VERSION: where that build's binary is kept
+helm_bin_cache() { echo "$CACHE_DIR/helm-$1/bin"; }
+
+# go_for_build WHAT: GO (else go on PATH) when it is a Go >= 1.26, which every Go build here
+# needs (Debian's golang-go is 1.19); otherwise fails saying so. Sets GO and gover.
+go_for_build() {
+  GO=${GO:-$(command -v go || true)}
+  [ -n "$GO" ] && [ -x "$GO" ] || fail 1 "no go on PATH (install Go >= 1.26, or set GO)"
+  gover=$("$GO" env GOVERSION)
+  case $gover in
+    go1.2[6-9]*|go1.[3-9][0-9]*) ;;
+    *) fail 1 "$GO is $gover; $1 needs Go >= 1.26 (set GO)" ;;
+  esac
+}
+# go_build_env: the Go settings every build here shares: the caches under CACHE_DIR (one module
+# cache, so nothing is fetched twice), GOTOOLCHAIN=local (never fetch another toolchain),
+# -modcacherw (the cache can be deleted with rm -rf), GOWORK=off (ignore any go.work of the
+# caller), no cgo.
+go_build_env() {
+  export GOMODCACHE=$CACHE_DIR/go137/mod GOCACHE=$CACHE_DIR/go137/build GOTOOLCHAIN=local \
+    GOWORK=off GOFLAGS=-modcacherw CGO_ENABLED=0
+  mkdir -p "$GOMODCACHE" "$GOCACHE"
+}
+
 # bed_layout: BED is the bed RBDP_BED names (else DEFAULT_BED), made absolute, and the other
 # variables name what is in it; bed_layout_at DIR: the same for the bed in DIR. The 1.37 plane's
 # dir K137 has the shape of a bed (env, ports, kube/, ceph -> ../ceph), so that RBDP_BED=$K137
