@@ -96,6 +96,7 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
         },
         VolumeAction::Delete(_) => {
             let started = Instant::now();
+            let _under_way = ctx.metrics.under_way("delete");
             crate::failpoint::hit(crate::failpoint::Point::BeforeFreshRead, &name).await;
             let r = delete_fresh(&pv, claim_deleted, &ctx).await;
             if let Ok(Outcome::Done(Some(target))) = &r {

@@ -87,6 +87,7 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
             let class = class.expect("decide() provisions only with a class");
             let class_label = class.metadata.name.clone().unwrap_or_default();
             let started = Instant::now();
+            let _under_way = ctx.metrics.under_way("provision");
             let regarding = pvc.object_ref(&());
             match provision(&pvc, &class, &ctx).await {
                 Ok(Some(msg)) => {

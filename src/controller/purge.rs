@@ -86,9 +86,31 @@ impl Job {
 pub struct Purger {
     small: mpsc::Sender<(Job, u32)>,
     large: mpsc::Sender<(Job, u32)>,
-    /// Entries queued or being purged, by (monitors, pool, trash id): two removals of one entry
-    /// at once make each other fail (EBUSY) until both give up.
-    pending: Arc<Mutex<HashSet<(String, String, String)>>>,
+    pending: Arc<Pending>,
+}
+
+/// Entries queued or being purged, by (monitors, pool, trash id): two removals of one entry
+/// at once make each other fail (EBUSY) until both give up. Their number is the purge backlog
+/// metric.
+struct Pending {
+    keys: Mutex<HashSet<(String, String, String)>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Pending {
+    /// Whether `k` was not pending yet (and now is).
+    fn insert(&self, k: (String, String, String)) -> bool {
+        let mut keys = self.keys.lock();
+        let new = keys.insert(k);
+        self.metrics.set_purge_backlog(keys.len());
+        new
+    }
+
+    fn remove(&self, k: &(String, String, String)) {
+        let mut keys = self.keys.lock();
+        keys.remove(k);
+        self.metrics.set_purge_backlog(keys.len());
+    }
 }
 
 fn key(job: &Job) -> (String, String, String) {
@@ -101,7 +123,10 @@ fn key(job: &Job) -> (String, String, String) {
 
 impl Purger {
     pub fn start(metrics: Arc<Metrics>) -> Purger {
-        let pending: Arc<Mutex<HashSet<(String, String, String)>>> = Arc::default();
+        let pending = Arc::new(Pending {
+            keys: Mutex::default(),
+            metrics: metrics.clone(),
+        });
         Purger {
             small: lane(WORKERS, metrics.clone(), pending.clone()),
             large: lane(LARGE_WORKERS, metrics, pending.clone()),
@@ -113,7 +138,7 @@ impl Purger {
     /// the trash, marked as ours, and the periodic sweep queues it again.
     pub fn submit(&self, job: Job) {
         let k = key(&job);
-        if !self.pending.lock().insert(k.clone()) {
+        if !self.pending.insert(k.clone()) {
             tracing::debug!(pool = %job.pool, image = %job.image, "already being purged");
             return;
         }
@@ -127,7 +152,7 @@ impl Purger {
                 mpsc::error::TrySendError::Full((j, _))
                 | mpsc::error::TrySendError::Closed((j, _)) => j,
             };
-            self.pending.lock().remove(&k);
+            self.pending.remove(&k);
             tracing::warn!(pool = %job.pool, image = %job.image, "purge queue full; the periodic sweep purges it later");
         }
     }
@@ -151,18 +176,14 @@ pub async fn drop_snapshot(cluster: &Arc<dyn RbdCluster>, p: &ParentSpec) {
 impl Purger {
     /// Waits until nothing is queued or being purged (retries included).
     pub async fn idle(&self) {
-        while !self.pending.lock().is_empty() {
+        while !self.pending.keys.lock().is_empty() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 }
 
 /// One lane: a queue and `workers` purges at a time, each retried on its own schedule.
-fn lane(
-    workers: usize,
-    metrics: Arc<Metrics>,
-    pending: Arc<Mutex<HashSet<(String, String, String)>>>,
-) -> mpsc::Sender<(Job, u32)> {
+fn lane(workers: usize, metrics: Arc<Metrics>, pending: Arc<Pending>) -> mpsc::Sender<(Job, u32)> {
     let (tx, mut rx) = mpsc::channel::<(Job, u32)>(QUEUE);
     let retry = tx.clone();
     let slots = Arc::new(Semaphore::new(workers));
@@ -183,7 +204,7 @@ fn lane(
                 if failed {
                     tracing::warn!(pool = %job.pool, image = %job.image, "giving up purging for now; the periodic sweep retries");
                 }
-                done.lock().remove(&key(&job));
+                done.remove(&key(&job));
             });
         }
     });

@@ -72,6 +72,7 @@ pub async fn reconcile_bound(
         }
         ResizeAction::Grow { from, to, flavor } => {
             let started = Instant::now();
+            let _under_way = ctx.metrics.under_way("resize");
             if let Err(e) = grow(pvc, &pv, to, flavor, ctx).await {
                 ctx.metrics.record("resize", Err(e.kind()));
                 ctx.kube

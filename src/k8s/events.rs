@@ -138,24 +138,90 @@ enum Seen {
     },
 }
 
-/// The series seen in the last [`SERIES_WINDOW`], at most [`MAX_SERIES`].
+/// What a [`Bounded`] map needs of its entries.
+trait Expiring {
+    /// The entry has ended at `now`: forgetting it changes nothing.
+    fn ended(&self, now: Instant) -> bool;
+    /// Orders entries from the least worth keeping at `now`.
+    fn keep_order(&self, other: &Self, now: Instant) -> std::cmp::Ordering;
+}
+
+/// A map of at most `cap` entries, swept every [`SWEEP_EVERY`] of those that ended: the
+/// memory of events is bounded whatever the cluster does.
 #[derive(Debug)]
-struct SeriesCache {
-    series: HashMap<SeriesKey, Series>,
+struct Bounded<K, V> {
+    map: HashMap<K, V>,
+    cap: usize,
     swept: Instant,
 }
 
-impl SeriesCache {
-    fn new(now: Instant) -> SeriesCache {
-        SeriesCache {
-            series: HashMap::new(),
+impl<K: std::hash::Hash + Eq + Clone, V: Expiring> Bounded<K, V> {
+    fn new(cap: usize, now: Instant) -> Bounded<K, V> {
+        Bounded {
+            map: HashMap::new(),
+            cap,
             swept: now,
         }
     }
 
+    /// Puts `value` in at `key`: first the ended entries go (when a sweep is due or the map
+    /// is full), then, were it still full, the one least worth keeping.
+    fn insert(&mut self, key: K, value: V, now: Instant) {
+        let cap = self.cap;
+        let full = |m: &HashMap<K, V>| m.len() >= cap && !m.contains_key(&key);
+        if now.saturating_duration_since(self.swept) >= SWEEP_EVERY || full(&self.map) {
+            self.sweep(now);
+        }
+        if full(&self.map)
+            && let Some(k) = self
+                .map
+                .iter()
+                .min_by(|a, b| a.1.keep_order(b.1, now))
+                .map(|(k, _)| k.clone())
+        {
+            self.map.remove(&k);
+        }
+        self.map.insert(key, value);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.map.retain(|_, v| !v.ended(now));
+        self.swept = now;
+    }
+}
+
+/// A series ends [`SERIES_WINDOW`] after its last occurrence; the oldest goes first.
+impl Expiring for Series {
+    fn ended(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_seen) >= SERIES_WINDOW
+    }
+    fn keep_order(&self, other: &Series, _: Instant) -> std::cmp::Ordering {
+        self.last_seen.cmp(&other.last_seen)
+    }
+}
+
+/// A budget that has refilled is the same as a new one; the fullest goes first.
+impl Expiring for Bucket {
+    fn ended(&self, now: Instant) -> bool {
+        self.is_full(now)
+    }
+    fn keep_order(&self, other: &Bucket, now: Instant) -> std::cmp::Ordering {
+        other.available(now).total_cmp(&self.available(now))
+    }
+}
+
+/// The series seen in the last [`SERIES_WINDOW`], at most [`MAX_SERIES`].
+#[derive(Debug)]
+struct SeriesCache(Bounded<SeriesKey, Series>);
+
+impl SeriesCache {
+    fn new(now: Instant) -> SeriesCache {
+        SeriesCache(Bounded::new(MAX_SERIES, now))
+    }
+
     /// Counts an occurrence at `now`.
     fn observe(&mut self, key: &SeriesKey, now: Instant) -> Seen {
-        match self.series.get_mut(key) {
+        match self.0.map.get_mut(key) {
             Some(s) if now.saturating_duration_since(s.last_seen) < SERIES_WINDOW => {
                 s.count = s.count.saturating_add(1);
                 s.last_seen = now;
@@ -170,56 +236,26 @@ impl SeriesCache {
 
     /// Starts (or restarts) a series shown by the Event object `name`.
     fn start(&mut self, key: SeriesKey, name: String, now: Instant) {
-        if now.saturating_duration_since(self.swept) >= SWEEP_EVERY
-            || (self.series.len() >= MAX_SERIES && !self.series.contains_key(&key))
-        {
-            self.sweep(now);
-        }
-        if self.series.len() >= MAX_SERIES
-            && !self.series.contains_key(&key)
-            && let Some(oldest) = self
-                .series
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(k, _)| k.clone())
-        {
-            self.series.remove(&oldest);
-        }
-        self.series.insert(
-            key,
-            Series {
-                name,
-                count: 1,
-                last_seen: now,
-            },
-        );
+        let series = Series {
+            name,
+            count: 1,
+            last_seen: now,
+        };
+        self.0.insert(key, series, now);
     }
 
     fn forget(&mut self, key: &SeriesKey) {
-        self.series.remove(key);
-    }
-
-    /// Forgets the series that ended.
-    fn sweep(&mut self, now: Instant) {
-        self.series
-            .retain(|_, s| now.saturating_duration_since(s.last_seen) < SERIES_WINDOW);
-        self.swept = now;
+        self.0.map.remove(key);
     }
 }
 
 /// A token bucket per namespace.
 #[derive(Debug)]
-struct Budgets {
-    buckets: HashMap<String, Bucket>,
-    swept: Instant,
-}
+struct Budgets(Bounded<String, Bucket>);
 
 impl Budgets {
     fn new(now: Instant) -> Budgets {
-        Budgets {
-            buckets: HashMap::new(),
-            swept: now,
-        }
+        Budgets(Bounded::new(MAX_NAMESPACES, now))
     }
 
     /// Spends a token of `namespace` at `now`, if `priority` may.
@@ -228,33 +264,13 @@ impl Budgets {
             Priority::News => 0.0,
             Priority::Routine => ROUTINE_KEEPS,
         };
-        if let Some(b) = self.buckets.get_mut(namespace) {
+        if let Some(b) = self.0.map.get_mut(namespace) {
             return b.take_keeping(now, keep);
-        }
-        if now.saturating_duration_since(self.swept) >= SWEEP_EVERY
-            || self.buckets.len() >= MAX_NAMESPACES
-        {
-            self.sweep(now);
-        }
-        if self.buckets.len() >= MAX_NAMESPACES
-            && let Some(fullest) = self
-                .buckets
-                .iter()
-                .max_by(|a, b| a.1.available(now).total_cmp(&b.1.available(now)))
-                .map(|(k, _)| k.clone())
-        {
-            self.buckets.remove(&fullest);
         }
         let mut b = Bucket::new(NAMESPACE_REFILL_PER_SEC, NAMESPACE_BURST, now);
         let admitted = b.take_keeping(now, keep);
-        self.buckets.insert(namespace.to_string(), b);
+        self.0.insert(namespace.to_string(), b, now);
         admitted
-    }
-
-    /// Forgets the budgets that have refilled: a new one would be the same.
-    fn sweep(&mut self, now: Instant) {
-        self.buckets.retain(|_, b| !b.is_full(now));
-        self.swept = now;
     }
 }
 

@@ -13,6 +13,7 @@ mod process;
 
 mod bed;
 mod cleanup;
+mod dashboard;
 mod leaks;
 mod objects;
 mod oracles;
@@ -25,6 +26,7 @@ mod waits;
 
 pub use bed::*;
 pub use cleanup::*;
+pub use dashboard::*;
 pub use leaks::*;
 pub use objects::*;
 pub use oracles::*;

@@ -51,6 +51,13 @@ pub(super) async fn reconcile(
         .and_then(|k| k.metadata.name.clone())
         .unwrap_or_default();
     let started = Instant::now();
+    let _under_way = match &action {
+        Ok(ContentAction::Nothing) => None,
+        Ok(ContentAction::DeleteSnapshot(_) | ContentAction::ReleaseFinalizer) => {
+            Some(ctx.metrics.under_way("snapshot_delete"))
+        }
+        _ => Some(ctx.metrics.under_way("snapshot_create")),
+    };
     let (create, r) = match action {
         Err(e) => (true, Err(e)),
         Ok(ContentAction::Nothing) => return Ok(Action::await_change()),

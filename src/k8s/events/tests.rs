@@ -101,15 +101,15 @@ fn budgets_that_refilled_are_forgotten_and_their_number_is_bounded() {
     let t0 = Instant::now();
     let mut b = Budgets::new(t0);
     assert!(b.admit("a", Priority::News, t0));
-    b.sweep(t0 + Duration::from_millis(500));
-    assert_eq!(b.buckets.len(), 1, "still spent: kept");
-    b.sweep(t0 + secs(1));
-    assert!(b.buckets.is_empty(), "refilled: the same as a new one");
+    b.0.sweep(t0 + Duration::from_millis(500));
+    assert_eq!(b.0.map.len(), 1, "still spent: kept");
+    b.0.sweep(t0 + secs(1));
+    assert!(b.0.map.is_empty(), "refilled: the same as a new one");
 
     for i in 0..MAX_NAMESPACES + 10 {
         assert!(b.admit(&format!("ns-{i}"), Priority::News, t0));
     }
-    assert_eq!(b.buckets.len(), MAX_NAMESPACES);
+    assert_eq!(b.0.map.len(), MAX_NAMESPACES);
 }
 
 #[test]
@@ -174,8 +174,8 @@ fn series_are_forgotten_by_age_and_bounded_in_number() {
     let mut c = SeriesCache::new(t0);
     c.start(key(&data(), "Old", 1), "a".into(), t0);
     c.start(key(&data(), "Recent", 1), "b".into(), t0 + secs(120));
-    c.sweep(t0 + SERIES_WINDOW);
-    let left: Vec<&String> = c.series.values().map(|s| &s.name).collect();
+    c.0.sweep(t0 + SERIES_WINDOW);
+    let left: Vec<&String> = c.0.map.values().map(|s| &s.name).collect();
     assert_eq!(left, vec!["b"]);
 
     let mut c = SeriesCache::new(t0);
@@ -183,12 +183,9 @@ fn series_are_forgotten_by_age_and_bounded_in_number() {
         let at = t0 + Duration::from_millis(i);
         c.start(key(&data(), "R", i), format!("e{i}"), at);
     }
-    assert_eq!(c.series.len(), MAX_SERIES);
-    assert!(
-        !c.series.values().any(|s| s.name == "e0"),
-        "the oldest went"
-    );
-    assert!(c.series.values().any(|s| s.name == "e1"));
+    assert_eq!(c.0.map.len(), MAX_SERIES);
+    assert!(!c.0.map.values().any(|s| s.name == "e0"), "the oldest went");
+    assert!(c.0.map.values().any(|s| s.name == "e1"));
 }
 
 /// Events over a scripted API server, on a clock that moves only when the test moves it.
@@ -350,7 +347,7 @@ async fn once_events_keep_no_series() {
     }
     let seen = api.done();
     assert_eq!(seen[0].body["type"], "Normal");
-    assert!(ev.state().series.series.is_empty());
+    assert!(ev.state().series.0.map.is_empty());
 }
 
 #[tokio::test]
