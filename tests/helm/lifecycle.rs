@@ -24,7 +24,13 @@ impl Drop for Release<'_> {
     fn drop(&mut self) {
         let _ = helm(
             self.bed,
-            &["uninstall", &self.name, "-n", &self.ns, "--ignore-not-found"],
+            &[
+                "uninstall",
+                &self.name,
+                "-n",
+                &self.ns,
+                "--ignore-not-found",
+            ],
         );
     }
 }
@@ -55,8 +61,9 @@ fn secrets_bound(bed: &Bed, ns: &str, full: &str) -> bool {
 }
 
 fn revision(bed: &Bed, release: &str, ns: &str) -> u64 {
-    let s: Value = serde_json::from_str(&helm_ok(bed, &["status", release, "-n", ns, "-o", "json"]))
-        .expect("helm status json");
+    let s: Value =
+        serde_json::from_str(&helm_ok(bed, &["status", release, "-n", ns, "-o", "json"]))
+            .expect("helm status json");
     s["version"].as_u64().expect("a revision")
 }
 
@@ -112,11 +119,25 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
 
     // Install.
     let step = Instant::now();
-    helm_ok(&bed, &["install", &release, chart, "-n", &ns, "-f", v1.to_str().unwrap()]);
+    helm_ok(
+        &bed,
+        &[
+            "install",
+            &release,
+            chart,
+            "-n",
+            &ns,
+            "-f",
+            v1.to_str().unwrap(),
+        ],
+    );
     eprintln!("helm install: {:?}", step.elapsed());
     assert_eq!(revision(&bed, &release, &ns), 1);
     let sa = get(&bed, "serviceaccount", Some(&ns), &full).expect("the ServiceAccount");
-    assert_eq!(sa["metadata"]["labels"]["app.kubernetes.io/instance"], release.as_str());
+    assert_eq!(
+        sa["metadata"]["labels"]["app.kubernetes.io/instance"],
+        release.as_str()
+    );
     let cr = get(&bed, "clusterrole", None, &full).expect("the ClusterRole");
     assert_eq!(
         cr["rules"],
@@ -134,14 +155,21 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     );
     assert!(secrets_bound(&bed, &ns, &full));
     for other in ["kube-system", "default", extra_ns.as_str()] {
-        assert!(!secrets_bound(&bed, other, &full), "Secrets bound in {other}");
+        assert!(
+            !secrets_bound(&bed, other, &full),
+            "Secrets bound in {other}"
+        );
     }
     let dep = get(&bed, "deployment", Some(&ns), &full).expect("the Deployment");
     assert_eq!(args_of(&dep), ["--leader-election-lease-duration=20s"]);
     assert!(get(&bed, "service", Some(&ns), &format!("{full}-metrics")).is_some());
     // policy/v1 on 1.21+, v1beta1 on 1.20: the chart asks the server which it has.
     let pdb = get(&bed, "poddisruptionbudget", Some(&ns), &full).expect("the PDB");
-    let want = if bed.kube_minor >= 21 { "policy/v1" } else { "policy/v1beta1" };
+    let want = if bed.kube_minor >= 21 {
+        "policy/v1"
+    } else {
+        "policy/v1beta1"
+    };
     assert_eq!(pdb["apiVersion"], want);
     let sc = get(&bed, "storageclass", None, &class).expect("the StorageClass");
     assert_eq!(sc["provisioner"], name.as_str());
@@ -153,10 +181,24 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     v["extraArgs"] = json!(["--workers=4"]);
     let v2 = values_file(&bed, &v);
     let step = Instant::now();
-    helm_ok(&bed, &["upgrade", &release, chart, "-n", &ns, "-f", v2.to_str().unwrap()]);
+    helm_ok(
+        &bed,
+        &[
+            "upgrade",
+            &release,
+            chart,
+            "-n",
+            &ns,
+            "-f",
+            v2.to_str().unwrap(),
+        ],
+    );
     eprintln!("helm upgrade: {:?}", step.elapsed());
     assert_eq!(revision(&bed, &release, &ns), 2);
-    assert!(secrets_bound(&bed, &extra_ns, &full), "no binding in {extra_ns}");
+    assert!(
+        secrets_bound(&bed, &extra_ns, &full),
+        "no binding in {extra_ns}"
+    );
     assert!(secrets_bound(&bed, &ns, &full));
     let dep = get(&bed, "deployment", Some(&ns), &full).unwrap();
     assert_eq!(
@@ -169,7 +211,10 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     helm_ok(&bed, &["rollback", &release, "1", "-n", &ns]);
     eprintln!("helm rollback: {:?}", step.elapsed());
     assert_eq!(revision(&bed, &release, &ns), 3);
-    assert!(!secrets_bound(&bed, &extra_ns, &full), "binding left in {extra_ns}");
+    assert!(
+        !secrets_bound(&bed, &extra_ns, &full),
+        "binding left in {extra_ns}"
+    );
     assert!(secrets_bound(&bed, &ns, &full));
     let dep = get(&bed, "deployment", Some(&ns), &full).unwrap();
     assert_eq!(args_of(&dep), ["--leader-election-lease-duration=20s"]);
@@ -193,10 +238,24 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     let args = args_of(&dep);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let prov = Provisioner::start_with(&bed, &name, &env, &args, Some(&kubeconfig)).await;
-    let c = claim(&admin, &ns, "data", &class, "100Mi", &["ReadWriteOnce"], json!({})).await;
+    let c = claim(
+        &admin,
+        &ns,
+        "data",
+        &class,
+        "100Mi",
+        &["ReadWriteOnce"],
+        json!({}),
+    )
+    .await;
     let uid = uid_of(&c);
     wait_bound(&admin, &ns, "data", T).await;
-    assert_led_and_acted(&prov, &["Successfully provisioned", &format!("pvc-{uid}")], T).await;
+    assert_led_and_acted(
+        &prov,
+        &["Successfully provisioned", &format!("pvc-{uid}")],
+        T,
+    )
+    .await;
     let lease = domain::lease::lease_name(&name);
     assert!(
         get(&bed, "lease", Some(&ns), &lease).is_some(),
@@ -229,13 +288,21 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     assert_eq!(helm_ok(&bed, &["list", "-a", "-n", &ns, "-q"]).trim(), "");
     // The Deployment's ReplicaSets and pods go with it (garbage collection).
     wait_for("the release's pods and ReplicaSets gone", T, || async {
-        labelled(&bed, "replicasets,pods", &release).is_empty().then_some(())
+        labelled(&bed, "replicasets,pods", &release)
+            .is_empty()
+            .then_some(())
     })
     .await;
-    let pv = pvs.get(&pv_name).await.expect("the PV outlives the release");
+    let pv = pvs
+        .get(&pv_name)
+        .await
+        .expect("the PV outlives the release");
     let meta = &pv.metadata;
     assert!(
-        meta.finalizers.iter().flatten().any(|f| f == domain::volume::FINALIZER),
+        meta.finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == domain::volume::FINALIZER),
         "{meta:?}"
     );
     assert_eq!(
@@ -243,6 +310,13 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
         name
     );
     assert!(meta.deletion_timestamp.is_none());
-    assert!(rbd_exists(&bed, &src.pool, &src.image), "the image outlives the release");
-    eprintln!("lifecycle on Kubernetes 1.{}: {:?}", bed.kube_minor, t0.elapsed());
+    assert!(
+        rbd_exists(&bed, &src.pool, &src.image),
+        "the image outlives the release"
+    );
+    eprintln!(
+        "lifecycle on Kubernetes 1.{}: {:?}",
+        bed.kube_minor,
+        t0.elapsed()
+    );
 }

@@ -35,7 +35,10 @@ fn helm_bin() -> &'static Path {
             .arg(repo_root().join("hack/build-helm.sh"))
             .output()
             .expect("run hack/build-helm.sh");
-        assert_success("hack/build-helm.sh (set RBDP_HELM to use another helm)", &out);
+        assert_success(
+            "hack/build-helm.sh (set RBDP_HELM to use another helm)",
+            &out,
+        );
         let dir = String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
@@ -66,7 +69,15 @@ fn helm(bed: &Bed, args: &[&str]) -> Output {
 /// helm `args`, which must succeed; its stdout.
 fn helm_ok(bed: &Bed, args: &[&str]) -> String {
     let out = helm(bed, args);
-    assert_success(&format!("helm {}", args.join(" ")), &out);
+    // `helm lint` says what is wrong on stdout.
+    assert!(
+        out.status.success(),
+        "helm {} failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("helm's output is UTF-8")
 }
 

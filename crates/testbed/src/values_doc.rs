@@ -39,7 +39,10 @@ pub fn value_docs(values_yaml: &str) -> Result<Vec<ValueDoc>, String> {
             continue;
         };
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("values.yaml line {}: cannot read key in {line:?}", n + 1));
+            return Err(format!(
+                "values.yaml line {}: cannot read key in {line:?}",
+                n + 1
+            ));
         }
         while stack.last().is_some_and(|(i, _)| *i >= indent) {
             stack.pop();
