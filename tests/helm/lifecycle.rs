@@ -60,6 +60,13 @@ fn secrets_bound(bed: &Bed, ns: &str, full: &str) -> bool {
     get(bed, "rolebinding", Some(ns), &format!("{full}-secrets")).is_some()
 }
 
+/// Runs `f`, saying how long it took (the test's output, with --nocapture).
+fn timed(what: &str, f: impl FnOnce()) {
+    let t = Instant::now();
+    f();
+    eprintln!("{what}: {:?}", t.elapsed());
+}
+
 fn revision(bed: &Bed, release: &str, ns: &str) -> u64 {
     let s: Value =
         serde_json::from_str(&helm_ok(bed, &["status", release, "-n", ns, "-o", "json"]))
@@ -113,25 +120,12 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
         "podDisruptionBudget": {"enabled": true},
         "storageClasses": [{"name": class, "reclaimPolicy": "Delete", "parameters": params}],
     });
-    let chart = chart();
-    let chart = chart.to_str().unwrap();
     let v1 = values_file(&bed, &values);
 
     // Install.
-    let step = Instant::now();
-    helm_ok(
-        &bed,
-        &[
-            "install",
-            &release,
-            chart,
-            "-n",
-            &ns,
-            "-f",
-            v1.to_str().unwrap(),
-        ],
-    );
-    eprintln!("helm install: {:?}", step.elapsed());
+    timed("helm install", || {
+        helm_chart(&bed, "install", &release, &ns, Some(&v1));
+    });
     assert_eq!(revision(&bed, &release, &ns), 1);
     let sa = get(&bed, "serviceaccount", Some(&ns), &full).expect("the ServiceAccount");
     assert_eq!(
@@ -180,20 +174,9 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     v["secretNamespaces"] = json!([ns, extra_ns]);
     v["extraArgs"] = json!(["--workers=4"]);
     let v2 = values_file(&bed, &v);
-    let step = Instant::now();
-    helm_ok(
-        &bed,
-        &[
-            "upgrade",
-            &release,
-            chart,
-            "-n",
-            &ns,
-            "-f",
-            v2.to_str().unwrap(),
-        ],
-    );
-    eprintln!("helm upgrade: {:?}", step.elapsed());
+    timed("helm upgrade", || {
+        helm_chart(&bed, "upgrade", &release, &ns, Some(&v2));
+    });
     assert_eq!(revision(&bed, &release, &ns), 2);
     assert!(
         secrets_bound(&bed, &extra_ns, &full),
@@ -207,9 +190,9 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     );
 
     // Rollback to the first revision: the binding and the argument are gone again.
-    let step = Instant::now();
-    helm_ok(&bed, &["rollback", &release, "1", "-n", &ns]);
-    eprintln!("helm rollback: {:?}", step.elapsed());
+    timed("helm rollback", || {
+        helm_ok(&bed, &["rollback", &release, "1", "-n", &ns]);
+    });
     assert_eq!(revision(&bed, &release, &ns), 3);
     assert!(
         !secrets_bound(&bed, &extra_ns, &full),
@@ -269,9 +252,9 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     drop(prov);
 
     // Uninstall: nothing of the release is left but the PV and the image.
-    let step = Instant::now();
-    helm_ok(&bed, &["uninstall", &release, "-n", &ns]);
-    eprintln!("helm uninstall: {:?}", step.elapsed());
+    timed("helm uninstall", || {
+        helm_ok(&bed, &["uninstall", &release, "-n", &ns]);
+    });
     let left = labelled(&bed, KINDS, &release);
     assert!(left.is_empty(), "left after uninstall: {left:?}");
     for (kind, ns, name) in [

@@ -81,6 +81,16 @@ fn helm_ok(bed: &Bed, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("helm's output is UTF-8")
 }
 
+/// `helm VERB RELEASE <the chart> -n NS [-f VALUES]`, which must succeed; its stdout.
+fn helm_chart(bed: &Bed, verb: &str, release: &str, ns: &str, values: Option<&Path>) -> String {
+    let chart = chart();
+    let mut args = vec![verb, release, chart.to_str().unwrap(), "-n", ns];
+    if let Some(v) = values {
+        args.extend(["-f", v.to_str().unwrap()]);
+    }
+    helm_ok(bed, &args)
+}
+
 /// helm `args`, which must fail; its stderr.
 fn helm_err(bed: &Bed, args: &[&str]) -> String {
     let out = helm(bed, args);

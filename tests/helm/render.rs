@@ -56,17 +56,7 @@ fn by_identity(docs: Vec<Value>) -> BTreeMap<(String, String, String), Value> {
 #[test]
 fn helm_template_defaults_equal_manifests() {
     let bed = Bed::load();
-    let chart = chart();
-    let rendered = helm_ok(
-        &bed,
-        &[
-            "template",
-            "rbd-provisioner",
-            chart.to_str().unwrap(),
-            "-n",
-            "kube-system",
-        ],
-    );
+    let rendered = helm_chart(&bed, "template", "rbd-provisioner", "kube-system", None);
     let chart_objs = by_identity(yaml_docs(&rendered));
     let manifests = by_identity(yaml_docs(&bed.kustomize(&repo_root().join("manifests"))));
     let keys = |m: &BTreeMap<_, _>| m.keys().cloned().collect::<Vec<(String, String, String)>>();
@@ -125,19 +115,7 @@ fn all_options(secret_ns: &str) -> Value {
 fn helm_template_options() {
     let bed = Bed::load();
     let values = values_file(&bed, &all_options("ceph"));
-    let chart = chart();
-    let rendered = helm_ok(
-        &bed,
-        &[
-            "template",
-            "rel",
-            chart.to_str().unwrap(),
-            "-n",
-            "storage",
-            "-f",
-            values.to_str().unwrap(),
-        ],
-    );
+    let rendered = helm_chart(&bed, "template", "rel", "storage", Some(&values));
     let docs = yaml_docs(&rendered);
     let find = |kind: &str, name: &str| -> Vec<&Value> {
         docs.iter()
@@ -232,7 +210,7 @@ fn helm_template_options() {
     // The dashboards, each file whole, for Grafana's sidecar.
     let cm = one("ConfigMap", "rel-rbd-provisioner-dashboard");
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
-    let dir = chart.join("dashboards");
+    let dir = chart().join("dashboards");
     let mut files = 0;
     for f in std::fs::read_dir(&dir).unwrap() {
         let p = f.unwrap().path();
