@@ -268,7 +268,7 @@ async fn helm_install_upgrade_rollback_provision_uninstall() {
     ] {
         assert!(get(&bed, kind, ns, &name).is_none(), "{kind} {name} left");
     }
-    assert_eq!(helm_ok(&bed, &["list", "-a", "-n", &ns, "-q"]).trim(), "");
+    assert_eq!(helm_ok(&bed, &["list", "-n", &ns, "-q"]).trim(), "");
     // The Deployment's ReplicaSets and pods go with it (garbage collection).
     wait_for("the release's pods and ReplicaSets gone", T, || async {
         labelled(&bed, "replicasets,pods", &release)

@@ -326,7 +326,7 @@ async fn helm_bad_values_fail_at_install() {
     );
     assert!(err.contains("add \"default\" to secretNamespaces"), "{err}");
     // Nothing was installed.
-    let list = helm_ok(&bed, &["list", "-a", "-n", &ns, "-q"]);
+    let list = helm_ok(&bed, &["list", "-n", &ns, "-q"]);
     assert_eq!(list.trim(), "", "a failed install left a release");
 }
 
