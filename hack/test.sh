@@ -83,9 +83,14 @@ echo "== the previous release's binary (hack/previous-release), building in the 
 PREV_LOG=$(mktemp /tmp/rbdp-build-previous.XXXXXX)
 (bash hack/build-previous.sh >"$PREV_LOG" 2>&1) &
 prev_job=$!
+# helm (hack/build-helm.sh) for the chart's tests (tests/helm), likewise; they run after it.
+echo "== helm (hack/build-helm.sh), building in the background"
+HELM_LOG=$(mktemp /tmp/rbdp-build-helm.XXXXXX)
+(bash hack/build-helm.sh >"$HELM_LOG" 2>&1) &
+helm_job=$!
 on_planes '' "integration tests on Kubernetes {plane} (real Ceph + Kubernetes, bed {bed})" \
   cargo test --no-fail-fast --test '*' -- --test-threads=8 \
-    --skip upgrade_from_the_previous_release_and_roll_back
+    --skip upgrade_from_the_previous_release_and_roll_back --skip helm_
 
 # The binary the Dockerfile ships (release profile, no fail points) against the provisioning,
 # deletion and fail-over tests on both planes: the debug build above is not what operators run.
@@ -125,8 +130,23 @@ else
   rc[release]=1
 fi
 rm -f "$PREV_LOG"
+helm_rc=0
+wait $helm_job || helm_rc=$?
+helm_planes=()
+if [ $helm_rc -eq 0 ]; then
+  RBDP_HELM=$(tail -1 "$HELM_LOG")/helm
+  export RBDP_HELM
+  grep 'built helm' "$HELM_LOG" || true
+  helm_planes=(helm-1.20 helm-1.37)
+  on_planes helm "the Helm chart (lint, template, install, upgrade, rollback, uninstall) on Kubernetes {plane}" \
+    cargo test --no-fail-fast --test helm -- --test-threads=4
+else
+  tail -30 "$HELM_LOG" >&2
+  echo "test.sh: building helm failed (exit $helm_rc): the chart's tests did not run" >&2
+fi
+rm -f "$HELM_LOG"
 failed=0
-for plane in 1.20 1.37 release-1.20 release-1.37 "${upgrade_planes[@]}"; do
+for plane in 1.20 1.37 release-1.20 release-1.37 "${upgrade_planes[@]}" "${helm_planes[@]}"; do
   if [ "${rc[$plane]}" -eq 0 ]; then
     echo "test.sh: integration tests on Kubernetes $plane passed (${secs[$plane]}s)"
   else
@@ -135,6 +155,10 @@ for plane in 1.20 1.37 release-1.20 release-1.37 "${upgrade_planes[@]}"; do
   fi
 done
 if [ "${rc[release]:-0}" -ne 0 ]; then failed=1; fi
+if [ $helm_rc -ne 0 ]; then
+  echo "test.sh: NOT RUN: the Helm chart's tests (tests/helm); building helm failed (exit $helm_rc)" >&2
+  failed=1
+fi
 if [ $prev_rc -eq 3 ]; then
   echo "test.sh: NOT RUN: the upgrade and rollback test; this checkout has no git history to build the previous release from (git fetch --unshallow)" >&2
 fi

@@ -22,6 +22,7 @@ mod provisioner;
 mod scenario;
 mod snapshots;
 mod tokens;
+mod values_doc;
 mod waits;
 
 pub use bed::*;
@@ -36,4 +37,5 @@ pub use provisioner::*;
 pub use scenario::*;
 pub use snapshots::*;
 pub use tokens::*;
+pub use values_doc::*;
 pub use waits::*;

@@ -1,4 +1,5 @@
-//! Credentials the provisioner under test runs with: a token of the shipped ServiceAccount.
+//! Credentials the provisioner under test runs with: a token of the shipped ServiceAccount
+//! (or of a Helm release's).
 
 use std::time::Duration;
 
@@ -21,9 +22,17 @@ pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
     for f in files {
         apply_yaml(&admin, &std::fs::read_to_string(&f).unwrap(), &[]).await;
     }
+    token_kubeconfig(bed, "kube-system", "rbd-provisioner").await
+}
+
+/// A kubeconfig file that authenticates as ServiceAccount `ns/name` of the bed (the manifests'
+/// or a Helm release's), so a provisioner run with it has exactly the rights RBAC gives that
+/// account.
+pub async fn token_kubeconfig(bed: &Bed, ns: &str, name: &str) -> std::path::PathBuf {
+    let admin = bed.admin().await;
     // A bound token from the TokenRequest API (1.20 and 1.37 alike; 1.24+ no longer makes
     // token Secrets for ServiceAccounts), valid for longer than any test run.
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-system");
+    let sas: Api<ServiceAccount> = Api::namespaced(admin, ns);
     let request: k8s_openapi::api::authentication::v1::TokenRequest =
         serde_json::from_value(serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -31,11 +40,11 @@ pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
         }))
         .unwrap();
     let token = wait_for(
-        "a token for the ServiceAccount kube-system/rbd-provisioner",
+        &format!("a token for the ServiceAccount {ns}/{name}"),
         Duration::from_secs(30),
         || async {
             let t = sas
-                .create_token_request("rbd-provisioner", &PostParams::default(), &request)
+                .create_token_request(name, &PostParams::default(), &request)
                 .await
                 .ok()?;
             Some(t.status?.token)
@@ -47,10 +56,16 @@ pub async fn service_account_kubeconfig(bed: &Bed) -> std::path::PathBuf {
     let server = cluster.server.clone().unwrap();
     let ca = cluster.certificate_authority_data.clone().unwrap();
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: bed\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: rbd-provisioner\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context:\n    cluster: bed\n    user: rbd-provisioner\ncurrent-context: sa\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: bed\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context:\n    cluster: bed\n    user: {name}\ncurrent-context: sa\n"
     );
-    let path = bed.dir.join("rbd-provisioner-sa.kubeconfig");
-    let tmp = bed.dir.join(unique("rbd-provisioner-sa.kubeconfig.tmp"));
+    // The manifests' account keeps its file name (other tests' logs name it).
+    let file = if (ns, name) == ("kube-system", "rbd-provisioner") {
+        "rbd-provisioner-sa.kubeconfig".to_string()
+    } else {
+        format!("{ns}-{name}-sa.kubeconfig")
+    };
+    let path = bed.dir.join(&file);
+    let tmp = bed.dir.join(unique(&format!("{file}.tmp")));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     path
