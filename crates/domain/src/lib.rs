@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod claim;
+pub mod adopt;
 pub mod clone;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
