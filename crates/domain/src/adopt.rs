@@ -106,9 +106,13 @@ pub enum Refusal {
     NamedByPv(String),
     #[error("open read/write by {0} (mapped on a node): unmap it first")]
     Watched(String),
-    #[error("PV {0} exists and names another image: rerun with --image IMAGE --claim NS/NAME after looking at it")]
+    #[error(
+        "PV {0} exists and names another image: rerun with --image IMAGE --claim NS/NAME after looking at it"
+    )]
     PvNameTaken(String),
-    #[error("claim {claim} is bound to volume {volume}: choose another with --image IMAGE --claim NS/NAME")]
+    #[error(
+        "claim {claim} is bound to volume {volume}: choose another with --image IMAGE --claim NS/NAME"
+    )]
     ClaimBoundElsewhere { claim: String, volume: String },
     #[error("claim {0} is being deleted: wait until it is gone, then rerun")]
     ClaimDeleting(String),
@@ -132,21 +136,25 @@ pub enum Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Write a PV of this name pre-bound to the target, then re-stamp the image.
-    Adopt { pv: String, target: Target },
+    Adopt {
+        pv: String,
+        target: Target,
+    },
     /// A PV an earlier `adopt` wrote exists; only the re-stamp is left.
-    Finish { pv: String, target: Target },
+    Finish {
+        pv: String,
+        target: Target,
+    },
     /// Adopted already (its PV is ours, written by `adopt`, and the stamp names it).
-    Done { pv: String },
+    Done {
+        pv: String,
+    },
     Refuse(Refusal),
 }
 
 /// Whether `pv` is the PV an earlier `adopt` wrote for this very image: ours, naming it, with
 /// the image's id and where it lives as Ceph says.
-pub fn written_by_adopt(
-    pv: &PersistentVolume,
-    c: &Candidate<'_>,
-    f: &Facts<'_>,
-) -> bool {
+pub fn written_by_adopt(pv: &PersistentVolume, c: &Candidate<'_>, f: &Facts<'_>) -> bool {
     let m = &pv.metadata;
     !c.image_id.is_empty()
         && volume::provisioned_by(pv) == Some(f.me.provisioner.as_str())

@@ -6,8 +6,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod claim;
 pub mod adopt;
+pub mod claim;
 pub mod clone;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

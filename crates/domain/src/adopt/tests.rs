@@ -204,17 +204,11 @@ fn decisions() {
         },
         Case {
             named_by: vec![fixtures::rbd_pv("static", ("kube", IMAGE), &[], None)],
-            ..case(
-                "named by a PV",
-                refuse(Refusal::NamedByPv("static".into())),
-            )
+            ..case("named by a PV", refuse(Refusal::NamedByPv("static".into())))
         },
         Case {
             watchers: vec!["10.0.0.9:0/1".into()],
-            ..case(
-                "watched",
-                refuse(Refusal::Watched("10.0.0.9:0/1".into())),
-            )
+            ..case("watched", refuse(Refusal::Watched("10.0.0.9:0/1".into())))
         },
         Case {
             pv_of_name: Some(fixtures::rbd_pv("pvc-u1", ("kube", "x"), &[], None)),
@@ -305,7 +299,10 @@ fn decisions() {
             )
         },
         Case {
-            named_by: vec![adopt_pv("a"), fixtures::rbd_pv("x", ("kube", IMAGE), &[], None)],
+            named_by: vec![
+                adopt_pv("a"),
+                fixtures::rbd_pv("x", ("kube", IMAGE), &[], None),
+            ],
             ..case(
                 "two PVs name it",
                 refuse(Refusal::NamedByPv("pvc-u1".into())),
@@ -383,10 +380,16 @@ fn the_pv_is_our_builders_retained_and_marked() {
     assert_eq!(pv.metadata.name.as_deref(), Some("pvc-u1"));
     assert_eq!(pv.metadata.finalizers, None, "Retain: no finalizer");
     let spec = pv.spec.as_ref().unwrap();
-    assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Retain")
+    );
     assert_eq!(spec.capacity.as_ref().unwrap()["storage"].0, "64Mi");
     let r = spec.claim_ref.as_ref().unwrap();
-    assert_eq!((r.namespace.as_deref(), r.name.as_deref()), (Some("ns"), Some("data")));
+    assert_eq!(
+        (r.namespace.as_deref(), r.name.as_deref()),
+        (Some("ns"), Some("data"))
+    );
     assert_eq!(r.uid, None, "no claim yet: bound by name");
     assert!(names_image(&pv, "kube", IMAGE));
     let ann = pv.metadata.annotations.as_ref().unwrap();
@@ -420,15 +423,21 @@ fn the_pv_is_our_builders_retained_and_marked() {
     assert!(written_by_adopt(&written, &cand, &f));
     assert!(matches!(decide(&cand, &f), Verdict::Finish { .. }));
     // The re-stamp then makes deletion's checks agree with the PV.
-    let pairs: BTreeMap<String, String> =
-        restamp_pairs(&me, &written, &target, None, &live, 2000)
-            .into_iter()
-            .collect();
+    let pairs: BTreeMap<String, String> = restamp_pairs(&me, &written, &target, None, &live, 2000)
+        .into_iter()
+        .collect();
     let mut after = meta.clone();
     after.extend(pairs);
     assert_eq!(after[owner::META_PV_UID], "pv-uid");
-    assert_eq!(after[owner::META_CLAIM_UID], "u1", "kept when no claim exists");
-    assert_eq!(owner::check_delete(&after, &me, "pvc-u1", &live, false), Ok(()));
+    assert_eq!(
+        after[owner::META_CLAIM_UID],
+        "u1",
+        "kept when no claim exists"
+    );
+    assert_eq!(
+        owner::check_delete(&after, &me, "pvc-u1", &live, false),
+        Ok(())
+    );
     let cand = Candidate {
         meta: &after,
         ..cand
@@ -464,5 +473,9 @@ fn an_existing_claim_shapes_the_volume() {
     assert_eq!(req.volume_mode, VolumeMode::Block);
     assert_eq!((req.size, req.uid.as_str()), (64 << 20, "u1"));
     let e = request_for(IMAGE, 16 << 20, &target, Some(&c), VolumeMode::Filesystem).unwrap_err();
-    assert!(e.to_string().contains("asks for 32Mi, the image holds 16Mi"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("asks for 32Mi, the image holds 16Mi"),
+        "{e}"
+    );
 }
