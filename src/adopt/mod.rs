@@ -344,6 +344,7 @@ async fn one(
     if args.image.is_none() && !named.is_empty() && !maybe_ours_adopted {
         return Ok(None);
     }
+    let mut watchers: Vec<String> = Vec::new();
     let (meta, info) = match trash_id {
         Some(id) => {
             let (m, size) = ctx
@@ -354,18 +355,21 @@ async fn one(
             (m, (size, String::new()))
         }
         None => {
-            let m = match ctx.cluster.metadata(&ctx.pool, image, owner::KEYS).await {
-                Ok(m) => m,
+            let read = async {
+                let m = ctx.cluster.metadata(&ctx.pool, image, owner::KEYS).await?;
+                let i = ctx.cluster.image_info(&ctx.pool, image).await?;
+                let w = ctx.cluster.watchers(&ctx.pool, image).await?;
+                Ok::<_, ceph::CephError>((m, i, w))
+            };
+            match read.await {
+                Ok((m, i, w)) => {
+                    watchers = w.into_iter().map(|w| w.addr).collect();
+                    (m, (i.size, i.id))
+                }
                 // Removed while we looked.
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(Error::ceph(&object)(e).into()),
-            };
-            let i = ctx
-                .cluster
-                .image_info(&ctx.pool, image)
-                .await
-                .map_err(Error::ceph(&object))?;
-            (m, (i.size, i.id))
+            }
         }
     };
     let stamped = meta.contains_key(owner::META_PROVISIONER);
@@ -378,17 +382,6 @@ async fn one(
     {
         return Ok(None);
     }
-    let watchers: Vec<String> = match trash_id {
-        Some(_) => vec![],
-        None => ctx
-            .cluster
-            .watchers(&ctx.pool, image)
-            .await
-            .map_err(Error::ceph(&object))?
-            .into_iter()
-            .map(|w| w.addr)
-            .collect(),
-    };
     let pv_of_name = adopt::pv_name_for(image).and_then(|n| {
         pvs.iter()
             .find(|pv| pv.metadata.name.as_deref() == Some(n.as_str()))
