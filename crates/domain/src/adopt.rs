@@ -385,7 +385,8 @@ pub fn adoption_pv(
 }
 
 /// What the image gets once its PV exists: our name and cluster, the new PV's name and uid, the
-/// claim it is meant for, where it lives, and that a PV exists. The creation time stays.
+/// claim it is meant for, where it lives, and that a PV exists; the PV's uid last. The
+/// creation time stays.
 pub fn restamp_pairs(
     me: &Instance,
     pv: &PersistentVolume,
@@ -401,10 +402,6 @@ pub fn restamp_pairs(
             owner::META_PV.into(),
             pv.metadata.name.clone().unwrap_or_default(),
         ),
-        (
-            owner::META_PV_UID.into(),
-            pv.metadata.uid.clone().unwrap_or_default(),
-        ),
         (owner::META_CLAIM.into(), target.label()),
         (owner::META_FSID.into(), live.fsid.clone()),
         (owner::META_POOL_ID.into(), live.pool_id.to_string()),
@@ -417,6 +414,11 @@ pub fn restamp_pairs(
     if let Some(uid) = claim_uid {
         out.push((owner::META_CLAIM_UID.into(), uid.into()));
     }
+    // Last: the keys are set one after the other, and a rerun takes this one for "done".
+    out.push((
+        owner::META_PV_UID.into(),
+        pv.metadata.uid.clone().unwrap_or_default(),
+    ));
     out
 }
 

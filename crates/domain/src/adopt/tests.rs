@@ -423,9 +423,13 @@ fn the_pv_is_our_builders_retained_and_marked() {
     assert!(written_by_adopt(&written, &cand, &f));
     assert!(matches!(decide(&cand, &f), Verdict::Finish { .. }));
     // The re-stamp then makes deletion's checks agree with the PV.
-    let pairs: BTreeMap<String, String> = restamp_pairs(&me, &written, &target, None, &live, 2000)
-        .into_iter()
-        .collect();
+    let in_order = restamp_pairs(&me, &written, &target, None, &live, 2000);
+    assert_eq!(
+        in_order.last().unwrap().0,
+        owner::META_PV_UID,
+        "the uid last"
+    );
+    let pairs: BTreeMap<String, String> = in_order.into_iter().collect();
     let mut after = meta.clone();
     after.extend(pairs);
     assert_eq!(after[owner::META_PV_UID], "pv-uid");
