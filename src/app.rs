@@ -262,16 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MigrateToCsi(args) => {
             Ok(crate::migrate::run(client, args.clone(), &cli.provisioner_name).await?)
         }
-        Command::Adopt(args) => {
-            crate::adopt::run(
-                client,
-                args.clone(),
-                &cli.provisioner_name,
-                &cli.service_account,
-                cli.volume_flavor.chosen(),
-            )
-            .await
-        }
+        Command::Adopt(args) => crate::adopt::run(client, args.clone(), &cli).await,
         Command::Doctor(args) => {
             crate::doctor::run(
                 client,

@@ -58,16 +58,37 @@ fn row_of(c: &Scenario, class: &str, image: &str, args: &[&str]) -> Value {
     rows[0].clone()
 }
 
-/// A kept volume: claim `name` bound on the Retain `class`, then claim and PV deleted as an
-/// operator keeping the data would. Its claim uid.
-async fn kept(c: &Scenario, class: &str, name: &str, size: &str) -> String {
-    let (_, uid) = c.claim(name, class).size(size).bound().await;
+/// `adopt --image IMAGE --apply`, which must say it did `what`.
+fn applied(c: &Scenario, class: &str, image: &str, what: &str) {
+    let row = row_of(c, class, image, &["--apply"]);
+    let said = row["applied"].as_str().unwrap_or_default();
+    assert!(said.starts_with(what), "{row:#}");
+}
+
+/// A scenario with a Retain class; the class's name.
+async fn with_retain(prefix: &str) -> (Scenario, String) {
+    let c = Scenario::new(prefix).await;
+    let class = c
+        .class("retain", &[], json!({"reclaimPolicy": "Retain"}))
+        .await;
+    (c, class)
+}
+
+/// Deletes claim `name` (of uid `uid`) and then its Released PV, as an operator keeping the
+/// data would: the image stays.
+async fn forget(c: &Scenario, name: &str, uid: &str) {
     c.delete_claim(name).await;
     wait_absent(&c.pvcs(), name, "the claim gone", T).await;
     let pv = format!("pvc-{uid}");
     c.wait_pv_phase(&pv, "Released", T).await;
     c.pvs().delete(&pv, &DeleteParams::default()).await.unwrap();
-    c.wait_pv_gone(&uid).await;
+    c.wait_pv_gone(uid).await;
+}
+
+/// A kept volume: claim `name` bound on the Retain `class`, then forgotten. Its claim uid.
+async fn kept(c: &Scenario, class: &str, name: &str, size: &str) -> String {
+    let (_, uid) = c.claim(name, class).size(size).bound().await;
+    forget(c, name, &uid).await;
     uid
 }
 
@@ -79,10 +100,7 @@ fn spec(image: &str) -> String {
 /// bound to it with the same bytes; the image's stamp names the new PV.
 #[tokio::test]
 async fn a_kept_volume_is_adopted_with_its_bytes() {
-    let c = Scenario::new("adopt").await;
-    let class = c
-        .class("retain", &[], json!({"reclaimPolicy": "Retain"}))
-        .await;
+    let (c, class) = with_retain("adopt").await;
     let (claim, uid) = c.claim("data", &class).size("32Mi").bound().await;
     let image = image_of(&uid);
     let size = 32 * MIB;
@@ -91,12 +109,8 @@ async fn a_kept_volume_is_adopted_with_its_bytes() {
     write_extents(&c.bed, &spec(&image), &writes);
     let before = assert_image(&c.bed, &spec(&image), &a);
     drop(claim);
-    c.delete_claim("data").await;
-    wait_absent(&c.pvcs(), "data", "the claim gone", T).await;
+    forget(&c, "data", &uid).await;
     let pv = format!("pvc-{uid}");
-    c.wait_pv_phase(&pv, "Released", T).await;
-    c.pvs().delete(&pv, &DeleteParams::default()).await.unwrap();
-    c.wait_pv_gone(&uid).await;
     let meta_before = image_meta(&c.bed, &spec(&image));
 
     // audit -o json parses and lists it as kept.
@@ -144,14 +158,7 @@ async fn a_kept_volume_is_adopted_with_its_bytes() {
         "dry run re-stamped"
     );
 
-    let row = row_of(&c, &class, &image, &["--apply"]);
-    assert!(
-        row["applied"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("adopted"),
-        "{row:#}"
-    );
+    applied(&c, &class, &image, "adopted");
     let written = c.pvs().get(&pv).await.unwrap();
     let s = written.spec.as_ref().unwrap();
     assert_eq!(
@@ -195,10 +202,7 @@ async fn a_kept_volume_is_adopted_with_its_bytes() {
 /// "named by a PV".
 #[tokio::test]
 async fn a_rerun_finishes_an_adoption_killed_before_the_restamp() {
-    let c = Scenario::new("adoptcrash").await;
-    let class = c
-        .class("retain", &[], json!({"reclaimPolicy": "Retain"}))
-        .await;
+    let (c, class) = with_retain("adoptcrash").await;
     let uid = kept(&c, &class, "data", "16Mi").await;
     let (image, pv) = (image_of(&uid), format!("pvc-{uid}"));
     let (out, _) = adopt(
@@ -223,14 +227,7 @@ async fn a_rerun_finishes_an_adoption_killed_before_the_restamp() {
     );
 
     assert_eq!(row_of(&c, &class, &image, &[])["status"], "finish");
-    let row = row_of(&c, &class, &image, &["--apply"]);
-    assert!(
-        row["applied"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("finished"),
-        "{row:#}"
-    );
+    applied(&c, &class, &image, "finished");
     let meta = image_meta(&c.bed, &spec(&image));
     assert_eq!(
         Some(&meta["rbd-provisioner.ceph.com/pv-uid"]),
@@ -272,10 +269,7 @@ fn refused(row: &Value, why: &str) {
 /// whole pool says the same; `--apply` on a refused image writes nothing.
 #[tokio::test]
 async fn refusals_say_why_and_write_nothing() {
-    let c = Scenario::new("adoptno").await;
-    let class = c
-        .class("retain", &[], json!({"reclaimPolicy": "Retain"}))
-        .await;
+    let (c, class) = with_retain("adoptno").await;
     let uid = kept(&c, &class, "data", "16Mi").await;
     let image = image_of(&uid);
     let stamp = image_meta(&c.bed, &spec(&image));

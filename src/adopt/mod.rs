@@ -138,14 +138,17 @@ pub(crate) struct Ctx {
     pub service_account: String,
 }
 
-pub async fn run(
-    client: Client,
-    args: AdoptArgs,
-    provisioner: &str,
-    service_account: &str,
-    chosen_flavor: Option<Flavor>,
-) -> anyhow::Result<()> {
-    let rows = adopt(client, &args, provisioner, service_account, chosen_flavor).await?;
+/// Runs the command with the global flags it reads (provisioner name, ServiceAccount for
+/// RBAC hints, the flavour chosen for classes without one).
+pub async fn run(client: Client, args: AdoptArgs, cli: &crate::app::Cli) -> anyhow::Result<()> {
+    let rows = adopt(
+        client,
+        &args,
+        &cli.provisioner_name,
+        &cli.service_account,
+        cli.volume_flavor.chosen(),
+    )
+    .await?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Table => print!("{}", table(&rows, args.apply)),

@@ -7,33 +7,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 const IMAGE: &str = "kubernetes-dynamic-pvc-u1";
 
 fn me() -> Instance {
-    Instance {
-        provisioner: "ceph.com/rbd".into(),
-        cluster: "c-1".into(),
-    }
+    crate::fixtures::instance()
 }
 
 fn here() -> Place {
-    Place {
-        fsid: "f-1".into(),
-        pool_id: 3,
-    }
+    crate::fixtures::place()
 }
 
 /// The stamp of a volume whose PV was written (and then removed).
 fn kept() -> BTreeMap<String, String> {
-    Stamp {
-        pv: "pvc-u1".into(),
-        claim_namespace: "ns".into(),
-        claim_name: "data".into(),
-        claim_uid: "u1".into(),
-        created: 1000,
-        place: Some(here()),
-        pv_state: PvState::Written,
-    }
-    .pairs(&me())
-    .into_iter()
-    .collect()
+    fixtures::stamp(PvState::Written)
+        .pairs(&me())
+        .into_iter()
+        .collect()
 }
 
 fn with(mut m: BTreeMap<String, String>, k: &str, v: Option<&str>) -> BTreeMap<String, String> {
