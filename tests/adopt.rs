@@ -297,6 +297,7 @@ async fn refusals_say_why_and_write_nothing() {
             &other_k8s,
             &busy,
             &early,
+            &image,
         ]
         .iter()
         .map(|i| spec(i))
@@ -345,6 +346,7 @@ async fn refusals_say_why_and_write_nothing() {
 
     // Named by a PV someone wrote by hand.
     let static_pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": format!("{}-static", c.ns)},
         "spec": {
             "capacity": {"storage": "16Mi"}, "accessModes": ["ReadWriteOnce"],
@@ -404,5 +406,4 @@ async fn refusals_say_why_and_write_nothing() {
         .map(|(id, _)| id)
         .unwrap();
     cli(&c.bed, "rbd", &["trash", "rm", &format!("kube/{id}")]);
-    cli(&c.bed, "rbd", &["rm", &spec(&image)]);
 }
