@@ -108,6 +108,7 @@ async fn a_kept_volume_is_adopted_with_its_bytes() {
     let a = overlay(&vec![0; size], &writes);
     write_extents(&c.bed, &spec(&image), &writes);
     let before = assert_image(&c.bed, &spec(&image), &a);
+    let flavour = volume_source(&c.pv_of(&claim).await).csi;
     drop(claim);
     forget(&c, "data", &uid).await;
     let pv = format!("pvc-{uid}");
@@ -173,12 +174,16 @@ async fn a_kept_volume_is_adopted_with_its_bytes() {
     );
     let src = volume_source(&written);
     assert_eq!(format!("{}/{}", src.pool, src.image), spec(&image));
+    assert_eq!(src.csi, flavour, "the flavour the provisioner gave it");
 
     let (claim, new_uid) = c.claim("data", &class).size("32Mi").bound().await;
     assert_ne!(new_uid, uid);
+    drop(claim);
+    let bound = c.pvcs().get("data").await.unwrap();
     assert_eq!(
-        c.pv_of(&claim).await.metadata.name.as_deref(),
-        Some(pv.as_str())
+        bound.spec.unwrap().volume_name.as_deref(),
+        Some(pv.as_str()),
+        "bound to the adopted PV"
     );
     assert_eq!(
         assert_image(&c.bed, &spec(&image), &a),

@@ -98,7 +98,9 @@ pub enum Refusal {
         "stamped by another Kubernetes cluster (kube-system uid {0}); if this cluster replaces it, rerun with --from-cluster {0}"
     )]
     OtherCluster(String),
-    #[error("its stamp is incomplete or names PV {pv:?}, not {expected}: adopt it by hand")]
+    #[error(
+        "its stamp is incomplete, or names PV {pv:?} where its image name implies {expected}: adopt it by hand"
+    )]
     IncompleteStamp { pv: String, expected: String },
     #[error("{0}")]
     Place(StampMismatch),
@@ -204,13 +206,18 @@ pub fn decide(c: &Candidate<'_>, f: &Facts<'_>) -> Verdict {
     if p != &f.me.provisioner {
         return refuse(Refusal::OtherProvisioner(p.clone()));
     }
-    let cluster = c.meta.get(owner::META_CLUSTER).cloned().unwrap_or_default();
-    if cluster != f.me.cluster && !f.from_clusters.contains(&cluster) {
-        return refuse(Refusal::OtherCluster(cluster));
-    }
     let expected = pv_name_for(c.image).unwrap_or_default();
     let stamp = Stamp::read(c.meta);
-    if stamp.as_ref().is_none_or(|s| s.pv != expected) || expected.is_empty() {
+    if let Some(cluster) = c.meta.get(owner::META_CLUSTER)
+        && cluster != &f.me.cluster
+        && !f.from_clusters.contains(cluster)
+    {
+        return refuse(Refusal::OtherCluster(cluster.clone()));
+    }
+    if stamp.as_ref().is_none_or(|s| s.pv != expected)
+        || expected.is_empty()
+        || !c.meta.contains_key(owner::META_CLUSTER)
+    {
         return refuse(Refusal::IncompleteStamp {
             pv: stamp.map(|s| s.pv).unwrap_or_default(),
             expected,

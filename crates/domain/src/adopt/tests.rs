@@ -179,6 +179,16 @@ fn decisions() {
             )
         },
         Case {
+            meta: with(kept(), owner::META_CLUSTER, None),
+            ..case(
+                "a stamp without its cluster",
+                refuse(Refusal::IncompleteStamp {
+                    pv: "pvc-u1".into(),
+                    expected: "pvc-u1".into(),
+                }),
+            )
+        },
+        Case {
             meta: with(kept(), owner::META_PV, Some("pvc-u2")),
             ..case(
                 "a stamp naming another PV than the image's",
