@@ -262,7 +262,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MigrateToCsi(args) => {
             Ok(crate::migrate::run(client, args.clone(), &cli.provisioner_name).await?)
         }
-        Command::Adopt(args) => crate::adopt::run(client, args.clone(), &cli).await,
+        Command::Adopt(args) => {
+            let globals = crate::adopt::Globals {
+                provisioner: &cli.provisioner_name,
+                service_account: &cli.service_account,
+                flavor: cli.volume_flavor.chosen(),
+            };
+            crate::adopt::run(client, args.clone(), globals).await
+        }
         Command::Doctor(args) => {
             crate::doctor::run(
                 client,

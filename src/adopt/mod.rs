@@ -138,17 +138,17 @@ pub(crate) struct Ctx {
     pub service_account: String,
 }
 
-/// Runs the command with the global flags it reads (provisioner name, ServiceAccount for
-/// RBAC hints, the flavour chosen for classes without one).
-pub async fn run(client: Client, args: AdoptArgs, cli: &crate::app::Cli) -> anyhow::Result<()> {
-    let rows = adopt(
-        client,
-        &args,
-        &cli.provisioner_name,
-        &cli.service_account,
-        cli.volume_flavor.chosen(),
-    )
-    .await?;
+/// The global flags `adopt` reads.
+pub struct Globals<'a> {
+    pub provisioner: &'a str,
+    /// Named in RBAC hints.
+    pub service_account: &'a str,
+    /// The flavour `--volume-flavor` chose for classes without one (`None`: by the server).
+    pub flavor: Option<Flavor>,
+}
+
+pub async fn run(client: Client, args: AdoptArgs, g: Globals<'_>) -> anyhow::Result<()> {
+    let rows = adopt(client, &args, g.provisioner, g.service_account, g.flavor).await?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Table => print!("{}", table(&rows, args.apply)),
