@@ -115,12 +115,16 @@ async fn a_kept_volume_is_adopted_with_its_bytes() {
     let meta_before = image_meta(&c.bed, &spec(&image));
 
     // audit -o json parses and lists it as kept.
-    let report = audit(
-        &c.bed,
-        env!("CARGO_BIN_EXE_rbd-provisioner").as_ref(),
-        &c.name,
-        &class,
-    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rbd-provisioner"))
+        .arg("--kubeconfig")
+        .arg(&c.bed.kubeconfig)
+        .args(["--provisioner-name", &c.name])
+        .args(["audit", "-o", "json", "--storage-class", &class])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_success("audit -o json", &out);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("audit -o json is JSON");
     assert!(
         report["orphaned_images"]
             .as_array()
