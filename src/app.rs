@@ -218,6 +218,9 @@ pub enum Command {
     /// Preflight a StorageClass (in the cluster, or a manifest before it is applied): a
     /// table of checks, each failure with the command that fixes it; non-zero exit on failure.
     Doctor(crate::doctor::DoctorArgs),
+    /// Give kept images (ours, stamped, no PV names them) their PVs back: a table of the pool's
+    /// kept images and whether each is adoptable; --apply writes the PVs (Retain, pre-bound).
+    Adopt(crate::adopt::AdoptArgs),
 }
 
 /// The log filter for `-v` counts, unless RUST_LOG says otherwise.
@@ -258,6 +261,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::MigrateToCsi(args) => {
             Ok(crate::migrate::run(client, args.clone(), &cli.provisioner_name).await?)
+        }
+        Command::Adopt(args) => {
+            let globals = crate::adopt::Globals {
+                provisioner: &cli.provisioner_name,
+                service_account: &cli.service_account,
+                flavor: cli.volume_flavor.chosen(),
+            };
+            crate::adopt::run(client, args.clone(), globals).await
         }
         Command::Doctor(args) => {
             crate::doctor::run(

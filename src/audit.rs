@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result, SecretRole};
 use crate::k8s;
+use crate::output::{Output, Progress};
 use crate::text::escape;
 use ceph::{Cluster, Credentials, RbdCluster, Timeouts};
 use domain::meta::qualified;
@@ -26,9 +27,13 @@ pub struct AuditArgs {
     #[arg(long)]
     pub storage_class: Option<String>,
 
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (the same as -o json).
     #[arg(long)]
     pub json: bool,
+
+    /// Output: table, or json for scripts.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -95,7 +100,7 @@ pub struct TrashItem {
 
 pub async fn run(client: Client, args: AuditArgs, provisioner: &str) -> anyhow::Result<()> {
     let report = audit(&client, &args, provisioner).await?;
-    if args.json {
+    if args.json || args.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", table(&report));
@@ -146,20 +151,7 @@ pub async fn audit(client: &Client, args: &AuditArgs, provisioner: &str) -> Resu
         if !seen.insert((p.monitors.join(","), p.pool.clone())) {
             continue;
         }
-        let key = k8s::ceph_key(
-            client,
-            SecretRole::Admin,
-            &p.admin_secret,
-            &p.admin_id,
-            "the caller",
-        )
-        .await?;
-        let creds = Credentials {
-            monitors: p.monitors.clone(),
-            user: p.admin_id.clone(),
-            key,
-        };
-        let cluster = match Cluster::connect(&creds, Timeouts::default()).await {
+        let cluster = match connect_admin(client, &p).await? {
             Ok(c) => c,
             Err(e) => {
                 report
@@ -175,6 +167,28 @@ pub async fn audit(client: &Client, args: &AuditArgs, provisioner: &str) -> Resu
         }
     }
     Ok(report)
+}
+
+/// A client of the class's Ceph cluster with its admin credentials, read with the caller's
+/// kubeconfig. The outer error: the Secret; the inner one: Ceph.
+pub(crate) async fn connect_admin(
+    client: &Client,
+    p: &params::ClassParams,
+) -> Result<std::result::Result<std::sync::Arc<Cluster>, ceph::CephError>> {
+    let key = k8s::ceph_key(
+        client,
+        SecretRole::Admin,
+        &p.admin_secret,
+        &p.admin_id,
+        "the caller",
+    )
+    .await?;
+    let creds = Credentials {
+        monitors: p.monitors.clone(),
+        user: p.admin_id.clone(),
+        key,
+    };
+    Ok(Cluster::connect(&creds, Timeouts::default()).await)
 }
 
 async fn pool(
@@ -212,10 +226,13 @@ async fn pool(
             deleted_at: e.deletion_time,
         });
     }
-    for image in images
+    let ours: Vec<&String> = images
         .iter()
         .filter(|i| i.starts_with(volume::IMAGE_PREFIX))
-    {
+        .collect();
+    let progress = Progress::new(ours.len(), &object);
+    for image in ours {
+        progress.step(image);
         if named.contains(&(pool.to_string(), image.clone())) {
             continue;
         }

@@ -25,6 +25,8 @@ pub enum Point {
     BeforeSnapshotStatus,
     /// A purge in the large lane, before it removes the image (`sleep-` only: 30 s).
     LargePurge,
+    /// `adopt` wrote the PV and has not re-stamped the image yet.
+    AdoptBeforeRestamp,
 }
 
 impl Point {
@@ -40,6 +42,7 @@ impl Point {
             Point::BeforeSnapshot => "before-snapshot",
             Point::BeforeSnapshotStatus => "before-snapshot-status",
             Point::LargePurge => "large-purge",
+            Point::AdoptBeforeRestamp => "adopt-before-restamp",
         }
     }
 }

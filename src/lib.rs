@@ -5,6 +5,7 @@
 //! wire decisions to I/O ([`controller`]), the API calls ([`k8s`]), leader election, metrics,
 //! and the subcommands ([`app`], [`doctor`], [`migrate`], [`audit`]).
 
+pub mod adopt;
 pub mod app;
 pub mod audit;
 pub mod controller;
@@ -15,6 +16,7 @@ pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod migrate;
+pub mod output;
 pub mod process;
 pub mod ratelimit;
 pub mod text;

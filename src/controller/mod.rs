@@ -36,6 +36,7 @@ use domain::params::Flavor;
 
 pub use context::Context;
 pub(crate) use provision::node_stage_secret;
+pub(crate) use run::cluster_uid;
 pub use run::run;
 
 /// Settings that do not change while running.

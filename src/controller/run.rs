@@ -51,7 +51,7 @@ pub(super) fn error_policy<K: CachedKind + Reconciled>(
 
 /// This Kubernetes cluster's identity for image stamps: the uid of `kube-system`, which no
 /// user can choose and which differs between clusters sharing a Ceph pool.
-async fn cluster_uid(client: &Client) -> Result<String, Error> {
+pub(crate) async fn cluster_uid(client: &Client) -> Result<String, Error> {
     let ns = Api::<Namespace>::all(client.clone())
         .get("kube-system")
         .await

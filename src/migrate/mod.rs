@@ -28,7 +28,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use serde_json::json;
 
 use crate::error::{Error, SecretRole, is_status};
-use crate::text::escape;
 use domain::migration::{
     self, ANN_BACKUP, ANN_STEP, BackupError, CsiSettings, Identity, Mismatch, Plan, SettingsError,
     Step,
@@ -36,7 +35,10 @@ use domain::migration::{
 use domain::params::{self, SecretRef};
 use domain::reclaim::spec_image;
 
+mod report;
 mod steps;
+
+use report::{Outcome, Report};
 
 use steps::{failpoint, finish, save_backup};
 
@@ -79,6 +81,10 @@ pub struct MigrateArgs {
     /// Seconds to wait, per volume, for the old PV to go and for the claim to bind again.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+
+    /// Output: lines as each volume is done, or json (one document at the end) for scripts.
+    #[arg(short = 'o', long, value_enum, default_value_t = crate::output::Output::Table)]
+    pub output: crate::output::Output,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,35 +194,6 @@ pub struct InUse {
 impl From<Error> for MigrateError {
     fn from(e: Error) -> Self {
         MigrateError::Provisioner(Box::new(e))
-    }
-}
-
-/// What happened to one volume.
-#[derive(Debug)]
-enum Outcome {
-    Migrated { resumed: bool },
-    WouldMigrate(String),
-    WouldResume(Step),
-    Skipped(String),
-    Refused(String),
-    Failed(MigrateError),
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Migrated { resumed: false } => write!(f, "migrated"),
-            Outcome::Migrated { resumed: true } => {
-                write!(f, "migrated (resumed an interrupted migration)")
-            }
-            Outcome::WouldMigrate(what) => write!(f, "would migrate: {what}"),
-            Outcome::WouldResume(step) => {
-                write!(f, "would resume an interrupted migration ({step})")
-            }
-            Outcome::Skipped(why) => write!(f, "skipped: {why}"),
-            Outcome::Refused(why) => write!(f, "refused: {why}"),
-            Outcome::Failed(e) => write!(f, "failed: {e}; rerun to resume"),
-        }
     }
 }
 
@@ -381,46 +358,33 @@ pub async fn run(
         items.entry(name).or_default().current = Some(pv.clone());
     }
 
-    let (mut refused, mut failed, mut changed) = (0, 0, 0);
+    let mut report = Report::new(args.output, items.len());
     if items.is_empty() {
-        say(&format!("StorageClass {class_name}: no PersistentVolumes"));
+        report.note(&format!("StorageClass {class_name}: no PersistentVolumes"));
     }
     for (name, item) in &items {
         let outcome = handle(&ctx, name, item, &claim_by_key).await;
-        match &outcome {
-            Outcome::Refused(_) => refused += 1,
-            Outcome::Failed(_) => failed += 1,
-            Outcome::Migrated { .. } | Outcome::WouldMigrate(_) | Outcome::WouldResume(_) => {
-                changed += 1
-            }
-            Outcome::Skipped(_) => {}
-        }
-        say(&format!("{}: {outcome}", item.label(name)));
+        report.volume(name, &item.label(name), outcome);
     }
     for c in &claims.items {
         if let Some(note) = migration::stale_claim_note(c, &class_name) {
-            say(&format!(
+            report.note(&format!(
                 "claim {}/{}: {note}",
                 c.metadata.namespace.as_deref().unwrap_or_default(),
                 c.metadata.name.as_deref().unwrap_or_default()
             ));
         }
     }
-    if changed > 0
+    if report.changed > 0
         && let Some(note) = migration::class_note(&class_name, class_params.as_ref())
     {
-        say(&format!("note: {note}"));
+        report.note(&format!("note: {note}"));
     }
+    let (refused, failed) = report.finish();
     if refused + failed > 0 {
         return Err(MigrateError::Unfinished { refused, failed });
     }
     Ok(())
-}
-
-/// Prints one line of the report. Whole lines are escaped: names, annotations, images and the
-/// API server's messages about them all come from objects others may write.
-fn say(line: &str) {
-    println!("{}", escape(line));
 }
 
 /// The target driver must be registered before any PV is rewritten for it: a csi PV of a driver

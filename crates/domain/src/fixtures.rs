@@ -105,3 +105,32 @@ pub fn recorded_admin(admin_id: &str, secret: &str) -> AdminSource {
         },
     }
 }
+
+/// Provisioner `ceph.com/rbd` of Kubernetes cluster `c-1`.
+pub fn instance() -> crate::owner::Instance {
+    crate::owner::Instance {
+        provisioner: "ceph.com/rbd".into(),
+        cluster: "c-1".into(),
+    }
+}
+
+/// Ceph cluster `f-1`, pool id 3.
+pub fn place() -> crate::owner::Place {
+    crate::owner::Place {
+        fsid: "f-1".into(),
+        pool_id: 3,
+    }
+}
+
+/// The stamp of claim `ns/data` (uid `u1`, PV `pvc-u1`) made at 1000 in [`place`].
+pub fn stamp(pv_state: crate::owner::PvState) -> crate::owner::Stamp {
+    crate::owner::Stamp {
+        pv: "pvc-u1".into(),
+        claim_namespace: "ns".into(),
+        claim_name: "data".into(),
+        claim_uid: "u1".into(),
+        created: 1000,
+        place: Some(place()),
+        pv_state,
+    }
+}

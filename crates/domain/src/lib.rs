@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adopt;
 pub mod claim;
 pub mod clone;
 #[cfg(any(test, feature = "fixtures"))]

@@ -1,29 +1,15 @@
 use super::*;
 
 fn me() -> Instance {
-    Instance {
-        provisioner: "ceph.com/rbd".into(),
-        cluster: "c-1".into(),
-    }
+    crate::fixtures::instance()
 }
 
 fn here() -> Place {
-    Place {
-        fsid: "f-1".into(),
-        pool_id: 3,
-    }
+    crate::fixtures::place()
 }
 
 fn stamp() -> Stamp {
-    Stamp {
-        pv: "pvc-u1".into(),
-        claim_namespace: "ns".into(),
-        claim_name: "data".into(),
-        claim_uid: "u1".into(),
-        created: 1000,
-        place: Some(here()),
-        pv_state: PvState::None,
-    }
+    crate::fixtures::stamp(PvState::None)
 }
 
 fn meta_of(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
