@@ -175,6 +175,29 @@ pub fn dashboard_gaps(json: &serde_json::Value, metrics_text: &str) -> Vec<Strin
     gaps
 }
 
+/// The dashboard of `docs/` and the chart's copy are the same file, and name only metrics the
+/// `/metrics` text exports, but for families named by a prefix in `unsampled` (labelled
+/// families the caller gave no sample).
+pub fn assert_dashboard_exported(metrics: &str, unsampled: &[&str]) {
+    let docs = crate::repo_file("docs/grafana-dashboard.json");
+    assert_eq!(
+        docs,
+        crate::repo_file("charts/rbd-provisioner/dashboards/rbd-provisioner.json"),
+        "the chart ships docs/grafana-dashboard.json as it is"
+    );
+    let dash: serde_json::Value = serde_json::from_str(&docs).unwrap();
+    assert!(dashboard_queries(&dash).len() >= 15, "too few queries");
+    let gaps: Vec<String> = dashboard_gaps(&dash, metrics)
+        .into_iter()
+        .filter(|g| {
+            !unsampled
+                .iter()
+                .any(|u| g.starts_with(u) && g.contains(" is not exported"))
+        })
+        .collect();
+    assert!(gaps.is_empty(), "{}\n/metrics:\n{metrics}", gaps.join("\n"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
