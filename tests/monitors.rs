@@ -47,11 +47,23 @@ fn dead_monitor() -> String {
     format!("v1:127.0.0.1:{port}")
 }
 
+/// Rewrites the monitors PV `pvc-<uid>` records to an address nothing answers at: (PV, address).
+async fn record_dead_monitors(c: &Scenario, uid: &str) -> (String, String) {
+    let pv = format!("pvc-{uid}");
+    let dead = dead_monitor();
+    let patch = json!({"metadata": {"annotations": {ANN_MONITORS: dead}}});
+    c.patch_pv(&pv, patch).await;
+    (pv, dead)
+}
+
 /// Recreates class `name` (its parameters are immutable) as it was, with `monitors`.
 async fn recreate_class(c: &Scenario, name: &str, monitors: &str) {
     let classes: Api<StorageClass> = Api::all(c.admin.clone());
     let mut class = classes.get(name).await.unwrap();
-    classes.delete(name, &DeleteParams::default()).await.unwrap();
+    classes
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
     wait_absent(&classes, name, &format!("class {name} gone"), T).await;
     class
         .parameters
@@ -61,7 +73,10 @@ async fn recreate_class(c: &Scenario, name: &str, monitors: &str) {
         name: Some(name.into()),
         ..Default::default()
     };
-    classes.create(&PostParams::default(), &class).await.unwrap();
+    classes
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
 }
 
 /// Sets (or with `None` removes) the entry for `cluster_id` in ceph-csi's ConfigMap, in
@@ -96,6 +111,35 @@ async fn csi_config_entry(admin: &Client, cluster_id: &str, monitors: Option<&[&
     panic!("ConfigMap {CSI_CONFIG_NS}/{CSI_CONFIG} kept changing under us");
 }
 
+/// A csi class `<ns>-<suffix>` of clusterID `cluster_id` with these extra parameters
+/// (`monitors` among them, or the bed's).
+async fn csi_class(
+    c: &Scenario,
+    suffix: &str,
+    cluster_id: &str,
+    params: &[(&str, &str)],
+    extra: serde_json::Value,
+) -> String {
+    let secret = format!("{}-node-stage", c.ns);
+    let mut over = vec![
+        ("volumeFlavor", "csi"),
+        ("clusterID", cluster_id),
+        ("csiNodeStageSecretName", secret.as_str()),
+        ("csiNodeStageSecretNamespace", "default"),
+    ];
+    over.extend_from_slice(params);
+    c.class(suffix, &over, extra).await
+}
+
+/// Whether a line of `doctor`'s table has status `status`, check `check` and every needle.
+fn has_row(text: &str, status: &str, check: &str, needles: &[&str]) -> bool {
+    text.lines().any(|l| {
+        l.starts_with(status)
+            && l[status.len()..].trim_start().starts_with(check)
+            && needles.iter().all(|n| l.contains(n))
+    })
+}
+
 /// The class's monitors move (recreated with the other address form) and the PV's record
 /// points nowhere: the older csi volume (carrying the class's mounter and map options) is
 /// still grown and deleted, and so is a volume of the default flavour (in-tree on 1.20).
@@ -105,22 +149,19 @@ async fn volumes_are_grown_and_deleted_after_their_monitors_move() {
     let (v1, v2) = mon_forms(&c.bed);
     let delete = json!({"reclaimPolicy": "Delete", "allowVolumeExpansion": true});
     let cluster_id = unique("monmove");
-    let csi = c
-        .class(
-            "csi",
-            &[
-                ("monitors", &v1),
-                ("volumeFlavor", "csi"),
-                ("clusterID", &cluster_id),
-                ("csiNodeStageSecretName", &format!("{}-node-stage", c.ns)),
-                ("csiNodeStageSecretNamespace", "default"),
-                ("mounter", "rbd-nbd"),
-                ("mapOptions", "nbd:try-netlink"),
-                ("unmapOptions", "krbd:force"),
-            ],
-            delete.clone(),
-        )
-        .await;
+    let csi = csi_class(
+        &c,
+        "csi",
+        &cluster_id,
+        &[
+            ("monitors", &v1),
+            ("mounter", "rbd-nbd"),
+            ("mapOptions", "nbd:try-netlink"),
+            ("unmapOptions", "krbd:force"),
+        ],
+        delete.clone(),
+    )
+    .await;
     let plain = c.class("plain", &[("monitors", &v1)], delete).await;
     let (pvc, uid) = c.bound(&csi, "old", "64Mi").await;
     let (_, plain_uid) = c.bound(&plain, "plain", "64Mi").await;
@@ -136,13 +177,7 @@ async fn volumes_are_grown_and_deleted_after_their_monitors_move() {
         "{attrs:?}"
     );
 
-    let pv_name = format!("pvc-{uid}");
-    let dead = dead_monitor();
-    c.patch_pv(
-        &pv_name,
-        json!({"metadata": {"annotations": {ANN_MONITORS: dead}}}),
-    )
-    .await;
+    let (pv_name, dead) = record_dead_monitors(&c, &uid).await;
     recreate_class(&c, &csi, &v2).await;
     recreate_class(&c, &plain, &v2).await;
 
@@ -168,28 +203,15 @@ async fn a_volume_whose_class_is_gone_is_deleted_through_ceph_csi_config() {
     let c = Scenario::new("moncfg").await;
     let (_, v2) = mon_forms(&c.bed);
     let cluster_id = unique("moncfg");
-    let csi = c
-        .class(
-            "csi",
-            &[
-                ("volumeFlavor", "csi"),
-                ("clusterID", &cluster_id),
-                ("csiNodeStageSecretName", &format!("{}-node-stage", c.ns)),
-                ("csiNodeStageSecretNamespace", "default"),
-            ],
-            json!({"reclaimPolicy": "Delete"}),
-        )
-        .await;
+    let delete = json!({"reclaimPolicy": "Delete"});
+    let csi = csi_class(&c, "csi", &cluster_id, &[], delete).await;
     let (_, uid) = c.bound(&csi, "stranded", "64Mi").await;
-    let pv_name = format!("pvc-{uid}");
-    let dead = dead_monitor();
-    c.patch_pv(
-        &pv_name,
-        json!({"metadata": {"annotations": {ANN_MONITORS: dead}}}),
-    )
-    .await;
+    let (pv_name, dead) = record_dead_monitors(&c, &uid).await;
     let classes: Api<StorageClass> = Api::all(c.admin.clone());
-    classes.delete(&csi, &DeleteParams::default()).await.unwrap();
+    classes
+        .delete(&csi, &DeleteParams::default())
+        .await
+        .unwrap();
     wait_absent(&classes, &csi, "class gone", T).await;
     // An entry for another cluster only: this one's clusterID is unknown there.
     csi_config_entry(&c.admin, &format!("{cluster_id}-other"), Some(&[&v2])).await;
@@ -217,6 +239,51 @@ async fn a_volume_whose_class_is_gone_is_deleted_through_ceph_csi_config() {
     csi_config_entry(&c.admin, &cluster_id, Some(&[&v2])).await;
     c.wait_pv_gone(&uid).await;
     assert!(!rbd_ls(&c.bed, "kube").contains(&image_of(&uid)));
+    csi_config_entry(&c.admin, &cluster_id, None).await;
+    csi_config_entry(&c.admin, &format!("{cluster_id}-other"), None).await;
+}
+
+/// `doctor` checks the class's clusterID against `ceph-csi-config`, and each monitor list for
+/// the cluster against `ceph mon dump`.
+#[tokio::test]
+async fn doctor_checks_cluster_ids_and_monitor_lists() {
+    let c = Scenario::new("mondoc").await;
+    let (v1, v2) = mon_forms(&c.bed);
+    let cluster_id = unique("mondoc");
+    let good = csi_class(&c, "good", &cluster_id, &[("monitors", &v1)], json!({})).await;
+    let stale_monitors = format!("{v1},{}", dead_monitor());
+    let stale = [("monitors", stale_monitors.as_str())];
+    let stale = csi_class(&c, "stale", &cluster_id, &stale, json!({})).await;
+    let doctor = |class: &str| {
+        testbed::doctor(
+            &c.bed,
+            env!("CARGO_BIN_EXE_rbd-provisioner").as_ref(),
+            &c.name,
+            class,
+            &[],
+        )
+        .1
+    };
+    // The ConfigMap exists but knows another cluster only.
+    csi_config_entry(&c.admin, &format!("{cluster_id}-other"), Some(&[&v2])).await;
+    let text = doctor(&good);
+    let id_of_class = format!("StorageClass {good} ({cluster_id})");
+    assert!(
+        has_row(&text, "WARN", "cluster id", &[&id_of_class]),
+        "{text}"
+    );
+    assert!(has_row(&text, "OK", "monitor map", &[&v1]), "{text}");
+    csi_config_entry(&c.admin, &cluster_id, Some(&[&v2])).await;
+    let text = doctor(&good);
+    assert!(has_row(&text, "OK", "cluster id", &[&cluster_id]), "{text}");
+    let from_config = format!("ConfigMap {CSI_CONFIG_NS}/{CSI_CONFIG}: {v2} in ceph mon dump");
+    assert!(
+        has_row(&text, "OK", "monitor map", &[&from_config]),
+        "{text}"
+    );
+    let text = doctor(&stale);
+    let not_in = [stale.as_str(), "not in the cluster's monitor map"];
+    assert!(has_row(&text, "WARN", "monitor map", &not_in), "{text}");
     csi_config_entry(&c.admin, &cluster_id, None).await;
     csi_config_entry(&c.admin, &format!("{cluster_id}-other"), None).await;
 }

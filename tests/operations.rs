@@ -20,26 +20,7 @@ fn kubectl(bed: &Bed) -> Command {
 
 /// Runs `doctor --storage-class` as an operator would; exit success and the table.
 fn doctor(s: &Scenario, class: &str) -> (bool, String) {
-    let out = Command::new(bin())
-        .arg("--kubeconfig")
-        .arg(&s.bed.kubeconfig)
-        .args([
-            "--provisioner-name",
-            &s.name,
-            "doctor",
-            "--storage-class",
-            class,
-        ])
-        .env_remove("KUBECONFIG")
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run doctor");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    testbed::doctor(&s.bed, bin().as_ref(), &s.name, class, &[])
 }
 
 #[tokio::test]

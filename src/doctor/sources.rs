@@ -12,11 +12,14 @@ use super::{Row, Status, row};
 use crate::k8s::operator_resource;
 use domain::monitors;
 
+/// A clusterID and its monitors, as a source lists them.
+pub type Entry = (String, Vec<String>);
+
 /// What the sources say, read once: `None` for a source not configured or not served.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Known {
     /// `namespace/name` of `ceph-csi-config` and its entries (or why it could not be read).
-    pub csi_config: Option<(String, Result<Vec<(String, Vec<String>)>, String>)>,
+    pub csi_config: Option<(String, Result<Vec<Entry>, String>)>,
     /// ClientProfiles (`namespace/name`, its name being the clusterID) and their
     /// CephConnection's monitors; `None` when the CRDs are not served.
     pub profiles: Option<Vec<(String, String, Vec<String>)>>,

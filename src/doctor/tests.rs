@@ -79,22 +79,27 @@ fn table_shows_control_characters_of_objects_escaped() {
 }
 
 mod sources {
-    use super::super::sources::*;
     use super::super::Status;
+    use super::super::sources::*;
 
     fn v(l: &[&str]) -> Vec<String> {
         l.iter().map(|s| s.to_string()).collect()
     }
 
     fn ids(l: &[(&str, &str)]) -> Vec<(String, String)> {
-        l.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        l.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     fn with_config_map(entries: &[(&str, &[&str])]) -> Known {
         Known {
             csi_config: Some((
                 "kube-system/ceph-csi-config".into(),
-                Ok(entries.iter().map(|(id, m)| (id.to_string(), v(m))).collect()),
+                Ok(entries
+                    .iter()
+                    .map(|(id, m)| (id.to_string(), v(m)))
+                    .collect()),
             )),
             profiles: None,
         }
@@ -167,6 +172,10 @@ mod sources {
             "{rows:?}"
         );
         assert!(rows[0].detail.contains("127.0.0.1:6790 not in"), "{rows:?}");
-        assert!(rows[1].detail.starts_with("ConfigMap kube-system/ceph-csi-config"));
+        assert!(
+            rows[1]
+                .detail
+                .starts_with("ConfigMap kube-system/ceph-csi-config")
+        );
     }
 }

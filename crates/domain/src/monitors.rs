@@ -215,19 +215,14 @@ pub fn csi_config_monitors(
     config_json: Option<&str>,
     cluster_id: &str,
 ) -> Result<Option<Vec<String>>, CsiConfigError> {
-    let raw = config_json.ok_or(CsiConfigError::NoKey)?;
-    let v: Value =
-        serde_json::from_str(raw).map_err(|e| CsiConfigError::Malformed(e.to_string()))?;
-    let entries = v
-        .as_array()
-        .ok_or_else(|| CsiConfigError::Malformed("not a list".into()))?;
+    let entries = csi_config_entries(config_json.ok_or(CsiConfigError::NoKey)?)?;
     Ok(entries
-        .iter()
-        .find(|e| e.get("clusterID").and_then(Value::as_str) == Some(cluster_id))
-        .map(|e| strings(e.get("monitors"))))
+        .into_iter()
+        .find(|(id, _)| id == cluster_id)
+        .map(|(_, m)| m))
 }
 
-/// The clusterIDs `ceph-csi-config` knows (for `doctor`), with their monitors.
+/// The clusterIDs `ceph-csi-config` knows, with their monitors.
 pub fn csi_config_entries(config_json: &str) -> Result<Vec<(String, Vec<String>)>, CsiConfigError> {
     let v: Value =
         serde_json::from_str(config_json).map_err(|e| CsiConfigError::Malformed(e.to_string()))?;

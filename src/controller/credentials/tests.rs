@@ -80,6 +80,14 @@ mod sources {
         pv
     }
 
+    /// A second cluster with another fsid, answering at `other:6789` to the scene's key.
+    fn other_cluster(scene: &Scene) -> FakeCeph {
+        let other = FakeCeph::with_pools(&[POOL]).at_monitors("other:6789");
+        other.set_fsid("0b7c0a4e-0000-4000-8000-000000000000");
+        scene.connector.serve(&other, "admin", ADMIN_KEY);
+        other
+    }
+
     fn config_map(entries: serde_json::Value) -> Step {
         let cm = ConfigMap {
             data: Some(BTreeMap::from([(
@@ -163,10 +171,7 @@ mod sources {
     #[tokio::test]
     async fn another_cluster_under_the_same_cluster_id_is_passed_over() {
         let scene = Scene::new();
-        // A second cluster answering at the ConfigMap's monitors, with another fsid.
-        let other = FakeCeph::with_pools(&[POOL]).at_monitors("other:6789");
-        other.set_fsid("0b7c0a4e-0000-4000-8000-000000000000");
-        scene.connector.serve(&other, "admin", ADMIN_KEY);
+        let other = other_cluster(&scene);
         other.put_image(POOL, &domain::volume::image_name(UID), 1 << 30);
         let mut pv = moved_pv(&scene);
         pv.spec.as_mut().unwrap().rbd.as_mut().unwrap().monitors = vec![MONITORS.into()];
@@ -190,9 +195,7 @@ mod sources {
     #[tokio::test]
     async fn nothing_reaching_the_cluster_names_every_source_tried_and_changes_nothing() {
         let scene = Scene::new();
-        let other = FakeCeph::with_pools(&[POOL]).at_monitors("other:6789");
-        other.set_fsid("0b7c0a4e-0000-4000-8000-000000000000");
-        scene.connector.serve(&other, "admin", ADMIN_KEY);
+        let other = other_cluster(&scene);
         let pv = moved_pv(&scene);
         let t = reclaim::target(&pv).unwrap();
         let script = vec![

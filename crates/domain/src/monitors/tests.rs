@@ -8,6 +8,9 @@ fn v(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// A source and the monitors it offers.
+type Offer = (Source, Vec<String>);
+
 fn profile(name: &str) -> Source {
     Source::ClientProfile {
         profile: format!("ceph-csi-operator/{name}"),
@@ -23,7 +26,7 @@ fn candidates_come_in_order_class_config_profiles_recorded() {
         client_profiles: vec![(profile("p"), v(&["p:3300"]))],
         recorded: v(&["r:6789"]),
     };
-    let cases: Vec<(&str, Offers, Vec<(Source, Vec<String>)>)> = vec![
+    let cases: Vec<(&str, Offers, Vec<Offer>)> = vec![
         (
             "every source",
             all.clone(),
@@ -75,7 +78,7 @@ fn candidates_come_in_order_class_config_profiles_recorded() {
         ("nothing at all", Offers::default(), vec![]),
     ];
     for (name, offers, want) in cases {
-        let got: Vec<(Source, Vec<String>)> = candidates(offers)
+        let got: Vec<Offer> = candidates(offers)
             .into_iter()
             .map(|c| (c.source, c.monitors))
             .collect();
@@ -189,11 +192,8 @@ fn describe_names_every_source_and_what_it_said() {
 #[test]
 fn ceph_csi_config_is_read_as_ceph_csi_writes_it() {
     let cfg = r#"[{"clusterID":"c1","monitors":["10.0.0.1:6789","10.0.0.2:6789"]},{"clusterID":"c2","monitors":[]}]"#;
-    let cases: [(
-        Option<&str>,
-        &str,
-        Result<Option<Vec<String>>, CsiConfigError>,
-    ); 5] = [
+    type Read = Result<Option<Vec<String>>, CsiConfigError>;
+    let cases: [(Option<&str>, &str, Read); 5] = [
         (
             Some(cfg),
             "c1",

@@ -360,7 +360,8 @@ fn node_mapping_settings() {
             ("unmapOptions", "krbd:force".to_string()),
         ]
     );
-    let cases: [(&[(&str, &str)], Vec<ParamError>); 5] = [
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Pairs, Vec<ParamError>); 5] = [
         (&[("mounter", "rbd")], vec![]),
         (
             &[("mounter", "krbd")],
