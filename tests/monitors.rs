@@ -177,7 +177,7 @@ async fn volumes_are_grown_and_deleted_after_their_monitors_move() {
         "{attrs:?}"
     );
 
-    let (pv_name, dead) = record_dead_monitors(&c, &uid).await;
+    record_dead_monitors(&c, &uid).await;
     recreate_class(&c, &csi, &v2).await;
     recreate_class(&c, &plain, &v2).await;
 
@@ -286,4 +286,82 @@ async fn doctor_checks_cluster_ids_and_monitor_lists() {
     assert!(has_row(&text, "WARN", "monitor map", &not_in), "{text}");
     csi_config_entry(&c.admin, &cluster_id, None).await;
     csi_config_entry(&c.admin, &format!("{cluster_id}-other"), None).await;
+}
+
+/// Minimal CRDs for ceph-csi-operator's two kinds (the fields read are schema-less here), as
+/// the operator serves them: group `csi.ceph.io`, version `v1alpha1`, namespaced.
+async fn operator_crds(admin: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for (kind, plural) in [
+        ("ClientProfile", "clientprofiles"),
+        ("CephConnection", "cephconnections"),
+    ] {
+        let name = format!("{plural}.csi.ceph.io");
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {"group": "csi.ceph.io", "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                    "listKind": format!("{kind}List")},
+                "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]}});
+        let pp = PatchParams::apply("rbdp-tests").force();
+        crds.patch(&name, &pp, &Patch::Apply(&crd)).await.unwrap();
+        wait_for(&format!("CRD {name} established"), T, || async {
+            let c = crds.get(&name).await.ok()?;
+            c.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+/// The class is gone, the PV's record points nowhere, ceph-csi-config knows nothing of the
+/// volume: ceph-csi-operator's ClientProfile named after its clusterID, through the
+/// CephConnection it names, says where the cluster is, and the deletion completes.
+#[tokio::test]
+async fn a_client_profile_reaches_a_volume_whose_class_is_gone() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let c = Scenario::new("monprof").await;
+    operator_crds(&c.admin).await;
+    let (_, v2) = mon_forms(&c.bed);
+    let cluster_id = unique("monprof");
+    let delete = json!({"reclaimPolicy": "Delete"});
+    let csi = csi_class(&c, "csi", &cluster_id, &[], delete).await;
+    let (_, uid) = c.bound(&csi, "profiled", "64Mi").await;
+    record_dead_monitors(&c, &uid).await;
+    let classes: Api<StorageClass> = Api::all(c.admin.clone());
+    classes
+        .delete(&csi, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_absent(&classes, &csi, "class gone", T).await;
+    let api = |kind: &str| -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("csi.ceph.io", "v1alpha1", kind);
+        Api::namespaced_with(c.admin.clone(), &c.ns, &ApiResource::from_gvk(&gvk))
+    };
+    let objects = [
+        ("CephConnection", "conn", json!({"monitors": [v2]})),
+        (
+            "ClientProfile",
+            cluster_id.as_str(),
+            json!({"cephConnectionRef": {"name": "conn"}, "rbd": {}}),
+        ),
+    ];
+    for (kind, name, spec) in objects {
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "csi.ceph.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": c.ns}, "spec": spec}))
+        .unwrap();
+        api(kind).create(&PostParams::default(), &o).await.unwrap();
+    }
+    c.delete_claim("profiled").await;
+    c.wait_pv_gone(&uid).await;
+    assert!(!rbd_ls(&c.bed, "kube").contains(&image_of(&uid)));
 }
