@@ -145,18 +145,8 @@ impl Context {
             .filter(|c| !matches!(c.source, Source::Class(_)))
             .collect();
         if !rest.is_empty() {
-            let admin = match self.admin_credentials(&pv_name, t).await {
-                Ok(a) => a,
-                Err(e) if tried.is_empty() => return Err(e),
-                Err(e) => {
-                    tried.push(Tried {
-                        source: Source::Recorded,
-                        monitors: Vec::new(),
-                        outcome: format!("no admin key to try the other sources with: {e}"),
-                    });
-                    return Err(refuse(unreached(cluster_id.as_deref(), &tried)));
-                }
-            };
+            // Without an admin key nothing can be tried: its own error says what to fix.
+            let admin = self.admin_credentials(&pv_name, t).await?;
             for c in rest {
                 let creds = Credentials {
                     monitors: c.monitors.clone(),
