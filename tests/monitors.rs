@@ -200,7 +200,8 @@ async fn volumes_are_grown_and_deleted_after_their_monitors_move() {
 /// names the volume's clusterID with live monitors: the deletion completes.
 #[tokio::test]
 async fn a_volume_whose_class_is_gone_is_deleted_through_ceph_csi_config() {
-    let c = Scenario::new("moncfg").await;
+    // Nothing wakes the deletion when the ConfigMap changes: its retries must come often.
+    let c = Scenario::with_env("moncfg", &[("RETRY_INTERVAL_MAX", "5s")]).await;
     let (_, v2) = mon_forms(&c.bed);
     let cluster_id = unique("moncfg");
     let delete = json!({"reclaimPolicy": "Delete"});
