@@ -272,8 +272,8 @@ async fn namespace_overlay_renders_and_applies() {
     assert_eq!(find("Deployment", "storage"), 1);
     assert_eq!(
         find("Role", "storage"),
-        1,
-        "Lease role follows the namespace"
+        2,
+        "the Lease's and ceph-csi-config's Roles follow the namespace"
     );
     assert_eq!(find("RoleBinding", "ceph"), 1);
     assert_eq!(find("RoleBinding", "apps"), 1);
@@ -293,7 +293,10 @@ async fn namespace_overlay_renders_and_applies() {
     {
         assert_eq!(d["subjects"][0]["namespace"], "storage", "{d}");
     }
-    let lease = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    let lease = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "rbd-provisioner-leader-election")
+        .unwrap();
     assert_eq!(
         lease["rules"][1]["resourceNames"][0], "rbd-provisioner-ceph-com-rbd",
         "{lease}"
