@@ -279,7 +279,7 @@ pub enum FactsDisagree {
     },
     /// No monitor list from any source reached the cluster the image was made in.
     #[error(
-        "no source's monitors reach the Ceph cluster its image was made in{cluster}: {tried}. Put the cluster's current monitors in the PV's StorageClass, in the ceph-csi-config entry for its clusterID, or in its {ANN_MONITORS} annotation; this is retried",
+        "no source's monitors reach the Ceph cluster its image was made in{cluster}: {tried}; nothing was changed. Put the cluster's current monitors in the PV's StorageClass, in the ceph-csi-config entry for its clusterID, or in its {ANN_MONITORS} annotation; this is retried",
         ANN_MONITORS = domain::volume::ANN_MONITORS
     )]
     Unreached {
