@@ -56,6 +56,23 @@ async fn record_dead_monitors(c: &Scenario, uid: &str) -> (String, String) {
     (pv, dead)
 }
 
+/// A bound csi volume of claim `claim` (class of reclaim policy Delete, clusterID
+/// `cluster_id`) whose recorded monitors answer nowhere and whose class is gone: its uid, PV,
+/// and the dead address.
+async fn stranded(c: &Scenario, cluster_id: &str, claim: &str) -> (String, String, String) {
+    let delete = json!({"reclaimPolicy": "Delete"});
+    let csi = csi_class(c, claim, cluster_id, &[], delete).await;
+    let (_, uid) = c.bound(&csi, claim, "64Mi").await;
+    let (pv, dead) = record_dead_monitors(c, &uid).await;
+    let classes: Api<StorageClass> = Api::all(c.admin.clone());
+    classes
+        .delete(&csi, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_absent(&classes, &csi, "class gone", T).await;
+    (uid, pv, dead)
+}
+
 /// Recreates class `name` (its parameters are immutable) as it was, with `monitors`.
 async fn recreate_class(c: &Scenario, name: &str, monitors: &str) {
     let classes: Api<StorageClass> = Api::all(c.admin.clone());
@@ -204,16 +221,7 @@ async fn a_volume_whose_class_is_gone_is_deleted_through_ceph_csi_config() {
     let c = Scenario::with_env("moncfg", &[("RETRY_INTERVAL_MAX", "5s")]).await;
     let (_, v2) = mon_forms(&c.bed);
     let cluster_id = unique("moncfg");
-    let delete = json!({"reclaimPolicy": "Delete"});
-    let csi = csi_class(&c, "csi", &cluster_id, &[], delete).await;
-    let (_, uid) = c.bound(&csi, "stranded", "64Mi").await;
-    let (pv_name, dead) = record_dead_monitors(&c, &uid).await;
-    let classes: Api<StorageClass> = Api::all(c.admin.clone());
-    classes
-        .delete(&csi, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_absent(&classes, &csi, "class gone", T).await;
+    let (uid, pv_name, dead) = stranded(&c, &cluster_id, "stranded").await;
     // An entry for another cluster only: this one's clusterID is unknown there.
     csi_config_entry(&c.admin, &format!("{cluster_id}-other"), Some(&[&v2])).await;
 
@@ -333,16 +341,7 @@ async fn a_client_profile_reaches_a_volume_whose_class_is_gone() {
     operator_crds(&c.admin).await;
     let (_, v2) = mon_forms(&c.bed);
     let cluster_id = unique("monprof");
-    let delete = json!({"reclaimPolicy": "Delete"});
-    let csi = csi_class(&c, "csi", &cluster_id, &[], delete).await;
-    let (_, uid) = c.bound(&csi, "profiled", "64Mi").await;
-    record_dead_monitors(&c, &uid).await;
-    let classes: Api<StorageClass> = Api::all(c.admin.clone());
-    classes
-        .delete(&csi, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_absent(&classes, &csi, "class gone", T).await;
+    let (uid, ..) = stranded(&c, &cluster_id, "profiled").await;
     let api = |kind: &str| -> Api<DynamicObject> {
         let gvk = GroupVersionKind::gvk("csi.ceph.io", "v1alpha1", kind);
         Api::namespaced_with(c.admin.clone(), &c.ns, &ApiResource::from_gvk(&gvk))
