@@ -169,6 +169,15 @@ pub struct Cli {
     #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", value_name = "DURATION", default_value = "2s", value_parser = crate::leader::parse_duration)]
     pub leader_election_retry_period: Duration,
 
+    /// ceph-csi's ConfigMap of clusterIDs and their monitors, read when a volume's class no longer reaches its cluster: NAME (in the Lease's namespace) or NAMESPACE/NAME; empty: not read.
+    #[arg(
+        long,
+        env = "CEPH_CSI_CONFIG",
+        default_value = "ceph-csi-config",
+        global = true
+    )]
+    pub ceph_csi_config: String,
+
     /// Our ServiceAccount as namespace:name, named in RBAC hints.
     #[arg(
         long,
@@ -277,6 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &cli.provisioner_name,
                 &cli.service_account,
                 cli.volume_flavor.chosen(),
+                ceph_csi_config(&cli.ceph_csi_config, &cli.leader_election_namespace)?.as_ref(),
             )
             .await
         }
@@ -373,6 +383,8 @@ async fn run_provisioner(
         retry_start: cli.retry_interval_start.max(Duration::from_millis(10)),
         retry_max: cli.retry_interval_max.max(cli.retry_interval_start),
         replica: me.clone(),
+        ceph_csi_config: ceph_csi_config(&cli.ceph_csi_config, &cli.leader_election_namespace)?,
+        client_profiles: true,
     };
     let elector = cli.leader_elect.then(|| {
         Elector::new(
@@ -457,6 +469,24 @@ async fn terminated() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// `--ceph-csi-config` as (namespace, name): a bare name is in `own_namespace`; empty: none.
+pub fn ceph_csi_config(
+    flag: &str,
+    own_namespace: &str,
+) -> anyhow::Result<Option<(String, String)>> {
+    let flag = flag.trim();
+    if flag.is_empty() {
+        return Ok(None);
+    }
+    let (ns, name) = flag.split_once('/').unwrap_or((own_namespace, flag));
+    if ns.is_empty() || name.is_empty() || name.contains('/') {
+        anyhow::bail!(
+            "--ceph-csi-config {flag:?}: give NAME, NAMESPACE/NAME, or \"\" to not read it"
+        );
+    }
+    Ok(Some((ns.to_string(), name.to_string())))
 }
 
 #[cfg(test)]

@@ -277,6 +277,17 @@ pub enum FactsDisagree {
         /// Said when the pool is younger than the PV.
         younger: String,
     },
+    /// No monitor list from any source reached the cluster the image was made in.
+    #[error(
+        "no source's monitors reach the Ceph cluster its image was made in{cluster}: {tried}; nothing was changed. Put the cluster's current monitors in the PV's StorageClass, in the ceph-csi-config entry for its clusterID, or in its {ANN_MONITORS} annotation; this is retried",
+        ANN_MONITORS = domain::volume::ANN_MONITORS
+    )]
+    Unreached {
+        /// " (clusterID X)" when the volume has one.
+        cluster: String,
+        /// Every source tried and what each said (`monitors::describe`).
+        tried: String,
+    },
 }
 
 impl Error {

@@ -388,6 +388,19 @@ pub async fn create_pv(client: &Client, pv: &PersistentVolume, provisioner: &str
     }
 }
 
+/// ceph-csi-operator's API group and version, as its CRDs serve them.
+pub const OPERATOR_GROUP: &str = "csi.ceph.io";
+pub const OPERATOR_VERSION: &str = "v1alpha1";
+
+/// The `ApiResource` of one of ceph-csi-operator's kinds (`ClientProfile`, `CephConnection`).
+pub fn operator_resource(kind: &str) -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        OPERATOR_GROUP,
+        OPERATOR_VERSION,
+        kind,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,26 +20,7 @@ fn kubectl(bed: &Bed) -> Command {
 
 /// Runs `doctor --storage-class` as an operator would; exit success and the table.
 fn doctor(s: &Scenario, class: &str) -> (bool, String) {
-    let out = Command::new(bin())
-        .arg("--kubeconfig")
-        .arg(&s.bed.kubeconfig)
-        .args([
-            "--provisioner-name",
-            &s.name,
-            "doctor",
-            "--storage-class",
-            class,
-        ])
-        .env_remove("KUBECONFIG")
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run doctor");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    testbed::doctor(&s.bed, bin().as_ref(), &s.name, class, &[])
 }
 
 #[tokio::test]
@@ -291,8 +272,8 @@ async fn namespace_overlay_renders_and_applies() {
     assert_eq!(find("Deployment", "storage"), 1);
     assert_eq!(
         find("Role", "storage"),
-        1,
-        "Lease role follows the namespace"
+        2,
+        "the Lease's and ceph-csi-config's Roles follow the namespace"
     );
     assert_eq!(find("RoleBinding", "ceph"), 1);
     assert_eq!(find("RoleBinding", "apps"), 1);
@@ -312,7 +293,10 @@ async fn namespace_overlay_renders_and_applies() {
     {
         assert_eq!(d["subjects"][0]["namespace"], "storage", "{d}");
     }
-    let lease = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    let lease = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "rbd-provisioner-leader-election")
+        .unwrap();
     assert_eq!(
         lease["rules"][1]["resourceNames"][0], "rbd-provisioner-ceph-com-rbd",
         "{lease}"

@@ -266,3 +266,24 @@ fn readme_flag_table_matches_clap() {
         problems.join("\n")
     );
 }
+
+#[test]
+fn ceph_csi_config_flag() {
+    let cases = [
+        ("ceph-csi-config", Some(("kube-system", "ceph-csi-config"))),
+        ("ceph-csi/cfg", Some(("ceph-csi", "cfg"))),
+        ("", None),
+        ("  ", None),
+    ];
+    for (flag, want) in cases {
+        let got = super::ceph_csi_config(flag, "kube-system").unwrap();
+        let want = want.map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(got, want, "{flag:?}");
+    }
+    for bad in ["/x", "ns/", "a/b/c"] {
+        assert!(
+            super::ceph_csi_config(bad, "kube-system").is_err(),
+            "{bad:?}"
+        );
+    }
+}

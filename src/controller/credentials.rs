@@ -6,9 +6,10 @@ use std::sync::Arc;
 use super::Context;
 use crate::error::{Error, FactsDisagree, SecretRole};
 use ceph::{CephKey, Credentials, RbdCluster};
-use domain::owner::{self, Place};
-use domain::params::{self, SecretRef};
-use domain::reclaim::{self, AdminSource, DeleteTarget};
+use domain::monitors::{self, ElseWhere, Offers, Source, Tried};
+use domain::owner::{self, Place, StampMismatch};
+use domain::params::{self, ClassParams, SecretRef};
+use domain::reclaim::{self, AdminSource, DeleteTarget, PlaceChanged};
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 impl Context {
@@ -63,35 +64,156 @@ impl Context {
         }
     }
 
-    /// Credentials to act on a volume's image: from its StorageClass when that still exists
-    /// and names the same pool (monitors move; the class is kept current), else what the PV
-    /// records. Either way, what the cluster reached says of itself is checked against the
-    /// PV's records and the image's stamp before anything is changed.
-    pub(super) async fn volume_credentials(
+    /// The current StorageClass of a volume, with its parameters, when it is still ours and
+    /// names the volume's pool (monitors move; the class is kept current).
+    async fn current_class(
         &self,
         pv: &PersistentVolume,
         t: &DeleteTarget,
-    ) -> Result<Credentials, Error> {
-        let pv_name = pv.metadata.name.clone().unwrap_or_default();
-        let class_name = pv
+    ) -> Result<Option<(String, ClassParams)>, Error> {
+        let Some(name) = pv
             .spec
             .as_ref()
             .and_then(|s| s.storage_class_name.as_deref())
-            .filter(|c| !c.is_empty());
-        if let Some(name) = class_name
-            && let Some(class) = self.class(name).await?
-            && class.provisioner == self.settings.provisioner
-            && let Ok(p) = params::parse(&class.parameters.clone().unwrap_or_default())
-            && p.pool == t.pool
-        {
-            let key = self.admin_key(&p.admin_secret, &p.admin_id).await?;
-            return Ok(Credentials {
-                monitors: p.monitors,
-                user: p.admin_id,
-                key,
-            });
+            .filter(|c| !c.is_empty())
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .class(name)
+            .await?
+            .filter(|class| class.provisioner == self.settings.provisioner)
+            .and_then(|class| params::parse(&class.parameters.unwrap_or_default()).ok())
+            .filter(|p| p.pool == t.pool)
+            .map(|p| (name.to_string(), p)))
+    }
+
+    /// The cluster to act on a volume's image through. Monitor lists are tried in the order
+    /// `domain::monitors` decides (the current class; then, only when that fails, the
+    /// `ceph-csi-config` entry and ClientProfiles for the volume's clusterID, and the PV's
+    /// record); a cluster is used only when its fsid is the one the PV (or the image's stamp)
+    /// records. One that leads elsewhere or does not answer is passed over and logged.
+    ///
+    /// When nothing works: with a single list tried and no other source to speak of, its own
+    /// error (the fsid mismatch as `refuse` words it, or the Ceph error), as before there
+    /// were several sources; else `refuse` of [`FactsDisagree::Unreached`], naming every
+    /// source tried and what each said. Nothing is changed either way.
+    pub(super) async fn volume_cluster(
+        &self,
+        pv: &PersistentVolume,
+        t: &DeleteTarget,
+        refuse: impl Fn(FactsDisagree) -> Error,
+    ) -> Result<Arc<dyn RbdCluster>, Error> {
+        let pv_name = pv.metadata.name.clone().unwrap_or_default();
+        let recorded = monitors::recorded_fsids(pv);
+        let class = self.current_class(pv, t).await?;
+        let mut tried: Vec<Tried> = Vec::new();
+        let mut last: Option<Failure> = None;
+        if let Some((name, p)) = &class {
+            let creds = Credentials {
+                monitors: p.monitors.clone(),
+                user: p.admin_id.clone(),
+                key: self.admin_key(&p.admin_secret, &p.admin_id).await?,
+            };
+            match self.try_cluster(&creds, &recorded, t).await {
+                Ok(cluster) => return Ok(cluster),
+                Err(f) => {
+                    note(
+                        &pv_name,
+                        &mut tried,
+                        Source::Class(name.clone()),
+                        &creds,
+                        &f,
+                    );
+                    last = Some(f);
+                }
+            }
         }
-        self.admin_credentials(&pv_name, t).await
+        // The class failed or is gone: the other sources, read now.
+        let cluster_id = monitors::cluster_id(pv);
+        let mut offers = Offers {
+            class: class.map(|(name, p)| (name, p.monitors)),
+            recorded: t.monitors.clone(),
+            ..Offers::default()
+        };
+        if let Some(id) = &cluster_id {
+            offers.csi_config = self.csi_config_offer(id, &mut tried).await;
+            offers.client_profiles = self.client_profile_offers(id, &mut tried).await;
+        }
+        let rest: Vec<_> = monitors::candidates(offers)
+            .into_iter()
+            .filter(|c| !matches!(c.source, Source::Class(_)))
+            .collect();
+        if !rest.is_empty() {
+            // Without an admin key nothing can be tried: its own error says what to fix.
+            let admin = self.admin_credentials(&pv_name, t).await?;
+            for c in rest {
+                let creds = Credentials {
+                    monitors: c.monitors.clone(),
+                    ..admin.clone()
+                };
+                match self.try_cluster(&creds, &recorded, t).await {
+                    Ok(cluster) => {
+                        tracing::info!(pv = %pv_name, source = %c.source, monitors = %c.monitors.join(","), passed_over = %monitors::describe(&tried), "reached the volume's cluster through another source");
+                        return Ok(cluster);
+                    }
+                    Err(f) => {
+                        note(&pv_name, &mut tried, c.source, &creds, &f);
+                        last = Some(f);
+                    }
+                }
+            }
+        }
+        let lists_tried = tried.iter().filter(|x| !x.monitors.is_empty()).count();
+        match last {
+            Some(f) if lists_tried == 1 && tried.len() == 1 => Err(match f {
+                Failure::Silent(e) => e,
+                Failure::Elsewhere { why, monitors } => refuse(match why {
+                    ElseWhere::Recorded { recorded, live } => {
+                        FactsDisagree::Place(PlaceChanged::Fsid {
+                            pv: pv_name,
+                            recorded,
+                            live,
+                            monitors,
+                        })
+                    }
+                    ElseWhere::Stamped { stamped, live } => {
+                        FactsDisagree::Stamp(StampMismatch::Fsid { stamped, live })
+                    }
+                }),
+            }),
+            _ => Err(refuse(unreached(cluster_id.as_deref(), &tried))),
+        }
+    }
+
+    /// Connects with `creds` and checks the cluster reached is the image's (see
+    /// `monitors::judge`); the image's stamp is read for that only when the PV records no fsid.
+    async fn try_cluster(
+        &self,
+        creds: &Credentials,
+        recorded: &[String],
+        t: &DeleteTarget,
+    ) -> Result<Arc<dyn RbdCluster>, Failure> {
+        let label = cluster_label(creds);
+        let cluster = self.connect(creds).await.map_err(Failure::Silent)?;
+        let live = cluster
+            .fsid()
+            .await
+            .map_err(|e| Failure::Silent(Error::ceph(&label)(e)))?;
+        let stamp = if recorded.is_empty() {
+            cluster
+                .metadata(&t.pool, &t.image, &[owner::META_FSID])
+                .await
+                .ok()
+                .and_then(|m| m.get(owner::META_FSID).cloned())
+        } else {
+            None
+        };
+        monitors::judge(recorded, stamp.as_deref(), &live).map_err(|why| Failure::Elsewhere {
+            why,
+            monitors: cluster.monitors().to_string(),
+        })?;
+        Ok(cluster)
     }
 
     /// Where `pool` is, as the cluster reached says: its fsid and the pool's id.
@@ -132,6 +254,37 @@ impl Context {
     }
 }
 
+/// Why a candidate's cluster was not used.
+enum Failure {
+    /// It did not answer (or refused the key): the error says how.
+    Silent(Error),
+    /// It answered, and is not the cluster the image was made in.
+    Elsewhere { why: ElseWhere, monitors: String },
+}
+
+/// Logs a candidate passed over and notes it for the error, should nothing work.
+fn note(pv: &str, tried: &mut Vec<Tried>, source: Source, creds: &Credentials, f: &Failure) {
+    let outcome = match f {
+        Failure::Silent(e) => format!("did not answer ({e})"),
+        Failure::Elsewhere { why, .. } => why.to_string(),
+    };
+    tracing::warn!(%pv, %source, monitors = %creds.monitors.join(","), %outcome, "monitors passed over");
+    tried.push(Tried {
+        source,
+        monitors: creds.monitors.clone(),
+        outcome,
+    });
+}
+
+fn unreached(cluster_id: Option<&str>, tried: &[Tried]) -> FactsDisagree {
+    FactsDisagree::Unreached {
+        cluster: cluster_id
+            .map(|c| format!(" (clusterID {c})"))
+            .unwrap_or_default(),
+        tried: monitors::describe(tried),
+    }
+}
+
 /// How errors name a Ceph cluster reached with these credentials (never the key).
 fn cluster_label(creds: &Credentials) -> String {
     format!(
@@ -169,62 +322,6 @@ impl Context {
     }
 }
 
+mod sources;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::testing::{ApiServer, expect, not_found};
-    use domain::params::SecretRef;
-    use http::Method;
-
-    /// A context whose API server answers one GET of `path`, with 404.
-    fn not_found_at(path: &str) -> (Context, ApiServer) {
-        let (client, api) = ApiServer::start(vec![expect(Method::GET, path, not_found())]);
-        (Context::for_tests(client), api)
-    }
-
-    /// The image of PV pvc-1, to be deleted with these admin credentials.
-    fn target(monitors: Vec<String>, admin: AdminSource) -> DeleteTarget {
-        DeleteTarget {
-            pool: "kube".into(),
-            image: "kubernetes-dynamic-pvc-1".into(),
-            monitors,
-            admin,
-        }
-    }
-
-    /// A volume of the old provisioner records no admin credentials: a class gone is the
-    /// typed error that tells how to recover, and nothing is written meanwhile.
-    #[tokio::test]
-    async fn an_old_volume_whose_class_is_gone_is_class_gone_without_writes() {
-        let (ctx, api) = not_found_at("/apis/storage.k8s.io/v1/storageclasses/old");
-        let target = target(Vec::new(), AdminSource::FromClass("old".into()));
-        let err = ctx.admin_credentials("pvc-1", &target).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::ClassGone { pv, class, .. } if pv == "pvc-1" && class == "old"),
-            "{err:?}"
-        );
-        api.done();
-    }
-
-    #[tokio::test]
-    async fn a_recorded_admin_secret_that_is_gone_is_secret_not_found() {
-        let (ctx, api) = not_found_at("/api/v1/namespaces/kube-system/secrets/ceph-admin");
-        let secret = SecretRef {
-            namespace: "kube-system".into(),
-            name: "ceph-admin".into(),
-        };
-        let target = target(
-            vec!["10.0.0.1:6789".into()],
-            AdminSource::Recorded {
-                admin_id: "admin".into(),
-                secret: secret.clone(),
-            },
-        );
-        let err = ctx.admin_credentials("pvc-1", &target).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::SecretNotFound { role: SecretRole::Admin, secret: s, .. } if *s == secret),
-            "{err:?}"
-        );
-        api.done();
-    }
-}
+mod tests;

@@ -241,8 +241,7 @@ async fn delete(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Arc<Context>) -> 
     if let Some(other) = ctx.other_volume_naming(pv, &t.pool, &t.image) {
         return Err(refuse(FactsDisagree::SharedImage { other }));
     }
-    let creds = ctx.volume_credentials(pv, t).await?;
-    let cluster = ctx.connect(&creds).await?;
+    let cluster = ctx.volume_cluster(pv, t, &refuse).await?;
     let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
     // A missing pool is an error here, never "image gone".
     let live = ctx.place(&cluster, &t.pool, &object).await?;

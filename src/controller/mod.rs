@@ -68,6 +68,11 @@ pub struct Settings {
     pub retry_max: Duration,
     /// This replica's Lease identity, stamped on the images it makes (`owner::META_MADE_BY`).
     pub replica: String,
+    /// ceph-csi's ConfigMap of clusterIDs and monitors (namespace, name), read when a
+    /// volume's class does not reach its cluster; `None`: not read.
+    pub ceph_csi_config: Option<(String, String)>,
+    /// Whether ceph-csi-operator's ClientProfiles are looked up (when served) likewise.
+    pub client_profiles: bool,
 }
 
 pub fn unix_now() -> i64 {

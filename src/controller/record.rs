@@ -23,8 +23,7 @@ pub async fn record(pv: &PersistentVolume, t: &DeleteTarget, ctx: &Context) -> R
         pv: name.clone(),
         why,
     };
-    let creds = ctx.volume_credentials(pv, t).await?;
-    let cluster = ctx.connect(&creds).await?;
+    let cluster = ctx.volume_cluster(pv, t, &mismatch).await?;
     let object = format!("image {}/{} of volume {name}", t.pool, t.image);
     let (live, meta) = ctx
         .checked_place_and_stamp(&cluster, pv, t, &object, "record")

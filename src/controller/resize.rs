@@ -112,9 +112,6 @@ async fn grow(
         pv: pv_name.clone(),
         cause,
     })?;
-    let creds = ctx.volume_credentials(pv, &t).await?;
-    let cluster = ctx.connect(&creds).await?;
-    let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
     // Grown only where the PV and the image's stamp say it was made: an edited PV or moved
     // monitors must not grow an image in some other cluster or pool. (Not the stamp's
     // Kubernetes cluster: growing a volume carried over from another cluster harms nothing,
@@ -124,6 +121,8 @@ async fn grow(
         pv: pv_name.clone(),
         why,
     };
+    let cluster = ctx.volume_cluster(pv, &t, &mismatch).await?;
+    let object = format!("image {}/{} of volume {pv_name}", t.pool, t.image);
     let (live, meta) = ctx
         .checked_place_and_stamp(&cluster, pv, &t, &object, "grow")
         .await?;

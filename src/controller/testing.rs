@@ -214,6 +214,9 @@ pub fn settings() -> Settings {
         replica: "test-replica_0000000000000001".into(),
         retry_start: Duration::from_secs(1),
         retry_max: Duration::from_secs(300),
+        // The other monitor sources are read only by the tests that script them.
+        ceph_csi_config: None,
+        client_profiles: false,
     }
 }
 

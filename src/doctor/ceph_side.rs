@@ -54,7 +54,12 @@ pub(super) async fn monitor_rows(monitors: &[String]) -> Vec<Row> {
 }
 
 /// The admin key authenticates, the pool exists, and a probe image can be created and removed.
-pub(super) async fn admin_rows(p: &ClassParams, key: CephKey, timeouts: Timeouts) -> Vec<Row> {
+/// The connected cluster is handed back for the checks that ask it more.
+pub(super) async fn admin_rows(
+    p: &ClassParams,
+    key: CephKey,
+    timeouts: Timeouts,
+) -> (Vec<Row>, Option<Arc<Cluster>>) {
     let creds = Credentials {
         monitors: p.monitors.clone(),
         user: p.admin_id.clone(),
@@ -63,14 +68,15 @@ pub(super) async fn admin_rows(p: &ClassParams, key: CephKey, timeouts: Timeouts
     let cluster = match Cluster::connect(&creds, timeouts).await {
         Ok(c) => c,
         Err(e) => {
-            return vec![fail(
+            let r = fail(
                 "admin key",
                 format!("client.{} cannot connect: {e}", p.admin_id),
                 format!(
                     "compare the Secret with ceph auth get-key client.{}, and the monitors with ceph mon dump",
                     p.admin_id
                 ),
-            )];
+            );
+            return (vec![r], None);
         }
     };
     let mut rows = vec![row(
@@ -89,7 +95,7 @@ pub(super) async fn admin_rows(p: &ClassParams, key: CephKey, timeouts: Timeouts
                     p.pool
                 ),
             ));
-            return rows;
+            return (rows, Some(cluster));
         }
         Err(e) => rows.push(fail(
             "pool",
@@ -101,7 +107,7 @@ pub(super) async fn admin_rows(p: &ClassParams, key: CephKey, timeouts: Timeouts
         )),
     }
     rows.push(probe(&cluster, p).await);
-    rows
+    (rows, Some(cluster))
 }
 
 /// The pool is initialised for RBD: `rbd pool init` enables the `rbd` application on it.

@@ -19,6 +19,7 @@ use domain::server_version::ServerVersion;
 mod ceph_side;
 mod kernel;
 mod kube_side;
+mod sources;
 
 use ceph_side::{admin_rows, monitor_rows, user_row};
 use kernel::kernel_row;
@@ -149,15 +150,16 @@ pub async fn run(
     provisioner: &str,
     service_account: &str,
     chosen_flavor: Option<Flavor>,
+    csi_config: Option<&(String, String)>,
 ) -> anyhow::Result<()> {
     let class = load_class(&client, &args).await?;
     let rows = check(
         &client,
         &class,
         &args,
-        provisioner,
-        service_account,
+        (provisioner, service_account),
         chosen_flavor,
+        csi_config,
     )
     .await;
     print!("{}", render(&rows));
@@ -176,9 +178,9 @@ pub async fn check(
     client: &Client,
     class: &StorageClass,
     args: &DoctorArgs,
-    provisioner: &str,
-    service_account: &str,
+    (provisioner, service_account): (&str, &str),
     chosen_flavor: Option<Flavor>,
+    csi_config: Option<&(String, String)>,
 ) -> Vec<Row> {
     let name = class.metadata.name.clone().unwrap_or_default();
     let mut rows = Vec::new();
@@ -218,13 +220,15 @@ pub async fn check(
     let flavor = p
         .flavor
         .unwrap_or_else(|| server.default_flavor(chosen_flavor));
-    if flavor == Flavor::Csi
-        && let Err(e) = domain::params::check_csi(&p)
-    {
+    let by_flavor = match flavor {
+        Flavor::Csi => domain::params::check_csi(&p),
+        Flavor::Rbd => domain::params::check_in_tree(&p),
+    };
+    if let Err(e) = by_flavor {
         rows.push(fail(
             "parameters",
             e.to_string(),
-            format!("add the missing csi parameters to StorageClass {name}"),
+            format!("fix the parameters of StorageClass {name} as the message says"),
         ));
         return rows;
     }
@@ -345,15 +349,77 @@ pub async fn check(
             format!("no {which} key to try (see the {which} secret line)"),
         )
     };
-    match admin_key {
-        Some(key) => rows.extend(admin_rows(&p, key, timeouts).await),
-        None => rows.push(no_key("admin key", "admin")),
-    }
+    let cluster = match admin_key {
+        Some(key) => {
+            let (admin, cluster) = admin_rows(&p, key, timeouts).await;
+            rows.extend(admin);
+            cluster
+        }
+        None => {
+            rows.push(no_key("admin key", "admin"));
+            None
+        }
+    };
+    rows.extend(source_rows(client, &name, &p, flavor, cluster.as_ref(), csi_config).await);
     match user_key {
         Some(key) => rows.push(user_row(&p, key, timeouts).await),
         None => rows.push(no_key("user key", "user")),
     }
     rows.push(kernel_row(client, &p).await);
+    rows
+}
+
+/// The clusterIDs of the class and its csi PVs against ceph-csi-config and ClientProfiles,
+/// and every monitor list for the class's cluster against the cluster's monitor map.
+async fn source_rows(
+    client: &Client,
+    class: &str,
+    p: &domain::params::ClassParams,
+    flavor: Flavor,
+    cluster: Option<&std::sync::Arc<::ceph::Cluster>>,
+    csi_config: Option<&(String, String)>,
+) -> Vec<Row> {
+    let known = sources::read(client, csi_config).await;
+    let fsid = match cluster {
+        Some(c) => c.fsid().await.ok(),
+        None => None,
+    };
+    // The clusterID the class's csi PVs get: the class's, else the fsid.
+    let cluster_id = p.cluster_id.clone().or(fsid);
+    let mut ids = sources::csi_pv_cluster_ids(client, class).await;
+    if flavor == Flavor::Csi
+        && let Some(id) = &cluster_id
+    {
+        ids.insert(0, (format!("StorageClass {class}"), id.clone()));
+    }
+    let mut rows = Vec::new();
+    if !ids.is_empty() {
+        rows.push(sources::cluster_id_row(&known, &ids));
+    }
+    let Some(cluster) = cluster else {
+        rows.push(row(
+            "monitor map",
+            Status::Skip,
+            "no admin connection to read ceph mon dump with (see the admin key line)",
+        ));
+        return rows;
+    };
+    match cluster.monitor_addresses().await {
+        Ok(map) => {
+            let lists = sources::lists_for_class(
+                &known,
+                class,
+                &p.monitors,
+                cluster_id.as_deref().unwrap_or_default(),
+            );
+            rows.extend(sources::monitor_map_rows(&map, &lists));
+        }
+        Err(e) => rows.push(row(
+            "monitor map",
+            Status::Warn,
+            format!("ceph mon dump could not be read: {e}"),
+        )),
+    }
     rows
 }
 

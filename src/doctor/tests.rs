@@ -77,3 +77,105 @@ fn table_shows_control_characters_of_objects_escaped() {
     );
     assert_eq!(t.lines().count(), 3, "one line per row and fix: {t}");
 }
+
+mod sources {
+    use super::super::Status;
+    use super::super::sources::*;
+
+    fn v(l: &[&str]) -> Vec<String> {
+        l.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn ids(l: &[(&str, &str)]) -> Vec<(String, String)> {
+        l.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn with_config_map(entries: &[(&str, &[&str])]) -> Known {
+        Known {
+            csi_config: Some((
+                "kube-system/ceph-csi-config".into(),
+                Ok(entries
+                    .iter()
+                    .map(|(id, m)| (id.to_string(), v(m)))
+                    .collect()),
+            )),
+            profiles: None,
+        }
+    }
+
+    #[test]
+    fn cluster_ids_against_the_sources() {
+        let who = ids(&[("StorageClass fast", "c1"), ("pvc-1", "c2")]);
+        let cases: [(&str, Known, Status, &str); 5] = [
+            (
+                "no source: info only",
+                Known::default(),
+                Status::Ok,
+                "not configured",
+            ),
+            (
+                "every clusterID known",
+                with_config_map(&[("c1", &["m:6789"]), ("c2", &["m:6789"])]),
+                Status::Ok,
+                "c1, c2 known to ConfigMap kube-system/ceph-csi-config",
+            ),
+            (
+                "a PV's clusterID unknown",
+                with_config_map(&[("c1", &["m:6789"])]),
+                Status::Warn,
+                "pvc-1 (c2)",
+            ),
+            (
+                "known to a ClientProfile only",
+                Known {
+                    csi_config: None,
+                    profiles: Some(vec![
+                        ("op/c1".into(), "c1".into(), v(&["m:6789"])),
+                        ("op/c2".into(), "c2".into(), v(&["m:6789"])),
+                    ]),
+                },
+                Status::Ok,
+                "known to ClientProfiles",
+            ),
+            (
+                "an unreadable ConfigMap",
+                Known {
+                    csi_config: Some(("ns/cm".into(), Err("no data key".into()))),
+                    profiles: None,
+                },
+                Status::Warn,
+                "cannot be used: no data key",
+            ),
+        ];
+        for (name, known, status, detail) in cases {
+            let r = cluster_id_row(&known, &who);
+            assert_eq!(r.status, status, "{name}: {r:?}");
+            assert!(r.detail.contains(detail), "{name}: {}", r.detail);
+        }
+    }
+
+    #[test]
+    fn monitor_lists_against_the_monitor_map() {
+        let map = v(&["127.0.0.1:3300", "127.0.0.1:6789"]);
+        let known = with_config_map(&[("c1", &["v1:127.0.0.1:6789"]), ("c2", &["10.0.0.9"])]);
+        let lists = lists_for_class(&known, "fast", &v(&["127.0.0.1:6790"]), "c1");
+        let rows = monitor_map_rows(&map, &lists);
+        let got: Vec<(Status, bool)> = rows
+            .iter()
+            .map(|r| (r.status, r.detail.starts_with("StorageClass fast")))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(Status::Warn, true), (Status::Ok, false)],
+            "{rows:?}"
+        );
+        assert!(rows[0].detail.contains("127.0.0.1:6790 not in"), "{rows:?}");
+        assert!(
+            rows[1]
+                .detail
+                .starts_with("ConfigMap kube-system/ceph-csi-config")
+        );
+    }
+}

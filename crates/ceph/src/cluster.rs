@@ -185,6 +185,24 @@ impl Cluster {
         Ok(self.fsid.get_or_init(|| fsid).clone())
     }
 
+    /// Every address (v2 and v1) of the cluster's monitors, from its own monitor map
+    /// (`ceph mon dump`): what `doctor` compares configured monitor lists with.
+    pub async fn monitor_addresses(self: &Arc<Self>) -> Result<Vec<String>, CephError> {
+        self.run(|c| {
+            let failed = |errno| CephError::Cluster {
+                op: "read the monitor map (mon dump)",
+                monitors: c.monitors.clone(),
+                errno,
+            };
+            let out = c
+                .rados
+                .mon_command(r#"{"prefix": "mon dump", "format": "json"}"#)
+                .map_err(|(errno, _)| failed(errno))?;
+            super::encoding::mon_addrs(&out).ok_or_else(|| failed(Errno(libc::EINVAL)))
+        })
+        .await
+    }
+
     // ---- images -------------------------------------------------------------------------
 
     /// Creates a format-2 image with exactly `spec.features`. An existing image of that

@@ -44,6 +44,28 @@ pub(super) fn pool_quota(json: &[u8]) -> Option<super::PoolQuota> {
     })
 }
 
+/// Every monitor address in the JSON of `ceph mon dump` (`public_addrs.addrvec`, v2 and v1,
+/// and the legacy `addr`), without the `/nonce`.
+pub(super) fn mon_addrs(json: &[u8]) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let mut out: Vec<String> = Vec::new();
+    for m in v["mons"].as_array()? {
+        let vec = m["public_addrs"]["addrvec"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        for a in vec.map(|a| &a["addr"]).chain([&m["addr"]]) {
+            if let Some(a) = a.as_str().and_then(|a| a.split('/').next())
+                && !a.is_empty()
+                && !out.iter().any(|o| o == a)
+            {
+                out.push(a.to_string());
+            }
+        }
+    }
+    Some(out)
+}
+
 /// `2026-12-06T03:21:32.111197+0000` (Ceph's `utime_t` in UTC) as Unix seconds.
 fn ceph_time(t: &str) -> Option<i64> {
     let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
@@ -75,6 +97,17 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn monitor_addresses_as_mon_dump_prints_them() {
+        let dump = br#"{"epoch":1,"fsid":"f","mons":[{"rank":0,"name":"a","public_addrs":{"addrvec":[{"type":"v2","addr":"127.0.0.1:3300","nonce":0},{"type":"v1","addr":"127.0.0.1:6789","nonce":0}]},"addr":"127.0.0.1:6789/0","public_addr":"127.0.0.1:6789/0"}]}"#;
+        assert_eq!(
+            mon_addrs(dump),
+            Some(vec!["127.0.0.1:3300".into(), "127.0.0.1:6789".into()])
+        );
+        assert_eq!(mon_addrs(br#"{"mons":[]}"#), Some(vec![]));
+        assert_eq!(mon_addrs(b"[]"), None);
+    }
 
     #[test]
     fn pool_quotas_as_get_quota_prints_them() {

@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod lease;
 pub mod meta;
 pub mod migration;
+pub mod monitors;
 pub mod owner;
 pub mod params;
 pub mod provision_plan;

@@ -66,7 +66,41 @@ pub struct ClassParams {
     /// The most RBD snapshots one image may have (`maxSnapshotsPerImage`); a VolumeSnapshot
     /// beyond it is refused.
     pub max_snapshots: u32,
+    /// How ceph-csi's node plugin maps csi volumes (`mounter`, `mapOptions`, `unmapOptions`).
+    pub node_map: NodeMap,
 }
+
+/// ceph-csi's node-side mapping settings, carried as given into csi PVs' `volumeAttributes`
+/// (in-tree volumes cannot carry them: kubelet's rbd plugin always maps with the kernel).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeMap {
+    /// `rbd` (the kernel client) or `rbd-nbd` (userspace, for features the kernel lacks).
+    pub mounter: Option<String>,
+    /// Options for `rbd map` / `rbd-nbd map`, e.g. `krbd:lock_on_read;nbd:try-netlink`.
+    pub map_options: Option<String>,
+    pub unmap_options: Option<String>,
+}
+
+impl NodeMap {
+    /// The `volumeAttributes` entries, under ceph-csi's keys.
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        [
+            ("mounter", &self.mounter),
+            ("mapOptions", &self.map_options),
+            ("unmapOptions", &self.unmap_options),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.clone()?)))
+        .collect()
+    }
+
+    fn given(&self) -> Vec<&'static str> {
+        self.attributes().into_iter().map(|(k, _)| k).collect()
+    }
+}
+
+/// The mappers ceph-csi's node plugin knows.
+pub const MOUNTERS: &[&str] = &["rbd", "rbd-nbd"];
 
 /// `maxSize` when a class gives none: far above the volumes people use (hundreds of TiB,
 /// thin), far below the exabytes whose deletion would keep a purge busy for years (a
@@ -137,6 +171,14 @@ pub enum ParamError {
     Flavor { value: String },
     #[error("parameter {key:?} applies only to volumeFlavor: csi")]
     CsiOnly { key: &'static str },
+    #[error(
+        "parameter {key:?} applies only to csi volumes, and this class makes in-tree ones (volumeFlavor by the server version): kubelet's rbd plugin always maps with the kernel; set volumeFlavor: csi, or remove {key}"
+    )]
+    InTreeCannotCarry { key: &'static str },
+    #[error(
+        "mounter {value:?} is not valid; ceph-csi knows \"rbd\" (the kernel client) and \"rbd-nbd\""
+    )]
+    Mounter { value: String },
     #[error("maxSize {value:?} is not valid: {reason}; write a size such as \"100Ti\"")]
     MaxSize { value: String, reason: String },
     #[error("maxCloneDepth {value:?} is not valid: give a whole number from 1 to 16")]
@@ -177,6 +219,9 @@ pub const KNOWN: &[&str] = &[
     "maxCloneDepth",
     "hardMaxCloneDepth",
     "maxSnapshotsPerImage",
+    "mounter",
+    "mapOptions",
+    "unmapOptions",
 ];
 
 /// ceph-csi's default driver name, used when a class has no `csiDriver`.
@@ -228,6 +273,16 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
     let max_clone_depth_raw = opt("maxCloneDepth", &mut errors);
     let hard_max_clone_depth_raw = opt("hardMaxCloneDepth", &mut errors);
     let max_snapshots_raw = opt("maxSnapshotsPerImage", &mut errors);
+    let node_map = NodeMap {
+        mounter: opt("mounter", &mut errors),
+        map_options: opt("mapOptions", &mut errors),
+        unmap_options: opt("unmapOptions", &mut errors),
+    };
+    if let Some(m) = &node_map.mounter
+        && !MOUNTERS.contains(&m.as_str())
+    {
+        errors.push(ParamError::Mounter { value: m.clone() });
+    }
     let max_size = match &max_size_raw {
         None => DEFAULT_MAX_SIZE,
         Some(v) => match crate::quantity::to_bytes(v) {
@@ -376,6 +431,12 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
                 errors.push(ParamError::CsiOnly { key });
             }
         }
+        errors.extend(
+            node_map
+                .given()
+                .into_iter()
+                .map(|key| ParamError::CsiOnly { key }),
+        );
     }
 
     if !errors.is_empty() {
@@ -406,6 +467,7 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<ClassParams, ParamErrors>
         max_clone_depth,
         hard_max_clone_depth,
         max_snapshots,
+        node_map,
     })
 }
 
@@ -428,6 +490,22 @@ pub fn valid_driver_name(d: &str) -> bool {
 /// past Kubernetes 1.30; what is missing then is reported when a claim is provisioned.
 pub fn check_csi(_p: &ClassParams) -> Result<(), ParamErrors> {
     Ok(())
+}
+
+/// Checks a class whose flavour came out in-tree (by the server version): the csi-only node
+/// mapping settings cannot be carried, and are refused rather than silently dropped.
+pub fn check_in_tree(p: &ClassParams) -> Result<(), ParamErrors> {
+    let errors: Vec<ParamError> = p
+        .node_map
+        .given()
+        .into_iter()
+        .map(|key| ParamError::InTreeCannotCarry { key })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ParamErrors(errors))
+    }
 }
 
 fn parse_monitors(raw: &str, errors: &mut Vec<ParamError>) -> Vec<String> {

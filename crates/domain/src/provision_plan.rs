@@ -48,9 +48,11 @@ pub fn draft(
     let params =
         params::parse(&class.parameters.clone().unwrap_or_default()).map_err(Invalid::Params)?;
     let flavor = params.flavor.unwrap_or(default_flavor);
-    if flavor == Flavor::Csi {
-        params::check_csi(&params).map_err(Invalid::Params)?;
+    match flavor {
+        Flavor::Csi => params::check_csi(&params),
+        Flavor::Rbd => params::check_in_tree(&params),
     }
+    .map_err(Invalid::Params)?;
     volume::check_access_modes(&claim, flavor).map_err(Invalid::Claim)?;
     let class_name = class.metadata.name.clone().unwrap_or_default();
     if claim.size > params.max_size {

@@ -6,8 +6,8 @@ use crate::meta::annotation;
 use crate::owner::{BoundVolume, Place};
 use crate::params::SecretRef;
 use crate::volume::{
-    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_CLUSTER_ID_SOURCE, ANN_FSID, ANN_IMAGE, ANN_MONITORS,
-    ANN_POOL, ANN_POOL_ID, ANN_PROVISIONED_BY, FINALIZER,
+    ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_FSID, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_POOL_ID,
+    ANN_PROVISIONED_BY, FINALIZER,
 };
 
 /// Annotation the old external-storage provisioner put on its PVs.
@@ -173,25 +173,7 @@ pub fn check_recorded(
     monitors: &str,
 ) -> Result<(), PlaceChanged> {
     let name = pv.metadata.name.clone().unwrap_or_default();
-    let fsid_in_spec = (annotation(&pv.metadata, ANN_CLUSTER_ID_SOURCE) == Some("ceph-fsid"))
-        .then(|| {
-            pv.spec
-                .as_ref()?
-                .csi
-                .as_ref()?
-                .volume_attributes
-                .as_ref()?
-                .get("clusterID")
-                .cloned()
-        })
-        .flatten();
-    for recorded in [
-        annotation(&pv.metadata, ANN_FSID).map(str::to_string),
-        fsid_in_spec,
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for recorded in crate::monitors::recorded_fsids(pv) {
         if recorded != live.fsid {
             return Err(PlaceChanged::Fsid {
                 pv: name,

@@ -367,7 +367,16 @@ pub fn build_pv(i: &PvInput<'_>) -> PersistentVolume {
                 driver: p.csi_driver.clone(),
                 volume_handle: i.image.to_string(),
                 fs_type,
-                volume_attributes: Some(csi_volume_attributes(csi.cluster_id.value(), &p.pool)),
+                volume_attributes: Some({
+                    let mut a = csi_volume_attributes(csi.cluster_id.value(), &p.pool);
+                    a.extend(
+                        p.node_map
+                            .attributes()
+                            .into_iter()
+                            .map(|(k, v)| (k.into(), v)),
+                    );
+                    a
+                }),
                 node_stage_secret_ref: Some(secret_reference(&csi.node_stage_secret)),
                 ..Default::default()
             })

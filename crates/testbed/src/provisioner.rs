@@ -242,6 +242,33 @@ pub fn metrics(addr: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `doctor --storage-class class` of provisioner `name` as an operator would, with
+/// `extra` arguments before the subcommand: whether it exited with success, and its table.
+pub fn doctor(
+    bed: &Bed,
+    bin: &std::path::Path,
+    name: &str,
+    class: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let out = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(&bed.kubeconfig)
+        .args(["--provisioner-name", name])
+        .args(extra)
+        .args(["doctor", "--storage-class", class])
+        .env_remove("KUBECONFIG")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run doctor");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// `<bin> audit --json --storage-class <class>` as an operator runs it (the admin kubeconfig,
 /// provisioner `name`); its report. `bin`: the test's own build of the provisioner.
 pub fn audit(bed: &Bed, bin: &std::path::Path, name: &str, class: &str) -> serde_json::Value {

@@ -288,8 +288,13 @@ async fn cut(
             .unwrap_or(domain::params::DEFAULT_MAX_SNAPSHOTS),
         None => domain::params::DEFAULT_MAX_SNAPSHOTS,
     };
-    let creds = ctx.volume_credentials(&pv, &t).await?;
-    let cluster = ctx.connect(&creds).await?;
+    let cluster = ctx
+        .volume_cluster(&pv, &t, |why| Error::Mismatch {
+            action: "snapshot",
+            pv: pv_name.clone(),
+            why,
+        })
+        .await?;
     let (place, _) = ctx
         .checked_place_and_stamp(&cluster, &pv, &t, object, "snapshot")
         .await?;

@@ -332,3 +332,78 @@ fn snapshot_and_chain_limits() {
         assert!(e[0].to_string().starts_with(k), "{k}={v}: {}", e[0]);
     }
 }
+
+#[test]
+fn node_mapping_settings() {
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut v = minimal();
+        v.extend_from_slice(extra);
+        v
+    };
+    let none = parse(&map(&minimal())).unwrap();
+    assert_eq!(none.node_map, NodeMap::default());
+    assert!(none.node_map.attributes().is_empty());
+    let p = parse(&map(&with(&[
+        ("mounter", "rbd-nbd"),
+        ("mapOptions", "krbd:lock_on_read;nbd:try-netlink"),
+        ("unmapOptions", "krbd:force"),
+    ])))
+    .unwrap();
+    assert_eq!(
+        p.node_map.attributes(),
+        vec![
+            ("mounter", "rbd-nbd".to_string()),
+            (
+                "mapOptions",
+                "krbd:lock_on_read;nbd:try-netlink".to_string()
+            ),
+            ("unmapOptions", "krbd:force".to_string()),
+        ]
+    );
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Pairs, Vec<ParamError>); 5] = [
+        (&[("mounter", "rbd")], vec![]),
+        (
+            &[("mounter", "krbd")],
+            vec![ParamError::Mounter {
+                value: "krbd".into(),
+            }],
+        ),
+        (
+            &[("mapOptions", "")],
+            vec![ParamError::Empty { key: "mapOptions" }],
+        ),
+        (
+            &[("volumeFlavor", "rbd"), ("mounter", "rbd-nbd")],
+            vec![ParamError::CsiOnly { key: "mounter" }],
+        ),
+        (
+            &[("volumeFlavor", "rbd"), ("unmapOptions", "force")],
+            vec![ParamError::CsiOnly {
+                key: "unmapOptions",
+            }],
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut v = minimal();
+        v.extend_from_slice(extra);
+        assert_eq!(
+            parse(&map(&v)).err().map(|e| e.0).unwrap_or_default(),
+            want,
+            "{extra:?}"
+        );
+    }
+    // The flavour chosen by the server version: in-tree refuses them, csi carries them.
+    assert_eq!(
+        check_in_tree(&p).unwrap_err().0,
+        vec![
+            ParamError::InTreeCannotCarry { key: "mounter" },
+            ParamError::InTreeCannotCarry { key: "mapOptions" },
+            ParamError::InTreeCannotCarry {
+                key: "unmapOptions"
+            },
+        ]
+    );
+    assert!(check_in_tree(&none).is_ok());
+    assert!(check_csi(&p).is_ok());
+}

@@ -1,5 +1,6 @@
 use super::*;
 use crate::fixtures;
+use crate::volume::ANN_CLUSTER_ID_SOURCE;
 use k8s_openapi::api::core::v1::CSIPersistentVolumeSource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;

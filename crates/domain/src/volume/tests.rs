@@ -293,10 +293,27 @@ fn csi_pv() {
     assert_eq!(attrs["pool"], "kube");
     assert_eq!(attrs["staticVolume"], "true");
     assert_eq!(attrs["imageFeatures"], "layering");
+    assert!(
+        !attrs.contains_key("mounter") && !attrs.contains_key("mapOptions"),
+        "nothing the class did not ask for"
+    );
     let sr = csi.node_stage_secret_ref.unwrap();
     assert_eq!(
         (sr.name.as_deref(), sr.namespace.as_deref()),
         (Some("csi-rbd"), Some("ceph-csi"))
+    );
+    let mut nbd = p.clone();
+    nbd.node_map.mounter = Some("rbd-nbd".into());
+    nbd.node_map.map_options = Some("nbd:try-netlink".into());
+    let pv = pv_for(&req, &k, &nbd, VolumeSourceKind::Csi(&vol), "img-1");
+    let attrs = pv.spec.unwrap().csi.unwrap().volume_attributes.unwrap();
+    assert_eq!(
+        (
+            attrs.get("mounter").map(String::as_str),
+            attrs.get("mapOptions").map(String::as_str),
+            attrs.get("unmapOptions")
+        ),
+        (Some("rbd-nbd"), Some("nbd:try-netlink"), None)
     );
 }
 
