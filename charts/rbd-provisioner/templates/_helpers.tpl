@@ -66,3 +66,8 @@ Secret's, when absent, is the claim's namespace, which no list can foresee. */ -
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The namespace of ceph-csi's ConfigMap: cephCsiConfig.namespace, else the chart's. */}}
+{{- define "rbd-provisioner.cephCsiConfigNamespace" -}}
+{{- .Values.cephCsiConfig.namespace | default (include "rbd-provisioner.namespace" .) -}}
+{{- end -}}

@@ -30,6 +30,11 @@ them); a rule added there is added here, in this one place. */}}
   resources: ["namespaces"]
   resourceNames: ["kube-system"]
   verbs: ["get"]
+# ceph-csi-operator's ClientProfiles (found by name: the clusterID, in any namespace) and the
+# CephConnections they name: monitors for a volume whose class no longer reaches its cluster.
+- apiGroups: ["csi.ceph.io"]
+  resources: ["clientprofiles", "cephconnections"]
+  verbs: ["get", "list"]
 # Events about claims (events.k8s.io/v1) and PersistentVolumes (core/v1, in "default").
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
