@@ -48,10 +48,40 @@ async fn leader_killed_mid_burst_standby_takes_over() {
     .await;
     let takeover = led_at(&second).duration_since(killed).unwrap_or_default();
     creating.await.unwrap();
+    // A leader whose renewals stall past the 3 s deadline (an API server slowed by a loaded
+    // machine) exits, as it must; its Deployment would start it again, and so does the test,
+    // at most twice, saying so. The witness still judges every write.
+    let mut replicas = vec![second];
+    let mut restarts = Vec::new();
+    let until = Instant::now() + Duration::from_secs(180);
     for n in &names {
-        wait_bound(&c.admin, &c.ns, n, Duration::from_secs(180)).await;
+        while !is_bound(&c, n).await {
+            let last = replicas.last_mut().unwrap();
+            if !last.is_running() {
+                let why = last
+                    .logs()
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("lost the lease"))
+                    .unwrap_or("exited")
+                    .to_string();
+                assert!(
+                    restarts.len() < 2,
+                    "the acting replica exited a third time: {why}"
+                );
+                restarts.push(why);
+                replicas.push(Provisioner::start_with(&c.bed, &name, &[], &lease, None).await);
+            }
+            assert!(
+                Instant::now() < until,
+                "timed out after 180s waiting for claim {}/{n} Bound",
+                c.ns
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
-    let logs = vec![c.prov.logs(), second.logs()];
+    let mut logs = vec![c.prov.logs()];
+    logs.extend(replicas.iter().map(|r| r.logs()));
     let mut violations = check_bound(&c, &names, &logs).await;
     violations.extend(witnessed(witness, &c, claims).await);
     // Liveness, not speed (BENCHMARKS.md has the speed): a lease of 4 s plus a retry period
@@ -62,8 +92,9 @@ async fn leader_killed_mid_burst_standby_takes_over() {
         ));
     }
     report(&format!(
-        "leader kill -9: 2 replicas, lease 4 s, {claims} claims; the standby led {:.1} s after the kill; all Bound, each image created once; violations {}",
+        "leader kill -9: 2 replicas, lease 4 s, {claims} claims; the standby led {:.1} s after the kill; all Bound, each image created once; replicas restarted after losing the lease: {} {restarts:?}; violations {}",
         takeover.as_secs_f64(),
+        restarts.len(),
         violations.len()
     ));
     for n in &names {
@@ -307,4 +338,9 @@ async fn witness_sees_a_replica_acting_without_the_lease() {
             .any(|v| v.contains("while the Lease was held by") || v.contains("never held")),
         "the rogue replica's work went unseen: {v:?}\n{seen:?}"
     );
+}
+
+async fn is_bound(c: &Scenario, claim: &str) -> bool {
+    let phase = c.pvcs().get(claim).await.ok().and_then(|p| p.status?.phase);
+    phase.as_deref() == Some("Bound")
 }
