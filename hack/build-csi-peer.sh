@@ -28,15 +28,7 @@ if have_bins "$OUT" "${BINS[@]}"; then echo "$OUT"; exit 0; fi
 
 go_for_build "the CSI peer $VER"
 go_build_env
-mkdir -p "$(dirname "$OUT")"
-# One build at a time (parallel bench runs on a fresh machine): the second finds the first's.
-exec 8>"$(dirname "$OUT").lock"
-flock 8
-if have_bins "$OUT" "${BINS[@]}"; then echo "$OUT"; exit 0; fi
-TMP=$(mktemp -d "$(dirname "$OUT")/tmp.XXXXXX")
-trap 'stop_heartbeat; rm -rf "$TMP"' EXIT
-
-START=$(date +%s)
+build_begin "$OUT" have_bins "$OUT" "${BINS[@]}"
 log "the CSI peer $VER is not in $CACHE_DIR yet: building it once with $gover from the Go module proxy ($(build_expect "about 4-6 min on 2 cores, longer on a loaded machine"))"
 cd "$HERE/csi-peer"
 mkdir "$TMP/bin"

@@ -272,6 +272,22 @@ stop_heartbeat() {
   STEP_HB=
 }
 
+# build_begin OUT COMPLETE...: the start of a cached build into directory OUT, after its caller
+# found no complete one: one build at a time (parallel runs on a fresh machine) under the lock
+# beside OUT; if `COMPLETE...` succeeds once the lock is held (the other run built it), prints
+# OUT and exits 0. Otherwise sets TMP (a fresh directory beside OUT, removed on exit: the build
+# goes there and is moved into place whole) and START (now, for build_done).
+build_begin() {
+  local out=$1; shift
+  mkdir -p "$(dirname "$out")"
+  exec 8>"$(dirname "$out").lock"
+  flock 8
+  if "$@"; then echo "$out"; exit 0; fi
+  TMP=$(mktemp -d "$(dirname "$out")/tmp.XXXXXX")
+  trap 'stop_heartbeat; rm -rf "$TMP"' EXIT
+  START=$(date +%s)
+}
+
 # A build's time: CACHE_DIR/<script>.last holds "seconds version date" of the script's
 # last complete build, so that the next cold build can say how long it will take here.
 # build_expect ESTIMATE: that, else ESTIMATE
