@@ -32,15 +32,10 @@ build_begin "$OUT" have_bins "$OUT" "${BINS[@]}"
 log "the CSI peer $VER is not in $CACHE_DIR yet: building it once with $gover from the Go module proxy ($(build_expect "about 4-6 min on 2 cores, longer on a loaded machine"))"
 cd "$HERE/csi-peer"
 mkdir "$TMP/bin"
-begin_step "csi-provisioner ${VER%%-k8s-*}"
 # external-provisioner's own version variable, so `csi-provisioner --version` says what was built.
-nice -n "${KUBE137_NICE:-19}" "$GO" build -trimpath -ldflags "-s -w -buildid= -X main.version=${VER%%-k8s-*}" \
-  -o "$TMP/bin/csi-provisioner" github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
-end_step
-begin_step "mock-driver (k8s.io/kubernetes ${VER##*-k8s-})"
-nice -n "${KUBE137_NICE:-19}" "$GO" build -trimpath -ldflags "-s -w -buildid=" \
-  -o "$TMP/bin/mock-driver" ./mock-driver
-end_step
+go_build_bin "csi-provisioner ${VER%%-k8s-*}" "$TMP/bin/csi-provisioner" \
+  github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=${VER%%-k8s-*}"
+go_build_bin "mock-driver (k8s.io/kubernetes ${VER##*-k8s-})" "$TMP/bin/mock-driver" ./mock-driver
 rm -rf "$OUT"
 mv -T "$TMP/bin" "$OUT"
 "$OUT/csi-provisioner" --version >&2

@@ -30,12 +30,9 @@ build_begin "$OUT" have_bins "$OUT" helm
 log "helm $VER is not in $CACHE_DIR yet: building it once with $gover from the Go module proxy ($(build_expect "about 5-6 min on 2 cores, longer on a loaded machine"))"
 cd "$HERE/helm"
 mkdir "$TMP/bin"
-begin_step "helm $VER"
 # helm's own version variables, so `helm version` says what was built.
-nice -n "${KUBE137_NICE:-19}" "$GO" build -trimpath \
-  -ldflags "-s -w -buildid= -X helm.sh/helm/v4/internal/version.version=$VER" \
-  -o "$TMP/bin/helm" helm.sh/helm/v4/cmd/helm
-end_step
+go_build_bin "helm $VER" "$TMP/bin/helm" helm.sh/helm/v4/cmd/helm \
+  "-X helm.sh/helm/v4/internal/version.version=$VER"
 rm -rf "$OUT"
 mv -T "$TMP/bin" "$OUT"
 "$OUT/helm" version >&2

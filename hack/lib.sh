@@ -288,6 +288,16 @@ build_begin() {
   START=$(date +%s)
 }
 
+# go_build_bin WHAT OUT PKG [X_FLAGS]: a build step (begin_step WHAT ... end_step): Go package PKG,
+# seen from the current directory's module, built into the executable OUT, stripped and without
+# build id, at niceness KUBE137_NICE (19: the machines are shared), X_FLAGS (-X settings) added
+# to the linker's flags.
+go_build_bin() {
+  begin_step "$1"
+  nice -n "${KUBE137_NICE:-19}" "$GO" build -trimpath -ldflags "-s -w -buildid= ${4:-}" -o "$2" "$3"
+  end_step
+}
+
 # A build's time: CACHE_DIR/<script>.last holds "seconds version date" of the script's
 # last complete build, so that the next cold build can say how long it will take here.
 # build_expect ESTIMATE: that, else ESTIMATE
