@@ -62,7 +62,11 @@ async fn async_main() -> i32 {
     // The provisioner: release build, shipped ServiceAccount and RBAC.
     let prov = Provisioner::start(&cx.bed, &cx.prov_name, &[("RUST_LOG", "info")]).await;
     let csi = if csi_peer_wanted(cx.bed.kube_minor) {
-        match CsiPeer::start(&cx.bed, &cx.csi_driver).await {
+        let started = match CsiPeer::start(&cx.bed, &cx.csi_driver).await {
+            Ok(mut p) => p.until_ready(Duration::from_secs(60)).await.map(|()| p),
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(p) => Some(p),
             Err(e) => {
                 eprintln!("the CSI peer did not start: {e:#}");

@@ -269,6 +269,16 @@ pub fn report(f: &Figures, header: &str) -> String {
         &[""],
     );
     burst_row(&mut s, "half the PVs exist (p50)", |b| b.pv_p50, &[""]);
+    burst_row(
+        &mut s,
+        "*the provisioner's part: last claim annotated → every PV exists*",
+        |b| {
+            b.all_pvs
+                .zip(b.all_annotated)
+                .map(|(p, a)| p.saturating_sub(a))
+        },
+        &[""],
+    );
     // A time for the whole burst, with its rate in claims per second.
     let timed = |d: Option<Duration>| format!("{} ({})", opt_s(d), rate(BURST_N, d));
     let bold = |t: &Theirs, of: fn(&Burst) -> Option<Duration>| {

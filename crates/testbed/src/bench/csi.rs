@@ -121,9 +121,24 @@ impl CsiPeer {
         })
     }
 
-    /// csi-provisioner's pid (for its memory figures).
-    pub fn pid(&self) -> u32 {
-        self.provisioner.id()
+    /// Waits until csi-provisioner says its controller runs (it has found the driver and synced
+    /// its informers), so that its first claim is not charged with its start.
+    pub async fn until_ready(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            self.check()?;
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains("Started provisioner controller") {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "csi-provisioner did not start its controller in {timeout:?}; see {}",
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Fails when either process has exited.
