@@ -31,6 +31,10 @@
 # one. A bed without the 1.20 plane has no $RBDP_BED/env (its 1.37 env names no RBDP_PEER_BED);
 # a later run asking for 1.20 adds it beside the running Ceph and 1.37 plane and then names it
 # in the 1.37 env. Planes not asked for are left as they are.
+#
+# RBDP_KCM_QPS=N starts the planes' kube-controller-manager with client QPS N, burst 2N (see
+# hack/kube-up.sh), for the provisioning bench's raised-QPS profile; a plane already up is reused
+# as it runs (the bench reports the flags it finds), so give that profile a bed of its own.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 START_NS=$(date +%s%N)

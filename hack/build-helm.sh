@@ -26,24 +26,13 @@ if have_bins "$OUT" helm; then echo "$OUT"; exit 0; fi
 
 go_for_build "helm $VER"
 go_build_env
-mkdir -p "$(dirname "$OUT")"
-# One build at a time (parallel test runs on a fresh machine): the second finds the first's.
-exec 8>"$(dirname "$OUT").lock"
-flock 8
-if have_bins "$OUT" helm; then echo "$OUT"; exit 0; fi
-TMP=$(mktemp -d "$(dirname "$OUT")/tmp.XXXXXX")
-trap 'stop_heartbeat; rm -rf "$TMP"' EXIT
-
-START=$(date +%s)
+build_begin "$OUT" have_bins "$OUT" helm
 log "helm $VER is not in $CACHE_DIR yet: building it once with $gover from the Go module proxy ($(build_expect "about 5-6 min on 2 cores, longer on a loaded machine"))"
 cd "$HERE/helm"
 mkdir "$TMP/bin"
-begin_step "helm $VER"
 # helm's own version variables, so `helm version` says what was built.
-nice -n "${KUBE137_NICE:-19}" "$GO" build -trimpath \
-  -ldflags "-s -w -buildid= -X helm.sh/helm/v4/internal/version.version=$VER" \
-  -o "$TMP/bin/helm" helm.sh/helm/v4/cmd/helm
-end_step
+go_build_bin "helm $VER" "$TMP/bin/helm" helm.sh/helm/v4/cmd/helm \
+  "-X helm.sh/helm/v4/internal/version.version=$VER"
 rm -rf "$OUT"
 mv -T "$TMP/bin" "$OUT"
 "$OUT/helm" version >&2

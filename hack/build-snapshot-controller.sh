@@ -35,22 +35,12 @@ if complete; then echo "$OUT"; exit 0; fi
 
 go_for_build "external-snapshotter $VER"
 go_build_env
-mkdir -p "$(dirname "$OUT")"
-# One build at a time (parallel test runs on a fresh machine): the second finds the first's.
-exec 8>"$(dirname "$OUT").lock"
-flock 8
-if complete; then echo "$OUT"; exit 0; fi
-TMP=$(mktemp -d "$(dirname "$OUT")/tmp.XXXXXX")
-trap 'stop_heartbeat; rm -rf "$TMP"' EXIT
-
-START=$(date +%s)
+build_begin "$OUT" complete
 log "snapshot-controller $VER is not in $CACHE_DIR yet: building it once with $gover from the Go module proxy ($(build_expect "about 5-6 min on 2 cores, longer on a loaded machine"))"
 cd "$HERE/snapshot-controller"
 mkdir "$TMP/bin"
-begin_step "snapshot-controller $VER"
-nice -n "${KUBE137_NICE:-19}" "$GO" build -trimpath -ldflags "-s -w -buildid= -X main.version=$VER" \
-  -o "$TMP/bin/snapshot-controller" github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller
-end_step
+go_build_bin "snapshot-controller $VER" "$TMP/bin/snapshot-controller" \
+  github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller "-X main.version=$VER"
 # The CRDs of the client module go.mod names (the build has fetched it).
 crds=$("$GO" list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8)/config/crd
 for c in "${SNAPSHOT_CRDS[@]}"; do

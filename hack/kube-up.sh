@@ -20,6 +20,8 @@
 #   PV_SYNC_PERIOD [15s]      kube-controller-manager --pvclaimbinder-sync-period
 #   KCM_CONTROLLERS [below]   KUBE_APISERVER_EXTRA_ARGS [""] (e.g. --feature-gates=RemoveSelfLink=false)
 #   READY_TIMEOUT [120]       seconds to wait for the whole control plane
+#   RBDP_KCM_QPS [unset]      kube-controller-manager --kube-api-qps=N --kube-api-burst=2N (its
+#                             defaults are 20 and 30): the provisioning bench's raised-QPS profile
 set -euo pipefail
 set +m  # no job control: background children must not lead a process group (setsid must not fork)
 
@@ -225,6 +227,10 @@ wait_until kube-apiserver "kube-apiserver $SERVER/readyz" "${KC[@]}" "$SERVER/re
 # caller's PATH, and the insecure --port (gone in 1.24) is off. 1.37 has no rbd plugin (gone in 1.31).
 KCM_EXTRA=()
 [ "$KV" != 1.20 ] || KCM_EXTRA=(--port=0)
+if [ -n "${RBDP_KCM_QPS:-}" ]; then
+  [[ $RBDP_KCM_QPS =~ ^[1-9][0-9]*$ ]] || die "RBDP_KCM_QPS must be a positive integer, not '$RBDP_KCM_QPS'"
+  KCM_EXTRA+=(--kube-api-qps="$RBDP_KCM_QPS" --kube-api-burst=$((2 * RBDP_KCM_QPS)))
+fi
 start_bg kube-controller-manager env PATH="/usr/bin:/bin:/usr/sbin:/sbin:$PATH" "$KCM_BIN" \
   --kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=0 "${KCM_EXTRA[@]}" \

@@ -32,11 +32,25 @@ snapshot_crd_file() { echo "snapshot.storage.k8s.io_$1.yaml"; }
 
 # The helm binary hack/build-helm.sh builds (helm.sh/helm/v4, at the version hack/helm/go.mod
 # requires), for the chart's tests (tests/helm.rs) and the README's install.
-helm_version() {
-  sed -n 's#^\(require\)\{0,1\}[[:space:]]*helm.sh/helm/v4 \(v[^ ]*\).*#\2#p' "$(dirname "${BASH_SOURCE[0]}")/helm/go.mod"
+helm_version() { go_mod_requires "$(dirname "${BASH_SOURCE[0]}")/helm/go.mod" helm.sh/helm/v4; }
+# go_mod_requires GO_MOD MODULE: the version of MODULE that GO_MOD requires (one-line or block form)
+go_mod_requires() {
+  sed -n "s#^\\(require\\)\\{0,1\\}[[:space:]]*$2 \\(v[^ ]*\\).*#\\2#p" "$1"
 }
 # helm_bin_cache VERSION: where that build's binary is kept
 helm_bin_cache() { echo "$CACHE_DIR/helm-$1/bin"; }
+# The CSI pipeline hack/build-csi-peer.sh builds for the provisioning bench's CSI peer:
+# external-provisioner's csi-provisioner and a mock CSI driver, from the modules hack/csi-peer/go.mod
+# requires. Its version names both: external-provisioner's, then k8s.io/kubernetes' (the mock's).
+csi_peer_version() {
+  local mod ep k8s
+  mod=$(dirname "${BASH_SOURCE[0]}")/csi-peer/go.mod
+  ep=$(go_mod_requires "$mod" github.com/kubernetes-csi/external-provisioner/v6)
+  k8s=$(go_mod_requires "$mod" k8s.io/kubernetes)
+  [ -n "$ep" ] && [ -n "$k8s" ] && echo "$ep-k8s-$k8s"
+}
+# csi_peer_bin_cache VERSION: where that build's csi-provisioner and mock-driver are kept
+csi_peer_bin_cache() { echo "$CACHE_DIR/csi-peer-$1/bin"; }
 
 # go_for_build WHAT: GO (else go on PATH) when it is a Go >= 1.26, which every Go build here
 # needs (Debian's golang-go is 1.19); otherwise fails saying so. Sets GO and gover.
@@ -256,6 +270,32 @@ stop_heartbeat() {
   kill "$STEP_HB" 2>/dev/null || true
   wait "$STEP_HB" 2>/dev/null || true
   STEP_HB=
+}
+
+# build_begin OUT COMPLETE...: the start of a cached build into directory OUT, after its caller
+# found no complete one: one build at a time (parallel runs on a fresh machine) under the lock
+# beside OUT; if `COMPLETE...` succeeds once the lock is held (the other run built it), prints
+# OUT and exits 0. Otherwise sets TMP (a fresh directory beside OUT, removed on exit: the build
+# goes there and is moved into place whole) and START (now, for build_done).
+build_begin() {
+  local out=$1; shift
+  mkdir -p "$(dirname "$out")"
+  exec 8>"$(dirname "$out").lock"
+  flock 8
+  if "$@"; then echo "$out"; exit 0; fi
+  TMP=$(mktemp -d "$(dirname "$out")/tmp.XXXXXX")
+  trap 'stop_heartbeat; rm -rf "$TMP"' EXIT
+  START=$(date +%s)
+}
+
+# go_build_bin WHAT OUT PKG [X_FLAGS]: a build step (begin_step WHAT ... end_step): Go package PKG,
+# seen from the current directory's module, built into the executable OUT, stripped and without
+# build id, at niceness KUBE137_NICE (19: the machines are shared), X_FLAGS (-X settings) added
+# to the linker's flags.
+go_build_bin() {
+  begin_step "$1"
+  nice -n "${KUBE137_NICE:-19}" "$GO" build -trimpath -ldflags "-s -w -buildid= ${4:-}" -o "$2" "$3"
+  end_step
 }
 
 # A build's time: CACHE_DIR/<script>.last holds "seconds version date" of the script's

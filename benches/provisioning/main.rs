@@ -13,7 +13,13 @@
 //!     in the same run, and a binder-only control (claims with pre-bound PVs, no provisioner),
 //!     which is the floor for "all Bound" that no provisioner can beat. With
 //!     `RBD_BENCH_PEER=<provisioner name>` the peer is instead an external provisioner started
-//!     by hand under that name (the old `ceph.com/rbd` one, for instance: see BENCHMARKS.md).
+//!     by hand under that name (the old `ceph.com/rbd` one, for instance: see BENCHMARKS.md);
+//!  6. the same through the CSI pipeline (kubernetes-csi's csi-provisioner in front of a mock
+//!     CSI driver whose calls cost nothing: hack/build-csi-peer.sh), started by the bench, on
+//!     planes without the in-tree plugin (1.31+) or with `RBD_BENCH_CSI=1` (`0`: without it).
+//!
+//! The sides run one after the other, their order rotated between runs (`RBD_BENCH_ROTATE=<n>`
+//! to choose it); the report gives each figure as ours/theirs.
 //!
 //! Everything it creates carries a unique name and is removed at the end (claims, PVs,
 //! images, trash entries, classes, secrets, the namespace), also when a phase fails.
@@ -22,13 +28,13 @@ mod phases;
 mod report;
 
 use testbed as common;
-use testbed::bench::{bed, cleanup, figures, procfs, watch};
+use testbed::bench::{bed, cleanup, csi::CsiPeer, figures, procfs, watch};
 
 use std::time::{Duration, Instant};
 
 use common::Provisioner;
 
-use crate::bed::Ctx;
+use crate::bed::{Ctx, csi_peer_wanted};
 use crate::cleanup::cleanup;
 use crate::figures::Figures;
 use crate::phases::run;
@@ -55,17 +61,35 @@ async fn async_main() -> i32 {
 
     // The provisioner: release build, shipped ServiceAccount and RBAC.
     let prov = Provisioner::start(&cx.bed, &cx.prov_name, &[("RUST_LOG", "info")]).await;
+    let csi = if csi_peer_wanted(cx.bed.kube_minor) {
+        let started = match CsiPeer::start(&cx.bed, &cx.csi_driver).await {
+            Ok(mut p) => p.until_ready(Duration::from_secs(60)).await.map(|()| p),
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("the CSI peer did not start: {e:#}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     cx.prepare().await;
 
     cx.watch();
     let ready = cx.until_listed().await;
 
-    let mut figs = Figures::default();
+    let mut figs = Figures {
+        kcm_qps: procfs::kcm_client_flags(&cx.bed.dir),
+        ..Figures::default()
+    };
     let outcome = match ready {
         Err(e) => Err(e),
         Ok(()) => match tokio::time::timeout(
             RUN_BUDGET.saturating_sub(CLEANUP_RESERVE + started.elapsed()),
-            run(&cx, &mut figs),
+            run(&cx, &mut figs, csi.is_some()),
         )
         .await
         {
@@ -91,16 +115,31 @@ async fn async_main() -> i32 {
     let trash_errors = cx.seen.lock().unwrap().trash_errors;
     let log = prov.log.display().to_string();
     drop(prov);
+    let csi_log = csi.as_ref().map(|c| c.log.display().to_string());
+    drop(csi);
 
     let header = format!(
-        "## rbd-provisioner bench: {} (ours) vs {}\n\n\
-         API server {version}; Ceph pool `kube`; load average before {load_before}, after {}; \
-         run took {:.0} s{}.",
+        "## rbd-provisioner bench: {} (ours) vs {}{}\n\n\
+         API server {version}; kube-controller-manager's client {}; Ceph pool `kube`; \
+         load average before {load_before}, after {}; run took {:.0} s{}.",
         cx.prov_name,
         match crate::bed::peer_provisioner().as_str() {
             "kubernetes.io/rbd" =>
                 "kubernetes.io/rbd (in-tree, kube-controller-manager)".to_string(),
             other => format!("{other} (external, started by hand)"),
+        },
+        if csi_log.is_some() {
+            format!(
+                " and the CSI pipeline (csi-provisioner + mock driver `{}`)",
+                cx.csi_driver
+            )
+        } else {
+            String::new()
+        },
+        if figs.kcm_qps.is_empty() {
+            "QPS at its defaults (20, burst 30)".to_string()
+        } else {
+            figs.kcm_qps.clone()
         },
         loadavg(),
         started.elapsed().as_secs_f64(),
@@ -116,6 +155,9 @@ async fn async_main() -> i32 {
         Err(e) => {
             println!("\n**The run did not finish:** {e:#}");
             eprintln!("provisioner log: {log}");
+            if let Some(l) = csi_log {
+                eprintln!("csi-provisioner log: {l}");
+            }
             1
         }
     }

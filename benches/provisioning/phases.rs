@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::bed::{Ctx, peer_label, peer_provisioner};
 use crate::common::unique;
-use crate::figures::{Burst, Del, Figures, Seq, pct};
+use crate::figures::{Burst, Del, Figures, Seq, Side, pct, rotated};
 use crate::procfs::{find_pid, loadavg, proc_status_kib};
 use crate::watch::{all_in, latest, until};
 use crate::{BURST_N, DEL_N, SEQ_N, TRASH_POLL};
@@ -103,10 +103,11 @@ async fn burst(
     cx: &Ctx,
     class: &str,
     prefix: &str,
-    ours: bool,
+    side: Side,
     pid: Option<u32>,
     out: &mut Burst,
 ) -> Result<()> {
+    let ours = side == Side::Ours;
     let list = names(prefix, BURST_N);
     let t0 = Instant::now();
     for r in join_all(list.iter().map(|n| cx.create_claim(n, class, "1Gi"))).await {
@@ -148,7 +149,7 @@ async fn burst(
         )
         .await?;
     out.all_bound = Some(all_bound - t0);
-    write_timeline(cx, if ours { "ours" } else { "peer" }, &list, t0);
+    write_timeline(cx, prefix.trim_start_matches("burst-"), &list, t0);
     if let Some(pid) = pid {
         out.hwm_after_create_kib = proc_status_kib(pid, "VmHWM:");
     }
@@ -169,12 +170,16 @@ async fn burst(
             .collect()
     };
     let out_of_pool = async {
+        // The CSI peer's volumes live in its mock driver's memory, never in the pool.
+        if side == Side::Csi {
+            return Ok(None);
+        }
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let started = Instant::now();
             let pool = cx.ceph.list_images("kube").await?;
             if !pool.iter().any(|i| images.contains(i)) {
-                return Ok(started - t1);
+                return Ok(Some(started - t1));
             }
             if Instant::now() > deadline {
                 bail!("images of the burst are still in the pool");
@@ -192,7 +197,7 @@ async fn burst(
         out_of_pool
     );
     out.all_gone = Some(all_gone? - t1);
-    out.images_gone = Some(out_of_pool?);
+    out.images_gone = out_of_pool?;
     {
         let g = cx.seen.lock().unwrap();
         out.claims_gone = list
@@ -281,32 +286,41 @@ async fn control(cx: &Ctx, figs: &mut Figures) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(cx: &Ctx, figs: &mut Figures) -> Result<()> {
+pub async fn run(cx: &Ctx, figs: &mut Figures, csi: bool) -> Result<()> {
     let pid = find_pid(&cx.prov_name);
     if pid.is_none() {
         eprintln!("warning: provisioner process not found; no memory figures");
     }
-    // Alternate which provisioner goes first between runs (the parity of a fresh unique
-    // name, or RBD_BENCH_PEER_FIRST=1/0), so that load drift on a shared machine does not
-    // always land on the same side of the ratios; the load of each phase is reported.
-    figs.peer_first = match std::env::var("RBD_BENCH_PEER_FIRST").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => unique("order").bytes().map(u32::from).sum::<u32>() % 2 == 1,
-    };
     // Kubernetes 1.31 removed the in-tree RBD plugin: no in-tree peer there.
     let peer = !(cx.bed.kube_minor >= 31 && peer_provisioner() == "kubernetes.io/rbd");
     if !peer {
         eprintln!("no in-tree peer on Kubernetes 1.{}", cx.bed.kube_minor);
         figs.no_peer = true;
     }
-    if figs.peer_first && peer {
-        peer_phases(cx, figs).await?;
-        our_phases(cx, figs, pid).await?;
-    } else {
-        our_phases(cx, figs, pid).await?;
-        if peer {
-            peer_phases(cx, figs).await?;
+    let sides: Vec<Side> = [(Side::Ours, true), (Side::Peer, peer), (Side::Csi, csi)]
+        .into_iter()
+        .filter_map(|(s, on)| on.then_some(s))
+        .collect();
+    // Rotate the sides between runs (`RBD_BENCH_ROTATE=<n>`, else the digits of a fresh unique
+    // name; `RBD_BENCH_PEER_FIRST=1`/`0` as before: the peer first, or ours), so that load
+    // drift on a shared machine does not always land on the same side of the ratios; the load
+    // of each phase is reported.
+    figs.rotation = match (
+        std::env::var("RBD_BENCH_ROTATE")
+            .ok()
+            .and_then(|n| n.parse().ok()),
+        std::env::var("RBD_BENCH_PEER_FIRST").as_deref(),
+    ) {
+        (Some(n), _) => n,
+        (None, Ok("1")) => 1,
+        (None, Ok("0")) => 0,
+        _ => unique("order").bytes().map(usize::from).sum(),
+    };
+    figs.order = rotated(&sides, figs.rotation);
+    for side in figs.order.clone() {
+        match side {
+            Side::Ours => our_phases(cx, figs, pid).await?,
+            other => peer_phases(cx, figs, other).await?,
         }
     }
     let l0 = loadavg();
@@ -348,31 +362,41 @@ async fn our_phases(cx: &Ctx, figs: &mut Figures, pid: Option<u32>) -> Result<()
         .push(("ours, deletions one at a time".into(), l0, loadavg()));
     let l0 = loadavg();
     eprintln!("ours: burst of {BURST_N}");
-    burst(cx, &cx.ours, "burst-ours", true, pid, &mut figs.burst_ours).await?;
+    burst(
+        cx,
+        &cx.ours,
+        "burst-ours",
+        Side::Ours,
+        pid,
+        &mut figs.burst_ours,
+    )
+    .await?;
     figs.phase_load.push(("ours, burst".into(), l0, loadavg()));
     Ok(())
 }
 
-async fn peer_phases(cx: &Ctx, figs: &mut Figures) -> Result<()> {
+/// A peer's phases (the in-tree or hand-started one, or the CSI peer): one at a time, then the
+/// burst and its deletion.
+async fn peer_phases(cx: &Ctx, figs: &mut Figures, side: Side) -> Result<()> {
+    let (label, class, tag) = match side {
+        Side::Csi => ("CSI peer".to_string(), &cx.csi, "csi"),
+        _ => (peer_label(), &cx.peer, "peer"),
+    };
+    let (seq_out, burst_out) = match side {
+        Side::Csi => (&mut figs.seq_csi, &mut figs.burst_csi),
+        _ => (&mut figs.seq_peer, &mut figs.burst_peer),
+    };
     let l0 = loadavg();
-    eprintln!("{}: {SEQ_N} claims one at a time", peer_label());
-    let seq = sequential(cx, &cx.peer, "seq-peer", SEQ_N, &mut figs.seq_peer).await?;
+    eprintln!("{label}: {SEQ_N} claims one at a time");
+    let seq = sequential(cx, class, &format!("seq-{tag}"), SEQ_N, seq_out).await?;
     delete_all_quietly(cx, &seq, false).await?;
     figs.phase_load
-        .push((format!("{}, one at a time", peer_label()), l0, loadavg()));
+        .push((format!("{label}, one at a time"), l0, loadavg()));
     let l0 = loadavg();
-    eprintln!("{}: burst of {BURST_N}", peer_label());
-    burst(
-        cx,
-        &cx.peer,
-        "burst-peer",
-        false,
-        None,
-        &mut figs.burst_peer,
-    )
-    .await?;
+    eprintln!("{label}: burst of {BURST_N}");
+    burst(cx, class, &format!("burst-{tag}"), side, None, burst_out).await?;
     figs.phase_load
-        .push((format!("{}, burst", peer_label()), l0, loadavg()));
+        .push((format!("{label}, burst"), l0, loadavg()));
     Ok(())
 }
 

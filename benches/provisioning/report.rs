@@ -1,10 +1,11 @@
-//! The Markdown report: one table per part of the run, ours against the peer (the in-tree one unless `RBD_BENCH_PEER` names another).
+//! The Markdown report: one table per part of the run, ours against each peer that ran (the
+//! in-tree one unless `RBD_BENCH_PEER` names another, and the CSI peer), as ours/theirs.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::bed::peer_label;
-use crate::figures::{Burst, Del, Figures, Seq, pct};
+use crate::figures::{Burst, Del, Figures, Seq, Side, pct};
 use crate::{BURST_N, DEL_N, SEQ_N, TRASH_POLL};
 
 fn ms(d: Duration) -> String {
@@ -20,10 +21,10 @@ fn dist(v: &[Duration]) -> String {
         return "n/a".into();
     }
     format!(
-        "p50 {} / p95 {} / max {}",
+        "p50 {} / p95 {} / p99 {}",
         ms(pct(v, 50.0)),
         ms(pct(v, 95.0)),
-        ms(*v.iter().max().unwrap())
+        ms(pct(v, 99.0))
     )
 }
 
@@ -70,27 +71,86 @@ fn head(s: &mut String, cells: &[&str]) {
     s.push_str("|\n");
 }
 
+/// A side the report compares ours with: how its columns are named, and its figures.
+struct Theirs<'a> {
+    label: String,
+    seq: &'a Seq,
+    burst: &'a Burst,
+}
+
+/// The sides compared with ours this run: the peer (unless skipped), then the CSI peer (if it ran).
+fn theirs(f: &Figures) -> Vec<Theirs<'_>> {
+    let mut v = Vec::new();
+    if !f.no_peer {
+        v.push(Theirs {
+            label: peer_label(),
+            seq: &f.seq_peer,
+            burst: &f.burst_peer,
+        });
+    }
+    if f.order.contains(&Side::Csi) {
+        v.push(Theirs {
+            label: "CSI peer".into(),
+            seq: &f.seq_csi,
+            burst: &f.burst_csi,
+        });
+    }
+    v
+}
+
+/// A table's header: `first`, ours, each of theirs, ours/each of theirs (with `what` the ratio
+/// is of), then `extra`.
+fn cmp_head(s: &mut String, first: &str, ts: &[Theirs], what: &str, extra: &[&str]) {
+    let mut cells = vec![first.to_string(), "ours".to_string()];
+    cells.extend(ts.iter().map(|t| t.label.clone()));
+    cells.extend(ts.iter().map(|t| format!("ours/{}{what}", t.label)));
+    cells.extend(extra.iter().map(|e| e.to_string()));
+    head(s, &cells.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A row of such a table: `label`, ours's `cell`, each of theirs's, the ratios, then `extra`.
+fn cmp_row<'a>(
+    s: &mut String,
+    label: &str,
+    ts: &[Theirs<'a>],
+    cell: impl Fn(&Burst, &Seq) -> String,
+    ratio: impl Fn(&Theirs<'a>) -> String,
+    ours: (&Burst, &Seq),
+    extra: &[&str],
+) {
+    let mut cells = vec![label.to_string(), cell(ours.0, ours.1)];
+    cells.extend(ts.iter().map(|t| cell(t.burst, t.seq)));
+    cells.extend(ts.iter().map(&ratio));
+    cells.extend(extra.iter().map(|e| e.to_string()));
+    row(s, &cells.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+fn order_line(f: &Figures) -> String {
+    let name = |side: &Side| match side {
+        Side::Ours => "ours".to_string(),
+        Side::Peer => format!("the {}", peer_label()),
+        Side::Csi => "the CSI peer".to_string(),
+    };
+    let sides: Vec<String> = f.order.iter().map(name).collect();
+    let skipped = if f.no_peer {
+        " (no in-tree RBD plugin on this Kubernetes: no in-tree peer)"
+    } else {
+        ""
+    };
+    format!(
+        "\nOrder this run (rotation {}): {}, then the binder-only control{skipped}.\n",
+        f.rotation,
+        sides.join(", then ")
+    )
+}
+
 pub fn report(f: &Figures, header: &str) -> String {
     let mut s = String::new();
-    let (o, p) = (&f.burst_ours, &f.burst_peer);
+    let o = &f.burst_ours;
+    let ts = theirs(f);
+    let ours = (&f.burst_ours, &f.seq_ours);
     let _ = writeln!(s, "{header}");
-    let peer = format!("the {}", peer_label());
-    let (first, second) = if f.peer_first {
-        (peer.as_str(), "ours")
-    } else {
-        ("ours", peer.as_str())
-    };
-    if f.no_peer {
-        let _ = writeln!(
-            s,
-            "\nOrder this run: ours, then the binder-only control (no in-tree RBD plugin on this Kubernetes: the peer columns are empty).\n"
-        );
-    } else {
-        let _ = writeln!(
-            s,
-            "\nOrder this run: {first} first, then {second}, then the binder-only control.\n"
-        );
-    }
+    let _ = writeln!(s, "{}", order_line(f));
     head(&mut s, &["phase", "load average at start", "at end"]);
     for (phase, a, b) in &f.phase_load {
         row(&mut s, &[phase, a, b]);
@@ -108,26 +168,45 @@ pub fn report(f: &Figures, header: &str) -> String {
             )
         }
     };
+    let mut before = format!(
+        "one at a time: ours {}; burst: ours {}",
+        neg(&f.seq_ours.pv_before_ann),
+        neg(&o.pv_before_ann)
+    );
+    for t in &ts {
+        let _ = write!(
+            before,
+            "; {}: one at a time {}, burst {}",
+            t.label,
+            neg(&t.seq.pv_before_ann),
+            neg(&t.burst.pv_before_ann)
+        );
+    }
     let _ = writeln!(
         s,
-        "\nPV seen before the annotation (one clock, this process's; left out of the annotation → PV rows): one at a time: ours {}, peer {}; burst: ours {}, peer {}.",
-        neg(&f.seq_ours.pv_before_ann),
-        neg(&f.seq_peer.pv_before_ann),
-        neg(&o.pv_before_ann),
-        neg(&p.pv_before_ann),
+        "\nPV seen before the annotation (one clock, this process's; left out of the annotation → PV rows): {before}."
     );
     let _ = writeln!(s, "\n### 1. One claim at a time (1 GiB, N={SEQ_N})\n");
-    head(
-        &mut s,
-        &["claim created →", "ours", &peer_label(), "ours/peer (p50)"],
-    );
+    cmp_head(&mut s, "claim created →", &ts, " (p50 / p99)", &[]);
     let p50 = |v: &[Duration]| (!v.is_empty()).then(|| pct(v, 50.0));
-    // One figure of the one-at-a-time phase, ours against the peer's.
+    let p99 = |v: &[Duration]| (!v.is_empty()).then(|| pct(v, 99.0));
+    // One figure of the one-at-a-time phase, ours against each of theirs.
     let seq_row = |s: &mut String, label: &str, of: fn(&Seq) -> &[Duration]| {
-        let (a, b) = (of(&f.seq_ours), of(&f.seq_peer));
-        row(s, &[label, &dist(a), &dist(b), &ratio(p50(a), p50(b))]);
+        let a = of(&f.seq_ours);
+        cmp_row(
+            s,
+            label,
+            &ts,
+            |_, q| dist(of(q)),
+            |t| {
+                let b = of(t.seq);
+                format!("{} / {}", ratio(p50(a), p50(b)), ratio(p99(a), p99(b)))
+            },
+            ours,
+            &[],
+        );
     };
-    seq_row(&mut s, "PV exists", |q| &q.pv);
+    seq_row(&mut s, "**PV exists**", |q| &q.pv);
     seq_row(
         &mut s,
         "binder annotated the claim (handed it to a provisioner)",
@@ -138,83 +217,90 @@ pub fn report(f: &Figures, header: &str) -> String {
         "*annotation → PV exists (the provisioner's own part)*",
         |q| &q.ann_to_pv,
     );
-    seq_row(&mut s, "claim Bound", |q| &q.bound);
+    seq_row(&mut s, "**claim Bound**", |q| &q.bound);
 
     let _ = writeln!(
         s,
         "\n### 2. Burst: {BURST_N} claims (1 GiB) created at once\n"
     );
-    head(
+    cmp_head(
         &mut s,
-        &[
-            "from the first create →",
-            "ours",
-            &peer_label(),
-            "ours/peer",
-            "binder-only control",
-        ],
+        "from the first create →",
+        &ts,
+        "",
+        &["binder-only control"],
     );
-    row(
+    // One figure of the burst (creation or deletion), ours against each of theirs.
+    let burst_row =
+        |s: &mut String, label: &str, of: fn(&Burst) -> Option<Duration>, extra: &[&str]| {
+            cmp_row(
+                s,
+                label,
+                &ts,
+                |b, _| opt_s(of(b)),
+                |t| ratio(of(o), of(t.burst)),
+                ours,
+                extra,
+            );
+        };
+    let accepted = format!("{} (claims + pre-bound PVs)", opt_s(f.control_api_create));
+    cmp_row(
         &mut s,
-        &[
-            &format!("all {BURST_N} claims accepted by the API"),
-            &opt_s(o.api_create),
-            &opt_s(p.api_create),
-            "",
-            &format!("{} (claims + pre-bound PVs)", opt_s(f.control_api_create)),
-        ],
+        &format!("all {BURST_N} claims accepted by the API"),
+        &ts,
+        |b, _| opt_s(b.api_create),
+        |_| String::new(),
+        ours,
+        &[&accepted],
     );
-    row(
+    burst_row(
         &mut s,
-        &[
-            "every claim annotated by the binder (handed to a provisioner)",
-            &opt_s(o.all_annotated),
-            &opt_s(p.all_annotated),
-            &ratio(o.all_annotated, p.all_annotated),
-            "",
-        ],
+        "every claim annotated by the binder (handed to a provisioner)",
+        |b| b.all_annotated,
+        &[""],
     );
-    row(
+    cmp_row(
         &mut s,
-        &[
-            "*per claim: annotation → PV exists*",
-            &dist(&o.ann_to_pv),
-            &dist(&p.ann_to_pv),
-            &ratio(p50(&o.ann_to_pv), p50(&p.ann_to_pv)),
-            "",
-        ],
+        "*per claim: annotation → PV exists*",
+        &ts,
+        |b, _| dist(&b.ann_to_pv),
+        |t| ratio(p50(&o.ann_to_pv), p50(&t.burst.ann_to_pv)),
+        ours,
+        &[""],
     );
-    row(
+    burst_row(&mut s, "half the PVs exist (p50)", |b| b.pv_p50, &[""]);
+    burst_row(
         &mut s,
-        &[
-            "half the PVs exist (p50)",
-            &opt_s(o.pv_p50),
-            &opt_s(p.pv_p50),
-            &ratio(o.pv_p50, p.pv_p50),
-            "",
-        ],
+        "*the provisioner's part: last claim annotated → every PV exists*",
+        |b| {
+            b.all_pvs
+                .zip(b.all_annotated)
+                .map(|(p, a)| p.saturating_sub(a))
+        },
+        &[""],
     );
     // A time for the whole burst, with its rate in claims per second.
     let timed = |d: Option<Duration>| format!("{} ({})", opt_s(d), rate(BURST_N, d));
-    row(
+    let bold = |t: &Theirs, of: fn(&Burst) -> Option<Duration>| {
+        format!("**{}**", ratio(of(o), of(t.burst)))
+    };
+    cmp_row(
         &mut s,
-        &[
-            "**every PV exists**",
-            &timed(o.all_pvs),
-            &timed(p.all_pvs),
-            &format!("**{}**", ratio(o.all_pvs, p.all_pvs)),
-            "",
-        ],
+        "**every PV exists**",
+        &ts,
+        |b, _| timed(b.all_pvs),
+        |t| bold(t, |b| b.all_pvs),
+        ours,
+        &[""],
     );
-    row(
+    cmp_row(
         &mut s,
-        &[
-            "**every claim Bound** (binder-capped)",
-            &timed(o.all_bound),
-            &timed(p.all_bound),
-            &format!("**{}**", ratio(o.all_bound, p.all_bound)),
-            &timed(f.control_all_bound),
-        ],
+        "**every claim Bound** (binder-capped)",
+        &ts,
+        |b, _| timed(b.all_bound),
+        |t| bold(t, |b| b.all_bound),
+        ours,
+        &[&timed(f.control_all_bound)],
     );
 
     let _ = writeln!(s, "\n### 3. Deletion (Delete policy)\n");
@@ -257,83 +343,73 @@ pub fn report(f: &Figures, header: &str) -> String {
         ],
     );
     let _ = writeln!(s, "\nThe burst's {BURST_N} claims deleted at once:\n");
-    head(
+    cmp_head(&mut s, "from the first delete →", &ts, "", &[]);
+    cmp_row(
         &mut s,
-        &[
-            "from the first delete →",
-            "ours",
-            &peer_label(),
-            "ours/peer",
-        ],
+        &format!("all {BURST_N} deletions accepted by the API"),
+        &ts,
+        |b, _| opt_s(b.api_delete),
+        |_| String::new(),
+        ours,
+        &[],
     );
-    row(
+    cmp_row(
         &mut s,
-        &[
-            &format!("all {BURST_N} deletions accepted by the API"),
-            &opt_s(o.api_delete),
-            &opt_s(p.api_delete),
-            "",
-        ],
+        "**every PV gone**",
+        &ts,
+        |b, _| timed(b.all_gone),
+        |t| bold(t, |b| b.all_gone),
+        ours,
+        &[],
     );
-    row(
+    burst_row(
         &mut s,
-        &[
-            "**every PV gone**",
-            &timed(o.all_gone),
-            &timed(p.all_gone),
-            &format!("**{}**", ratio(o.all_gone, p.all_gone)),
-        ],
+        "every image out of the pool (`rbd ls`, polled every 250 ms; the CSI peer has none)",
+        |b| b.images_gone,
+        &[],
     );
-    row(
+    // Ours: out of the trash too; the in-tree peer has no trash (its figure is the pool's).
+    let purged = |b: &Burst| b.trash_free.or(b.images_gone);
+    burst_row(
         &mut s,
-        &[
-            "every image out of the pool (`rbd ls`, polled every 250 ms)",
-            &opt_s(o.images_gone),
-            &opt_s(p.images_gone),
-            &ratio(o.images_gone, p.images_gone),
-        ],
+        "every image purged (ours: out of the trash too; the peers have no trash)",
+        purged,
+        &[],
     );
-    row(
+    burst_row(
         &mut s,
-        &[
-            "every image purged (ours: out of the trash too; the peer has no trash)",
-            &opt_s(o.trash_free),
-            &opt_s(p.images_gone),
-            &ratio(o.trash_free, p.images_gone),
-        ],
+        "every claim gone (kube-controller-manager's pvc-protection dropped its finalizer)",
+        |b| b.claims_gone,
+        &[],
     );
-
-    row(
+    burst_row(
         &mut s,
-        &[
-            "every claim gone (kube-controller-manager's pvc-protection dropped its finalizer)",
-            &opt_s(o.claims_gone),
-            &opt_s(p.claims_gone),
-            &ratio(o.claims_gone, p.claims_gone),
-        ],
+        "*the provisioner's part: last claim gone → every PV gone*",
+        |b| {
+            b.all_gone
+                .zip(b.claims_gone)
+                .map(|(g, c)| g.saturating_sub(c))
+        },
+        &[],
     );
-    let after = |b: &Burst| {
-        b.images_gone
-            .zip(b.claims_gone)
-            .map(|(i, c)| i.saturating_sub(c))
-    };
-    row(
+    burst_row(
         &mut s,
-        &[
-            "*the provisioner's part: last claim gone → every image out of the pool*",
-            &opt_s(after(o)),
-            &opt_s(after(p)),
-            &ratio(after(o), after(p)),
-        ],
+        "*the provisioner's part: last claim gone → every image out of the pool*",
+        |b| {
+            b.images_gone
+                .zip(b.claims_gone)
+                .map(|(i, c)| i.saturating_sub(c))
+        },
+        &[],
     );
-    row(
+    cmp_row(
         &mut s,
-        &[
-            "*per claim: claim gone → its PV gone*",
-            &dist(&o.gone_to_pv_gone),
-            &dist(&p.gone_to_pv_gone),
-            "",
-        ],
+        "*per claim: claim gone → its PV gone*",
+        &ts,
+        |b, _| dist(&b.gone_to_pv_gone),
+        |t| ratio(p50(&o.gone_to_pv_gone), p50(&t.burst.gone_to_pv_gone)),
+        ours,
+        &[],
     );
 
     let _ = writeln!(s, "\n### 4. Provisioner memory (ours, one process)\n");

@@ -24,6 +24,9 @@ pub struct Ctx {
     pub ns: String,
     pub ours: String,
     pub peer: String,
+    /// The CSI peer's StorageClass, and its driver's name (that class's provisioner).
+    pub csi: String,
+    pub csi_driver: String,
     /// storageClassName of the binder-only control (no StorageClass object, no provisioner).
     pub control: String,
     pub admin_secret: String,
@@ -41,6 +44,8 @@ impl Ctx {
             ceph,
             ours: format!("{ns}-ours"),
             peer: format!("{ns}-intree"),
+            csi: format!("{ns}-csi"),
+            csi_driver: format!("{ns}.bench.csi"),
             control: format!("{ns}-control"),
             admin_secret: format!("{ns}-admin"),
             prov_name: format!("{ns}.bench/rbd"),
@@ -109,7 +114,16 @@ impl Ctx {
         ];
         let delete = json!({"reclaimPolicy": "Delete"});
         storage_class(admin, &self.ours, &self.prov_name, &params, delete.clone()).await;
-        storage_class(admin, &self.peer, &peer_provisioner(), &params, delete).await;
+        storage_class(
+            admin,
+            &self.peer,
+            &peer_provisioner(),
+            &params,
+            delete.clone(),
+        )
+        .await;
+        // The mock driver takes no parameters; Delete as the others.
+        storage_class(admin, &self.csi, &self.csi_driver, &[], delete).await;
     }
 
     pub fn pvcs(&self) -> Api<PersistentVolumeClaim> {
@@ -186,6 +200,16 @@ impl Ctx {
 /// (for instance the old `ceph.com/rbd` one, whose build is never part of this repository).
 pub fn peer_provisioner() -> String {
     std::env::var("RBD_BENCH_PEER").unwrap_or_else(|_| "kubernetes.io/rbd".into())
+}
+
+/// Whether the run has the CSI peer: `RBD_BENCH_CSI=1`/`0`, else on planes without the in-tree
+/// RBD plugin (1.31+), where external-provisioner's informers find every API they watch.
+pub fn csi_peer_wanted(kube_minor: u32) -> bool {
+    match std::env::var("RBD_BENCH_CSI").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => kube_minor >= 31,
+    }
 }
 
 /// How the report names the peer.

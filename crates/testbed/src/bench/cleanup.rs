@@ -84,7 +84,7 @@ pub async fn cleanup(cx: &Ctx) -> Vec<String> {
         }
     }
     let scs = Api::<StorageClass>::all(cx.admin.clone());
-    for sc in [&cx.ours, &cx.peer] {
+    for sc in [&cx.ours, &cx.peer, &cx.csi] {
         let _ = scs.delete(sc, &DeleteParams::default()).await;
     }
     let _ = Api::<Secret>::namespaced(cx.admin.clone(), "kube-system")

@@ -59,21 +59,61 @@ pub struct Burst {
     pub rss_after_delete_kib: Option<u64>,
 }
 
+/// Who a phase drives: ours, the peer of `RBD_BENCH_PEER` (in-tree by default), or the CSI peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Ours,
+    Peer,
+    Csi,
+}
+
+/// `sides` rotated left by `n`: each run starts with another one, so that load drift on a shared
+/// machine does not always land on the same side of the ratios.
+pub fn rotated(sides: &[Side], n: usize) -> Vec<Side> {
+    let mut v = sides.to_vec();
+    if !v.is_empty() {
+        v.rotate_left(n % sides.len());
+    }
+    v
+}
+
 #[derive(Default)]
 pub struct Figures {
     pub seq_ours: Seq,
     pub seq_peer: Seq,
+    pub seq_csi: Seq,
     pub del_1g: Del,
     pub del_100g: Del,
     pub burst_ours: Burst,
     pub burst_peer: Burst,
+    pub burst_csi: Burst,
     pub control_all_bound: Option<Duration>,
     pub control_api_create: Option<Duration>,
     pub leftovers: Vec<String>,
     /// (phase, load average at its start, at its end), in the order run.
     pub phase_load: Vec<(String, String, String)>,
-    /// Whether the in-tree peer's phases ran before ours this time.
-    pub peer_first: bool,
+    /// The sides' phases in the order they ran this time (the binder-only control last).
+    pub order: Vec<Side>,
+    /// The rotation that gave `order` (`RBD_BENCH_ROTATE`).
+    pub rotation: usize,
     /// The peer's phases were skipped (no in-tree RBD plugin on Kubernetes 1.31+).
     pub no_peer: bool,
+    /// kube-controller-manager's client QPS/burst flags as it runs (empty: its defaults).
+    pub kcm_qps: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_starts_each_run_with_another_side() {
+        use Side::*;
+        let all = [Ours, Peer, Csi];
+        assert_eq!(rotated(&all, 0), vec![Ours, Peer, Csi]);
+        assert_eq!(rotated(&all, 1), vec![Peer, Csi, Ours]);
+        assert_eq!(rotated(&all, 5), vec![Csi, Ours, Peer]);
+        assert_eq!(rotated(&[Ours, Csi], 3), vec![Csi, Ours]);
+        assert!(rotated(&[], 2).is_empty());
+    }
 }

@@ -1,8 +1,9 @@
-//! What the benches share: the bench's bed (classes, secrets, peers), watches that time each
+//! What the benches share: the bench's bed (classes, secrets, peers, the CSI peer's processes), watches that time each
 //! event, the figures and their percentiles, /proc readings, and the cleanup.
 
 pub mod bed;
 pub mod cleanup;
+pub mod csi;
 pub mod figures;
 pub mod procfs;
 pub mod watch;

@@ -70,3 +70,43 @@ pub fn rss_kib(pid: u32) -> Option<Rss> {
         hwm: field("VmHWM:").unwrap_or(0),
     })
 }
+
+/// The client QPS and burst flags (`--kube-api-qps=…` `--kube-api-burst=…`) of the
+/// kube-controller-manager the plane in `bed_dir` runs (hack/kube-up.sh records its pid in
+/// `kube/pids/`), as one string; empty when it runs with its defaults or cannot be read.
+pub fn kcm_client_flags(bed_dir: &std::path::Path) -> String {
+    let pid = bed_dir.join("kube/pids/kube-controller-manager.pid");
+    let Some(cmd) = std::fs::read_to_string(pid)
+        .ok()
+        .and_then(|p| std::fs::read(format!("/proc/{}/cmdline", p.trim())).ok())
+    else {
+        return String::new();
+    };
+    kube_api_flags(&cmd)
+}
+
+/// The `--kube-api-qps`/`--kube-api-burst` arguments of a NUL-separated command line.
+fn kube_api_flags(cmdline: &[u8]) -> String {
+    cmdline
+        .split(|b| *b == 0)
+        .map(String::from_utf8_lossy)
+        .filter(|a| a.starts_with("--kube-api-qps=") || a.starts_with("--kube-api-burst="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kube_api_flags_are_read_from_the_command_line() {
+        let cmd = b"kube-controller-manager\0--v=2\0--kube-api-qps=200\0--kube-api-burst=400\0";
+        assert_eq!(
+            super::kube_api_flags(cmd),
+            "--kube-api-qps=200 --kube-api-burst=400"
+        );
+        assert_eq!(
+            super::kube_api_flags(b"kube-controller-manager\0--v=2\0"),
+            ""
+        );
+    }
+}
