@@ -426,7 +426,12 @@ pub fn report(f: &Figures, header: &str) -> String {
         ),
         &ts,
         |b, _| dist(&b.gone_to_out_of_pool),
-        |t| ratio(p99(&o.gone_to_out_of_pool), p99(&t.burst.gone_to_out_of_pool)),
+        |t| {
+            ratio(
+                p99(&o.gone_to_out_of_pool),
+                p99(&t.burst.gone_to_out_of_pool),
+            )
+        },
         ours,
         &[],
     );
