@@ -371,7 +371,10 @@ pub fn report(f: &Figures, header: &str) -> String {
     );
     burst_row(
         &mut s,
-        "every image out of the pool (`rbd ls`, polled every 250 ms; the CSI peer has none)",
+        &format!(
+            "every image out of the pool (`rbd ls`, listed every {} ms; the CSI peer has none)",
+            POOL_POLL.as_millis()
+        ),
         |b| b.images_gone,
         &[],
     );
