@@ -19,7 +19,7 @@ use super::outcome::{Outcome, Wait, done};
 use super::purge::Job;
 use crate::error::{Error, FactsDisagree, Result, is_status};
 use crate::k8s;
-use ceph::RbdCluster;
+use ceph::{RbdCluster, SnapInfo};
 use domain::owner::Place;
 use domain::reclaim::{self, DeleteTarget, VolumeAction};
 use domain::volume::{ANN_FSID, ANN_POOL_ID, FINALIZER};
@@ -295,7 +295,7 @@ async fn delete(
     let _held = ctx.ceph.locks.lock(&t.pool, &t.image).await;
     at.mark("lock");
 
-    let image = match cluster.image_info(&t.pool, &t.image).await {
+    let image = match cluster.inspect(&t.pool, &t.image, owner::KEYS).await {
         // Only the image's own ENOENT in the pool the PV records: a pool renamed and replaced
         // by an empty one must not pass for a deleted image.
         Err(e) if e.is_not_found() => {
@@ -310,24 +310,17 @@ async fn delete(
             None
         }
         Err(e) => return Err(Error::ceph(&object)(e)),
-        Ok(info) => {
-            let meta = cluster
-                .metadata(&t.pool, &t.image, owner::KEYS)
-                .await
-                .map_err(Error::ceph(&object))?;
+        Ok(seen) => {
             let legacy = reclaim::made_by_old_provisioner(pv);
-            owner::check_delete(&meta, &ctx.instance, &pv_name, &live, legacy)
+            owner::check_delete(&seen.metadata, &ctx.instance, &pv_name, &live, legacy)
                 .map_err(|m| refuse(FactsDisagree::Stamp(m)))?;
-            // Read-only open: a read/write open would make us a watcher ourselves.
-            let watchers = cluster
-                .watchers(&t.pool, &t.image)
-                .await
-                .map_err(Error::ceph(&object))?;
-            if !watchers.is_empty() {
+            // Read through a read-only open: a read/write open would make us a watcher.
+            if !seen.watchers.is_empty() {
                 return Err(Error::ImageInUse {
                     pool: t.pool.clone(),
                     image: t.image.clone(),
-                    watchers: watchers
+                    watchers: seen
+                        .watchers
                         .iter()
                         .map(|w| w.addr.clone())
                         .collect::<Vec<_>>()
@@ -340,8 +333,8 @@ async fn delete(
                 image: &t.image,
                 object: &object,
             };
-            done!(detach_clones(ctx, &src).await?);
-            Some((info, meta))
+            done!(detach_clones(ctx, &src, seen.snapshots).await?);
+            Some((seen.info, seen.metadata))
         }
     };
 
@@ -489,17 +482,17 @@ struct ImageUnderDeletion<'a> {
 /// Clones made from this image (snapshots named after them) become independent first, so
 /// deleting a source never breaks its clones. Flattening can take long: it runs in the
 /// background with its own deadline, and this deletion is retried until it is done.
-async fn detach_clones(ctx: &Context, src: &ImageUnderDeletion<'_>) -> Result<Outcome> {
+async fn detach_clones(
+    ctx: &Context,
+    src: &ImageUnderDeletion<'_>,
+    snaps: Vec<SnapInfo>,
+) -> Result<Outcome> {
     let ImageUnderDeletion {
         cluster,
         pool,
         image,
         object,
     } = *src;
-    let snaps = cluster
-        .snap_list(pool, image)
-        .await
-        .map_err(Error::ceph(object))?;
     // A volume's VolumeSnapshots outlive neither it nor its deletion: the image stays until
     // they are deleted (a restore may still be made from them).
     let kept: Vec<&str> = snaps
