@@ -13,6 +13,15 @@ pub fn release_free_heap() -> bool {
     unsafe { libc::malloc_trim(0) == 1 }
 }
 
+/// Bytes of heap in use by the whole process (glibc `mallinfo2`: arena blocks in use plus
+/// mmap-ed blocks), for tests that measure what a structure costs.
+#[cfg(test)]
+pub fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 takes the arena locks itself and returns a plain struct.
+    let m = unsafe { libc::mallinfo2() };
+    m.uordblks + m.hblkhd
+}
+
 /// Hands back the main thread's stack pages below the caller's frame, less a margin; returns
 /// how many bytes. Before `main`, a static initializer of libceph-common builds its table of
 /// config options in one very large frame, which left about 850 KiB of the main stack resident

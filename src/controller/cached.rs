@@ -294,4 +294,6 @@ impl<K: CachedKind> Resource for Cached<K> {
 }
 
 #[cfg(test)]
+mod footprint;
+#[cfg(test)]
 mod tests;

@@ -155,6 +155,21 @@ fn claims_going(
     .touched_objects()
 }
 
+/// The volume a claim event wakes, with early deletion on: the volume the claim is bound
+/// to, or, before binding, the one we would have made for it.
+pub(super) fn volume_to_wake(
+    c: Cached<PersistentVolumeClaim>,
+    early: bool,
+) -> Option<ObjectRef<Cached<PersistentVolume>>> {
+    let bound = c
+        .object()
+        .ok()
+        .and_then(|pvc| pvc.spec?.volume_name)
+        .filter(|v| !v.is_empty());
+    let pv = bound.or_else(|| c.meta().uid.as_deref().map(volume::pv_name));
+    pv.filter(|_| early).map(|v| ObjectRef::new(&v))
+}
+
 /// Runs the controllers until a termination signal.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Result<(), Error> {
     let workers = settings.workers;
@@ -213,16 +228,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         // binding, the one we would have made for it (a wake-up only; the reconcile checks).
         .watches_stream(
             claims_going(&client, ctx.clone()),
-            move |c: Cached<PersistentVolumeClaim>| {
-                let bound = c
-                    .object()
-                    .ok()
-                    .and_then(|pvc| pvc.spec?.volume_name)
-                    .filter(|v| !v.is_empty());
-                let pv = bound.or_else(|| c.meta().uid.as_deref().map(volume::pv_name));
-                pv.filter(|_| early)
-                    .map(|v| ObjectRef::<Cached<PersistentVolume>>::new(&v))
-            },
+            move |c| volume_to_wake(c, early),
         )
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
