@@ -15,6 +15,7 @@
 //! reads the object back from that JSON ([`Cached::object`]); nothing writes a cached object
 //! back whole, only patches of the fields it changes, so what was dropped is never lost.
 
+use std::any::TypeId;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,7 +28,7 @@ use kube::Resource;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
 
-use domain::claim::{self, Bindable};
+use domain::claim;
 use domain::reclaim::ANN_LEGACY_IDENTITY;
 use domain::volume;
 
@@ -39,14 +40,6 @@ pub trait CachedKind:
     /// The object less what no decision reads: what the cache keeps.
     fn trimmed(self) -> Self;
     fn facts(&self) -> Self::Facts;
-}
-
-/// What scans over every cached PV read, worked out once per watch event.
-#[derive(Clone, Debug, Default)]
-pub struct VolumeFacts {
-    /// The (pool, image) its immutable volume source names.
-    pub image: Option<(String, String)>,
-    pub bindable: Option<Bindable>,
 }
 
 /// The annotations a decision reads from a PV; the cache drops every other one. PVs are
@@ -139,10 +132,7 @@ impl CachedKind for PersistentVolume {
     }
 
     fn facts(&self) -> VolumeFacts {
-        VolumeFacts {
-            image: domain::reclaim::spec_image(self),
-            bindable: Bindable::of(self),
-        }
+        VolumeFacts::of(self)
     }
 }
 
@@ -205,19 +195,19 @@ impl CachedKind for PersistentVolumeClaim {
     fn facts(&self) {}
 }
 
-/// A watched object kept as JSON; see the module documentation.
+/// A watched object kept as packed JSON; see the module documentation.
 #[derive(Clone)]
 pub struct Cached<K: CachedKind> {
-    /// Name, namespace, uid, resourceVersion and deletionTimestamp only.
+    /// Name, namespace, uid, resourceVersion and deletionTimestamp only: what the watch
+    /// machinery and the scans read. The JSON leaves them out; [`Cached::object`] puts them back.
     metadata: ObjectMeta,
-    json: Box<[u8]>,
+    json: Packed,
     pub facts: K::Facts,
 }
 
 impl<K: CachedKind> Cached<K> {
     pub fn new(full: K) -> Result<Cached<K>, serde_json::Error> {
         let mut trimmed = full.trimmed();
-        let json = serde_json::to_vec(&trimmed)?.into_boxed_slice();
         let facts = trimmed.facts();
         let m = trimmed.meta_mut();
         let metadata = ObjectMeta {
@@ -228,6 +218,7 @@ impl<K: CachedKind> Cached<K> {
             deletion_timestamp: m.deletion_timestamp.take(),
             ..ObjectMeta::default()
         };
+        let json = packed::pack_as(TypeId::of::<K>(), serde_json::to_vec(&trimmed)?);
         Ok(Cached {
             metadata,
             json,
@@ -238,12 +229,21 @@ impl<K: CachedKind> Cached<K> {
     /// The object as decisions see it: what the watch delivered, less what [`CachedKind::trimmed`]
     /// drops.
     pub fn object(&self) -> Result<K, serde_json::Error> {
-        serde_json::from_slice(&self.json)
+        let json = self.json.bytes().map_err(serde_json::Error::custom)?;
+        let mut obj: K = serde_json::from_slice(&json)?;
+        let (m, from) = (obj.meta_mut(), &self.metadata);
+        m.name.clone_from(&from.name);
+        m.namespace.clone_from(&from.namespace);
+        m.uid.clone_from(&from.uid);
+        m.resource_version.clone_from(&from.resource_version);
+        m.deletion_timestamp.clone_from(&from.deletion_timestamp);
+        Ok(obj)
     }
 
+    /// The length of the JSON kept (unpacked), less the identity.
     #[cfg(test)]
     fn json_len(&self) -> usize {
-        self.json.len()
+        self.json.bytes().map_or(usize::MAX, |j| j.len())
     }
 }
 
@@ -293,7 +293,12 @@ impl<K: CachedKind> Resource for Cached<K> {
     }
 }
 
+mod facts;
 #[cfg(test)]
 mod footprint;
+mod packed;
+
+pub use facts::VolumeFacts;
+use packed::Packed;
 #[cfg(test)]
 mod tests;

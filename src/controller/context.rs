@@ -228,8 +228,7 @@ impl Context {
             .volumes
             .state()
             .iter()
-            .filter_map(|pv| pv.facts.bindable.as_ref())
-            .any(|pv| domain::claim::could_bind(pvc, pv))
+            .any(|pv| pv.could_bind(pvc))
     }
 
     /// Waits until the volumes watch has listed every PV once.
@@ -246,12 +245,7 @@ impl Context {
         image: &str,
     ) -> Option<String> {
         self.caches.volumes.state().iter().find_map(|other| {
-            (other.meta().uid != pv.metadata.uid
-                && other
-                    .facts
-                    .image
-                    .as_ref()
-                    .is_some_and(|(p, i)| p == pool && i == image))
+            (other.meta().uid != pv.metadata.uid && other.names_image(pool, image))
             .then(|| other.meta().name.clone().unwrap_or_default())
         })
     }
