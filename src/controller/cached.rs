@@ -19,11 +19,12 @@ use std::any::TypeId;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use kube::Resource;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
@@ -196,11 +197,14 @@ impl CachedKind for PersistentVolumeClaim {
 }
 
 /// A watched object kept as packed JSON; see the module documentation.
-#[derive(Clone)]
 pub struct Cached<K: CachedKind> {
-    /// Name, namespace, uid, resourceVersion and deletionTimestamp only: what the watch
-    /// machinery and the scans read. The JSON leaves them out; [`Cached::object`] puts them back.
-    metadata: ObjectMeta,
+    /// Name, namespace, uid, resourceVersion and deletionTimestamp: what the watch machinery
+    /// and the scans read. The JSON leaves them out; [`Cached::object`] puts them back.
+    id: Identity,
+    /// The identity as an `ObjectMeta`, made when something asks for one (kube's machinery
+    /// asks of watch events' objects; errors' log lines): the truth once made, since
+    /// `meta_mut` may change it.
+    meta: OnceLock<Box<ObjectMeta>>,
     json: Packed,
     pub facts: K::Facts,
 }
@@ -210,20 +214,48 @@ impl<K: CachedKind> Cached<K> {
         let mut trimmed = full.trimmed();
         let facts = trimmed.facts();
         let m = trimmed.meta_mut();
-        let metadata = ObjectMeta {
-            name: m.name.take(),
-            namespace: m.namespace.take(),
-            uid: m.uid.take(),
-            resource_version: m.resource_version.take(),
-            deletion_timestamp: m.deletion_timestamp.take(),
-            ..ObjectMeta::default()
-        };
+        let id = Identity::of(m);
+        (m.name, m.namespace, m.uid, m.resource_version) = (None, None, None, None);
+        m.deletion_timestamp = None;
         let json = packed::pack_as(TypeId::of::<K>(), serde_json::to_vec(&trimmed)?);
         Ok(Cached {
-            metadata,
+            id,
+            meta: OnceLock::new(),
             json,
             facts,
         })
+    }
+
+    fn field(&self, f: Field) -> Option<&str> {
+        match self.meta.get() {
+            Some(m) => match f {
+                Field::Name => m.name.as_deref(),
+                Field::Namespace => m.namespace.as_deref(),
+                Field::Uid => m.uid.as_deref(),
+                Field::ResourceVersion => m.resource_version.as_deref(),
+            },
+            None => self.id.get(f),
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.field(Field::Name)
+    }
+
+    pub fn uid(&self) -> Option<&str> {
+        self.field(Field::Uid)
+    }
+
+    pub fn deletion_timestamp(&self) -> Option<&Time> {
+        match self.meta.get() {
+            Some(m) => m.deletion_timestamp.as_ref(),
+            None => self.id.deletion(),
+        }
+    }
+
+    /// "namespace/name", as log lines name the object.
+    pub fn label(&self) -> String {
+        domain::meta::qualified(self.field(Field::Namespace), self.name().unwrap_or_default())
     }
 
     /// The object as decisions see it: what the watch delivered, less what [`CachedKind::trimmed`]
@@ -231,12 +263,13 @@ impl<K: CachedKind> Cached<K> {
     pub fn object(&self) -> Result<K, serde_json::Error> {
         let json = self.json.bytes().map_err(serde_json::Error::custom)?;
         let mut obj: K = serde_json::from_slice(&json)?;
-        let (m, from) = (obj.meta_mut(), &self.metadata);
-        m.name.clone_from(&from.name);
-        m.namespace.clone_from(&from.namespace);
-        m.uid.clone_from(&from.uid);
-        m.resource_version.clone_from(&from.resource_version);
-        m.deletion_timestamp.clone_from(&from.deletion_timestamp);
+        let m = obj.meta_mut();
+        let get = |f| self.field(f).map(str::to_string);
+        m.name = get(Field::Name);
+        m.namespace = get(Field::Namespace);
+        m.uid = get(Field::Uid);
+        m.resource_version = get(Field::ResourceVersion);
+        m.deletion_timestamp = self.deletion_timestamp().cloned();
         Ok(obj)
     }
 
@@ -247,14 +280,27 @@ impl<K: CachedKind> Cached<K> {
     }
 }
 
+impl<K: CachedKind> Clone for Cached<K> {
+    /// The same object; an `ObjectMeta` made for the original is not copied (the stores keep
+    /// clones of the watch events' objects).
+    fn clone(&self) -> Self {
+        Cached {
+            id: self.meta.get().map_or_else(|| self.id.clone(), |m| Identity::of(m)),
+            meta: OnceLock::new(),
+            json: self.json.clone(),
+            facts: self.facts.clone(),
+        }
+    }
+}
+
 impl<K: CachedKind> fmt::Debug for Cached<K> {
     // The JSON may be long and says nothing a log line needs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cached")
             .field("kind", &K::kind(&()))
-            .field("namespace", &self.metadata.namespace)
-            .field("name", &self.metadata.name)
-            .field("uid", &self.metadata.uid)
+            .field("namespace", &self.field(Field::Namespace))
+            .field("name", &self.name())
+            .field("uid", &self.uid())
             .field("facts", &self.facts)
             .finish()
     }
@@ -286,19 +332,22 @@ impl<K: CachedKind> Resource for Cached<K> {
         K::plural(&())
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+        self.meta.get_or_init(|| Box::new(self.id.meta()))
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+        self.meta();
+        self.meta.get_mut().expect("made just above")
     }
 }
 
 mod facts;
+mod identity;
 #[cfg(test)]
 mod footprint;
 mod packed;
 
 pub use facts::VolumeFacts;
+use identity::{Field, Identity};
 use packed::Packed;
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource};
+use kube::Client;
 
 use super::cached::Cached;
 use super::locks::ImageLocks;
@@ -203,7 +203,7 @@ impl Context {
             .claims
             .get(&ObjectRef::new(name).within(ns))
             .is_some_and(|c| {
-                c.meta().uid.as_ref() == Some(uid) && c.meta().deletion_timestamp.is_none()
+                c.uid() == Some(uid.as_str()) && c.deletion_timestamp().is_none()
             });
         if cached_alive && !self.caches.dying.contains(uid) {
             return false;
@@ -245,8 +245,8 @@ impl Context {
         image: &str,
     ) -> Option<String> {
         self.caches.volumes.state().iter().find_map(|other| {
-            (other.meta().uid != pv.metadata.uid && other.names_image(pool, image))
-            .then(|| other.meta().name.clone().unwrap_or_default())
+            (other.uid() != pv.metadata.uid.as_deref() && other.names_image(pool, image))
+                .then(|| other.name().unwrap_or_default().to_string())
         })
     }
 

@@ -20,7 +20,6 @@ use super::context::wait_listed;
 use super::{Context, Settings, delete, provision};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use domain::meta::label;
 use domain::owner::Instance;
 use domain::volume;
 
@@ -44,8 +43,8 @@ pub(super) fn error_policy<K: CachedKind + Reconciled>(
     err: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let delay = ctx.backoff(obj.meta().uid.as_deref().unwrap_or_default());
-    tracing::warn!(object = %label(obj.meta()), error = %err, retry_in = ?delay, "{}", K::FAILED);
+    let delay = ctx.backoff(obj.uid().unwrap_or_default());
+    tracing::warn!(object = %obj.label(), error = %err, retry_in = ?delay, "{}", K::FAILED);
     Action::requeue(delay)
 }
 
@@ -104,7 +103,7 @@ where
     Fut: std::future::Future<Output = Result<Action, Error>>,
 {
     let obj = cached.object().map_err(|cause| Error::Cached {
-        object: format!("{} {}", K::kind(&()), label(cached.meta())),
+        object: format!("{} {}", K::kind(&()), cached.label()),
         cause,
     })?;
     reconcile(Arc::new(obj), ctx).await
@@ -166,7 +165,7 @@ pub(super) fn volume_to_wake(
         .ok()
         .and_then(|pvc| pvc.spec?.volume_name)
         .filter(|v| !v.is_empty());
-    let pv = bound.or_else(|| c.meta().uid.as_deref().map(volume::pv_name));
+    let pv = bound.or_else(|| c.uid().map(volume::pv_name));
     pv.filter(|_| early).map(|v| ObjectRef::new(&v))
 }
 
