@@ -24,7 +24,7 @@ const MIN_MATCH: usize = 4;
 const MAX_MATCH: usize = MIN_MATCH + 0x7f;
 const MAX_LITERALS: usize = 0x80;
 /// Candidates tried per position: plenty for objects of a few KB.
-const CHAIN: usize = 48;
+const CHAIN: usize = 24;
 const HASH_BITS: u32 = 12;
 /// The largest dictionary: a few objects of each shape.
 const DICT_MAX: usize = 16 << 10;
@@ -97,8 +97,9 @@ pub fn pack(dict: &Dict, data: &[u8]) -> Vec<u8> {
     buf.extend_from_slice(&dict.bytes);
     buf.extend_from_slice(data);
     let mut head = dict.head.to_vec();
-    let mut prev = Vec::with_capacity(buf.len());
-    prev.extend_from_slice(&dict.prev);
+    // The links of the object's positions; the dictionary's are its own.
+    let base = dict.bytes.len();
+    let mut prev = Vec::with_capacity(data.len());
     let mut out = Vec::with_capacity(data.len() / 3 + 16);
     let mut lit_start = dict.bytes.len();
     let mut i = dict.bytes.len();
@@ -123,7 +124,7 @@ pub fn pack(dict: &Dict, data: &[u8]) -> Vec<u8> {
                         break;
                     }
                 }
-                cand = prev[c];
+                cand = if c < base { dict.prev[c] } else { prev[c - base] };
             }
         }
         if best_len >= MIN_MATCH {
