@@ -3,8 +3,10 @@
 //! A k8s-openapi `PersistentVolume` takes about 6.4 KB of heap for a 1.1 KB object (its spec
 //! has a field for every volume type; every map is a B-tree node), a claim about 3.9 KB. The
 //! caches hold every PV and claim of the cluster, so they keep each one as its JSON instead,
-//! with the little metadata the watch machinery needs and the facts that scans over all of
-//! them read.
+//! packed against what objects of its kind share ([`packed`]: a PV of ours keeps about 220
+//! bytes, its claim about 35), beside its identity in one allocation ([`identity`]: what the
+//! watch machinery reads) and, for PVs, what the scans over all of them ask ([`facts`]).
+//! `footprint` measures what each pair costs in all: see BENCHMARKS.md, "Memory per pair".
 //!
 //! That JSON holds only what decisions read ([`CachedKind::trimmed`]): a claim's owner writes its
 //! labels, annotations and most of its spec, up to the API server's limits (256 KiB of
@@ -255,7 +257,10 @@ impl<K: CachedKind> Cached<K> {
 
     /// "namespace/name", as log lines name the object.
     pub fn label(&self) -> String {
-        domain::meta::qualified(self.field(Field::Namespace), self.name().unwrap_or_default())
+        domain::meta::qualified(
+            self.field(Field::Namespace),
+            self.name().unwrap_or_default(),
+        )
     }
 
     /// The object as decisions see it: what the watch delivered, less what [`CachedKind::trimmed`]
@@ -285,7 +290,10 @@ impl<K: CachedKind> Clone for Cached<K> {
     /// clones of the watch events' objects).
     fn clone(&self) -> Self {
         Cached {
-            id: self.meta.get().map_or_else(|| self.id.clone(), |m| Identity::of(m)),
+            id: self
+                .meta
+                .get()
+                .map_or_else(|| self.id.clone(), |m| Identity::of(m)),
             meta: OnceLock::new(),
             json: self.json.clone(),
             facts: self.facts.clone(),
@@ -341,9 +349,9 @@ impl<K: CachedKind> Resource for Cached<K> {
 }
 
 mod facts;
-mod identity;
 #[cfg(test)]
 mod footprint;
+mod identity;
 mod packed;
 
 pub use facts::VolumeFacts;

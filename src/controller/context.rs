@@ -12,9 +12,9 @@ use futures::FutureExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Client;
 
 use super::cached::Cached;
 use super::locks::ImageLocks;
@@ -202,9 +202,7 @@ impl Context {
             .caches
             .claims
             .get(&ObjectRef::new(name).within(ns))
-            .is_some_and(|c| {
-                c.uid() == Some(uid.as_str()) && c.deletion_timestamp().is_none()
-            });
+            .is_some_and(|c| c.uid() == Some(uid.as_str()) && c.deletion_timestamp().is_none());
         if cached_alive && !self.caches.dying.contains(uid) {
             return false;
         }

@@ -225,10 +225,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         // A claim's deletion wakes its volume at once, rather than after
         // kube-controller-manager marks it Released: the volume it is bound to, or, before
         // binding, the one we would have made for it (a wake-up only; the reconcile checks).
-        .watches_stream(
-            claims_going(&client, ctx.clone()),
-            move |c| volume_to_wake(c, early),
-        )
+        .watches_stream(claims_going(&client, ctx.clone()), move |c| {
+            volume_to_wake(c, early)
+        })
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
         .run(

@@ -108,9 +108,15 @@ mod tests {
             }
             let image = domain::reclaim::spec_image(&pv);
             for (pool, name) in [
-                ("kube", format!("kubernetes-dynamic-pvc-{}", super::super::tests::UID)),
+                (
+                    "kube",
+                    format!("kubernetes-dynamic-pvc-{}", super::super::tests::UID),
+                ),
                 ("kube", "other".into()),
-                ("other", format!("kubernetes-dynamic-pvc-{}", super::super::tests::UID)),
+                (
+                    "other",
+                    format!("kubernetes-dynamic-pvc-{}", super::super::tests::UID),
+                ),
                 ("", String::new()),
             ] {
                 let want = image.as_ref() == Some(&(pool.to_string(), name.clone()));

@@ -120,7 +120,10 @@ mod tests {
             assert_eq!(id.get(Field::Name), m.name.as_deref());
             assert_eq!(id.get(Field::Namespace), m.namespace.as_deref());
             assert_eq!(id.get(Field::Uid), m.uid.as_deref());
-            assert_eq!(id.get(Field::ResourceVersion), m.resource_version.as_deref());
+            assert_eq!(
+                id.get(Field::ResourceVersion),
+                m.resource_version.as_deref()
+            );
             assert_eq!(id.deletion(), m.deletion_timestamp.as_ref());
         }
     }

@@ -124,7 +124,11 @@ pub fn pack(dict: &Dict, data: &[u8]) -> Vec<u8> {
                         break;
                     }
                 }
-                cand = if c < base { dict.prev[c] } else { prev[c - base] };
+                cand = if c < base {
+                    dict.prev[c]
+                } else {
+                    prev[c - base]
+                };
             }
         }
         if best_len >= MIN_MATCH {
@@ -176,7 +180,10 @@ pub fn unpack(dict: &Dict, packed: &[u8]) -> Result<Vec<u8>, Corrupt> {
             }
         }
         let pos = d.len() + out.len();
-        let mut from = pos.checked_sub(dist).filter(|_| dist > 0).ok_or(Corrupt(p))?;
+        let mut from = pos
+            .checked_sub(dist)
+            .filter(|_| dist > 0)
+            .ok_or(Corrupt(p))?;
         for _ in 0..len {
             let b = if from < d.len() {
                 d[from]
@@ -274,13 +281,19 @@ mod tests {
     fn roundtrip(dict: &[u8], data: &[u8]) -> usize {
         let d = Dict::new(dict.to_vec());
         let p = pack(&d, data);
-        assert_eq!(unpack(&d, &p).unwrap(), data, "{:?}", String::from_utf8_lossy(data));
+        assert_eq!(
+            unpack(&d, &p).unwrap(),
+            data,
+            "{:?}",
+            String::from_utf8_lossy(data)
+        );
         p.len()
     }
 
     #[test]
     fn what_is_packed_unpacks_the_same() {
-        let json = br#"{"metadata":{"name":"pvc-1"},"spec":{"rbd":{"monitors":["10.0.0.1:6789"]}}}"#;
+        let json =
+            br#"{"metadata":{"name":"pvc-1"},"spec":{"rbd":{"monitors":["10.0.0.1:6789"]}}}"#;
         // Empty inputs, short ones, runs (overlapping matches), the dictionary alone.
         for (dict, data) in [
             (&b""[..], &b""[..]),
@@ -323,7 +336,13 @@ mod tests {
     #[test]
     fn corrupt_bytes_are_an_error_not_a_panic() {
         let d = Dict::new(b"abcdef".to_vec());
-        for bad in [&[0x05u8][..], &[0x80], &[0x80, 0x07], &[0x80, 0xff], &[0x80, 0x00]] {
+        for bad in [
+            &[0x05u8][..],
+            &[0x80],
+            &[0x80, 0x07],
+            &[0x80, 0xff],
+            &[0x80, 0x00],
+        ] {
             assert!(unpack(&d, bad).is_err(), "{bad:?}");
         }
         let mut long = vec![0x80];
@@ -336,17 +355,26 @@ mod tests {
 
     #[test]
     fn a_kind_learns_its_dictionary_and_old_objects_keep_theirs() {
-        let obj = |i: u32| format!(r#"{{"kind":"Widget","name":"w-{i}","class":"gold-plated-widget-class","owner":"team"}}"#).into_bytes();
+        let obj = |i: u32| {
+            format!(r#"{{"kind":"Widget","name":"w-{i}","class":"gold-plated-widget-class","owner":"team"}}"#).into_bytes()
+        };
         let first = pack_as(TypeId::of::<KindA>(), obj(0));
         let second = pack_as(TypeId::of::<KindA>(), obj(1));
-        assert!(second.packed_len() < obj(1).len() / 3, "{} bytes", second.packed_len());
+        assert!(
+            second.packed_len() < obj(1).len() / 3,
+            "{} bytes",
+            second.packed_len()
+        );
         assert!(Arc::ptr_eq(&first.dict, &second.dict));
         // Another shape, soon after: packed poorly, but no new dictionary yet.
         let other = br#"{"completely":"different","values":[1,2,3,4,5,6,7,8]}"#.to_vec();
         let o = pack_as(TypeId::of::<KindA>(), other.clone());
         assert!(Arc::ptr_eq(&o.dict, &first.dict));
         for i in 2..NEW_DICT_EVERY + 2 {
-            assert_eq!(pack_as(TypeId::of::<KindA>(), obj(i)).bytes().unwrap(), obj(i));
+            assert_eq!(
+                pack_as(TypeId::of::<KindA>(), obj(i)).bytes().unwrap(),
+                obj(i)
+            );
         }
         // Now it grows: the other shape packs small after that, the old objects read the same.
         let grown = pack_as(TypeId::of::<KindA>(), other.clone());
