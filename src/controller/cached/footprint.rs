@@ -255,25 +255,11 @@ async fn controllers(claims: &'static [Vec<u8>], pvs: &'static [Vec<u8>], gap: D
 
 #[test]
 fn cache_footprint() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "controller::cached::footprint::cache_footprint_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::process::run_test_child(
+        "controller::cached::footprint::cache_footprint_child",
+        CHILD,
     );
-    assert!(stdout.contains("1 passed"), "the child did not run");
+    println!("{out}");
 }
 
 #[test]
