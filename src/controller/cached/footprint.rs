@@ -75,7 +75,11 @@ fn managed_fields(manager: &str) -> Value {
 
 /// The JSON of claim `i` and of its bound PV, as a list or watch event carries them.
 fn pair(i: usize) -> (Vec<u8>, Vec<u8>) {
-    let flavor = if i % 2 == 0 { Flavor::Rbd } else { Flavor::Csi };
+    let flavor = if i.is_multiple_of(2) {
+        Flavor::Rbd
+    } else {
+        Flavor::Csi
+    };
     let class = class(flavor);
     let claim_uid = uid(1, i);
     let namespace = format!("team-{:02}", i % 40);
@@ -174,11 +178,17 @@ async fn stores_only(claims: &[Vec<u8>], pvs: &[Vec<u8>]) -> usize {
     let before = heap_in_use();
     let (claim_store, mut w) = reflector::store::<Cached<PersistentVolumeClaim>>();
     listed(claims, Duration::ZERO)
-        .for_each(|e| futures::future::ready(w.apply_watcher_event(&e.unwrap())))
+        .for_each(|e| {
+            w.apply_watcher_event(&e.unwrap());
+            futures::future::ready(())
+        })
         .await;
     let (pv_store, mut w) = reflector::store::<Cached<PersistentVolume>>();
     listed(pvs, Duration::ZERO)
-        .for_each(|e| futures::future::ready(w.apply_watcher_event(&e.unwrap())))
+        .for_each(|e| {
+            w.apply_watcher_event(&e.unwrap());
+            futures::future::ready(())
+        })
         .await;
     assert_eq!((claim_store.len(), pv_store.len()), (PAIRS, PAIRS));
     heap_in_use().saturating_sub(before) / PAIRS

@@ -180,18 +180,18 @@ pub fn unpack(dict: &Dict, packed: &[u8]) -> Result<Vec<u8>, Corrupt> {
             }
         }
         let pos = d.len() + out.len();
-        let mut from = pos
+        let start = pos
             .checked_sub(dist)
             .filter(|_| dist > 0)
             .ok_or(Corrupt(p))?;
-        for _ in 0..len {
+        // Byte by byte: a match may overlap what it writes.
+        for from in start..start + len {
             let b = if from < d.len() {
                 d[from]
             } else {
                 out[from - d.len()]
             };
             out.push(b);
-            from += 1;
         }
     }
     Ok(out)
