@@ -173,23 +173,23 @@ fn listed<K: CachedKind>(
         .chain(stream::once(async { Ok(watcher::Event::InitDone) }))
 }
 
-/// Heap per pair of the two stores alone, filled as the watches' reflectors fill them.
+/// A store filled as a watch's reflector fills it.
+async fn filled<K: CachedKind>(json: &[Vec<u8>]) -> reflector::Store<Cached<K>> {
+    let (store, mut w) = reflector::store();
+    listed(json, Duration::ZERO)
+        .for_each(|e| {
+            w.apply_watcher_event(&e.unwrap());
+            futures::future::ready(())
+        })
+        .await;
+    store
+}
+
+/// Heap per pair of the two stores alone.
 async fn stores_only(claims: &[Vec<u8>], pvs: &[Vec<u8>]) -> usize {
     let before = heap_in_use();
-    let (claim_store, mut w) = reflector::store::<Cached<PersistentVolumeClaim>>();
-    listed(claims, Duration::ZERO)
-        .for_each(|e| {
-            w.apply_watcher_event(&e.unwrap());
-            futures::future::ready(())
-        })
-        .await;
-    let (pv_store, mut w) = reflector::store::<Cached<PersistentVolume>>();
-    listed(pvs, Duration::ZERO)
-        .for_each(|e| {
-            w.apply_watcher_event(&e.unwrap());
-            futures::future::ready(())
-        })
-        .await;
+    let claim_store = filled::<PersistentVolumeClaim>(claims).await;
+    let pv_store = filled::<PersistentVolume>(pvs).await;
     assert_eq!((claim_store.len(), pv_store.len()), (PAIRS, PAIRS));
     heap_in_use().saturating_sub(before) / PAIRS
 }
@@ -258,8 +258,10 @@ async fn controllers(claims: &'static [Vec<u8>], pvs: &'static [Vec<u8>], gap: D
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let per_pair = heap_in_use().saturating_sub(before) / PAIRS;
+    // Gone before the next measurement starts.
     a.abort();
     b.abort();
+    let _ = (a.await, b.await);
     per_pair
 }
 
