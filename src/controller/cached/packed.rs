@@ -3,8 +3,8 @@
 //! Two PVs of ours differ in a few names and uids: the rest (keys, annotations, the class's
 //! monitors, pool, Secrets, driver) repeats in every one of them. Each cached object is kept
 //! as back-references into a dictionary (earlier objects of its kind, shared) and into
-//! itself, with what matches nothing as literals: an LZ77 code with a preset dictionary,
-//! unpacked whole when a reconcile reads the object.
+//! itself, with what matches nothing as literals: an LZ4 block with a preset dictionary
+//! (lz4_flex, without unsafe), unpacked whole when a reconcile reads the object.
 //!
 //! The dictionary grows from the objects themselves: one that packs poorly (a new class, a
 //! kind of PV not seen before) is appended to it for the objects after it. An object keeps
@@ -19,13 +19,6 @@ use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
 
-/// Bytes a match needs to be worth its two or three bytes.
-const MIN_MATCH: usize = 4;
-const MAX_MATCH: usize = MIN_MATCH + 0x7f;
-const MAX_LITERALS: usize = 0x80;
-/// Candidates tried per position: plenty for objects of a few KB.
-const CHAIN: usize = 24;
-const HASH_BITS: u32 = 12;
 /// The largest dictionary: a few objects of each shape.
 const DICT_MAX: usize = 16 << 10;
 /// An object packed to more than this share of its size (in %) adds itself to the dictionary.
@@ -33,168 +26,36 @@ const POOR_PERCENT: usize = 40;
 /// At most one new dictionary per this many objects packed, per kind.
 const NEW_DICT_EVERY: u32 = 64;
 
-/// A shared dictionary with its hash chains, computed once.
+/// A shared dictionary: earlier objects of a kind, whose bytes later ones refer to.
 pub struct Dict {
     bytes: Box<[u8]>,
-    head: Box<[u32]>,
-    prev: Box<[u32]>,
-}
-
-/// `u32::MAX`: no earlier position with this hash.
-const NONE: u32 = u32::MAX;
-
-fn hash(b: &[u8]) -> usize {
-    let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
-}
-
-/// Links position `i` of `buf` into the chains.
-fn link(buf: &[u8], i: usize, head: &mut [u32], prev: &mut Vec<u32>) {
-    if i + MIN_MATCH <= buf.len() {
-        let h = hash(&buf[i..]);
-        prev.push(head[h]);
-        head[h] = i as u32;
-    } else {
-        prev.push(NONE);
-    }
 }
 
 impl Dict {
     pub fn new(bytes: Vec<u8>) -> Dict {
-        let mut head = vec![NONE; 1 << HASH_BITS];
-        let mut prev = Vec::with_capacity(bytes.len());
-        for i in 0..bytes.len() {
-            link(&bytes, i, &mut head, &mut prev);
-        }
         Dict {
             bytes: bytes.into_boxed_slice(),
-            head: head.into_boxed_slice(),
-            prev: prev.into_boxed_slice(),
         }
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: usize) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn flush_literals(out: &mut Vec<u8>, lit: &[u8]) {
-    for chunk in lit.chunks(MAX_LITERALS) {
-        out.push((chunk.len() - 1) as u8);
-        out.extend_from_slice(chunk);
-    }
-}
-
-/// `data` packed against `dict`: a control byte below 0x80 starts that many literals (plus
-/// one); at or above it, a match of `(c & 0x7f) + MIN_MATCH` bytes at a distance (a varint)
-/// back from the current position in the dictionary followed by the object.
+/// `data` packed against `dict`: an LZ4 block (lz4_flex) with the dictionary as what precedes
+/// it, its length in front.
 pub fn pack(dict: &Dict, data: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(dict.bytes.len() + data.len());
-    buf.extend_from_slice(&dict.bytes);
-    buf.extend_from_slice(data);
-    let mut head = dict.head.to_vec();
-    // The links of the object's positions; the dictionary's are its own.
-    let base = dict.bytes.len();
-    let mut prev = Vec::with_capacity(data.len());
-    let mut out = Vec::with_capacity(data.len() / 3 + 16);
-    let mut lit_start = dict.bytes.len();
-    let mut i = dict.bytes.len();
-    while i < buf.len() {
-        let (mut best_len, mut best_at) = (0, 0);
-        if i + MIN_MATCH <= buf.len() {
-            let mut cand = head[hash(&buf[i..])];
-            let limit = (buf.len() - i).min(MAX_MATCH);
-            for _ in 0..CHAIN {
-                if cand == NONE {
-                    break;
-                }
-                let c = cand as usize;
-                let len = buf[c..]
-                    .iter()
-                    .zip(&buf[i..i + limit])
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                if len > best_len {
-                    (best_len, best_at) = (len, c);
-                    if len == limit {
-                        break;
-                    }
-                }
-                cand = if c < base {
-                    dict.prev[c]
-                } else {
-                    prev[c - base]
-                };
-            }
-        }
-        if best_len >= MIN_MATCH {
-            flush_literals(&mut out, &buf[lit_start..i]);
-            out.push(0x80 | (best_len - MIN_MATCH) as u8);
-            put_varint(&mut out, i - best_at);
-            for j in i..i + best_len {
-                link(&buf, j, &mut head, &mut prev);
-            }
-            i += best_len;
-            lit_start = i;
-        } else {
-            link(&buf, i, &mut head, &mut prev);
-            i += 1;
-        }
-    }
-    flush_literals(&mut out, &buf[lit_start..]);
-    out
+    lz4_flex::block::compress_prepend_size_with_dict(data, &dict.bytes)
 }
 
 /// Why packed bytes could not be read back: never, for bytes [`pack`] wrote.
 #[derive(Debug, thiserror::Error)]
-#[error("packed cache entry is corrupt at byte {0}")]
-pub struct Corrupt(usize);
+#[error("packed cache entry is corrupt: {0}")]
+pub struct Corrupt(#[from] lz4_flex::block::DecompressError);
 
 /// What [`pack`] packed, given the same dictionary.
 pub fn unpack(dict: &Dict, packed: &[u8]) -> Result<Vec<u8>, Corrupt> {
-    let d = &dict.bytes;
-    let mut out: Vec<u8> = Vec::with_capacity(packed.len() * 4);
-    let mut p = 0;
-    while p < packed.len() {
-        let c = packed[p] as usize;
-        p += 1;
-        if c < 0x80 {
-            let lit = packed.get(p..p + c + 1).ok_or(Corrupt(p))?;
-            out.extend_from_slice(lit);
-            p += c + 1;
-            continue;
-        }
-        let len = (c & 0x7f) + MIN_MATCH;
-        let (mut dist, mut shift) = (0usize, 0);
-        loop {
-            let b = *packed.get(p).ok_or(Corrupt(p))?;
-            p += 1;
-            dist |= ((b & 0x7f) as usize).checked_shl(shift).ok_or(Corrupt(p))?;
-            shift += 7;
-            if b < 0x80 {
-                break;
-            }
-        }
-        let pos = d.len() + out.len();
-        let start = pos
-            .checked_sub(dist)
-            .filter(|_| dist > 0)
-            .ok_or(Corrupt(p))?;
-        // Byte by byte: a match may overlap what it writes.
-        for from in start..start + len {
-            let b = if from < d.len() {
-                d[from]
-            } else {
-                out[from - d.len()]
-            };
-            out.push(b);
-        }
-    }
-    Ok(out)
+    Ok(lz4_flex::block::decompress_size_prepended_with_dict(
+        packed,
+        &dict.bytes,
+    )?)
 }
 
 /// An object's bytes packed, with the dictionary they need.
@@ -330,7 +191,7 @@ mod tests {
         let a = br#"{"metadata":{"annotations":{"rbd-provisioner.ceph.com/monitors":"10.0.0.1:6789,10.0.0.2:6789"},"name":"pvc-0b7a"},"spec":{"storageClassName":"fast"}}"#;
         let b = br#"{"metadata":{"annotations":{"rbd-provisioner.ceph.com/monitors":"10.0.0.1:6789,10.0.0.2:6789"},"name":"pvc-4c3e"},"spec":{"storageClassName":"fast"}}"#;
         let n = roundtrip(a, b);
-        assert!(n < 20, "{n} bytes");
+        assert!(n < a.len() / 4, "{n} bytes");
     }
 
     #[test]
@@ -380,7 +241,9 @@ mod tests {
         let grown = pack_as(TypeId::of::<KindA>(), other.clone());
         assert!(!Arc::ptr_eq(&grown.dict, &first.dict));
         assert_eq!(grown.bytes().unwrap(), other);
-        assert!(pack_as(TypeId::of::<KindA>(), other.clone()).packed_len() < 8);
+        // A whole-dictionary match: the length in front, one sequence, LZ4's last literals.
+        let again = pack_as(TypeId::of::<KindA>(), other.clone()).packed_len();
+        assert!(again < other.len() / 3, "{again} bytes");
         assert_eq!(first.bytes().unwrap(), obj(0));
         assert_eq!(o.bytes().unwrap(), other);
         // Each kind has its own.
