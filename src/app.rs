@@ -336,8 +336,8 @@ async fn run_provisioner(
         .apiserver_version()
         .await
         .context("asking the API server for its version")?;
-    let default_flavor =
-        ServerVersion::parse(&v.major, &v.minor).default_flavor(cli.volume_flavor.chosen());
+    let server = ServerVersion::parse(&v.major, &v.minor);
+    let default_flavor = server.default_flavor(cli.volume_flavor.chosen());
     tracing::info!(
         provisioner = %cli.provisioner_name,
         server = %v.git_version,
@@ -385,6 +385,7 @@ async fn run_provisioner(
         replica: me.clone(),
         ceph_csi_config: ceph_csi_config(&cli.ceph_csi_config, &cli.leader_election_namespace)?,
         client_profiles: true,
+        streaming_lists: server.streams_lists(),
     };
     let elector = cli.leader_elect.then(|| {
         Elector::new(

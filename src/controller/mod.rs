@@ -73,6 +73,9 @@ pub struct Settings {
     pub ceph_csi_config: Option<(String, String)>,
     /// Whether ceph-csi-operator's ClientProfiles are looked up (when served) likewise.
     pub client_profiles: bool,
+    /// Whether the claims and volumes watches begin with a streaming list (the API server
+    /// supports it) instead of pages.
+    pub streaming_lists: bool,
 }
 
 pub fn unix_now() -> i64 {

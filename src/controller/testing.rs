@@ -217,6 +217,7 @@ pub fn settings() -> Settings {
         // The other monitor sources are read only by the tests that script them.
         ceph_csi_config: None,
         client_profiles: false,
+        streaming_lists: false,
     }
 }
 

@@ -1,4 +1,5 @@
-//! What the API server's version decides: the flavour of PVs for classes that do not choose.
+//! What the API server's version decides: the flavour of PVs for classes that do not choose,
+//! and how the watches read their first state.
 
 use crate::params::Flavor;
 
@@ -33,6 +34,14 @@ impl ServerVersion {
             None => Flavor::Rbd,
         }
     }
+
+    /// Whether the watches start with a streaming list (`sendInitialEvents`: the state comes
+    /// from the API server's watch cache one object at a time, with no list response at all)
+    /// rather than pages. Its WatchList gate is on by default from 1.34 (beta in 1.32, off
+    /// again in 1.33); before that a server ignores or refuses the request.
+    pub fn streams_lists(self) -> bool {
+        (self.major, self.minor) >= (1, 34)
+    }
 }
 
 #[cfg(test)]
@@ -60,5 +69,21 @@ mod tests {
         assert_eq!(v(2, 0).default_flavor(None), Flavor::Csi);
         assert_eq!(v(1, 33).default_flavor(Some(Flavor::Rbd)), Flavor::Rbd);
         assert_eq!(v(1, 20).default_flavor(Some(Flavor::Csi)), Flavor::Csi);
+    }
+
+    #[test]
+    fn lists_stream_where_the_server_streams_them_by_default() {
+        let v = |major, minor| ServerVersion { major, minor };
+        for (version, streams) in [
+            (v(1, 20), false),
+            (v(1, 32), false),
+            (v(1, 33), false),
+            (v(1, 34), true),
+            (v(1, 37), true),
+            (v(2, 0), true),
+            (v(0, 0), false),
+        ] {
+            assert_eq!(version.streams_lists(), streams, "{version:?}");
+        }
     }
 }
