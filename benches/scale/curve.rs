@@ -75,18 +75,8 @@ pub async fn stepped(
     let mut done = 0;
     for stop in stops(&STEPS, base, names.len()) {
         let step = &names[done..stop - base];
-        create_claims(cx, step, true, size).await?;
-        cx.until_all(
-            "every PV of the step",
-            scaled(
-                step.len(),
-                Duration::from_millis(100),
-                Duration::from_secs(300),
-            ),
-            |g| &g.pv_created,
-            step,
-        )
-        .await?;
+        let wait = (Duration::from_millis(100), Duration::from_secs(300));
+        claims_with_pvs(cx, step, size, "every PV of the step", wait).await?;
         done = stop - base;
         let all: Vec<String> = made.iter().chain(&names[..done]).cloned().collect();
         let p = read_point(cx, ours, &all, stop).await;

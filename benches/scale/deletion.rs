@@ -16,9 +16,8 @@ pub struct Reading {
     pub backlog: Option<f64>,
     pub in_flight: Option<f64>,
     pub pvs_left: usize,
-    /// Images of ours in the pool and in its trash (read every fifth second).
-    pub pool: Option<usize>,
-    pub trash: Option<usize>,
+    /// Images of ours (in the pool, in its trash), read every fifth second.
+    pub ceph: Option<(usize, usize)>,
 }
 
 /// Reads the provisioner's gauges every second (and the pool and trash every fifth) from `t`
@@ -38,15 +37,17 @@ async fn sample(
         let gauge = |name: &str| text.as_deref().map(|s| sum(s, name, &[]));
         let backlog = gauge("rbd_provisioner_purge_backlog");
         // The last reading, once the deletion is over, reads the pool and trash too.
-        let (pool, trash) = if k.is_multiple_of(5) || stop.load(Ordering::Relaxed) {
+        let ceph = if k.is_multiple_of(5) || stop.load(Ordering::Relaxed) {
             let pool = cx.ceph.list_images("kube").await.ok();
             let trash = cx.ceph.trash_list("kube").await.ok();
-            (
-                pool.map(|p| p.iter().filter(|i| images.contains(*i)).count()),
-                trash.map(|e| e.iter().filter(|e| images.contains(&e.name)).count()),
-            )
+            pool.zip(trash).map(|(p, t)| {
+                (
+                    p.iter().filter(|i| images.contains(*i)).count(),
+                    t.iter().filter(|e| images.contains(&e.name)).count(),
+                )
+            })
         } else {
-            (None, None)
+            None
         };
         let pvs_left = {
             let g = cx.seen.lock().unwrap();
@@ -57,8 +58,7 @@ async fn sample(
             backlog,
             in_flight: gauge("rbd_provisioner_operations_in_flight"),
             pvs_left,
-            pool,
-            trash,
+            ceph,
         });
         if stop.load(Ordering::Relaxed) {
             let since = *stopped_at.get_or_insert_with(Instant::now);
@@ -122,7 +122,7 @@ async fn delete_all(cx: &Ctx, all: &[String], t: Instant, out: &mut Vec<String>)
         Duration::from_millis(250),
         Duration::from_secs(300),
     );
-    let result = match deleted {
+    match deleted {
         Ok(took) => {
             out.push(format!(
                 "| every claim deleted, its finalizer removed | {} |",
@@ -194,8 +194,7 @@ async fn delete_all(cx: &Ctx, all: &[String], t: Instant, out: &mut Vec<String>)
             Ok(())
         }
         Err(e) => Err(e),
-    };
-    result
+    }
 }
 
 /// The readings: peaks, the drain, a table of about twenty rows, and the plot.
@@ -234,8 +233,8 @@ fn report(v: &[Reading], n: usize, out: &mut Vec<String>) {
     };
     out.push(format!(
         "- no image of ours left in the pool at {}, none in its trash at {} (read every fifth second)",
-        empty(|r| r.pool),
-        empty(|r| if r.pool == Some(0) { r.trash } else { None })
+        empty(|r| r.ceph.map(|c| c.0)),
+        empty(|r| r.ceph.filter(|c| c.0 == 0).map(|c| c.1))
     ));
     if let Some((f, at)) = peak(|r| r.in_flight) {
         out.push(format!(
@@ -252,7 +251,7 @@ fn report(v: &[Reading], n: usize, out: &mut Vec<String>) {
     let mut last_row = None;
     for (i, r) in v.iter().enumerate() {
         // The first reading of each stretch of `every` that read the pool too, and the last.
-        if (r.pool.is_some() && last_row.is_none_or(|l| i >= l + every)) || i + 1 == v.len() {
+        if (r.ceph.is_some() && last_row.is_none_or(|l| i >= l + every)) || i + 1 == v.len() {
             last_row = Some(i);
             out.push(format!(
                 "| {} | {} | {} | {} | {} | {} |",
@@ -260,8 +259,8 @@ fn report(v: &[Reading], n: usize, out: &mut Vec<String>) {
                 cell(r.backlog),
                 cell(r.in_flight),
                 r.pvs_left,
-                count(r.pool),
-                count(r.trash)
+                count(r.ceph.map(|c| c.0)),
+                count(r.ceph.map(|c| c.1))
             ));
         }
     }
@@ -285,7 +284,7 @@ fn report(v: &[Reading], n: usize, out: &mut Vec<String>) {
             line("operations in flight (gauge)", &|r| r.in_flight),
             line("PVs left", &|r| Some(r.pvs_left as f64)),
             line("images of ours in the trash", &|r| {
-                r.trash.map(|x| x as f64)
+                r.ceph.map(|c| c.1 as f64)
             }),
         ],
     );

@@ -147,6 +147,26 @@ pub async fn create_claims(
     Ok(t.elapsed())
 }
 
+/// [`create_claims`] handed over, then waits until each has its PV (`per` claim, at least
+/// `floor`).
+pub async fn claims_with_pvs(
+    cx: &Ctx,
+    names: &[String],
+    size: &str,
+    what: &str,
+    (per, floor): (Duration, Duration),
+) -> Result<()> {
+    create_claims(cx, names, true, size).await?;
+    cx.until_all(
+        what,
+        scaled(names.len(), per, floor),
+        |g| &g.pv_created,
+        names,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Deletes a claim, then removes its `kubernetes.io/pvc-protection` finalizer, as
 /// kube-controller-manager's pvc-protection controller would (no pod exists in the bench's
 /// namespace), so the claim is gone at once instead of at that controller's pace. Other

@@ -105,16 +105,17 @@ pub async fn restart_phase(
     let t = Instant::now();
     // Handed over, like the claims of the ceiling: kube-controller-manager may still be binding
     // thousands of claims and would annotate a new claim only after them.
-    create_claims(cx, &one, true, size).await?;
-    cx.until_all(
-        "the PV of a claim made after the restart",
-        scaled(
-            all.len(),
-            Duration::from_millis(20),
-            Duration::from_secs(60),
-        ),
-        |g| &g.pv_created,
+    // 20 ms per pair present (at least 60 s): the new claim's wait behind a relist.
+    let wait = (
+        Duration::from_millis(20).mul_f64(all.len() as f64 / one.len() as f64),
+        Duration::from_secs(60),
+    );
+    claims_with_pvs(
+        cx,
         &one,
+        size,
+        "the PV of a claim made after the restart",
+        wait,
     )
     .await?;
     let first_pv = again.started.elapsed();

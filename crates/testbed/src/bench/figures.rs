@@ -142,6 +142,7 @@ mod tests {
         assert_eq!(stops(&steps, 5_000, 5_000), vec![10_000]);
         assert_eq!(stops(&steps, 500, 500), vec![1_000]);
         assert_eq!(stops(&steps, 0, 500), vec![1, 10, 100, 500]);
+        assert_eq!(stops(&steps, 0, 1), vec![1]);
         assert!(stops(&steps, 10, 0).is_empty());
     }
 

@@ -2,6 +2,7 @@
 //! family and the viewer draws it): lines over a linear or logarithmic x axis, and latency
 //! histograms of several peers side by side.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// One line of a chart: its legend and its points (x, y).
@@ -116,11 +117,7 @@ pub fn lines(axes: &Axes, series: &[Series]) -> Result<String, PlotError> {
 }
 
 fn draw_series<'a, X>(
-    chart: &mut ChartContext<
-        'a,
-        SVGBackend<'a>,
-        Cartesian2d<X, plotters::coord::types::RangedCoordf64>,
-    >,
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
     title: &str,
     series: &[Series],
 ) -> Result<(), PlotError>
@@ -138,9 +135,21 @@ where
             .draw_series(s.points.iter().map(|p| Circle::new(*p, 3, c.filled())))
             .map_err(draw_err(title))?;
     }
+    legend(chart, SeriesLabelPosition::UpperLeft, title)
+}
+
+/// The legend of `chart`'s labelled series, at `at`.
+fn legend<'a, X>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    at: SeriesLabelPosition,
+    title: &str,
+) -> Result<(), PlotError>
+where
+    X: Ranged<ValueType = f64>,
+{
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(at)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -229,13 +238,7 @@ pub fn latency_histogram(title: &str, peers: &[(&str, &[f64])]) -> Result<String
                 .label(format!("{name} ({} samples)", v.len()))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_err(title))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight, title)?;
         root.present().map_err(draw_err(title))?;
     }
     Ok(svg)
