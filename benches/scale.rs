@@ -11,9 +11,13 @@
 //!   Claims are of 1 GiB, of 4 MiB from N = 5,000 on (so that 10,000 images leave the trash at
 //!   the pace of small images); the librbd reference makes images of the same size.
 //! - `RBD_BENCH_CYCLES` (default 10000): create/delete cycles of phase 5; 0 skips it.
+//! - `RBD_BENCH_REFERENCES=0` skips phase 1.
 //! - `RBD_BENCH_PAGE_SIZES` (e.g. `100,50,20`): before the restart of phase 4, this build
 //!   started over the 2N pairs with each page size twice, alternating: start → watches synced,
 //!   peak and idle memory.
+//!
+//! The report so far is also written to `target/bench-plots/scale-partial.md` after phases 3
+//! and 4, for a run stopped before its end.
 //!
 //! Waits on many objects time out after 100 ms per object (deletion: 250 ms per PV), at least
 //! 5 min; the cycles after 500 ms per cycle (at least 5 min), when they stop and report how many
@@ -271,20 +275,8 @@ async fn run(cx: &Ctx, n: usize, cycles: usize, out: &mut Vec<String>) -> Result
     let for_objects = |k: usize| scaled(k, Duration::from_millis(100), Duration::from_secs(300));
 
     // 1. References.
-    let rbd = librbd_alone(cx, n, quantity_bytes(pair_size(n))).await?;
-    let api = api_alone(cx, n).await?;
-    out.push("### References (the harness alone, 16 in flight)\n".into());
-    out.push("| what | N | took | per second |".into());
-    out.push("|---|---|---|---|".into());
-    for (what, took) in [
-        ("librbd: create images of the claims' size", rbd),
-        ("API server: create PV objects", api),
-    ] {
-        out.push(format!(
-            "| {what} | {n} | {} | {:.0} |",
-            secs(took),
-            n as f64 / took.as_secs_f64()
-        ));
+    if env_or("RBD_BENCH_REFERENCES", 1) != 0 {
+        references(cx, n, out).await?;
     }
 
     // 2. The ceiling, after the first steps of the memory curve.
@@ -369,6 +361,7 @@ async fn run(cx: &Ctx, n: usize, cycles: usize, out: &mut Vec<String>) -> Result
     let second: Vec<String> = (0..n).map(|i| format!("more-{i}")).collect();
     stepped(cx, &ours, &second, &first, n, size, &mut curve).await?;
     report(mem_start, &curve, out);
+    checkpoint(out);
     out.push(format!("- peak so far (VmHWM): {:.1} MiB", ours.mem().hwm));
     problems(&ours, "first process", out);
     drop(ours);
@@ -376,6 +369,7 @@ async fn run(cx: &Ctx, n: usize, cycles: usize, out: &mut Vec<String>) -> Result
     // 4. A restart with 2N present, and a minute idle.
     let pairs: Vec<String> = first.iter().chain(&second).cloned().collect();
     let again = restart_phase(cx, &pairs, size, out).await?;
+    checkpoint(out);
 
     // 5. Create/delete cycles with the restarted provisioner.
     if cycles > 0 {
@@ -396,4 +390,25 @@ async fn run(cx: &Ctx, n: usize, cycles: usize, out: &mut Vec<String>) -> Result
     problems(&again, "restarted process", out);
     drop(again);
     result
+}
+
+/// Phase 1: librbd alone and the API server alone, N each.
+async fn references(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
+    let rbd = librbd_alone(cx, n, quantity_bytes(pair_size(n))).await?;
+    let api = api_alone(cx, n).await?;
+    out.push("### References (the harness alone, 16 in flight)\n".into());
+    out.push("| what | N | took | per second |".into());
+    out.push("|---|---|---|---|".into());
+    for (what, took) in [
+        ("librbd: create images of the claims' size", rbd),
+        ("API server: create PV objects", api),
+    ] {
+        out.push(format!(
+            "| {what} | {n} | {} | {:.0} |",
+            secs(took),
+            n as f64 / took.as_secs_f64()
+        ));
+    }
+
+    Ok(())
 }

@@ -97,6 +97,13 @@ pub fn plot_dirs(pairs: usize) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// Writes the report so far to `target/bench-plots/scale-partial.md` (best effort).
+pub fn checkpoint(out: &[String]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-plots");
+    let _ = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("scale-partial.md"), out.join("\n")));
+}
+
 /// Writes `svg` as `name` into each of [`plot_dirs`]; the paths written, or why not.
 pub fn write_plot(name: &str, svg: Result<String, plot::PlotError>, pairs: usize) -> String {
     let svg = match svg {
