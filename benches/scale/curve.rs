@@ -199,6 +199,10 @@ pub fn report(start: Mem, curve: &[Point], out: &mut Vec<String>) {
                 series("VmRSS", |m| m.rss),
                 series("RssAnon (heap, stacks)", |m| m.anon),
                 series("RssFile (mapped libraries)", |m| m.file),
+                plot::Series {
+                    name: "goal: VmRSS ≤ 64 MiB at 10,000 pairs".into(),
+                    points: vec![(1.0, 64.0), (last.pairs.max(10) as f64, 64.0)],
+                },
             ],
         );
         out.push(format!(

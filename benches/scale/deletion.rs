@@ -271,23 +271,30 @@ fn report(v: &[Reading], n: usize, out: &mut Vec<String>) {
             .filter_map(|r| Some((r.at.as_secs_f64(), f(r)?)))
             .collect(),
     };
-    let title = format!("rbd-provisioner: {n} claims deleted at once");
-    let svg = plot::lines(
-        &plot::Axes {
-            title: &title,
-            x: "seconds since the first deletion",
-            y: "count",
-            log_x: false,
-        },
-        &[
-            line("purge backlog (gauge)", &|r| r.backlog),
-            line("operations in flight (gauge)", &|r| r.in_flight),
-            line("PVs left", &|r| Some(r.pvs_left as f64)),
-            line("images of ours in the trash", &|r| {
-                r.ceph.map(|c| c.1 as f64)
-            }),
-        ],
+    let (top, bottom) = (
+        format!("rbd-provisioner: {n} claims deleted at once: purge backlog"),
+        format!("… and what is left of the {n}"),
     );
+    let gauges = [
+        line("purge backlog (gauge)", &|r| r.backlog),
+        line("operations in flight (gauge)", &|r| r.in_flight),
+        line("images of ours in the trash", &|r| {
+            r.ceph.map(|c| c.1 as f64)
+        }),
+    ];
+    let left = [
+        line("PVs left", &|r| Some(r.pvs_left as f64)),
+        line("images of ours in the pool", &|r| {
+            r.ceph.map(|c| c.0 as f64)
+        }),
+    ];
+    let axes = |title| plot::Axes {
+        title,
+        x: "seconds since the first deletion",
+        y: "count",
+        log_x: false,
+    };
+    let svg = plot::panels(&[(&axes(&top), &gauges), (&axes(&bottom), &left)]);
     out.push(String::new());
     out.push(format!(
         "- plot: {}",

@@ -62,8 +62,38 @@ fn span(v: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     (lo.is_finite() && hi.is_finite()).then_some((lo, hi))
 }
 
-/// A line chart of `series`, each with its points marked and named in the legend.
+/// A line chart of `series`, each named in the legend.
 pub fn lines(axes: &Axes, series: &[Series]) -> Result<String, PlotError> {
+    panels(&[(axes, series)])
+}
+
+/// Line charts stacked top to bottom, one per (axes, series), each as [`lines`] draws one.
+pub fn panels(charts: &[(&Axes, &[Series])]) -> Result<String, PlotError> {
+    let mut svg = String::new();
+    let height = if charts.len() > 1 {
+        HEIGHT * 4 / 5
+    } else {
+        HEIGHT
+    };
+    {
+        let size = (WIDTH, height * charts.len().max(1) as u32);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        let title = charts.first().map_or("", |c| c.0.title);
+        root.fill(&WHITE).map_err(draw_err(title))?;
+        let areas = root.split_evenly((charts.len().max(1), 1));
+        for ((axes, series), area) in charts.iter().zip(&areas) {
+            panel(area, axes, series)?;
+        }
+        root.present().map_err(draw_err(title))?;
+    }
+    Ok(svg)
+}
+
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    axes: &Axes,
+    series: &[Series],
+) -> Result<(), PlotError> {
     let data = |what: &str| PlotError::Data {
         title: axes.title.into(),
         what: what.into(),
@@ -75,46 +105,43 @@ pub fn lines(axes: &Axes, series: &[Series]) -> Result<String, PlotError> {
         return Err(data("a logarithmic x axis needs positive x"));
     }
     let y1 = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err(axes.title))?;
-        let mut builder = ChartBuilder::on(&root);
-        builder
-            .caption(axes.title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(60);
-        if axes.log_x {
-            let x1 = if x1 > x0 { x1 } else { x0 * 10.0 };
-            let mut chart = builder
-                .build_cartesian_2d((x0..x1).log_scale(), 0f64..y1)
-                .map_err(draw_err(axes.title))?;
-            chart
-                .configure_mesh()
-                .x_desc(axes.x)
-                .y_desc(axes.y)
-                .x_label_formatter(&|v| format!("{v:.0}"))
-                .draw()
-                .map_err(draw_err(axes.title))?;
-            draw_series(&mut chart, axes.title, series)?;
-        } else {
-            let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-            let mut chart = builder
-                .build_cartesian_2d(x0..x1, 0f64..y1)
-                .map_err(draw_err(axes.title))?;
-            chart
-                .configure_mesh()
-                .x_desc(axes.x)
-                .y_desc(axes.y)
-                .draw()
-                .map_err(draw_err(axes.title))?;
-            draw_series(&mut chart, axes.title, series)?;
-        }
-        root.present().map_err(draw_err(axes.title))?;
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(axes.title, ("sans-serif", 20))
+        .margin(12)
+        .margin_right(36)
+        .x_label_area_size(45)
+        .y_label_area_size(60);
+    if axes.log_x {
+        let x1 = if x1 > x0 { x1 } else { x0 * 10.0 };
+        let mut chart = builder
+            .build_cartesian_2d((x0..x1).log_scale(), 0f64..y1)
+            .map_err(draw_err(axes.title))?;
+        chart
+            .configure_mesh()
+            .x_desc(axes.x)
+            .y_desc(axes.y)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(draw_err(axes.title))?;
+        draw_series(&mut chart, axes.title, series)
+    } else {
+        let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+        let mut chart = builder
+            .build_cartesian_2d(x0..x1, 0f64..y1)
+            .map_err(draw_err(axes.title))?;
+        chart
+            .configure_mesh()
+            .x_desc(axes.x)
+            .y_desc(axes.y)
+            .draw()
+            .map_err(draw_err(axes.title))?;
+        draw_series(&mut chart, axes.title, series)
     }
-    Ok(svg)
 }
+
+/// Series with more points than this are drawn without a mark on each point.
+const MARKED_UP_TO: usize = 50;
 
 fn draw_series<'a, X>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
@@ -131,9 +158,11 @@ where
             .map_err(draw_err(title))?
             .label(s.name.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart
-            .draw_series(s.points.iter().map(|p| Circle::new(*p, 3, c.filled())))
-            .map_err(draw_err(title))?;
+        if s.points.len() <= MARKED_UP_TO {
+            chart
+                .draw_series(s.points.iter().map(|p| Circle::new(*p, 3, c.filled())))
+                .map_err(draw_err(title))?;
+        }
     }
     legend(chart, SeriesLabelPosition::UpperLeft, title)
 }
@@ -207,6 +236,7 @@ pub fn latency_histogram(title: &str, peers: &[(&str, &[f64])]) -> Result<String
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(45)
             .y_label_area_size(60)
             .build_cartesian_2d((x0..x1).log_scale(), 0f64..top.max(1.0))

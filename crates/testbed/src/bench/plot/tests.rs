@@ -103,3 +103,29 @@ fn bins_cover_the_samples_and_shares_add_up() {
     assert!((s.iter().sum::<f64>() - 100.0).abs() < 1e-9, "{s:?}");
     assert_eq!(s.iter().filter(|x| **x > 0.0).count(), 3);
 }
+
+#[test]
+fn panels_stack_their_charts_and_long_series_go_unmarked() {
+    let long = |name: &str, k: f64| Series {
+        name: name.into(),
+        points: (0..1000).map(|i| (f64::from(i), k * f64::from(i))).collect(),
+    };
+    let axes = |title| Axes {
+        title,
+        x: "seconds",
+        y: "count",
+        log_x: false,
+    };
+    let (a, b) = (axes("backlog"), axes("left"));
+    let top = [long("purge backlog", 0.1), long("in flight", 0.01)];
+    let bottom = [long("PVs left", 10.0)];
+    let svg = panels(&[(&a, &top), (&a, &[]), (&b, &bottom)]);
+    assert!(matches!(svg, Err(PlotError::Data { .. })), "an empty panel");
+    let svg = panels(&[(&a, &top), (&b, &bottom)]).unwrap();
+    let (text, polylines, _) = parsed(&svg);
+    for want in ["backlog", "left", "purge backlog", "in flight", "PVs left"] {
+        assert!(text.contains(want), "{want:?} missing from {text:?}");
+    }
+    assert!(polylines >= 3, "{polylines} lines");
+    assert_eq!(svg.matches("<circle").count(), 0, "1,000 points unmarked");
+}
