@@ -11,6 +11,8 @@
 //!   Claims are of 1 GiB, of 4 MiB from N = 5,000 on (so that 10,000 images leave the trash at
 //!   the pace of small images); the librbd reference makes images of the same size.
 //! - `RBD_BENCH_CYCLES` (default 10000): create/delete cycles of phase 5; 0 skips it.
+//! - `RBD_BENCH_SOAK_SECS`: phase 5 becomes a soak: cycles started for that long (3600: the
+//!   hour-long soak of BENCHMARKS.md), memory sampled every 1,000 cycles.
 //! - `RBD_BENCH_REFERENCES=0` skips phase 1.
 //! - `RBD_BENCH_PAGE_SIZES` (e.g. `100,50,20`): before the restart of phase 4, this build
 //!   started over the 2N pairs with each page size twice, alternating: start → watches synced,
@@ -226,15 +228,23 @@ async fn async_main() -> i32 {
     let load_before = loadavg();
     cx.prepare().await;
     cx.watch();
-    let cycles = env_or("RBD_BENCH_CYCLES", 10_000);
+    let soak = env::<u64>("RBD_BENCH_SOAK_SECS").map(Duration::from_secs);
+    // A soak runs cycles until its time is up: a count it cannot reach.
+    let cycles = match soak {
+        Some(_) => 100_000_000,
+        None => env_or("RBD_BENCH_CYCLES", 10_000),
+    };
     let annotation_kib: Option<usize> = env("RBD_BENCH_ANNOTATION_KIB");
     let mut out = Vec::new();
     let (outcome, what) = match annotation_kib {
         None => {
             let n = env_or("RBD_BENCH_SCALE_N", 500);
             (
-                run(&cx, n, cycles, &mut out).await,
-                format!("N = {n}, {cycles} cycles"),
+                run(&cx, n, cycles, soak, &mut out).await,
+                match soak {
+                    Some(d) => format!("N = {n}, cycles for {} s", d.as_secs()),
+                    None => format!("N = {n}, {cycles} cycles"),
+                },
             )
         }
         Some(kib) => {
@@ -268,7 +278,13 @@ async fn async_main() -> i32 {
     }
 }
 
-async fn run(cx: &Ctx, n: usize, cycles: usize, out: &mut Vec<String>) -> Result<()> {
+async fn run(
+    cx: &Ctx,
+    n: usize,
+    cycles: usize,
+    soak: Option<Duration>,
+    out: &mut Vec<String>,
+) -> Result<()> {
     cx.until_listed().await?;
     // Waits on N or 2N objects: 100 ms each (10 per second, a tenth of the usual pace), at least
     // 5 min.
@@ -373,7 +389,7 @@ async fn run(cx: &Ctx, n: usize, cycles: usize, out: &mut Vec<String>) -> Result
 
     // 5. Create/delete cycles with the restarted provisioner.
     if cycles > 0 {
-        let outcome = with_pv_release(cx, cycle_phase(cx, &again, cycles, out)).await;
+        let outcome = with_pv_release(cx, cycle_phase(cx, &again, cycles, soak, out)).await;
         if let Err(e) = outcome {
             problems(&again, "restarted process", out);
             return Err(e);

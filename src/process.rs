@@ -13,6 +13,43 @@ pub fn release_free_heap() -> bool {
     unsafe { libc::malloc_trim(0) == 1 }
 }
 
+/// Bytes of heap in use by the whole process (glibc `mallinfo2`: arena blocks in use plus
+/// mmap-ed blocks), for tests that measure what a structure costs.
+#[cfg(test)]
+pub fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 takes the arena locks itself and returns a plain struct.
+    let m = unsafe { libc::mallinfo2() };
+    m.uordblks + m.hblkhd
+}
+
+/// Runs the ignored test `test` of this test binary in a process of its own, with `env` set
+/// (the child does its work only then); fails unless it ran and passed. Returns its output.
+#[cfg(test)]
+pub fn run_test_child(test: &str, env: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child did not run: {stdout}"
+    );
+    stdout
+}
+
 /// Hands back the main thread's stack pages below the caller's frame, less a margin; returns
 /// how many bytes. Before `main`, a static initializer of libceph-common builds its table of
 /// config options in one very large frame, which left about 850 KiB of the main stack resident
@@ -109,27 +146,7 @@ mod tests {
     /// In a process of its own: the flag belongs to the whole test process.
     #[test]
     fn forbid_dumps_makes_the_process_non_dumpable() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "process::tests::child_forbids_dumps",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("1 passed"),
-            "the child did not run: {stdout}"
-        );
+        run_test_child("process::tests::child_forbids_dumps", CHILD);
     }
 
     #[test]

@@ -60,7 +60,10 @@ async fn async_main() -> i32 {
     let load_before = loadavg();
 
     // The provisioner: release build, shipped ServiceAccount and RBAC.
-    let prov = Provisioner::start(&cx.bed, &cx.prov_name, &[("RUST_LOG", "info")]).await;
+    // RBD_BENCH_PROVISIONER_LOG: its RUST_LOG (e.g. `info,rbd_provisioner::controller=debug`
+    // for the per-operation timings lines).
+    let log = std::env::var("RBD_BENCH_PROVISIONER_LOG").unwrap_or_else(|_| "info".into());
+    let prov = Provisioner::start(&cx.bed, &cx.prov_name, &[("RUST_LOG", &log)]).await;
     let csi = if csi_peer_wanted(cx.bed.kube_minor) {
         let started = match CsiPeer::start(&cx.bed, &cx.csi_driver).await {
             Ok(mut p) => p.until_ready(Duration::from_secs(60)).await.map(|()| p),

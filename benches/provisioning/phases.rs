@@ -1,7 +1,7 @@
 //! The phases that drive claims: one at a time, in a burst, their deletion, and the
 //! binder-only control; each fills its part of [`Figures`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -14,8 +14,8 @@ use crate::bed::{Ctx, peer_label, peer_provisioner};
 use crate::common::unique;
 use crate::figures::{Burst, Del, Figures, Seq, Side, pct, rotated};
 use crate::procfs::{find_pid, loadavg, proc_status_kib};
-use crate::watch::{all_in, latest, until};
-use crate::{BURST_N, DEL_N, SEQ_N, TRASH_POLL};
+use crate::watch::{POOL_POLL, all_in, latest, until};
+use crate::{BURST_N, DEL_N, SEQ_N};
 
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
@@ -130,6 +130,11 @@ async fn burst(
         if all_in(&g.annotated, &list) {
             out.all_annotated = Some(latest(&g.annotated, &list) - t0);
         }
+        out.last_handover_to_pvs = list
+            .iter()
+            .filter_map(|n| g.annotated.get(n))
+            .max()
+            .map(|a| all_pvs.saturating_duration_since(*a));
         for n in &list {
             let (Some(a), pv) = (g.annotated.get(n), g.pv_created[n]) else {
                 continue;
@@ -169,6 +174,8 @@ async fn burst(
             .filter_map(|n| g.image.get(n).cloned())
             .collect()
     };
+    // Each image's first listing without it, for the per-claim "claim gone → out of the pool".
+    let mut left_pool: HashMap<String, Instant> = HashMap::new();
     let out_of_pool = async {
         // The CSI peer's volumes live in its mock driver's memory, never in the pool.
         if side == Side::Csi {
@@ -177,14 +184,17 @@ async fn burst(
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let started = Instant::now();
-            let pool = cx.ceph.list_images("kube").await?;
-            if !pool.iter().any(|i| images.contains(i)) {
+            let pool: HashSet<String> = cx.ceph.list_images("kube").await?.into_iter().collect();
+            for i in images.iter().filter(|i| !pool.contains(*i)) {
+                left_pool.entry(i.clone()).or_insert(started);
+            }
+            if left_pool.len() == images.len() {
                 return Ok(Some(started - t1));
             }
             if Instant::now() > deadline {
                 bail!("images of the burst are still in the pool");
             }
-            tokio::time::sleep(TRASH_POLL).await;
+            tokio::time::sleep(POOL_POLL).await;
         }
     };
     let (all_gone, out_of_pool) = tokio::join!(
@@ -213,6 +223,13 @@ async fn burst(
                         .get(n)?
                         .saturating_duration_since(*g.claim_gone.get(n)?),
                 )
+            })
+            .collect();
+        out.gone_to_out_of_pool = list
+            .iter()
+            .filter_map(|n| {
+                let left = left_pool.get(g.image.get(n)?)?;
+                Some(left.saturating_duration_since(*g.claim_gone.get(n)?))
             })
             .collect();
     }
@@ -406,7 +423,7 @@ async fn peer_phases(cx: &Ctx, figs: &mut Figures, side: Side) -> Result<()> {
 fn write_timeline(cx: &Ctx, label: &str, list: &[String], t0: Instant) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     let g = cx.seen.lock().unwrap();
-    let at = |m: &std::collections::HashMap<String, Instant>, n: &str| {
+    let at = |m: &HashMap<String, Instant>, n: &str| {
         m.get(n)
             .map(|t| {
                 format!(

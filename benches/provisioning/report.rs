@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::bed::peer_label;
 use crate::figures::{Burst, Del, Figures, Seq, Side, pct};
+use crate::watch::POOL_POLL;
 use crate::{BURST_N, DEL_N, SEQ_N, TRASH_POLL};
 
 fn ms(d: Duration) -> String {
@@ -279,6 +280,12 @@ pub fn report(f: &Figures, header: &str) -> String {
         },
         &[""],
     );
+    burst_row(
+        &mut s,
+        "*the provisioner's part: last hand-over seen on any claim → every PV exists* (0 when every PV was there first; our goal: ≤ 0.1 s)",
+        |b| b.last_handover_to_pvs,
+        &[""],
+    );
     // A time for the whole burst, with its rate in claims per second.
     let timed = |d: Option<Duration>| format!("{} ({})", opt_s(d), rate(BURST_N, d));
     let bold = |t: &Theirs, of: fn(&Burst) -> Option<Duration>| {
@@ -364,7 +371,10 @@ pub fn report(f: &Figures, header: &str) -> String {
     );
     burst_row(
         &mut s,
-        "every image out of the pool (`rbd ls`, polled every 250 ms; the CSI peer has none)",
+        &format!(
+            "every image out of the pool (`rbd ls`, listed every {} ms; the CSI peer has none)",
+            POOL_POLL.as_millis()
+        ),
         |b| b.images_gone,
         &[],
     );
@@ -408,6 +418,23 @@ pub fn report(f: &Figures, header: &str) -> String {
         &ts,
         |b, _| dist(&b.gone_to_pv_gone),
         |t| ratio(p50(&o.gone_to_pv_gone), p50(&t.burst.gone_to_pv_gone)),
+        ours,
+        &[],
+    );
+    cmp_row(
+        &mut s,
+        &format!(
+            "*per claim: claim gone → its image out of the pool* (ours: in the trash; listed every {} ms; our goal: p99 ≤ 0.5 s)",
+            POOL_POLL.as_millis()
+        ),
+        &ts,
+        |b, _| dist(&b.gone_to_out_of_pool),
+        |t| {
+            ratio(
+                p99(&o.gone_to_out_of_pool),
+                p99(&t.burst.gone_to_out_of_pool),
+            )
+        },
         ours,
         &[],
     );

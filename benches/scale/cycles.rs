@@ -45,11 +45,19 @@ pub async fn cycle(cx: &Ctx, name: String) -> Result<CycleTimes> {
     })
 }
 
-/// Create/delete cycles, 24 in flight, with memory sampled along the way.
-pub async fn cycle_phase(cx: &Ctx, ours: &Ours, total: usize, out: &mut Vec<String>) -> Result<()> {
+/// Create/delete cycles, 24 in flight, with memory sampled along the way. A soak (`soak`: how
+/// long) starts cycles until that time is up instead of stopping at `total`.
+pub async fn cycle_phase(
+    cx: &Ctx,
+    ours: &Ours,
+    total: usize,
+    soak: Option<Duration>,
+    out: &mut Vec<String>,
+) -> Result<()> {
     let every = (total / 10).clamp(1, 1000);
     // 500 ms per cycle (2 per second), at least 5 min; cycles in flight at the deadline finish.
-    let budget = scaled(total, Duration::from_millis(500), Duration::from_secs(300));
+    let budget =
+        soak.unwrap_or_else(|| scaled(total, Duration::from_millis(500), Duration::from_secs(300)));
     let failures = AtomicUsize::new(0);
     let started = AtomicUsize::new(0);
     let t0 = Instant::now();
@@ -128,7 +136,9 @@ pub async fn cycle_phase(cx: &Ctx, ours: &Ours, total: usize, out: &mut Vec<Stri
         } else {
             String::new()
         },
-        if started < total {
+        if let Some(d) = soak {
+            format!("; a soak: cycles started for {}", secs(d))
+        } else if started < total {
             format!(
                 "; **stopped early** after starting {started} (budget {}, or {CYCLE_MAX_FAILURES} failures)",
                 secs(budget)

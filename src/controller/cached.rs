@@ -3,8 +3,10 @@
 //! A k8s-openapi `PersistentVolume` takes about 6.4 KB of heap for a 1.1 KB object (its spec
 //! has a field for every volume type; every map is a B-tree node), a claim about 3.9 KB. The
 //! caches hold every PV and claim of the cluster, so they keep each one as its JSON instead,
-//! with the little metadata the watch machinery needs and the facts that scans over all of
-//! them read.
+//! packed against what objects of its kind share ([`packed`]: a PV of ours keeps about 220
+//! bytes, its claim about 35), beside its identity in one allocation ([`identity`]: what the
+//! watch machinery reads) and, for PVs, what the scans over all of them ask ([`facts`]).
+//! `footprint` measures what each pair costs in all: see BENCHMARKS.md, "Memory per pair".
 //!
 //! That JSON holds only what decisions read ([`CachedKind::trimmed`]): a claim's owner writes its
 //! labels, annotations and most of its spec, up to the API server's limits (256 KiB of
@@ -15,19 +17,21 @@
 //! reads the object back from that JSON ([`Cached::object`]); nothing writes a cached object
 //! back whole, only patches of the fields it changes, so what was dropped is never lost.
 
+use std::any::TypeId;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use kube::Resource;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
 
-use domain::claim::{self, Bindable};
+use domain::claim;
 use domain::reclaim::ANN_LEGACY_IDENTITY;
 use domain::volume;
 
@@ -39,14 +43,6 @@ pub trait CachedKind:
     /// The object less what no decision reads: what the cache keeps.
     fn trimmed(self) -> Self;
     fn facts(&self) -> Self::Facts;
-}
-
-/// What scans over every cached PV read, worked out once per watch event.
-#[derive(Clone, Debug, Default)]
-pub struct VolumeFacts {
-    /// The (pool, image) its immutable volume source names.
-    pub image: Option<(String, String)>,
-    pub bindable: Option<Bindable>,
 }
 
 /// The annotations a decision reads from a PV; the cache drops every other one. PVs are
@@ -139,10 +135,7 @@ impl CachedKind for PersistentVolume {
     }
 
     fn facts(&self) -> VolumeFacts {
-        VolumeFacts {
-            image: domain::reclaim::spec_image(self),
-            bindable: Bindable::of(self),
-        }
+        VolumeFacts::of(self)
     }
 }
 
@@ -205,45 +198,106 @@ impl CachedKind for PersistentVolumeClaim {
     fn facts(&self) {}
 }
 
-/// A watched object kept as JSON; see the module documentation.
-#[derive(Clone)]
+/// A watched object kept as packed JSON; see the module documentation.
 pub struct Cached<K: CachedKind> {
-    /// Name, namespace, uid, resourceVersion and deletionTimestamp only.
-    metadata: ObjectMeta,
-    json: Box<[u8]>,
+    /// Name, namespace, uid, resourceVersion and deletionTimestamp: what the watch machinery
+    /// and the scans read. The JSON leaves them out; [`Cached::object`] puts them back.
+    id: Identity,
+    /// The identity as an `ObjectMeta`, made when something asks for one (kube's machinery
+    /// asks of watch events' objects; errors' log lines): the truth once made, since
+    /// `meta_mut` may change it.
+    meta: OnceLock<Box<ObjectMeta>>,
+    json: Packed,
     pub facts: K::Facts,
 }
 
 impl<K: CachedKind> Cached<K> {
     pub fn new(full: K) -> Result<Cached<K>, serde_json::Error> {
         let mut trimmed = full.trimmed();
-        let json = serde_json::to_vec(&trimmed)?.into_boxed_slice();
         let facts = trimmed.facts();
         let m = trimmed.meta_mut();
-        let metadata = ObjectMeta {
-            name: m.name.take(),
-            namespace: m.namespace.take(),
-            uid: m.uid.take(),
-            resource_version: m.resource_version.take(),
-            deletion_timestamp: m.deletion_timestamp.take(),
-            ..ObjectMeta::default()
-        };
+        let id = Identity::of(m);
+        (m.name, m.namespace, m.uid, m.resource_version) = (None, None, None, None);
+        m.deletion_timestamp = None;
+        let json = packed::pack_as(TypeId::of::<K>(), serde_json::to_vec(&trimmed)?);
         Ok(Cached {
-            metadata,
+            id,
+            meta: OnceLock::new(),
             json,
             facts,
         })
     }
 
+    fn field(&self, f: Field) -> Option<&str> {
+        match self.meta.get() {
+            Some(m) => match f {
+                Field::Name => m.name.as_deref(),
+                Field::Namespace => m.namespace.as_deref(),
+                Field::Uid => m.uid.as_deref(),
+                Field::ResourceVersion => m.resource_version.as_deref(),
+            },
+            None => self.id.get(f),
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.field(Field::Name)
+    }
+
+    pub fn uid(&self) -> Option<&str> {
+        self.field(Field::Uid)
+    }
+
+    pub fn deletion_timestamp(&self) -> Option<&Time> {
+        match self.meta.get() {
+            Some(m) => m.deletion_timestamp.as_ref(),
+            None => self.id.deletion(),
+        }
+    }
+
+    /// "namespace/name", as log lines name the object.
+    pub fn label(&self) -> String {
+        domain::meta::qualified(
+            self.field(Field::Namespace),
+            self.name().unwrap_or_default(),
+        )
+    }
+
     /// The object as decisions see it: what the watch delivered, less what [`CachedKind::trimmed`]
     /// drops.
     pub fn object(&self) -> Result<K, serde_json::Error> {
-        serde_json::from_slice(&self.json)
+        let json = self.json.bytes().map_err(serde_json::Error::custom)?;
+        let mut obj: K = serde_json::from_slice(&json)?;
+        let m = obj.meta_mut();
+        let get = |f| self.field(f).map(str::to_string);
+        m.name = get(Field::Name);
+        m.namespace = get(Field::Namespace);
+        m.uid = get(Field::Uid);
+        m.resource_version = get(Field::ResourceVersion);
+        m.deletion_timestamp = self.deletion_timestamp().cloned();
+        Ok(obj)
     }
 
+    /// The length of the JSON kept (unpacked), less the identity.
     #[cfg(test)]
     fn json_len(&self) -> usize {
-        self.json.len()
+        self.json.bytes().map_or(usize::MAX, |j| j.len())
+    }
+}
+
+impl<K: CachedKind> Clone for Cached<K> {
+    /// The same object; an `ObjectMeta` made for the original is not copied (the stores keep
+    /// clones of the watch events' objects).
+    fn clone(&self) -> Self {
+        Cached {
+            id: self
+                .meta
+                .get()
+                .map_or_else(|| self.id.clone(), |m| Identity::of(m)),
+            meta: OnceLock::new(),
+            json: self.json.clone(),
+            facts: self.facts.clone(),
+        }
     }
 }
 
@@ -252,9 +306,9 @@ impl<K: CachedKind> fmt::Debug for Cached<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cached")
             .field("kind", &K::kind(&()))
-            .field("namespace", &self.metadata.namespace)
-            .field("name", &self.metadata.name)
-            .field("uid", &self.metadata.uid)
+            .field("namespace", &self.field(Field::Namespace))
+            .field("name", &self.name())
+            .field("uid", &self.uid())
             .field("facts", &self.facts)
             .finish()
     }
@@ -286,12 +340,22 @@ impl<K: CachedKind> Resource for Cached<K> {
         K::plural(&())
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+        self.meta.get_or_init(|| Box::new(self.id.meta()))
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+        self.meta();
+        self.meta.get_mut().expect("made just above")
     }
 }
 
+mod facts;
+#[cfg(test)]
+mod footprint;
+mod identity;
+mod packed;
+
+pub use facts::VolumeFacts;
+use identity::{Field, Identity};
+use packed::Packed;
 #[cfg(test)]
 mod tests;

@@ -12,9 +12,9 @@ use futures::FutureExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource};
 
 use super::cached::Cached;
 use super::locks::ImageLocks;
@@ -202,9 +202,7 @@ impl Context {
             .caches
             .claims
             .get(&ObjectRef::new(name).within(ns))
-            .is_some_and(|c| {
-                c.meta().uid.as_ref() == Some(uid) && c.meta().deletion_timestamp.is_none()
-            });
+            .is_some_and(|c| c.uid() == Some(uid.as_str()) && c.deletion_timestamp().is_none());
         if cached_alive && !self.caches.dying.contains(uid) {
             return false;
         }
@@ -228,8 +226,7 @@ impl Context {
             .volumes
             .state()
             .iter()
-            .filter_map(|pv| pv.facts.bindable.as_ref())
-            .any(|pv| domain::claim::could_bind(pvc, pv))
+            .any(|pv| pv.could_bind(pvc))
     }
 
     /// Waits until the volumes watch has listed every PV once.
@@ -246,13 +243,8 @@ impl Context {
         image: &str,
     ) -> Option<String> {
         self.caches.volumes.state().iter().find_map(|other| {
-            (other.meta().uid != pv.metadata.uid
-                && other
-                    .facts
-                    .image
-                    .as_ref()
-                    .is_some_and(|(p, i)| p == pool && i == image))
-            .then(|| other.meta().name.clone().unwrap_or_default())
+            (other.uid() != pv.metadata.uid.as_deref() && other.names_image(pool, image))
+                .then(|| other.name().unwrap_or_default().to_string())
         })
     }
 

@@ -256,12 +256,11 @@ async fn collect_one(
     use crate::error::Error;
     let object = format!("image {pool}/{image}");
     let referenced = |ctx: &Context| {
-        ctx.caches.volumes.state().iter().any(|pv| {
-            pv.facts
-                .image
-                .as_ref()
-                .is_some_and(|(p, i)| p == pool && i == image)
-        })
+        ctx.caches
+            .volumes
+            .state()
+            .iter()
+            .any(|pv| pv.names_image(pool, image))
     };
     if referenced(ctx) {
         return Ok(());

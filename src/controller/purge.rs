@@ -289,8 +289,10 @@ pub(super) async fn trash(
     object: &str,
 ) -> Result<()> {
     let pairs = owner::trash_pairs(meta, instance, pv_name, super::unix_now());
+    // Without opening it: a read/write open registers a watch and notifies per key, several
+    // round trips each; nobody has it open (its watchers were checked) and only we read these.
     cluster
-        .set_metadata(pool, image, pairs)
+        .set_metadata_unopened(pool, image, pairs)
         .await
         .map_err(Error::ceph(object))?;
     let moved = cluster

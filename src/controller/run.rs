@@ -20,7 +20,6 @@ use super::context::wait_listed;
 use super::{Context, Settings, delete, provision};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use domain::meta::label;
 use domain::owner::Instance;
 use domain::volume;
 
@@ -44,8 +43,8 @@ pub(super) fn error_policy<K: CachedKind + Reconciled>(
     err: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let delay = ctx.backoff(obj.meta().uid.as_deref().unwrap_or_default());
-    tracing::warn!(object = %label(obj.meta()), error = %err, retry_in = ?delay, "{}", K::FAILED);
+    let delay = ctx.backoff(obj.uid().unwrap_or_default());
+    tracing::warn!(object = %obj.label(), error = %err, retry_in = ?delay, "{}", K::FAILED);
     Action::requeue(delay)
 }
 
@@ -104,7 +103,7 @@ where
     Fut: std::future::Future<Output = Result<Action, Error>>,
 {
     let obj = cached.object().map_err(|cause| Error::Cached {
-        object: format!("{} {}", K::kind(&()), label(cached.meta())),
+        object: format!("{} {}", K::kind(&()), cached.label()),
         cause,
     })?;
     reconcile(Arc::new(obj), ctx).await
@@ -153,6 +152,21 @@ fn claims_going(
         event
     })
     .touched_objects()
+}
+
+/// The volume a claim event wakes, with early deletion on: the volume the claim is bound
+/// to, or, before binding, the one we would have made for it.
+pub(super) fn volume_to_wake(
+    c: Cached<PersistentVolumeClaim>,
+    early: bool,
+) -> Option<ObjectRef<Cached<PersistentVolume>>> {
+    let bound = c
+        .object()
+        .ok()
+        .and_then(|pvc| pvc.spec?.volume_name)
+        .filter(|v| !v.is_empty());
+    let pv = bound.or_else(|| c.uid().map(volume::pv_name));
+    pv.filter(|_| early).map(|v| ObjectRef::new(&v))
 }
 
 /// Runs the controllers until a termination signal.
@@ -211,19 +225,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         // A claim's deletion wakes its volume at once, rather than after
         // kube-controller-manager marks it Released: the volume it is bound to, or, before
         // binding, the one we would have made for it (a wake-up only; the reconcile checks).
-        .watches_stream(
-            claims_going(&client, ctx.clone()),
-            move |c: Cached<PersistentVolumeClaim>| {
-                let bound = c
-                    .object()
-                    .ok()
-                    .and_then(|pvc| pvc.spec?.volume_name)
-                    .filter(|v| !v.is_empty());
-                let pv = bound.or_else(|| c.meta().uid.as_deref().map(volume::pv_name));
-                pv.filter(|_| early)
-                    .map(|v| ObjectRef::<Cached<PersistentVolume>>::new(&v))
-            },
-        )
+        .watches_stream(claims_going(&client, ctx.clone()), move |c| {
+            volume_to_wake(c, early)
+        })
         .with_config(ControllerConfig::default().concurrency(workers))
         .shutdown_on_signal()
         .run(

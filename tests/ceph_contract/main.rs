@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ceph::{
-    CephError, Child, CloneSpec, Cluster, Created, ImageInfo, ImageSpec, ParentSpec, PoolQuota,
-    RBD_FEATURE_DATA_POOL, RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_EXCLUSIVE_LOCK,
+    CephError, Child, CloneSpec, Cluster, Created, ImageInfo, ImageSpec, Inspection, ParentSpec,
+    PoolQuota, RBD_FEATURE_DATA_POOL, RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_EXCLUSIVE_LOCK,
     RBD_FEATURE_FAST_DIFF, RBD_FEATURE_JOURNALING, RBD_FEATURE_LAYERING, RBD_FEATURE_OBJECT_MAP,
     RbdCluster, Removed, SnapInfo, TrashEntry, Watcher,
 };

@@ -116,6 +116,18 @@ impl Observe for Vec<Watcher> {
     }
 }
 
+impl Observe for Inspection {
+    fn observe(&self, run: &mut Run) -> String {
+        format!(
+            "{} meta={} {} snaps={}",
+            self.info.observe(run),
+            self.metadata.observe(run),
+            self.watchers.observe(run),
+            self.snapshots.observe(run)
+        )
+    }
+}
+
 /// `list_images`: the scenario's own names.
 impl Observe for Vec<String> {
     fn observe(&self, run: &mut Run) -> String {

@@ -16,8 +16,8 @@ use super::config::configured;
 use super::error::{Op, img_err, pool_err, trash_label};
 use super::handles::{HeldImage, ImageOptions, IoCtx, Rados, cstr};
 use super::types::{
-    Child, CloneSpec, Created, ImageInfo, ImageSpec, PoolQuota, Removed, SnapInfo, TrashEntry,
-    Watcher,
+    Child, CloneSpec, Created, ImageInfo, ImageSpec, Inspection, PoolQuota, Removed, SnapInfo,
+    TrashEntry, Watcher,
 };
 use super::{CephError, Credentials, Errno, Timeouts};
 

@@ -39,8 +39,8 @@ pub(crate) use handles::wipe;
 pub use handles::{HeldImage, library_versions};
 pub use rbd::{Connector, RbdCluster};
 pub use types::{
-    Child, CloneSpec, Created, ImageInfo, ImageSpec, ParentSpec, PoolQuota, Removed, SnapInfo,
-    TrashEntry, Watcher,
+    Child, CloneSpec, Created, ImageInfo, ImageSpec, Inspection, ParentSpec, PoolQuota, Removed,
+    SnapInfo, TrashEntry, Watcher,
 };
 
 /// `RBD_FEATURE_LAYERING`: the only feature the kernel client of every version supports.

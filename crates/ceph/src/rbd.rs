@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::{
     CephError, Child, CloneSpec, Cluster, Connections, Created, Credentials, ImageInfo, ImageSpec,
-    PoolQuota, Removed, SnapInfo, Timeouts, TrashEntry, Watcher,
+    Inspection, PoolQuota, Removed, SnapInfo, Timeouts, TrashEntry, Watcher,
 };
 
 /// One connected Ceph client, as the controllers, `migrate` and `audit` use it. Every method
@@ -98,6 +98,22 @@ pub trait RbdCluster: Send + Sync + fmt::Debug {
 
     /// Clients having the image open read/write ([`Cluster::watchers`]).
     async fn watchers(&self, pool: &str, image: &str) -> Result<Vec<Watcher>, CephError>;
+
+    /// Info, the given image-meta keys, watchers and snapshots ([`Cluster::inspect`]: one
+    /// open). By default the four reads one after the other, with the same answers.
+    async fn inspect(
+        &self,
+        pool: &str,
+        image: &str,
+        keys: &'static [&'static str],
+    ) -> Result<Inspection, CephError> {
+        Ok(Inspection {
+            info: self.image_info(pool, image).await?,
+            metadata: self.metadata(pool, image, keys).await?,
+            watchers: self.watchers(pool, image).await?,
+            snapshots: self.snap_list(pool, image).await?,
+        })
+    }
 
     /// Makes a clone independent of its parent ([`Cluster::flatten`]).
     async fn flatten(&self, pool: &str, image: &str) -> Result<(), CephError>;
@@ -292,6 +308,15 @@ impl RbdCluster for Arc<Cluster> {
 
     async fn remove_image(&self, pool: &str, image: &str) -> Result<Removed, CephError> {
         Cluster::remove_image(self, pool, image).await
+    }
+
+    async fn inspect(
+        &self,
+        pool: &str,
+        image: &str,
+        keys: &'static [&'static str],
+    ) -> Result<Inspection, CephError> {
+        Cluster::inspect(self, pool, image, keys).await
     }
 
     async fn watchers(&self, pool: &str, image: &str) -> Result<Vec<Watcher>, CephError> {

@@ -1,5 +1,7 @@
 //! Plain data the Ceph layer takes and returns. No I/O.
 
+use std::collections::BTreeMap;
+
 /// What to create with [`super::Cluster::create_image`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSpec {
@@ -158,4 +160,15 @@ impl PoolQuota {
         .collect();
         (!q.is_empty()).then(|| q.join(", "))
     }
+}
+
+/// What a deletion checks of an image before it commits: read together, through one read-only
+/// open ([`Cluster::inspect`]).
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    pub info: ImageInfo,
+    /// The image-meta keys asked for that are set.
+    pub metadata: BTreeMap<String, String>,
+    pub watchers: Vec<Watcher>,
+    pub snapshots: Vec<SnapInfo>,
 }

@@ -1,7 +1,7 @@
 //! What the caches keep of claims and volumes, and what they drop.
 
 use super::*;
-use domain::claim::{ANN_SELECTED_NODE, ANN_STORAGE_CLASS_BETA, ClaimAction};
+use domain::claim::{ANN_SELECTED_NODE, ANN_STORAGE_CLASS_BETA, Bindable, ClaimAction};
 use domain::params::Flavor;
 use domain::volume::{
     ANN_ADMIN_ID, ANN_ADMIN_SECRET, ANN_IMAGE, ANN_MONITORS, ANN_POOL, ANN_PROVISIONED_BY,
@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 
 const ME: &str = "ceph.com/rbd";
-const UID: &str = "4f0d2c1e-0b7a-4c3e-9d55-8d1c2a6f1e01";
+pub(super) const UID: &str = "4f0d2c1e-0b7a-4c3e-9d55-8d1c2a6f1e01";
 const KIB: usize = 1024;
 
 fn quantity(q: &str) -> BTreeMap<String, Quantity> {
@@ -86,7 +86,7 @@ fn claim() -> PersistentVolumeClaim {
 }
 
 /// Claims each of whose decisions turns on something the cache keeps.
-fn claims() -> Vec<(&'static str, PersistentVolumeClaim)> {
+pub(super) fn claims() -> Vec<(&'static str, PersistentVolumeClaim)> {
     let mut out = vec![("handed over", claim())];
     let mut c = claim();
     c.metadata.annotations = None;
@@ -264,7 +264,7 @@ fn ours(phase: &str) -> PersistentVolume {
 }
 
 /// PVs each of whose decisions turns on something the cache keeps.
-fn volumes() -> Vec<(&'static str, PersistentVolume)> {
+pub(super) fn volumes() -> Vec<(&'static str, PersistentVolume)> {
     let mut out = vec![("bound", ours("Bound")), ("released", ours("Released"))];
     // With the records of where its image was made, a bound volume needs no recording;
     // without them it does (reclaim::decide): the cache must keep them.
@@ -561,19 +561,6 @@ fn an_overlong_value_of_a_kept_annotation_is_not_kept_and_decides_the_same() {
         claim::decide(&rebuilt(&c), None, ME, false),
         ClaimAction::Wait(why) if why.contains("(204800 bytes, not kept)")
     ));
-}
-
-#[test]
-fn volume_facts_are_those_of_the_object() {
-    let pv = with_ballast(ours("Bound"));
-    let c = Cached::new(pv.clone()).unwrap();
-    assert_eq!(
-        c.facts.image,
-        Some(("kube".into(), format!("kubernetes-dynamic-pvc-{UID}")))
-    );
-    assert_eq!(c.facts.bindable, Bindable::of(&pv));
-    let b = c.facts.bindable.unwrap();
-    assert_eq!((b.capacity, b.class.as_str()), (Some(1 << 30), "fast"));
 }
 
 #[test]

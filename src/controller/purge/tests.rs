@@ -228,7 +228,7 @@ async fn an_image_is_trashed_only_once_marked_ours() {
     scene.fake.put_image(POOL, "kubernetes-dynamic-pvc-1", GIB);
     scene
         .fake
-        .inject(Fault::on(Rbd::SetMetadata).errno(libc::EIO));
+        .inject(Fault::on(Rbd::SetMetadataUnopened).errno(libc::EIO));
     assert!(trash_one(&scene).await.is_err());
     assert_eq!(scene.fake.count(Rbd::TrashMove), 0);
     assert_eq!(scene.fake.images(POOL).len(), 1);

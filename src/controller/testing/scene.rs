@@ -119,7 +119,7 @@ impl Scene {
 /// What trashing and purging `image` (trash id `id`) writes: our mark, the move, the purge.
 pub fn marked_moved_purged(image: &str, id: &str) -> Vec<String> {
     vec![
-        format!("set_metadata {POOL}/{image}"),
+        format!("set_metadata_unopened {POOL}/{image}"),
         format!("trash_move {POOL}/{image}"),
         format!("trash_remove {POOL}/{id}"),
     ]

@@ -382,9 +382,23 @@ pub async fn watchers(r: &mut Run) {
     r.see("info does not watch", c.image_info(POOL, &name).await)
         .unwrap();
     r.see("still none", c.watchers(POOL, &name).await).unwrap();
+    // A deletion's checks in one open: the same answers as the reads one by one.
+    r.see("inspect, none", c.inspect(POOL, &name, KEYS).await)
+        .unwrap();
+    c.set_metadata(POOL, &name, pairs(&[(KEYS[1], "b")]))
+        .await
+        .unwrap();
+    c.snap_create(POOL, &name, "i").await.unwrap();
     let held = r.hold_open(POOL, &name).await;
     let w = r.see("held open", c.watchers(POOL, &name).await).unwrap();
     assert_eq!(w.len(), 1);
+    let seen = r
+        .see("inspect held open", c.inspect(POOL, &name, KEYS).await)
+        .unwrap();
+    assert_eq!(seen.watchers.len(), 1);
+    assert_eq!(seen.snapshots.len(), 1);
+    assert_eq!(seen.metadata.get(KEYS[1]).map(String::as_str), Some("b"));
+    c.snap_remove(POOL, &name, "i").await.unwrap();
     let e = r
         .see("remove while held", c.remove_image(POOL, &name).await)
         .unwrap_err();
@@ -415,6 +429,13 @@ pub async fn watchers(r: &mut Run) {
     assert_eq!(gone.unwrap(), Removed::Removed);
     let e = r
         .see("watchers of a missing image", c.watchers(POOL, &name).await)
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    let e = r
+        .see(
+            "inspect a missing image",
+            c.inspect(POOL, &name, KEYS).await,
+        )
         .unwrap_err();
     assert!(e.is_not_found(), "{e}");
     // Snapshots are checked before watchers.

@@ -34,16 +34,20 @@ image_ops! {
     /// (which, unlike a read/write open, does not make us a watcher).
     fn image_info() -> ImageInfo = in_image() |c, io, at| {
         let img = io.open(at.image, true).map_err(at.err(Op::Open))?;
-        let mut info = img
-            .stat()
-            .map_err(|(op, e)| img_err(op, at.pool, at.image, e))?;
-        info.data_pool = (info.data_pool_id != io.id()).then(|| {
-            c.rados
-                .pool_name(info.data_pool_id)
-                .unwrap_or_else(|| format!("#{}", info.data_pool_id))
-        });
-        info.parent = img.parent().map_err(at.err(Op::GetParent))?;
-        Ok(info)
+        info_of(c, &io, &at, &img)
+    };
+
+    /// What a deletion checks (info, the given image-meta keys, watchers, snapshots) through
+    /// one read-only open: each open costs several round trips to the OSD, and a burst of
+    /// deletions waits on them.
+    fn inspect(keys: &'static [&'static str]) -> Inspection = in_image() |c, io, at| {
+        let img = io.open(at.image, true).map_err(at.err(Op::Open))?;
+        Ok(Inspection {
+            info: info_of(c, &io, &at, &img)?,
+            metadata: img.metadata_many(keys).map_err(at.err(Op::ReadMetadata))?,
+            watchers: img.watchers().map_err(at.err(Op::ListWatchers))?,
+            snapshots: img.snap_list().map_err(at.err(Op::ListSnapshots))?,
+        })
     };
 
     /// Grows an image to `new_size` bytes. Equal size is a no-op; a smaller size is refused
@@ -128,4 +132,23 @@ image_ops! {
     /// Removes a (unprotected) snapshot; a missing one is `Ok(Removed::AlreadyGone)`.
     fn snap_remove(snap: &str) -> Removed
         = with_snap(snap, Op::SnapshotRemove) |img, s| img.snap_remove(s);
+}
+
+/// Size, features, id, data pool (by name) and parent of an open image.
+fn info_of(
+    c: &Cluster,
+    io: &IoCtx<'_>,
+    at: &At<'_>,
+    img: &crate::handles::Image<'_>,
+) -> Result<ImageInfo, CephError> {
+    let mut info = img
+        .stat()
+        .map_err(|(op, e)| img_err(op, at.pool, at.image, e))?;
+    info.data_pool = (info.data_pool_id != io.id()).then(|| {
+        c.rados
+            .pool_name(info.data_pool_id)
+            .unwrap_or_else(|| format!("#{}", info.data_pool_id))
+    });
+    info.parent = img.parent().map_err(at.err(Op::GetParent))?;
+    Ok(info)
 }

@@ -76,6 +76,12 @@ pub struct Burst {
     pub claims_gone: Option<Duration>,
     /// Per claim: claim gone → its PV gone.
     pub gone_to_pv_gone: Vec<Duration>,
+    /// Per claim: claim gone → its image out of the pool (ours: in the trash), polled every
+    /// [`POOL_POLL`](super::watch::POOL_POLL).
+    pub gone_to_out_of_pool: Vec<Duration>,
+    /// The last hand-over the harness saw (the binder's annotation on any claim of the burst)
+    /// → every PV exists; zero when every PV existed by then (ours provisions early).
+    pub last_handover_to_pvs: Option<Duration>,
     /// Until the pool listed none of them (ours: moved to the trash; peer: removed).
     pub images_gone: Option<Duration>,
     /// Ours: until the trash held none of them either (purged).

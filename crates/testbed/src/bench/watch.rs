@@ -14,6 +14,9 @@ use kube::runtime::watcher;
 
 /// How often the RBD trash is polled.
 pub const TRASH_POLL: Duration = Duration::from_millis(250);
+/// How often the provisioning bench's deletion burst lists the pool: each image's time out of
+/// the pool is known to this much.
+pub const POOL_POLL: Duration = Duration::from_millis(50);
 
 /// First-seen instants, keyed by claim name (all claims live in one namespace).
 #[derive(Default)]

@@ -108,7 +108,9 @@ fn bins_cover_the_samples_and_shares_add_up() {
 fn panels_stack_their_charts_and_long_series_go_unmarked() {
     let long = |name: &str, k: f64| Series {
         name: name.into(),
-        points: (0..1000).map(|i| (f64::from(i), k * f64::from(i))).collect(),
+        points: (0..1000)
+            .map(|i| (f64::from(i), k * f64::from(i)))
+            .collect(),
     };
     let axes = |title| Axes {
         title,
