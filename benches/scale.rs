@@ -4,11 +4,22 @@
 //!
 //!     cargo bench --bench scale              # RBD_BENCH_SCALE_N=500, RBD_BENCH_CYCLES=10000
 //!     RBD_BENCH_SCALE_N=2500 cargo bench --bench scale   # a restart with 5,001 PVs and claims
+//!     # issue 25: 10,000 pairs (a plane whose kube-controller-manager runs with client QPS 200)
+//!     RBDP_BED=<bed>/k137 RBD_BENCH_SCALE_N=5000 RBD_BENCH_CYCLES=0 cargo bench --bench scale
 //!
 //! - `RBD_BENCH_SCALE_N` (default 500): N, the claims of each batch (2N + 1 at the restart).
+//!   Claims are of 1 GiB, of 4 MiB from N = 5,000 on (so that 10,000 images leave the trash at
+//!   the pace of small images); the librbd reference makes images of the same size.
 //! - `RBD_BENCH_CYCLES` (default 10000): create/delete cycles of phase 5; 0 skips it.
 //! - `RBD_BENCH_SOAK_SECS`: phase 5 becomes a soak: cycles started for that long (3600: the
 //!   hour-long soak of BENCHMARKS.md), memory sampled every 1,000 cycles.
+//! - `RBD_BENCH_REFERENCES=0` skips phase 1.
+//! - `RBD_BENCH_PAGE_SIZES` (e.g. `100,50,20`): before the restart of phase 4, this build
+//!   started over the 2N pairs with each page size twice, alternating: start → watches synced,
+//!   peak and idle memory.
+//!
+//! The report so far is also written to `target/bench-plots/scale-partial.md` after phases 3
+//! and 4, for a run stopped before its end.
 //!
 //! Waits on many objects time out after 100 ms per object (deletion: 250 ms per PV), at least
 //! 5 min; the cycles after 500 ms per cycle (at least 5 min), when they stop and report how many
@@ -20,22 +31,35 @@
 //! 1. References on the same bed, same moment: librbd alone (the harness creates and removes N
 //!    images, 16 in flight) and the API server alone (N PV objects created and deleted, 16 in
 //!    flight). Together they bound what any provisioner can reach here.
-//! 2. The ceiling: N claims created already carrying the hand-over annotation, as
+//! 2. The ceiling: claims created already carrying the hand-over annotation, as
 //!    kube-controller-manager would write it, so nothing but the provisioner stands between
-//!    a claim and its PV. PVs per second, and where the time goes: the provisioner's own
-//!    time per claim (its `provision` operation histogram: Ceph create, stamping, PV write)
-//!    against the time the claim waited to be picked up.
-//! 3. Memory: resident memory with N and then 2N PVs of ours present (idle), and the peak.
-//! 4. A restart with the 2N PVs and claims present: time to leading with its watches synced,
-//!    time to the PV of one new claim (created handed over: kube-controller-manager may still be
-//!    binding thousands of claims), and resident memory after start.
+//!    a claim and its PV. The first batch of N is made in steps (1, 10, 100, 1,000, 2,500,
+//!    5,000 pairs, those below N, then N: see phase 3); its last step, the largest, measures the
+//!    ceiling: PVs per second, and where the time goes: the provisioner's own time per claim
+//!    (its `provision` operation histogram: Ceph create, stamping, PV write) against the time
+//!    the claim waited to be picked up.
+//! 3. Memory against volume count: at each step of both batches (1, 10, 100, 1,000, 2,500,
+//!    5,000, 10,000, ... up to 2N), once the step's PVs exist, its claims are Bound (waited
+//!    for at most 20 ms per claim, at least 30 s; the count Bound is reported) and the process
+//!    is idle after its 10 s heap trim, VmRSS with its parts; the anonymous memory per pair
+//!    (the slope from 1,000 pairs on) and a plot (`target/bench-plots/scale-memory.svg`, and
+//!    `docs/` from 10,000 pairs on).
+//! 4. A restart with the 2N pairs present: time to leading with its watches synced, time to
+//!    the PV of one new claim (created handed over: kube-controller-manager may still be
+//!    binding thousands of claims), resident memory 5 s later and once idle; the LIST requests
+//!    the API server served meanwhile, per resource (its `/metrics`, read before the start and
+//!    at the sync: requests, objects, the largest response's bucket), to show the lists paged;
+//!    then a minute with nothing changing: CPU time and context switches per thread name.
 //! 5. Cycles (`RBD_BENCH_CYCLES`), with the restarted provisioner, 24 in flight: a 4 MiB claim
 //!    created handed over, its PV awaited, the claim deleted and released, its PV gone
 //!    awaited (released too). Cycles per second, VmRSS and RssAnon every 1,000 cycles (every tenth of the
 //!    cycles when fewer than 10,000), the growth from the first sample to the last, VmHWM.
 //! 6. Deletion at scale: the 2N + 1 claims deleted and released, 32 in flight: until the
 //!    provisioner has deleted every PV (each marked for deletion: its own pace), until every
-//!    PV is gone, and until every image is out of the trash.
+//!    PV is gone, and until every image is out of the trash; meanwhile the provisioner's
+//!    `rbd_provisioner_purge_backlog` and `rbd_provisioner_operations_in_flight` every second
+//!    and the images of ours in the pool and its trash every fifth, with a plot
+//!    (`scale-purge-backlog.svg`, beside the memory plot).
 //!
 //! With `RBD_BENCH_ANNOTATION_KIB` set, it measures memory with large claims instead:
 //!
@@ -70,14 +94,20 @@
 //! Everything it creates has a unique name and is removed at the end.
 
 // The target is benches/scale.rs (the root Cargo.toml names it); its modules live beside it.
+#[path = "scale/curve.rs"]
+mod curve;
 #[path = "scale/cycles.rs"]
 mod cycles;
+#[path = "scale/deletion.rs"]
+mod deletion;
 #[path = "scale/large.rs"]
 mod large;
 #[path = "scale/objects.rs"]
 mod objects;
 #[path = "scale/ours.rs"]
 mod ours;
+#[path = "scale/restart.rs"]
+mod restart;
 
 use testbed as common;
 
@@ -106,10 +136,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bed::Ctx;
+use crate::curve::*;
 use crate::cycles::*;
+use crate::deletion::*;
 use crate::large::*;
 use crate::objects::*;
 use crate::ours::*;
+use crate::restart::*;
 
 use crate::cleanup::cleanup;
 
@@ -258,36 +291,33 @@ async fn run(
     let for_objects = |k: usize| scaled(k, Duration::from_millis(100), Duration::from_secs(300));
 
     // 1. References.
-    let rbd = librbd_alone(cx, n).await?;
-    let api = api_alone(cx, n).await?;
-    out.push("### References (the harness alone, 16 in flight)\n".into());
-    out.push("| what | N | took | per second |".into());
-    out.push("|---|---|---|---|".into());
-    for (what, took) in [
-        ("librbd: create 1 GiB images", rbd),
-        ("API server: create PV objects", api),
-    ] {
-        out.push(format!(
-            "| {what} | {n} | {} | {:.0} |",
-            secs(took),
-            n as f64 / took.as_secs_f64()
-        ));
+    if env_or("RBD_BENCH_REFERENCES", 1) != 0 {
+        references(cx, n, out).await?;
     }
 
-    // 2. The ceiling.
+    // 2. The ceiling, after the first steps of the memory curve.
+    let size = pair_size(n);
     let ours = Ours::start(&cx.bed, &cx.prov_name).await;
     let ready = ours.until_ready(Duration::from_secs(60)).await?;
+    until_idle(&ours, ready).await;
     let mem_start = ours.mem();
-    let before = ours.provision_histogram().await;
     let first: Vec<String> = (0..n).map(|i| format!("handed-{i}")).collect();
+    let stops = figures::stops(&STEPS, 0, n);
+    // The steps before the batch's last one; the last (the largest) measures the ceiling.
+    let pre = stops.len().checked_sub(2).map_or(0, |i| stops[i]);
+    let mut curve = Vec::new();
+    stepped(cx, &ours, &first[..pre], &[], 0, size, &mut curve).await?;
+    let ceiling = &first[pre..];
+    let k = ceiling.len();
+    let before = ours.provision_histogram().await;
     let t0 = Instant::now();
-    let accepted = create_claims(cx, &first, true).await?;
+    let accepted = create_claims(cx, ceiling, true, size).await?;
     let all_pvs = cx
         .until_all(
             "every PV of the handed-over claims",
-            for_objects(n),
+            for_objects(k),
             |g| &g.pv_created,
-            &first,
+            ceiling,
         )
         .await?
         - t0;
@@ -295,33 +325,32 @@ async fn run(
     let (count, sum) = (after.0 - before.0, after.1 - before.1);
     let per_claim: Vec<Duration> = {
         let g = cx.seen.lock().unwrap();
-        first
+        ceiling
             .iter()
             .map(|c| g.pv_created[c].saturating_duration_since(t0))
             .collect()
     };
-    let mem_n = ours.mem();
     out.push(String::new());
     out.push(format!(
-        "### The ceiling: {n} claims created already handed over (annotated), ours alone\n"
+        "### The ceiling: {k} claims ({size}) created already handed over (annotated), ours alone, with {pre} made before in steps\n"
     ));
     out.push(format!(
-        "Provisioner (log {}) leading with its watches synced {} after start, resident {mem_start}.\n",
+        "Provisioner (log {}) leading with its watches synced {} after start, resident {mem_start} once idle.\n",
         ours.log.display(),
         ms(ready)
     ));
     figure_table(out);
     out.push(format!(
-        "| all {n} claims accepted by the API (50 creates in flight) | {} |",
+        "| all {k} claims accepted by the API (50 creates in flight) | {} |",
         secs(accepted)
     ));
     out.push(format!(
         "| **every PV exists** (from the first create) | **{} ({:.0} PVs/s)** |",
         secs(all_pvs),
-        n as f64 / all_pvs.as_secs_f64()
+        k as f64 / all_pvs.as_secs_f64()
     ));
     out.push(format!(
-        "| claim created → PV exists, over the {n} | p50 {} / p95 {} / max {} |",
+        "| claim created → PV exists, over the {k} | p50 {} / p95 {} / max {} |",
         ms(pct(&per_claim, 50.0)),
         ms(pct(&per_claim, 95.0)),
         ms(pct(&per_claim, 100.0))
@@ -342,97 +371,21 @@ async fn run(
             sum / all_pvs.as_secs_f64()
         ));
     }
+    curve.push(read_point(cx, &ours, &first, n).await);
 
-    // 3. Memory with N, then 2N PVs.
+    // 3. Memory: the rest of the curve, up to 2N pairs.
     let second: Vec<String> = (0..n).map(|i| format!("more-{i}")).collect();
-    create_claims(cx, &second, true).await?;
-    cx.until_all(
-        "every PV of the second batch",
-        for_objects(n),
-        |g| &g.pv_created,
-        &second,
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let mem_2n = ours.mem();
-    out.push(String::new());
-    out.push("### Memory of the provisioner (MiB; RssFile is mapped files, mostly shared-library text such as librados and libceph-common)\n".into());
-    out.push("| state | VmRSS | RssAnon | RssFile |".into());
-    out.push("|---|---|---|---|".into());
-    out.push(format!(
-        "| after start, nothing of ours | {} |",
-        mem_start.cells()
-    ));
-    out.push(format!(
-        "| {n} PVs made in the ceiling phase | {} |",
-        mem_n.cells()
-    ));
-    out.push(format!(
-        "| {} PVs and claims, idle 10 s | {} |",
-        2 * n,
-        mem_2n.cells()
-    ));
-    out.push(format!("| peak so far (VmHWM) | {:.1} | | |", mem_2n.hwm));
+    stepped(cx, &ours, &second, &first, n, size, &mut curve).await?;
+    report(mem_start, &curve, out);
+    checkpoint(out);
+    out.push(format!("- peak so far (VmHWM): {:.1} MiB", ours.mem().hwm));
     problems(&ours, "first process", out);
     drop(ours);
 
-    // 4. A restart with 2N present.
-    let bound = {
-        let g = cx.seen.lock().unwrap();
-        first
-            .iter()
-            .chain(&second)
-            .filter(|c| g.bound.contains_key(*c))
-            .count()
-    };
-    let again = Ours::start(&cx.bed, &cx.prov_name).await;
-    let ready = again
-        .until_ready(scaled(
-            2 * n,
-            Duration::from_millis(20),
-            Duration::from_secs(120),
-        ))
-        .await?;
-    let one = vec!["after-restart".to_string()];
-    let t = Instant::now();
-    // Handed over, like the claims of the ceiling: at N = 2,500 kube-controller-manager is
-    // still binding thousands of claims (7 per second) and would annotate a new claim only after
-    // them.
-    create_claims(cx, &one, true).await?;
-    cx.until_all(
-        "the PV of a claim made after the restart",
-        scaled(2 * n, Duration::from_millis(20), Duration::from_secs(60)),
-        |g| &g.pv_created,
-        &one,
-    )
-    .await?;
-    let first_pv = again.started.elapsed();
-    let one_pv = t.elapsed();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let mem_restart = again.mem();
-    out.push(String::new());
-    out.push(format!(
-        "### Restart with {} PVs and claims of ours present ({bound} of the claims Bound by then)\n",
-        2 * n + 1
-    ));
-    out.push(format!(
-        "Log of the restarted provisioner: {}\n",
-        again.log.display()
-    ));
-    figure_table(out);
-    out.push(format!(
-        "| process start → leading, watches synced | {} |",
-        ms(ready)
-    ));
-    out.push(format!(
-        "| process start → PV of a claim created (handed over) once ready | {} (claim → PV {}) |",
-        ms(first_pv),
-        ms(one_pv)
-    ));
-    out.push(format!(
-        "| resident memory 5 s later | {mem_restart} (peak {:.1} MiB) |",
-        mem_restart.hwm
-    ));
+    // 4. A restart with 2N present, and a minute idle.
+    let pairs: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let again = restart_phase(cx, &pairs, size, out).await?;
+    checkpoint(out);
 
     // 5. Create/delete cycles with the restarted provisioner.
     if cycles > 0 {
@@ -444,103 +397,34 @@ async fn run(
     }
 
     // 6. Deletion at scale, with the restarted provisioner still serving.
-    let all: Vec<String> = first.iter().chain(&second).chain(&one).cloned().collect();
-    cx.expect_purged(&all);
-    let bound = {
-        let g = cx.seen.lock().unwrap();
-        all.iter().filter(|c| g.bound.contains_key(*c)).count()
-    };
-    let t = Instant::now();
-    let deleted = with_pv_release(cx, delete_and_release_all(cx, &all)).await;
-    out.push(String::new());
-    out.push(format!(
-        "### Deleting the {} claims ({bound} of them Bound by then)\n",
-        all.len()
-    ));
-    out.push(format!(
-        "The harness deletes each claim and then removes its `{PVC_PROTECTION}` finalizer itself ({DELETE_IN_FLIGHT} claims in flight), as kube-controller-manager's pvc-protection controller would (no pod exists in the namespace) but without waiting for its pace, so each claim is gone at once. The provisioner's own deletion pace is the time until it has deleted every PV (trashed the image, then its delete call: the PV marked for deletion), as soon as the PV's claim is gone. The harness then removes each deleted PV's `{PV_PROTECTION}` finalizer too, as kube-controller-manager's pv-protection controller would for a volume no pod uses, so that a PV is gone without waiting for that controller's pace either.\n"
-    ));
-    figure_table(out);
-    // 250 ms per PV (4 per second), at least 5 min: room for a slow OSD purging beside it.
-    let for_deletion = scaled(
-        all.len(),
-        Duration::from_millis(250),
-        Duration::from_secs(300),
-    );
-    let result = match deleted {
-        Ok(took) => {
-            out.push(format!(
-                "| every claim deleted, its finalizer removed | {} |",
-                secs(took)
-            ));
-            let claims = until(&cx.seen, "every claim gone", for_objects(all.len()), |g| {
-                all_in(&g.claim_gone, &all)
-            })
-            .await
-            .map(|_| t.elapsed());
-            out.push(format!(
-                "| every claim gone | {} |",
-                claims
-                    .as_ref()
-                    .map(|d| secs(*d))
-                    .unwrap_or_else(|e| format!("{e}"))
-            ));
-            let gone = with_pv_release(
-                cx,
-                until(&cx.seen, "every PV gone", for_deletion, |g| {
-                    all_in(&g.pv_gone, &all)
-                }),
-            )
-            .await
-            .map(|_| t.elapsed());
-            let (deleting, latest_deleting, left) = {
-                let g = cx.seen.lock().unwrap();
-                let at: Vec<Instant> = all
-                    .iter()
-                    .filter_map(|c| g.pv_deleting.get(c).or_else(|| g.pv_gone.get(c)))
-                    .copied()
-                    .collect();
-                let left = all.iter().filter(|c| !g.pv_gone.contains_key(*c)).count();
-                (at.len(), at.into_iter().max(), left)
-            };
-            match latest_deleting {
-                Some(last) if deleting == all.len() => {
-                    let d = last.saturating_duration_since(t);
-                    out.push(format!(
-                        "| **every PV deleted by the provisioner** (marked for deletion) | **{} ({:.0} PVs/s)** |",
-                        secs(d),
-                        all.len() as f64 / d.as_secs_f64()
-                    ));
-                }
-                _ => out.push(format!(
-                    "| every PV deleted by the provisioner | {deleting} of {} |",
-                    all.len()
-                )),
-            }
-            match gone {
-                Ok(took) => {
-                    out.push(format!(
-                        "| every PV gone (pv-protection finalizer removed by the harness) | {} ({:.0} PVs/s) |",
-                        secs(took),
-                        all.len() as f64 / took.as_secs_f64()
-                    ));
-                    let purged = until(&cx.seen, "trash free", for_deletion, |g| {
-                        g.trash_pending.is_empty()
-                    })
-                    .await
-                    .map(|_| t.elapsed());
-                    out.push(format!(
-                        "| every image out of the trash | {} |",
-                        purged.map(secs).unwrap_or_else(|e| format!("{e}"))
-                    ));
-                }
-                Err(e) => out.push(format!("| every PV gone | {left} still there: {e} |")),
-            }
-            Ok(())
-        }
-        Err(e) => Err(e),
-    };
+    let all: Vec<String> = pairs
+        .iter()
+        .cloned()
+        .chain(["after-restart".to_string()])
+        .collect();
+    let result = deletion_phase(cx, &again, &all, out).await;
     problems(&again, "restarted process", out);
     drop(again);
     result
+}
+
+/// Phase 1: librbd alone and the API server alone, N each.
+async fn references(cx: &Ctx, n: usize, out: &mut Vec<String>) -> Result<()> {
+    let rbd = librbd_alone(cx, n, quantity_bytes(pair_size(n))).await?;
+    let api = api_alone(cx, n).await?;
+    out.push("### References (the harness alone, 16 in flight)\n".into());
+    out.push("| what | N | took | per second |".into());
+    out.push("|---|---|---|---|".into());
+    for (what, took) in [
+        ("librbd: create images of the claims' size", rbd),
+        ("API server: create PV objects", api),
+    ] {
+        out.push(format!(
+            "| {what} | {n} | {} | {:.0} |",
+            secs(took),
+            n as f64 / took.as_secs_f64()
+        ));
+    }
+
+    Ok(())
 }

@@ -48,8 +48,8 @@ fn retained_pv(name: &str, class: &str, claim: Option<(&str, &str)>) -> Result<P
     Ok(serde_json::from_value(pv)?)
 }
 
-/// librbd alone: N images created, 16 in flight; then removed.
-pub async fn librbd_alone(cx: &Ctx, n: usize) -> Result<Duration> {
+/// librbd alone: N images of `size` bytes created, 16 in flight; then removed.
+pub async fn librbd_alone(cx: &Ctx, n: usize, size: u64) -> Result<Duration> {
     let names: Vec<String> = (0..n).map(|i| format!("{}-ref-{i}", cx.ns)).collect();
     let make = |name| {
         let ceph = cx.ceph.clone();
@@ -57,7 +57,7 @@ pub async fn librbd_alone(cx: &Ctx, n: usize) -> Result<Duration> {
             let spec = ImageSpec {
                 pool: "kube".into(),
                 name,
-                size: 1 << 30,
+                size,
                 data_pool: None,
                 features: RBD_FEATURE_LAYERING,
             };
@@ -130,16 +130,41 @@ async fn post_claim(cx: &Ctx, name: &str, meta: Value, spec: Value) -> Result<()
     Ok(())
 }
 
-/// Creates 1 GiB claims of our class (50 creates in flight); returns when the API server
+/// Creates claims of `size` of our class (50 creates in flight); returns when the API server
 /// accepted the last one.
-pub async fn create_claims(cx: &Ctx, names: &[String], handed: bool) -> Result<Duration> {
+pub async fn create_claims(
+    cx: &Ctx,
+    names: &[String],
+    handed: bool,
+    size: &str,
+) -> Result<Duration> {
     let t = Instant::now();
     all_ok(
-        stream::iter(names.iter()).map(|name| create_claim(cx, name, handed, "1Gi")),
+        stream::iter(names.iter()).map(|name| create_claim(cx, name, handed, size)),
         CREATE_IN_FLIGHT,
     )
     .await?;
     Ok(t.elapsed())
+}
+
+/// [`create_claims`] handed over, then waits until each has its PV (`per` claim, at least
+/// `floor`).
+pub async fn claims_with_pvs(
+    cx: &Ctx,
+    names: &[String],
+    size: &str,
+    what: &str,
+    (per, floor): (Duration, Duration),
+) -> Result<()> {
+    create_claims(cx, names, true, size).await?;
+    cx.until_all(
+        what,
+        scaled(names.len(), per, floor),
+        |g| &g.pv_created,
+        names,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Deletes a claim, then removes its `kubernetes.io/pvc-protection` finalizer, as

@@ -126,6 +126,14 @@ impl Ctx {
         storage_class(admin, &self.csi, &self.csi_driver, &[], delete).await;
     }
 
+    /// The API server's own `/metrics` (read with the admin client); empty when unreadable.
+    pub async fn apiserver_metrics(&self) -> String {
+        let Ok(req) = http::Request::get("/metrics").body(Vec::new()) else {
+            return String::new();
+        };
+        self.admin.request_text(req).await.unwrap_or_default()
+    }
+
     pub fn pvcs(&self) -> Api<PersistentVolumeClaim> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }

@@ -10,6 +10,32 @@ pub fn pct(v: &[Duration], p: f64) -> Duration {
     s[rank.min(s.len()) - 1]
 }
 
+/// The counts at which a batch of `len` made on top of `base` stops: the `steps` inside it,
+/// then its end.
+pub fn stops(steps: &[usize], base: usize, len: usize) -> Vec<usize> {
+    let end = base + len;
+    let mut v: Vec<usize> = steps
+        .iter()
+        .copied()
+        .filter(|s| *s > base && *s < end)
+        .collect();
+    if len > 0 {
+        v.push(end);
+    }
+    v
+}
+
+/// Least-squares slope of the points (x, y); `None` with fewer than two distinct x.
+pub fn slope(pts: &[(f64, f64)]) -> Option<f64> {
+    let n = pts.len() as f64;
+    let (mx, my) = pts
+        .iter()
+        .fold((0.0, 0.0), |a, p| (a.0 + p.0 / n, a.1 + p.1 / n));
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
 #[derive(Default)]
 pub struct Seq {
     pub annotated: Vec<Duration>,
@@ -111,6 +137,28 @@ pub struct Figures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stops_hold_the_steps_inside_a_batch_and_its_end() {
+        let steps = [1, 10, 100, 1_000, 2_500, 5_000, 10_000];
+        assert_eq!(
+            stops(&steps, 0, 5_000),
+            vec![1, 10, 100, 1_000, 2_500, 5_000]
+        );
+        assert_eq!(stops(&steps, 5_000, 5_000), vec![10_000]);
+        assert_eq!(stops(&steps, 500, 500), vec![1_000]);
+        assert_eq!(stops(&steps, 0, 500), vec![1, 10, 100, 500]);
+        assert_eq!(stops(&steps, 0, 1), vec![1]);
+        assert!(stops(&steps, 10, 0).is_empty());
+    }
+
+    #[test]
+    fn slope_of_a_line() {
+        let pts = [(1000.0, 10.0), (2000.0, 12.0), (4000.0, 16.0)];
+        assert!((slope(&pts).unwrap() - 0.002).abs() < 1e-12);
+        assert_eq!(slope(&pts[..1]), None);
+        assert_eq!(slope(&[]), None);
+    }
 
     #[test]
     fn rotation_starts_each_run_with_another_side() {

@@ -1,11 +1,13 @@
 //! What the benches share: the bench's bed (classes, secrets, peers, the CSI peer's processes), watches that time each
-//! event, the figures and their percentiles, /proc readings, and the cleanup.
+//! event, the figures and their percentiles, /proc readings, Prometheus text, the plots, and the cleanup.
 
 pub mod bed;
 pub mod cleanup;
 pub mod csi;
 pub mod figures;
+pub mod plot;
 pub mod procfs;
+pub mod promtext;
 pub mod watch;
 
 /// A bench's `main`: runs `run` on a multi-threaded runtime and exits with the code it returns
