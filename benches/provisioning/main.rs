@@ -153,6 +153,9 @@ async fn async_main() -> i32 {
         },
     );
     println!("{}", report(&figs, &header));
+    for line in plot_latencies(&figs) {
+        eprintln!("{line}");
+    }
     match outcome {
         Ok(()) => 0,
         Err(e) => {
@@ -164,4 +167,61 @@ async fn async_main() -> i32 {
             1
         }
     }
+}
+
+/// The latency histograms against the peers that ran: one claim at a time (claim created →
+/// PV exists) and the burst (annotation → PV exists, per claim), into `target/bench-plots/`,
+/// and into `docs/` when the CSI peer ran (issue 25's figure). What was written, or why not.
+fn plot_latencies(figs: &Figures) -> Vec<String> {
+    use testbed::bench::plot::latency_histogram;
+    let ms = |v: &[Duration]| -> Vec<f64> { v.iter().map(|d| d.as_secs_f64() * 1e3).collect() };
+    let sides = [
+        ("ours", &figs.seq_ours, &figs.burst_ours),
+        ("in-tree", &figs.seq_peer, &figs.burst_peer),
+        ("CSI peer", &figs.seq_csi, &figs.burst_csi),
+    ];
+    let one: Vec<(&str, Vec<f64>)> = sides
+        .iter()
+        .map(|(n, s, _)| (*n, ms(&s.pv)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let burst: Vec<(&str, Vec<f64>)> = sides
+        .iter()
+        .map(|(n, _, b)| (*n, ms(&b.ann_to_pv)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("target/bench-plots")];
+    if !figs.seq_csi.pv.is_empty() {
+        dirs.push(root.join("docs"));
+    }
+    let mut said = Vec::new();
+    for (name, title, peers) in [
+        (
+            "provisioning-latency.svg",
+            "one claim at a time: claim created → PV exists (ms)",
+            &one,
+        ),
+        (
+            "provisioning-burst-latency.svg",
+            "burst of 100, per claim: hand-over → PV exists (ms)",
+            &burst,
+        ),
+    ] {
+        let refs: Vec<(&str, &[f64])> = peers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        match latency_histogram(title, &refs) {
+            Ok(svg) => {
+                for d in &dirs {
+                    let path = d.join(name);
+                    let r = std::fs::create_dir_all(d).and_then(|()| std::fs::write(&path, &svg));
+                    said.push(match r {
+                        Ok(()) => format!("plot: {}", path.display()),
+                        Err(e) => format!("plot {}: {e}", path.display()),
+                    });
+                }
+            }
+            Err(e) => said.push(format!("plot {name}: {e}")),
+        }
+    }
+    said
 }
