@@ -169,13 +169,17 @@ pub(super) fn volume_to_wake(
     c: Cached<PersistentVolumeClaim>,
     early: bool,
 ) -> Option<ObjectRef<Cached<PersistentVolume>>> {
+    // Decoding unpacks the claim: not for every claim event when nothing would be woken.
+    if !early {
+        return None;
+    }
     let bound = c
         .object()
         .ok()
         .and_then(|pvc| pvc.spec?.volume_name)
         .filter(|v| !v.is_empty());
     let pv = bound.or_else(|| c.uid().map(volume::pv_name));
-    pv.filter(|_| early).map(|v| ObjectRef::new(&v))
+    pv.map(|v| ObjectRef::new(&v))
 }
 
 /// Runs the controllers until a termination signal.
