@@ -216,7 +216,7 @@ async fn delete_fresh(
         VolumeAction::Delete(t) => {
             let mut at = Steps::new(started);
             at.mark("read");
-            let r = delete(&fresh, &t, ctx, &mut at).await?;
+            let r = delete(&fresh, &t, claim_deleted, ctx, &mut at).await?;
             // Where a deletion's time goes, for the benchmarks: the fresh read, Ceph reached,
             // the image checked, the PV committed, the image in the trash.
             tracing::debug!(pv = %name, steps = %at, "delete timings");
@@ -272,6 +272,7 @@ impl std::fmt::Display for Steps {
 async fn delete(
     pv: &PersistentVolume,
     t: &DeleteTarget,
+    claim_gone: bool,
     ctx: &Arc<Context>,
     at: &mut Steps,
 ) -> Result<Outcome> {
@@ -341,12 +342,12 @@ async fn delete(
 
     at.mark("checked");
     crate::failpoint::hit(crate::failpoint::Point::BeforeCommit, &pv_name).await;
-    let committed = commit(ctx, pv, &live).await?;
+    let committed = commit_with_retries(ctx, pv, &live, claim_gone).await?;
     at.mark("committed");
     let committed = match committed {
         Committed::Held(pv) => Some(pv),
         Committed::Deleted => None,
-        Committed::Changed => {
+        Committed::Changed(_) => {
             return Ok(Outcome::changed(
                 "delete",
                 format!("PersistentVolume {pv_name}"),
@@ -405,8 +406,48 @@ enum Committed {
     /// Gone before our commit.
     Vanished,
     /// Changed since it was read (a 409 on a write with its resourceVersion): not deleted.
-    Changed,
+    /// Carries the version the write named.
+    Changed(Box<PersistentVolume>),
 }
+
+/// Commits to deletion; after a 409, reads the PV again and commits on it at once when only
+/// its status changed (`reclaim::may_commit_again`: kube-controller-manager marking it
+/// Released as we commit, which early deletion meets often). The checks still hold: they read
+/// nothing from the status, and the image's lock is still held. Anything else, and the next
+/// pass decides from the start.
+async fn commit_with_retries(
+    ctx: &Context,
+    pv: &PersistentVolume,
+    live: &Place,
+    claim_gone: bool,
+) -> Result<Committed> {
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    let mut committed = commit(ctx, pv, live).await?;
+    for _ in 0..COMMIT_ATTEMPTS - 1 {
+        let Committed::Changed(tried) = &committed else {
+            break;
+        };
+        let again = match k8s::get_pv(&ctx.kube.client, &name).await? {
+            Some(again)
+                if reclaim::may_commit_again(
+                    tried,
+                    &again,
+                    &ctx.settings.provisioner,
+                    claim_gone,
+                ) =>
+            {
+                again
+            }
+            _ => break,
+        };
+        tracing::debug!(pv = %name, "the PV's status changed as we committed; committing again");
+        committed = commit(ctx, &again, live).await?;
+    }
+    Ok(committed)
+}
+
+/// Writes the commit may make in one pass when the status keeps changing under it.
+const COMMIT_ATTEMPTS: usize = 3;
 
 /// The point of no return, taken on the PV exactly as it was read: our finalizer (a volume of
 /// the old provisioner has none) and the records of where its image is are added, then the PV
@@ -433,7 +474,7 @@ async fn commit(ctx: &Context, pv: &PersistentVolume, live: &Place) -> Result<Co
         {
             Ok(p) => p,
             Err(e) if is_status(&e, 404) => return Ok(Committed::Vanished),
-            Err(e) if is_status(&e, 409) => return Ok(Committed::Changed),
+            Err(e) if is_status(&e, 409) => return Ok(Committed::Changed(Box::new(pv))),
             Err(e) => return Err(Error::kube("record the deletion on PersistentVolume", name)(e)),
         };
     }
@@ -448,7 +489,7 @@ async fn commit(ctx: &Context, pv: &PersistentVolume, live: &Place) -> Result<Co
         Ok(Either::Left(held)) => Ok(Committed::Held(Box::new(held))),
         Ok(Either::Right(_)) => Ok(Committed::Deleted),
         Err(e) if is_status(&e, 404) => Ok(Committed::Vanished),
-        Err(e) if is_status(&e, 409) => Ok(Committed::Changed),
+        Err(e) if is_status(&e, 409) => Ok(Committed::Changed(Box::new(pv))),
         Err(e) => Err(Error::kube("delete PersistentVolume", name)(e)),
     }
 }

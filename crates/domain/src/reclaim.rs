@@ -132,6 +132,36 @@ pub fn decide(pv: &PersistentVolume, provisioner: &str, claim_gone: bool) -> Vol
     }
 }
 
+/// Whether a deletion whose commit met a 409 may commit again on `now`, the PV read after
+/// it, without deciding and checking anew: `now` is the same object as `tried` (the version
+/// the precondition named) in everything but its status, and `decide` still says Delete, of
+/// the same image. A status write (kube-controller-manager marking the volume Released) is
+/// the usual cause; the checks read nothing from the status, so they still hold. Anything
+/// else changed (policy, claimRef, annotations, finalizers, a deletion begun) and the
+/// deletion starts over from a fresh read.
+pub fn may_commit_again(
+    tried: &PersistentVolume,
+    now: &PersistentVolume,
+    provisioner: &str,
+    claim_gone: bool,
+) -> bool {
+    fn without_status(pv: &PersistentVolume) -> PersistentVolume {
+        let mut pv = pv.clone();
+        pv.status = None;
+        pv.metadata.resource_version = None;
+        pv.metadata.managed_fields = None;
+        pv
+    }
+    let same_target = match (
+        decide(tried, provisioner, claim_gone),
+        decide(now, provisioner, claim_gone),
+    ) {
+        (VolumeAction::Delete(a), VolumeAction::Delete(b)) => a == b,
+        _ => false,
+    };
+    same_target && without_status(tried) == without_status(now)
+}
+
 /// Where a PV records its image was made, when it records both the fsid and the pool id.
 pub fn recorded_place(pv: &PersistentVolume) -> Option<Place> {
     Some(Place {

@@ -334,7 +334,8 @@ async fn an_image_with_watchers_is_kept_and_retried_soon() {
 }
 
 /// The PV changed (or went) between the checks and the commit: the write with the
-/// resourceVersion read fails, nothing is trashed, and the next pass decides again.
+/// resourceVersion read fails, the PV read again has been set to Retain, nothing is trashed,
+/// and the next pass decides again.
 #[tokio::test]
 async fn a_pv_changed_between_read_and_commit_is_not_deleted() {
     let refused = || Reply::Failure(http::StatusCode::CONFLICT, "Conflict");
@@ -365,11 +366,23 @@ async fn a_pv_changed_between_read_and_commit_is_not_deleted() {
         if !finalizer {
             pv.metadata.finalizers = None;
         }
-        let (client, api) = ApiServer::start(vec![
+        let mut retained = pv.clone();
+        retained.metadata.resource_version = Some("9".into());
+        retained
+            .spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_reclaim_policy = Some("Retain".into());
+        let conflicted = matches!(reply, Reply::Failure(http::StatusCode::CONFLICT, _));
+        let mut steps = vec![
             expect(Http::GET, pv_path(&pv), object(&pv)),
             admin_secret_read(),
             expect(method, pv_path(&pv), reply),
-        ]);
+        ];
+        if conflicted {
+            steps.push(expect(Http::GET, pv_path(&pv), object(&retained)));
+        }
+        let (client, api) = ApiServer::start(steps);
         let ctx = scene.context(client, std::slice::from_ref(&pv));
         let got = reconcile(Arc::new(pv), ctx.clone()).await.unwrap();
         assert_eq!(got, action, "{case}");
@@ -378,6 +391,43 @@ async fn a_pv_changed_between_read_and_commit_is_not_deleted() {
         assert_eq!(scene.fake.images(POOL), vec![image_name(UID)], "{case}");
         api.done();
     }
+}
+
+/// The commit met a 409 because kube-controller-manager marked the volume as we committed: the
+/// PV read again differs only in its status, so the commit is made again on it at once (with
+/// its new resourceVersion), without a second pass and a second look at the image.
+#[tokio::test]
+async fn a_commit_that_met_a_status_write_is_made_again_at_once() {
+    let scene = Scene::new();
+    let id = scene.our_image(UID);
+    let pv = released_pv(UID, &scene.place());
+    let mut marked = pv.clone();
+    marked.metadata.resource_version = Some("9".into());
+    marked.status.get_or_insert_default().message = Some("marked by the controller".into());
+    let (client, api) = ApiServer::start(vec![
+        expect(Http::GET, pv_path(&pv), object(&pv)),
+        admin_secret_read(),
+        expect(Http::DELETE, pv_path(&pv), conflict()),
+        expect(Http::GET, pv_path(&pv), object(&marked)),
+        expect(Http::DELETE, pv_path(&pv), object(&deleting(&marked))),
+        expect(Http::PATCH, pv_path(&pv), object(&deleting(&marked))),
+    ]);
+    let ctx = scene.context(client, std::slice::from_ref(&pv));
+    let action = reconcile(Arc::new(pv.clone()), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    settle(&ctx).await;
+    assert_eq!(
+        writes_once(&scene, &id),
+        marked_moved_purged(&image_name(UID), &id)
+    );
+    assert_eq!(
+        scene.fake.count(Rbd::Watchers),
+        1,
+        "the image is looked at once"
+    );
+    let seen = api.done();
+    assert_eq!(seen[2].body["preconditions"]["resourceVersion"], "7");
+    assert_eq!(seen[4].body["preconditions"]["resourceVersion"], "9");
 }
 
 /// The cache said Delete; the PV as the API server has it now says Retain: our finalizer

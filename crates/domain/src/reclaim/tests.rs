@@ -368,3 +368,99 @@ fn early_deletion_needs_every_fact() {
         );
     }
 }
+
+/// After a 409 on the commit, only a PV that differs in its status may be committed again
+/// without a new pass; any other change starts the deletion over.
+#[test]
+fn a_commit_is_tried_again_only_when_nothing_but_the_status_changed() {
+    type Change = fn(&mut PersistentVolume);
+    let mut tried = ours("Delete", "Bound");
+    tried.metadata.resource_version = Some("7".into());
+    spec_of(&mut tried).claim_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+        uid: Some("uid-1".into()),
+        ..Default::default()
+    });
+    let cases: [(&str, Change, bool); 11] = [
+        ("marked Released", |pv| set_phase(pv, "Released"), true),
+        ("marked Failed", |pv| set_phase(pv, "Failed"), true),
+        (
+            "another field manager",
+            |pv| pv.metadata.managed_fields = Some(vec![Default::default()]),
+            true,
+        ),
+        (
+            "set to Retain",
+            |pv| spec_of(pv).persistent_volume_reclaim_policy = Some("Retain".into()),
+            false,
+        ),
+        (
+            "bound to another claim",
+            |pv| spec_of(pv).claim_ref.as_mut().unwrap().uid = Some("uid-2".into()),
+            false,
+        ),
+        (
+            "its recorded fsid removed",
+            |pv| {
+                pv.metadata.annotations.as_mut().unwrap().remove(ANN_FSID);
+            },
+            false,
+        ),
+        (
+            "an annotation added",
+            |pv| {
+                pv.metadata
+                    .annotations
+                    .as_mut()
+                    .unwrap()
+                    .insert("example.com/x".into(), "y".into());
+            },
+            false,
+        ),
+        (
+            "our finalizer removed",
+            |pv| pv.metadata.finalizers = Some(vec!["kubernetes.io/pv-protection".into()]),
+            false,
+        ),
+        (
+            "deleted by someone else",
+            |pv| pv.metadata.deletion_timestamp = Some(Time(Default::default())),
+            false,
+        ),
+        (
+            "labelled",
+            |pv| {
+                pv.metadata.labels = Some(BTreeMap::from([("a".into(), "b".into())]));
+            },
+            false,
+        ),
+        (
+            "another provisioner's",
+            |pv| {
+                pv.metadata
+                    .annotations
+                    .as_mut()
+                    .unwrap()
+                    .insert(ANN_PROVISIONED_BY.into(), "other".into());
+            },
+            false,
+        ),
+    ];
+    for (case, change, want) in cases {
+        let mut now = tried.clone();
+        now.metadata.resource_version = Some("8".into());
+        change(&mut now);
+        assert_eq!(may_commit_again(&tried, &now, ME, true), want, "{case}");
+    }
+    // The claim not gone: a Bound volume is not deleted, so there is nothing to commit again.
+    let mut now = tried.clone();
+    now.metadata.resource_version = Some("8".into());
+    assert!(!may_commit_again(&tried, &now, ME, false));
+}
+
+fn set_phase(pv: &mut PersistentVolume, phase: &str) {
+    pv.status.get_or_insert_default().phase = Some(phase.into());
+}
+
+fn spec_of(pv: &mut PersistentVolume) -> &mut k8s_openapi::api::core::v1::PersistentVolumeSpec {
+    pv.spec.as_mut().unwrap()
+}
