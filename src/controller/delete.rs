@@ -308,6 +308,13 @@ async fn delete(
                     younger: pool_younger_than(&cluster, &t.pool, pv).await,
                 }));
             }
+            // The pool's id came from the client's OSD map before the look for the image; a
+            // newer map (the pool renamed and replaced) may have reached the client in between,
+            // and the look then went to the new pool. The map only moves forward, so its id
+            // read now names the pool the look went to, or a newer one.
+            let now = ctx.place(&cluster, &t.pool, &object).await?;
+            reclaim::check_recorded(pv, &t.pool, &now, cluster.monitors())
+                .map_err(|c| refuse(FactsDisagree::Place(c)))?;
             tracing::info!(pv = %pv_name, "image already gone");
             None
         }

@@ -231,6 +231,12 @@ fn refusals() -> Vec<Refusal> {
             },
             |w| matches!(w, Place(PlaceChanged::PoolId { .. })),
         ),
+        Refusal::new(
+            "the pool was replaced between the read of its id and the look for the image (a \
+             newer OSD map arrived in between): the image is not gone, it is elsewhere",
+            |scene, _, _| scene.fake.replace_pool_after(Rbd::PoolId, POOL),
+            |w| matches!(w, Place(PlaceChanged::PoolId { .. })),
+        ),
         Refusal {
             image: Image::Missing,
             ..Refusal::new(

@@ -131,6 +131,9 @@ pub(super) struct State {
     pub(super) clock_offset: i64,
     pub(super) faults: Vec<Fault>,
     pub(super) calls: Vec<Call>,
+    /// Pools replaced right after the next call of a method on them
+    /// ([`super::FakeCeph::replace_pool_after`]).
+    pub(super) replace_after: Vec<(Method, String)>,
 }
 
 impl State {

@@ -25,6 +25,7 @@ impl FakeCeph {
                 clock_offset: 0,
                 faults: Vec::new(),
                 calls: Vec::new(),
+                replace_after: Vec::new(),
             })),
         }
     }
@@ -97,6 +98,12 @@ impl FakeCeph {
     pub fn replace_pool(&self, name: &str) -> i64 {
         self.remove_pool(name);
         self.add_pool(name)
+    }
+
+    /// [`FakeCeph::replace_pool`] right after the next call of `method` on `pool` returns: a
+    /// new OSD map reaching the client between two of its calls.
+    pub fn replace_pool_after(&self, method: Method, pool: &str) {
+        self.lock().replace_after.push((method, pool.to_string()));
     }
 
     pub fn set_pool_created(&self, pool: &str, unix_secs: Option<i64>) {
@@ -382,7 +389,18 @@ impl FakeCeph {
             }
         };
         call.errno = r.as_ref().err().map(|e| e.errno().unwrap_or(0));
-        self.lock().calls.push(call);
+        let due = {
+            let mut s = self.lock();
+            s.calls.push(call);
+            let i = s
+                .replace_after
+                .iter()
+                .position(|(m, p)| *m == method && p == pool);
+            i.map(|i| s.replace_after.remove(i).1)
+        };
+        if let Some(pool) = due {
+            self.replace_pool(&pool);
+        }
         r
     }
 
