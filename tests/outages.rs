@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 
 use common::*;
 use harness::*;
-use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use serde_json::json;
@@ -134,20 +133,6 @@ async fn failures_seen(
     Ok(())
 }
 
-/// Names of the claims in `c`'s namespace that a PV names.
-async fn claims_with_pv(c: &Scenario) -> BTreeSet<String> {
-    let pvs = Api::<PersistentVolume>::all(c.admin.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    pvs.items
-        .iter()
-        .filter_map(|pv| pv.spec.as_ref()?.claim_ref.as_ref())
-        .filter(|r| r.namespace.as_deref() == Some(c.ns.as_str()))
-        .filter_map(|r| r.name.clone())
-        .collect()
-}
-
 /// Claim uids by claim name, in `c`'s namespace.
 async fn uids_by_name(c: &Scenario) -> BTreeMap<String, String> {
     let list = c.pvcs().list(&ListParams::default()).await.unwrap();
@@ -227,7 +212,7 @@ async fn monitor_outage(rng: &mut Rng, outage: Duration) -> Result<(), String> {
     c.prov.crash();
     // A claim whose PV the old process wrote before it died needs no Ceph to bind, so it can
     // get no failure event: waiting means no PV yet once nothing can write one.
-    let with_pv = claims_with_pv(&c).await;
+    let with_pv = claims_with_pv(&c.admin, &c.ns).await;
     let waiting: BTreeSet<String> = unbound_at_down
         .into_iter()
         .filter(|n| !with_pv.contains(n))

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
@@ -93,6 +93,20 @@ pub async fn unbound(client: &Client, ns: &str, names: &[String]) -> Vec<String>
         .iter()
         .filter(|n| !bound.contains(*n))
         .cloned()
+        .collect()
+}
+
+/// Names of the claims in `ns` that a PV names (bound or pre-bound to them).
+pub async fn claims_with_pv(client: &Client, ns: &str) -> BTreeSet<String> {
+    let pvs = Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    pvs.items
+        .iter()
+        .filter_map(|pv| pv.spec.as_ref()?.claim_ref.as_ref())
+        .filter(|r| r.namespace.as_deref() == Some(ns))
+        .filter_map(|r| r.name.clone())
         .collect()
 }
 
