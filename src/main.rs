@@ -1,7 +1,16 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before any other thread exists (the runtime's own): see limit_malloc_arenas.
+    rbd_provisioner::process::limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime")
+        .block_on(run())
+}
+
+async fn run() {
     // Before any key is read: no core file and no same-uid process may read its memory.
     if let Err(e) = rbd_provisioner::process::forbid_dumps() {
         eprintln!("Error: cannot make the process non-dumpable (prctl PR_SET_DUMPABLE): {e}");
