@@ -66,12 +66,16 @@ const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+mod foreground;
+pub use foreground::Foreground;
+
 /// One operation under way, in `rbd_provisioner_operations_in_flight` while it lives.
-pub struct InFlight(Gauge);
+pub struct InFlight(Gauge, Arc<Foreground>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+        self.1.leave();
     }
 }
 
@@ -84,6 +88,7 @@ pub struct Metrics {
     snapshot_deletions: Outcomes<SnapshotLabels>,
     leader: Gauge,
     in_flight: Family<OpKind, Gauge>,
+    foreground: Arc<Foreground>,
     purge_backlog: Gauge,
     ceph_clients: Gauge,
     events_dropped: Counter,
@@ -251,6 +256,7 @@ impl Default for Metrics {
             operations,
             duration,
             in_flight,
+            foreground: Arc::default(),
             purge_backlog,
             provisions,
             snapshot_creations,
@@ -333,7 +339,13 @@ impl Metrics {
     pub fn under_way(&self, operation: &'static str) -> InFlight {
         let g = self.in_flight.get_or_create(&OpKind { operation }).clone();
         g.inc();
-        InFlight(g)
+        self.foreground.enter();
+        InFlight(g, self.foreground.clone())
+    }
+
+    /// The operations under way, for background work to give way to.
+    pub fn foreground(&self) -> &Foreground {
+        &self.foreground
     }
 
     pub fn set_purge_backlog(&self, n: usize) {

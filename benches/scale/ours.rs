@@ -79,7 +79,8 @@ impl Ours {
             .args(["--provisioner-name", name, "--metrics-addr", &addr])
             .env(
                 "RUST_LOG",
-                "info,rbd_provisioner::controller::provision=debug",
+                // The debug lines carry each provisioning's and deletion's timings.
+                "info,rbd_provisioner::controller::provision=debug,rbd_provisioner::controller::delete=debug",
             )
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())

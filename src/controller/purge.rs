@@ -1,5 +1,6 @@
 //! Purging trashed images in the background: bounded queues, a few workers (so that a mass
-//! deletion leaves the blocking pool to provisioning), and retries for failed purges.
+//! deletion leaves the blocking pool to provisioning) that give way to the operations under
+//! way, and retries for failed purges.
 //!
 //! Removing a layering-only image (no object map) probes every object its size allows, so its
 //! cost grows with the size, not with the data: a 1 TiB image takes about a minute here, a
@@ -28,6 +29,13 @@ const LARGE_WORKERS: usize = 1;
 pub const LARGE: u64 = 1 << 40;
 /// Purges waiting; beyond this the periodic sweep picks entries up later.
 const QUEUE: usize = 4096;
+/// How long a purge waits for the provisionings and deletions under way to end before it
+/// starts anyway: a purge keeps the OSD busy with removals (one per object the size allows,
+/// ten at a time), and a deletion's trash move waits behind them.
+const GIVE_WAY_AT_MOST: Duration = Duration::from_secs(2);
+/// From this backlog on, purges no longer give way: the trash must not grow without bound
+/// under a steady stream of deletions.
+const GIVE_WAY_BELOW: usize = 256;
 /// Attempts per entry before leaving it to the next sweep. A process killed while it had the
 /// image open read/write leaves a watch that the OSD drops only after
 /// `osd_client_watch_timeout` (30 s by default), and until then the purge fails with EBUSY:
@@ -104,6 +112,10 @@ impl Pending {
         let new = keys.insert(k);
         self.metrics.set_purge_backlog(keys.len());
         new
+    }
+
+    fn len(&self) -> usize {
+        self.keys.lock().len()
     }
 
     fn remove(&self, k: &(String, String, String)) {
@@ -194,6 +206,9 @@ fn lane(workers: usize, metrics: Arc<Metrics>, pending: Arc<Pending>) -> mpsc::S
             };
             let (metrics, retry, done) = (metrics.clone(), retry.clone(), pending.clone());
             tokio::spawn(async move {
+                if done.len() < GIVE_WAY_BELOW {
+                    metrics.foreground().quiet(GIVE_WAY_AT_MOST).await;
+                }
                 let failed = purge(&job, &metrics).await;
                 drop(permit);
                 if failed && attempt + 1 < ATTEMPTS {

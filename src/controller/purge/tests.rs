@@ -263,3 +263,78 @@ async fn at_a_full_pool_never_trashed_a_move_that_did_nothing_is_an_error() {
     assert_eq!(scene.fake.images(POOL).len(), 1, "still there");
     assert!(scene.fake.trash(POOL).is_empty());
 }
+
+/// A purge waits for the deletion under way (its trash move queues behind the purge's
+/// removals at the OSD), and starts anyway once the bound has passed.
+#[tokio::test(start_paused = true)]
+async fn a_purge_gives_way_to_a_deletion_under_way_for_a_bounded_time() {
+    for ends_after in [Duration::from_millis(500), GIVE_WAY_AT_MOST * 3] {
+        let scene = Scene::new();
+        let c = scene.fake.cluster();
+        let image = "kubernetes-dynamic-pvc-1";
+        let id = scene.fake.put_image(POOL, image, GIB);
+        c.trash_move(POOL, image, 0).await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let purger = Purger::start(metrics.clone());
+        let deletion = metrics.under_way("delete");
+        let started = tokio::time::Instant::now();
+        purger.submit(Job {
+            cluster: c.clone(),
+            pool: POOL.into(),
+            id,
+            image: image.into(),
+            parent: None,
+            size: GIB,
+            finish_move: true,
+        });
+        let ended = tokio::spawn(async move {
+            tokio::time::sleep(ends_after).await;
+            drop(deletion);
+        });
+        purger.idle().await;
+        let waited = started.elapsed();
+        assert!(scene.fake.trash(POOL).is_empty(), "{ends_after:?}");
+        let expected = ends_after.min(GIVE_WAY_AT_MOST);
+        assert!(
+            waited >= expected && waited < expected + Duration::from_millis(50),
+            "deletion under way for {ends_after:?}: the purge waited {waited:?}"
+        );
+        ended.await.unwrap();
+    }
+}
+
+/// Beyond the backlog bound purges do not give way: under a steady stream of deletions the
+/// trash would otherwise grow for as long as the stream lasts.
+#[tokio::test(start_paused = true)]
+async fn a_large_backlog_is_purged_without_giving_way() {
+    let scene = Scene::new();
+    let c = scene.fake.cluster();
+    let metrics = Arc::new(Metrics::default());
+    let purger = Purger::start(metrics.clone());
+    let _deletion = metrics.under_way("delete");
+    let mut trashed = Vec::new();
+    for i in 0..GIVE_WAY_BELOW + 40 {
+        let image = format!("kubernetes-dynamic-pvc-{i}");
+        let id = scene.fake.put_image(POOL, &image, GIB);
+        c.trash_move(POOL, &image, 0).await.unwrap();
+        trashed.push((image, id));
+    }
+    for (image, id) in trashed {
+        purger.submit(Job {
+            cluster: c.clone(),
+            pool: POOL.into(),
+            id,
+            image,
+            parent: None,
+            size: GIB,
+            finish_move: true,
+        });
+    }
+    tokio::time::sleep(GIVE_WAY_AT_MOST / 2).await;
+    let left = scene.fake.trash(POOL).len();
+    // Down to the bound at once (each worker may take one more, checked as it started).
+    assert!(
+        (GIVE_WAY_BELOW - WORKERS..=GIVE_WAY_BELOW).contains(&left),
+        "{left} left: purged at once down to the bound, then giving way"
+    );
+}
