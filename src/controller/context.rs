@@ -229,6 +229,15 @@ impl Context {
             .any(|pv| pv.could_bind(pvc))
     }
 
+    /// A PV as the volumes cache has it, if it is there (and reads back).
+    pub(super) fn cached_volume(&self, name: &str) -> Option<PersistentVolume> {
+        self.caches
+            .volumes
+            .get(&ObjectRef::new(name))?
+            .object()
+            .ok()
+    }
+
     /// Waits until the volumes watch has listed every PV once.
     pub(super) async fn volumes_listed(&self) {
         wait_listed(self.caches.volumes.clone()).await
