@@ -88,11 +88,22 @@ pub async fn exactly_once(c: &Scenario, own: &OwnCeph, names: &[String]) -> Vec<
         let claim = c.pvcs().get(n).await.unwrap();
         let uid = uid_of(&claim);
         let volume = claim.spec.as_ref().and_then(|s| s.volume_name.clone());
-        if volume.as_deref() != Some(format!("pvc-{uid}").as_str()) {
-            v.push(format!("claim {n} bound to {volume:?}, not pvc-{uid}"));
-        }
         let image = format!("kubernetes-dynamic-pvc-{uid}");
         let pv = c.pvs().get(&format!("pvc-{uid}")).await.unwrap();
+        // Not bound yet is kube-controller-manager's pace, not ours: the PV, pre-bound to
+        // this claim by uid, is what the provisioner owes; bound elsewhere is a violation.
+        let pre_bound = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .and_then(|r| r.uid.as_deref())
+            == Some(uid.as_str());
+        let bound_here = volume.as_deref() == Some(format!("pvc-{uid}").as_str());
+        if !(bound_here || volume.is_none() && pre_bound) {
+            v.push(format!(
+                "claim {n} bound to {volume:?}, not pvc-{uid} (PV pre-bound to it: {pre_bound})"
+            ));
+        }
         match domain::reclaim::spec_image(&pv) {
             Some((pool, i)) if pool == own.pool && i == image => {}
             other => v.push(format!(
