@@ -23,6 +23,15 @@ pub async fn reconcile_bound(
     let Some(pv_name) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
         return Ok(());
     };
+    tracing::trace!(
+        claim = %format!(
+            "{}/{}",
+            pvc.metadata.namespace.as_deref().unwrap_or_default(),
+            pvc.metadata.name.as_deref().unwrap_or_default()
+        ),
+        pv = %pv_name,
+        "bound claim"
+    );
     // The cache answers the common case, nothing to do, without a request: every bound claim
     // passes here when the process starts, and 10,000 reads queued a new claim behind them.
     // Only a cached PV already bound to this claim counts: its capacity only grows, so a
@@ -49,15 +58,6 @@ pub async fn reconcile_bound(
         return Ok(());
     };
     let regarding = pvc.object_ref(&());
-    tracing::trace!(
-        claim = %format!(
-            "{}/{}",
-            pvc.metadata.namespace.as_deref().unwrap_or_default(),
-            pvc.metadata.name.as_deref().unwrap_or_default()
-        ),
-        pv = %pv_name,
-        "bound claim"
-    );
     let decided = resize::decide(
         pvc,
         &pv,
