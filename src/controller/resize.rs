@@ -38,7 +38,7 @@ pub async fn reconcile_bound(
     // cache that lags can ask for a resize that the fresh read then settles, but never hides
     // one the fresh read would find.
     if let Some(cached) = ctx.cached_volume(&pv_name)
-        && bound_to(&cached, pvc)
+        && resize::bound_to(&cached, pvc)
         && resize::decide(
             pvc,
             &cached,
@@ -114,15 +114,6 @@ pub async fn reconcile_bound(
         .normal(&regarding, reason, "Resize", note)
         .await;
     Ok(())
-}
-
-/// Whether the PV's claimRef names this claim by uid.
-fn bound_to(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
-    pv.spec
-        .as_ref()
-        .and_then(|s| s.claim_ref.as_ref())
-        .and_then(|r| r.uid.as_deref())
-        .is_some_and(|uid| pvc.metadata.uid.as_deref() == Some(uid))
 }
 
 async fn grow(

@@ -40,6 +40,15 @@ pub fn flavor_of(pv: &PersistentVolume) -> Flavor {
     }
 }
 
+/// Whether the PV's claimRef names this claim by uid.
+pub fn bound_to(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .and_then(|r| r.uid.as_deref())
+        .is_some_and(|uid| Some(uid) == pvc.metadata.uid.as_deref())
+}
+
 /// `allow_expansion` is the class's `allowVolumeExpansion`, `max_size` its `maxSize`.
 pub fn decide(
     pvc: &PersistentVolumeClaim,
@@ -49,13 +58,7 @@ pub fn decide(
     provisioner: &str,
 ) -> ResizeAction {
     let ours = provisioned_by(pv) == Some(provisioner);
-    let bound_to_it = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.claim_ref.as_ref())
-        .and_then(|r| r.uid.as_deref())
-        .is_some_and(|uid| Some(uid) == pvc.metadata.uid.as_deref());
-    if !ours || !bound_to_it || pv.metadata.deletion_timestamp.is_some() {
+    if !ours || !bound_to(pv, pvc) || pv.metadata.deletion_timestamp.is_some() {
         return ResizeAction::Nothing;
     }
     let requested = storage(
