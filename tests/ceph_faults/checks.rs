@@ -92,12 +92,7 @@ pub async fn exactly_once(c: &Scenario, own: &OwnCeph, names: &[String]) -> Vec<
         let pv = c.pvs().get(&format!("pvc-{uid}")).await.unwrap();
         // Not bound yet is kube-controller-manager's pace, not ours: the PV, pre-bound to
         // this claim by uid, is what the provisioner owes; bound elsewhere is a violation.
-        let pre_bound = pv
-            .spec
-            .as_ref()
-            .and_then(|s| s.claim_ref.as_ref())
-            .and_then(|r| r.uid.as_deref())
-            == Some(uid.as_str());
+        let pre_bound = domain::resize::bound_to(&pv, &claim);
         let bound_here = volume.as_deref() == Some(format!("pvc-{uid}").as_str());
         if !(bound_here || volume.is_none() && pre_bound) {
             v.push(format!(
