@@ -51,6 +51,12 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     }
+    // Which contents are ours is read from the class cache, and a content's volume may be
+    // found only in the volumes cache: a content listed before them would be taken for
+    // another driver's and wait for a change that need never come (a restart between the
+    // cut and the status left exactly that).
+    super::context::wait_listed(ctx.caches.classes.clone()).await;
+    ctx.volumes_listed().await;
     tracing::info!("serving VolumeSnapshotContents of this provisioner's csi-flavour volumes");
     let workers = ctx.settings.workers;
     let contents = Controller::new(contents, watcher::Config::default())

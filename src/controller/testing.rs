@@ -142,15 +142,20 @@ impl ApiServer {
         (client, ApiServer { log, steps, task })
     }
 
+    /// The requests seen so far, as `METHOD path`.
+    pub fn requests(&self) -> Vec<String> {
+        let log = self.log.lock();
+        log.seen
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect()
+    }
+
     /// Checks that every step was taken and nothing else was asked; the requests seen.
     pub fn done(self) -> Vec<Seen> {
         self.task.abort();
+        let seen = self.requests();
         let log = std::mem::take(&mut *self.log.lock());
-        let seen: Vec<String> = log
-            .seen
-            .iter()
-            .map(|s| format!("{} {}", s.method, s.path))
-            .collect();
         assert!(log.problems.is_empty(), "{:?}; seen {seen:?}", log.problems);
         assert_eq!(
             log.taken, self.steps,

@@ -275,3 +275,49 @@ async fn another_drivers_content_is_left_alone() {
     assert!(scene.fake.calls().is_empty());
     api.done();
 }
+
+/// Restarted between a cut and its status, the content is already there when the watch
+/// lists it. Listed before this provisioner's classes, it would pass for another driver's
+/// and never be finished: the controllers start only once classes and volumes are listed.
+#[tokio::test(start_paused = true)]
+async fn the_controllers_start_only_once_classes_and_volumes_are_listed() {
+    const CONTENTS: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents";
+    let crds_installed = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                                "metadata": {}, "items": []});
+    let (client, api) = ApiServer::start(vec![expect(
+        Http::GET,
+        CONTENTS,
+        Reply::Object(StatusCode::OK, crds_installed),
+    )]);
+    let (classes, mut class_writer) = reflector::store();
+    let (volumes, mut volume_writer) = reflector::store();
+    let ctx = Context::new(
+        client,
+        crate::controller::testing::settings(),
+        Arc::default(),
+        classes,
+        volumes,
+        reflector::store().0,
+        crate::controller::testing::instance(),
+    );
+    let run = tokio::spawn(super::run(Arc::new(ctx)));
+    let a_while = std::time::Duration::from_secs(3);
+    let crd_check = vec![format!("GET {CONTENTS}")];
+    tokio::time::sleep(a_while).await;
+    assert_eq!(
+        api.requests(),
+        crd_check,
+        "nothing watched before the caches"
+    );
+    class_writer.apply_watcher_event(&watcher::Event::InitDone);
+    tokio::time::sleep(a_while).await;
+    assert_eq!(api.requests(), crd_check, "nor before the volumes");
+    volume_writer.apply_watcher_event(&watcher::Event::InitDone);
+    tokio::time::sleep(a_while).await;
+    let seen = api.requests();
+    assert!(
+        seen[1..].iter().any(|r| r == &format!("GET {CONTENTS}")),
+        "contents watched once both are listed: {seen:?}"
+    );
+    run.abort();
+}
