@@ -76,7 +76,13 @@ pub struct Caches {
     dying: RecentUids,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// When the watches began: see [`Context::volumes_listed_at_start`].
+    since: tokio::time::Instant,
 }
+
+/// How long after the start a bound claim's check waits for the first list of volumes: a
+/// volumes watch that cannot list must not hold the claims' workers for good.
+pub(super) const FIRST_LIST_GRACE: Duration = Duration::from_secs(30);
 
 /// How long a finished deletion, or a claim seen going, is remembered: by then the watch
 /// events that followed are long delivered.
@@ -142,6 +148,7 @@ impl Context {
                 finished: RecentUids::default(),
                 dying: RecentUids::default(),
                 failures: Mutex::default(),
+                since: tokio::time::Instant::now(),
             },
             settings,
             instance,
@@ -241,6 +248,13 @@ impl Context {
     /// Waits until the volumes watch has listed every PV once.
     pub(super) async fn volumes_listed(&self) {
         wait_listed(self.caches.volumes.clone()).await
+    }
+
+    /// Waits until the volumes watch has listed every PV once, or [`FIRST_LIST_GRACE`] after
+    /// the start, whichever comes first.
+    pub(super) async fn volumes_listed_at_start(&self) {
+        let until = self.caches.since + FIRST_LIST_GRACE;
+        let _ = tokio::time::timeout_at(until, self.volumes_listed()).await;
     }
 
     /// Another PV (by uid) whose spec names this pool/image: a copy, or a hand-made static

@@ -34,6 +34,9 @@ pub async fn reconcile_bound(
     );
     // The cache answers the common case, nothing to do, without a request: every bound claim
     // passes here when the process starts, and 10,000 reads queued a new claim behind them.
+    // Until the first list of volumes ends the cache is empty, so that wait comes first: the
+    // reads would otherwise compete with the list itself.
+    ctx.volumes_listed_at_start().await;
     // Only a cached PV already bound to this claim counts: its capacity only grows, so a
     // cache that lags can ask for a resize that the fresh read then settles, but never hides
     // one the fresh read would find.

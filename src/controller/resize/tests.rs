@@ -68,3 +68,47 @@ async fn a_resize_asked_or_a_lagging_cache_reads_the_pv_fresh() {
         assert_eq!(reads, 1, "{request} {bound:?}");
     }
 }
+
+/// At a restart every bound claim passes here while the volumes are still being listed, and
+/// the cache is empty until the list ends: the check waits for it rather than reading.
+#[tokio::test(start_paused = true)]
+async fn before_the_volumes_are_listed_the_check_waits_rather_than_reads() {
+    let (client, api) = ApiServer::start(vec![]);
+    let mut ctx = Context::for_tests(client);
+    let (volumes, mut writer) = reflector::store();
+    ctx.caches.volumes = volumes;
+    let pvc = claim("1Gi");
+    let check = reconcile_bound(&pvc, true, u64::MAX, &ctx);
+    tokio::pin!(check);
+    let waiting = tokio::time::timeout(std::time::Duration::from_secs(5), &mut check).await;
+    assert!(waiting.is_err(), "done before the volumes were listed");
+    let listed = Cached::new(volume(Some("claim-uid"))).unwrap();
+    writer.apply_watcher_event(&watcher::Event::InitApply(listed));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    check.await.unwrap();
+    assert_eq!(api.done().len(), 0, "no read once the cache answers");
+}
+
+/// A volumes watch that cannot list (its RBAC taken away, say) holds the check only until
+/// the grace after the start ends; then the PV is read as before, and later checks read at
+/// once.
+#[tokio::test(start_paused = true)]
+async fn a_volumes_watch_that_never_lists_holds_the_check_only_for_the_grace() {
+    let read = || expect(Method::GET, PV_PATH, not_found());
+    let (client, api) = ApiServer::start(vec![read(), read()]);
+    let mut ctx = Context::for_tests(client);
+    let (volumes, _never_listed) = reflector::store();
+    ctx.caches.volumes = volumes;
+    let grace = crate::controller::context::FIRST_LIST_GRACE;
+    let check = async || {
+        let started = tokio::time::Instant::now();
+        let pvc = claim("1Gi");
+        reconcile_bound(&pvc, true, u64::MAX, &ctx).await.unwrap();
+        started.elapsed()
+    };
+    let first = check().await;
+    assert!(first >= grace && first < grace * 2, "{first:?}");
+    let later = check().await;
+    assert!(later < std::time::Duration::from_secs(1), "{later:?}");
+    assert_eq!(api.done().len(), 2);
+}
