@@ -16,7 +16,8 @@
 //! - `RBD_BENCH_REFERENCES=0` skips phase 1.
 //! - `RBD_BENCH_PAGE_SIZES` (e.g. `100,50,20`): before the restart of phase 4, this build
 //!   started over the 2N pairs with each page size twice, alternating: start → watches synced,
-//!   peak and idle memory.
+//!   peak and idle memory. 0 is the default, streaming lists: `0,0` gives four more restarts
+//!   of this build as it runs.
 //!
 //! The report so far is also written to `target/bench-plots/scale-partial.md` after phases 3
 //! and 4, for a run stopped before its end.

@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// `RBD_BENCH_PAGE_SIZES`, e.g. `500,100,50,20`.
+/// `RBD_BENCH_PAGE_SIZES`, e.g. `500,100,50,20`; 0 is the default (streaming lists), so
+/// `0,0` restarts this build four times over the same pairs.
 pub fn page_sizes() -> Vec<u32> {
     std::env::var("RBD_BENCH_PAGE_SIZES")
         .unwrap_or_default()
@@ -36,6 +37,11 @@ pub async fn page_size_sweep(cx: &Ctx, over: &str, out: &mut Vec<String>) -> Res
             .iter()
             .map(|s| format!("{:.1}", s.mem.rss))
             .collect();
+        // 0 asks for the default: streaming lists where the API server offers them.
+        let page = match page {
+            0 => "0 (streaming)".to_string(),
+            p => p.to_string(),
+        };
         out.push(format!(
             "| {over} | {page} | {} | {} | {} |",
             ready.join(" / "),
