@@ -8,7 +8,6 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -76,6 +75,8 @@ pub struct Caches {
     dying: RecentUids,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Which watches have listed everything once.
+    pub listed: Listings,
     /// When the watches began: see [`Context::volumes_listed_at_start`].
     since: tokio::time::Instant,
 }
@@ -107,6 +108,42 @@ impl RecentUids {
     fn forget(&self, uid: &str) {
         self.0.lock().remove(uid);
     }
+}
+
+/// Whether a watch has listed everything once, marked from the watch's own events after its
+/// store took the list. The store's own readiness signal wakes only the latest of its
+/// waiters, and the controller over the store must be that one: another waiter (or a look
+/// without waiting) could leave that controller asleep until the next change.
+#[derive(Clone)]
+pub struct Listed(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Listed {
+    fn default() -> Listed {
+        Listed(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl Listed {
+    pub fn mark(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_listed(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub async fn wait(&self) {
+        // The sender lives as long as `self`: this ends only when marked.
+        let _ = self.0.subscribe().wait_for(|listed| *listed).await;
+    }
+}
+
+/// Which of the watches behind [`Caches`] have listed everything once.
+#[derive(Clone, Default)]
+pub struct Listings {
+    pub classes: Listed,
+    pub volumes: Listed,
+    pub claims: Listed,
 }
 
 /// How long what was read from a Secret is reused: a burst of claims of one class then reads
@@ -148,6 +185,7 @@ impl Context {
                 finished: RecentUids::default(),
                 dying: RecentUids::default(),
                 failures: Mutex::default(),
+                listed: Listings::default(),
                 since: tokio::time::Instant::now(),
             },
             settings,
@@ -176,11 +214,7 @@ impl Context {
 
     /// Whether the volumes watch has listed every PV once (without waiting).
     pub(super) fn volumes_ready(&self) -> bool {
-        self.caches
-            .volumes
-            .wait_until_ready()
-            .now_or_never()
-            .is_some_and(|r| r.is_ok())
+        self.caches.listed.volumes.is_listed()
     }
 
     /// Whether the claim a Bound PV names is gone: the API server (not a cache) says so.
@@ -193,13 +227,7 @@ impl Context {
         let (Some(ns), Some(name), Some(uid)) = (&r.namespace, &r.name, &r.uid) else {
             return false;
         };
-        let listed = self
-            .caches
-            .claims
-            .wait_until_ready()
-            .now_or_never()
-            .is_some_and(|r| r.is_ok());
-        if !listed {
+        if !self.caches.listed.claims.is_listed() {
             return false;
         }
         // The claim watch that wakes this volume and the claims cache are two watches: the
@@ -247,7 +275,7 @@ impl Context {
 
     /// Waits until the volumes watch has listed every PV once.
     pub(super) async fn volumes_listed(&self) {
-        wait_listed(self.caches.volumes.clone()).await
+        self.caches.listed.volumes.wait().await
     }
 
     /// Waits until the volumes watch has listed every PV once, or [`FIRST_LIST_GRACE`] after
@@ -306,19 +334,6 @@ impl Context {
     }
 }
 
-/// Waits until a watch's store has listed everything once. Polled in short rounds: a single
-/// long wait on the store was seen to miss its wake-up.
-pub(super) async fn wait_listed<K>(store: Store<K>)
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
-        .await
-        .is_err()
-    {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +364,7 @@ mod tests {
         ));
         writer.apply_watcher_event(&watcher::Event::InitDone);
         ctx.caches.claims = claims;
+        ctx.caches.listed.claims.mark();
         let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "pvc-claim-uid"},
             "spec": {"claimRef": {"namespace": "ns", "name": "data", "uid": "claim-uid"}}
@@ -370,5 +386,28 @@ mod tests {
         ctx.claim_going(&pvc.metadata);
         assert!(ctx.bound_claim_deleted(&pv).await);
         assert_eq!(api.done().len(), 3);
+    }
+
+    /// The store's own readiness wakes only its latest waiter; every waiter of a `Listed`
+    /// wakes, and so does one that only looked without waiting before.
+    #[tokio::test(start_paused = true)]
+    async fn every_waiter_of_a_listing_wakes_when_it_is_marked() {
+        let listed = Listed::default();
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let l = listed.clone();
+                tokio::spawn(async move { l.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(!listed.is_listed());
+        listed.mark();
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(1), w)
+                .await
+                .expect("woken")
+                .unwrap();
+        }
+        listed.wait().await;
     }
 }

@@ -16,7 +16,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource};
 
 use super::cached::{Cached, CachedKind};
-use super::context::wait_listed;
+use super::context::Listed;
 use super::{Context, Settings, delete, provision};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -88,16 +88,39 @@ fn watch_config(streaming: bool) -> watcher::Config {
 }
 
 /// A controller over every object of `K`, like `Controller::new`, whose cache keeps each
-/// object as [`Cached`] JSON rather than the whole k8s-openapi object.
-fn cached_controller<K: CachedKind>(client: &Client, streaming: bool) -> Controller<Cached<K>>
+/// object as [`Cached`] JSON rather than the whole k8s-openapi object, and which marks
+/// `listed` when its watch has listed everything.
+fn cached_controller<K: CachedKind>(
+    client: &Client,
+    streaming: bool,
+    writer: reflector::store::Writer<Cached<K>>,
+    listed: Listed,
+) -> Controller<Cached<K>>
 where
     K::Scope: Send + Sync,
     Cached<K>: Resource<DynamicType = ()>,
 {
-    Controller::new(
-        Api::<Cached<K>>::all(client.clone()),
-        watch_config(streaming),
+    let cache = writer.as_reader();
+    let events = reflector(
+        writer,
+        watcher(
+            Api::<Cached<K>>::all(client.clone()),
+            watch_config(streaming),
+        ),
     )
+    .inspect(mark_when_listed(listed))
+    .applied_objects();
+    Controller::for_stream(events, cache)
+}
+
+/// Marks `listed` at the end of each list of a watch; after `reflector`, whose store has
+/// taken the list by then.
+fn mark_when_listed<K>(listed: Listed) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            listed.mark();
+        }
+    }
 }
 
 /// Runs `reconcile` on the object a cached entry holds, decoded from the cache's JSON.
@@ -189,43 +212,47 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
         provisioner: settings.provisioner.clone(),
         cluster: cluster_uid(&client).await?,
     };
-    let (classes, writer) = reflector::store();
-    let class_watch = reflector(
-        writer,
-        watcher(
-            Api::<StorageClass>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| futures::future::ready(()));
-    tokio::spawn(class_watch);
+    let (classes, class_writer) = reflector::store();
+    let (volume_cache, volume_writer) = reflector::store();
+    let (claim_cache, claim_writer) = reflector::store();
     let streaming = settings.streaming_lists;
-    if streaming {
-        tracing::info!(
-            "watches begin with streaming lists (the API server sends its state one object at a time)"
-        );
-    }
-    let volumes = cached_controller::<PersistentVolume>(&client, streaming);
-    let claims = cached_controller::<PersistentVolumeClaim>(&client, streaming);
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
         metrics,
         classes,
-        volumes.store(),
-        claims.store(),
+        volume_cache,
+        claim_cache,
         instance,
     ));
+    let listed = ctx.caches.listed.clone();
+    let class_watch = reflector(
+        class_writer,
+        watcher(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .inspect(mark_when_listed(listed.classes.clone()))
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(class_watch);
+    if streaming {
+        tracing::info!(
+            "watches begin with streaming lists (the API server sends its state one object at a time)"
+        );
+    }
+    let volumes = cached_controller(&client, streaming, volume_writer, listed.volumes.clone());
+    let claims = cached_controller(&client, streaming, claim_writer, listed.claims.clone());
     let maintenance = tokio::spawn(super::maintain::run(ctx.clone()));
     let heap = tokio::spawn(release_free_heap_every(HEAP_TRIM));
     // /readyz: ready once claims, volumes and classes have all been listed.
     let synced = {
-        let (ctx, claim_store) = (ctx.clone(), claims.store());
+        let ctx = ctx.clone();
         tokio::spawn(async move {
-            ctx.volumes_listed().await;
-            wait_listed(claim_store).await;
-            wait_listed(ctx.caches.classes.clone()).await;
+            listed.volumes.wait().await;
+            listed.claims.wait().await;
+            listed.classes.wait().await;
             ctx.metrics.health.watches_synced();
             tracing::info!("watches synced: claims, volumes and classes listed");
         })
@@ -264,4 +291,40 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
     synced.abort();
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::storage::v1::StorageClass;
+
+    /// A watch counts as listed at the end of its list, with its store holding it, not before.
+    #[tokio::test]
+    async fn a_watch_is_marked_listed_at_the_end_of_its_list() {
+        let class = |name: &str| {
+            let mut c = StorageClass::default();
+            c.metadata.name = Some(name.into());
+            c
+        };
+        let (store, writer) = reflector::store();
+        let listed = Listed::default();
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(class("a"))),
+            Ok(watcher::Event::InitApply(class("b"))),
+            Ok(watcher::Event::InitDone),
+        ]);
+        let (l, s) = (listed.clone(), store.clone());
+        reflector(writer, events)
+            .inspect(mark_when_listed(listed.clone()))
+            .for_each(move |e| {
+                match e {
+                    Ok(watcher::Event::InitDone) => assert!(l.is_listed() && s.len() == 2),
+                    _ => assert!(!l.is_listed(), "marked before the end of the list"),
+                }
+                futures::future::ready(())
+            })
+            .await;
+        assert!(listed.is_listed());
+    }
 }

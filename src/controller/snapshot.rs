@@ -55,7 +55,7 @@ pub async fn run(ctx: Arc<Context>) {
     // found only in the volumes cache: a content listed before them would be taken for
     // another driver's and wait for a change that need never come (a restart between the
     // cut and the status left exactly that).
-    super::context::wait_listed(ctx.caches.classes.clone()).await;
+    ctx.caches.listed.classes.wait().await;
     ctx.volumes_listed().await;
     tracing::info!("serving VolumeSnapshotContents of this provisioner's csi-flavour volumes");
     let workers = ctx.settings.workers;

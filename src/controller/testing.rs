@@ -227,9 +227,9 @@ pub fn settings() -> Settings {
 }
 
 impl Context {
-    /// A context over `client` whose caches of classes, volumes and claims are empty and
-    /// never listed: every class is asked of the API server, and no claim is provisioned
-    /// early; Secrets are read every time.
+    /// A context over `client` whose caches of classes, volumes and claims are empty: every
+    /// class is asked of the API server; the volumes count as listed, the claims and classes
+    /// not; Secrets are read every time.
     pub fn for_tests(client: Client) -> Context {
         let (classes, _) = reflector::store();
         let (volumes, _) = reflector::store();
@@ -245,6 +245,8 @@ impl Context {
         );
         // Each scripted read is answered once: nothing read is reused.
         ctx.kube.secrets = crate::k8s::SecretMemo::new(Duration::ZERO);
+        // Nothing waits for the volumes: a test puts the PVs it needs in their cache.
+        ctx.caches.listed.volumes.mark();
         ctx
     }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::controller::cached::Cached;
+use crate::controller::context::Listed;
 use crate::controller::testing::{ApiServer, expect, not_found, settings};
 use domain::volume::ANN_PROVISIONED_BY;
 use http::Method;
@@ -77,14 +78,17 @@ async fn before_the_volumes_are_listed_the_check_waits_rather_than_reads() {
     let mut ctx = Context::for_tests(client);
     let (volumes, mut writer) = reflector::store();
     ctx.caches.volumes = volumes;
+    let listed = Listed::default();
+    ctx.caches.listed.volumes = listed.clone();
     let pvc = claim("1Gi");
     let check = reconcile_bound(&pvc, true, u64::MAX, &ctx);
     tokio::pin!(check);
     let waiting = tokio::time::timeout(std::time::Duration::from_secs(5), &mut check).await;
     assert!(waiting.is_err(), "done before the volumes were listed");
-    let listed = Cached::new(volume(Some("claim-uid"))).unwrap();
-    writer.apply_watcher_event(&watcher::Event::InitApply(listed));
+    let pv = Cached::new(volume(Some("claim-uid"))).unwrap();
+    writer.apply_watcher_event(&watcher::Event::InitApply(pv));
     writer.apply_watcher_event(&watcher::Event::InitDone);
+    listed.mark();
     check.await.unwrap();
     assert_eq!(api.done().len(), 0, "no read once the cache answers");
 }
@@ -97,8 +101,7 @@ async fn a_volumes_watch_that_never_lists_holds_the_check_only_for_the_grace() {
     let read = || expect(Method::GET, PV_PATH, not_found());
     let (client, api) = ApiServer::start(vec![read(), read()]);
     let mut ctx = Context::for_tests(client);
-    let (volumes, _never_listed) = reflector::store();
-    ctx.caches.volumes = volumes;
+    ctx.caches.listed.volumes = Listed::default();
     let grace = crate::controller::context::FIRST_LIST_GRACE;
     let check = async || {
         let started = tokio::time::Instant::now();

@@ -289,17 +289,16 @@ async fn the_controllers_start_only_once_classes_and_volumes_are_listed() {
         CONTENTS,
         Reply::Object(StatusCode::OK, crds_installed),
     )]);
-    let (classes, mut class_writer) = reflector::store();
-    let (volumes, mut volume_writer) = reflector::store();
     let ctx = Context::new(
         client,
         crate::controller::testing::settings(),
         Arc::default(),
-        classes,
-        volumes,
+        reflector::store().0,
+        reflector::store().0,
         reflector::store().0,
         crate::controller::testing::instance(),
     );
+    let listed = ctx.caches.listed.clone();
     let run = tokio::spawn(super::run(Arc::new(ctx)));
     let a_while = std::time::Duration::from_secs(3);
     let crd_check = vec![format!("GET {CONTENTS}")];
@@ -309,10 +308,10 @@ async fn the_controllers_start_only_once_classes_and_volumes_are_listed() {
         crd_check,
         "nothing watched before the caches"
     );
-    class_writer.apply_watcher_event(&watcher::Event::InitDone);
+    listed.classes.mark();
     tokio::time::sleep(a_while).await;
     assert_eq!(api.requests(), crd_check, "nor before the volumes");
-    volume_writer.apply_watcher_event(&watcher::Event::InitDone);
+    listed.volumes.mark();
     tokio::time::sleep(a_while).await;
     let seen = api.requests();
     assert!(
