@@ -89,8 +89,9 @@ pub async fn restart_phase(
         out.push("|---|---|---|---|---|".into());
         page_size_sweep(cx, &all.len().to_string(), out).await?;
     }
-    let page = std::env::var("RBD_PROVISIONER_LIST_PAGE_SIZE")
-        .unwrap_or_else(|_| "20 (the default)".into());
+    let page = std::env::var("RBD_PROVISIONER_LIST_PAGE_SIZE").unwrap_or_else(|_| {
+        "the default (streaming lists where the API server offers them, else 20)".into()
+    });
     let before = cx.apiserver_metrics().await;
     let again = Ours::start(&cx.bed, &cx.prov_name).await;
     let ready = again
@@ -155,7 +156,7 @@ pub async fn restart_phase(
     ));
     out.push(String::new());
     out.push(format!(
-        "LIST requests the API server served from the provisioner's start to its `watches synced` line (its `/metrics`: `apiserver_request_total`, `apiserver_response_sizes`, `apiserver_storage_list_returned_objects_total`; nothing else lists these resources then: the harness's and kube-controller-manager's watches are long established). Page size {page}:\n"
+        "LIST requests the API server served from the provisioner's start to its `watches synced` line (its `/metrics`: `apiserver_request_total`, `apiserver_response_sizes`, `apiserver_storage_list_returned_objects_total`; nothing else lists these resources then: the harness's and kube-controller-manager's watches are long established). List page size: {page}:\n"
     ));
     out.push("| resource | LIST requests | objects returned | per request | mean response | largest response at most |".into());
     out.push("|---|---|---|---|---|---|".into());
